@@ -1,0 +1,64 @@
+"""Entry point of the ``tollway`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from tollway import __version__, logs
+from tollway.auth.errors import KeyNotFound
+from tollway.cli import keys, serve
+from tollway.settings import Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tollway",
+        description="Authenticate, entitle, meter and bill API traffic behind Envoy.",
+        epilog="Settings come from TOLLWAY_* environment variables (see docs/authentication.md).",
+    )
+    parser.add_argument("--version", action="version", version=f"tollway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve.register(commands)
+    keys.register(commands)
+    return parser
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"tollway: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"TOLLWAY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors())
+        return _fail(f"invalid settings: {problems}")
+    logs.configure(settings.log_level)
+    try:
+        if args.command == "serve":
+            return serve.run(args, settings)
+        if args.command == "keys":
+            return asyncio.run(keys.run(args, settings))
+    except KeyNotFound as exc:
+        return _fail(str(exc), 1)
+    except ValidationError as exc:
+        return _fail(f"invalid settings: {exc.errors()[0]['msg']}")
+    except ValueError as exc:
+        return _fail(str(exc))
+    except (RedisError, OSError) as exc:
+        return _fail(f"cannot reach Redis at {settings.redis_url}: {exc}", 1)
+    except KeyboardInterrupt:
+        return 130
+    return _fail(f"unknown command {args.command!r}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The Envoy-facing edge: ext_authz over HTTP and gRPC, sharing one decision core."""

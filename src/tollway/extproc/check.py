@@ -1,0 +1,43 @@
+"""Protocol-neutral check request and verdicts exchanged between the Envoy servers and the decision core."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+Headers = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRequest:
+    """What Envoy tells us about a downstream request. Header names are lower case."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+
+    @property
+    def request_id(self) -> str:
+        return self.headers.get("x-request-id", "")
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Admit the request: set ``upstream_headers`` (replacing same-named client headers), strip
+    ``remove_headers``, and add ``client_headers`` to the eventual response."""
+
+    upstream_headers: Headers
+    remove_headers: tuple[str, ...] = ()
+    client_headers: Headers = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """Refuse the request with this response (a problem document)."""
+
+    status: int
+    body: bytes
+    headers: Headers = field(default=())
+
+
+Decision = Allow | Deny

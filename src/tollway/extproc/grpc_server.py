@@ -1,0 +1,104 @@
+"""Envoy ext_authz over gRPC (``envoy.service.auth.v3.Authorization``) with ``grpc.aio``, plus the
+standard gRPC health service. Same decision core as the HTTP server."""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from tollway.extproc.check import Allow, CheckRequest, Decision
+from tollway.extproc.decision import DecisionCore
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME: Final = "envoy.service.auth.v3.Authorization"
+_OVERWRITE: Final = base_pb2.HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
+_GRPC_CODE_FOR_STATUS: Final = {
+    401: code_pb2.UNAUTHENTICATED,
+    403: code_pb2.PERMISSION_DENIED,
+    429: code_pb2.RESOURCE_EXHAUSTED,
+    503: code_pb2.UNAVAILABLE,
+}
+
+
+def to_check_request(message: external_auth_pb2.CheckRequest) -> CheckRequest:
+    http = message.attributes.request.http
+    if http.headers:
+        headers = dict(http.headers)
+    else:  # Envoy sends header_map instead when encode_raw_headers is on
+        headers = {
+            h.key.lower(): h.raw_value.decode("latin-1") if h.raw_value else h.value for h in http.header_map.headers
+        }
+    if http.id and "x-request-id" not in headers:
+        headers["x-request-id"] = http.id
+    path = http.path
+    if http.query and "?" not in path:
+        path = f"{path}?{http.query}"
+    return CheckRequest(method=http.method, path=path, headers=headers)
+
+
+def _header(name: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=name, value=value), append_action=_OVERWRITE)
+
+
+def to_check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
+    if isinstance(decision, Allow):
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.OK),
+            ok_response=external_auth_pb2.OkHttpResponse(
+                headers=[_header(n, v) for n, v in decision.upstream_headers],
+                headers_to_remove=list(decision.remove_headers),
+                response_headers_to_add=[_header(n, v) for n, v in decision.client_headers],
+            ),
+        )
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=_GRPC_CODE_FOR_STATUS.get(decision.status, code_pb2.PERMISSION_DENIED)),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=decision.status),
+            headers=[_header(n, v) for n, v in decision.headers],
+            body=decision.body.decode("utf-8"),
+        ),
+    )
+
+
+class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+    def __init__(self, core: DecisionCore) -> None:
+        self._core = core
+
+    async def Check(
+        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
+    ) -> external_auth_pb2.CheckResponse:
+        check = to_check_request(request)
+        decision = self._core.decide_now(check)
+        if decision is None:
+            decision = await self._core.decide(check)
+        return to_check_response(decision)
+
+
+class GrpcAuthzServer:
+    def __init__(self, core: DecisionCore) -> None:
+        # SO_REUSEPORT off: a stale server on the same port must not silently take traffic.
+        self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self._health = health.aio.HealthServicer()
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationService(core), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+
+    async def start(self, host: str, port: int) -> int:
+        bound = int(self._server.add_insecure_port(f"{host}:{port}"))
+        if bound == 0:
+            raise OSError(f"cannot listen on {host}:{port}")
+        await self._server.start()
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        return bound
+
+    async def shutdown(self, grace: float) -> None:
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace)

@@ -1,0 +1,87 @@
+"""RFC 9457 problem details, and the mapping from domain errors to HTTP refusals (the edge's job)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Final
+
+from tollway.auth.errors import AuthError, CredentialStoreUnavailable, MissingCredential
+from tollway.extproc.check import Deny
+
+PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
+
+AUTH_TITLES: Final = {
+    "missing-credentials": "API key required",
+    "malformed-api-key": "Malformed API key",
+    "invalid-api-key": "Invalid API key",
+    "revoked-api-key": "Revoked API key",
+    "expired-api-key": "Expired API key",
+    "unauthenticated": "Unauthenticated",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str = ""
+    extensions: dict[str, object] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        doc: dict[str, object] = {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.instance:
+            doc["instance"] = self.instance
+        doc.update(self.extensions)
+        return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+class Refusals:
+    """Builds :class:`Deny` verdicts. ``type_base`` prefixes each problem type slug."""
+
+    def __init__(self, type_base: str = "https://tollway.dev/problems/", realm: str = "tollway") -> None:
+        self._base = type_base
+        self._realm = realm
+
+    def problem(self, status: int, slug: str, title: str, detail: str, request_id: str) -> Problem:
+        return Problem(type=self._base + slug, title=title, status=status, detail=detail, instance=request_id)
+
+    def deny(self, problem: Problem, *extra_headers: tuple[str, str]) -> Deny:
+        return Deny(
+            status=problem.status,
+            body=problem.to_json(),
+            headers=(("content-type", PROBLEM_CONTENT_TYPE), *extra_headers),
+        )
+
+    def unauthenticated(self, error: AuthError, request_id: str) -> Deny:
+        title = AUTH_TITLES.get(error.reason, AUTH_TITLES["unauthenticated"])
+        if isinstance(error, MissingCredential):
+            challenge = f'Bearer realm="{self._realm}"'
+        else:  # RFC 6750 §3: invalid_token covers malformed, unknown, revoked and expired credentials
+            challenge = f'Bearer realm="{self._realm}", error="invalid_token", error_description="{title}"'
+        problem = self.problem(401, error.reason, title, error.detail, request_id)
+        return self.deny(problem, ("www-authenticate", challenge))
+
+    def store_unavailable(self, error: CredentialStoreUnavailable, request_id: str) -> Deny:
+        problem = self.problem(
+            503,
+            error.reason,
+            "Authentication temporarily unavailable",
+            "The credential store did not answer in time. Retry shortly.",
+            request_id,
+        )
+        return self.deny(problem, ("retry-after", "1"))
+
+    def internal_error(self, request_id: str) -> Deny:
+        problem = self.problem(500, "internal-error", "Internal error", "The request could not be checked.", request_id)
+        return self.deny(problem)
+
+    def bad_request(self, status: int, slug: str, title: str, detail: str, request_id: str = "") -> Deny:
+        return self.deny(self.problem(status, slug, title, detail, request_id))

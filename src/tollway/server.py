@@ -1,0 +1,89 @@
+"""``tollway serve``: wires the stores, the decision core and both ext_authz servers, and runs them until
+SIGTERM/SIGINT, then drains in-flight checks before exiting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from tollway.auth.authenticator import Authenticator
+from tollway.auth.cache import KeyCache
+from tollway.auth.credentials import CredentialSource
+from tollway.auth.digest import KeyDigester
+from tollway.auth.redis_store import RedisKeyStore
+from tollway.clock import Clock, SystemClock
+from tollway.extproc.decision import DecisionCore
+from tollway.extproc.grpc_server import GrpcAuthzServer
+from tollway.extproc.http_server import HttpAuthzServer
+from tollway.extproc.problems import Refusals
+from tollway.redis_client import hot_path_client, subscriber_client
+from tollway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_cache(settings: Settings, clock: Clock) -> KeyCache:
+    return KeyCache(
+        clock.monotonic,
+        ttl=settings.key_cache_ttl_s,
+        negative_ttl=settings.key_negative_cache_ttl_s,
+        max_entries=settings.key_cache_max_entries,
+    )
+
+
+def build_core(settings: Settings, store: RedisKeyStore, cache: KeyCache, clock: Clock) -> DecisionCore:
+    authenticator = Authenticator(
+        store,
+        KeyDigester(settings.pepper_bytes()),
+        cache,
+        clock,
+        CredentialSource(headers=settings.key_headers, query_param=settings.key_query_param),
+        store_timeout=settings.redis_timeout_ms / 1000,
+    )
+    return DecisionCore(authenticator, Refusals(settings.problem_type_base))
+
+
+async def serve(settings: Settings, clock: Clock | None = None, stop: asyncio.Event | None = None) -> None:
+    clock = clock or SystemClock()
+    stop = stop or asyncio.Event()
+    redis = hot_path_client(settings)
+    subscriber = subscriber_client(settings)
+    store = RedisKeyStore(redis, settings.redis_prefix, subscriber=subscriber)
+    cache = build_cache(settings, clock)
+    core = build_core(settings, store, cache, clock)
+    watcher = asyncio.create_task(store.watch_changes(cache.evict, cache.clear), name="key-changes")
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    http: HttpAuthzServer | None = None
+    grpc_server: GrpcAuthzServer | None = None
+    try:
+        if settings.http_port:
+            http = HttpAuthzServer(core, settings.max_header_bytes, settings.max_body_bytes)
+            port = await http.start(settings.host, settings.http_port)
+            log.info("ext_authz HTTP listening on %s:%d", settings.host, port)
+        if settings.grpc_port:
+            grpc_server = GrpcAuthzServer(core)
+            port = await grpc_server.start(settings.host, settings.grpc_port)
+            log.info("ext_authz gRPC listening on %s:%d", settings.host, port)
+        await stop.wait()
+        log.info("shutting down: draining in-flight checks (grace %.1fs)", settings.shutdown_grace_s)
+    finally:
+        draining = []
+        if http is not None:
+            draining.append(http.shutdown(settings.shutdown_grace_s))
+        if grpc_server is not None:
+            draining.append(grpc_server.shutdown(settings.shutdown_grace_s))
+        await asyncio.gather(*draining, return_exceptions=True)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await redis.aclose()
+        await subscriber.aclose()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        log.info("stopped")

@@ -1,0 +1,79 @@
+"""Runtime settings from ``TOLLWAY_*`` environment variables (and an optional ``.env`` file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from tollway.auth.digest import MIN_PEPPER_BYTES
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOLLWAY_", env_file=None, extra="ignore")
+
+    # Redis / Valkey holding keys (and later limits). Hot-path calls are bounded by redis_timeout_ms.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "tw:"
+    redis_timeout_ms: Annotated[int, Field(ge=5, le=5000)] = 100
+    redis_max_connections: Annotated[int, Field(ge=1, le=10_000)] = 256
+
+    # The HMAC pepper: from TOLLWAY_PEPPER, or a file (a mounted Kubernetes secret) via TOLLWAY_PEPPER_FILE.
+    pepper: SecretStr | None = None
+    pepper_file: Path | None = None
+
+    # ext_authz servers. A port of 0 disables that protocol.
+    host: str = "127.0.0.1"
+    http_port: Annotated[int, Field(ge=0, le=65535)] = 9191
+    grpc_port: Annotated[int, Field(ge=0, le=65535)] = 9192
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    shutdown_grace_s: Annotated[float, Field(ge=0, le=300)] = 10.0
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1 << 20)] = 65536
+    max_body_bytes: Annotated[int, Field(ge=0, le=64 << 20)] = 1 << 20
+
+    # Where keys are read from. Query parameters are off unless named here.
+    key_headers: Annotated[tuple[str, ...], NoDecode] = ("authorization", "x-api-key")
+    key_query_param: str | None = None
+
+    # In-process key cache. Revocations are announced over pub/sub; the TTL bounds a missed announcement.
+    key_cache_ttl_s: Annotated[float, Field(ge=0, le=1.0)] = 1.0
+    key_negative_cache_ttl_s: Annotated[float, Field(ge=0, le=1.0)] = 1.0
+    key_cache_max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+
+    problem_type_base: str = "https://tollway.dev/problems/"
+    log_level: str = "INFO"
+
+    @field_validator("key_headers", mode="before")
+    @classmethod
+    def _split_headers(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            names = tuple(str(v).strip().lower() for v in value if str(v).strip())
+            if not names:
+                raise ValueError("at least one key header is needed")
+            return names
+        return value
+
+    @model_validator(mode="after")
+    def _one_pepper_source(self) -> Settings:
+        if self.pepper is not None and self.pepper_file is not None:
+            raise ValueError("set TOLLWAY_PEPPER or TOLLWAY_PEPPER_FILE, not both")
+        return self
+
+    def pepper_bytes(self) -> bytes:
+        """The pepper, checked for length. Raises ``ValueError`` naming the setting when it is absent."""
+        if self.pepper_file is not None:
+            raw = self.pepper_file.read_bytes().strip()
+        elif self.pepper is not None:
+            raw = self.pepper.get_secret_value().encode()
+        else:
+            raise ValueError(
+                "no pepper configured: set TOLLWAY_PEPPER (at least 32 bytes, e.g. `openssl rand -hex 32`) "
+                "or TOLLWAY_PEPPER_FILE"
+            )
+        if len(raw) < MIN_PEPPER_BYTES:
+            raise ValueError(f"the pepper must be at least {MIN_PEPPER_BYTES} bytes")
+        return raw
