@@ -1,0 +1,94 @@
+"""Run ``python -m tollway serve`` as a managed process on loopback ports.
+
+Configuration goes through the environment (``TOLLWAY_*``), never argv, so secrets such as the
+pepper do not show up in ``ps`` output or in logged command lines.
+"""
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Self
+
+from tollway.harness.ports import LOOPBACK, free_ports
+from tollway.harness.processes import DEFAULT_TAIL_LINES, ManagedProcess
+
+
+class TollwayServer:
+    """One Tollway process serving the HTTP check API and the gRPC Authorization service."""
+
+    def __init__(
+        self,
+        work_dir: Path,
+        *,
+        redis_url: str,
+        pepper: str,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        name: str = "tollway",
+    ) -> None:
+        if http_port is None or grpc_port is None:
+            fresh_http, fresh_grpc = free_ports(2)
+            http_port = fresh_http if http_port is None else http_port
+            grpc_port = fresh_grpc if grpc_port is None else grpc_port
+        self._http_port = http_port
+        self._grpc_port = grpc_port
+        env = {
+            "TOLLWAY_REDIS_URL": redis_url,
+            "TOLLWAY_PEPPER": pepper,
+            "TOLLWAY_HOST": LOOPBACK,
+            "TOLLWAY_HTTP_PORT": str(http_port),
+            "TOLLWAY_GRPC_PORT": str(grpc_port),
+        }
+        env.update(extra_env or {})
+        argv = [sys.executable, "-m", "tollway", "serve"]
+        self._process = ManagedProcess(argv, log_dir=Path(work_dir), name=name, env=env)
+
+    @property
+    def name(self) -> str:
+        return self._process.name
+
+    @property
+    def http_port(self) -> int:
+        return self._http_port
+
+    @property
+    def grpc_port(self) -> int:
+        return self._grpc_port
+
+    @property
+    def http_endpoint(self) -> tuple[str, int]:
+        return (LOOPBACK, self._http_port)
+
+    @property
+    def grpc_endpoint(self) -> tuple[str, int]:
+        return (LOOPBACK, self._grpc_port)
+
+    @property
+    def process(self) -> ManagedProcess:
+        return self._process
+
+    def start(self, timeout: float = 15.0) -> Self:
+        """Start and wait until both the HTTP and the gRPC port accept connections."""
+        self._process.start()
+        try:
+            self._process.wait_for_tcp(LOOPBACK, self._http_port, timeout=timeout)
+            self._process.wait_for_tcp(LOOPBACK, self._grpc_port, timeout=timeout)
+        except Exception:
+            self._process.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        return self._process.stop(timeout)
+
+    def log_tail(self, n_lines: int = DEFAULT_TAIL_LINES) -> str:
+        return self._process.log_tail(n_lines)
+
+    def __enter__(self) -> Self:
+        if not self._process.started:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Tollway test suite."""

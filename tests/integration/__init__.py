@@ -1,0 +1,1 @@
+"""Integration tests: real Valkey, Envoy, chdb and subprocesses on loopback."""

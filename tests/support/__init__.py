@@ -1,0 +1,1 @@
+"""Test-only helpers behind the fixtures in ``tests/conftest.py``."""
