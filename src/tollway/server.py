@@ -42,7 +42,7 @@ def build_core(settings: Settings, store: RedisKeyStore, cache: KeyCache, clock:
         CredentialSource(headers=settings.key_headers, query_param=settings.key_query_param),
         store_timeout=settings.redis_timeout_ms / 1000,
     )
-    return DecisionCore(authenticator, Refusals(settings.problem_type_base))
+    return DecisionCore(authenticator, Refusals(settings.problem_type_base), settings.forward_credential)
 
 
 async def serve(settings: Settings, clock: Clock | None = None, stop: asyncio.Event | None = None) -> None:

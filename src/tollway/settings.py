@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     # Where keys are read from. Query parameters are off unless named here.
     key_headers: Annotated[tuple[str, ...], NoDecode] = ("authorization", "x-api-key")
     key_query_param: str | None = None
+    # Keep the API key from the upstream (its logs, its own auth). Set true only if the upstream needs it.
+    forward_credential: bool = False
 
     # In-process key cache. Revocations are announced over pub/sub; the TTL bounds a missed announcement.
     key_cache_ttl_s: Annotated[float, Field(ge=0, le=1.0)] = 1.0

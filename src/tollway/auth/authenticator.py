@@ -23,10 +23,21 @@ from tollway.clock import Clock
 class PendingLookup:
     """A well-formed key whose record must be fetched from the store."""
 
-    __slots__ = ("digest",)
+    __slots__ = ("digest", "header")
 
-    def __init__(self, digest: str) -> None:
+    def __init__(self, digest: str, header: str | None) -> None:
         self.digest = digest
+        self.header = header
+
+
+class Authenticated:
+    """Who is calling, and which header carried their key (so the edge can keep it from the upstream)."""
+
+    __slots__ = ("header", "identity")
+
+    def __init__(self, identity: Identity, header: str | None) -> None:
+        self.identity = identity
+        self.header = header
 
 
 class Authenticator:
@@ -51,16 +62,16 @@ class Authenticator:
     def cache(self) -> KeyCache:
         return self._cache
 
-    def try_cached(self, headers: Mapping[str, str], path: str = "") -> Identity | PendingLookup:
-        """Identity from the cache, or what to look up. Raises :class:`AuthError` for a bad credential."""
-        key = apikey.parse(self._source.extract(headers, path))
-        digest = self._digester.digest(key.text)
+    def try_cached(self, headers: Mapping[str, str], path: str = "") -> Authenticated | PendingLookup:
+        """The caller from the cache, or what to look up. Raises :class:`AuthError` for a bad credential."""
+        presented = self._source.extract(headers, path)
+        digest = self._digester.digest(apikey.parse(presented.text).text)
         hit = self._cache.get(digest)
         if hit is None:
-            return PendingLookup(digest)
-        return self._identify(hit.record)
+            return PendingLookup(digest, presented.header)
+        return Authenticated(self._identify(hit.record), presented.header)
 
-    async def resolve(self, pending: PendingLookup) -> Identity:
+    async def resolve(self, pending: PendingLookup) -> Authenticated:
         digest = pending.digest
         task = self._inflight.get(digest)
         if task is None:
@@ -68,13 +79,13 @@ class Authenticator:
             self._inflight[digest] = task
             task.add_done_callback(lambda t: self._settle(digest, t))
         record = await asyncio.shield(task)
-        return self._identify(record)
+        return Authenticated(self._identify(record), pending.header)
 
     async def authenticate(self, headers: Mapping[str, str], path: str = "") -> Identity:
         outcome = self.try_cached(headers, path)
-        if isinstance(outcome, Identity):
-            return outcome
-        return await self.resolve(outcome)
+        if isinstance(outcome, PendingLookup):
+            outcome = await self.resolve(outcome)
+        return outcome.identity
 
     async def _fetch(self, digest: str) -> KeyRecord | None:
         try:

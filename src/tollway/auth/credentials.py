@@ -10,6 +10,17 @@ from tollway.auth.errors import MalformedKey, MissingCredential
 
 
 @dataclass(frozen=True, slots=True)
+class PresentedKey:
+    """The key text a request presented (unvalidated) and the header that carried it (``None``: query)."""
+
+    text: str
+    header: str | None
+
+    def __repr__(self) -> str:
+        return f"PresentedKey(header={self.header!r}, text=<hidden>)"
+
+
+@dataclass(frozen=True, slots=True)
 class CredentialSource:
     """``headers`` are lower-case names tried in order. ``authorization`` means the Bearer scheme;
     any other header holds the key as its whole value. ``query_param`` is off unless set: keys in URLs
@@ -18,8 +29,8 @@ class CredentialSource:
     headers: tuple[str, ...] = ("authorization", "x-api-key")
     query_param: str | None = None
 
-    def extract(self, headers: Mapping[str, str], path: str = "") -> str:
-        """The presented key text (unvalidated). Raises :class:`MissingCredential` when none is sent."""
+    def extract(self, headers: Mapping[str, str], path: str = "") -> PresentedKey:
+        """The presented key. Raises :class:`MissingCredential` when none is sent."""
         for name in self.headers:
             value = headers.get(name)
             if value is None:
@@ -33,11 +44,11 @@ class CredentialSource:
                 token = value.strip()
             if not token:
                 raise MalformedKey("The API key is empty.")
-            return token
+            return PresentedKey(token, name)
         if self.query_param and "?" in path:
             values = parse_qs(urlsplit(path).query, keep_blank_values=True).get(self.query_param)
             if values:
                 if not values[0]:
                     raise MalformedKey("The API key is empty.")
-                return values[0]
+                return PresentedKey(values[0], None)
         raise MissingCredential()

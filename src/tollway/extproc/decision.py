@@ -7,11 +7,10 @@ refusals only here, at the edge.
 from __future__ import annotations
 
 import logging
-from typing import Final
+from typing import Final, Protocol
 
-from tollway.auth.authenticator import Authenticator, PendingLookup
+from tollway.auth.authenticator import Authenticated, Authenticator, PendingLookup
 from tollway.auth.errors import AuthError, CredentialStoreUnavailable
-from tollway.auth.records import Identity
 from tollway.extproc.check import Allow, CheckRequest, Decision
 from tollway.extproc.problems import Refusals
 
@@ -23,10 +22,25 @@ KEY_ID_HEADER: Final = "x-tollway-key-id"
 _SET_BY_TOLLWAY: Final = frozenset({CUSTOMER_HEADER, KEY_ID_HEADER})
 
 
+class Decider(Protocol):
+    """What the Envoy-facing servers need: a synchronous fast path, the full async path, and refusals."""
+
+    @property
+    def refusals(self) -> Refusals: ...
+
+    def decide_now(self, request: CheckRequest) -> Decision | None: ...
+
+    async def decide(self, request: CheckRequest) -> Decision: ...
+
+
 class DecisionCore:
-    def __init__(self, authenticator: Authenticator, refusals: Refusals) -> None:
+    """``forward_credential=False`` (the default) strips the header that carried the API key, so the
+    secret never reaches the upstream or its logs."""
+
+    def __init__(self, authenticator: Authenticator, refusals: Refusals, forward_credential: bool = False) -> None:
         self._authenticator = authenticator
         self._refusals = refusals
+        self._forward_credential = forward_credential
 
     @property
     def refusals(self) -> Refusals:
@@ -58,13 +72,15 @@ class DecisionCore:
             return self._refusals.internal_error(request_id)
         return self._admit(outcome, request)
 
-    @staticmethod
-    def _admit(identity: Identity, request: CheckRequest) -> Allow:
+    def _admit(self, caller: Authenticated, request: CheckRequest) -> Allow:
         # Clients must not speak for Tollway: every x-tollway-* header they sent is replaced or removed.
-        spoofed = tuple(
+        remove = [
             name for name in request.headers if name.startswith(IDENTITY_HEADER_PREFIX) and name not in _SET_BY_TOLLWAY
-        )
+        ]
+        if caller.header is not None and not self._forward_credential:
+            remove.append(caller.header)
+        identity = caller.identity
         return Allow(
             upstream_headers=((CUSTOMER_HEADER, identity.customer_id), (KEY_ID_HEADER, identity.key_id)),
-            remove_headers=spoofed,
+            remove_headers=tuple(remove),
         )

@@ -14,7 +14,7 @@ from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tollway.extproc.check import Allow, CheckRequest, Decision
-from tollway.extproc.decision import DecisionCore
+from tollway.extproc.decision import Decider
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def to_check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
 
 
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
-    def __init__(self, core: DecisionCore) -> None:
+    def __init__(self, core: Decider) -> None:
         self._core = core
 
     async def Check(
@@ -83,7 +83,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
 
 
 class GrpcAuthzServer:
-    def __init__(self, core: DecisionCore) -> None:
+    def __init__(self, core: Decider) -> None:
         # SO_REUSEPORT off: a stale server on the same port must not silently take traffic.
         self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         self._health = health.aio.HealthServicer()

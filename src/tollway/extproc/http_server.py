@@ -17,7 +17,7 @@ from typing import Final, cast
 import httptools
 
 from tollway.extproc.check import Allow, CheckRequest, Decision, Deny
-from tollway.extproc.decision import DecisionCore
+from tollway.extproc.decision import Decider
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class _Connection(asyncio.Protocol):
 
 
 class HttpAuthzServer:
-    def __init__(self, core: DecisionCore, max_header_bytes: int = 65536, max_body_bytes: int = 1 << 20) -> None:
+    def __init__(self, core: Decider, max_header_bytes: int = 65536, max_body_bytes: int = 1 << 20) -> None:
         self.core = core
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes

@@ -1,0 +1,24 @@
+# Tollway's ext_authz servers. Envoy, Redis and ClickHouse run as their own containers/services.
+# Installs the same way as `make install` does, minus the development and local-server extras.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN python -m venv /opt/tollway \
+ && /opt/tollway/bin/python -m pip install --no-cache-dir --upgrade pip \
+ && /opt/tollway/bin/python -m pip install --no-cache-dir .
+
+FROM python:3.11-slim
+RUN groupadd --system tollway && useradd --system --gid tollway --home-dir /nonexistent --shell /usr/sbin/nologin tollway
+COPY --from=build /opt/tollway /opt/tollway
+ENV PATH=/opt/tollway/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    TOLLWAY_HOST=0.0.0.0 \
+    TOLLWAY_HTTP_PORT=9191 \
+    TOLLWAY_GRPC_PORT=9192
+USER tollway
+EXPOSE 9191 9192
+# The pepper comes from a secret: TOLLWAY_PEPPER or a mounted file named by TOLLWAY_PEPPER_FILE.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["tollway"]
+CMD ["serve"]
