@@ -13,15 +13,15 @@ import pytest
 
 from tests.support.chdb_engine import ChdbDatabase, ChdbEngine
 from tests.support.process_logs import attach_log_tails, register_for_session, register_for_test
+
+# A fixed, test-only pepper (32 bytes, hex). Never used outside tests.
+from tests.support.tollway_cli import TEST_PEPPER
 from tollway.harness import envoy_config
 from tollway.harness.demo_upstream import DemoUpstream
 from tollway.harness.envoy import EnvoyProcess
 from tollway.harness.ports import free_ports
 from tollway.harness.tollway_server import TollwayServer
 from tollway.harness.valkey import ValkeyServer
-
-# A fixed, test-only pepper (32 bytes, hex). Never used outside tests.
-TEST_PEPPER = "7e57" * 16
 
 
 @pytest.hookimpl(wrapper=True)

@@ -68,8 +68,13 @@ class Settings(BaseSettings):
     def pepper_bytes(self) -> bytes:
         """The pepper, checked for length. Raises ``ValueError`` naming the setting when it is absent."""
         if self.pepper_file is not None:
-            raw = self.pepper_file.read_bytes().strip()
-        elif self.pepper is not None:
+            source = f"TOLLWAY_PEPPER_FILE ({self.pepper_file})"
+            try:
+                raw = self.pepper_file.read_bytes().strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read {source}: {exc.strerror}") from None
+        elif self.pepper is not None and self.pepper.get_secret_value():
+            source = "TOLLWAY_PEPPER"
             raw = self.pepper.get_secret_value().encode()
         else:
             raise ValueError(
@@ -77,5 +82,5 @@ class Settings(BaseSettings):
                 "or TOLLWAY_PEPPER_FILE"
             )
         if len(raw) < MIN_PEPPER_BYTES:
-            raise ValueError(f"the pepper must be at least {MIN_PEPPER_BYTES} bytes")
+            raise ValueError(f"{source}: the pepper must be at least {MIN_PEPPER_BYTES} bytes")
         return raw

@@ -85,7 +85,7 @@ def test_store_outage_is_a_503_problem() -> None:
         assert isinstance(decision, Deny)
         assert decision.status == 503
         assert dict(decision.headers)["retry-after"] == "1"
-        assert json.loads(decision.body)["type"].endswith("/credential-store-unavailable")
+        assert json.loads(decision.body)["type"].endswith("/authorization-unavailable")
 
     asyncio.run(scenario())
 

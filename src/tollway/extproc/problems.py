@@ -70,10 +70,12 @@ class Refusals:
         return self.deny(problem, ("www-authenticate", challenge))
 
     def store_unavailable(self, error: CredentialStoreUnavailable, request_id: str) -> Deny:
+        # Same type and title as the problem Envoy's local reply gives when the check itself fails
+        # (envoy/*.yaml), so clients handle one "retry later" problem whichever way it arose.
         problem = self.problem(
             503,
-            error.reason,
-            "Authentication temporarily unavailable",
+            "authorization-unavailable",
+            "Authorization temporarily unavailable",
             "The credential store did not answer in time. Retry shortly.",
             request_id,
         )

@@ -1,0 +1,109 @@
+"""``tollway serve`` as a process: graceful shutdown, several workers, gRPC health, bad settings."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import TollwayFactory
+from tests.support.tollway_cli import TEST_PEPPER, create_key
+from tollway.harness.ports import free_ports
+from tollway.harness.processes import ManagedProcess
+from tollway.harness.valkey import ValkeyServer
+
+pytestmark = pytest.mark.integration
+
+
+def wait_exit(process: ManagedProcess, timeout: float) -> int | None:
+    deadline = time.monotonic() + timeout
+    while process.is_running():
+        assert time.monotonic() < deadline, f"{process.name} did not exit"
+        time.sleep(0.02)
+    return process.returncode
+
+
+def test_grpc_health_service_reports_serving(valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory) -> None:
+    server = tollway_factory()
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "envoy.service.auth.v3.Authorization"):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_sigterm_lets_in_flight_checks_finish(valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory) -> None:
+    server = tollway_factory()
+    key = create_key(valkey_fresh.url, "acme")["api_key"].encode()
+    valkey_fresh.pause()  # the uncached key's lookup now takes the full 100 ms store timeout
+    try:
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=3) as sock:
+            sock.sendall(b"GET /v1/x HTTP/1.1\r\nHost: x\r\nx-api-key: " + key + b"\r\n\r\n")
+            time.sleep(0.02)  # the check is in flight
+            server.process.send_signal(signal.SIGTERM)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+    finally:
+        valkey_fresh.resume()
+    assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]  # answered, not dropped
+    assert b"connection: close" in answer
+    assert wait_exit(server.process, 5) == 0
+    assert "stopped" in server.log_tail()
+
+
+def test_workers_listen_on_consecutive_ports(valkey_fresh: ValkeyServer, tmp_path: Path) -> None:
+    base_http = free_ports(1)[0]
+    base_grpc = free_ports(1)[0]
+    for port in (base_http + 1, base_grpc + 1):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                pytest.skip("neighbouring port busy")
+    env = {
+        "TOLLWAY_REDIS_URL": valkey_fresh.url,
+        "TOLLWAY_PEPPER": TEST_PEPPER,
+        "TOLLWAY_HTTP_PORT": str(base_http),
+        "TOLLWAY_GRPC_PORT": str(base_grpc),
+        "TOLLWAY_WORKERS": "2",
+    }
+    process = ManagedProcess(
+        [sys.executable, "-m", "tollway", "serve"], log_dir=tmp_path, name="workers", env={**os.environ, **env}
+    )
+    with process:
+        key = create_key(valkey_fresh.url, "acme")["api_key"]
+        for port in (base_http, base_http + 1):
+            process.wait_for_tcp("127.0.0.1", port)
+            response = httpx.get(f"http://127.0.0.1:{port}/", headers={"x-api-key": key}, timeout=2)
+            assert response.headers["x-tollway-customer-id"] == "acme"
+        process.wait_for_tcp("127.0.0.1", base_grpc + 1)
+        process.send_signal(signal.SIGTERM)
+        assert wait_exit(process, 10) == 0
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TOLLWAY_HTTP_PORT": "seventy"}, "TOLLWAY_HTTP_PORT"),
+        ({"TOLLWAY_REDIS_TIMEOUT_MS": "0"}, "TOLLWAY_REDIS_TIMEOUT_MS"),
+        ({"TOLLWAY_PEPPER": "short"}, "at least 32 bytes"),
+        ({"TOLLWAY_PEPPER": "", "TOLLWAY_PEPPER_FILE": "/nonexistent/pepper"}, "cannot read TOLLWAY_PEPPER_FILE"),
+    ],
+)
+def test_bad_settings_fail_fast_with_a_clear_message(env: dict[str, str], message: str) -> None:
+    environment = {**os.environ, "TOLLWAY_PEPPER": TEST_PEPPER, "TOLLWAY_HTTP_PORT": "0", "TOLLWAY_GRPC_PORT": "0"}
+    environment.update(env)
+    if environment.get("TOLLWAY_PEPPER") == "":
+        del environment["TOLLWAY_PEPPER"]
+    done = subprocess.run(
+        [sys.executable, "-m", "tollway", "serve"], env=environment, capture_output=True, text=True, timeout=20
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
