@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench image-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -36,6 +36,18 @@ bench: $(STAMP)
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python -m tollway.bench --out bench-results.json
+
+# What the Dockerfile installs (`pip install .`, no extras), checked in a throwaway venv: no Docker
+# engine is needed. The image's entrypoint must start and refuse to run without a pepper.
+image-check:
+	rm -rf .tollway/image-venv && $(PYTHON) -m venv .tollway/image-venv
+	.tollway/image-venv/bin/python -m pip install --quiet --upgrade pip
+	.tollway/image-venv/bin/python -m pip install --quiet .
+	.tollway/image-venv/bin/tollway --version
+	.tollway/image-venv/bin/python -c 'import tollway.server, tollway.extproc.grpc_server, tollway.extproc.http_server'
+	! env -u TOLLWAY_PEPPER .tollway/image-venv/bin/tollway serve 2>.tollway/image-check.err
+	grep -q TOLLWAY_PEPPER .tollway/image-check.err
+	rm -rf .tollway/image-venv .tollway/image-check.err
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .tollway bench-results.json
