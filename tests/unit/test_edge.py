@@ -58,7 +58,7 @@ def test_admitted_request_sets_identity_and_strips_spoofed_headers() -> None:
 def test_refusal_is_a_problem_document_with_the_request_id_and_no_key() -> None:
     core, _ = make_core(MemoryKeyStore())
     secret = "tw_live_" + "A" * 33
-    decision = core.decide_now(CheckRequest("GET", "/", {"authorization": f"Bearer {secret}", "x-request-id": "r-9"}))
+    decision = core.decide_now(CheckRequest("GET", "/", {"authorization": f"Bearer {secret}"}, "r-9"))
     assert isinstance(decision, Deny)
     assert decision.status == 401
     headers = dict(decision.headers)
@@ -132,3 +132,14 @@ def test_grpc_conversion_roundtrip() -> None:
     assert denied.status.code == 16  # UNAUTHENTICATED
     assert denied.denied_response.status.code == 401
     assert denied.denied_response.body == '{"title":"x"}'
+
+
+def test_serialized_verdicts_parse_back() -> None:
+    from tollway.extproc.grpc_server import serialize_verdict
+
+    allow = Allow((("x-tollway-customer-id", "acme"),), remove_headers=("x-api-key",))
+    first = serialize_verdict(allow)
+    assert serialize_verdict(Allow((("x-tollway-customer-id", "acme"),), remove_headers=("x-api-key",))) is first
+    assert external_auth_pb2.CheckResponse.FromString(first) == to_check_response(allow)
+    deny = Deny(503, b'{"status":503}', (("retry-after", "1"),))
+    assert external_auth_pb2.CheckResponse.FromString(serialize_verdict(deny)) == to_check_response(deny)

@@ -11,6 +11,7 @@ Pure code: no I/O, no clock.
 
 from __future__ import annotations
 
+import re
 import secrets
 import zlib
 from collections.abc import Callable
@@ -27,7 +28,7 @@ SECRET_CHARS: Final = 27  # ceil(160 / log2(62))
 CHECKSUM_CHARS: Final = 6  # ceil(32 / log2(62))
 _BODY_CHARS: Final = SECRET_CHARS + CHECKSUM_CHARS
 _MAX_KEY_CHARS: Final = len(PRODUCT) + 1 + max(len(e) for e in ENVIRONMENTS) + 1 + _BODY_CHARS
-_ALPHABET_SET: Final = frozenset(ALPHABET)
+_KEY_PATTERN: Final = re.compile(rf"{PRODUCT}_({'|'.join(ENVIRONMENTS)})_[0-9A-Za-z]{{{_BODY_CHARS}}}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,15 +72,12 @@ def generate(env: str, random_bytes: Callable[[int], bytes] = secrets.token_byte
 
 def parse(text: str) -> ParsedKey:
     """Check form and checksum; raise :class:`MalformedKey` otherwise. Never echoes the input."""
-    if not text or len(text) > _MAX_KEY_CHARS:
+    match = _KEY_PATTERN.fullmatch(text)
+    if match is None or checksum(text[:-CHECKSUM_CHARS]) != text[-CHECKSUM_CHARS:]:
         raise MalformedKey()
-    parts = text.split("_")
-    if len(parts) != 3 or parts[0] != PRODUCT or parts[1] not in ENVIRONMENTS:
-        raise MalformedKey()
-    body = parts[2]
-    if len(body) != _BODY_CHARS or not _ALPHABET_SET.issuperset(body):
-        raise MalformedKey()
-    head = text[:-CHECKSUM_CHARS]
-    if checksum(head) != text[-CHECKSUM_CHARS:]:
-        raise MalformedKey()
-    return ParsedKey(env=parts[1], text=text)
+    return ParsedKey(env=match[1], text=text)
+
+
+def well_formed_length(text: str) -> bool:
+    """Cheap pre-check before hashing untrusted input: no key is longer than this."""
+    return len(text) <= _MAX_KEY_CHARS

@@ -14,7 +14,7 @@ from tollway.auth import apikey
 from tollway.auth.cache import KeyCache
 from tollway.auth.credentials import CredentialSource
 from tollway.auth.digest import KeyDigester
-from tollway.auth.errors import CredentialStoreUnavailable, UnknownKey
+from tollway.auth.errors import CredentialStoreUnavailable, MalformedKey, UnknownKey
 from tollway.auth.records import Identity, KeyRecord, identify
 from tollway.auth.store import KeyStore
 from tollway.clock import Clock
@@ -65,9 +65,14 @@ class Authenticator:
     def try_cached(self, headers: Mapping[str, str], path: str = "") -> Authenticated | PendingLookup:
         """The caller from the cache, or what to look up. Raises :class:`AuthError` for a bad credential."""
         presented = self._source.extract(headers, path)
-        digest = self._digester.digest(apikey.parse(presented.text).text)
+        text = presented.text
+        if not apikey.well_formed_length(text) or not text.isascii():
+            raise MalformedKey()
+        digest = self._digester.digest(text)
+        # Only well-formed keys' digests are ever cached, so a hit needs no format or checksum check.
         hit = self._cache.get(digest)
         if hit is None:
+            apikey.parse(text)
             return PendingLookup(digest, presented.header)
         return Authenticated(self._identify(hit.record), presented.header)
 

@@ -15,10 +15,7 @@ class CheckRequest:
     method: str
     path: str
     headers: Mapping[str, str]
-
-    @property
-    def request_id(self) -> str:
-        return self.headers.get("x-request-id", "")
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,11 +4,13 @@ standard gRPC health service. Same decision core as the HTTP server."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from functools import lru_cache
 from typing import Final
 
 import grpc
 from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -30,18 +32,17 @@ _GRPC_CODE_FOR_STATUS: Final = {
 
 def to_check_request(message: external_auth_pb2.CheckRequest) -> CheckRequest:
     http = message.attributes.request.http
+    headers: Mapping[str, str]
     if http.headers:
-        headers = dict(http.headers)
+        headers = http.headers  # the protobuf map itself: read-only, lower-case names, no copy
     else:  # Envoy sends header_map instead when encode_raw_headers is on
         headers = {
             h.key.lower(): h.raw_value.decode("latin-1") if h.raw_value else h.value for h in http.header_map.headers
         }
-    if http.id and "x-request-id" not in headers:
-        headers["x-request-id"] = http.id
     path = http.path
     if http.query and "?" not in path:
         path = f"{path}?{http.query}"
-    return CheckRequest(method=http.method, path=path, headers=headers)
+    return CheckRequest(http.method, path, headers, headers.get("x-request-id") or http.id)
 
 
 def _header(name: str, value: str) -> base_pb2.HeaderValueOption:
@@ -68,18 +69,34 @@ def to_check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
     )
 
 
-class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+@lru_cache(maxsize=8192)
+def _serialized_allow(decision: Allow) -> bytes:
+    """An admit repeats for every request of a caller: build and serialize it once."""
+    return bytes(to_check_response(decision).SerializeToString())
+
+
+def serialize_verdict(decision: Decision) -> bytes:
+    if isinstance(decision, Allow):
+        return _serialized_allow(decision)
+    return bytes(to_check_response(decision).SerializeToString())
+
+
+class AuthorizationService:
+    """``Check`` answers with serialized bytes (see :meth:`GrpcAuthzServer.__init__`)."""
+
     def __init__(self, core: Decider) -> None:
         self._core = core
 
-    async def Check(
-        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
-    ) -> external_auth_pb2.CheckResponse:
+    async def check(self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext) -> bytes:
         check = to_check_request(request)
         decision = self._core.decide_now(check)
         if decision is None:
             decision = await self._core.decide(check)
-        return to_check_response(decision)
+        return serialize_verdict(decision)
+
+
+def _identity(data: bytes) -> bytes:
+    return data
 
 
 class GrpcAuthzServer:
@@ -87,7 +104,13 @@ class GrpcAuthzServer:
         # SO_REUSEPORT off: a stale server on the same port must not silently take traffic.
         self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         self._health = health.aio.HealthServicer()
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationService(core), self._server)
+        # Registered by hand (not add_AuthorizationServicer_to_server) so responses can be pre-serialized.
+        handler = grpc.unary_unary_rpc_method_handler(
+            AuthorizationService(core).check,
+            request_deserializer=external_auth_pb2.CheckRequest.FromString,
+            response_serializer=_identity,
+        )
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {"Check": handler}),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
 
     async def start(self, host: str, port: int) -> int:

@@ -144,7 +144,8 @@ class _Connection(asyncio.Protocol):
         if self._oversize is not None:
             self._respond(self._oversize, False, head)
             return
-        request = CheckRequest(method=method, path=self._url.decode("latin-1"), headers=self._headers)
+        headers = self._headers
+        request = CheckRequest(method, self._url.decode("latin-1"), headers, headers.get("x-request-id", ""))
         if self._worker is None:
             try:
                 decision = self._core.decide_now(request)

@@ -1,0 +1,12 @@
+"""``make bench``: bounded load through a real Envoy, with and without ext_authz, in one run.
+
+Rows (every Envoy route is a ``direct_response``, so no upstream work is measured):
+
+- ``A``  Envoy alone (no ext_authz filter);
+- ``B``  Envoy + gRPC ext_authz to a no-op ``grpc.aio`` server;
+- ``H``  Envoy + HTTP ext_authz to a no-op server on Tollway's own HTTP stack;
+- ``C``  Envoy + HTTP ext_authz to ``tollway serve`` checking a real API key (Valkey behind it);
+- ``Cg`` the same Tollway over gRPC.
+
+Run ``python -m tollway.bench --help``.
+"""

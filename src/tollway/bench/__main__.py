@@ -1,0 +1,165 @@
+"""``python -m tollway.bench``: measure every row, print the table and ratios, write the JSON."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Final
+
+from tollway.bench import report, runner, scenarios, wrk
+from tollway.bench.errors import BenchError
+from tollway.harness.envoy import envoy_binary
+from tollway.harness.errors import HarnessError
+
+_BUDGET_S: Final = 300.0
+_STARTUP_ESTIMATE_S: Final = 4.0  # per scenario: Envoy, servers, probe
+
+
+def envoy_version() -> str:
+    completed = subprocess.run(
+        [str(envoy_binary()), "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    match = re.search(r"/(\d+\.\d+\.\d+)/", completed.stdout + completed.stderr)
+    if match is None:
+        raise BenchError(f"cannot read Envoy's version from {completed.stdout.strip()!r}")
+    return match.group(1)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be at least 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tollway.bench", description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("bench-results.json"), help="JSON results file")
+    parser.add_argument("--duration", type=_positive, default=8, help="measured seconds per row (default 8)")
+    parser.add_argument("--warmup", type=_non_negative, default=2, help="warm-up seconds, not measured (default 2)")
+    parser.add_argument("--connections", type=_positive, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--threads", type=_positive, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--rounds", type=_positive, default=1, help="rounds, interleaved; medians are reported")
+    parser.add_argument("--max-errors", type=_non_negative, default=10, help="tolerated errors per wrk run")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(scenarios.SCENARIO_KEYS),
+        help=f"comma-separated rows to run (default {','.join(scenarios.SCENARIO_KEYS)})",
+    )
+    parser.add_argument("--work-dir", type=Path, help="keep process logs here (default: a temporary directory)")
+    return parser
+
+
+def _terminate_on_sigterm() -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # unwinds through every ExitStack, stopping what was started
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _progress(round_index: int, measurement: runner.Measurement) -> None:
+    result = measurement.result
+    cpu = ", ".join(f"{role} {v:.1f}" for role, v in measurement.cpu_us_per_request.items() if v is not None)
+    print(
+        f"  round {round_index + 1} {measurement.scenario:<3} {result.requests_per_s:>10,.0f} req/s  "
+        f"p50 {result.latency_us['p50'] / 1000:.2f} ms  p99 {result.latency_us['p99'] / 1000:.2f} ms  "
+        f"CPU µs/req: {cpu}",
+        flush=True,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    generated_at = datetime.now(UTC).isoformat(timespec="seconds")
+    selected = scenarios.select([k.strip() for k in args.scenarios.split(",") if k.strip()])
+    options = runner.Options(
+        threads=args.threads,
+        connections=args.connections,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        rounds=args.rounds,
+        max_errors=args.max_errors,
+    )
+    wrk_version = wrk.wrk_version()
+    envoy = envoy_version()
+    estimate = options.rounds * len(selected) * (options.duration_s + options.warmup_s + _STARTUP_ESTIMATE_S)
+    print(
+        f"tollway bench: wrk {wrk_version} -t{options.threads} -c{options.connections}, "
+        f"{options.duration_s} s after {options.warmup_s} s warm-up, {options.rounds} round(s) of "
+        f"{' '.join(s.key for s in selected)}; Envoy {envoy} x{scenarios.ENVOY_CONCURRENCY} workers; "
+        f"about {estimate:.0f} s",
+        flush=True,
+    )
+    if estimate > _BUDGET_S:
+        print(f"  warning: this run will take longer than {_BUDGET_S:.0f} s", flush=True)
+
+    keep = args.work_dir is not None
+    work_dir = Path(args.work_dir) if keep else Path(tempfile.mkdtemp(prefix="tollway-bench-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    succeeded = False
+    try:
+        measurements = runner.run_all(selected, options, work_dir, on_measurement=_progress)
+        succeeded = True
+    finally:
+        if keep or not succeeded:
+            print(f"process logs: {work_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+    results = report.build(
+        options=options,
+        scenarios=selected,
+        measurements=measurements,
+        generated_at=generated_at,
+        wall_time_s=time.monotonic() - started,
+        wrk_version=wrk_version,
+        envoy_version=envoy,
+        envoy_concurrency=scenarios.ENVOY_CONCURRENCY,
+        machine={
+            "cpus": os.cpu_count(),
+            "cpus_usable": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+    )
+    print()
+    print(report.render(results))
+    report.write(results, args.out)
+    print(f"\nwrote {args.out} (wall time {results['wall_time_s']:.0f} s)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _terminate_on_sigterm()
+    try:
+        return run(args)
+    except (BenchError, HarnessError) as exc:
+        print(f"tollway bench: FAILED: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tollway bench: interrupted; all started processes were stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

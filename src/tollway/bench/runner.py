@@ -1,0 +1,178 @@
+"""Run the scenarios: fresh processes per scenario, a probe, a warm-up, then one measured wrk window.
+
+CPU is sampled from ``/proc`` right before and right after the measured window (the warm-up is not
+counted) and divided by the requests wrk completed in it. With several rounds the scenarios are
+interleaved (A B H C Cg, A B H C Cg, ...) so slow drift on the machine affects every row alike.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from tollway.bench import cpu, wrk
+from tollway.bench.errors import BenchError
+from tollway.bench.scenarios import Header, Scenario, Stack
+from tollway.harness.errors import HarnessError
+from tollway.harness.processes import LogSource
+
+PROBE_PATH: Final = "/bench"
+_PROBE_TIMEOUT_S: Final = 5.0
+_EXT_AUTHZ_STATS: Final = "ext_authz"
+_LOG_TAIL_LINES: Final = 15
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    threads: int = 2
+    connections: int = 32
+    duration_s: int = 8
+    warmup_s: int = 2
+    rounds: int = 1
+    max_errors: int = 10
+    """Socket errors, or responses of 400+, tolerated per wrk run before the run is declared broken."""
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One measured window of one scenario."""
+
+    scenario: str
+    result: wrk.WrkResult
+    cpu_us_per_request: dict[str, float | None]
+    ext_authz: dict[str, int] | None
+    """Envoy's ext_authz counters (ok, denied, error, ...) over the window; None without the filter."""
+
+
+def probe(url: str, headers: Sequence[Header]) -> int:
+    """One GET through Envoy; return the HTTP status (errors are statuses too, never raised)."""
+    request = urllib.request.Request(url, headers=dict(headers))  # noqa: S310 - a loopback http URL we built
+    try:
+        with urllib.request.urlopen(request, timeout=_PROBE_TIMEOUT_S) as response:  # noqa: S310
+            response.read()
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError as exc:
+        raise BenchError(f"probe GET {url} failed: {exc}") from exc
+
+
+def check_stack(stack: Stack, key: str) -> None:
+    url = stack.envoy.base_url + PROBE_PATH
+    status = probe(url, stack.headers)
+    if status != 200:
+        what = "with the API key " if stack.needs_credential else ""
+        raise BenchError(f"{key}: probe GET {PROBE_PATH} {what}answered {status}, expected 200")
+    if stack.needs_credential:
+        status = probe(url, ())
+        if status != 401:
+            raise BenchError(f"{key}: probe GET {PROBE_PATH} without a key answered {status}, expected 401")
+
+
+def check_errors(key: str, phase: str, result: wrk.WrkResult, max_errors: int) -> None:
+    errors = result.errors
+    if errors.status > max_errors:
+        raise BenchError(
+            f"{key}: {phase}: {errors.status} of {result.requests} responses had status >= 400 (allowed {max_errors})"
+        )
+    if errors.socket > max_errors:
+        raise BenchError(
+            f"{key}: {phase}: {errors.socket} socket errors (connect {errors.connect}, read {errors.read}, "
+            f"write {errors.write}, timeout {errors.timeout}; allowed {max_errors})"
+        )
+
+
+def _ext_authz_counters(stack: Stack) -> dict[str, int]:
+    prefix = f"http.ingress.{_EXT_AUTHZ_STATS}."
+    stats = stack.envoy.stats(rf"^http\.ingress\.{_EXT_AUTHZ_STATS}\.")
+    return {name[len(prefix) :]: value for name, value in stats.items() if name.startswith(prefix)}
+
+
+def _require_alive(stack: Stack, key: str) -> None:
+    for role, process in stack.processes.items():
+        if not process.is_running():
+            raise BenchError(f"{key}: the {role} process ({process.name}) exited with status {process.returncode}")
+
+
+def measure(stack: Stack, scenario: Scenario, options: Options, script: Path) -> Measurement:
+    url = stack.envoy.base_url + PROBE_PATH
+    check_stack(stack, scenario.key)
+
+    def load(duration_s: int) -> wrk.WrkResult:
+        return wrk.run(
+            url,
+            threads=options.threads,
+            connections=options.connections,
+            duration_s=duration_s,
+            script=script,
+            headers=stack.headers,
+        )
+
+    if options.warmup_s > 0:
+        check_errors(scenario.key, "warm-up", load(options.warmup_s), options.max_errors)
+    _require_alive(stack, scenario.key)
+    pids = stack.pids
+    stats_before = _ext_authz_counters(stack) if scenario.has_ext_authz else None
+    cpu_before = cpu.sample(pids)
+    result = load(options.duration_s)
+    cpu_after = cpu.sample(pids)
+    stats_after = _ext_authz_counters(stack) if scenario.has_ext_authz else None
+    check_errors(scenario.key, "measured run", result, options.max_errors)
+    ext_authz = None
+    if stats_before is not None and stats_after is not None:
+        ext_authz = {name: value - stats_before.get(name, 0) for name, value in sorted(stats_after.items())}
+        if ext_authz.get("ok", 0) < result.requests * 0.95:
+            raise BenchError(
+                f"{scenario.key}: Envoy counted {ext_authz.get('ok', 0)} admitted ext_authz checks for "
+                f"{result.requests} requests: the authorization server is not in the path"
+            )
+    return Measurement(
+        scenario=scenario.key,
+        result=result,
+        cpu_us_per_request=cpu.per_request(cpu_before, cpu_after, result.requests),
+        ext_authz=ext_authz,
+    )
+
+
+def _with_logs(error: Exception, logs: Sequence[LogSource]) -> BenchError:
+    parts = [str(error)]
+    for source in logs:
+        tail = source.log_tail(_LOG_TAIL_LINES).strip()
+        if tail:
+            parts.append(f"--- last lines of {source.name} ---\n{tail}")
+    return BenchError("\n".join(parts))
+
+
+def run_scenario(scenario: Scenario, options: Options, work_dir: Path, script: Path) -> Measurement:
+    """Start the scenario's processes, measure once, stop them all (also on errors and Ctrl-C)."""
+    logs: Sequence[LogSource] = ()
+    with ExitStack() as stack:
+        try:
+            running = scenario.start(stack, work_dir)
+            logs = list(running.processes.values())
+            return measure(running, scenario, options, script)
+        except (BenchError, HarnessError) as exc:
+            raise _with_logs(exc, logs) from exc
+
+
+def run_all(
+    scenarios: Sequence[Scenario],
+    options: Options,
+    work_dir: Path,
+    on_measurement: Callable[[int, Measurement], None] | None = None,
+) -> dict[str, list[Measurement]]:
+    """Every scenario ``options.rounds`` times, interleaved; measurements grouped by scenario key."""
+    script = wrk.write_done_script(work_dir)
+    measurements: dict[str, list[Measurement]] = {s.key: [] for s in scenarios}
+    for round_index in range(options.rounds):
+        for scenario in scenarios:
+            measurement = run_scenario(scenario, options, work_dir, script)
+            measurements[scenario.key].append(measurement)
+            if on_measurement is not None:
+                on_measurement(round_index, measurement)
+    return measurements

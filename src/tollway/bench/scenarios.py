@@ -1,0 +1,173 @@
+"""The benchmark rows and how to start each one's processes (and only those) on fresh loopback ports.
+
+Every Envoy here runs the repository's template with all routes turned into ``direct_response``, so
+the numbers are Envoy plus the authorization path and nothing upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from tollway.bench.errors import BenchError
+from tollway.harness import envoy_config
+from tollway.harness.envoy import EnvoyProcess
+from tollway.harness.ports import LOOPBACK, free_port, free_ports
+from tollway.harness.processes import ManagedProcess
+from tollway.harness.tollway_server import TollwayServer
+from tollway.harness.valkey import ValkeyServer
+
+Header = tuple[str, str]
+
+ENVOY_CONCURRENCY: Final = 2
+_KEY_CREATE_TIMEOUT_S: Final = 30.0
+_CLUSTER_FOR_VARIANT: Final = {"http": "tollway_http", "grpc": "tollway_grpc"}
+
+
+@dataclass(slots=True)
+class Stack:
+    """One scenario's running processes: what wrk targets and which pids to account CPU to."""
+
+    envoy: EnvoyProcess
+    processes: dict[str, ManagedProcess]
+    """Role (``envoy``, ``authz``, ``valkey``) to process; CPU is accounted per role."""
+    headers: tuple[Header, ...] = ()
+    """Sent on every request (the API key for Tollway rows)."""
+    needs_credential: bool = False
+    """True when a request without ``headers`` must be refused (401): proves the check is in the path."""
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {role: process.pid for role, process in self.processes.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    key: str
+    description: str
+    start: Callable[[ExitStack, Path], Stack]
+    has_ext_authz: bool = True
+
+
+def _envoy(stack: ExitStack, work_dir: Path, name: str, variant: str, authz: tuple[str, int] | None) -> EnvoyProcess:
+    """Start Envoy on ``variant``'s template: ext_authz pointing at ``authz``, or removed when None."""
+    listener_port, admin_port = free_ports(2)
+    endpoints = {_CLUSTER_FOR_VARIANT[variant]: [authz]} if authz is not None else {}
+    config = envoy_config.render(
+        envoy_config.template_path(variant), listener_port=listener_port, admin_port=admin_port, endpoints=endpoints
+    )
+    if authz is None:
+        config = envoy_config.without_ext_authz(config)
+    config = envoy_config.with_direct_response(config)
+    envoy = EnvoyProcess(config, work_dir, name=name, concurrency=ENVOY_CONCURRENCY)
+    stack.callback(envoy.stop)  # registered before start: a start that fails half-way is still cleaned up
+    envoy.start()
+    return envoy
+
+
+def _python_server(stack: ExitStack, work_dir: Path, name: str, module: str) -> tuple[ManagedProcess, int]:
+    """Start ``python -m <module> --port N`` and wait until it accepts connections."""
+    port = free_port()
+    process = ManagedProcess(
+        [sys.executable, "-m", module, "--host", LOOPBACK, "--port", str(port)], log_dir=work_dir, name=name
+    )
+    stack.callback(process.stop)
+    process.start()
+    process.wait_for_tcp(LOOPBACK, port, timeout=15.0)
+    return process, port
+
+
+def start_envoy_alone(stack: ExitStack, work_dir: Path) -> Stack:
+    envoy = _envoy(stack, work_dir, "envoy-A", "http", None)
+    return Stack(envoy=envoy, processes={"envoy": envoy.process})
+
+
+def _start_noop(stack: ExitStack, work_dir: Path, key: str, variant: str, module: str) -> Stack:
+    server, port = _python_server(stack, work_dir, f"noop-{variant}", module)
+    envoy = _envoy(stack, work_dir, f"envoy-{key}", variant, (LOOPBACK, port))
+    return Stack(envoy=envoy, processes={"envoy": envoy.process, "authz": server})
+
+
+def start_noop_grpc(stack: ExitStack, work_dir: Path) -> Stack:
+    return _start_noop(stack, work_dir, "B", "grpc", "tollway.bench.noop_grpc")
+
+
+def start_noop_http(stack: ExitStack, work_dir: Path) -> Stack:
+    return _start_noop(stack, work_dir, "H", "http", "tollway.bench.noop_http")
+
+
+def create_key(redis_url: str, pepper: str, customer: str = "bench") -> str:
+    """Create an API key with the ``tollway keys`` CLI and return the secret (never printed)."""
+    env = {**os.environ, "TOLLWAY_REDIS_URL": redis_url, "TOLLWAY_PEPPER": pepper}
+    argv = [sys.executable, "-m", "tollway", "keys", "create", "--customer", customer, "--json"]
+    try:
+        completed = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=_KEY_CREATE_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"`tollway keys create` did not finish within {exc.timeout:.0f}s") from exc
+    if completed.returncode != 0:
+        raise BenchError(f"`tollway keys create` failed ({completed.returncode}): {completed.stderr.strip()}")
+    try:
+        secret = json.loads(completed.stdout)["api_key"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BenchError("`tollway keys create --json` printed no api_key") from exc
+    if not isinstance(secret, str) or not secret:
+        raise BenchError("`tollway keys create --json` printed an empty api_key")
+    return secret
+
+
+def _start_tollway(stack: ExitStack, work_dir: Path, key: str, variant: str) -> Stack:
+    valkey = ValkeyServer(work_dir, name=f"valkey-{key}")
+    stack.callback(valkey.stop)
+    valkey.start()
+    pepper = secrets.token_hex(32)  # a fresh throwaway pepper per run; never printed
+    tollway = TollwayServer(work_dir, redis_url=valkey.url, pepper=pepper, name=f"tollway-{key}")
+    stack.callback(tollway.stop)
+    tollway.start()
+    api_key = create_key(valkey.url, pepper)
+    authz = tollway.http_endpoint if variant == "http" else tollway.grpc_endpoint
+    envoy = _envoy(stack, work_dir, f"envoy-{key}", variant, authz)
+    valkey_process = valkey.process
+    if valkey_process is None:  # start() succeeded, so this cannot happen
+        raise BenchError("valkey has no process after start")
+    return Stack(
+        envoy=envoy,
+        processes={"envoy": envoy.process, "authz": tollway.process, "valkey": valkey_process},
+        headers=(("Authorization", f"Bearer {api_key}"),),
+        needs_credential=True,
+    )
+
+
+def start_tollway_http(stack: ExitStack, work_dir: Path) -> Stack:
+    return _start_tollway(stack, work_dir, "C", "http")
+
+
+def start_tollway_grpc(stack: ExitStack, work_dir: Path) -> Stack:
+    return _start_tollway(stack, work_dir, "Cg", "grpc")
+
+
+SCENARIOS: Final[tuple[Scenario, ...]] = (
+    Scenario("A", "Envoy alone: no ext_authz filter, direct_response", start_envoy_alone, has_ext_authz=False),
+    Scenario("B", "Envoy + gRPC ext_authz -> no-op grpc.aio server (uvloop) answering OK", start_noop_grpc),
+    Scenario("H", "Envoy + HTTP ext_authz -> no-op server on Tollway's HTTP stack answering 200", start_noop_http),
+    Scenario("C", "Envoy + HTTP ext_authz -> tollway serve, API key auth (Valkey)", start_tollway_http),
+    Scenario("Cg", "Envoy + gRPC ext_authz -> tollway serve, API key auth (Valkey)", start_tollway_grpc),
+)
+SCENARIO_KEYS: Final = tuple(s.key for s in SCENARIOS)
+
+
+def select(keys: Sequence[str]) -> list[Scenario]:
+    """Scenarios by key, in the canonical order; unknown keys are an error."""
+    unknown = sorted(set(keys) - set(SCENARIO_KEYS))
+    if unknown:
+        raise BenchError(f"unknown scenario(s) {unknown}; choose from {list(SCENARIO_KEYS)}")
+    return [s for s in SCENARIOS if s.key in keys]
