@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from functools import lru_cache
 from http import HTTPStatus
 from typing import Final, cast
 
@@ -37,7 +38,18 @@ def _safe(value: str) -> str:
 
 
 def render_response(decision: Decision, keep_alive: bool, head: bool) -> bytes:
-    """Serialize a verdict as an HTTP/1.1 response."""
+    """Serialize a verdict as an HTTP/1.1 response (an admit, which repeats per caller, from a cache)."""
+    if isinstance(decision, Allow):
+        return _render_allow(decision, keep_alive)
+    return _render(decision, keep_alive, head)
+
+
+@lru_cache(maxsize=8192)
+def _render_allow(decision: Allow, keep_alive: bool) -> bytes:
+    return _render(decision, keep_alive, False)
+
+
+def _render(decision: Decision, keep_alive: bool, head: bool) -> bytes:
     parts: list[str] = []
     if isinstance(decision, Allow):
         status, body = 200, b""
