@@ -1,0 +1,70 @@
+"""``tollway plans``: check catalog files and show their route tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tollway.plans.catalog import CompiledCatalog
+from tollway.plans.errors import CatalogError
+from tollway.plans.loader import load_compiled_catalog
+from tollway.settings import Settings
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    plans = commands.add_parser("plans", help="check plan catalogs (YAML or Kubernetes ConfigMap)")
+    sub = plans.add_subparsers(dest="plans_command", required=True, metavar="COMMAND")
+
+    validate = sub.add_parser("validate", help="check catalog files; print every problem with file:line:column")
+    validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
+
+    routes = sub.add_parser("routes", help="print a catalog's route table in precedence order")
+    routes.add_argument("file", type=Path, metavar="FILE")
+
+
+def _load(path: Path) -> CompiledCatalog | None:
+    try:
+        return load_compiled_catalog(path)
+    except CatalogError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"{path}: cannot read: {exc}", file=sys.stderr)
+    return None
+
+
+def _validate(files: list[Path]) -> int:
+    failed = False
+    for path in files:
+        compiled = _load(path)
+        if compiled is None:
+            failed = True
+            continue
+        catalog = compiled.catalog
+        print(
+            f"{path}: ok — catalog {compiled.name} version {compiled.version}, {len(catalog.plans)} plans, "
+            f"{len(catalog.features)} features, digest {compiled.digest}"
+        )
+    return 1 if failed else 0
+
+
+def _routes(path: Path) -> int:
+    compiled = _load(path)
+    if compiled is None:
+        return 1
+    rows = [(",".join(e.methods), e.match.route, e.kind, e.match.feature, str(e.match.cost)) for e in compiled.routes]
+    header = ("METHODS", "PATH", "KIND", "FEATURE", "COST")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    return 0
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit status: 0 when every file is valid, 1 otherwise. ``settings`` is unused (no Redis needed)."""
+    if args.plans_command == "validate":
+        return _validate(list(args.files))
+    if args.plans_command == "routes":
+        return _routes(args.file)
+    raise ValueError(f"unknown plans command {args.plans_command!r}")

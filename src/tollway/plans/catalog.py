@@ -1,0 +1,100 @@
+"""A validated catalog ready for the decision core: route table, digest and per-(plan, feature) look-ups. Pure."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
+
+from tollway.plans.errors import UnknownMeter, UnknownPlan
+from tollway.plans.routes import RouteTable
+from tollway.plans.schema import Catalog, Meter, Plan, Quota, RateLimit
+
+_Window = TypeVar("_Window", RateLimit, Quota)
+
+
+def _applying(items: Sequence[_Window], feature: str) -> tuple[_Window, ...]:
+    return tuple(x for x in items if x.features is None or feature in x.features)
+
+
+def catalog_digest(catalog: Catalog) -> str:
+    """``sha256:`` + hex of the catalog's canonical JSON (sorted keys, defaults filled in, money as strings).
+
+    Formatting, comments, key order and the ConfigMap wrapper do not change it; any change of meaning does.
+    """
+    canonical = json.dumps(
+        catalog.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class CompiledCatalog:
+    """Immutable once built; swap the whole object to change catalogs."""
+
+    __slots__ = ("_grants", "_limits", "_quotas", "catalog", "digest", "routes")
+
+    def __init__(self, catalog: Catalog, routes: RouteTable, digest: str) -> None:
+        self.catalog = catalog
+        self.routes = routes
+        self.digest = digest
+        self._grants: dict[str, frozenset[str]] = {pid: frozenset(p.features) for pid, p in catalog.plans.items()}
+        self._limits: dict[tuple[str, str], tuple[RateLimit, ...]] = {}
+        self._quotas: dict[tuple[str, str], tuple[Quota, ...]] = {}
+        for plan_id, plan in catalog.plans.items():
+            for feature in catalog.features:
+                key = (plan_id, feature)
+                self._limits[key] = _applying(plan.limits, feature)
+                self._quotas[key] = _applying(plan.quotas, feature)
+
+    @classmethod
+    def build(cls, catalog: Catalog) -> CompiledCatalog:
+        return cls(catalog, RouteTable.build(catalog), catalog_digest(catalog))
+
+    @property
+    def name(self) -> str:
+        return self.catalog.metadata.name
+
+    @property
+    def version(self) -> str:
+        return self.catalog.metadata.version
+
+    @property
+    def plans(self) -> Mapping[str, Plan]:
+        return self.catalog.plans
+
+    def plan(self, plan_id: str) -> Plan:
+        try:
+            return self.catalog.plans[plan_id]
+        except KeyError:
+            raise UnknownPlan(plan_id) from None
+
+    def plan_grants(self, plan_id: str, feature: str) -> bool:
+        """Whether the plan grants the feature. Raises ``UnknownPlan`` for a plan the catalog lacks."""
+        try:
+            return feature in self._grants[plan_id]
+        except KeyError:
+            raise UnknownPlan(plan_id) from None
+
+    def limits_for(self, plan_id: str, feature: str) -> Sequence[RateLimit]:
+        """The plan's limits that apply to requests of this feature (``features`` unset or naming it)."""
+        found = self._limits.get((plan_id, feature))
+        if found is None:
+            return _applying(self.plan(plan_id).limits, feature)
+        return found
+
+    def quotas_for(self, plan_id: str, feature: str) -> Sequence[Quota]:
+        """The plan's quotas that apply to requests of this feature (``features`` unset or naming it)."""
+        found = self._quotas.get((plan_id, feature))
+        if found is None:
+            return _applying(self.plan(plan_id).quotas, feature)
+        return found
+
+    def meter(self, name: str) -> Meter:
+        try:
+            return self.catalog.meters[name]
+        except KeyError:
+            raise UnknownMeter(name) from None
+
+    def __repr__(self) -> str:
+        return f"CompiledCatalog(name={self.name!r}, version={self.version!r}, digest={self.digest!r})"

@@ -1,0 +1,234 @@
+"""The catalog's structure as pydantic models: types, ranges and the rules local to one object.
+
+Rules that span objects (references, unique names, route conflicts, tier order) live in ``checks``
+so that each can point at the exact node at fault. Every model forbids unknown keys and is strict:
+no string-to-number coercion, no 1.0-as-integer. Money is ``Decimal`` (see ``Money``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Final, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from tollway.plans.fields import Identifier, NonNegativeInt, PositiveInt, StrictModel
+from tollway.plans.paths import PathPattern, parse_path, parse_prefix
+from tollway.plans.pricing import Pricing
+
+_WINDOW: Final = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_STATUS: Final = re.compile(r"[1-5](?:xx|[0-9]{2})")
+_FIELD_PATH: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.(?:[A-Za-z_][A-Za-z0-9_]*|[0-9]+))*")
+MAX_WINDOW_SECONDS: Final = 31 * 86400
+PER_SECONDS: Final = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+HTTP_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+
+
+def parse_window(text: str) -> int:
+    """``10s``, ``15m``, ``2h``, ``1d`` or combinations in that order (``1h30m``) → seconds. Raises ValueError."""
+    match = _WINDOW.fullmatch(text)
+    if not text or match is None:
+        raise ValueError(f"{text!r} is not a window: use e.g. 10s, 15m, 2h, 1d or 1h30m")
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
+# --- meters ------------------------------------------------------------------------------------------
+
+
+def _status_pattern(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and not _STATUS.fullmatch(value):
+        raise PydanticCustomError("status_pattern", "expected an HTTP status (429) or a class (5xx)")
+    return value
+
+
+StatusPattern = Annotated[str, BeforeValidator(_status_pattern)]
+
+
+class Billable(StrictModel):
+    """Which responses count. Default: everything below 500."""
+
+    exclude_statuses: list[StatusPattern] = Field(default_factory=lambda: ["5xx"])
+
+    def counts(self, status: int) -> bool:
+        text = str(status)
+        return not any(p == text or (p.endswith("xx") and p[0] == text[0]) for p in self.exclude_statuses)
+
+
+MeterUnit = Literal["requests", "request_bytes", "response_bytes", "cost", "response_json"]
+
+
+class Meter(StrictModel):
+    unit: MeterUnit
+    field: str | None = None
+    billable: Billable = Field(default_factory=Billable)
+    description: str | None = None
+
+    @field_validator("field")
+    @classmethod
+    def _field_path(cls, value: str | None) -> str | None:
+        if value is not None and not _FIELD_PATH.fullmatch(value):
+            raise PydanticCustomError("field_path", "expected a dotted JSON path such as usage.total_tokens")
+        return value
+
+    @model_validator(mode="after")
+    def _field_only_for_json(self) -> Meter:
+        if self.unit == "response_json" and self.field is None:
+            raise PydanticCustomError("field_missing", "a response_json meter needs `field` (e.g. usage.total_tokens)")
+        if self.unit != "response_json" and self.field is not None:
+            raise PydanticCustomError("field_unexpected", "`field` applies only to unit response_json")
+        return self
+
+
+# --- features ----------------------------------------------------------------------------------------
+
+
+def _method(value: str) -> str:
+    if value != "*" and value not in HTTP_METHODS:
+        raise PydanticCustomError("method", "expected an upper-case HTTP method (GET, POST, …) or *")
+    return value
+
+
+Method = Annotated[str, AfterValidator(_method)]
+
+
+class Route(StrictModel):
+    """Requests a feature covers: ``methods`` plus exactly one of ``path`` (exact or template) or ``prefix``."""
+
+    methods: list[Method] = Field(min_length=1)
+    path: str | None = None
+    prefix: str | None = None
+    cost: NonNegativeInt | None = None
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise PydanticCustomError("methods_repeated", "a method is listed twice")
+        if "*" in value and len(value) > 1:
+            raise PydanticCustomError("methods_star", "* already covers every method: list it alone")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None:
+            _pattern_or_error(parse_path, value)
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        if value is not None:
+            _pattern_or_error(parse_prefix, value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_pattern(self) -> Route:
+        if (self.path is None) == (self.prefix is None):
+            raise PydanticCustomError("route_pattern", "a route needs exactly one of `path` or `prefix`")
+        return self
+
+    @property
+    def pattern(self) -> PathPattern:
+        return parse_path(self.path) if self.path is not None else parse_prefix(self.prefix or "")
+
+
+def _pattern_or_error(parse: Callable[[str], PathPattern], value: str) -> None:
+    try:
+        parse(value)
+    except ValueError as exc:
+        raise PydanticCustomError("route_path", str(exc)) from None
+
+
+class Feature(StrictModel):
+    display_name: str | None = None
+    description: str | None = None
+    cost: NonNegativeInt = 1
+    routes: list[Route] = Field(default_factory=list)
+
+
+# --- limits and quotas -------------------------------------------------------------------------------
+
+Enforcement = Literal["hard", "soft"]
+
+
+class RateLimit(StrictModel):
+    """A sliding window of fixed width. Its name is the RateLimit-Policy name."""
+
+    name: Identifier
+    limit: PositiveInt
+    per: Literal["second", "minute", "hour", "day"] | None = None
+    window: str | None = None
+    enforcement: Enforcement = "hard"
+    meter: Identifier | None = None
+    features: list[Identifier] | None = None
+    shadow: bool = False
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            seconds = parse_window(value)
+        except ValueError:
+            raise PydanticCustomError("window", "expected a window such as 10s, 15m, 2h, 1d or 1h30m") from None
+        if not 1 <= seconds <= MAX_WINDOW_SECONDS:
+            raise PydanticCustomError("window_range", "a window is from 1s to 31d (longer spans are quotas)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_width(self) -> RateLimit:
+        if (self.per is None) == (self.window is None):
+            raise PydanticCustomError("limit_width", "a limit needs exactly one of `per` or `window`")
+        return self
+
+    @property
+    def window_seconds(self) -> int:
+        return PER_SECONDS[self.per] if self.per is not None else parse_window(self.window or "")
+
+
+class Quota(StrictModel):
+    """An allowance per billing period of the customer's subscription. Its name is a RateLimit-Policy name."""
+
+    name: Identifier
+    limit: PositiveInt
+    enforcement: Enforcement = "hard"
+    meter: Identifier | None = None
+    features: list[Identifier] | None = None
+    shadow: bool = False
+
+
+# --- plans and the catalog ---------------------------------------------------------------------------
+
+
+class Plan(StrictModel):
+    display_name: str | None = None
+    description: str | None = None
+    features: list[Identifier] = Field(default_factory=list)
+    outage_policy: Literal["fail_closed", "fail_open"] = "fail_closed"
+    limits: list[RateLimit] = Field(default_factory=list)
+    quotas: list[Quota] = Field(default_factory=list)
+    pricing: Pricing | None = None
+
+
+class Metadata(StrictModel):
+    name: Identifier
+    version: str = Field(min_length=1)
+    description: str | None = None
+
+
+class Catalog(StrictModel):
+    """A whole catalog as validated structurally; ``loader`` adds the cross-reference checks."""
+
+    api_version: Literal["tollway.dev/v1"] = Field(alias="apiVersion")
+    kind: Literal["PlanCatalog"]
+    metadata: Metadata
+    meters: dict[Identifier, Meter] = Field(default_factory=dict)
+    features: dict[Identifier, Feature] = Field(default_factory=dict)
+    plans: dict[Identifier, Plan] = Field(min_length=1)

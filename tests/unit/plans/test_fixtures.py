@@ -1,0 +1,94 @@
+"""One fixture per kind of mistake: each issue names the file, the line and column of the offending node, its value."""
+
+from pathlib import Path
+
+import pytest
+
+from tollway.plans.errors import CatalogError, CatalogIssue
+from tollway.plans.loader import load_catalog
+
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "catalogs"
+
+# file → [(line, token on that line where the issue points, part of the message, rendered value)]
+EXPECTED: dict[str, list[tuple[int, str, str, str]]] = {
+    "unknown-key.yaml": [(11, "burts", "unknown field 'burts' (allowed: name, limit, per, window", "burts")],
+    "wrong-type.yaml": [(12, '"10"', "plans.free.limits[0].limit: expected an integer", '"10"')],
+    "missing-field.yaml": [
+        (
+            14,
+            "{id: platform",
+            "plans.free.pricing.charges[0]: missing required field 'amount'",
+            "{id: platform, model: flat}",
+        )
+    ],
+    "bad-identifier.yaml": [
+        (5, "Items_Read", "features.Items_Read: name must be an identifier", "Items_Read"),
+        (9, "Items_Read", "plans.free.features[0]: must be an identifier", "Items_Read"),
+    ],
+    "duplicate-key.yaml": [(12, "free", "plans.free: duplicate key (first at line 8)", "free")],
+    "yaml-syntax.yaml": [(7, ":", "YAML syntax error: expected ',' or ']'", '"limits: []"')],
+    "unknown-feature.yaml": [(9, "items-raed", "unknown feature 'items-raed'; did you mean", "items-raed")],
+    "unknown-meter.yaml": [(13, "request}", "unknown meter 'request'; did you mean 'requests'?", "request")],
+    "bad-money.yaml": [
+        (17, "-49.00", "plans.pro.pricing.charges[1].amount: money must be a finite amount ≥ 0", "-49.00"),
+        (18, '"4.9e1"', "charges[2].amount: money must be a plain decimal", '"4.9e1"'),
+    ],
+    "tiers-not-ascending.yaml": [(21, "500", "tiers[1].up_to: tiers must ascend", "500")],
+    "null-up-to-not-last.yaml": [
+        (21, "null", "tiers[1].up_to: only the last tier may have up_to: null", "null"),
+        (22, "5000", "tiers[2].up_to: the last tier needs up_to: null", "5000"),
+    ],
+    "duplicate-policy.yaml": [
+        (14, "monthly", "plans.free.quotas[0].name: policy name already used by plans.free.limits[1]", "monthly")
+    ],
+    "route-in-two-features.yaml": [
+        (11, '"/v1/items/{item}"', "route already belongs to feature 'items-read'", "GET /v1/items/{item}")
+    ],
+    "bad-api-version.yaml": [(1, "tollway.dev/v2", "apiVersion: expected 'tollway.dev/v1'", "tollway.dev/v2")],
+    "bad-duration.yaml": [(11, "15 minutes", "limits[0].window: expected a window such as 10s", "15 minutes")],
+    "configmap-with-error.yaml": [(17, "fortnight", "plans.free.limits[0].per: expected 'second'", "fortnight")],
+    "several-errors.yaml": [
+        (5, "{unit", "meters.tokens: a response_json meter needs `field`", "{unit: response_json}"),
+        (8, "-1", "features.read.cost: must be at least 0", "-1"),
+        (9, "get", "features.read.routes[0].methods[0]: expected an upper-case HTTP method", "get"),
+        (12, "write", "plans.free.features[1]: unknown feature 'write'", "write"),
+        (13, "fail_sometimes", "plans.free.outage_policy: expected 'fail_closed' or 'fail_open'", "fail_sometimes"),
+        (15, "0,", "plans.free.limits[0].limit: must be at least 1", "0"),
+        (17, "usd", "plans.free.pricing.currency: expected an ISO 4217 currency code", "usd"),
+        (20, "tiered", "charges[0].model: expected one of 'flat', 'per_unit'", "tiered"),
+        (22, "platform", "discounts[0].applies_to: unknown charge 'platform'", "platform"),
+    ],
+}
+
+
+def test_every_fixture_has_expectations() -> None:
+    assert sorted(EXPECTED) == sorted(p.name for p in FIXTURES.glob("*.yaml"))
+
+
+def _issues(name: str) -> list[CatalogIssue]:
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(FIXTURES / name)
+    return caught.value.issues
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_fixture_issues(name: str) -> None:
+    path = FIXTURES / name
+    lines = path.read_text().splitlines()
+    issues = _issues(name)
+    assert len(issues) == len(EXPECTED[name]), "\n".join(map(str, issues))
+    for issue, (line, token, message, value) in zip(issues, EXPECTED[name], strict=True):
+        column = lines[line - 1].index(token) + 1
+        assert issue.file == str(path)
+        assert (issue.line, issue.column) == (line, column), str(issue)
+        assert message in issue.message
+        assert issue.value == value
+        assert str(issue) == f"{path}:{line}:{column}: {issue.message} (got: {value})"
+
+
+def test_catalog_error_lists_every_issue_in_file_order() -> None:
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(FIXTURES / "several-errors.yaml")
+    lines = str(caught.value).splitlines()
+    assert len(lines) == len(EXPECTED["several-errors.yaml"])
+    assert [int(line.split(":")[1]) for line in lines] == sorted(int(line.split(":")[1]) for line in lines)
