@@ -1,0 +1,302 @@
+"""``tollway subscriptions``: set, show, list, delete a customer's subscription.
+
+``set`` creates or replaces. On a customer who already has a subscription, the options not given keep
+their current values (``--start``, ``--timezone``, ``--alignment``, ``--anchor`` and ``--interval``),
+so ``set --customer acme --plan pro`` is a plan change that keeps the billing cycle; ``--override`` is
+not merged: the overrides given replace the old ones (none given: none kept).
+
+Times: ``now`` or ISO 8601. A time with no UTC offset (``2026-03-01`` or ``2026-03-01T09:00``) is a
+wall-clock time in the subscription's timezone (resolved like a period boundary: first occurrence if
+repeated, end of the gap if skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from tollway.auth.records import check_identifier
+from tollway.clock import Clock, SystemClock
+from tollway.periods import ALIGNMENTS, INTERVALS, check_interval, load_timezone, require_aware, resolve_local
+from tollway.redis_client import admin_client
+from tollway.settings import Settings
+from tollway.subscriptions.errors import SubscriptionNotFound, UnreadableSubscription
+from tollway.subscriptions.model import MAX_LIMIT, Subscription, format_exact
+from tollway.subscriptions.redis_store import RedisSubscriptionStore
+
+_OVERRIDE: Final = re.compile(r"^\s*([^=\s]+)\s*=\s*(\d[\d_]*)\s*$")
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    subs = commands.add_parser("subscriptions", help="manage customers' subscriptions to plans")
+    sub = subs.add_subparsers(dest="subscriptions_command", required=True, metavar="COMMAND")
+
+    put = sub.add_parser(
+        "set",
+        help="subscribe a customer to a plan (or change it)",
+        description="Create or replace a customer's subscription. On an existing subscription, options "
+        "not given keep their values; overrides are replaced by those given.",
+    )
+    put.add_argument("--customer", required=True, help="customer id")
+    put.add_argument("--plan", required=True, help="plan id (checked against --catalog when given)")
+    put.add_argument("--start", help="when it starts: now (default for a new subscription) or ISO 8601")
+    put.add_argument("--timezone", help="the customer's IANA timezone for period boundaries (default UTC)")
+    put.add_argument("--alignment", choices=ALIGNMENTS, help="calendar periods or anniversaries of --anchor")
+    put.add_argument("--anchor", help="anniversary anchor: now or ISO 8601 (default: the start)")
+    put.add_argument("--interval", choices=INTERVALS, help="billing interval (default: the plan's, else month)")
+    put.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="NAME=LIMIT",
+        help="a customer-specific limit for one of the plan's limits or quotas (repeatable)",
+    )
+    put.add_argument("--catalog", type=Path, help="plan catalog file: check the plan and the override names")
+    put.add_argument("--json", action="store_true", help="print JSON")
+
+    show = sub.add_parser("show", help="a customer's subscription and current billing period")
+    show.add_argument("--customer", required=True, help="customer id")
+    show.add_argument("--json", action="store_true", help="print JSON")
+
+    listing = sub.add_parser("list", help="list subscriptions")
+    listing.add_argument("--plan", help="only this plan's subscribers")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+
+    delete = sub.add_parser("delete", help="remove a customer's subscription, in every running Tollway")
+    delete.add_argument("--customer", required=True, help="customer id")
+    delete.add_argument("--json", action="store_true", help="print JSON")
+
+
+async def run(args: argparse.Namespace, settings: Settings, *, clock: Clock | None = None) -> int:
+    """Run one ``subscriptions`` command. Bad input raises ``ValueError`` with a message for the user;
+    a customer with no subscription prints a message and returns 1."""
+    clock = clock or SystemClock()
+    command = args.subscriptions_command
+    if getattr(args, "customer", None) is not None:
+        check_identifier("customer id", args.customer)
+    if command == "set":
+        # Everything that can be checked without Redis is checked before connecting.
+        overrides = parse_overrides(args.override)
+        check_identifier("plan id", args.plan)
+        catalog_interval = _check_against_catalog(args.catalog, args.plan, overrides) if args.catalog else None
+        if args.timezone is not None:
+            load_timezone(args.timezone)
+    elif command == "list" and args.plan is not None:
+        check_identifier("plan id", args.plan)
+    redis = admin_client(settings)
+    try:
+        store = RedisSubscriptionStore(redis, settings.redis_prefix)
+        now = clock.now()
+        if command == "set":
+            try:
+                previous = await store.get(args.customer)
+            except UnreadableSubscription as exc:
+                print(f"tollway: replacing an unreadable subscription ({exc})", file=sys.stderr)
+                previous = None
+            subscription = build_subscription(args, now, previous, overrides, catalog_interval)
+            await store.put(subscription)
+            _print(subscription, now, args.json, action="updated" if previous else "created")
+        elif command == "show":
+            found = await store.get(args.customer)
+            if found is None:
+                raise SubscriptionNotFound(args.customer)
+            _print(found, now, args.json)
+        elif command == "list":
+            subscriptions = await store.list(args.plan)
+            _print_list(subscriptions, now, args.json)
+        elif command == "delete":
+            if not await store.delete(args.customer):
+                raise SubscriptionNotFound(args.customer)
+            if args.json:
+                print(json.dumps({"deleted": True, "customer_id": args.customer}))
+            else:
+                print(f"deleted the subscription of {args.customer}")
+        return 0
+    except (SubscriptionNotFound, UnreadableSubscription) as exc:
+        print(f"tollway: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await redis.aclose()
+
+
+def build_subscription(
+    args: argparse.Namespace,
+    now: datetime,
+    previous: Subscription | None,
+    overrides: Mapping[str, int],
+    catalog_interval: str | None = None,
+) -> Subscription:
+    """The subscription ``set`` writes, from its options and the one it replaces (if any)."""
+    timezone = args.timezone or (previous.timezone if previous else "UTC")
+    load_timezone(timezone)
+    if args.start is not None:
+        started_at = parse_time("--start", args.start, timezone, now)
+    else:
+        started_at = previous.started_at if previous else now.replace(microsecond=0)
+    if args.anchor is not None:
+        anchor = parse_time("--anchor", args.anchor, timezone, now)
+    elif args.start is None and previous is not None:
+        anchor = previous.anchor
+    else:
+        anchor = started_at
+    interval = check_interval(args.interval or catalog_interval or (previous.interval if previous else "month"))
+    return Subscription(
+        customer_id=args.customer,
+        plan_id=args.plan,
+        started_at=started_at,
+        timezone=timezone,
+        alignment=args.alignment or (previous.alignment if previous else "calendar"),
+        anchor=anchor,
+        interval=interval,
+        overrides=overrides,
+    )
+
+
+def parse_time(option: str, text: str, timezone: str, now: datetime) -> datetime:
+    """``now`` or ISO 8601; a time without offset is wall-clock time in ``timezone``."""
+    cleaned = text.strip()
+    if cleaned.lower() == "now":
+        return require_aware("now", now).replace(microsecond=0)
+    try:
+        parsed = datetime.fromisoformat(cleaned)
+    except ValueError:
+        raise ValueError(
+            f"{option} {text!r} is not 'now' or an ISO 8601 date or time "
+            "(e.g. 2026-03-01, 2026-03-01T09:30:00+01:00 or 2026-03-01T08:30:00Z)"
+        ) from None
+    if parsed.tzinfo is None:
+        return resolve_local(parsed, timezone)
+    return parsed
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, int]:
+    """``["requests_per_minute=600", ...]`` → ``{"requests_per_minute": 600}``; ``ValueError`` on the first bad one."""
+    overrides: dict[str, int] = {}
+    for item in items:
+        match = _OVERRIDE.fullmatch(item)
+        if match is None:
+            raise ValueError(
+                f"--override {item!r} is not NAME=LIMIT with a whole-number LIMIT (e.g. requests_per_minute=600)"
+            )
+        name, limit = match.group(1), int(match.group(2))
+        check_identifier("override name", name)
+        if limit > MAX_LIMIT:
+            raise ValueError(f"--override {item!r}: the limit must be at most {MAX_LIMIT}")
+        if name in overrides:
+            raise ValueError(f"--override {name!r} is given twice")
+        overrides[name] = limit
+    return overrides
+
+
+class _Named(Protocol):
+    name: str
+
+
+def _check_against_catalog(path: Path, plan_id: str, overrides: Mapping[str, int]) -> str | None:
+    """Check the plan exists and each override names one of its limits or quotas; the plan's billing
+    interval (``None`` if it has none)."""
+    try:
+        loader = importlib.import_module("tollway.plans.loader")
+        errors = importlib.import_module("tollway.plans.errors")
+    except ImportError:
+        raise ValueError("--catalog needs the plan catalog support (tollway.plans), which is not installed") from None
+    try:
+        catalog: Any = loader.load_catalog(path)
+    except errors.CatalogError as exc:
+        raise ValueError(f"the catalog {path} is not valid:\n{exc}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read the catalog {path}: {exc.strerror or exc}") from None
+    plans: Mapping[str, Any] = catalog.plans
+    plan = plans.get(plan_id)
+    if plan is None:
+        known = ", ".join(sorted(plans)) or "none"
+        raise ValueError(f"plan {plan_id!r} is not in the catalog {path} (plans: {known})")
+    names = _names(getattr(plan, "limits", None) or ()) | _names(getattr(plan, "quotas", None) or ())
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        allowed = ", ".join(sorted(names)) or "none"
+        raise ValueError(
+            f"plan {plan_id!r} has no limit or quota named {', '.join(map(repr, unknown))} (it has: {allowed})"
+        )
+    interval = getattr(getattr(plan, "pricing", None), "interval", None)
+    if interval is None:
+        return None
+    return str(getattr(interval, "value", interval))
+
+
+def _names(items: Sequence[_Named]) -> set[str]:
+    return {str(item.name) for item in items}
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def _local(value: datetime, timezone: str) -> str:
+    return value.astimezone(load_timezone(timezone)).isoformat()
+
+
+def subscription_json(subscription: Subscription, now: datetime) -> dict[str, object]:
+    period = subscription.current_period(now)
+    tz = subscription.timezone
+    return {
+        "customer_id": subscription.customer_id,
+        "plan_id": subscription.plan_id,
+        "started_at": format_exact(subscription.started_at),
+        "timezone": tz,
+        "alignment": subscription.alignment,
+        "anchor": format_exact(subscription.anchor),
+        "anchor_local": _local(subscription.anchor, tz),
+        "interval": subscription.interval,
+        "overrides": dict(subscription.overrides),
+        "current_period": {
+            "index": period.index,
+            "start": format_exact(period.start),
+            "end": format_exact(period.end),
+            "start_local": _local(period.start, tz),
+            "end_local": _local(period.end, tz),
+        },
+    }
+
+
+def _print(subscription: Subscription, now: datetime, as_json: bool, action: str | None = None) -> None:
+    if as_json:
+        body = subscription_json(subscription, now)
+        print(json.dumps({"action": action, **body} if action else body))
+        return
+    period = subscription.current_period(now)
+    tz = subscription.timezone
+    if action:
+        print(f"{action} the subscription of {subscription.customer_id}")
+    print(f"customer   {subscription.customer_id}")
+    print(f"plan       {subscription.plan_id}")
+    print(f"started    {format_exact(subscription.started_at)}")
+    print(f"timezone   {tz}")
+    anchor = "" if subscription.alignment == "calendar" else f" (anchor {_local(subscription.anchor, tz)})"
+    print(f"periods    {subscription.interval}ly, {subscription.alignment}{anchor}")
+    print(f"overrides  {_overrides_text(subscription) or '-'}")
+    print(f"period     {format_exact(period.start)} .. {format_exact(period.end)} (UTC)")
+    print(f"           {_local(period.start, tz)} .. {_local(period.end, tz)} ({tz})")
+
+
+def _print_list(subscriptions: Sequence[Subscription], now: datetime, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([subscription_json(s, now) for s in subscriptions]))
+        return
+    print(f"{'CUSTOMER':<24} {'PLAN':<16} {'PERIODS':<20} {'TIMEZONE':<20} {'STARTED':<21} OVERRIDES")
+    for s in subscriptions:
+        periods = f"{s.interval}/{s.alignment}"
+        print(
+            f"{s.customer_id:<24} {s.plan_id:<16} {periods:<20} {s.timezone:<20} "
+            f"{format_exact(s.started_at):<21} {_overrides_text(s) or '-'}"
+        )
+
+
+def _overrides_text(subscription: Subscription) -> str:
+    return ", ".join(f"{name}={limit}" for name, limit in subscription.overrides.items())

@@ -1,0 +1,159 @@
+"""A customer's subscription: which plan, since when, how its billing periods are cut, and any
+customer-specific limits. Pure: no I/O, no clock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Final
+
+from tollway.auth.records import check_identifier
+from tollway.periods import (
+    Alignment,
+    BillingPeriod,
+    BillingSchedule,
+    Interval,
+    check_alignment,
+    check_interval,
+    load_timezone,
+    require_aware,
+)
+
+MAX_LIMIT: Final = 2**63 - 1  # what a Redis integer holds
+
+_EMPTY: Final[Mapping[str, int]] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """``overrides`` maps a plan's limit or quota name to this customer's own limit (a non-negative
+    integer); the store does not know the catalog, the CLI checks names against it when given one.
+
+    ``started_at`` and ``anchor`` are normalised to UTC (the anchor's *local* day and time, in
+    ``timezone``, are what anniversary periods keep). Use :meth:`new` for the documented defaults."""
+
+    customer_id: str
+    plan_id: str
+    started_at: datetime
+    timezone: str
+    alignment: Alignment
+    anchor: datetime
+    interval: Interval = "month"
+    overrides: Mapping[str, int] = field(default_factory=lambda: _EMPTY, hash=False)
+    _memo: BillingPeriod | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_identifier("customer id", self.customer_id)
+        check_identifier("plan id", self.plan_id)
+        load_timezone(self.timezone)
+        check_alignment(self.alignment)
+        check_interval(self.interval)
+        object.__setattr__(self, "started_at", require_aware("started_at", self.started_at).astimezone(UTC))
+        object.__setattr__(self, "anchor", require_aware("anchor", self.anchor).astimezone(UTC))
+        object.__setattr__(self, "overrides", check_overrides(self.overrides))
+
+    @classmethod
+    def new(
+        cls,
+        customer_id: str,
+        plan_id: str,
+        started_at: datetime,
+        *,
+        timezone: str = "UTC",
+        alignment: Alignment = "calendar",
+        anchor: datetime | None = None,
+        interval: Interval = "month",
+        overrides: Mapping[str, int] | None = None,
+    ) -> Subscription:
+        """A subscription with the defaults: UTC, calendar months, anchored at ``started_at``."""
+        return cls(
+            customer_id,
+            plan_id,
+            started_at,
+            timezone,
+            alignment,
+            started_at if anchor is None else anchor,
+            interval,
+            overrides or _EMPTY,
+        )
+
+    @property
+    def schedule(self) -> BillingSchedule:
+        return BillingSchedule(self.anchor, self.timezone, self.interval, self.alignment)
+
+    def current_period(self, at: datetime) -> BillingPeriod:
+        """The billing period containing ``at``. The last answer is remembered, so calling this on every
+        request costs one comparison until the period ends."""
+        memo = self._memo
+        if memo is not None and memo.start <= at < memo.end:
+            return memo
+        period = self.schedule.period_containing(at)
+        object.__setattr__(self, "_memo", period)
+        return period
+
+    def limit(self, name: str, plan_limit: int) -> int:
+        """The limit that applies to this customer: the override for ``name`` if any, else the plan's."""
+        return self.overrides.get(name, plan_limit)
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "customer_id": self.customer_id,
+            "plan_id": self.plan_id,
+            "started_at": format_exact(self.started_at),
+            "timezone": self.timezone,
+            "alignment": self.alignment,
+            "anchor": format_exact(self.anchor),
+            "interval": self.interval,
+            "overrides": json.dumps(dict(self.overrides), separators=(",", ":"), sort_keys=True),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str]) -> Subscription:
+        """Decode a stored hash; ``ValueError`` saying what is wrong when it cannot."""
+        try:
+            started_at = _parse_exact(fields["started_at"])
+            raw_overrides = json.loads(fields.get("overrides") or "{}")
+            if not isinstance(raw_overrides, dict):
+                raise ValueError("overrides is not a JSON object")
+            return cls(
+                customer_id=fields["customer_id"],
+                plan_id=fields["plan_id"],
+                started_at=started_at,
+                timezone=fields.get("timezone") or "UTC",
+                alignment=check_alignment(fields.get("alignment") or "calendar"),
+                anchor=_parse_exact(fields["anchor"]) if fields.get("anchor") else started_at,
+                interval=check_interval(fields.get("interval") or "month"),
+                overrides=raw_overrides,
+            )
+        except KeyError as exc:
+            raise ValueError(f"stored subscription has no {exc.args[0]!r} field") from None
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"stored subscription is malformed: {exc}") from None
+
+
+def check_overrides(overrides: Mapping[str, int]) -> Mapping[str, int]:
+    """A read-only, name-sorted copy of ``overrides``, each name an identifier and each limit an integer
+    from 0 to 2**63-1; ``ValueError`` naming the first bad entry."""
+    if not overrides:
+        return _EMPTY
+    checked: dict[str, int] = {}
+    for name, limit in sorted(overrides.items()):
+        check_identifier("override name", name)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_LIMIT:
+            raise ValueError(f"override {name!r} must be a whole number from 0 to {MAX_LIMIT}, not {limit!r}")
+        checked[name] = limit
+    return MappingProxyType(checked)
+
+
+def format_exact(value: datetime) -> str:
+    """UTC ISO 8601 with a ``Z`` suffix and the full precision (microseconds only when present): period
+    boundaries depend on the anchor's time of day, so storage must not round it."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _parse_exact(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -1,0 +1,175 @@
+"""The parts of ``tollway subscriptions`` that need no Redis: option parsing, defaults, the catalog check.
+(The commands themselves run against a real Valkey in tests/integration/test_subscriptions.py.)"""
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import pytest
+
+from tollway.cli import subscriptions as cli
+from tollway.subscriptions.model import Subscription
+
+NOW = datetime(2026, 5, 3, 12, 34, 56, 789_000, tzinfo=UTC)
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tollway")
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["subscriptions", *argv])
+
+
+def build(*argv: str, previous: Subscription | None = None, catalog_interval: str | None = None) -> Subscription:
+    args = parse("set", *argv)
+    return cli.build_subscription(args, NOW, previous, cli.parse_overrides(args.override), catalog_interval)
+
+
+def test_overrides_parse_and_bad_ones_are_named() -> None:
+    assert cli.parse_overrides(["rpm=600", " monthly_calls = 1_000 ", "zero=0"]) == {
+        "rpm": 600,
+        "monthly_calls": 1000,
+        "zero": 0,
+    }
+    for bad in ("x=abc", "x", "=5", "x=-1", "x=1.5", "x=5=6"):
+        with pytest.raises(ValueError, match="NAME=LIMIT") as info:
+            cli.parse_overrides([bad])
+        assert repr(bad) in str(info.value)
+    with pytest.raises(ValueError, match="given twice"):
+        cli.parse_overrides(["x=1", "x=2"])
+    with pytest.raises(ValueError, match="at most"):
+        cli.parse_overrides([f"x={2**63}"])
+    with pytest.raises(ValueError, match="override name"):
+        cli.parse_overrides(["{x}=1"])
+
+
+def test_times_are_now_iso_or_local_wall_clock() -> None:
+    assert cli.parse_time("--start", "now", "UTC", NOW) == NOW.replace(microsecond=0)
+    assert cli.parse_time("--start", "2026-03-01T08:30:00Z", "Europe/Paris", NOW) == datetime(
+        2026, 3, 1, 8, 30, tzinfo=UTC
+    )
+    # No offset: wall-clock time in the subscription's timezone.
+    assert cli.parse_time("--start", "2026-03-01", "Europe/Paris", NOW) == datetime(2026, 2, 28, 23, tzinfo=UTC)
+    # ... and a time skipped by DST resolves to the end of the gap, like period boundaries.
+    assert cli.parse_time("--anchor", "2026-03-29T02:30", "Europe/Paris", NOW) == datetime(2026, 3, 29, 1, tzinfo=UTC)
+    with pytest.raises(ValueError, match="--start 'yesterday' is not 'now' or an ISO 8601"):
+        cli.parse_time("--start", "yesterday", "UTC", NOW)
+    with pytest.raises(ValueError, match="--start '2026-02-30'"):
+        cli.parse_time("--start", "2026-02-30", "UTC", NOW)
+
+
+def test_set_defaults_for_a_new_subscription() -> None:
+    sub = build("--customer", "acme", "--plan", "pro")
+    assert sub == Subscription.new("acme", "pro", NOW.replace(microsecond=0))
+    yearly = build("--customer", "acme", "--plan", "pro", catalog_interval="year")
+    assert yearly.interval == "year"
+    explicit = build("--customer", "acme", "--plan", "pro", "--interval", "month", catalog_interval="year")
+    assert explicit.interval == "month"
+    paris = build(
+        "--customer", "acme", "--plan", "pro", "--timezone", "Europe/Paris", "--start", "2026-01-31T10:00",
+        "--alignment", "anniversary", "--override", "rpm=5",
+    )  # fmt: skip
+    assert paris.started_at == paris.anchor == datetime(2026, 1, 31, 9, tzinfo=UTC)
+    assert dict(paris.overrides) == {"rpm": 5}
+
+
+def test_set_on_an_existing_subscription_keeps_the_cycle_and_replaces_overrides() -> None:
+    previous = Subscription.new(
+        "acme",
+        "free",
+        datetime(2025, 7, 15, 8, tzinfo=UTC),
+        timezone="Asia/Kolkata",
+        alignment="anniversary",
+        anchor=datetime(2025, 7, 20, tzinfo=UTC),
+        interval="year",
+        overrides={"rpm": 5},
+    )
+    changed = build("--customer", "acme", "--plan", "pro", previous=previous)
+    assert (changed.plan_id, changed.started_at, changed.anchor) == ("pro", previous.started_at, previous.anchor)
+    assert (changed.timezone, changed.alignment, changed.interval) == ("Asia/Kolkata", "anniversary", "year")
+    assert dict(changed.overrides) == {}
+    restarted = build("--customer", "acme", "--plan", "pro", "--start", "now", previous=previous)
+    assert restarted.started_at == restarted.anchor == NOW.replace(microsecond=0)
+    assert build("--customer", "acme", "--plan", "pro", catalog_interval="month", previous=previous).interval == "month"
+
+
+def test_unknown_timezone_is_a_clean_error() -> None:
+    with pytest.raises(ValueError, match="unknown timezone 'Europe/Pariss'"):
+        build("--customer", "acme", "--plan", "pro", "--timezone", "Europe/Pariss")
+
+
+def test_argparse_rejects_unknown_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse("set", "--customer", "acme", "--plan", "pro", "--alignment", "fiscal")
+    assert "invalid choice: 'fiscal'" in capsys.readouterr().err
+
+
+# --- the catalog check ------------------------------------------------------------------------------
+
+
+def fake_catalog(monkeypatch: pytest.MonkeyPatch, interval: str | None = "year") -> None:
+    plan = SimpleNamespace(
+        limits=[SimpleNamespace(name="rpm")],
+        quotas=[SimpleNamespace(name="monthly_calls")],
+        pricing=SimpleNamespace(interval=interval) if interval else None,
+    )
+    # Stand-ins for the whole package, so this test does not depend on the real loader's state.
+    package, loader, errors = (ModuleType(f"tollway.plans{m}") for m in ("", ".loader", ".errors"))
+    package.__path__ = []
+    loader.load_catalog = lambda path: SimpleNamespace(plans={"pro": plan, "free": SimpleNamespace()})  # type: ignore[attr-defined]
+    errors.CatalogError = type("CatalogError", (Exception,), {})  # type: ignore[attr-defined]
+    for module in (package, loader, errors):
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+
+
+def test_catalog_check_with_a_stand_in_loader(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake_catalog(monkeypatch)
+    path = tmp_path / "plans.yaml"
+    assert cli._check_against_catalog(path, "pro", {"rpm": 1, "monthly_calls": 2}) == "year"
+    assert cli._check_against_catalog(path, "free", {}) is None
+    with pytest.raises(ValueError, match=r"plan 'gold' is not in the catalog .* \(plans: free, pro\)"):
+        cli._check_against_catalog(path, "gold", {})
+    expected = r"plan 'pro' has no limit or quota named 'burst' \(it has: monthly_calls, rpm\)"
+    with pytest.raises(ValueError, match=expected):
+        cli._check_against_catalog(path, "pro", {"burst": 1, "rpm": 2})
+
+
+REAL_CATALOG = """\
+apiVersion: tollway.dev/v1
+kind: PlanCatalog
+metadata:
+  name: test
+  version: "1"
+plans:
+  pro:
+    limits:
+      - name: rpm
+        limit: 100
+        per: minute
+    quotas:
+      - name: monthly-calls
+        limit: 1000
+    pricing:
+      currency: USD
+      interval: year
+"""
+
+
+def test_catalog_check_with_the_real_loader(tmp_path: Path) -> None:
+    try:
+        from tollway.plans.loader import load_catalog  # noqa: F401
+    except ImportError:
+        pytest.skip("tollway.plans.loader (the catalog loader, written in parallel) is not available yet")
+    path = tmp_path / "plans.yaml"
+    path.write_text(REAL_CATALOG)
+    assert cli._check_against_catalog(path, "pro", {"rpm": 1, "monthly-calls": 2}) == "year"
+    with pytest.raises(ValueError, match="has no limit or quota named 'burst'"):
+        cli._check_against_catalog(path, "pro", {"burst": 1})
+    with pytest.raises(ValueError, match="plan 'gold' is not in the catalog"):
+        cli._check_against_catalog(path, "gold", {})
+    path.write_text("apiVersion: nope\n")
+    with pytest.raises(ValueError, match="is not valid"):
+        cli._check_against_catalog(path, "pro", {})
+    with pytest.raises(ValueError, match="cannot read the catalog"):
+        cli._check_against_catalog(tmp_path / "missing.yaml", "pro", {})
