@@ -201,3 +201,17 @@ def tollway_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
             return tollway.start()
 
         yield start
+
+
+# --- Valkey Cluster (the limiter's cluster tests) -----------------------------------------------------
+
+from tollway.harness.valkey_cluster import ValkeyCluster  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyCluster]:
+    """A 3-master Valkey Cluster for the session (no persistence). Tests keep apart by key prefix."""
+    cluster = ValkeyCluster(tmp_path_factory.mktemp("valkey-cluster"))
+    register_for_session(request.config, "valkey_cluster", cluster)
+    with cluster:
+        yield cluster

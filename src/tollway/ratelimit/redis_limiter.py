@@ -1,0 +1,70 @@
+"""The limiter on Redis (or Valkey, or a Redis Cluster): one ``consume.lua`` EVALSHA per check.
+
+Counters (``{p}`` is the prefix, ``tw:`` by default; all keys of one check share the slot of
+``{<partition>}``)::
+
+    {p}rl:{<partition>}:<policy>                    hash    bucket index -> units; PEXPIRE W + g on write
+    {p}q:{<partition>}:<policy>:<period_start_ms>   string  units this period; expires a day after the period
+
+Time is the caller's ``now_ms``, never Redis's clock (TTLs are relative, so a skewed Redis clock cannot
+expire a counter early).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tollway.ratelimit.coalescer import DEFAULT_MAX_BATCH, DirectRunner, PipelineCoalescer, RedisClient, ScriptRunner
+from tollway.ratelimit.errors import LimiterUnavailable
+from tollway.ratelimit.keys import checked_costs
+from tollway.ratelimit.policies import Policy
+from tollway.ratelimit.script import script_keys_and_args
+from tollway.ratelimit.verdict import Counted, Verdict, build_verdict
+
+
+class RedisLimiter:
+    """``Limiter`` on Redis. ``coalesce=False`` sends one EVALSHA per check instead of batching."""
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        *,
+        prefix: str = "tw:",
+        coalesce: bool = True,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        self._prefix = prefix
+        self._runner: ScriptRunner = PipelineCoalescer(redis, max_batch=max_batch) if coalesce else DirectRunner(redis)
+
+    @property
+    def runner(self) -> ScriptRunner:
+        return self._runner
+
+    @property
+    def checks(self) -> int:
+        return self._runner.checks
+
+    @property
+    def round_trips(self) -> int:
+        return self._runner.round_trips
+
+    async def consume(
+        self, partition: str, policies: Sequence[Policy], cost: int | Sequence[int], now_ms: int
+    ) -> Verdict:
+        costs = checked_costs(partition, policies, cost)
+        if not policies:
+            return Verdict(admitted=True, states=())
+        policies = tuple(policies)
+        keys, args = script_keys_and_args(self._prefix, partition, policies, costs, now_ms)
+        reply = await self._runner.run(keys, args)
+        try:
+            if len(reply) != 1 + 3 * len(policies):
+                raise ValueError(f"reply of {len(reply)} numbers for {len(policies)} policies")
+            counted = [Counted(*reply[1 + 3 * i : 4 + 3 * i]) for i in range(len(policies))]
+            return build_verdict(policies, costs, now_ms, reply[0] == 1, counted)
+        except ValueError as exc:
+            raise LimiterUnavailable(f"unexpected reply from the limiter script: {exc}") from exc
+
+    async def aclose(self) -> None:
+        """Wait for checks in flight. The Redis client is the caller's to close."""
+        await self._runner.aclose()

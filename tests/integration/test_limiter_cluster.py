@@ -1,0 +1,87 @@
+"""RedisLimiter on a real 3-master Valkey Cluster: the shared behaviour suite, one slot per customer,
+customers spread over the masters, and exactness under concurrency from two independent clients."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from tests.support.limiter_suite import DAY, SCENARIOS, T0, Scenario
+from tollway.harness.valkey_cluster import ValkeyCluster
+from tollway.ratelimit import Policy, QuotaPolicy, RedisLimiter, WindowPolicy
+from tollway.ratelimit.keys import quota_key, window_key
+
+pytestmark = pytest.mark.integration
+
+
+@asynccontextmanager
+async def cluster_limiter(cluster: ValkeyCluster) -> AsyncIterator[tuple[RedisLimiter, RedisCluster, str]]:
+    redis = RedisCluster.from_url(cluster.url, decode_responses=True, socket_timeout=1, socket_connect_timeout=1)
+    prefix = f"t{uuid.uuid4().hex[:8]}:"  # the cluster is shared by the session: keep tests apart
+    lim = RedisLimiter(redis, prefix=prefix)
+    try:
+        yield lim, redis, prefix
+    finally:
+        await lim.aclose()
+        await redis.aclose()
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS.values(), ids=SCENARIOS.keys())
+def test_behaviour_suite(valkey_cluster: ValkeyCluster, scenario: Scenario) -> None:
+    async def main() -> None:
+        async with cluster_limiter(valkey_cluster) as (lim, _, _):
+            await scenario(lim)
+
+    asyncio.run(main())
+
+
+def test_a_customers_keys_share_one_slot_and_customers_spread_over_masters(valkey_cluster: ValkeyCluster) -> None:
+    async def main() -> None:
+        async with cluster_limiter(valkey_cluster) as (lim, redis, prefix):
+            masters = set()
+            for i in range(30):
+                customer = f"cust-{i}"
+                keys = [window_key(prefix, customer, "burst"), quota_key(prefix, customer, "month", T0)]
+                slots = {await redis.cluster_keyslot(key) for key in keys}
+                assert slots == {await redis.cluster_keyslot(customer)}
+                node = redis.get_node_from_key(keys[0])
+                assert node is not None
+                masters.add(node.name)
+                policies: list[Policy] = [
+                    WindowPolicy.sliding("burst", 5, 1000),
+                    QuotaPolicy("month", 10, T0, T0 + DAY),
+                ]
+                assert (await lim.consume(customer, policies, 1, T0)).admitted
+            assert len(masters) == 3
+            assert len(valkey_cluster.startup_nodes) == 3
+
+    asyncio.run(main())
+
+
+def test_500_concurrent_checks_from_two_clients_admit_exactly_the_limit(valkey_cluster: ValkeyCluster) -> None:
+    policies: list[Policy] = [WindowPolicy.sliding("burst", 100, 60_000), QuotaPolicy("month", 1000, T0, T0 + 30 * DAY)]
+
+    async def main() -> None:
+        async with cluster_limiter(valkey_cluster) as (a, redis, prefix):
+            b = RedisLimiter(
+                RedisCluster.from_url(valkey_cluster.url, decode_responses=True, socket_timeout=1), prefix=prefix
+            )
+            other = [f"other-{i}" for i in range(5)]  # other customers in the same batches, on other slots
+            checks = [(a if i % 2 else b).consume("cust-1", policies, 1, T0 + i % 7) for i in range(500)]
+            checks += [a.consume(c, policies, 1, T0) for c in other]
+            verdicts = await asyncio.gather(*checks)
+            assert sum(v.admitted for v in verdicts[:500]) == 100
+            assert all(v.admitted for v in verdicts[500:])
+            window = await redis.hgetall(window_key(prefix, "cust-1", "burst"))
+            assert sum(int(n) for n in window.values()) == 100
+            assert await redis.get(quota_key(prefix, "cust-1", "month", T0)) == "100"
+            assert a.round_trips < a.checks / 10
+            assert b.round_trips < b.checks / 10
+            await b.aclose()
+
+    asyncio.run(main())

@@ -1,0 +1,187 @@
+"""RedisLimiter on a real Valkey: the shared behaviour suite, exactness under concurrency from two
+independent clients, NOSCRIPT recovery, a dead or hung Redis, bounded storage."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from tests.support.limiter_suite import DAY, SCENARIOS, T0, Scenario
+from tollway.harness.valkey import ValkeyServer
+from tollway.ratelimit import LimiterUnavailable, MemoryLimiter, Policy, QuotaPolicy, RedisLimiter, WindowPolicy
+from tollway.ratelimit.script import SHA
+
+pytestmark = pytest.mark.integration
+
+
+def hot_client(server: ValkeyServer, timeout: float = 0.5) -> Redis:
+    """Like the production hot-path client: short timeouts, no retries."""
+    return Redis.from_url(
+        server.url,
+        decode_responses=True,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+@asynccontextmanager
+async def limiter(server: ValkeyServer, **kwargs: object) -> AsyncIterator[tuple[RedisLimiter, Redis]]:
+    redis = hot_client(server)
+    lim = RedisLimiter(redis, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield lim, redis
+    finally:
+        await lim.aclose()
+        await redis.aclose()
+
+
+@pytest.mark.parametrize("coalesce", [True, False], ids=["coalesced", "direct"])
+@pytest.mark.parametrize("scenario", SCENARIOS.values(), ids=SCENARIOS.keys())
+def test_behaviour_suite(valkey_fresh: ValkeyServer, scenario: Scenario, coalesce: bool) -> None:
+    async def main() -> None:
+        async with limiter(valkey_fresh, coalesce=coalesce) as (lim, _):
+            await scenario(lim)
+
+    asyncio.run(main())
+
+
+def test_500_concurrent_checks_from_two_clients_admit_exactly_the_limit(valkey_fresh: ValkeyServer) -> None:
+    policies: list[Policy] = [WindowPolicy.sliding("burst", 100, 60_000), QuotaPolicy("month", 1000, T0, T0 + 30 * DAY)]
+
+    async def main() -> None:
+        async with limiter(valkey_fresh) as (a, redis), limiter(valkey_fresh) as (b, _):
+            checks = [(a if i % 2 else b).consume("cust-1", policies, 1, T0 + i % 7) for i in range(500)]
+            verdicts = await asyncio.gather(*checks)
+            assert sum(v.admitted for v in verdicts) == 100
+            refused = [v for v in verdicts if not v.admitted]
+            assert all(v.violated == ("burst",) for v in refused)
+            window = await redis.hgetall("tw:rl:{cust-1}:burst")
+            assert sum(int(n) for n in window.values()) == 100
+            assert await redis.get(f"tw:q:{{cust-1}}:month:{T0}") == "100"
+            # Coalescing batches: far fewer round trips than checks.
+            for lim in (a, b):
+                assert lim.checks == 250
+                assert lim.round_trips < lim.checks / 10
+
+    asyncio.run(main())
+
+
+def test_noscript_after_script_flush_is_recovered(valkey_fresh: ValkeyServer) -> None:
+    policy = WindowPolicy.sliding("burst", 10, 1000)
+
+    async def main() -> None:
+        async with limiter(valkey_fresh) as (lim, redis):
+            assert (await lim.consume("c", [policy], 1, T0)).admitted
+            await redis.script_flush()
+            assert await redis.script_exists(SHA) == [False]
+            verdicts = await asyncio.gather(*(lim.consume("c", [policy], 1, T0) for _ in range(5)))
+            assert [v.states[0].used for v in verdicts] == [2, 3, 4, 5, 6]
+            assert await redis.script_exists(SHA) == [True]
+
+    asyncio.run(main())
+
+
+def test_a_stopped_redis_fails_fast_and_recovers_after_restart(valkey_fresh: ValkeyServer) -> None:
+    policy = WindowPolicy.sliding("burst", 10, 1000)
+
+    async def main() -> None:
+        async with limiter(valkey_fresh) as (lim, _):
+            assert (await lim.consume("c", [policy], 1, T0)).admitted
+            valkey_fresh.stop()
+            started = time.monotonic()
+            with pytest.raises(LimiterUnavailable):
+                async with asyncio.timeout(0.1):
+                    await lim.consume("c", [policy], 1, T0)
+            assert time.monotonic() - started < 0.1
+            results = await asyncio.gather(
+                *(lim.consume("c", [policy], 1, T0) for _ in range(3)), return_exceptions=True
+            )
+            assert all(isinstance(r, LimiterUnavailable) for r in results)
+
+            valkey_fresh.start()  # empty, without the script: NOSCRIPT is handled too
+            async with asyncio.timeout(1.0):
+                verdict = await lim.consume("c", [policy], 1, T0)
+            assert verdict.admitted
+            assert verdict.states[0].used == 1
+
+    asyncio.run(main())
+
+
+def test_a_hung_redis_times_out_the_caller_without_breaking_later_checks(valkey_fresh: ValkeyServer) -> None:
+    policy = WindowPolicy.sliding("burst", 10, 1000)
+
+    async def main() -> None:
+        async with limiter(valkey_fresh) as (lim, _):
+            assert (await lim.consume("c", [policy], 1, T0)).admitted
+            valkey_fresh.pause()
+            try:
+                waiters = [asyncio.create_task(lim.consume("c", [policy], 1, T0)) for _ in range(3)]
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.1):
+                        await waiters[0]
+                # The others of the batch get their own answer when the client's socket timeout fires.
+                rest = await asyncio.gather(*waiters[1:], return_exceptions=True)
+                assert all(isinstance(r, LimiterUnavailable) for r in rest)
+            finally:
+                valkey_fresh.resume()
+            verdict = await lim.consume("c", [policy], 1, T0 + 1)
+            assert verdict.admitted
+
+    asyncio.run(main())
+
+
+def test_window_storage_stays_bounded_and_expires(valkey_fresh: ValkeyServer) -> None:
+    policy = WindowPolicy("burst", 1000, 1000, 10)  # g = 100 ms: at most N + 1 = 11 live buckets
+    quota = QuotaPolicy("month", 10**6, T0, T0 + 30 * DAY)
+
+    async def main() -> None:
+        async with limiter(valkey_fresh, prefix="t:") as (lim, redis):
+            now = T0
+            for _ in range(300):
+                now += 37
+                assert (await lim.consume("c", [policy, quota], 1, now)).admitted
+                assert await redis.hlen("t:rl:{c}:burst") <= 11
+            assert 0 < await redis.pttl("t:rl:{c}:burst") <= 1100
+            ttl = await redis.pttl(f"t:q:{{c}}:month:{T0}")
+            assert 30 * DAY + DAY - (now - T0) - 5000 < ttl <= 30 * DAY + DAY - (now - T0)
+            assert sorted(await redis.keys("*")) == sorted(["t:rl:{c}:burst", f"t:q:{{c}}:month:{T0}"])
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_timelines_match_the_model(valkey_fresh: ValkeyServer, seed: int) -> None:
+    """Differential check: the Lua script and MemoryLimiter give identical Verdicts on random checks."""
+    rng = random.Random(seed)
+    policies: list[Policy] = []
+    for i in range(rng.randint(1, 3)):
+        width = rng.choice([100, 1000, 3000])
+        mode = rng.choice(["hard", "hard", "soft", "shadow"])
+        policies.append(
+            WindowPolicy.sliding(f"w{i}", rng.randint(0, 8), width, hard=mode != "soft", shadow=mode == "shadow")
+        )
+    if rng.random() < 0.7:
+        policies.append(QuotaPolicy("q", rng.randint(0, 80), T0, T0 + DAY, hard=rng.random() < 0.8))
+
+    async def main() -> None:
+        model = MemoryLimiter()
+        async with limiter(valkey_fresh) as (lim, _):
+            now = T0
+            for _ in range(150):
+                now += rng.choice([0, 0, 7, 40, 120, 999, 3500])
+                partition = rng.choice(["a", "b"])
+                chosen = [p for p in policies if rng.random() < 0.8] or policies[:1]
+                costs = [rng.randint(0, 4) for _ in chosen]
+                expected = model.check(partition, chosen, costs, now)
+                assert await lim.consume(partition, chosen, costs, now) == expected
+
+    asyncio.run(main())
