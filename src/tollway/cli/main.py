@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from tollway import __version__, logs
 from tollway.auth.errors import KeyNotFound
-from tollway.cli import keys, serve
+from tollway.cli import keys, plans, serve, subscriptions
 from tollway.settings import Settings
 
 
@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve.register(commands)
     keys.register(commands)
+    plans.register(commands)
+    subscriptions.register(commands)
     return parser
 
 
@@ -47,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve.run(args, settings)
         if args.command == "keys":
             return asyncio.run(keys.run(args, settings))
+        if args.command == "plans":
+            return plans.run(args, settings)
+        if args.command == "subscriptions":
+            return asyncio.run(subscriptions.run(args, settings))
     except KeyNotFound as exc:
         return _fail(str(exc), 1)
     except ValidationError as exc:
