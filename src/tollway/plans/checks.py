@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from tollway.plans.errors import Path, Problem, format_path, render_value
 from tollway.plans.pricing import INVOICE, Charge, Discount, GraduatedCharge, MeteredCharge, Tier, VolumeCharge
@@ -39,15 +40,22 @@ class PlanParts:
         )
 
 
+# Limits and quotas are checked when Envoy asks, before the request body or any response exists: they
+# can count only what is known then. Response-side meters are metered and billed, not limited.
+GATEWAY_UNITS: Final = frozenset({"requests", "cost"})
+
+
 def check_catalog(
     meters: Collection[str],
     features: Mapping[str, Feature | None],
     plans: Mapping[str, PlanParts],
+    gateway_meters: Collection[str] | None = None,
 ) -> list[Problem]:
-    """Cross-object problems. ``features`` maps every defined name to its model (``None`` if it is invalid)."""
+    """Cross-object problems. ``features`` maps every defined name to its model (``None`` if it is invalid);
+    ``gateway_meters`` are the meters a limit or quota may count (default: all)."""
     problems = list(_route_conflicts(features))
     for plan_id, plan in plans.items():
-        problems.extend(_plan_problems(("plans", plan_id), plan, meters, features))
+        problems.extend(_plan_problems(("plans", plan_id), plan, meters, features, gateway_meters))
     return problems
 
 
@@ -90,7 +98,11 @@ def _route_conflicts(features: Mapping[str, Feature | None]) -> Iterator[Problem
 
 
 def _plan_problems(
-    base: Path, plan: PlanParts, meters: Collection[str], features: Mapping[str, Feature | None]
+    base: Path,
+    plan: PlanParts,
+    meters: Collection[str],
+    features: Mapping[str, Feature | None],
+    gateway_meters: Collection[str] | None,
 ) -> Iterator[Problem]:
     granted = {f for f in plan.features if f is not None}
     listed: set[str] = set()
@@ -124,6 +136,13 @@ def _plan_problems(
                 policies[item.name] = at
             if item.meter is not None and item.meter not in meters:
                 yield _problem((*at, "meter"), _unknown("meter", item.meter, meters), item.meter)
+            elif item.meter is not None and gateway_meters is not None and item.meter not in gateway_meters:
+                yield _problem(
+                    (*at, "meter"),
+                    "limits and quotas are checked before the request is served, so they can count only "
+                    "`requests` or `cost` meters (bytes and response fields are metered and billed, not limited)",
+                    item.meter,
+                )
             for f_index, feature_id in enumerate(item.features or ()):
                 if feature_id not in features:
                     yield _problem((*at, "features", f_index), _unknown("feature", feature_id, features), feature_id)

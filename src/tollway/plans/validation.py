@@ -18,7 +18,7 @@ from typing import Any, Final, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from tollway.plans.checks import PlanParts, check_catalog
+from tollway.plans.checks import GATEWAY_UNITS, PlanParts, check_catalog
 from tollway.plans.errors import Problem, format_path, render_value
 from tollway.plans.fields import Identifier
 from tollway.plans.pricing import Charge, Discount
@@ -48,11 +48,16 @@ def validate_catalog(data: object) -> tuple[Catalog | None, list[Problem]]:
     if catalog is not None:
         features: Mapping[str, Feature | None] = catalog.features
         plans = {plan_id: PlanParts.of(plan) for plan_id, plan in catalog.plans.items()}
-        problems.extend(check_catalog(catalog.meters.keys(), features, plans))
+        gateway = {name for name, meter in catalog.meters.items() if meter.unit in GATEWAY_UNITS}
+        problems.extend(check_catalog(catalog.meters.keys(), features, plans, gateway))
     else:  # check what did validate, so one pass reports structural and reference problems together
         features = {name: _valid(_FEATURE, value) for name, value in _section(data, "features").items()}
         plans = {name: _plan_parts(value) for name, value in _section(data, "plans").items()}
-        problems.extend(check_catalog(_section(data, "meters").keys(), features, plans))
+        meters = _section(data, "meters")
+        gateway = {
+            name for name, meter in meters.items() if isinstance(meter, dict) and meter.get("unit") in GATEWAY_UNITS
+        }
+        problems.extend(check_catalog(meters.keys(), features, plans, gateway))
     return (catalog if not problems else None), problems
 
 

@@ -46,6 +46,9 @@ EXPECTED: dict[str, list[tuple[int, str, str, str]]] = {
     ],
     "bad-api-version.yaml": [(1, "tollway.dev/v2", "apiVersion: expected 'tollway.dev/v1'", "tollway.dev/v2")],
     "bad-duration.yaml": [(11, "15 minutes", "limits[0].window: expected a window such as 10s", "15 minutes")],
+    "limit-on-response-meter.yaml": [
+        (15, "egress}", "plans.free.quotas[0].meter: limits and quotas are checked before the request", "egress")
+    ],
     "configmap-with-error.yaml": [(17, "fortnight", "plans.free.limits[0].per: expected 'second'", "fortnight")],
     "several-errors.yaml": [
         (5, "{unit", "meters.tokens: a response_json meter needs `field`", "{unit: response_json}"),
