@@ -1,5 +1,5 @@
 """``tollway serve``: wires the stores, the decision core and both ext_authz servers, and runs them until
-SIGTERM/SIGINT, then drains in-flight checks before exiting."""
+SIGTERM/SIGINT (or ``stop``), then drains in-flight checks before exiting."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from redis.asyncio import Redis
 
 from tollway.auth.authenticator import Authenticator
 from tollway.auth.cache import KeyCache
@@ -14,14 +18,23 @@ from tollway.auth.credentials import CredentialSource
 from tollway.auth.digest import KeyDigester
 from tollway.auth.redis_store import RedisKeyStore
 from tollway.clock import Clock, SystemClock
+from tollway.entitlements.gate import EntitlementGate
+from tollway.entitlements.live_catalog import LiveCatalog
 from tollway.extproc.decision import DecisionCore
 from tollway.extproc.grpc_server import GrpcAuthzServer
 from tollway.extproc.http_server import HttpAuthzServer
 from tollway.extproc.problems import Refusals
+from tollway.plans.loader import load_compiled_catalog
+from tollway.plans.watcher import CatalogWatcher
+from tollway.ratelimit import RedisLimiter
 from tollway.redis_client import hot_path_client, subscriber_client
 from tollway.settings import Settings
+from tollway.subscriptions.redis_store import RedisSubscriptionStore
+from tollway.subscriptions.resolver import SubscriptionCache, SubscriptionResolver
 
 log = logging.getLogger(__name__)
+
+Background = list[Callable[[], Coroutine[Any, Any, None]]]
 
 
 def build_cache(settings: Settings, clock: Clock) -> KeyCache:
@@ -33,7 +46,35 @@ def build_cache(settings: Settings, clock: Clock) -> KeyCache:
     )
 
 
-def build_core(settings: Settings, store: RedisKeyStore, cache: KeyCache, clock: Clock) -> DecisionCore:
+def build_gate(
+    settings: Settings, redis: Redis, subscriber: Redis, clock: Clock, background: Background
+) -> EntitlementGate:
+    """Stage 2 from the catalog file: raises ``CatalogError`` if the file is invalid at start."""
+    assert settings.catalog is not None
+    live = LiveCatalog(load_compiled_catalog(settings.catalog))
+    log.info("catalog %s version %s (%s) is live", live.current.name, live.current.version, live.current.digest)
+    watcher = CatalogWatcher(
+        settings.catalog,
+        live.replace,
+        live.reject,
+        poll_interval=settings.catalog_poll_s,
+        current_digest=live.current.digest,
+    )
+    cache = SubscriptionCache(clock.monotonic, ttl=settings.key_cache_ttl_s, negative_ttl=settings.key_cache_ttl_s)
+    store = RedisSubscriptionStore(redis, settings.redis_prefix, subscriber=subscriber)
+    resolver = SubscriptionResolver(store, cache, timeout_s=settings.redis_timeout_ms / 1000)
+    limiter = RedisLimiter(redis, prefix=settings.redis_prefix)
+    background += [watcher.run, resolver.follow_changes]
+    return EntitlementGate(live, resolver, limiter, clock, timeout_s=settings.redis_timeout_ms / 1000)
+
+
+def build_core(
+    settings: Settings,
+    store: RedisKeyStore,
+    cache: KeyCache,
+    clock: Clock,
+    gate: EntitlementGate | None = None,
+) -> DecisionCore:
     authenticator = Authenticator(
         store,
         KeyDigester(settings.pepper_bytes()),
@@ -42,22 +83,32 @@ def build_core(settings: Settings, store: RedisKeyStore, cache: KeyCache, clock:
         CredentialSource(headers=settings.key_headers, query_param=settings.key_query_param),
         store_timeout=settings.redis_timeout_ms / 1000,
     )
-    return DecisionCore(authenticator, Refusals(settings.problem_type_base), settings.forward_credential)
+    return DecisionCore(authenticator, Refusals(settings.problem_type_base), settings.forward_credential, gate)
 
 
-async def serve(settings: Settings, clock: Clock | None = None, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings,
+    clock: Clock | None = None,
+    stop: asyncio.Event | None = None,
+    *,
+    handle_signals: bool = True,
+    on_ready: Callable[[DecisionCore], None] | None = None,
+) -> None:
     clock = clock or SystemClock()
     stop = stop or asyncio.Event()
     redis = hot_path_client(settings)
     subscriber = subscriber_client(settings)
     store = RedisKeyStore(redis, settings.redis_prefix, subscriber=subscriber)
     cache = build_cache(settings, clock)
-    core = build_core(settings, store, cache, clock)
-    watcher = asyncio.create_task(store.watch_changes(cache.evict, cache.clear), name="key-changes")
+    background: Background = [lambda: store.watch_changes(cache.evict, cache.clear)]
+    gate = build_gate(settings, redis, subscriber, clock, background) if settings.catalog else None
+    core = build_core(settings, store, cache, clock, gate)
+    tasks = [asyncio.create_task(run()) for run in background]
 
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    if handle_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
 
     http: HttpAuthzServer | None = None
     grpc_server: GrpcAuthzServer | None = None
@@ -70,6 +121,8 @@ async def serve(settings: Settings, clock: Clock | None = None, stop: asyncio.Ev
             grpc_server = GrpcAuthzServer(core)
             port = await grpc_server.start(settings.host, settings.grpc_port)
             log.info("ext_authz gRPC listening on %s:%d", settings.host, port)
+        if on_ready is not None:
+            on_ready(core)
         await stop.wait()
         log.info("shutting down: draining in-flight checks (grace %.1fs)", settings.shutdown_grace_s)
     finally:
@@ -79,11 +132,14 @@ async def serve(settings: Settings, clock: Clock | None = None, stop: asyncio.Ev
         if grpc_server is not None:
             draining.append(grpc_server.shutdown(settings.shutdown_grace_s))
         await asyncio.gather(*draining, return_exceptions=True)
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await redis.aclose()
         await subscriber.aclose()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
         log.info("stopped")

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     key_negative_cache_ttl_s: Annotated[float, Field(ge=0, le=1.0)] = 1.0
     key_cache_max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
 
+    # Stage 2: the plan catalog (a YAML file or a ConfigMap manifest, e.g. a mounted ConfigMap volume).
+    # Unset: Tollway only authenticates. Watched for changes every catalog_poll_s seconds.
+    catalog: Path | None = None
+    catalog_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+
     problem_type_base: str = "https://tollway.dev/problems/"
     log_level: str = "INFO"
 

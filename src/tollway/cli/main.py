@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from tollway import __version__, logs
 from tollway.auth.errors import KeyNotFound
 from tollway.cli import keys, plans, serve, subscriptions
+from tollway.plans.errors import CatalogError
 from tollway.settings import Settings
 
 
@@ -53,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return plans.run(args, settings)
         if args.command == "subscriptions":
             return asyncio.run(subscriptions.run(args, settings))
+    except CatalogError as exc:
+        return _fail(f"invalid catalog ({len(exc.issues)} problem(s)):\n{exc}")
     except KeyNotFound as exc:
         return _fail(str(exc), 1)
     except ValidationError as exc:

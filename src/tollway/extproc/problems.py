@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from tollway.auth.errors import AuthError, CredentialStoreUnavailable, MissingCredential
-from tollway.extproc.check import Deny
+from tollway.auth.errors import AuthError, MissingCredential
+from tollway.extproc.check import Deny, Headers
 
 PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
+# The problem type registered by draft-ietf-httpapi-ratelimit-headers: clients can recognise it anywhere.
+QUOTA_EXCEEDED_TYPE: Final = "https://iana.org/assignments/http-problem-types#quota-exceeded"
+
+FORBIDDEN_TITLES: Final = {
+    "no-subscription": "No subscription",
+    "plan-unavailable": "Plan unavailable",
+    "route-not-granted": "Route not granted",
+    "feature-not-entitled": "Feature not in plan",
+}
 
 AUTH_TITLES: Final = {
     "missing-credentials": "API key required",
@@ -69,17 +79,29 @@ class Refusals:
         problem = self.problem(401, error.reason, title, error.detail, request_id)
         return self.deny(problem, ("www-authenticate", challenge))
 
-    def store_unavailable(self, error: CredentialStoreUnavailable, request_id: str) -> Deny:
+    def unavailable(self, detail: str, request_id: str) -> Deny:
         # Same type and title as the problem Envoy's local reply gives when the check itself fails
         # (envoy/*.yaml), so clients handle one "retry later" problem whichever way it arose.
         problem = self.problem(
-            503,
-            "authorization-unavailable",
-            "Authorization temporarily unavailable",
-            "The credential store did not answer in time. Retry shortly.",
-            request_id,
+            503, "authorization-unavailable", "Authorization temporarily unavailable", detail, request_id
         )
         return self.deny(problem, ("retry-after", "1"))
+
+    def forbidden(self, reason: str, detail: str, request_id: str) -> Deny:
+        title = FORBIDDEN_TITLES.get(reason, "Forbidden")
+        return self.deny(self.problem(403, reason, title, detail, request_id))
+
+    def quota_exceeded(self, violated: Sequence[str], retry_after_s: int, ratelimit: Headers, request_id: str) -> Deny:
+        names = ", ".join(violated)
+        problem = Problem(
+            type=QUOTA_EXCEEDED_TYPE,
+            title="Quota exceeded",
+            status=429,
+            detail=f"The request would exceed {names}. Retry after {retry_after_s} s.",
+            instance=request_id,
+            extensions={"violated-policies": list(violated)},
+        )
+        return self.deny(problem, ("retry-after", str(max(retry_after_s, 1))), *ratelimit)
 
     def internal_error(self, request_id: str) -> Deny:
         problem = self.problem(500, "internal-error", "Internal error", "The request could not be checked.", request_id)

@@ -1,0 +1,57 @@
+"""Typed entitlement refusals. No HTTP status here: the edge (extproc/problems.py) maps them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tollway.entitlements.rules import PolicyRule
+from tollway.ratelimit import Verdict
+
+
+class EntitlementError(Exception):
+    """The caller is known but may not do this. ``reason`` is a stable slug."""
+
+    reason = "not-entitled"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NoSubscription(EntitlementError):
+    reason = "no-subscription"
+
+
+class PlanUnavailable(EntitlementError):
+    """The subscription names a plan the live catalog does not have."""
+
+    reason = "plan-unavailable"
+
+
+class RouteNotGranted(EntitlementError):
+    """No feature of the catalog covers this method and path: refused by default."""
+
+    reason = "route-not-granted"
+
+
+class FeatureNotEntitled(EntitlementError):
+    reason = "feature-not-entitled"
+
+
+class LimitExceeded(Exception):
+    """An enforced limit or quota would be exceeded; nothing was consumed."""
+
+    reason = "quota-exceeded"
+
+    def __init__(self, verdict: Verdict, rules: Sequence[PolicyRule], plan_id: str, feature: str) -> None:
+        super().__init__(f"{', '.join(verdict.violated)} exceeded")
+        self.verdict = verdict
+        self.rules = tuple(rules)
+        self.plan_id = plan_id
+        self.feature = feature
+
+
+class EntitlementsUnavailable(Exception):
+    """Subscriptions or limits could not be checked in time and the plan fails closed."""
+
+    reason = "entitlements-unavailable"

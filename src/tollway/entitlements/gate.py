@@ -1,0 +1,141 @@
+"""The entitlement gate: an authenticated customer and a request in, an :class:`Admission` out, or a
+typed refusal. Decision order:
+
+1. the customer's subscription (cached ≤ 1 s; none → :class:`NoSubscription`);
+2. the plan it names in the live catalog (missing → :class:`PlanUnavailable`);
+3. route → feature, pure and in-process (no feature covers it → :class:`RouteNotGranted`: deny by default);
+4. does the plan grant the feature? (no → :class:`FeatureNotEntitled`);
+5. every limit and the quota that apply to the feature, with the customer's overrides, checked and
+   consumed in one limiter call (all or nothing); an enforced one exceeded → :class:`LimitExceeded`.
+
+When subscriptions or limits cannot be checked in time, the plan's ``outage_policy`` decides: fail
+closed (:class:`EntitlementsUnavailable`) or fail open (admitted, ``limits_checked=False``). A customer
+whose subscription cannot be read at all fails closed: without it there is no plan to ask.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from tollway.clock import Clock
+from tollway.entitlements.errors import (
+    EntitlementsUnavailable,
+    FeatureNotEntitled,
+    LimitExceeded,
+    NoSubscription,
+    PlanUnavailable,
+    RouteNotGranted,
+)
+from tollway.entitlements.live_catalog import LiveCatalog
+from tollway.entitlements.rules import PolicyRule, rules_for
+from tollway.plans.catalog import CompiledCatalog
+from tollway.ratelimit import Limiter, LimiterUnavailable, Policy, Verdict, epoch_ms
+from tollway.subscriptions.errors import SubscriptionStoreUnavailable
+from tollway.subscriptions.model import Subscription
+from tollway.subscriptions.resolver import MISS, SubscriptionResolver
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    customer_id: str
+    plan_id: str
+    feature: str
+    route: str
+    rules: tuple[PolicyRule, ...]
+    verdict: Verdict | None  # None: nothing to check, or not checked (see limits_checked)
+    limits_checked: bool = True
+
+
+class EntitlementGate:
+    def __init__(
+        self,
+        catalog: LiveCatalog,
+        subscriptions: SubscriptionResolver,
+        limiter: Limiter,
+        clock: Clock,
+        timeout_s: float = 0.1,
+    ) -> None:
+        self._catalog = catalog
+        self._subscriptions = subscriptions
+        self._limiter = limiter
+        self._clock = clock
+        self._timeout = timeout_s
+        self._rules: dict[tuple[str, str, str], tuple[PolicyRule, ...]] = {}
+
+    @property
+    def catalog(self) -> LiveCatalog:
+        return self._catalog
+
+    async def admit(self, customer_id: str, method: str, path: str) -> Admission:
+        subscription = await self._subscription(customer_id)
+        catalog = self._catalog.current
+        plan = catalog.plans.get(subscription.plan_id)
+        if plan is None:
+            log.warning(
+                "customer %s is subscribed to plan %r, which the live catalog lacks", customer_id, subscription.plan_id
+            )
+            raise PlanUnavailable(f"The plan '{subscription.plan_id}' of this account is not available.")
+        match = catalog.routes.match(method, path)
+        if match is None:
+            raise RouteNotGranted(f"No plan grants {method} {path.split('?', 1)[0]}.")
+        if not catalog.plan_grants(subscription.plan_id, match.feature):
+            raise FeatureNotEntitled(
+                f"The {plan.display_name or subscription.plan_id} plan does not include the '{match.feature}' feature."
+            )
+        rules = self._rules_for(catalog, subscription.plan_id, match.feature)
+        admission = Admission(customer_id, subscription.plan_id, match.feature, match.route, rules, None)
+        if not rules:
+            return admission
+        now = self._clock.now()
+        period = subscription.current_period(now)
+        period_ms = (int(period.start.timestamp() * 1000), int(period.end.timestamp() * 1000))
+        policies: list[Policy] = [rule.policy(subscription.limit(rule.name, rule.limit), period_ms) for rule in rules]
+        costs = [match.cost if rule.counts_cost else 1 for rule in rules]
+        try:
+            async with asyncio.timeout(self._timeout):
+                verdict = await self._limiter.consume(customer_id, policies, costs, epoch_ms(self._clock))
+        except (LimiterUnavailable, TimeoutError) as exc:
+            if plan.outage_policy == "fail_open":
+                log.warning(
+                    "limits not checked for customer %s (plan %s fails open): %s",
+                    customer_id,
+                    subscription.plan_id,
+                    exc or "timeout",
+                )
+                return Admission(customer_id, subscription.plan_id, match.feature, match.route, rules, None, False)
+            raise EntitlementsUnavailable(str(exc) or "the limiter did not answer in time") from exc
+        if not verdict.admitted:
+            raise LimitExceeded(verdict, rules, subscription.plan_id, match.feature)
+        if verdict.shadow_exceeded:
+            log.info(
+                "shadow limit exceeded (not enforced): customer %s plan %s policies %s",
+                customer_id,
+                subscription.plan_id,
+                ",".join(verdict.shadow_exceeded),
+            )
+        return Admission(customer_id, subscription.plan_id, match.feature, match.route, rules, verdict)
+
+    async def _subscription(self, customer_id: str) -> Subscription:
+        found = self._subscriptions.cached(customer_id)
+        if found is MISS:
+            try:
+                found = await self._subscriptions.resolve(customer_id)
+            except SubscriptionStoreUnavailable as exc:
+                raise EntitlementsUnavailable(str(exc)) from exc
+        if found is None:
+            raise NoSubscription("This account has no subscription to a plan.")
+        return found
+
+    def _rules_for(self, catalog: CompiledCatalog, plan_id: str, feature: str) -> tuple[PolicyRule, ...]:
+        key = (catalog.digest, plan_id, feature)
+        rules = self._rules.get(key)
+        if rules is None:
+            if len(self._rules) > 10_000:
+                self._rules.clear()
+            rules = tuple(rules_for(catalog, plan_id, feature))
+            self._rules[key] = rules
+        return rules
