@@ -12,6 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from tollway.admin_server import AdminServer
 from tollway.auth.authenticator import Authenticator
 from tollway.auth.cache import KeyCache
 from tollway.auth.credentials import CredentialSource
@@ -112,7 +113,12 @@ async def serve(
 
     http: HttpAuthzServer | None = None
     grpc_server: GrpcAuthzServer | None = None
+    admin: AdminServer | None = None
     try:
+        if settings.admin_port:
+            admin = AdminServer(lambda: {"catalog": gate.catalog.describe() if gate is not None else None})
+            port = await admin.start(settings.host, settings.admin_port)
+            log.info("admin (GET /healthz) listening on %s:%d", settings.host, port)
         if settings.http_port:
             http = HttpAuthzServer(core, settings.max_header_bytes, settings.max_body_bytes)
             port = await http.start(settings.host, settings.http_port)
@@ -131,6 +137,8 @@ async def serve(
             draining.append(http.shutdown(settings.shutdown_grace_s))
         if grpc_server is not None:
             draining.append(grpc_server.shutdown(settings.shutdown_grace_s))
+        if admin is not None:
+            draining.append(admin.shutdown())
         await asyncio.gather(*draining, return_exceptions=True)
         for task in tasks:
             task.cancel()

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     http_port: Annotated[int, Field(ge=0, le=65535)] = 9191
     grpc_port: Annotated[int, Field(ge=0, le=65535)] = 9192
+    # GET /healthz (catalog version and digest). Loopback by default; 0 = off. Worker i uses port + i.
+    admin_port: Annotated[int, Field(ge=0, le=65535)] = 9193
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     shutdown_grace_s: Annotated[float, Field(ge=0, le=300)] = 10.0
     max_header_bytes: Annotated[int, Field(ge=1024, le=1 << 20)] = 65536

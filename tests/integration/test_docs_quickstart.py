@@ -11,7 +11,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXED_PORTS = (6379, 8080, 9191, 9192, 9901, 10000)  # the quickstart uses the configs' default ports
+FIXED_PORTS = (6379, 8080, 9191, 9192, 9193, 9901, 10000)  # the quickstart uses the configs' default ports
 
 
 def port_in_use(port: int) -> bool:

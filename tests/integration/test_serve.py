@@ -62,7 +62,8 @@ def test_sigterm_lets_in_flight_checks_finish(valkey_fresh: ValkeyServer, tollwa
 def test_workers_listen_on_consecutive_ports(valkey_fresh: ValkeyServer, tmp_path: Path) -> None:
     base_http = free_ports(1)[0]
     base_grpc = free_ports(1)[0]
-    for port in (base_http + 1, base_grpc + 1):
+    base_admin = free_ports(1)[0]
+    for port in (base_http + 1, base_grpc + 1, base_admin + 1):
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 pytest.skip("neighbouring port busy")
@@ -71,6 +72,7 @@ def test_workers_listen_on_consecutive_ports(valkey_fresh: ValkeyServer, tmp_pat
         "TOLLWAY_PEPPER": TEST_PEPPER,
         "TOLLWAY_HTTP_PORT": str(base_http),
         "TOLLWAY_GRPC_PORT": str(base_grpc),
+        "TOLLWAY_ADMIN_PORT": str(base_admin),
         "TOLLWAY_WORKERS": "2",
     }
     process = ManagedProcess(
@@ -83,6 +85,8 @@ def test_workers_listen_on_consecutive_ports(valkey_fresh: ValkeyServer, tmp_pat
             response = httpx.get(f"http://127.0.0.1:{port}/", headers={"x-api-key": key}, timeout=2)
             assert response.headers["x-tollway-customer-id"] == "acme"
         process.wait_for_tcp("127.0.0.1", base_grpc + 1)
+        for port in (base_admin, base_admin + 1):
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()["status"] == "serving"
         process.send_signal(signal.SIGTERM)
         assert wait_exit(process, 10) == 0
 
@@ -97,7 +101,13 @@ def test_workers_listen_on_consecutive_ports(valkey_fresh: ValkeyServer, tmp_pat
     ],
 )
 def test_bad_settings_fail_fast_with_a_clear_message(env: dict[str, str], message: str) -> None:
-    environment = {**os.environ, "TOLLWAY_PEPPER": TEST_PEPPER, "TOLLWAY_HTTP_PORT": "0", "TOLLWAY_GRPC_PORT": "0"}
+    environment = {
+        **os.environ,
+        "TOLLWAY_PEPPER": TEST_PEPPER,
+        "TOLLWAY_HTTP_PORT": "0",
+        "TOLLWAY_GRPC_PORT": "0",
+        "TOLLWAY_ADMIN_PORT": "0",
+    }
     environment.update(env)
     if environment.get("TOLLWAY_PEPPER") == "":
         del environment["TOLLWAY_PEPPER"]
@@ -106,4 +116,28 @@ def test_bad_settings_fail_fast_with_a_clear_message(env: dict[str, str], messag
     )
     assert done.returncode == 2
     assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_health_shows_the_live_catalog(valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory) -> None:
+    catalog = Path(__file__).parents[2] / "plans" / "catalog.yaml"
+    server = tollway_factory({"TOLLWAY_CATALOG": str(catalog)})
+    health = httpx.get(f"http://127.0.0.1:{server.admin_port}/healthz", timeout=2).json()
+    assert health["status"] == "serving"
+    assert health["catalog"]["name"] == "acme-data-api"
+    assert health["catalog"]["digest"].startswith("sha256:")
+    assert health["catalog"]["last_change_refused"] is None
+    assert httpx.get(f"http://127.0.0.1:{server.admin_port}/other", timeout=2).status_code == 404
+    assert "is live" in server.log_tail()
+
+
+def test_invalid_catalog_at_start_is_refused_with_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "catalog.yaml"
+    bad.write_text("apiVersion: tollway.dev/v1\nkind: PlanCatalog\nmetadata: {name: x, version: '1'}\nplans: {}\n")
+    environment = {**os.environ, "TOLLWAY_PEPPER": TEST_PEPPER, "TOLLWAY_CATALOG": str(bad), "TOLLWAY_ADMIN_PORT": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tollway", "serve"], env=environment, capture_output=True, text=True, timeout=20
+    )
+    assert done.returncode == 2
+    assert f"{bad}:4:" in done.stderr
     assert "Traceback" not in done.stderr

@@ -55,6 +55,7 @@ async def _supervise(settings: Settings) -> int:
         env["TOLLWAY_WORKERS"] = "1"
         env["TOLLWAY_HTTP_PORT"] = str(settings.http_port + index if settings.http_port else 0)
         env["TOLLWAY_GRPC_PORT"] = str(settings.grpc_port + index if settings.grpc_port else 0)
+        env["TOLLWAY_ADMIN_PORT"] = str(settings.admin_port + index if settings.admin_port else 0)
         env["TOLLWAY_HOST"] = settings.host
         children.append(await asyncio.create_subprocess_exec(sys.executable, "-m", "tollway", "serve", env=env))
     loop = asyncio.get_running_loop()

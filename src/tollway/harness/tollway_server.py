@@ -33,12 +33,14 @@ class TollwayServer:
             grpc_port = fresh_grpc if grpc_port is None else grpc_port
         self._http_port = http_port
         self._grpc_port = grpc_port
+        self._admin_port = free_ports(1)[0]
         env = {
             "TOLLWAY_REDIS_URL": redis_url,
             "TOLLWAY_PEPPER": pepper,
             "TOLLWAY_HOST": LOOPBACK,
             "TOLLWAY_HTTP_PORT": str(http_port),
             "TOLLWAY_GRPC_PORT": str(grpc_port),
+            "TOLLWAY_ADMIN_PORT": str(self._admin_port),
         }
         env.update(extra_env or {})
         argv = [sys.executable, "-m", "tollway", "serve"]
@@ -55,6 +57,10 @@ class TollwayServer:
     @property
     def grpc_port(self) -> int:
         return self._grpc_port
+
+    @property
+    def admin_port(self) -> int:
+        return self._admin_port
 
     @property
     def http_endpoint(self) -> tuple[str, int]:
