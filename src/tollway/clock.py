@@ -40,6 +40,10 @@ class ManualClock:
     def monotonic(self) -> float:
         return self._mono
 
+    def set(self, at: datetime) -> None:
+        """Move to ``at`` (not backwards); monotonic time moves by the same amount."""
+        self.advance(at - self._now)
+
     def advance(self, delta: timedelta | float) -> None:
         seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
         if seconds < 0:
