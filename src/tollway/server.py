@@ -10,8 +10,6 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from redis.asyncio import Redis
-
 from tollway.admin_server import AdminServer
 from tollway.auth.authenticator import Authenticator
 from tollway.auth.cache import KeyCache
@@ -29,6 +27,7 @@ from tollway.plans.loader import load_compiled_catalog
 from tollway.plans.watcher import CatalogWatcher
 from tollway.ratelimit import RedisLimiter
 from tollway.redis_client import hot_path_client, subscriber_client
+from tollway.redis_types import RedisClient
 from tollway.settings import Settings
 from tollway.subscriptions.redis_store import RedisSubscriptionStore
 from tollway.subscriptions.resolver import SubscriptionCache, SubscriptionResolver
@@ -48,7 +47,7 @@ def build_cache(settings: Settings, clock: Clock) -> KeyCache:
 
 
 def build_gate(
-    settings: Settings, redis: Redis, subscriber: Redis, clock: Clock, background: Background
+    settings: Settings, redis: RedisClient, subscriber: RedisClient, clock: Clock, background: Background
 ) -> EntitlementGate:
     """Stage 2 from the catalog file: raises ``CatalogError`` if the file is invalid at start."""
     assert settings.catalog is not None

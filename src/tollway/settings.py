@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     # Redis / Valkey holding keys (and later limits). Hot-path calls are bounded by redis_timeout_ms.
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "tw:"
+    redis_cluster: bool = False
     redis_timeout_ms: Annotated[int, Field(ge=5, le=5000)] = 100
     redis_max_connections: Annotated[int, Field(ge=1, le=10_000)] = 256
 

@@ -33,8 +33,10 @@ def run_cli(redis_url: str, *args: str, env: dict[str, str] | None = None) -> Cl
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 
-def create_key(redis_url: str, customer: str = "acme", *extra: str) -> dict[str, Any]:
-    result = run_cli(redis_url, "keys", "create", "--customer", customer, "--json", *extra)
+def create_key(
+    redis_url: str, customer: str = "acme", *extra: str, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    result = run_cli(redis_url, "keys", "create", "--customer", customer, "--json", *extra, env=env)
     assert result.code == 0, result.stderr
     created: dict[str, Any] = result.json()
     return created

@@ -20,11 +20,11 @@ import logging
 from collections.abc import Callable
 from typing import Any, cast
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tollway.auth.errors import CredentialStoreUnavailable
 from tollway.auth.records import KeyRecord
+from tollway.redis_types import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,10 @@ log = logging.getLogger(__name__)
 class RedisKeyStore:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         prefix: str = "tw:",
         *,
-        subscriber: Redis | None = None,
+        subscriber: RedisClient | None = None,
         resubscribe_delay: float = 0.2,
     ) -> None:
         """``subscriber`` is a client for the change channel; it must not have the short socket
@@ -68,8 +68,8 @@ class RedisKeyStore:
             pipe.sadd(f"{self._prefix}apikeys", record.key_id)
             pipe.sadd(self._customer_key(record.customer_id), record.key_id)
             pipe.hset(self._record_key(digest), mapping=_mapping(record))
-            pipe.publish(self._channel, digest)
             await pipe.execute()
+        await self._redis.publish(self._channel, digest)  # not pipelined: Redis Cluster refuses that
 
     async def find(self, key_id: str) -> tuple[str, KeyRecord] | None:
         digest = cast(str | None, await self._redis.get(self._id_key(key_id)))
@@ -81,8 +81,8 @@ class RedisKeyStore:
     async def update(self, digest: str, record: KeyRecord) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(self._record_key(digest), mapping=_mapping(record))
-            pipe.publish(self._channel, digest)
             await pipe.execute()
+        await self._redis.publish(self._channel, digest)  # not pipelined: Redis Cluster refuses that
 
     async def list(self, customer_id: str | None = None) -> list[KeyRecord]:
         index = self._customer_key(customer_id) if customer_id else f"{self._prefix}apikeys"

@@ -26,18 +26,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from tollway.ratelimit.errors import LimiterUnavailable
 from tollway.ratelimit.script import SCRIPT
+from tollway.redis_types import RedisClient
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 256
 
-RedisClient = Redis | RedisCluster
 Reply = list[int]
 
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tollway.ratelimit.coalescer import DEFAULT_MAX_BATCH, DirectRunner, PipelineCoalescer, RedisClient, ScriptRunner
+from tollway.ratelimit.coalescer import DEFAULT_MAX_BATCH, DirectRunner, PipelineCoalescer, ScriptRunner
 from tollway.ratelimit.errors import LimiterUnavailable
 from tollway.ratelimit.keys import checked_costs
 from tollway.ratelimit.policies import Policy
 from tollway.ratelimit.script import script_keys_and_args
 from tollway.ratelimit.verdict import Counted, Verdict, build_verdict
+from tollway.redis_types import RedisClient
 
 
 class RedisLimiter:

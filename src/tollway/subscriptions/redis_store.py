@@ -26,9 +26,9 @@ import logging
 from collections.abc import Callable
 from typing import Any, cast
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from tollway.redis_types import RedisClient
 from tollway.subscriptions.errors import SubscriptionStoreUnavailable, UnreadableSubscription
 from tollway.subscriptions.model import Subscription
 
@@ -38,10 +38,10 @@ log = logging.getLogger(__name__)
 class RedisSubscriptionStore:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         prefix: str = "tw:",
         *,
-        subscriber: Redis | None = None,
+        subscriber: RedisClient | None = None,
         resubscribe_delay: float = 0.2,
     ) -> None:
         """``subscriber`` is a client for the change channel; it must not have the short socket
@@ -81,8 +81,8 @@ class RedisSubscriptionStore:
             pipe.hset(record, mapping=cast(dict[Any, Any], subscription.to_fields()))
             if old_plan and old_plan != subscription.plan_id:
                 pipe.srem(self._plan_key(old_plan), customer_id)
-            pipe.publish(self._channel, customer_id)
             await pipe.execute()
+        await self._redis.publish(self._channel, customer_id)  # not pipelined: Redis Cluster refuses that
 
     async def delete(self, customer_id: str) -> bool:
         record = self.record_key(customer_id)
@@ -92,8 +92,8 @@ class RedisSubscriptionStore:
             pipe.srem(self._all, customer_id)
             if old_plan:
                 pipe.srem(self._plan_key(old_plan), customer_id)
-            pipe.publish(self._channel, customer_id)
             replies = await pipe.execute()
+        await self._redis.publish(self._channel, customer_id)  # not pipelined: Redis Cluster refuses that
         return bool(replies[0])
 
     async def list(self, plan_id: str | None = None) -> list[Subscription]:
