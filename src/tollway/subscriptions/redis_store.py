@@ -114,6 +114,7 @@ class RedisSubscriptionStore:
         return found
 
     async def watch_changes(self, on_change: Callable[[str], None], on_resync: Callable[[], None]) -> None:
+        lost = False
         while True:
             try:
                 async with self._subscriber.pubsub(ignore_subscribe_messages=False) as pubsub:
@@ -125,11 +126,17 @@ class RedisSubscriptionStore:
                         if message["type"] == "subscribe":
                             # Changes published while we were not subscribed are lost: start clean.
                             on_resync()
+                            if lost:
+                                log.info("subscription change channel restored")
+                            lost = False
                         elif message["type"] == "message":
                             on_change(message["data"])
             except (RedisError, OSError) as exc:
-                log.warning("subscription change channel lost (%s); caches fall back to their TTL", exc)
-                on_resync()
+                # Keep the cache: its entries expire within their TTL (<= 1 s) anyway, and emptying it
+                # now would turn a Redis blip into refusals for every cached caller (and defeat fail-open).
+                if not lost:
+                    log.warning("subscription change channel lost (%s); caches fall back to their TTL", exc)
+                lost = True
                 await asyncio.sleep(self._resubscribe_delay)
 
 
