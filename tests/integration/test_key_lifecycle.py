@@ -58,7 +58,7 @@ def test_revocation_is_bounded_by_the_cache_ttl_even_without_pub_sub(
     client.close()
     changed_at = time.monotonic()
     while check(server.http_port, key["api_key"]) != 401:
-        assert time.monotonic() - changed_at < 1.2
+        assert time.monotonic() - changed_at < 1.5  # TTL 1 s from the last fetch, plus slack for a busy machine
         time.sleep(0.02)
 
 

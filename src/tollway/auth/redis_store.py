@@ -15,7 +15,6 @@ indexes are missing, and an interrupted create leaves only an index entry that l
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any, cast
@@ -24,6 +23,7 @@ from redis.exceptions import RedisError
 
 from tollway.auth.errors import CredentialStoreUnavailable
 from tollway.auth.records import KeyRecord
+from tollway.change_feed import follow_channel
 from tollway.redis_types import RedisClient
 
 log = logging.getLogger(__name__)
@@ -95,30 +95,9 @@ class RedisKeyStore:
         return sorted(records, key=lambda r: (r.created_at, r.key_id))
 
     async def watch_changes(self, on_change: Callable[[str], None], on_resync: Callable[[], None]) -> None:
-        lost = False
-        while True:
-            try:
-                async with self._subscriber.pubsub(ignore_subscribe_messages=False) as pubsub:
-                    await pubsub.subscribe(self._channel)
-                    while True:
-                        message = await pubsub.get_message(timeout=1.0)
-                        if message is None:
-                            continue
-                        if message["type"] == "subscribe":
-                            # Changes published while we were not subscribed are lost: start clean.
-                            on_resync()
-                            if lost:
-                                log.info("key change subscription restored")
-                            lost = False
-                        elif message["type"] == "message":
-                            on_change(message["data"])
-            except (RedisError, OSError) as exc:
-                # Keep the cache: its entries expire within their TTL (<= 1 s) anyway, and emptying it
-                # now would turn a Redis blip into refusals for every cached caller (and defeat fail-open).
-                if not lost:
-                    log.warning("key change subscription lost (%s); caches fall back to their TTL", exc)
-                lost = True
-                await asyncio.sleep(self._resubscribe_delay)
+        await follow_channel(
+            self._subscriber, self._channel, on_change, on_resync, resubscribe_delay=self._resubscribe_delay
+        )
 
 
 def _mapping(record: KeyRecord) -> dict[Any, Any]:
