@@ -9,7 +9,8 @@ once; the TTL is the bound when an announcement is lost.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Generic, NamedTuple, TypeVar
 
 V = TypeVar("V")
@@ -67,3 +68,46 @@ class LookupCache(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class SingleFlight(Generic[V]):
+    """Store lookups behind a :class:`LookupCache`: one store call per name however many requests wait
+    for it, bounded by ``timeout_s`` (past it, ``unavailable()`` is raised), the answer cached."""
+
+    def __init__(
+        self,
+        fetch: Callable[[str], Awaitable[V | None]],
+        cache: LookupCache[V],
+        timeout_s: float,
+        unavailable: Callable[[], Exception],
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+        self._fetch = fetch
+        self._cache = cache
+        self._timeout = timeout_s
+        self._unavailable = unavailable
+        self._inflight: dict[str, asyncio.Task[V | None]] = {}
+
+    async def lookup(self, name: str) -> V | None:
+        task = self._inflight.get(name)
+        if task is None:
+            task = asyncio.ensure_future(self._bounded(name))
+            self._inflight[name] = task
+            task.add_done_callback(lambda t: self._settle(name, t))
+        return await asyncio.shield(task)
+
+    async def _bounded(self, name: str) -> V | None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                found = await self._fetch(name)
+        except TimeoutError as exc:
+            raise self._unavailable() from exc
+        self._cache.put(name, found)
+        return found
+
+    def _settle(self, name: str, task: asyncio.Task[V | None]) -> None:
+        if self._inflight.get(name) is task:
+            del self._inflight[name]
+        if not task.cancelled():
+            task.exception()  # retrieved here, so an error with no waiter left is not reported as lost

@@ -7,7 +7,6 @@ digest however many requests wait for it (single flight), within a bounded time.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
 from tollway.auth import apikey
@@ -18,6 +17,7 @@ from tollway.auth.errors import CredentialStoreUnavailable, MalformedKey, Unknow
 from tollway.auth.records import Identity, KeyRecord, identify
 from tollway.auth.store import KeyStore
 from tollway.clock import Clock
+from tollway.lookup_cache import SingleFlight
 
 
 class PendingLookup:
@@ -55,8 +55,12 @@ class Authenticator:
         self._cache = cache
         self._clock = clock
         self._source = source or CredentialSource()
-        self._store_timeout = store_timeout
-        self._inflight: dict[str, asyncio.Task[KeyRecord | None]] = {}
+        self._lookups = SingleFlight(
+            store.fetch,
+            cache,
+            store_timeout,
+            lambda: CredentialStoreUnavailable("the key store did not answer in time"),
+        )
 
     @property
     def cache(self) -> KeyCache:
@@ -77,13 +81,7 @@ class Authenticator:
         return Authenticated(self._identify(hit.record), presented.header)
 
     async def resolve(self, pending: PendingLookup) -> Authenticated:
-        digest = pending.digest
-        task = self._inflight.get(digest)
-        if task is None:
-            task = asyncio.ensure_future(self._fetch(digest))
-            self._inflight[digest] = task
-            task.add_done_callback(lambda t: self._settle(digest, t))
-        record = await asyncio.shield(task)
+        record = await self._lookups.lookup(pending.digest)
         return Authenticated(self._identify(record), pending.header)
 
     async def authenticate(self, headers: Mapping[str, str], path: str = "") -> Identity:
@@ -91,21 +89,6 @@ class Authenticator:
         if isinstance(outcome, PendingLookup):
             outcome = await self.resolve(outcome)
         return outcome.identity
-
-    async def _fetch(self, digest: str) -> KeyRecord | None:
-        try:
-            async with asyncio.timeout(self._store_timeout):
-                record = await self._store.fetch(digest)
-        except TimeoutError as exc:
-            raise CredentialStoreUnavailable("the key store did not answer in time") from exc
-        self._cache.put(digest, record)
-        return record
-
-    def _settle(self, digest: str, task: asyncio.Task[KeyRecord | None]) -> None:
-        if self._inflight.get(digest) is task:
-            del self._inflight[digest]
-        if not task.cancelled():
-            task.exception()  # retrieved here, so an error with no waiter left is not reported as lost
 
     def _identify(self, record: KeyRecord | None) -> Identity:
         if record is None:

@@ -20,11 +20,10 @@ for mypy (``Subscription | None`` afterwards) and cannot be confused with "no su
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from typing import Final, Literal, TypeAlias
 
-from tollway.lookup_cache import LookupCache
+from tollway.lookup_cache import LookupCache, SingleFlight
 from tollway.subscriptions.errors import SubscriptionStoreUnavailable
 from tollway.subscriptions.model import Subscription
 from tollway.subscriptions.store import SubscriptionStore
@@ -53,7 +52,12 @@ class SubscriptionResolver:
         self._store = store
         self._cache = cache
         self._timeout = timeout_s
-        self._inflight: dict[str, asyncio.Task[Subscription | None]] = {}
+        self._lookups = SingleFlight(
+            store.get,
+            cache,
+            timeout_s,
+            lambda: SubscriptionStoreUnavailable("the subscription store did not answer in time"),
+        )
 
     @property
     def cache(self) -> SubscriptionCache:
@@ -69,12 +73,7 @@ class SubscriptionResolver:
 
         Raises :class:`SubscriptionStoreUnavailable` when the store fails or does not answer within
         ``timeout_s``. Concurrent calls for one customer share a single store lookup."""
-        task = self._inflight.get(customer_id)
-        if task is None:
-            task = asyncio.ensure_future(self._fetch(customer_id))
-            self._inflight[customer_id] = task
-            task.add_done_callback(lambda t: self._settle(customer_id, t))
-        return await asyncio.shield(task)
+        return await self._lookups.lookup(customer_id)
 
     async def get(self, customer_id: str) -> Subscription | None:
         """``cached`` then, on a miss, ``resolve``."""
@@ -94,18 +93,3 @@ class SubscriptionResolver:
     async def follow_changes(self) -> None:
         """Run until cancelled: evict customers as their changes are announced (start it as a task)."""
         await self._store.watch_changes(self.evict, self.clear)
-
-    async def _fetch(self, customer_id: str) -> Subscription | None:
-        try:
-            async with asyncio.timeout(self._timeout):
-                subscription = await self._store.get(customer_id)
-        except TimeoutError as exc:
-            raise SubscriptionStoreUnavailable("the subscription store did not answer in time") from exc
-        self._cache.put(customer_id, subscription)
-        return subscription
-
-    def _settle(self, customer_id: str, task: asyncio.Task[Subscription | None]) -> None:
-        if self._inflight.get(customer_id) is task:
-            del self._inflight[customer_id]
-        if not task.cancelled():
-            task.exception()  # retrieved here, so an error with no waiter left is not reported as lost
