@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tollway.bench import report, wrk
+from tollway.bench import redis_stats, report, wrk
 
-ROWS = ("A", "B", "H", "C", "Cg")
-RATIOS = ("C/H", "Cg/B", "C/A", "H/A", "B/A")
+ROWS = ("A", "B", "H", "C", "Cg", "D")
+RATIOS = ("C/H", "Cg/B", "D/H", "D/C", "C/A", "H/A", "B/A")
+REDIS_RATES = {"round_trips_per_admitted_request", "checks_per_round_trip", "checks_per_admitted_request"}
 
 
 @pytest.mark.integration
@@ -20,7 +21,7 @@ def test_bench_runs_every_row_and_writes_the_results(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     argv = [sys.executable, "-m", "tollway.bench", "--out", str(out), "--duration", "1", "--warmup", "1"]
     argv += ["--connections", "4", "--rounds", "1", "--work-dir", str(tmp_path / "logs")]
-    completed = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    completed = subprocess.run(argv, capture_output=True, text=True, timeout=150, check=False)
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
 
     results = json.loads(out.read_text(encoding="utf-8"))
@@ -47,16 +48,44 @@ def test_bench_runs_every_row_and_writes_the_results(tmp_path: Path) -> None:
         if key != "A":
             assert isinstance(cpu["authz"], float | int)
             assert row["rounds"][0]["ext_authz_checks"]["ok"] > 0
-    assert set(results["rows"]["C"]["cpu_us_per_request"]) == {"envoy", "authz", "valkey"}
+    for key in ("C", "Cg", "D"):
+        assert set(results["rows"][key]["cpu_us_per_request"]) == {"envoy", "authz", "valkey"}
+        assert set(results["rows"][key]["redis"]) == REDIS_RATES
+    for key in ("A", "B", "H"):
+        assert results["rows"][key]["redis"] is None
+
+    # Row D: every admitted request costs one limiter check, counted by Valkey over the window.
+    d_round = results["rows"]["D"]["rounds"][0]
+    redis = d_round["redis"]
+    assert redis["admitted"] == d_round["ext_authz_checks"]["ok"] > 0
+    assert redis["checks"] >= redis["admitted"] * 0.95
+    assert redis["round_trips"] > 0
+    assert set(redis) == {"round_trips", "checks", "admitted"} | REDIS_RATES
+    assert isinstance(results["rows"]["D"]["cpu_us_per_request"]["valkey"], float | int)
+
+    limiter = results["limiter"]
+    assert limiter["row"] == "D"
+    assert isinstance(limiter["round_trips_per_admitted_request"], float | int)
+    assert isinstance(limiter["checks_per_round_trip"], float | int)
+    assert isinstance(limiter["valkey_cpu_us_per_request"], float | int)
+    assert limiter["round_trips_target"]["max"] == 1.0
+    assert isinstance(limiter["round_trips_target"]["met"], bool)
+    assert set(limiter["ratios"]) == {"D/H", "D/C"}
+    assert "total_reads_processed" in limiter["method"]
 
     assert tuple(results["ratios"]) == RATIOS
     for value in results["ratios"].values():
         assert isinstance(value, float)
+    assert results["targets"]["D/H"]["min"] == 0.60
+    assert isinstance(results["targets"]["D/H"]["met"], bool)
 
     printed = completed.stdout
     assert f"wrk {load['version']}" in printed
     assert "C/H target ≥ 0.85:" in printed
     assert "Cg/B target ≥ 0.90:" in printed
+    assert "D/H target ≥ 0.60:" in printed
+    assert "Redis round trips per admitted request:" in printed
+    assert "checks per round trip:" in printed
     assert "Bearer" not in printed + completed.stderr  # the API key is only ever a wrk header argument
 
 
@@ -77,4 +106,19 @@ def test_ratios_of_rows_not_run_are_null() -> None:
     ratios = report.ratios({"A": {"requests_per_s": 100.0}, "H": {"requests_per_s": 40.0}})
     assert ratios["H/A"] == 0.4
     assert ratios["C/H"] is None
+    assert ratios["D/H"] is None
     assert set(ratios) == set(RATIOS)
+    assert report.limiter_summary({}, ratios) is None
+
+
+def test_round_trips_come_from_valkey_reads_and_evalsha_calls() -> None:
+    before = redis_stats.RedisCounters(reads=100, evalsha_calls=40)
+    after = redis_stats.RedisCounters(reads=126, evalsha_calls=340)
+    usage = redis_stats.usage(before, after, admitted=300)
+    assert usage.round_trips == 25  # the closing INFO's own read is not a round trip of Tollway's
+    assert usage.checks == 300
+    assert usage.round_trips_per_admitted_request == 25 / 300
+    assert usage.checks_per_round_trip == 12.0
+    assert usage.checks_per_admitted_request == 1.0
+    idle = redis_stats.usage(before, redis_stats.RedisCounters(reads=101, evalsha_calls=40), admitted=0)
+    assert (idle.round_trips, idle.round_trips_per_admitted_request, idle.checks_per_round_trip) == (0, None, None)

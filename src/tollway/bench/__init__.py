@@ -6,7 +6,10 @@ Rows (every Envoy route is a ``direct_response``, so no upstream work is measure
 - ``B``  Envoy + gRPC ext_authz to a no-op ``grpc.aio`` server;
 - ``H``  Envoy + HTTP ext_authz to a no-op server on Tollway's own HTTP stack;
 - ``C``  Envoy + HTTP ext_authz to ``tollway serve`` checking a real API key (Valkey behind it);
-- ``Cg`` the same Tollway over gRPC.
+- ``Cg`` the same Tollway over gRPC;
+- ``D``  ``C`` plus stage 2: the bench catalog (``catalog.yaml``) grants the route through a feature, with
+  two rate limits and a monthly quota that never refuse, so every request costs one limiter check; the
+  Redis round trips per admitted request are counted by Valkey (``redis_stats``).
 
 Run ``python -m tollway.bench --help``.
 """

@@ -1,8 +1,9 @@
 """Run the scenarios: fresh processes per scenario, a probe, a warm-up, then one measured wrk window.
 
 CPU is sampled from ``/proc`` right before and right after the measured window (the warm-up is not
-counted) and divided by the requests wrk completed in it. With several rounds the scenarios are
-interleaved (A B H C Cg, A B H C Cg, ...) so slow drift on the machine affects every row alike.
+counted) and divided by the requests wrk completed in it; rows with a Valkey also sample its ``INFO``
+(round trips and limiter checks, see ``redis_stats``). With several rounds the scenarios are
+interleaved (A B H C Cg D, A B H C Cg D, ...) so slow drift on the machine affects every row alike.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from tollway.bench import cpu, wrk
+from tollway.bench import cpu, redis_stats, wrk
 from tollway.bench.errors import BenchError
 from tollway.bench.scenarios import Header, Scenario, Stack
 from tollway.harness.errors import HarnessError
@@ -25,6 +26,7 @@ PROBE_PATH: Final = "/bench"
 _PROBE_TIMEOUT_S: Final = 5.0
 _EXT_AUTHZ_STATS: Final = "ext_authz"
 _LOG_TAIL_LINES: Final = 15
+_RATELIMIT_HEADERS: Final = ("ratelimit", "ratelimit-policy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,27 +49,38 @@ class Measurement:
     cpu_us_per_request: dict[str, float | None]
     ext_authz: dict[str, int] | None
     """Envoy's ext_authz counters (ok, denied, error, ...) over the window; None without the filter."""
+    redis: redis_stats.RedisUsage | None = None
+    """Valkey round trips and limiter checks over the window; None without a Valkey."""
 
 
-def probe(url: str, headers: Sequence[Header]) -> int:
-    """One GET through Envoy; return the HTTP status (errors are statuses too, never raised)."""
+def probe_response(url: str, headers: Sequence[Header]) -> tuple[int, frozenset[str]]:
+    """One GET through Envoy: the HTTP status and the (lower-case) response header names. Error statuses
+    are returned, never raised."""
     request = urllib.request.Request(url, headers=dict(headers))  # noqa: S310 - a loopback http URL we built
     try:
         with urllib.request.urlopen(request, timeout=_PROBE_TIMEOUT_S) as response:  # noqa: S310
             response.read()
-            return int(response.status)
+            return int(response.status), frozenset(name.lower() for name in response.headers)
     except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        return int(exc.code), frozenset(name.lower() for name in exc.headers)
     except OSError as exc:
         raise BenchError(f"probe GET {url} failed: {exc}") from exc
 
 
+def probe(url: str, headers: Sequence[Header]) -> int:
+    """One GET through Envoy; return the HTTP status (errors are statuses too, never raised)."""
+    return probe_response(url, headers)[0]
+
+
 def check_stack(stack: Stack, key: str) -> None:
     url = stack.envoy.base_url + PROBE_PATH
-    status = probe(url, stack.headers)
+    status, names = probe_response(url, stack.headers)
     if status != 200:
         what = "with the API key " if stack.needs_credential else ""
         raise BenchError(f"{key}: probe GET {PROBE_PATH} {what}answered {status}, expected 200")
+    missing = [name for name in _RATELIMIT_HEADERS if name not in names] if stack.checks_limits else []
+    if missing:
+        raise BenchError(f"{key}: probe GET {PROBE_PATH} answered 200 without {', '.join(missing)}: no limits checked")
     if stack.needs_credential:
         status = probe(url, ())
         if status != 401:
@@ -117,11 +130,18 @@ def measure(stack: Stack, scenario: Scenario, options: Options, script: Path) ->
         check_errors(scenario.key, "warm-up", load(options.warmup_s), options.max_errors)
     _require_alive(stack, scenario.key)
     pids = stack.pids
-    stats_before = _ext_authz_counters(stack) if scenario.has_ext_authz else None
-    cpu_before = cpu.sample(pids)
-    result = load(options.duration_s)
-    cpu_after = cpu.sample(pids)
-    stats_after = _ext_authz_counters(stack) if scenario.has_ext_authz else None
+    sampler = redis_stats.RedisSampler(stack.redis_url).open() if stack.redis_url is not None else None
+    try:
+        stats_before = _ext_authz_counters(stack) if scenario.has_ext_authz else None
+        redis_before = sampler.sample() if sampler is not None else None
+        cpu_before = cpu.sample(pids)
+        result = load(options.duration_s)
+        cpu_after = cpu.sample(pids)
+        redis_after = sampler.sample() if sampler is not None else None
+        stats_after = _ext_authz_counters(stack) if scenario.has_ext_authz else None
+    finally:
+        if sampler is not None:
+            sampler.close()
     check_errors(scenario.key, "measured run", result, options.max_errors)
     ext_authz = None
     if stats_before is not None and stats_after is not None:
@@ -131,11 +151,20 @@ def measure(stack: Stack, scenario: Scenario, options: Options, script: Path) ->
                 f"{scenario.key}: Envoy counted {ext_authz.get('ok', 0)} admitted ext_authz checks for "
                 f"{result.requests} requests: the authorization server is not in the path"
             )
+    usage = None
+    if redis_before is not None and redis_after is not None:
+        usage = redis_stats.usage(redis_before, redis_after, (ext_authz or {}).get("ok", 0))
+        if stack.checks_limits and usage.checks < usage.admitted * 0.95:
+            raise BenchError(
+                f"{scenario.key}: Valkey ran {usage.checks} limiter checks for {usage.admitted} admitted "
+                "requests: the limiter is not in the path"
+            )
     return Measurement(
         scenario=scenario.key,
         result=result,
         cpu_us_per_request=cpu.per_request(cpu_before, cpu_after, result.requests),
         ext_authz=ext_authz,
+        redis=usage,
     )
 
 

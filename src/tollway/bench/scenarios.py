@@ -1,7 +1,9 @@
 """The benchmark rows and how to start each one's processes (and only those) on fresh loopback ports.
 
 Every Envoy here runs the repository's template with all routes turned into ``direct_response``, so
-the numbers are Envoy plus the authorization path and nothing upstream.
+the numbers are Envoy plus the authorization path and nothing upstream. Row D runs Tollway with the
+bench catalog (``catalog.yaml`` beside this module): the bench customer is subscribed to a plan that
+grants ``GET /bench`` through a feature, with two rate limits and a monthly quota that never refuse.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ from tollway.harness.valkey import ValkeyServer
 Header = tuple[str, str]
 
 ENVOY_CONCURRENCY: Final = 2
-_KEY_CREATE_TIMEOUT_S: Final = 30.0
+_CLI_TIMEOUT_S: Final = 30.0
+BENCH_CATALOG: Final = Path(__file__).with_name("catalog.yaml")
+BENCH_PLAN: Final = "bench"
+BENCH_CUSTOMER: Final = "bench"
 _CLUSTER_FOR_VARIANT: Final = {"http": "tollway_http", "grpc": "tollway_grpc"}
 
 
@@ -43,6 +48,11 @@ class Stack:
     """Sent on every request (the API key for Tollway rows)."""
     needs_credential: bool = False
     """True when a request without ``headers`` must be refused (401): proves the check is in the path."""
+    checks_limits: bool = False
+    """True when every admitted request costs one limiter check (stage 2): an admitted probe must carry
+    the RateLimit headers, and Valkey must count about one EVALSHA per admitted request."""
+    redis_url: str | None = None
+    """The Valkey behind the authorization server, sampled around the window (round trips, checks)."""
 
     @property
     def pids(self) -> dict[str, int]:
@@ -104,20 +114,32 @@ def start_noop_http(stack: ExitStack, work_dir: Path) -> Stack:
     return _start_noop(stack, work_dir, "H", "http", "tollway.bench.noop_http")
 
 
-def create_key(redis_url: str, pepper: str, customer: str = "bench") -> str:
-    """Create an API key with the ``tollway keys`` CLI and return the secret (never printed)."""
+def _tollway_cli(redis_url: str, pepper: str, *args: str) -> str:
+    """Run ``python -m tollway <args>`` against ``redis_url``; return its stdout (which may hold a secret:
+    never echoed, and neither is argv)."""
     env = {**os.environ, "TOLLWAY_REDIS_URL": redis_url, "TOLLWAY_PEPPER": pepper}
-    argv = [sys.executable, "-m", "tollway", "keys", "create", "--customer", customer, "--json"]
+    what = f"`tollway {' '.join(args[:2])}`"
     try:
         completed = subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=_KEY_CREATE_TIMEOUT_S, check=False
+            [sys.executable, "-m", "tollway", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=_CLI_TIMEOUT_S,
+            check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"`tollway keys create` did not finish within {exc.timeout:.0f}s") from exc
+        raise BenchError(f"{what} did not finish within {exc.timeout:.0f}s") from exc
     if completed.returncode != 0:
-        raise BenchError(f"`tollway keys create` failed ({completed.returncode}): {completed.stderr.strip()}")
+        raise BenchError(f"{what} failed ({completed.returncode}): {completed.stderr.strip()}")
+    return completed.stdout
+
+
+def create_key(redis_url: str, pepper: str, customer: str = BENCH_CUSTOMER) -> str:
+    """Create an API key with the ``tollway keys`` CLI and return the secret (never printed)."""
+    stdout = _tollway_cli(redis_url, pepper, "keys", "create", "--customer", customer, "--json")
     try:
-        secret = json.loads(completed.stdout)["api_key"]
+        secret = json.loads(stdout)["api_key"]
     except (ValueError, KeyError, TypeError) as exc:
         raise BenchError("`tollway keys create --json` printed no api_key") from exc
     if not isinstance(secret, str) or not secret:
@@ -125,15 +147,25 @@ def create_key(redis_url: str, pepper: str, customer: str = "bench") -> str:
     return secret
 
 
-def _start_tollway(stack: ExitStack, work_dir: Path, key: str, variant: str) -> Stack:
+def subscribe(redis_url: str, pepper: str, customer: str, plan: str, catalog: Path) -> None:
+    """Subscribe ``customer`` to ``plan`` with the ``tollway subscriptions`` CLI (checked against ``catalog``)."""
+    args = ("subscriptions", "set", "--customer", customer, "--plan", plan, "--catalog", str(catalog), "--json")
+    _tollway_cli(redis_url, pepper, *args)
+
+
+def _start_tollway(stack: ExitStack, work_dir: Path, key: str, variant: str, *, entitled: bool = False) -> Stack:
+    """Valkey, ``tollway serve`` and Envoy; ``entitled`` adds stage 2 (the bench catalog and a subscription)."""
     valkey = ValkeyServer(work_dir, name=f"valkey-{key}")
     stack.callback(valkey.stop)
     valkey.start()
     pepper = secrets.token_hex(32)  # a fresh throwaway pepper per run; never printed
-    tollway = TollwayServer(work_dir, redis_url=valkey.url, pepper=pepper, name=f"tollway-{key}")
+    extra_env = {"TOLLWAY_CATALOG": str(BENCH_CATALOG)} if entitled else {}
+    tollway = TollwayServer(work_dir, redis_url=valkey.url, pepper=pepper, extra_env=extra_env, name=f"tollway-{key}")
     stack.callback(tollway.stop)
     tollway.start()
     api_key = create_key(valkey.url, pepper)
+    if entitled:
+        subscribe(valkey.url, pepper, BENCH_CUSTOMER, BENCH_PLAN, BENCH_CATALOG)
     authz = tollway.http_endpoint if variant == "http" else tollway.grpc_endpoint
     envoy = _envoy(stack, work_dir, f"envoy-{key}", variant, authz)
     valkey_process = valkey.process
@@ -144,6 +176,8 @@ def _start_tollway(stack: ExitStack, work_dir: Path, key: str, variant: str) -> 
         processes={"envoy": envoy.process, "authz": tollway.process, "valkey": valkey_process},
         headers=(("Authorization", f"Bearer {api_key}"),),
         needs_credential=True,
+        checks_limits=entitled,
+        redis_url=valkey.url,
     )
 
 
@@ -155,12 +189,21 @@ def start_tollway_grpc(stack: ExitStack, work_dir: Path) -> Stack:
     return _start_tollway(stack, work_dir, "Cg", "grpc")
 
 
+def start_tollway_entitled(stack: ExitStack, work_dir: Path) -> Stack:
+    return _start_tollway(stack, work_dir, "D", "http", entitled=True)
+
+
 SCENARIOS: Final[tuple[Scenario, ...]] = (
     Scenario("A", "Envoy alone: no ext_authz filter, direct_response", start_envoy_alone, has_ext_authz=False),
     Scenario("B", "Envoy + gRPC ext_authz -> no-op grpc.aio server (uvloop) answering OK", start_noop_grpc),
     Scenario("H", "Envoy + HTTP ext_authz -> no-op server on Tollway's HTTP stack answering 200", start_noop_http),
     Scenario("C", "Envoy + HTTP ext_authz -> tollway serve, API key auth (Valkey)", start_tollway_http),
     Scenario("Cg", "Envoy + gRPC ext_authz -> tollway serve, API key auth (Valkey)", start_tollway_grpc),
+    Scenario(
+        "D",
+        "Envoy + HTTP ext_authz -> tollway serve, API key + plan: route, 2 rate limits, monthly quota (Valkey)",
+        start_tollway_entitled,
+    ),
 )
 SCENARIO_KEYS: Final = tuple(s.key for s in SCENARIOS)
 

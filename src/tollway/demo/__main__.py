@@ -1,8 +1,14 @@
 """``make demo``: the whole path on loopback with real servers, then everything stopped again.
 
-Starts Valkey, Tollway (ext_authz), the sample upstream and Envoy; creates keys with the CLI; sends
-requests with a good, a mistyped, an unknown, a revoked and no key (and a spoofed identity header);
-prints each status and problem title. Exits non-zero if any answer is not the expected one.
+Starts Valkey, Tollway (ext_authz, with the example plan catalog ``plans/catalog.yaml``), the sample
+upstream and Envoy; creates keys and subscribes ``acme-corp`` to the ``free`` plan with the CLI. Then:
+
+- stage 1, who is calling: a good, a spoofed-identity, a mistyped, an unknown, a revoked and no key;
+- stage 2, what may they call and how often: a granted route (its RateLimit headers), a route the plan
+  does not include, a route no plan grants, a key whose customer has no subscription, and a burst past
+  the free plan's per-second limit (the 429, its violated policies, Retry-After and RateLimit headers).
+
+Prints each status and problem; exits non-zero if any answer is not the expected one.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -17,8 +24,9 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from tollway.auth import apikey
 from tollway.harness import envoy_config
@@ -28,25 +36,61 @@ from tollway.harness.ports import LOOPBACK, free_ports
 from tollway.harness.tollway_server import TollwayServer
 from tollway.harness.valkey import ValkeyServer
 
+# src/tollway/demo/__main__.py -> the repository root (an editable install, as `make` sets up).
+DEFAULT_CATALOG: Final = Path(__file__).resolve().parents[3] / "plans" / "catalog.yaml"
+CUSTOMER: Final = "acme-corp"
+UNSUBSCRIBED: Final = "globex"
+PLAN: Final = "free"
+BURST_POLICY: Final = "burst"  # the free plan's per-second limit (5 per second)
+BURST_MAX_REQUESTS: Final = 12
+_SHOWN_HEADERS: Final = ("retry-after", "ratelimit-policy", "ratelimit")
+_LABEL_WIDTH: Final = 44
+
 
 @dataclass(frozen=True)
 class Answer:
     status: int
     body: dict[str, object]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def problem(self) -> str:
+        """The problem type's last path segment or fragment (``invalid-api-key``, ``quota-exceeded``), or ""
+        for a non-problem answer."""
+        kind = self.body.get("type")
+        return re.split(r"[/#]", kind)[-1] if isinstance(kind, str) else ""
+
+    def seen(self, header: str) -> object:
+        """A header as the upstream saw it (the echo body), for an admitted request."""
+        headers = self.body.get("headers", {})
+        return headers.get(header) if isinstance(headers, dict) else None
 
 
-def call(url: str, headers: dict[str, str]) -> Answer:
-    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - loopback http only
+@dataclass(frozen=True)
+class Case:
+    label: str
+    method: str
+    path: str
+    headers: dict[str, str]
+    status: int
+    problem: str = ""  # the expected problem type slug of a refusal
+    show_limits: bool = False  # print the RateLimit headers of the answer
+
+
+def call(url: str, headers: dict[str, str], method: str = "GET") -> Answer:
+    data = b"" if method in ("POST", "PUT", "PATCH") else None
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 - loopback http
     try:
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
-            status, raw = response.status, response.read()
+            status, raw, received = response.status, response.read(), response.headers
     except urllib.error.HTTPError as error:
-        status, raw = error.code, error.read()
+        status, raw, received = error.code, error.read(), error.headers
     try:
         body = json.loads(raw) if raw else {}
     except ValueError:
         body = {"text": raw.decode("utf-8", "replace")}
-    return Answer(status, body if isinstance(body, dict) else {"value": body})
+    shown = {name: received[name] for name in _SHOWN_HEADERS if received.get(name) is not None}
+    return Answer(status, body if isinstance(body, dict) else {"value": body}, shown)
 
 
 def tollway_cli(env: dict[str, str], *args: str) -> dict[str, object]:
@@ -60,10 +104,94 @@ def tollway_cli(env: dict[str, str], *args: str) -> dict[str, object]:
     return result
 
 
+def outcome(answer: Answer) -> str:
+    if answer.status == 200:
+        parts = [f"customer={answer.seen('x-tollway-customer-id')}", f"key={answer.seen('x-tollway-key-id')}"]
+        plan = answer.seen("x-tollway-plan")
+        if plan is not None:
+            parts += [f"plan={plan}", f"feature={answer.seen('x-tollway-feature')}"]
+        return "upstream saw " + " ".join(parts)
+    return f"{answer.body.get('title', '?')} ({answer.problem or 'no problem type'})"
+
+
+def verdict(answer: Answer, status: int, problem: str) -> str | None:
+    """None if the answer is the expected one, else what was expected."""
+    if answer.status != status:
+        return f"wanted {status}" + (f" {problem}" if problem else "")
+    if problem and answer.problem != problem:
+        return f"wanted problem {problem}"
+    if status == 200 and answer.seen("x-tollway-customer-id") != CUSTOMER:
+        return f"wanted the upstream to see customer {CUSTOMER}"
+    if status == 200 and answer.seen("x-tollway-plan") != PLAN:
+        return f"wanted the upstream to see plan {PLAN}"
+    return None
+
+
+def show_headers(answer: Answer) -> None:
+    for name, value in answer.headers.items():
+        print(f"  {'':<{_LABEL_WIDTH}}         {name}: {value}")
+
+
+def run_cases(base_url: str, cases: list[Case]) -> int:
+    failures = 0
+    print(f"  {'request':<{_LABEL_WIDTH}} {'status':<7} outcome")
+    for case in cases:
+        answer = call(base_url + case.path, case.headers, case.method)
+        wrong = verdict(answer, case.status, case.problem)
+        if case.show_limits and answer.status == 200 and "ratelimit" not in answer.headers:
+            wrong = "wanted RateLimit headers on the answer"
+        failures += wrong is not None
+        mark = "ok" if wrong is None else f"UNEXPECTED, {wrong}"
+        print(f"  {case.label:<{_LABEL_WIDTH}} {answer.status:<7} {outcome(answer)}  [{mark}]")
+        if case.show_limits:
+            show_headers(answer)
+    return failures
+
+
+def burst(base_url: str, headers: dict[str, str]) -> int:
+    """Requests to a granted route until the free plan's per-second limit refuses one; 0 if as expected."""
+    path = "/v1/items"
+    print(f"  GET {path} as fast as possible (the free plan allows 5 per second):")
+    statuses: list[int] = []
+    refused: Answer | None = None
+    for _ in range(BURST_MAX_REQUESTS):
+        answer = call(base_url + path, headers)
+        statuses.append(answer.status)
+        if answer.status != 200:
+            refused = answer
+            break
+    print(f"  statuses in order: {' '.join(map(str, statuses))}")
+    if refused is None:
+        print(f"  [UNEXPECTED, no refusal in {BURST_MAX_REQUESTS} requests]")
+        return 1
+    violated = refused.body.get("violated-policies")
+    problems = []
+    if refused.status != 429 or refused.problem != "quota-exceeded":
+        problems.append(f"wanted 429 quota-exceeded, got {refused.status} {refused.problem}")
+    if not isinstance(violated, list) or BURST_POLICY not in violated:
+        problems.append(f"wanted {BURST_POLICY!r} among the violated policies")
+    if len(statuses) > 6:
+        problems.append("wanted the refusal by the 6th request")
+    missing = [name for name in _SHOWN_HEADERS if name not in refused.headers]
+    if missing:
+        problems.append(f"missing headers {', '.join(missing)}")
+    mark = "ok" if not problems else "UNEXPECTED, " + "; ".join(problems)
+    label = f"request {len(statuses)} of the burst"
+    print(f"  {label:<{_LABEL_WIDTH}} {refused.status:<7} {outcome(refused)}  [{mark}]")
+    print(f"  {'':<{_LABEL_WIDTH}}         violated-policies: {json.dumps(violated)}")
+    print(f"  {'':<{_LABEL_WIDTH}}         detail: {refused.body.get('detail')}")
+    show_headers(refused)
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tollway.demo", description=__doc__)
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http", help="ext_authz protocol")
+    parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG, help="plan catalog (default: %(default)s)")
     args = parser.parse_args(argv)
+    catalog: Path = args.catalog
+    if not catalog.is_file():
+        parser.error(f"no plan catalog at {catalog} (run from a checkout, or pass --catalog)")
     started = time.monotonic()
     pepper = os.urandom(32).hex()  # a fresh pepper per demo run; keys die with it
 
@@ -71,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         print(f"Tollway demo: real Envoy, Valkey and Tollway (ext_authz over {args.protocol}) on loopback\n")
         valkey = stack.enter_context(ValkeyServer(work).start())
-        tollway = TollwayServer(work, redis_url=valkey.url, pepper=pepper).start()
+        tollway = TollwayServer(
+            work, redis_url=valkey.url, pepper=pepper, extra_env={"TOLLWAY_CATALOG": str(catalog)}
+        ).start()
         stack.callback(tollway.stop)
         upstream = DemoUpstream(work).start()
         stack.callback(upstream.stop)
@@ -91,42 +221,81 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(envoy.stop)
         print(f"  valkey   {valkey.url}")
         print(f"  tollway  http {LOOPBACK}:{tollway.http_port}, grpc {LOOPBACK}:{tollway.grpc_port}")
+        print(f"  catalog  {catalog}")
         print(f"  upstream {upstream.url}")
         print(f"  envoy    {envoy.base_url} (admin {LOOPBACK}:{envoy.admin_port})\n")
 
         env = {**os.environ, "TOLLWAY_REDIS_URL": valkey.url, "TOLLWAY_PEPPER": pepper}
-        good = tollway_cli(env, "keys", "create", "--customer", "acme-corp")
-        doomed = tollway_cli(env, "keys", "create", "--customer", "acme-corp", "--env", "test")
+        good = tollway_cli(env, "keys", "create", "--customer", CUSTOMER)
+        doomed = tollway_cli(env, "keys", "create", "--customer", CUSTOMER, "--env", "test")
         tollway_cli(env, "keys", "revoke", str(doomed["key_id"]))
+        stranger = tollway_cli(env, "keys", "create", "--customer", UNSUBSCRIBED)
+        tollway_cli(env, "subscriptions", "set", "--customer", CUSTOMER, "--plan", PLAN, "--catalog", str(catalog))
         print()
 
         good_key = str(good["api_key"])
+        bearer = {"authorization": f"Bearer {good_key}"}
         typo = good_key[:12] + ("x" if good_key[12] != "x" else "y") + good_key[13:]
-        cases: list[tuple[str, dict[str, str], int]] = [
-            ("good key", {"authorization": f"Bearer {good_key}"}, 200),
-            ("good key, spoofed identity", {"x-api-key": good_key, "x-tollway-customer-id": "mallory"}, 200),
-            ("mistyped key", {"authorization": f"Bearer {typo}"}, 401),
-            ("unknown key", {"authorization": f"Bearer {apikey.generate('live').text}"}, 401),
-            ("revoked key", {"authorization": f"Bearer {doomed['api_key']}"}, 401),
-            ("no key", {}, 401),
-        ]
-        failures = 0
-        print(f"  {'request':<28} {'status':<7} outcome")
-        for label, headers, expected in cases:
-            answer = call(f"{envoy.base_url}/v1/hello", headers)
-            if answer.status == 200:
-                seen = answer.body.get("headers", {})
-                assert isinstance(seen, dict)
-                outcome = (
-                    f"upstream saw customer={seen.get('x-tollway-customer-id')} key={seen.get('x-tollway-key-id')}"
-                )
-            else:
-                outcome = f"{answer.body.get('title', '?')}  ({answer.body.get('type', 'no problem type')})"
-            mark = "ok" if answer.status == expected else f"UNEXPECTED, wanted {expected}"
-            failures += answer.status != expected
-            print(f"  {label:<28} {answer.status:<7} {outcome}  [{mark}]")
-        print(f"\n  keys on record: {len(tollway_cli(env, 'keys', 'list'))} (secrets are never listed)")
+        spoofed = {"x-api-key": good_key, "x-tollway-customer-id": "mallory", "x-tollway-plan": "enterprise"}
+        print("Stage 1: who is calling? (GET /v1/items, a route the free plan grants)")
+        failures = run_cases(
+            envoy.base_url,
+            [
+                Case("good key", "GET", "/v1/items", bearer, 200),
+                Case("good key, spoofed x-tollway-* headers", "GET", "/v1/items", spoofed, 200),
+                Case("mistyped key", "GET", "/v1/items", {"authorization": f"Bearer {typo}"}, 401, "malformed-api-key"),
+                Case(
+                    "unknown key",
+                    "GET",
+                    "/v1/items",
+                    {"authorization": f"Bearer {apikey.generate('live').text}"},
+                    401,
+                    "invalid-api-key",
+                ),
+                Case("revoked key", "GET", "/v1/items", {"authorization": f"Bearer {doomed['api_key']}"}, 401),
+                Case("no key", "GET", "/v1/items", {}, 401, "missing-credentials"),
+            ],
+        )
+        print(f"\nStage 2: what may {CUSTOMER} (plan {PLAN}: items-read and search) call, and how often?")
+        failures += run_cases(
+            envoy.base_url,
+            [
+                Case("GET /v1/items/42 (items-read: granted)", "GET", "/v1/items/42", bearer, 200, show_limits=True),
+                Case(
+                    "POST /v1/items (items-write: not in free)",
+                    "POST",
+                    "/v1/items",
+                    bearer,
+                    403,
+                    "feature-not-entitled",
+                ),
+                Case(
+                    "GET /v1/admin/users (admin: not in free)",
+                    "GET",
+                    "/v1/admin/users",
+                    bearer,
+                    403,
+                    "feature-not-entitled",
+                ),
+                Case("GET /v1/billing (no plan grants it)", "GET", "/v1/billing", bearer, 403, "route-not-granted"),
+                Case(
+                    f"GET /v1/items, key of {UNSUBSCRIBED} (no plan)",
+                    "GET",
+                    "/v1/items",
+                    {"authorization": f"Bearer {stranger['api_key']}"},
+                    403,
+                    "no-subscription",
+                ),
+            ],
+        )
+        print()
+        time.sleep(1.1)  # let the per-second window empty, so the burst starts from zero
+        failures += burst(envoy.base_url, bearer)
+        print()
+        print(f"  keys on record: {len(tollway_cli(env, 'keys', 'list'))} (secrets are never listed)")
     print(f"\nDemo finished in {time.monotonic() - started:.1f}s; every process it started is stopped.")
+    if failures:
+        print(f"{failures} answer(s) were not the expected ones.", file=sys.stderr)
     return 1 if failures else 0
 
 

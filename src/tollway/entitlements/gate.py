@@ -8,6 +8,10 @@ typed refusal. Decision order:
 5. every limit and the quota that apply to the feature, with the customer's overrides, checked and
    consumed in one limiter call (all or nothing); an enforced one exceeded → :class:`LimitExceeded`.
 
+Everything before the limiter call is in-process. The static part of a check (the rules of a plan and
+feature, and the policies and costs built from them for one customer's limits and billing period) is
+memoised, so a request builds no policy objects: only the limiter call and its verdict are per request.
+
 When subscriptions or limits cannot be checked in time, the plan's ``outage_policy`` decides: fail
 closed (:class:`EntitlementsUnavailable`) or fail open (admitted, ``limits_checked=False``). A customer
 whose subscription cannot be read at all fails closed: without it there is no plan to ask.
@@ -38,6 +42,11 @@ from tollway.subscriptions.resolver import MISS, SubscriptionResolver
 
 log = logging.getLogger(__name__)
 
+_MEMO_MAX_ENTRIES = 10_000
+# Memo key of a check's policies: catalog digest, plan, feature, route cost, the customer's limits
+# (None: the plan's own, no overrides) and the billing period in epoch ms.
+_CheckKey = tuple[str, str, str, int, tuple[int, ...] | None, tuple[int, int]]
+
 
 @dataclass(frozen=True, slots=True)
 class Admission:
@@ -65,6 +74,7 @@ class EntitlementGate:
         self._clock = clock
         self._timeout = timeout_s
         self._rules: dict[tuple[str, str, str], tuple[PolicyRule, ...]] = {}
+        self._checks: dict[_CheckKey, tuple[tuple[Policy, ...], tuple[int, ...]]] = {}
 
     @property
     def catalog(self) -> LiveCatalog:
@@ -90,11 +100,7 @@ class EntitlementGate:
         admission = Admission(customer_id, subscription.plan_id, match.feature, match.route, rules, None)
         if not rules:
             return admission
-        now = self._clock.now()
-        period = subscription.current_period(now)
-        period_ms = (int(period.start.timestamp() * 1000), int(period.end.timestamp() * 1000))
-        policies: list[Policy] = [rule.policy(subscription.limit(rule.name, rule.limit), period_ms) for rule in rules]
-        costs = [match.cost if rule.counts_cost else 1 for rule in rules]
+        policies, costs = self._check_for(catalog, subscription, match.feature, match.cost, rules)
         try:
             async with asyncio.timeout(self._timeout):
                 verdict = await self._limiter.consume(customer_id, policies, costs, epoch_ms(self._clock))
@@ -130,11 +136,36 @@ class EntitlementGate:
             raise NoSubscription("This account has no subscription to a plan.")
         return found
 
+    def _check_for(
+        self,
+        catalog: CompiledCatalog,
+        subscription: Subscription,
+        feature: str,
+        route_cost: int,
+        rules: tuple[PolicyRule, ...],
+    ) -> tuple[tuple[Policy, ...], tuple[int, ...]]:
+        """The policies (with the customer's overrides, in the current billing period) and the costs of
+        one check; built once per customer limits, period and route cost, then memoised."""
+        period = subscription.current_period(self._clock.now())
+        period_ms = (int(period.start.timestamp() * 1000), int(period.end.timestamp() * 1000))
+        limits = tuple(subscription.limit(rule.name, rule.limit) for rule in rules) if subscription.overrides else None
+        key = (catalog.digest, subscription.plan_id, feature, route_cost, limits, period_ms)
+        found = self._checks.get(key)
+        if found is None:
+            if len(self._checks) > _MEMO_MAX_ENTRIES:
+                self._checks.clear()
+            found = (
+                tuple(rule.policy(subscription.limit(rule.name, rule.limit), period_ms) for rule in rules),
+                tuple(route_cost if rule.counts_cost else 1 for rule in rules),
+            )
+            self._checks[key] = found
+        return found
+
     def _rules_for(self, catalog: CompiledCatalog, plan_id: str, feature: str) -> tuple[PolicyRule, ...]:
         key = (catalog.digest, plan_id, feature)
         rules = self._rules.get(key)
         if rules is None:
-            if len(self._rules) > 10_000:
+            if len(self._rules) > _MEMO_MAX_ENTRIES:
                 self._rules.clear()
             rules = tuple(rules_for(catalog, plan_id, feature))
             self._rules[key] = rules
