@@ -63,9 +63,9 @@ def build_gate(
     cache = SubscriptionCache(clock.monotonic, ttl=settings.key_cache_ttl_s, negative_ttl=settings.key_cache_ttl_s)
     store = RedisSubscriptionStore(redis, settings.redis_prefix, subscriber=subscriber)
     resolver = SubscriptionResolver(store, cache, timeout_s=settings.redis_timeout_ms / 1000)
-    limiter = RedisLimiter(redis, prefix=settings.redis_prefix)
+    limiter = RedisLimiter(redis, prefix=settings.redis_prefix, timeout_s=settings.redis_timeout_ms / 1000)
     background += [watcher.run, resolver.follow_changes]
-    return EntitlementGate(live, resolver, limiter, clock, timeout_s=settings.redis_timeout_ms / 1000)
+    return EntitlementGate(live, resolver, limiter, clock)
 
 
 def build_core(

@@ -19,7 +19,6 @@ whose subscription cannot be read at all fails closed: without it there is no pl
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -66,13 +65,12 @@ class EntitlementGate:
         subscriptions: SubscriptionResolver,
         limiter: Limiter,
         clock: Clock,
-        timeout_s: float = 0.1,
     ) -> None:
+        """``limiter`` answers within its own time bound or raises :class:`LimiterUnavailable`."""
         self._catalog = catalog
         self._subscriptions = subscriptions
         self._limiter = limiter
         self._clock = clock
-        self._timeout = timeout_s
         self._rules: dict[tuple[str, str, str], tuple[PolicyRule, ...]] = {}
         self._checks: dict[_CheckKey, tuple[tuple[Policy, ...], tuple[int, ...]]] = {}
 
@@ -102,9 +100,8 @@ class EntitlementGate:
             return admission
         policies, costs = self._check_for(catalog, subscription, match.feature, match.cost, rules)
         try:
-            async with asyncio.timeout(self._timeout):
-                verdict = await self._limiter.consume(customer_id, policies, costs, epoch_ms(self._clock))
-        except (LimiterUnavailable, TimeoutError) as exc:
+            verdict = await self._limiter.consume(customer_id, policies, costs, epoch_ms(self._clock))
+        except LimiterUnavailable as exc:
             if plan.outage_policy == "fail_open":
                 log.warning(
                     "limits not checked for customer %s (plan %s fails open): %s",
@@ -113,7 +110,7 @@ class EntitlementGate:
                     exc or "timeout",
                 )
                 return Admission(customer_id, subscription.plan_id, match.feature, match.route, rules, None, False)
-            raise EntitlementsUnavailable(str(exc) or "the limiter did not answer in time") from exc
+            raise EntitlementsUnavailable(str(exc)) from exc
         if not verdict.admitted:
             raise LimitExceeded(verdict, rules, subscription.plan_id, match.feature)
         if verdict.shadow_exceeded:

@@ -77,11 +77,13 @@ class DecisionCore:
     def decide_now(self, request: CheckRequest) -> Decision | None:
         """The verdict if it needs no I/O (a cached key and no stage 2, or a credential refused on its
         face), else ``None``."""
+        if self._gate is not None:
+            return None  # stage 2 always awaits the limiter: authenticate once, in decide()
         try:
             outcome = self._authenticator.try_cached(request.headers, request.path)
         except AuthError as error:
             return self._refusals.unauthenticated(error, request.request_id)
-        if isinstance(outcome, PendingLookup) or self._gate is not None:
+        if isinstance(outcome, PendingLookup):
             return None
         return self._admit(outcome, request, None)
 

@@ -73,10 +73,20 @@ def _reply(raw: Any) -> Reply:
 class PipelineCoalescer:
     """Coalesces concurrent ``run`` calls into pipelines of EVALSHA. Use from one event loop."""
 
-    def __init__(self, redis: RedisClient, script: str = SCRIPT, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        script: str = SCRIPT,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        timeout_s: float | None = None,
+    ) -> None:
+        """``timeout_s`` bounds each batch (one timer per pipeline, not one per check): past it, every
+        waiter of the batch gets :class:`LimiterUnavailable`."""
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self._redis = redis
+        self._timeout = timeout_s
         self._script = script
         self._sha = hashlib.sha1(script.encode("utf-8"), usedforsecurity=False).hexdigest()
         self._max_batch = max_batch
@@ -125,6 +135,13 @@ class PipelineCoalescer:
 
     async def _send(self, chunk: list[_Pending]) -> None:
         try:
+            async with asyncio.timeout(self._timeout):
+                await self._send_within(chunk)
+        except TimeoutError:
+            self._fail(chunk, LimiterUnavailable(f"no answer within {self._timeout} s"))
+
+    async def _send_within(self, chunk: list[_Pending]) -> None:
+        try:
             replies = await self._execute(chunk)
             missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
             if missing:
@@ -166,8 +183,9 @@ class PipelineCoalescer:
 class DirectRunner:
     """One EVALSHA round trip per check, no coalescing (for comparison, and for callers that want it)."""
 
-    def __init__(self, redis: RedisClient, script: str = SCRIPT) -> None:
+    def __init__(self, redis: RedisClient, script: str = SCRIPT, *, timeout_s: float | None = None) -> None:
         self._redis = redis
+        self._timeout = timeout_s
         self._script = script
         self._sha = hashlib.sha1(script.encode("utf-8"), usedforsecurity=False).hexdigest()
         self._checks = 0
@@ -188,11 +206,14 @@ class DirectRunner:
     async def run(self, keys: Sequence[str], args: Sequence[int | str]) -> Reply:
         self._checks += 1
         try:
-            try:
-                raw = await self._evalsha(keys, args)
-            except NoScriptError:
-                await self._redis.script_load(self._script)
-                raw = await self._evalsha(keys, args)
+            async with asyncio.timeout(self._timeout):
+                try:
+                    raw = await self._evalsha(keys, args)
+                except NoScriptError:
+                    await self._redis.script_load(self._script)
+                    raw = await self._evalsha(keys, args)
+        except TimeoutError as exc:
+            raise LimiterUnavailable(f"no answer within {self._timeout} s") from exc
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from exc
         return _reply(raw)

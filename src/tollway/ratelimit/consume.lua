@@ -10,30 +10,54 @@ local n = #KEYS
 local P = {}
 local admit = 1
 
+-- A window hash keeps, besides `bucket index -> units`, a running total `t` of the buckets from index `o`
+-- up: a check reads two fields and drops only the buckets that left the window since the last check
+-- (each bucket is dropped once), instead of reading the whole ring. The per-bucket counts are read only
+-- when a policy is at its limit, to compute when capacity frees up.
+local function live_buckets(key, lo, hi)
+  local live = {}
+  local raw = redis.call('HGETALL', key)
+  for j = 1, #raw, 2 do
+    local idx = tonumber(raw[j])
+    if idx and idx >= lo and idx <= hi then live[idx] = tonumber(raw[j + 1]) end
+  end
+  return live
+end
+
 for i = 1, n do
   local kind, limit, cost, enf, a, b = string.match(ARGV[i + 1], '^(%d+) (%d+) (%d+) (%d) (%d+) (%d+)$')
   kind, limit, cost, enf, a, b = tonumber(kind), tonumber(limit), tonumber(cost), enf == '1', tonumber(a), tonumber(b)
-  local total, live, stale, cur = 0, nil, nil, 0
+  local total, cur, lo, moved = 0, 0, 0, false
   if kind == 0 then
     cur = math.floor(now / a)
-    local lo, hi = cur - b, cur + b
-    live, stale = {}, {}
-    local raw = redis.call('HGETALL', KEYS[i])
-    for j = 1, #raw, 2 do
-      local idx = tonumber(raw[j])
-      if idx >= lo and idx <= hi then
-        local c = tonumber(raw[j + 1])
-        live[idx] = c
-        total = total + c
+    lo = cur - b
+    local tv = redis.call('HMGET', KEYS[i], 't', 'o')
+    local t, o = tonumber(tv[1]), tonumber(tv[2])
+    if t == nil or o == nil then
+      t, o = 0, lo
+      moved = true
+    elseif o < lo then
+      if lo - o > b + 1 then
+        -- Idle for longer than the ring: everything counted has left the window.
+        redis.call('DEL', KEYS[i])
+        t = 0
       else
-        stale[#stale + 1] = raw[j]
+        local gone = {}
+        for idx = o, lo - 1 do gone[#gone + 1] = string.format('%d', idx) end
+        local counts = redis.call('HMGET', KEYS[i], unpack(gone))
+        for j = 1, #counts do t = t - (tonumber(counts[j]) or 0) end
+        redis.call('HDEL', KEYS[i], unpack(gone))
       end
+      o = lo
+      moved = true
     end
+    total = t
+    if moved then redis.call('HSET', KEYS[i], 't', t, 'o', o) end
   else
     total = tonumber(redis.call('GET', KEYS[i]) or '0')
   end
   if enf and cost > 0 and total + cost > limit then admit = 0 end
-  P[i] = {kind, limit, cost, enf, a, b, total, live, stale, cur}
+  P[i] = {kind, limit, cost, enf, a, b, total, nil, nil, cur, lo}
 end
 
 -- Milliseconds until `need` more units fit: the oldest counted buckets leave one by one, bucket idx at
@@ -59,11 +83,9 @@ if admit == 1 then
     local cost = p[3]
     if cost > 0 then
       if p[1] == 0 then
-        local cur = p[10]
-        redis.call('HINCRBY', KEYS[i], string.format('%d', cur), cost)
-        if #p[9] > 0 then redis.call('HDEL', KEYS[i], unpack(p[9])) end
+        redis.call('HINCRBY', KEYS[i], string.format('%d', p[10]), cost)
+        redis.call('HINCRBY', KEYS[i], 't', cost)
         redis.call('PEXPIRE', KEYS[i], (p[6] + 1) * p[5])
-        p[8][cur] = (p[8][cur] or 0) + cost
       else
         redis.call('INCRBY', KEYS[i], cost)
         redis.call('PEXPIRE', KEYS[i], math.max(p[5] - now, 0) + 86400000)
@@ -79,8 +101,12 @@ for i = 1, n do
   local after = total
   if admit == 1 then after = total + cost end
   local reset, retry = 0, 0
-  if kind == 0 then
-    reset = free(p[8], after, 1, limit, p[5], p[6])
+  local live = nil
+  if kind == 0 and after + 1 > limit then
+    live = live_buckets(KEYS[i], p[11], p[10] + p[6])
+    reset = free(live, after, 1, limit, p[5], p[6])
+  elseif kind == 0 then
+    reset = 0
   else
     reset = math.max(p[5] - now, 0)
   end
@@ -88,7 +114,9 @@ for i = 1, n do
     if cost > limit then
       retry = -1
     elseif kind == 0 then
-      retry = free(p[8], total, cost, limit, p[5], p[6])
+      -- Refused: nothing was written, so the buckets read are the ones counted in `total`.
+      live = live or live_buckets(KEYS[i], p[11], p[10] + p[6])
+      retry = free(live, total, cost, limit, p[5], p[6])
     else
       retry = math.max(p[5] - now, 0)
     end

@@ -33,9 +33,16 @@ class RedisLimiter:
         prefix: str = "tw:",
         coalesce: bool = True,
         max_batch: int = DEFAULT_MAX_BATCH,
+        timeout_s: float | None = None,
     ) -> None:
+        """``timeout_s`` bounds every check: past it, :class:`LimiterUnavailable` (the caller's outage
+        policy decides). With coalescing it is one timer per pipeline, not one per check."""
         self._prefix = prefix
-        self._runner: ScriptRunner = PipelineCoalescer(redis, max_batch=max_batch) if coalesce else DirectRunner(redis)
+        self._runner: ScriptRunner = (
+            PipelineCoalescer(redis, max_batch=max_batch, timeout_s=timeout_s)
+            if coalesce
+            else DirectRunner(redis, timeout_s=timeout_s)
+        )
 
     @property
     def runner(self) -> ScriptRunner:
