@@ -81,10 +81,10 @@ def test_workers_listen_on_consecutive_ports(valkey_fresh: ValkeyServer, tmp_pat
     with process:
         key = create_key(valkey_fresh.url, "acme")["api_key"]
         for port in (base_http, base_http + 1):
-            process.wait_for_tcp("127.0.0.1", port)
+            process.wait_for_tcp("127.0.0.1", port, timeout=30)
             response = httpx.get(f"http://127.0.0.1:{port}/", headers={"x-api-key": key}, timeout=2)
             assert response.headers["x-tollway-customer-id"] == "acme"
-        process.wait_for_tcp("127.0.0.1", base_grpc + 1)
+        process.wait_for_tcp("127.0.0.1", base_grpc + 1, timeout=30)
         for port in (base_admin, base_admin + 1):
             assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()["status"] == "serving"
         process.send_signal(signal.SIGTERM)

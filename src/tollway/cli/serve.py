@@ -57,7 +57,16 @@ async def _supervise(settings: Settings) -> int:
         env["TOLLWAY_GRPC_PORT"] = str(settings.grpc_port + index if settings.grpc_port else 0)
         env["TOLLWAY_ADMIN_PORT"] = str(settings.admin_port + index if settings.admin_port else 0)
         env["TOLLWAY_HOST"] = settings.host
-        children.append(await asyncio.create_subprocess_exec(sys.executable, "-m", "tollway", "serve", env=env))
+        child = await asyncio.create_subprocess_exec(sys.executable, "-m", "tollway", "serve", env=env)
+        log.info(
+            "worker %d: pid %d, http %s, grpc %s, admin %s",
+            index,
+            child.pid,
+            env["TOLLWAY_HTTP_PORT"],
+            env["TOLLWAY_GRPC_PORT"],
+            env["TOLLWAY_ADMIN_PORT"],
+        )
+        children.append(child)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
