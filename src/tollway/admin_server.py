@@ -13,6 +13,7 @@ from collections.abc import Callable
 import httptools
 
 from tollway import __version__
+from tollway.listen import bind_tcp
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ class AdminServer:
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._handle, host, port, reuse_port=False)
+        self._server = await asyncio.start_server(self._handle, sock=bind_tcp(host, port))
         return int(self._server.sockets[0].getsockname()[1])
 
     async def shutdown(self) -> None:

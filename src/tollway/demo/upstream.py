@@ -21,6 +21,8 @@ from typing import cast
 import httptools
 import uvloop
 
+from tollway.listen import bind_tcp
+
 logger = logging.getLogger("tollway.demo.upstream")
 
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -117,7 +119,7 @@ async def serve(host: str, port: int) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = await loop.create_server(lambda: EchoProtocol(connections), host, port, reuse_address=True)
+    server = await loop.create_server(lambda: EchoProtocol(connections), sock=bind_tcp(host, port))
     logger.info("demo upstream listening on %s:%d", host, port)
     try:
         await stop.wait()

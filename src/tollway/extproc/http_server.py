@@ -19,6 +19,7 @@ import httptools
 
 from tollway.extproc.check import Allow, CheckRequest, Decision, Deny
 from tollway.extproc.decision import Decider
+from tollway.listen import bind_tcp
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ class HttpAuthzServer:
     async def start(self, host: str, port: int) -> int:
         """Listen (no SO_REUSEPORT: one process per port) and return the bound port."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), host, port, reuse_port=False, backlog=1024)
+        self._server = await loop.create_server(lambda: _Connection(self), sock=bind_tcp(host, port))
         return int(self._server.sockets[0].getsockname()[1])
 
     def connection_closed(self) -> None:
