@@ -5,20 +5,16 @@ from pathlib import Path
 from typing import Self
 
 from tollway.harness.ports import LOOPBACK, free_port
-from tollway.harness.processes import DEFAULT_TAIL_LINES, ManagedProcess
+from tollway.harness.processes import ManagedProcess, ProcessService
 
 
-class DemoUpstream:
+class DemoUpstream(ProcessService):
     """The echoing sample API on a loopback port."""
 
     def __init__(self, work_dir: Path, *, port: int | None = None, name: str = "upstream") -> None:
         self._port = port if port is not None else free_port()
         argv = [sys.executable, "-m", "tollway.demo.upstream", "--host", LOOPBACK, "--port", str(self._port)]
         self._process = ManagedProcess(argv, log_dir=Path(work_dir), name=name)
-
-    @property
-    def name(self) -> str:
-        return self._process.name
 
     @property
     def host(self) -> str:
@@ -36,29 +32,5 @@ class DemoUpstream:
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self._port}"
 
-    @property
-    def process(self) -> ManagedProcess:
-        return self._process
-
     def start(self, timeout: float = 10.0) -> Self:
-        self._process.start()
-        try:
-            self._process.wait_for_tcp(LOOPBACK, self._port, timeout=timeout)
-        except Exception:
-            self._process.stop()
-            raise
-        return self
-
-    def stop(self, timeout: float = 5.0) -> int | None:
-        return self._process.stop(timeout)
-
-    def log_tail(self, n_lines: int = DEFAULT_TAIL_LINES) -> str:
-        return self._process.log_tail(n_lines)
-
-    def __enter__(self) -> Self:
-        if not self._process.started:
-            self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        return self._start_then(lambda: self._process.wait_for_tcp(LOOPBACK, self._port, timeout=timeout))

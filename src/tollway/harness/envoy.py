@@ -14,7 +14,7 @@ from typing import Any, Self
 from tollway.harness import envoy_config
 from tollway.harness.errors import HarnessError
 from tollway.harness.ports import LOOPBACK
-from tollway.harness.processes import DEFAULT_TAIL_LINES, ManagedProcess
+from tollway.harness.processes import ManagedProcess, ProcessService
 
 ENVOY_BIN_ENV = "TOLLWAY_ENVOY_BIN"
 _ADMIN_TIMEOUT_S = 2.0
@@ -70,7 +70,7 @@ def parse_stats(text: str) -> dict[str, int]:
     return stats
 
 
-class EnvoyProcess:
+class EnvoyProcess(ProcessService):
     """An Envoy running a rendered config written to ``<work_dir>/<name>.yaml``."""
 
     def __init__(
@@ -111,10 +111,6 @@ class EnvoyProcess:
         return self._name
 
     @property
-    def process(self) -> ManagedProcess:
-        return self._process
-
-    @property
     def pid(self) -> int:
         return self._process.pid
 
@@ -138,16 +134,14 @@ class EnvoyProcess:
     def start(self, timeout: float = 15.0) -> Self:
         """Write the config, start Envoy and wait until the admin API reports ``/ready`` 200."""
         envoy_config.write(self._config, self._config_path)
-        self._process.start()
-        try:
+
+        def ready() -> None:
             self._process.wait_for(
                 self.is_ready, timeout=timeout, description=f"admin :{self._admin_port}/ready == 200"
             )
             self._process.wait_for_tcp(LOOPBACK, self._listener_port, timeout=timeout)
-        except HarnessError:
-            self._process.stop()
-            raise
-        return self
+
+        return self._start_then(ready)
 
     def is_ready(self) -> bool:
         try:
@@ -163,17 +157,3 @@ class EnvoyProcess:
         if status != 200:
             raise HarnessError(f"{self._name}: /stats returned {status}: {body[:200]}")
         return parse_stats(body)
-
-    def stop(self, timeout: float = 5.0) -> int | None:
-        return self._process.stop(timeout)
-
-    def log_tail(self, n_lines: int = DEFAULT_TAIL_LINES) -> str:
-        return self._process.log_tail(n_lines)
-
-    def __enter__(self) -> Self:
-        if not self._process.started:
-            self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

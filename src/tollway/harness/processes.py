@@ -254,6 +254,48 @@ class ManagedProcess:
         return f"ManagedProcess({self._name!r}, {state})"
 
 
+class ProcessService:
+    """A server run as one :class:`ManagedProcess`: delegation shared by the harness's services.
+    Subclasses set ``self._process`` and implement ``start``, using :meth:`_start_then` for readiness."""
+
+    _process: ManagedProcess
+
+    @property
+    def name(self) -> str:
+        return self._process.name
+
+    @property
+    def process(self) -> ManagedProcess:
+        return self._process
+
+    def start(self, timeout: float = 10.0) -> Self:
+        raise NotImplementedError
+
+    def _start_then(self, wait_until_ready: Callable[[], None]) -> Self:
+        """Start the process and run the readiness wait; a failed wait stops the process again."""
+        self._process.start()
+        try:
+            wait_until_ready()
+        except Exception:
+            self._process.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        return self._process.stop(timeout)
+
+    def log_tail(self, n_lines: int = DEFAULT_TAIL_LINES) -> str:
+        return self._process.log_tail(n_lines)
+
+    def __enter__(self) -> Self:
+        if not self._process.started:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
 class Stoppable(Protocol):
     def stop(self, timeout: float = ...) -> object: ...
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Self
 
 from tollway.harness.ports import LOOPBACK, free_ports
-from tollway.harness.processes import DEFAULT_TAIL_LINES, ManagedProcess
+from tollway.harness.processes import ManagedProcess, ProcessService
 
 
-class TollwayServer:
+class TollwayServer(ProcessService):
     """One Tollway process serving the HTTP check API and the gRPC Authorization service."""
 
     def __init__(
@@ -47,10 +47,6 @@ class TollwayServer:
         self._process = ManagedProcess(argv, log_dir=Path(work_dir), name=name, env=env)
 
     @property
-    def name(self) -> str:
-        return self._process.name
-
-    @property
     def http_port(self) -> int:
         return self._http_port
 
@@ -70,31 +66,11 @@ class TollwayServer:
     def grpc_endpoint(self) -> tuple[str, int]:
         return (LOOPBACK, self._grpc_port)
 
-    @property
-    def process(self) -> ManagedProcess:
-        return self._process
-
     def start(self, timeout: float = 15.0) -> Self:
         """Start and wait until both the HTTP and the gRPC port accept connections."""
-        self._process.start()
-        try:
+
+        def ready() -> None:
             self._process.wait_for_tcp(LOOPBACK, self._http_port, timeout=timeout)
             self._process.wait_for_tcp(LOOPBACK, self._grpc_port, timeout=timeout)
-        except Exception:
-            self._process.stop()
-            raise
-        return self
 
-    def stop(self, timeout: float = 5.0) -> int | None:
-        return self._process.stop(timeout)
-
-    def log_tail(self, n_lines: int = DEFAULT_TAIL_LINES) -> str:
-        return self._process.log_tail(n_lines)
-
-    def __enter__(self) -> Self:
-        if not self._process.started:
-            self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        return self._start_then(ready)
