@@ -35,12 +35,15 @@ def _status_line(status: int) -> bytes:
 
 def _safe(value: str) -> str:
     """Header values we emit never contain CR/LF (identifiers are validated; this is the backstop)."""
-    return value.replace("\r", "").replace("\n", "")
+    if "\r" in value or "\n" in value:
+        return value.replace("\r", "").replace("\n", "")
+    return value
 
 
 def render_response(decision: Decision, keep_alive: bool, head: bool) -> bytes:
-    """Serialize a verdict as an HTTP/1.1 response (an admit, which repeats per caller, from a cache)."""
-    if isinstance(decision, Allow):
+    """Serialize a verdict as an HTTP/1.1 response. An admit without per-request client headers repeats
+    for every request of a caller, so it comes from a cache; one carrying RateLimit state is unique."""
+    if isinstance(decision, Allow) and not decision.client_headers:
         return _render_allow(decision, keep_alive)
     return _render(decision, keep_alive, head)
 

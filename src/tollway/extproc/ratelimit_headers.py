@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 POLICY_HEADER: Final = "ratelimit-policy"
@@ -33,6 +34,7 @@ class AdvertisedPolicy:
     unit: str = "requests"
 
 
+@lru_cache(maxsize=4096)
 def sf_string(value: str) -> str:
     """An RFC 9651 sf-string: printable ASCII with ``"`` and ``\\`` escaped."""
     if not value.isascii() or not value.isprintable():
@@ -41,12 +43,18 @@ def sf_string(value: str) -> str:
 
 
 def policy_field(policies: Sequence[AdvertisedPolicy]) -> str:
+    """The policy field changes only with the limits themselves: built once per distinct set."""
+    return _policy_field(tuple((p.name, p.quota, p.window_s, p.unit) for p in policies))
+
+
+@lru_cache(maxsize=4096)
+def _policy_field(policies: tuple[tuple[str, int, int, str], ...]) -> str:
     items = []
-    for policy in policies:
-        item = f"{sf_string(policy.name)};q={max(policy.quota, 0)};w={max(policy.window_s, 0)}"
-        unit = QUOTA_UNITS.get(policy.unit)
-        if unit is not None:
-            item += f";qu={sf_string(unit)}"
+    for name, quota, window_s, unit in policies:
+        item = f"{sf_string(name)};q={max(quota, 0)};w={max(window_s, 0)}"
+        quota_unit = QUOTA_UNITS.get(unit)
+        if quota_unit is not None:
+            item += f";qu={sf_string(quota_unit)}"
         items.append(item)
     return ", ".join(items)
 
