@@ -11,18 +11,25 @@ from __future__ import annotations
 import socket
 
 
+class ListenError(OSError):
+    """A listener could not be opened; the message names the address."""
+
+
 def bind_tcp(host: str, port: int, backlog: int = 1024) -> socket.socket:
     """A non-blocking listening TCP socket on ``host:port`` (port 0: any free port)."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICSERV
-    )[0]
-    sock = socket.socket(family, kind, proto)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICSERV
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
         sock.listen(backlog)
         sock.setblocking(False)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     return sock

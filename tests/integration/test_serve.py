@@ -1,6 +1,7 @@
 """``tollway serve`` as a process: graceful shutdown, several workers, gRPC health, bad settings."""
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -15,11 +16,31 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import TollwayFactory
 from tests.support.tollway_cli import TEST_PEPPER, create_key
-from tollway.harness.ports import free_ports
 from tollway.harness.processes import ManagedProcess
 from tollway.harness.valkey import ValkeyServer
 
 pytestmark = pytest.mark.integration
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def consecutive_pairs(count: int) -> list[int]:
+    """Base ports p with p and p + 1 both free, below the kernel's ephemeral range so an outgoing
+    connection cannot take p + 1 between this check and the worker binding it."""
+    rng = random.Random()
+    bases: list[int] = []
+    while len(bases) < count:
+        base = rng.randrange(20000, 32000, 2)
+        if base not in bases and bindable(base) and bindable(base + 1):
+            bases.append(base)
+    return bases
 
 
 def wait_exit(process: ManagedProcess, timeout: float) -> int | None:
@@ -60,13 +81,7 @@ def test_sigterm_lets_in_flight_checks_finish(valkey_fresh: ValkeyServer, tollwa
 
 
 def test_workers_listen_on_consecutive_ports(valkey_fresh: ValkeyServer, tmp_path: Path) -> None:
-    base_http = free_ports(1)[0]
-    base_grpc = free_ports(1)[0]
-    base_admin = free_ports(1)[0]
-    for port in (base_http + 1, base_grpc + 1, base_admin + 1):
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                pytest.skip("neighbouring port busy")
+    base_http, base_grpc, base_admin = consecutive_pairs(3)
     env = {
         "TOLLWAY_REDIS_URL": valkey_fresh.url,
         "TOLLWAY_PEPPER": TEST_PEPPER,
@@ -140,4 +155,24 @@ def test_invalid_catalog_at_start_is_refused_with_file_and_line(tmp_path: Path) 
     )
     assert done.returncode == 2
     assert f"{bad}:4:" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_port_in_use_is_named_in_the_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        environment = {
+            **os.environ,
+            "TOLLWAY_PEPPER": TEST_PEPPER,
+            "TOLLWAY_HTTP_PORT": str(port),
+            "TOLLWAY_GRPC_PORT": "0",
+            "TOLLWAY_ADMIN_PORT": "0",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "tollway", "serve"], env=environment, capture_output=True, text=True, timeout=20
+        )
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from tollway import __version__, logs
 from tollway.auth.errors import KeyNotFound
 from tollway.cli import keys, plans, serve, subscriptions
+from tollway.listen import ListenError
 from tollway.plans.errors import CatalogError
 from tollway.settings import Settings
 
@@ -62,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"invalid settings: {exc.errors()[0]['msg']}")
     except ValueError as exc:
         return _fail(str(exc))
+    except ListenError as exc:
+        return _fail(str(exc), 1)
     except (RedisError, OSError) as exc:
         return _fail(f"cannot reach Redis at {settings.redis_url}: {exc}", 1)
     except KeyboardInterrupt:

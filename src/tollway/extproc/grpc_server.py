@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tollway.extproc.check import Allow, CheckRequest, Decision
 from tollway.extproc.decision import Decider
+from tollway.listen import ListenError
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class GrpcAuthzServer:
     async def start(self, host: str, port: int) -> int:
         bound = int(self._server.add_insecure_port(f"{host}:{port}"))
         if bound == 0:
-            raise OSError(f"cannot listen on {host}:{port}")
+            raise ListenError(f"cannot listen on {host}:{port} (gRPC)")
         await self._server.start()
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
