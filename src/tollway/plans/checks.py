@@ -50,10 +50,13 @@ def check_catalog(
     features: Mapping[str, Feature | None],
     plans: Mapping[str, PlanParts],
     gateway_meters: Collection[str] | None = None,
+    meter_features: Mapping[str, Sequence[str | None]] | None = None,
 ) -> list[Problem]:
     """Cross-object problems. ``features`` maps every defined name to its model (``None`` if it is invalid);
-    ``gateway_meters`` are the meters a limit or quota may count (default: all)."""
-    problems = list(_route_conflicts(features))
+    ``gateway_meters`` are the meters a limit or quota may count (default: all); ``meter_features`` maps a
+    ``response_json`` meter to its ``features`` list (``None`` for an entry that is not an identifier)."""
+    problems = list(_meter_problems(meter_features or {}, features))
+    problems.extend(_route_conflicts(features))
     for plan_id, plan in plans.items():
         problems.extend(_plan_problems(("plans", plan_id), plan, meters, features, gateway_meters))
     return problems
@@ -69,6 +72,23 @@ def _unknown(kind: str, name: str, known: Collection[str]) -> str:
         return f"unknown {kind} '{name}'; did you mean '{close[0]}'?"
     listed = ", ".join(sorted(known)) or "none defined"
     return f"unknown {kind} '{name}' (known: {listed})"
+
+
+def _meter_problems(
+    meter_features: Mapping[str, Sequence[str | None]], features: Mapping[str, Feature | None]
+) -> Iterator[Problem]:
+    """Every feature a ``response_json`` meter reads bodies of must exist (Envoy sends only their bodies)."""
+    for meter, listed in meter_features.items():
+        seen: set[str] = set()
+        for index, feature_id in enumerate(listed):
+            if feature_id is None:
+                continue
+            at: Path = ("meters", meter, "features", index)
+            if feature_id not in features:
+                yield _problem(at, _unknown("feature", feature_id, features), feature_id)
+            elif feature_id in seen:
+                yield _problem(at, "feature listed twice", feature_id)
+            seen.add(feature_id)
 
 
 def _route_conflicts(features: Mapping[str, Feature | None]) -> Iterator[Problem]:

@@ -63,8 +63,12 @@ MeterUnit = Literal["requests", "request_bytes", "response_bytes", "cost", "resp
 
 
 class Meter(StrictModel):
+    """What one request adds to a meter. A ``response_json`` meter reads ``field`` from the JSON body of
+    the responses of ``features`` (only there: reading a body costs an Envoy ext_proc call per request)."""
+
     unit: MeterUnit
     field: str | None = None
+    features: list[Identifier] | None = Field(default=None, min_length=1)
     billable: Billable = Field(default_factory=Billable)
     description: str | None = None
 
@@ -77,10 +81,21 @@ class Meter(StrictModel):
 
     @model_validator(mode="after")
     def _field_only_for_json(self) -> Meter:
-        if self.unit == "response_json" and self.field is None:
-            raise PydanticCustomError("field_missing", "a response_json meter needs `field` (e.g. usage.total_tokens)")
-        if self.unit != "response_json" and self.field is not None:
-            raise PydanticCustomError("field_unexpected", "`field` applies only to unit response_json")
+        if self.unit == "response_json":
+            missing = [
+                hint
+                for name, hint in (
+                    ("field", "`field` (e.g. usage.total_tokens)"),
+                    ("features", "`features` (the features whose responses carry the field)"),
+                )
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise PydanticCustomError("field_missing", f"a response_json meter needs {' and '.join(missing)}")
+            return self
+        for name in ("field", "features"):
+            if getattr(self, name) is not None:
+                raise PydanticCustomError(f"{name}_unexpected", f"`{name}` applies only to unit response_json")
         return self
 
 

@@ -49,7 +49,8 @@ def validate_catalog(data: object) -> tuple[Catalog | None, list[Problem]]:
         features: Mapping[str, Feature | None] = catalog.features
         plans = {plan_id: PlanParts.of(plan) for plan_id, plan in catalog.plans.items()}
         gateway = {name for name, meter in catalog.meters.items() if meter.unit in GATEWAY_UNITS}
-        problems.extend(check_catalog(catalog.meters.keys(), features, plans, gateway))
+        read = {name: meter.features for name, meter in catalog.meters.items() if meter.features}
+        problems.extend(check_catalog(catalog.meters.keys(), features, plans, gateway, read))
     else:  # check what did validate, so one pass reports structural and reference problems together
         features = {name: _valid(_FEATURE, value) for name, value in _section(data, "features").items()}
         plans = {name: _plan_parts(value) for name, value in _section(data, "plans").items()}
@@ -57,7 +58,8 @@ def validate_catalog(data: object) -> tuple[Catalog | None, list[Problem]]:
         gateway = {
             name for name, meter in meters.items() if isinstance(meter, dict) and meter.get("unit") in GATEWAY_UNITS
         }
-        problems.extend(check_catalog(meters.keys(), features, plans, gateway))
+        listed = {name: _items(_IDENTIFIER, m.get("features")) for name, m in meters.items() if isinstance(m, dict)}
+        problems.extend(check_catalog(meters.keys(), features, plans, gateway, listed))
     return (catalog if not problems else None), problems
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from tollway.plans.errors import CatalogError, CatalogIssue
-from tollway.plans.loader import load_catalog
+from tollway.plans.loader import load_catalog, load_catalog_text
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "catalogs"
 
@@ -48,6 +48,15 @@ EXPECTED: dict[str, list[tuple[int, str, str, str]]] = {
     "bad-duration.yaml": [(11, "15 minutes", "limits[0].window: expected a window such as 10s", "15 minutes")],
     "limit-on-response-meter.yaml": [
         (15, "egress}", "plans.free.quotas[0].meter: limits and quotas are checked before the request", "egress")
+    ],
+    "meter-feature-unknown.yaml": [
+        (
+            5,
+            "{unit: requests",
+            "meters.requests: `features` applies only to unit response_json",
+            "{unit: requests, features: [reports]}",
+        ),
+        (9, "reprots", "meters.tokens.features[1]: unknown feature 'reprots'; did you mean 'reports'?", "reprots"),
     ],
     "configmap-with-error.yaml": [(17, "fortnight", "plans.free.limits[0].per: expected 'second'", "fortnight")],
     "several-errors.yaml": [
@@ -95,3 +104,16 @@ def test_catalog_error_lists_every_issue_in_file_order() -> None:
     lines = str(caught.value).splitlines()
     assert len(lines) == len(EXPECTED["several-errors.yaml"])
     assert [int(line.split(":")[1]) for line in lines] == sorted(int(line.split(":")[1]) for line in lines)
+
+
+def test_meter_features_are_checked_when_everything_else_is_valid() -> None:
+    """Same fixture minus its structural error: the reference check runs on the validated catalog too."""
+    path = FIXTURES / "meter-feature-unknown.yaml"
+    text = path.read_text().replace("{unit: requests, features: [reports]}", "{unit: requests}")
+    text = text.replace("[reports, reprots]", "[reports, reprots, reports]")
+    with pytest.raises(CatalogError) as caught:
+        load_catalog_text(text, str(path))
+    assert [(i.line, i.column, i.message) for i in caught.value.issues] == [
+        (9, 25, "meters.tokens.features[1]: unknown feature 'reprots'; did you mean 'reports'?"),
+        (9, 34, "meters.tokens.features[2]: feature listed twice"),
+    ]
