@@ -46,9 +46,11 @@ image-check:
 	.tollway/image-venv/bin/tollway --version
 	.tollway/image-venv/bin/python -c 'import tollway.server, tollway.extproc.grpc_server, tollway.extproc.http_server'
 	.tollway/image-venv/bin/tollway plans validate plans/catalog.yaml plans/configmap.yaml
+	.tollway/image-venv/bin/tollway db migrate --dsn chdb://.tollway/image-chdb
+	.tollway/image-venv/bin/tollway db migrate --dsn chdb://.tollway/image-chdb | grep -q 'up to date'
 	! env -u TOLLWAY_PEPPER .tollway/image-venv/bin/tollway serve 2>.tollway/image-check.err
 	grep -q TOLLWAY_PEPPER .tollway/image-check.err
-	rm -rf .tollway/image-venv .tollway/image-check.err
+	rm -rf .tollway/image-venv .tollway/image-check.err .tollway/image-chdb
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .tollway bench-results.json

@@ -31,6 +31,7 @@ from tollway.redis_types import RedisClient
 from tollway.settings import Settings
 from tollway.subscriptions.redis_store import RedisSubscriptionStore
 from tollway.subscriptions.resolver import SubscriptionCache, SubscriptionResolver
+from tollway.usage.metering import Metering
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ def build_core(
     cache: KeyCache,
     clock: Clock,
     gate: EntitlementGate | None = None,
+    metering: Metering | None = None,
 ) -> DecisionCore:
     authenticator = Authenticator(
         store,
@@ -83,7 +85,14 @@ def build_core(
         CredentialSource(headers=settings.key_headers, query_param=settings.key_query_param),
         store_timeout=settings.redis_timeout_ms / 1000,
     )
-    return DecisionCore(authenticator, Refusals(settings.problem_type_base), settings.forward_credential, gate)
+    return DecisionCore(
+        authenticator,
+        Refusals(settings.problem_type_base),
+        settings.forward_credential,
+        gate,
+        metering.recorder if metering is not None else None,
+        lambda: int(clock.now().timestamp() * 1000),
+    )
 
 
 async def serve(
@@ -102,7 +111,10 @@ async def serve(
     cache = build_cache(settings, clock)
     background: Background = [lambda: store.watch_changes(cache.evict, cache.clear)]
     gate = build_gate(settings, redis, subscriber, clock, background) if settings.catalog else None
-    core = build_core(settings, store, cache, clock, gate)
+    metering = Metering.start(settings, gate.catalog if gate is not None else None) if settings.spool_dir else None
+    if metering is None:
+        log.info("metering is off (set TOLLWAY_SPOOL_DIR to record usage)")
+    core = build_core(settings, store, cache, clock, gate, metering)
     tasks = [asyncio.create_task(run()) for run in background]
 
     loop = asyncio.get_running_loop()
@@ -115,7 +127,12 @@ async def serve(
     admin: AdminServer | None = None
     try:
         if settings.admin_port:
-            admin = AdminServer(lambda: {"catalog": gate.catalog.describe() if gate is not None else None})
+            admin = AdminServer(
+                lambda: {
+                    "catalog": gate.catalog.describe() if gate is not None else None,
+                    "metering": metering.describe() if metering is not None else None,
+                }
+            )
             port = await admin.start(settings.host, settings.admin_port)
             log.info("admin (GET /healthz) listening on %s:%d", settings.host, port)
         if settings.http_port:
@@ -126,6 +143,9 @@ async def serve(
             grpc_server = GrpcAuthzServer(core)
             port = await grpc_server.start(settings.host, settings.grpc_port)
             log.info("ext_authz gRPC listening on %s:%d", settings.host, port)
+        if metering is not None and settings.metering_port:
+            port = await metering.start_server(settings.host, settings.metering_port)
+            log.info("metering gRPC (access log, body meter) listening on %s:%d", settings.host, port)
         if on_ready is not None:
             on_ready(core)
         await stop.wait()
@@ -139,11 +159,16 @@ async def serve(
         if admin is not None:
             draining.append(admin.shutdown())
         await asyncio.gather(*draining, return_exceptions=True)
+        if metering is not None:
+            # After Envoy's last checks and log entries: the loader's final drain sees every row.
+            await metering.shutdown(settings.shutdown_grace_s)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if metering is not None:
+            metering.close()
         await redis.aclose()
         await subscriber.aclose()
         if handle_signals:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -51,6 +51,23 @@ class Settings(BaseSettings):
     # Unset: Tollway only authenticates. Watched for changes every catalog_poll_s seconds.
     catalog: Path | None = None
     catalog_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+
+    # Stage 3, metering. Unset spool_dir: no usage is recorded. Every process of a host writes rows to its
+    # own segment in this directory (fsync'ed every spool_fsync_interval_s); one loader per directory
+    # (the first process to take its lock, when loader=auto) inserts them into ClickHouse
+    # (TOLLWAY_CLICKHOUSE_DSN / TOLLWAY_CLICKHOUSE_DATABASE). See docs/usage-tracking.md.
+    spool_dir: Path | None = None
+    spool_max_bytes: Annotated[int, Field(ge=1 << 20)] = 4 << 30
+    spool_segment_bytes: Annotated[int, Field(ge=1 << 16)] = 64 << 20
+    spool_fsync_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    # When the spool is full (ClickHouse away for long): refuse with 503 (fail_closed), or admit unrecorded.
+    spool_full_policy: Literal["fail_closed", "admit"] = "fail_closed"
+    loader: Literal["auto", "off"] = "auto"
+    loader_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.2
+    loader_batch_bytes: Annotated[int, Field(ge=1 << 16, le=1 << 30)] = 16 << 20
+    rollup_interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # Envoy's access-log stream and the ext_proc body meter (gRPC). 0 = off.
+    metering_port: Annotated[int, Field(ge=0, le=65535)] = 9194
 
     problem_type_base: str = "https://tollway.dev/problems/"
     log_level: str = "INFO"

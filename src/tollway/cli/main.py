@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from tollway import __version__, logs
 from tollway.auth.errors import KeyNotFound
-from tollway.cli import keys, plans, serve, subscriptions
+from tollway.cli import db, keys, plans, serve, subscriptions, usage
 from tollway.listen import ListenError
 from tollway.plans.errors import CatalogError
 from tollway.settings import Settings
@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys.register(commands)
     plans.register(commands)
     subscriptions.register(commands)
+    db.register(commands)
+    usage.register(commands)
     return parser
 
 
@@ -55,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return plans.run(args, settings)
         if args.command == "subscriptions":
             return asyncio.run(subscriptions.run(args, settings))
+        if args.command == "db":
+            return db.run(args, settings)
+        if args.command == "usage":
+            return usage.run(args, settings)
     except CatalogError as exc:
         return _fail(f"invalid catalog ({len(exc.issues)} problem(s)):\n{exc}")
     except KeyNotFound as exc:

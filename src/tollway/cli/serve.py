@@ -56,6 +56,7 @@ async def _supervise(settings: Settings) -> int:
         env["TOLLWAY_HTTP_PORT"] = str(settings.http_port + index if settings.http_port else 0)
         env["TOLLWAY_GRPC_PORT"] = str(settings.grpc_port + index if settings.grpc_port else 0)
         env["TOLLWAY_ADMIN_PORT"] = str(settings.admin_port + index if settings.admin_port else 0)
+        env["TOLLWAY_METERING_PORT"] = str(settings.metering_port + index if settings.metering_port else 0)
         env["TOLLWAY_HOST"] = settings.host
         child = await asyncio.create_subprocess_exec(sys.executable, "-m", "tollway", "serve", env=env)
         log.info(

@@ -6,9 +6,13 @@ upstream and Envoy; creates keys and subscribes ``acme-corp`` to the ``free`` pl
 - stage 1, who is calling: a good, a spoofed-identity, a mistyped, an unknown, a revoked and no key;
 - stage 2, what may they call and how often: a granted route (its RateLimit headers), a route the plan
   does not include, a route no plan grants, a key whose customer has no subscription, and a burst past
-  the free plan's per-second limit (the 429, its violated policies, Retry-After and RateLimit headers).
+  the free plan's per-second limit (the 429, its violated policies, Retry-After and RateLimit headers);
+- stage 3, what was used: Tollway recorded every request (admitted or refused) in its spool, completed
+  the admitted ones from Envoy's access log and loaded them into the embedded ClickHouse; the demo
+  prints the customer's usage from ClickHouse with ``tollway usage show``.
 
-Prints each status and problem; exits non-zero if any answer is not the expected one.
+Prints each status and problem; exits non-zero if any answer is not the expected one, or if the usage
+table does not hold exactly one row per request sent.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from tollway.auth import apikey
 from tollway.harness import envoy_config
@@ -93,15 +97,14 @@ def call(url: str, headers: dict[str, str], method: str = "GET") -> Answer:
     return Answer(status, body if isinstance(body, dict) else {"value": body}, shown)
 
 
-def tollway_cli(env: dict[str, str], *args: str) -> dict[str, object]:
+def tollway_cli(env: dict[str, str], *args: str) -> Any:
     print(f"  $ tollway {' '.join(args)}")
     done = subprocess.run(
         [sys.executable, "-m", "tollway", *args, "--json"], env=env, capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
         raise SystemExit(f"tollway {' '.join(args)} failed: {done.stderr.strip()}")
-    result: dict[str, object] = json.loads(done.stdout)
-    return result
+    return json.loads(done.stdout)
 
 
 def outcome(answer: Answer) -> str:
@@ -132,11 +135,15 @@ def show_headers(answer: Answer) -> None:
         print(f"  {'':<{_LABEL_WIDTH}}         {name}: {value}")
 
 
+SENT: list[int] = []  # one entry per request the demo sent through Envoy
+
+
 def run_cases(base_url: str, cases: list[Case]) -> int:
     failures = 0
     print(f"  {'request':<{_LABEL_WIDTH}} {'status':<7} outcome")
     for case in cases:
         answer = call(base_url + case.path, case.headers, case.method)
+        SENT.append(answer.status)
         wrong = verdict(answer, case.status, case.problem)
         if case.show_limits and answer.status == 200 and "ratelimit" not in answer.headers:
             wrong = "wanted RateLimit headers on the answer"
@@ -156,6 +163,7 @@ def burst(base_url: str, headers: dict[str, str]) -> int:
     refused: Answer | None = None
     for _ in range(BURST_MAX_REQUESTS):
         answer = call(base_url + path, headers)
+        SENT.append(answer.status)
         statuses.append(answer.status)
         if answer.status != 200:
             refused = answer
@@ -184,6 +192,29 @@ def burst(base_url: str, headers: dict[str, str]) -> int:
     return 1 if problems else 0
 
 
+def show_usage(envoy: EnvoyProcess, tollway: TollwayServer, env: dict[str, str]) -> int:
+    """Stop Tollway (its loader drains the spool into ClickHouse on the way out), then read the usage table."""
+    time.sleep(0.5)  # Envoy flushes its access log every 200 ms
+    envoy.stop()  # no more requests or log entries
+    tollway.stop()
+    print(f"  $ tollway usage show --customer {CUSTOMER}")
+    shown = subprocess.run(
+        [sys.executable, "-m", "tollway", "usage", "show", "--customer", CUSTOMER],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    print("\n".join(f"  {line}" for line in shown.stdout.splitlines()))
+    records = tollway_cli(env, "usage", "show")
+    rows = sum(int(r["requests"]) for r in records)
+    if shown.returncode != 0 or rows != len(SENT):
+        print(f"  [UNEXPECTED, {rows} usage rows for {len(SENT)} requests] {shown.stderr.strip()}")
+        return 1
+    print(f"  {rows} usage rows for {len(SENT)} requests: exactly one each, admitted and refused alike  [ok]")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tollway.demo", description=__doc__)
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http", help="ext_authz protocol")
@@ -199,8 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         print(f"Tollway demo: real Envoy, Valkey and Tollway (ext_authz over {args.protocol}) on loopback\n")
         valkey = stack.enter_context(ValkeyServer(work).start())
+        metering_env = {
+            "TOLLWAY_SPOOL_DIR": str(work / "spool"),
+            "TOLLWAY_CLICKHOUSE_DSN": f"chdb://{work / 'chdb'}",
+        }
         tollway = TollwayServer(
-            work, redis_url=valkey.url, pepper=pepper, extra_env={"TOLLWAY_CATALOG": str(catalog)}
+            work, redis_url=valkey.url, pepper=pepper, extra_env={"TOLLWAY_CATALOG": str(catalog), **metering_env}
         ).start()
         stack.callback(tollway.stop)
         upstream = DemoUpstream(work).start()
@@ -215,12 +250,20 @@ def main(argv: list[str] | None = None) -> int:
             envoy_config.template_path(args.protocol),
             listener_port=listener,
             admin_port=admin,
-            endpoints={authz_cluster: [authz_endpoint], "upstream": [upstream.endpoint]},
+            endpoints={
+                authz_cluster: [authz_endpoint],
+                "upstream": [upstream.endpoint],
+                "tollway_metering": [tollway.metering_endpoint],
+            },
         )
         envoy = EnvoyProcess(config, work).start()
         stack.callback(envoy.stop)
         print(f"  valkey   {valkey.url}")
-        print(f"  tollway  http {LOOPBACK}:{tollway.http_port}, grpc {LOOPBACK}:{tollway.grpc_port}")
+        print(
+            f"  tollway  http {LOOPBACK}:{tollway.http_port}, grpc {LOOPBACK}:{tollway.grpc_port}, "
+            f"metering {LOOPBACK}:{tollway.metering_port}"
+        )
+        print(f"  usage    spool {work / 'spool'} -> embedded ClickHouse {work / 'chdb'}")
         print(f"  catalog  {catalog}")
         print(f"  upstream {upstream.url}")
         print(f"  envoy    {envoy.base_url} (admin {LOOPBACK}:{envoy.admin_port})\n")
@@ -293,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         failures += burst(envoy.base_url, bearer)
         print()
         print(f"  keys on record: {len(tollway_cli(env, 'keys', 'list'))} (secrets are never listed)")
+        print(f"\nStage 3: what was used? ({len(SENT)} requests sent through Envoy)")
+        failures += show_usage(envoy, tollway, {**env, **metering_env})
     print(f"\nDemo finished in {time.monotonic() - started:.1f}s; every process it started is stopped.")
     if failures:
         print(f"{failures} answer(s) were not the expected ones.", file=sys.stderr)

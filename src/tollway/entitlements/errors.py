@@ -43,12 +43,22 @@ class LimitExceeded(Exception):
 
     reason = "quota-exceeded"
 
-    def __init__(self, verdict: Verdict, rules: Sequence[PolicyRule], plan_id: str, feature: str) -> None:
+    def __init__(
+        self,
+        verdict: Verdict,
+        rules: Sequence[PolicyRule],
+        plan_id: str,
+        feature: str,
+        route: str = "",
+        cost: int = 1,
+    ) -> None:
         super().__init__(f"{', '.join(verdict.violated)} exceeded")
         self.verdict = verdict
         self.rules = tuple(rules)
         self.plan_id = plan_id
         self.feature = feature
+        self.route = route
+        self.cost = cost
 
 
 class EntitlementsUnavailable(Exception):

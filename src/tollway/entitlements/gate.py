@@ -56,6 +56,7 @@ class Admission:
     rules: tuple[PolicyRule, ...]
     verdict: Verdict | None  # None: nothing to check, or not checked (see limits_checked)
     limits_checked: bool = True
+    cost: int = 1  # the route's cost weight (the `cost` meters)
 
 
 class EntitlementGate:
@@ -95,7 +96,9 @@ class EntitlementGate:
                 f"The {plan.display_name or subscription.plan_id} plan does not include the '{match.feature}' feature."
             )
         rules = self._rules_for(catalog, subscription.plan_id, match.feature)
-        admission = Admission(customer_id, subscription.plan_id, match.feature, match.route, rules, None)
+        admission = Admission(
+            customer_id, subscription.plan_id, match.feature, match.route, rules, None, True, match.cost
+        )
         if not rules:
             return admission
         policies, costs = self._check_for(catalog, subscription, match.feature, match.cost, rules)
@@ -109,10 +112,12 @@ class EntitlementGate:
                     subscription.plan_id,
                     exc or "timeout",
                 )
-                return Admission(customer_id, subscription.plan_id, match.feature, match.route, rules, None, False)
+                return Admission(
+                    customer_id, subscription.plan_id, match.feature, match.route, rules, None, False, match.cost
+                )
             raise EntitlementsUnavailable(str(exc)) from exc
         if not verdict.admitted:
-            raise LimitExceeded(verdict, rules, subscription.plan_id, match.feature)
+            raise LimitExceeded(verdict, rules, subscription.plan_id, match.feature, match.route, match.cost)
         if verdict.shadow_exceeded:
             log.info(
                 "shadow limit exceeded (not enforced): customer %s plan %s policies %s",
@@ -120,7 +125,9 @@ class EntitlementGate:
                 subscription.plan_id,
                 ",".join(verdict.shadow_exceeded),
             )
-        return Admission(customer_id, subscription.plan_id, match.feature, match.route, rules, verdict)
+        return Admission(
+            customer_id, subscription.plan_id, match.feature, match.route, rules, verdict, True, match.cost
+        )
 
     async def _subscription(self, customer_id: str) -> Subscription:
         found = self._subscriptions.cached(customer_id)

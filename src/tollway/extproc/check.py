@@ -21,11 +21,13 @@ class CheckRequest:
 @dataclass(frozen=True, slots=True)
 class Allow:
     """Admit the request: set ``upstream_headers`` (replacing same-named client headers), strip
-    ``remove_headers``, and add ``client_headers`` to the eventual response."""
+    ``remove_headers``, and add ``client_headers`` to the eventual response. ``repeats``: the same verdict
+    recurs for a caller (no per-request values), so its serialized form may be cached."""
 
     upstream_headers: Headers
     remove_headers: tuple[str, ...] = ()
     client_headers: Headers = ()
+    repeats: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,8 @@ catalog is configured. Domain errors become HTTP refusals only here, at the edge
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Final, Protocol
 
 from tollway.auth.authenticator import Authenticated, Authenticator, PendingLookup
@@ -14,10 +16,11 @@ from tollway.auth.errors import AuthError, CredentialStoreUnavailable
 from tollway.entitlements.errors import EntitlementError, EntitlementsUnavailable, LimitExceeded
 from tollway.entitlements.gate import Admission, EntitlementGate
 from tollway.entitlements.rules import PolicyRule
-from tollway.extproc.check import Allow, CheckRequest, Decision
+from tollway.extproc.check import Allow, CheckRequest, Decision, Deny
 from tollway.extproc.problems import Refusals
 from tollway.extproc.ratelimit_headers import AdvertisedPolicy, ratelimit_headers
 from tollway.ratelimit import Verdict
+from tollway.usage.recorder import UsageRecorder
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,10 @@ ROUTE_HEADER: Final = "x-tollway-route"
 LIMITS_HEADER: Final = "x-tollway-limits"  # "checked" | "unchecked" (a fail-open plan during an outage)
 OVERAGE_HEADER: Final = "x-tollway-overage"  # soft policies this request took past their limit
 SHADOW_HEADER: Final = "x-tollway-shadow-exceeded"  # shadow policies exceeded (reported, never enforced)
+# With metering on: when Tollway decided (epoch ms) and the route's cost weight. Both reach the access log
+# through Envoy's dynamic metadata, so the response row completes the decision row without a lookup.
+DECIDED_AT_HEADER: Final = "x-tollway-decided-at"
+COST_HEADER: Final = "x-tollway-cost"
 _ALWAYS_SET: Final = frozenset({CUSTOMER_HEADER, KEY_ID_HEADER})
 
 
@@ -56,7 +63,8 @@ def advertised(rules: tuple[PolicyRule, ...], verdict: Verdict) -> list[Advertis
 class DecisionCore:
     """``forward_credential=False`` (the default) strips the header that carried the API key, so the
     secret never reaches the upstream or its logs. ``gate`` is stage 2; without it Tollway only
-    authenticates."""
+    authenticates. ``recorder`` is stage 3: every verdict is written to the usage spool before it is
+    returned (``wall_ms`` is the decision timestamp source; the server passes the injected clock's)."""
 
     def __init__(
         self,
@@ -64,11 +72,15 @@ class DecisionCore:
         refusals: Refusals,
         forward_credential: bool = False,
         gate: EntitlementGate | None = None,
+        recorder: UsageRecorder | None = None,
+        wall_ms: Callable[[], int] | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._refusals = refusals
         self._forward_credential = forward_credential
         self._gate = gate
+        self._recorder = recorder
+        self._wall_ms = wall_ms or _system_ms
 
     @property
     def refusals(self) -> Refusals:
@@ -79,46 +91,120 @@ class DecisionCore:
         face), else ``None``."""
         if self._gate is not None:
             return None  # stage 2 always awaits the limiter: authenticate once, in decide()
+        if self._recorder is not None and self._recorder.refuses_new_requests:
+            return self._metering_unavailable(request)
         try:
             outcome = self._authenticator.try_cached(request.headers, request.path)
         except AuthError as error:
-            return self._refusals.unauthenticated(error, request.request_id)
+            return self._refused(self._refusals.unauthenticated(error, request.request_id), error.reason, request)
         if isinstance(outcome, PendingLookup):
             return None
         return self._admit(outcome, request, None)
 
     async def decide(self, request: CheckRequest) -> Decision:
         request_id = request.request_id
+        if self._recorder is not None and self._recorder.refuses_new_requests:
+            return self._metering_unavailable(request)
+        caller: Authenticated | None = None
         try:
             outcome = self._authenticator.try_cached(request.headers, request.path)
             if isinstance(outcome, PendingLookup):
                 outcome = await self._authenticator.resolve(outcome)
+            caller = outcome
             admission = None
             if self._gate is not None:
                 admission = await self._gate.admit(outcome.identity.customer_id, request.method, request.path)
         except AuthError as error:
-            return self._refusals.unauthenticated(error, request_id)
+            return self._refused(self._refusals.unauthenticated(error, request_id), error.reason, request)
         except EntitlementError as error:
-            return self._refusals.forbidden(error.reason, error.detail, request_id)
+            return self._refused(
+                self._refusals.forbidden(error.reason, error.detail, request_id), error.reason, request, caller
+            )
         except LimitExceeded as error:
             verdict = error.verdict
             headers = ratelimit_headers(advertised(error.rules, verdict))
-            return self._refusals.quota_exceeded(verdict.violated, verdict.retry_after_s, headers, request_id)
+            deny = self._refusals.quota_exceeded(verdict.violated, verdict.retry_after_s, headers, request_id)
+            return self._refused(
+                deny, error.reason, request, caller, error.plan_id, error.feature, error.route, error.cost
+            )
         except CredentialStoreUnavailable as error:
             log.warning("credential store unavailable: %s", error)
-            return self._refusals.unavailable("The credential store did not answer in time. Retry shortly.", request_id)
+            deny = self._refusals.unavailable("The credential store did not answer in time. Retry shortly.", request_id)
+            return self._refused(deny, "credential-store-unavailable", request)
         except EntitlementsUnavailable as error:
             log.warning("entitlements unavailable, failing closed: %s", error)
-            return self._refusals.unavailable("Limits could not be checked in time. Retry shortly.", request_id)
+            deny = self._refusals.unavailable("Limits could not be checked in time. Retry shortly.", request_id)
+            return self._refused(deny, error.reason, request, caller)
         except Exception:
             log.exception("check failed unexpectedly (request id %s)", request_id)
-            return self._refusals.internal_error(request_id)
+            return self._refused(self._refusals.internal_error(request_id), "internal-error", request, caller)
         return self._admit(outcome, request, admission)
 
-    def _admit(self, caller: Authenticated, request: CheckRequest, admission: Admission | None) -> Allow:
+    def _refused(
+        self,
+        deny: Deny,
+        reason: str,
+        request: CheckRequest,
+        caller: Authenticated | None = None,
+        plan: str = "",
+        feature: str = "",
+        route: str = "",
+        cost: int = 1,
+    ) -> Deny:
+        recorder = self._recorder
+        if recorder is not None:
+            customer, subject = (caller.identity.customer_id, caller.identity.key_id) if caller else ("", "")
+            recorder.refused(
+                request.request_id,
+                self._wall_ms(),
+                request.method,
+                deny.status,
+                reason,
+                len(deny.body),
+                customer,
+                subject,
+                plan,
+                feature,
+                route,
+                cost,
+            )
+        return deny
+
+    def _metering_unavailable(self, request: CheckRequest) -> Deny:
+        return self._refusals.unavailable(
+            "Usage cannot be recorded right now, so the request is not admitted. Retry shortly.",
+            request.request_id,
+            slug="metering-unavailable",
+        )
+
+    def _admit(self, caller: Authenticated, request: CheckRequest, admission: Admission | None) -> Decision:
         identity = caller.identity
         upstream = [(CUSTOMER_HEADER, identity.customer_id), (KEY_ID_HEADER, identity.key_id)]
         client: tuple[tuple[str, str], ...] = ()
+        recorder = self._recorder
+        if recorder is not None:
+            ts_ms = self._wall_ms()
+            if admission is None:
+                recorded = recorder.admitted(
+                    request.request_id, ts_ms, request.method, identity.customer_id, identity.key_id
+                )
+            else:
+                recorded = recorder.admitted(
+                    request.request_id,
+                    ts_ms,
+                    request.method,
+                    identity.customer_id,
+                    identity.key_id,
+                    admission.plan_id,
+                    admission.feature,
+                    admission.route,
+                    admission.cost,
+                    admission.limits_checked,
+                )
+                upstream.append((COST_HEADER, str(admission.cost)))
+            if not recorded and recorder.refuses_new_requests:
+                return self._metering_unavailable(request)
+            upstream.append((DECIDED_AT_HEADER, str(ts_ms)))
         if admission is not None:
             upstream += [
                 (PLAN_HEADER, admission.plan_id),
@@ -144,4 +230,13 @@ class DecisionCore:
         ]
         if caller.header is not None and not self._forward_credential:
             remove.append(caller.header)
-        return Allow(upstream_headers=tuple(upstream), remove_headers=tuple(remove), client_headers=client)
+        return Allow(
+            upstream_headers=tuple(upstream),
+            remove_headers=tuple(remove),
+            client_headers=client,
+            repeats=recorder is None,
+        )
+
+
+def _system_ms() -> int:
+    return time.time_ns() // 1_000_000

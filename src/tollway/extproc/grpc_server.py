@@ -12,10 +12,11 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from tollway.extproc.check import Allow, CheckRequest, Decision
+from tollway.extproc.check import Allow, CheckRequest, Decision, Headers
 from tollway.extproc.decision import Decider
 from tollway.listen import ListenError
 
@@ -46,6 +47,13 @@ def to_check_request(message: external_auth_pb2.CheckRequest) -> CheckRequest:
     return CheckRequest(http.method, path, headers, headers.get("x-request-id") or http.id)
 
 
+def _metadata(headers: Headers) -> struct_pb2.Struct:
+    metadata = struct_pb2.Struct()
+    for name, value in headers:
+        metadata.fields[name].string_value = value
+    return metadata
+
+
 def _header(name: str, value: str) -> base_pb2.HeaderValueOption:
     return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=name, value=value), append_action=_OVERWRITE)
 
@@ -59,6 +67,9 @@ def to_check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
                 headers_to_remove=list(decision.remove_headers),
                 response_headers_to_add=[_header(n, v) for n, v in decision.client_headers],
             ),
+            # The same names and values the HTTP variant puts there via dynamic_metadata_from_headers
+            # (namespace envoy.filters.http.ext_authz): the access log completes usage rows from them.
+            dynamic_metadata=_metadata(decision.upstream_headers),
         )
     return external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=_GRPC_CODE_FOR_STATUS.get(decision.status, code_pb2.PERMISSION_DENIED)),
@@ -77,7 +88,7 @@ def _serialized_allow(decision: Allow) -> bytes:
 
 
 def serialize_verdict(decision: Decision) -> bytes:
-    if isinstance(decision, Allow):
+    if isinstance(decision, Allow) and decision.repeats:
         return _serialized_allow(decision)
     return bytes(to_check_response(decision).SerializeToString())
 

@@ -43,7 +43,7 @@ def _safe(value: str) -> str:
 def render_response(decision: Decision, keep_alive: bool, head: bool) -> bytes:
     """Serialize a verdict as an HTTP/1.1 response. An admit without per-request client headers repeats
     for every request of a caller, so it comes from a cache; one carrying RateLimit state is unique."""
-    if isinstance(decision, Allow) and not decision.client_headers:
+    if isinstance(decision, Allow) and decision.repeats and not decision.client_headers:
         return _render_allow(decision, keep_alive)
     return _render(decision, keep_alive, head)
 

@@ -79,12 +79,10 @@ class Refusals:
         problem = self.problem(401, error.reason, title, error.detail, request_id)
         return self.deny(problem, ("www-authenticate", challenge))
 
-    def unavailable(self, detail: str, request_id: str) -> Deny:
+    def unavailable(self, detail: str, request_id: str, slug: str = "authorization-unavailable") -> Deny:
         # Same type and title as the problem Envoy's local reply gives when the check itself fails
         # (envoy/*.yaml), so clients handle one "retry later" problem whichever way it arose.
-        problem = self.problem(
-            503, "authorization-unavailable", "Authorization temporarily unavailable", detail, request_id
-        )
+        problem = self.problem(503, slug, "Authorization temporarily unavailable", detail, request_id)
         return self.deny(problem, ("retry-after", "1"))
 
     def forbidden(self, reason: str, detail: str, request_id: str) -> Deny:

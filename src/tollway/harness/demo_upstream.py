@@ -11,9 +11,13 @@ from tollway.harness.processes import ManagedProcess, ProcessService
 class DemoUpstream(ProcessService):
     """The echoing sample API on a loopback port."""
 
-    def __init__(self, work_dir: Path, *, port: int | None = None, name: str = "upstream") -> None:
+    def __init__(
+        self, work_dir: Path, *, port: int | None = None, name: str = "upstream", served_log: Path | None = None
+    ) -> None:
         self._port = port if port is not None else free_port()
         argv = [sys.executable, "-m", "tollway.demo.upstream", "--host", LOOPBACK, "--port", str(self._port)]
+        if served_log is not None:
+            argv += ["--served-log", str(served_log)]
         self._process = ManagedProcess(argv, log_dir=Path(work_dir), name=name)
 
     @property

@@ -24,6 +24,7 @@ class TollwayServer(ProcessService):
         pepper: str,
         http_port: int | None = None,
         grpc_port: int | None = None,
+        metering_port: int | None = None,
         extra_env: Mapping[str, str] | None = None,
         name: str = "tollway",
     ) -> None:
@@ -33,7 +34,8 @@ class TollwayServer(ProcessService):
             grpc_port = fresh_grpc if grpc_port is None else grpc_port
         self._http_port = http_port
         self._grpc_port = grpc_port
-        self._admin_port = free_ports(1)[0]
+        self._admin_port, fresh_metering = free_ports(2)
+        self._metering_port = fresh_metering if metering_port is None else metering_port
         env = {
             "TOLLWAY_REDIS_URL": redis_url,
             "TOLLWAY_PEPPER": pepper,
@@ -41,8 +43,10 @@ class TollwayServer(ProcessService):
             "TOLLWAY_HTTP_PORT": str(http_port),
             "TOLLWAY_GRPC_PORT": str(grpc_port),
             "TOLLWAY_ADMIN_PORT": str(self._admin_port),
+            "TOLLWAY_METERING_PORT": str(self._metering_port),
         }
         env.update(extra_env or {})
+        self._metering = bool(env.get("TOLLWAY_SPOOL_DIR"))
         argv = [sys.executable, "-m", "tollway", "serve"]
         self._process = ManagedProcess(argv, log_dir=Path(work_dir), name=name, env=env)
 
@@ -59,6 +63,15 @@ class TollwayServer(ProcessService):
         return self._admin_port
 
     @property
+    def metering_port(self) -> int:
+        """Access-log stream and body meter (listening only when TOLLWAY_SPOOL_DIR is set)."""
+        return self._metering_port
+
+    @property
+    def metering_endpoint(self) -> tuple[str, int]:
+        return (LOOPBACK, self._metering_port)
+
+    @property
     def http_endpoint(self) -> tuple[str, int]:
         return (LOOPBACK, self._http_port)
 
@@ -72,5 +85,7 @@ class TollwayServer(ProcessService):
         def ready() -> None:
             self._process.wait_for_tcp(LOOPBACK, self._http_port, timeout=timeout)
             self._process.wait_for_tcp(LOOPBACK, self._grpc_port, timeout=timeout)
+            if self._metering:
+                self._process.wait_for_tcp(LOOPBACK, self._metering_port, timeout=timeout)
 
         return self._start_then(ready)

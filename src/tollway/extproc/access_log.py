@@ -1,0 +1,139 @@
+"""Envoy's gRPC access-log stream (``envoy.service.accesslog.v3.AccessLogService``): response facts in,
+version-2 usage rows out, written to the spool as each message arrives.
+
+Envoy batches the entries of many requests per message (measured: ~200, ~3.5 µs of Envoy per request),
+which is why this, not ext_proc, is the default source of response facts. Identity, plan, feature,
+route, cost and the decision time come from the ext_authz dynamic metadata Tollway set on the admit
+(``dynamic_metadata_from_headers``): no second Redis lookup. Body meters (``tollway.meters``) come from
+the ext_proc body meter when a route has one. Entries without Tollway's decision metadata (refusals,
+whose rows are final at decision time, and requests Tollway never saw) are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Final
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.data.accesslog.v3 import accesslog_pb2
+from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+from google.protobuf import duration_pb2, struct_pb2
+
+from tollway.extproc.decision import (
+    COST_HEADER,
+    CUSTOMER_HEADER,
+    DECIDED_AT_HEADER,
+    FEATURE_HEADER,
+    KEY_ID_HEADER,
+    LIMITS_HEADER,
+    PLAN_HEADER,
+    ROUTE_HEADER,
+)
+from tollway.usage.meters import EMPTY, MeterSet
+from tollway.usage.row import RESPONSE_VERSION, UsageRow, encode_row
+from tollway.usage.spool import SpoolWriter
+
+log = logging.getLogger(__name__)
+
+AUTHZ_NAMESPACE: Final = "envoy.filters.http.ext_authz"
+METERS_NAMESPACE: Final = "tollway.meters"
+_METHODS: Final = {value: name for name, value in base_pb2.RequestMethod.items()}
+
+
+def _ms(duration: duration_pb2.Duration) -> float:
+    return duration.seconds * 1000.0 + duration.nanos / 1e6
+
+
+def _text(fields: struct_pb2.Struct, name: str) -> str:
+    value = fields.fields.get(name)
+    return value.string_value if value is not None else ""
+
+
+def row_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry, meters: MeterSet) -> UsageRow | None:
+    """The completed usage row of one logged request, or None when Tollway did not admit it."""
+    common = entry.common_properties
+    metadata = common.metadata.filter_metadata
+    authz = metadata.get(AUTHZ_NAMESPACE)
+    if authz is None:
+        return None
+    decided = _text(authz, DECIDED_AT_HEADER)
+    if not decided.isdigit():
+        return None
+    request = entry.request
+    response = entry.response
+    plan = _text(authz, PLAN_HEADER)
+    cost_text = _text(authz, COST_HEADER)
+    cost = int(cost_text) if cost_text.isdigit() else 1
+    latency = 0.0
+    if common.HasField("time_to_last_upstream_rx_byte"):
+        latency = _ms(common.time_to_last_upstream_rx_byte) - _ms(common.time_to_first_upstream_tx_byte)
+    body_meters = metadata.get(METERS_NAMESPACE)
+    from_body = {k: v.string_value for k, v in body_meters.fields.items()} if body_meters is not None else None
+    return UsageRow(
+        request.request_id,
+        int(decided),
+        _text(authz, CUSTOMER_HEADER),
+        _text(authz, KEY_ID_HEADER),
+        plan,
+        _text(authz, FEATURE_HEADER),
+        _text(authz, ROUTE_HEADER),
+        _METHODS.get(request.request_method, ""),
+        response.response_code.value,
+        "admitted",
+        "",
+        _text(authz, LIMITS_HEADER) != "unchecked",
+        request.request_body_bytes,
+        response.response_body_bytes,
+        max(latency, 0.0),
+        meters.at_response(cost, request.request_body_bytes, response.response_body_bytes, from_body) if plan else {},
+        RESPONSE_VERSION,
+    )
+
+
+class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
+    """Writes each message's rows to the spool with one write. A row the spool refuses (full) is counted;
+    its decision row (version 1) is already stored, so the request is still recorded."""
+
+    def __init__(self, spool: SpoolWriter, meters: Callable[[], MeterSet] = lambda: EMPTY) -> None:
+        self._spool = spool
+        self._meters = meters
+        self.entries = 0
+        self.rows_written = 0
+        self.rows_refused = 0
+        self.skipped = 0
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        als_pb2_grpc.add_AccessLogServiceServicer_to_server(self, server)
+
+    async def StreamAccessLogs(
+        self, request_iterator: AsyncIterator[als_pb2.StreamAccessLogsMessage], context: grpc.aio.ServicerContext
+    ) -> als_pb2.StreamAccessLogsResponse:
+        async for message in request_iterator:
+            self.write(message)
+        return als_pb2.StreamAccessLogsResponse()
+
+    def write(self, message: als_pb2.StreamAccessLogsMessage) -> int:
+        """Rows of one message into the spool; the number written."""
+        meters = self._meters()
+        lines = []
+        entries = message.http_logs.log_entry
+        for entry in entries:
+            try:
+                row = row_from_entry(entry, meters)
+            except Exception:
+                log.exception("access log entry for request %s could not be read", entry.request.request_id)
+                row = None
+            if row is None:
+                self.skipped += 1
+            else:
+                lines.append(encode_row(row))
+        self.entries += len(entries)
+        if not lines:
+            return 0
+        if self._spool.append(b"".join(lines)):
+            self.rows_written += len(lines)
+            return len(lines)
+        self.rows_refused += len(lines)
+        return 0

@@ -1,0 +1,72 @@
+"""Loading a Tollway spool into this test process's embedded ClickHouse, and reading the usage table."""
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.support.chdb_engine import ChdbDatabase
+from tollway.usage.clickhouse_sink import ClickHouseSink
+from tollway.usage.loader import UsageLoader
+from tollway.warehouse.migrations import Migrator
+
+USAGE_COLUMNS = (
+    "request_id, toUnixTimestamp64Milli(ts), customer_id, subject, plan, feature, route, method, status, "
+    "toString(outcome), reason, limits_checked, request_bytes, response_bytes, upstream_latency_ms, meters, version"
+)
+FIELDS = (
+    "request_id",
+    "ts_ms",
+    "customer_id",
+    "subject",
+    "plan",
+    "feature",
+    "route",
+    "method",
+    "status",
+    "outcome",
+    "reason",
+    "limits_checked",
+    "request_bytes",
+    "response_bytes",
+    "upstream_latency_ms",
+    "meters",
+    "version",
+)
+
+
+class SpoolLoader:
+    """Drains ``spool_dir`` into ``database.usage`` (migrated here) with the production loader."""
+
+    def __init__(self, db: ChdbDatabase, spool_dir: Path) -> None:
+        self.client, self.database = db
+        Migrator(self.client, self.database).migrate()
+        self.sink = ClickHouseSink("chdb://", self.database, client=self.client)
+        self.loader = UsageLoader(spool_dir, self.sink)
+
+    def drain(self) -> int:
+        return asyncio.run(self.loader.drain())
+
+    def rows(self, where: str = "1") -> dict[str, dict[str, Any]]:
+        """Deduplicated usage rows (``FINAL``) by request id."""
+        result = self.client.query(f"SELECT {USAGE_COLUMNS} FROM {self.database}.usage FINAL WHERE {where}")
+        return {row[0]: dict(zip(FIELDS, row, strict=True)) for row in result.result_rows}
+
+    def scalar(self, sql: str) -> Any:
+        return self.client.query(sql.format(db=self.database)).result_rows[0][0]
+
+    def wait_for(
+        self, done: Callable[[dict[str, dict[str, Any]]], bool], timeout: float = 15.0
+    ) -> dict[str, dict[str, Any]]:
+        """Drain and read until ``done(rows)`` (Envoy flushes its access log every 200 ms)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.drain()
+            rows = self.rows()
+            if done(rows) or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        self.sink.close()

@@ -1,0 +1,70 @@
+"""Usage rows encode to JSONEachRow lines that read back exactly (the spool's format is ClickHouse's input)."""
+
+import json
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tollway.usage.row import COLUMNS, UsageRow, encode_row, format_ts
+
+texts = st.text(max_size=40)
+
+
+@given(
+    request_id=texts,
+    ts_ms=st.integers(min_value=0, max_value=253402300799999),
+    customer=texts,
+    route=texts,
+    status=st.integers(min_value=0, max_value=599),
+    meters=st.dictionaries(
+        texts, st.integers(min_value=0, max_value=10**18) | st.decimals(min_value=0, max_value=10**9, places=9)
+    ),
+    latency=st.floats(min_value=0, max_value=1e7, allow_nan=False),
+)
+def test_row_round_trips_through_json(
+    request_id: str,
+    ts_ms: int,
+    customer: str,
+    route: str,
+    status: int,
+    meters: dict[str, int | Decimal],
+    latency: float,
+) -> None:
+    row = UsageRow(
+        request_id,
+        ts_ms,
+        customer,
+        "key_1",
+        "pro",
+        "search",
+        route,
+        "GET",
+        status,
+        "admitted",
+        "",
+        True,
+        5,
+        7,
+        latency,
+        meters,
+        2,
+    )
+    line = encode_row(row)
+    assert line.endswith(b"\n")
+    assert line.count(b"\n") == 1, "one row, one line, whatever the strings hold"
+    decoded = json.loads(line)
+    assert tuple(decoded) == COLUMNS
+    assert decoded["request_id"] == request_id
+    assert decoded["customer_id"] == customer
+    assert decoded["route"] == route
+    assert decoded["status"] == status
+    assert {k: Decimal(v) for k, v in decoded["meters"].items()} == {k: Decimal(v) for k, v in meters.items()}
+    assert abs(decoded["upstream_latency_ms"] - latency) <= 0.0005 + 1e-9 * latency
+    assert decoded["ts"] == format_ts(ts_ms)
+
+
+def test_timestamps_are_utc_text_with_milliseconds() -> None:
+    assert format_ts(0) == "1970-01-01 00:00:00.000"
+    assert format_ts(1_795_607_253_580) == "2026-11-25 11:47:33.580"
+    assert format_ts(1_795_607_253_005) == "2026-11-25 11:47:33.005"
