@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     spool_full_policy: Literal["fail_closed", "admit"] = "fail_closed"
     loader: Literal["auto", "off"] = "auto"
     loader_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.2
+    # Time between inserts unless a batch is full: fewer, larger inserts (ClickHouse's preference).
+    loader_insert_interval_s: Annotated[float, Field(ge=0, le=60)] = 1.0
     loader_batch_bytes: Annotated[int, Field(ge=1 << 16, le=1 << 30)] = 16 << 20
     rollup_interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     # Envoy's access-log stream and the ext_proc body meter (gRPC). 0 = off.

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tollway.bench import redis_stats, report, wrk
+from tollway.bench import loader_throughput, metering_stats, redis_stats, report, scenarios, wrk
+from tollway.bench.errors import BenchError
+from tollway.harness import envoy_config
 
-ROWS = ("A", "B", "H", "C", "Cg", "D")
-RATIOS = ("C/H", "Cg/B", "D/H", "D/C", "C/A", "H/A", "B/A")
+ROWS = ("A", "B", "H", "C", "Cg", "D", "E")
+RATIOS = ("C/H", "Cg/B", "D/H", "D/C", "E/D", "C/A", "H/A", "B/A", "E/A")
 REDIS_RATES = {"round_trips_per_admitted_request", "checks_per_round_trip", "checks_per_admitted_request"}
+LOADER_ROWS = 3000
 
 
 @pytest.mark.integration
@@ -21,7 +24,8 @@ def test_bench_runs_every_row_and_writes_the_results(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     argv = [sys.executable, "-m", "tollway.bench", "--out", str(out), "--duration", "1", "--warmup", "1"]
     argv += ["--connections", "4", "--rounds", "1", "--work-dir", str(tmp_path / "logs")]
-    completed = subprocess.run(argv, capture_output=True, text=True, timeout=150, check=False)
+    argv += ["--loader-rows", str(LOADER_ROWS)]
+    completed = subprocess.run(argv, capture_output=True, text=True, timeout=200, check=False)
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
 
     results = json.loads(out.read_text(encoding="utf-8"))
@@ -48,7 +52,10 @@ def test_bench_runs_every_row_and_writes_the_results(tmp_path: Path) -> None:
         if key != "A":
             assert isinstance(cpu["authz"], float | int)
             assert row["rounds"][0]["ext_authz_checks"]["ok"] > 0
-    for key in ("C", "Cg", "D"):
+            assert set(row["authz_threads_us_per_request"]) == {"main", "other"}
+        if key != "E":
+            assert row["metering"] is None
+    for key in ("C", "Cg", "D", "E"):
         assert set(results["rows"][key]["cpu_us_per_request"]) == {"envoy", "authz", "valkey"}
         assert set(results["rows"][key]["redis"]) == REDIS_RATES
     for key in ("A", "B", "H"):
@@ -73,11 +80,53 @@ def test_bench_runs_every_row_and_writes_the_results(tmp_path: Path) -> None:
     assert set(limiter["ratios"]) == {"D/H", "D/C"}
     assert "total_reads_processed" in limiter["method"]
 
+    # Row E: D plus metering; every request was recorded twice (decision row, access-log row) and loaded.
+    e_round = results["rows"]["E"]["rounds"][0]
+    assert e_round["redis"]["checks"] >= e_round["redis"]["admitted"] * 0.95
+    metered = e_round["metering"]
+    assert metered["window"]["requests"] == e_round["requests"]
+    assert metered["requests_total"] > e_round["requests"]  # probes and warm-up too
+    assert metered["decision_rows"] >= metered["requests_total"] * 0.95
+    assert metered["access_log_rows"] >= metered["requests_total"] * 0.9
+    assert metered["rows_read"] >= metered["decision_rows"] + metered["access_log_rows"]
+    # A decision row whose response row is in the same batch is not inserted: ~1 row per request.
+    assert 0.9 <= metered["rows_loaded_per_request"] <= 2.2
+    assert metered["loader_failures"] == 0
+    assert metered["spool_bytes"] > 0
+    assert metered["envoy_access_log"]["logs_written"] > 0
+    summary = results["metering"]
+    assert (summary["row"], summary["baseline"]) == ("E", "D")
+    assert summary["rows_loaded"] == metered["rows_loaded"]
+    assert set(summary["extra_cpu_us_per_request"]) == {
+        "envoy",
+        "authz",
+        "authz_main_thread",
+        "authz_other_threads",
+        "valkey",
+    }
+    assert set(summary["ratios"]) == {"E/D", "E/A"}
+
+    # The loader's throughput, measured apart from wrk.
+    loader = results["loader"]
+    assert loader["rows"] == LOADER_ROWS
+    assert loader["rows_per_s"] > 0
+    assert loader["seconds"] > 0
+    assert loader["batch_bytes"] == loader_throughput.BATCH_BYTES
+    assert loader["batches"] >= 1
+    assert len(loader["rss_after_each_batch_mib"]) == loader["batches"]
+    assert isinstance(loader["rss_growth_mib"], float | int)
+    assert loader["requests_in_table"] == loader["rows_by_version"]["1"]
+    assert loader["target"]["min_rows_per_s"] == 100_000
+    assert isinstance(loader["target"]["met"], bool)
+    assert results["targets"]["loader_rows_per_s"]["met"] == loader["target"]["met"]
+
     assert tuple(results["ratios"]) == RATIOS
     for value in results["ratios"].values():
         assert isinstance(value, float)
     assert results["targets"]["D/H"]["min"] == 0.60
     assert isinstance(results["targets"]["D/H"]["met"], bool)
+    assert results["targets"]["E/D"]["min"] == 0.90
+    assert isinstance(results["targets"]["E/D"]["met"], bool)
 
     printed = completed.stdout
     assert f"wrk {load['version']}" in printed
@@ -86,6 +135,9 @@ def test_bench_runs_every_row_and_writes_the_results(tmp_path: Path) -> None:
     assert "D/H target ≥ 0.60:" in printed
     assert "Redis round trips per admitted request:" in printed
     assert "checks per round trip:" in printed
+    assert "E/D target ≥ 0.90:" in printed
+    assert "Metering, row E" in printed
+    assert "Loader throughput" in printed
     assert "Bearer" not in printed + completed.stderr  # the API key is only ever a wrk header argument
 
 
@@ -122,3 +174,71 @@ def test_round_trips_come_from_valkey_reads_and_evalsha_calls() -> None:
     assert usage.checks_per_admitted_request == 1.0
     idle = redis_stats.usage(before, redis_stats.RedisCounters(reads=101, evalsha_calls=40), admitted=0)
     assert (idle.round_trips, idle.round_trips_per_admitted_request, idle.checks_per_round_trip) == (0, None, None)
+
+
+def test_only_the_metering_row_keeps_envoys_access_log() -> None:
+    def access_logs(cfg: dict[str, object]) -> list[object]:
+        found = []
+        for listener in cfg["static_resources"]["listeners"]:  # type: ignore[index]
+            for chain in listener["filter_chains"]:
+                for network_filter in chain["filters"]:
+                    if network_filter["name"] == envoy_config.HCM_FILTER:
+                        found.append(network_filter["typed_config"].get("access_log"))
+        return found
+
+    for variant in envoy_config.VARIANTS:
+        template = envoy_config.load(envoy_config.template_path(variant))
+        assert all(access_logs(template)), f"the {variant} template streams its access log"
+        stripped = scenarios.without_access_log(template)
+        assert access_logs(stripped) == [None]
+        assert all(access_logs(template)), "the input is left untouched"
+        assert envoy_config.cluster_names(stripped) == envoy_config.cluster_names(template)
+
+
+def test_loader_rows_are_realistic_usage_rows() -> None:
+    lines = loader_throughput.usage_rows(2000, seed=3)
+    assert len(lines) == 2000
+    rows = [json.loads(line) for line in lines]
+    versions = {row["version"] for row in rows}
+    assert versions == {1, 2}
+    assert len({row["customer_id"] for row in rows}) > 10
+    assert len({row["route"] for row in rows}) > 3
+    assert {row["outcome"] for row in rows} == {"admitted", "refused"}
+    completed = [row for row in rows if row["version"] == 2]
+    assert all(row["status"] > 0 and "response_bytes" in row["meters"] for row in completed)
+    decided = {row["request_id"] for row in rows if row["version"] == 1}
+    assert {row["request_id"] for row in completed} <= decided  # a response row completes a decided request
+    again = [json.loads(line) for line in loader_throughput.usage_rows(2000, seed=3)]
+    assert [row["request_id"] for row in again] == [row["request_id"] for row in rows]  # seeded
+
+
+def test_loader_result_carries_its_target() -> None:
+    assert report.loader_json(None) is None
+    met = report.loader_json({"rows_per_s": 150_000.0})
+    assert met is not None
+    assert met["target"] == {"min_rows_per_s": 100_000, "met": True}
+    missed = report.loader_json({"rows_per_s": 50_000.0})
+    assert missed is not None
+    assert missed["target"]["met"] is False
+
+
+def test_metering_settles_once_every_written_row_is_loaded() -> None:
+    samples = iter(
+        [
+            metering_stats.MeteringCounters(10, 4, 100, 1, 0, "", decisions=10),
+            metering_stats.MeteringCounters(20, 10, 200, 2, 0, "", decisions=10),
+        ]
+    )
+    last = metering_stats.MeteringCounters(20, 10, 200, 2, 0, "", decisions=10)
+    settled, seconds = metering_stats.settle(lambda: next(samples, last), timeout_s=10)
+    assert settled == last
+    assert settled.backlog == 0
+    assert seconds < 5
+
+    idle = metering_stats.MeteringCounters(0, 0, 0, 0, 0, "", decisions=5)
+    nothing, _ = metering_stats.settle(lambda: idle, timeout_s=0.3)
+    usage = metering_stats.usage(
+        idle, idle, nothing, catch_up_s=0.3, requests_total=5, window_requests=5, envoy_access_log={}
+    )
+    with pytest.raises(BenchError, match="loaded no usage row"):
+        metering_stats.check("E", usage)

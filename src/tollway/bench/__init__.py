@@ -9,7 +9,14 @@ Rows (every Envoy route is a ``direct_response``, so no upstream work is measure
 - ``Cg`` the same Tollway over gRPC;
 - ``D``  ``C`` plus stage 2: the bench catalog (``catalog.yaml``) grants the route through a feature, with
   two rate limits and a monthly quota that never refuse, so every request costs one limiter check; the
-  Redis round trips per admitted request are counted by Valkey (``redis_stats``).
+  Redis round trips per admitted request are counted by Valkey (``redis_stats``);
+- ``E``  ``D`` plus stage 3, metering: every decision written to a spool, Envoy's gRPC access log streamed
+  to Tollway's metering port, and the loader inside Tollway inserting both into an embedded ClickHouse
+  (chdb); Tollway's ``/healthz`` must show about two rows loaded per request (``metering_stats``).
+
+Every row but ``E`` runs without the template's access log (no row has a log server but ``E``). Apart
+from the rows, ``--loader`` (on by default) measures the loader's throughput: a spool of realistic usage
+rows drained into a fresh embedded ClickHouse in a subprocess (``loader_throughput``).
 
 Run ``python -m tollway.bench --help``.
 """

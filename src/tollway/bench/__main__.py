@@ -12,19 +12,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Final
 
-from tollway.bench import report, runner, scenarios, wrk
+from tollway.bench import loader_throughput, report, runner, scenarios, wrk
 from tollway.bench.errors import BenchError
 from tollway.harness.envoy import envoy_binary
 from tollway.harness.errors import HarnessError
 
 _BUDGET_S: Final = 300.0
 _STARTUP_ESTIMATE_S: Final = 2.0  # per scenario: Valkey, Tollway, CLI calls, Envoy, probe (~1 s measured)
+_METERING_ESTIMATE_S: Final = 4.0  # row E: the embedded ClickHouse opening, the loader catching up
+_LOADER_ROWS_PER_S_ESTIMATE: Final = 40_000  # rows generated, spooled and loaded per second of wall time
 
 
 def envoy_version() -> str:
@@ -65,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(scenarios.SCENARIO_KEYS),
         help=f"comma-separated rows to run (default {','.join(scenarios.SCENARIO_KEYS)})",
     )
+    parser.add_argument(
+        "--loader",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the loader's throughput, spool to embedded ClickHouse (default: on)",
+    )
+    parser.add_argument(
+        "--loader-rows",
+        type=_positive,
+        default=loader_throughput.DEFAULT_ROWS,
+        help=f"usage rows for the loader measurement (default {loader_throughput.DEFAULT_ROWS:,})",
+    )
     parser.add_argument("--work-dir", type=Path, help="keep process logs here (default: a temporary directory)")
     return parser
 
@@ -87,6 +101,14 @@ def _progress(round_index: int, measurement: runner.Measurement) -> None:
     )
 
 
+def _loader_progress(result: Mapping[str, object]) -> None:
+    print(
+        f"  loader  {result['rows_per_s']:>12,.0f} rows/s  {result['rows']:,} rows in {result['seconds']} s  "
+        f"{result['batches']} batches  peak RSS +{result['rss_growth_mib']} MiB",
+        flush=True,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     generated_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -102,11 +124,15 @@ def run(args: argparse.Namespace) -> int:
     wrk_version = wrk.wrk_version()
     envoy = envoy_version()
     estimate = options.rounds * len(selected) * (options.duration_s + options.warmup_s + _STARTUP_ESTIMATE_S)
+    estimate += options.rounds * _METERING_ESTIMATE_S * sum(s.key == "E" for s in selected)
+    if args.loader:
+        estimate += args.loader_rows / _LOADER_ROWS_PER_S_ESTIMATE + _STARTUP_ESTIMATE_S
+    loader_text = f" + loader throughput ({args.loader_rows:,} rows)" if args.loader else ""
     print(
         f"tollway bench: wrk {wrk_version} -t{options.threads} -c{options.connections}, "
         f"{options.duration_s} s after {options.warmup_s} s warm-up, {options.rounds} round(s) of "
-        f"{' '.join(s.key for s in selected)}; Envoy {envoy} x{scenarios.ENVOY_CONCURRENCY} workers; "
-        f"about {estimate:.0f} s",
+        f"{' '.join(s.key for s in selected)}{loader_text}; Envoy {envoy} x{scenarios.ENVOY_CONCURRENCY} "
+        f"workers; about {estimate:.0f} s",
         flush=True,
     )
     if estimate > _BUDGET_S:
@@ -116,8 +142,12 @@ def run(args: argparse.Namespace) -> int:
     work_dir = Path(args.work_dir) if keep else Path(tempfile.mkdtemp(prefix="tollway-bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     succeeded = False
+    loader: dict[str, object] | None = None
     try:
         measurements = runner.run_all(selected, options, work_dir, on_measurement=_progress)
+        if args.loader:
+            loader = loader_throughput.measure(work_dir, args.loader_rows)
+            _loader_progress(loader)
         succeeded = True
     finally:
         if keep or not succeeded:
@@ -140,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
+        loader=loader,
     )
     print()
     print(report.render(results))

@@ -15,15 +15,25 @@ _UTIME: Final = 11
 _STIME: Final = 12
 
 
-def cpu_time_us(pid: int) -> float:
-    """utime + stime of ``pid`` (the whole thread group) in microseconds."""
+def _stat_time_us(path: Path, pid: int) -> float:
     try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        text = path.read_text(encoding="ascii", errors="replace")
     except OSError as exc:
         raise BenchError(f"cannot read CPU time of pid {pid}: {exc}") from exc
     fields = text[text.rindex(")") + 2 :].split()
     ticks = int(fields[_UTIME]) + int(fields[_STIME])
     return ticks * 1e6 / _TICKS_PER_S
+
+
+def cpu_time_us(pid: int) -> float:
+    """utime + stime of ``pid`` (the whole thread group) in microseconds."""
+    return _stat_time_us(Path(f"/proc/{pid}/stat"), pid)
+
+
+def main_thread_split(pid: int) -> tuple[float, float]:
+    """(whole process, its main thread) CPU time in microseconds, read back to back. The main thread of a
+    Python server runs its event loop; the rest is other threads (executors, gRPC core, chdb)."""
+    return cpu_time_us(pid), _stat_time_us(Path(f"/proc/{pid}/task/{pid}/stat"), pid)
 
 
 def sample(pids: Mapping[str, int]) -> dict[str, float]:

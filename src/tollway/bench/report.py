@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from tollway.bench.metering_stats import MeteringUsage
 from tollway.bench.redis_stats import RedisUsage
 from tollway.bench.runner import Measurement, Options
 from tollway.bench.scenarios import Scenario
@@ -15,9 +16,22 @@ from tollway.bench.scenarios import Scenario
 Json = dict[str, Any]
 
 # numerator, denominator (requests/s)
-RATIOS: Final = (("C", "H"), ("Cg", "B"), ("D", "H"), ("D", "C"), ("C", "A"), ("H", "A"), ("B", "A"))
-TARGETS: Final = {"C/H": 0.85, "Cg/B": 0.90, "D/H": 0.60}
+RATIOS: Final = (
+    ("C", "H"),
+    ("Cg", "B"),
+    ("D", "H"),
+    ("D", "C"),
+    ("E", "D"),
+    ("C", "A"),
+    ("H", "A"),
+    ("B", "A"),
+    ("E", "A"),
+)
+TARGETS: Final = {"C/H": 0.85, "Cg/B": 0.90, "D/H": 0.60, "E/D": 0.90}
 LIMITER_ROW: Final = "D"
+METERING_ROW: Final = "E"
+METERING_BASELINE: Final = "D"
+LOADER_TARGET_ROWS_PER_S: Final = 100_000
 ROUND_TRIPS_TARGET_MAX: Final = 1.0
 _ROLES: Final = ("envoy", "authz", "valkey")
 _REDIS_RATES: Final = ("round_trips_per_admitted_request", "checks_per_round_trip", "checks_per_admitted_request")
@@ -53,6 +67,14 @@ def _redis_json(usage: RedisUsage | None) -> Json | None:
     }
 
 
+def _threads_json(split: Mapping[str, float] | None) -> Json | None:
+    return None if split is None else {name: round(value, 2) for name, value in split.items()}
+
+
+def _metering_json(usage: MeteringUsage | None) -> Json | None:
+    return None if usage is None else usage.to_json()
+
+
 def _round_json(measurement: Measurement) -> Json:
     result = measurement.result
     latency = result.latency_us
@@ -69,8 +91,10 @@ def _round_json(measurement: Measurement) -> Json:
             "status": result.errors.status,
         },
         "cpu_us_per_request": {role: _round(v, 2) for role, v in measurement.cpu_us_per_request.items()},
+        "authz_threads_us_per_request": _threads_json(measurement.authz_threads_us_per_request),
         "ext_authz_checks": measurement.ext_authz,
         "redis": _redis_json(measurement.redis),
+        "metering": _metering_json(measurement.metering),
     }
 
 
@@ -83,6 +107,12 @@ def row(scenario: Scenario, measurements: Sequence[Measurement]) -> Json:
     redis = (
         {rate: _round(_median([r[rate] for r in redis_rounds]), 4) for rate in _REDIS_RATES} if redis_rounds else None
     )
+    thread_rounds = [r["authz_threads_us_per_request"] for r in rounds if r["authz_threads_us_per_request"]]
+    threads = (
+        {part: _round(_median([t[part] for t in thread_rounds]), 2) for part in ("main", "other")}
+        if thread_rounds
+        else None
+    )
     return {
         "description": scenario.description,
         "requests_per_s": _round(_median([m.result.requests_per_s for m in measurements]), 1),
@@ -94,8 +124,30 @@ def row(scenario: Scenario, measurements: Sequence[Measurement]) -> Json:
         "cpu_us_per_request": {
             role: _round(_median([m.cpu_us_per_request.get(role) for m in measurements]), 2) for role in roles
         },
+        "authz_threads_us_per_request": threads,
         "redis": redis,
+        "metering": metering_row([m.metering for m in measurements if m.metering is not None]),
         "rounds": rounds,
+    }
+
+
+def metering_row(usages: Sequence[MeteringUsage]) -> Json | None:
+    """A metered row's counts over all its rounds (totals; the window's rows per request is a median)."""
+    if not usages:
+        return None
+    requests_total = sum(u.requests_total for u in usages)
+    rows_loaded = sum(u.rows_loaded for u in usages)
+    return {
+        "requests_total": requests_total,
+        "decision_rows": sum(u.decisions for u in usages),
+        "access_log_rows": sum(u.access_log_rows for u in usages),
+        "rows_loaded": rows_loaded,
+        "rows_loaded_per_request": round(rows_loaded / requests_total, 4) if requests_total else None,
+        "window_rows_loaded_per_request": _round(_median([u.window_rows_loaded_per_request for u in usages]), 4),
+        "backlog_rows_at_window_end": max(u.backlog_rows_at_window_end for u in usages),
+        "catch_up_s": round(max(u.catch_up_s for u in usages), 2),
+        "spool_bytes": max(u.spool_bytes for u in usages),
+        "loader_failures": sum(u.loader_failures for u in usages),
     }
 
 
@@ -136,6 +188,49 @@ def limiter_summary(rows: Mapping[str, Json], computed: Mapping[str, float | Non
     }
 
 
+def metering_summary(rows: Mapping[str, Json], computed: Mapping[str, float | None]) -> Json | None:
+    """Row E against row D: what metering costs per request, by process (and Python thread); None if E was
+    not run."""
+    data = rows.get(METERING_ROW)
+    if data is None or data.get("metering") is None:
+        return None
+    baseline = rows.get(METERING_BASELINE)
+
+    def extra(values: Mapping[str, Any] | None, base: Mapping[str, Any] | None, name: str) -> float | None:
+        mine = (values or {}).get(name)
+        theirs = (base or {}).get(name)
+        return None if mine is None or theirs is None else round(mine - theirs, 2)
+
+    cpu = data["cpu_us_per_request"]
+    base_cpu = baseline["cpu_us_per_request"] if baseline is not None else None
+    threads = data.get("authz_threads_us_per_request")
+    base_threads = baseline.get("authz_threads_us_per_request") if baseline is not None else None
+    return {
+        "row": METERING_ROW,
+        "baseline": METERING_BASELINE,
+        **data["metering"],
+        "extra_cpu_us_per_request": {
+            "envoy": extra(cpu, base_cpu, "envoy"),
+            "authz": extra(cpu, base_cpu, "authz"),
+            "authz_main_thread": extra(threads, base_threads, "main"),
+            "authz_other_threads": extra(threads, base_threads, "other"),
+            "valkey": extra(cpu, base_cpu, "valkey"),
+        },
+        "ratios": {name: computed.get(name) for name in ("E/D", "E/A")},
+    }
+
+
+def loader_json(result: Mapping[str, Any] | None) -> Json | None:
+    """The loader throughput measurement (``loader_throughput``) with its target."""
+    if result is None:
+        return None
+    rate = result.get("rows_per_s")
+    return {
+        **result,
+        "target": {"min_rows_per_s": LOADER_TARGET_ROWS_PER_S, "met": _met(rate, LOADER_TARGET_ROWS_PER_S)},
+    }
+
+
 def build(
     *,
     options: Options,
@@ -147,10 +242,15 @@ def build(
     envoy_version: str,
     envoy_concurrency: int,
     machine: Json,
+    loader: Mapping[str, Any] | None = None,
 ) -> Json:
     rows = {s.key: row(s, measurements[s.key]) for s in scenarios if measurements.get(s.key)}
     computed = ratios(rows)
     limiter = limiter_summary(rows, computed)
+    loader_result = loader_json(loader)
+    targets = {name: {"min": target, "met": _met(computed.get(name), target)} for name, target in TARGETS.items()}
+    if loader_result is not None:
+        targets["loader_rows_per_s"] = {"min": LOADER_TARGET_ROWS_PER_S, "met": loader_result["target"]["met"]}
     return {
         "generated_at": generated_at,
         "wall_time_s": round(wall_time_s, 1),
@@ -169,12 +269,21 @@ def build(
             "All routes are Envoy direct_response. CPU us/request = (utime+stime of the process over the "
             "measured window, warm-up excluded) / requests completed in that window. Every process shares "
             "the same CPUs as wrk, so requests/s is a box limit; CPU per request carries over. Row D's plan "
-            "never refuses (limits of 10^9), so every request costs one limiter check."
+            "never refuses (limits of 10^9), so every request costs one limiter check. The authorization "
+            "server's CPU is split into its main thread (event loop) and its other threads. Envoy's gRPC "
+            "access log (the product config's metering stream) is removed from every row but E, the only "
+            "row with a server for it, so no row pays for Envoy reconnecting to a dead log server. Row E "
+            "runs the loader inside Tollway into an embedded ClickHouse (chdb) in the work directory; its "
+            "rows loaded are read from Tollway's /healthz once the loader has caught up after the window "
+            "(about 2 per request: a decision row and an access-log row). The loader throughput "
+            "(`loader`) drains a pre-written spool into a fresh chdb in a subprocess of its own."
         ),
         "rows": rows,
         "ratios": computed,
-        "targets": {name: {"min": target, "met": _met(computed.get(name), target)} for name, target in TARGETS.items()},
+        "targets": targets,
         "limiter": limiter,
+        "metering": metering_summary(rows, computed),
+        "loader": loader_result,
     }
 
 
@@ -214,14 +323,53 @@ def render(results: Json) -> str:
     lines += [f"  {name:<5} {_num(value, '.3f')}" for name, value in results["ratios"].items()]
     lines.append("")
     for name, target in results["targets"].items():
-        met = target["met"]
-        verdict = "not measured" if met is None else ("met" if met else "not met")
+        if name not in results["ratios"]:
+            continue
         value = results["ratios"].get(name)
-        lines.append(f"{name} target ≥ {target['min']:.2f}: {verdict} ({_num(value, '.3f')})")
+        lines.append(f"{name} target ≥ {target['min']:.2f}: {_verdict(target['met'])} ({_num(value, '.3f')})")
     limiter = results.get("limiter")
     if limiter is not None:
         lines += ["", *render_limiter(limiter)]
+    metering = results.get("metering")
+    if metering is not None:
+        lines += ["", *render_metering(metering)]
+    loader = results.get("loader")
+    if loader is not None:
+        lines += ["", *render_loader(loader)]
     return "\n".join(lines)
+
+
+def _verdict(met: bool | None) -> str:
+    return "not measured" if met is None else ("met" if met else "not met")
+
+
+def render_metering(metering: Json) -> list[str]:
+    extra = metering["extra_cpu_us_per_request"]
+    ratios_text = ", ".join(f"{name} {_num(value, '.3f')}" for name, value in metering["ratios"].items())
+    return [
+        f"Metering, row {metering['row']} (decision rows + Envoy's gRPC access log → spool → loader → embedded "
+        "ClickHouse):",
+        f"  rows loaded {metering['rows_loaded']:,} for {metering['requests_total']:,} requests "
+        f"({_num(metering['rows_loaded_per_request'], '.3f')} per request; decision rows "
+        f"{metering['decision_rows']:,}, access-log rows {metering['access_log_rows']:,}); {ratios_text}",
+        f"  during the window: {_num(metering['window_rows_loaded_per_request'], '.3f')} rows loaded per request; "
+        f"backlog at its end {metering['backlog_rows_at_window_end']:,} rows, caught up "
+        f"{metering['catch_up_s']:.1f} s later; loader failures {metering['loader_failures']}",
+        f"  extra CPU per request over row {metering['baseline']}: envoy {_num(extra['envoy'], '+.1f')} µs, "
+        f"python {_num(extra['authz'], '+.1f')} µs (main thread {_num(extra['authz_main_thread'], '+.1f')}, "
+        f"other threads {_num(extra['authz_other_threads'], '+.1f')}), valkey {_num(extra['valkey'], '+.1f')} µs",
+    ]
+
+
+def render_loader(loader: Json) -> list[str]:
+    target = loader["target"]
+    return [
+        f"Loader throughput ({loader['rows']:,} rows from the spool into embedded ClickHouse, one process):",
+        f"  {_num(loader['rows_per_s'], ',.0f')} rows/s in {loader['seconds']:.2f} s "
+        f"(target ≥ {target['min_rows_per_s']:,}: {_verdict(target['met'])}); "
+        f"{loader['batches']} batches of ≤ {loader['batch_bytes'] / (1 << 20):.0f} MiB; "
+        f"peak RSS +{loader['rss_growth_mib']:.1f} MiB (from {loader['rss_before_mib']:.0f} MiB)",
+    ]
 
 
 def render_limiter(limiter: Json) -> list[str]:

@@ -2,12 +2,17 @@
 
 CPU is sampled from ``/proc`` right before and right after the measured window (the warm-up is not
 counted) and divided by the requests wrk completed in it; rows with a Valkey also sample its ``INFO``
-(round trips and limiter checks, see ``redis_stats``). With several rounds the scenarios are
-interleaved (A B H C Cg D, A B H C Cg D, ...) so slow drift on the machine affects every row alike.
+(round trips and limiter checks, see ``redis_stats``), and the metering row (E) reads Tollway's metering
+counters around it and waits for the loader to catch up afterwards (``metering_stats``; the CPU window is
+not stretched for that: with continuous load the loader's lag at the window's start and end is alike).
+The authorization server's CPU is also split into its main thread (the event loop) and every other
+thread (for row E: the embedded ClickHouse's insert threads). With several rounds the scenarios are
+interleaved (A B H C Cg D E, A B H C Cg D E, ...) so slow drift on the machine affects every row alike.
 """
 
 from __future__ import annotations
 
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from tollway.bench import cpu, redis_stats, wrk
+from tollway.bench import cpu, metering_stats, redis_stats, wrk
 from tollway.bench.errors import BenchError
 from tollway.bench.scenarios import Header, Scenario, Stack
 from tollway.harness.errors import HarnessError
@@ -27,6 +32,9 @@ _PROBE_TIMEOUT_S: Final = 5.0
 _EXT_AUTHZ_STATS: Final = "ext_authz"
 _LOG_TAIL_LINES: Final = 15
 _RATELIMIT_HEADERS: Final = ("ratelimit", "ratelimit-policy")
+_AUTHZ_ROLE: Final = "authz"
+_REQUESTS_STAT: Final = "http.ingress.downstream_rq_completed"
+_ACCESS_LOG_PREFIX: Final = "access_logs.grpc_access_log."
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,10 @@ class Measurement:
     """Envoy's ext_authz counters (ok, denied, error, ...) over the window; None without the filter."""
     redis: redis_stats.RedisUsage | None = None
     """Valkey round trips and limiter checks over the window; None without a Valkey."""
+    authz_threads_us_per_request: dict[str, float] | None = None
+    """The authorization server's CPU split into ``main`` (its event loop thread) and ``other`` threads."""
+    metering: metering_stats.MeteringUsage | None = None
+    """What Tollway metered (row E); None for rows without metering."""
 
 
 def probe_response(url: str, headers: Sequence[Header]) -> tuple[int, frozenset[str]]:
@@ -106,6 +118,55 @@ def _ext_authz_counters(stack: Stack) -> dict[str, int]:
     return {name[len(prefix) :]: value for name, value in stats.items() if name.startswith(prefix)}
 
 
+def _decisions(stack: Stack) -> int:
+    """Checks Tollway answered with a verdict since Envoy started (each wrote one decision row)."""
+    counters = _ext_authz_counters(stack)
+    return counters.get("ok", 0) + counters.get("denied", 0)
+
+
+def _metering_sampler(stack: Stack) -> Callable[[], metering_stats.MeteringCounters] | None:
+    url = stack.health_url
+    if url is None:
+        return None
+    return lambda: metering_stats.read(url, decisions=_decisions(stack))
+
+
+def _metering(
+    stack: Stack,
+    key: str,
+    sample: Callable[[], metering_stats.MeteringCounters],
+    before: metering_stats.MeteringCounters,
+    at_end: metering_stats.MeteringCounters,
+    window_requests: int,
+) -> metering_stats.MeteringUsage:
+    """Wait for the loader to catch up, then what was metered; raises when nothing was."""
+    settled, catch_up_s = metering_stats.settle(sample)
+    requests_total = stack.envoy.stats(rf"^{re.escape(_REQUESTS_STAT)}$").get(_REQUESTS_STAT, 0)
+    access_log_stats = stack.envoy.stats(f"^{re.escape(_ACCESS_LOG_PREFIX)}")
+    envoy_log = {name.removeprefix(_ACCESS_LOG_PREFIX): value for name, value in access_log_stats.items()}
+    metered = metering_stats.usage(
+        before,
+        at_end,
+        settled,
+        catch_up_s=catch_up_s,
+        requests_total=requests_total,
+        window_requests=window_requests,
+        envoy_access_log=dict(sorted(envoy_log.items())),
+    )
+    metering_stats.check(key, metered)
+    return metered
+
+
+def _thread_split(
+    before: tuple[float, float] | None, after: tuple[float, float] | None, requests: int
+) -> dict[str, float] | None:
+    if before is None or after is None or requests <= 0:
+        return None
+    main = (after[1] - before[1]) / requests
+    # Two reads of clock ticks (10 ms): the difference may come out a hair below zero.
+    return {"main": main, "other": max(0.0, (after[0] - before[0]) / requests - main)}
+
+
 def _require_alive(stack: Stack, key: str) -> None:
     for role, process in stack.processes.items():
         if not process.is_running():
@@ -115,6 +176,13 @@ def _require_alive(stack: Stack, key: str) -> None:
 def measure(stack: Stack, scenario: Scenario, options: Options, script: Path) -> Measurement:
     url = stack.envoy.base_url + PROBE_PATH
     check_stack(stack, scenario.key)
+    sample_metering = _metering_sampler(stack)
+    if sample_metering is not None:
+        # The probes' rows open the embedded ClickHouse (and apply its migrations) on the loader's
+        # first insert: a one-off start-up cost, paid here rather than inside the warm-up or the window.
+        opened, _ = metering_stats.settle(sample_metering)
+        if opened.rows_loaded == 0:
+            raise BenchError(f"{scenario.key}: the loader loaded none of the probes' rows ({opened.loader_last_error})")
 
     def load(duration_s: int) -> wrk.WrkResult:
         return wrk.run(
@@ -130,15 +198,20 @@ def measure(stack: Stack, scenario: Scenario, options: Options, script: Path) ->
         check_errors(scenario.key, "warm-up", load(options.warmup_s), options.max_errors)
     _require_alive(stack, scenario.key)
     pids = stack.pids
+    authz_pid = pids.get(_AUTHZ_ROLE)
     sampler = redis_stats.RedisSampler(stack.redis_url).open() if stack.redis_url is not None else None
     try:
+        metering_before = sample_metering() if sample_metering is not None else None
         stats_before = _ext_authz_counters(stack) if scenario.has_ext_authz else None
         redis_before = sampler.sample() if sampler is not None else None
+        threads_before = cpu.main_thread_split(authz_pid) if authz_pid is not None else None
         cpu_before = cpu.sample(pids)
         result = load(options.duration_s)
         cpu_after = cpu.sample(pids)
+        threads_after = cpu.main_thread_split(authz_pid) if authz_pid is not None else None
         redis_after = sampler.sample() if sampler is not None else None
         stats_after = _ext_authz_counters(stack) if scenario.has_ext_authz else None
+        metering_at_end = sample_metering() if sample_metering is not None else None
     finally:
         if sampler is not None:
             sampler.close()
@@ -159,12 +232,17 @@ def measure(stack: Stack, scenario: Scenario, options: Options, script: Path) ->
                 f"{scenario.key}: Valkey ran {usage.checks} limiter checks for {usage.admitted} admitted "
                 "requests: the limiter is not in the path"
             )
+    metered = None
+    if sample_metering is not None and metering_before is not None and metering_at_end is not None:
+        metered = _metering(stack, scenario.key, sample_metering, metering_before, metering_at_end, result.requests)
     return Measurement(
         scenario=scenario.key,
         result=result,
         cpu_us_per_request=cpu.per_request(cpu_before, cpu_after, result.requests),
         ext_authz=ext_authz,
         redis=usage,
+        authz_threads_us_per_request=_thread_split(threads_before, threads_after, result.requests),
+        metering=metered,
     )
 
 

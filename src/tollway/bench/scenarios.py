@@ -4,20 +4,28 @@ Every Envoy here runs the repository's template with all routes turned into ``di
 the numbers are Envoy plus the authorization path and nothing upstream. Row D runs Tollway with the
 bench catalog (``catalog.yaml`` beside this module): the bench customer is subscribed to a plan that
 grants ``GET /bench`` through a feature, with two rate limits and a monthly quota that never refuse.
+Row E is row D with stage 3 on: ``TOLLWAY_SPOOL_DIR`` and the loader inside Tollway into an embedded
+ClickHouse (chdb) in the work directory, and Envoy's gRPC access log streaming to Tollway's metering port.
+
+The access log is part of the product's Envoy config, but only row E has a server for it: every other
+row removes it from the connection manager (``without_access_log``), so no row pays for Envoy retrying a
+dead log server, and row E's cost over row D is exactly what metering adds.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import secrets
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from tollway.bench.errors import BenchError
 from tollway.harness import envoy_config
@@ -35,6 +43,8 @@ BENCH_CATALOG: Final = Path(__file__).with_name("catalog.yaml")
 BENCH_PLAN: Final = "bench"
 BENCH_CUSTOMER: Final = "bench"
 _CLUSTER_FOR_VARIANT: Final = {"http": "tollway_http", "grpc": "tollway_grpc"}
+METERING_CLUSTER: Final = "tollway_metering"
+METERING_DATABASE: Final = "tollway"
 
 
 @dataclass(slots=True)
@@ -53,6 +63,8 @@ class Stack:
     the RateLimit headers, and Valkey must count about one EVALSHA per admitted request."""
     redis_url: str | None = None
     """The Valkey behind the authorization server, sampled around the window (round trips, checks)."""
+    health_url: str | None = None
+    """Tollway's ``/healthz`` when it meters (row E): its metering counters are read around the window."""
 
     @property
     def pids(self) -> dict[str, int]:
@@ -67,15 +79,40 @@ class Scenario:
     has_ext_authz: bool = True
 
 
-def _envoy(stack: ExitStack, work_dir: Path, name: str, variant: str, authz: tuple[str, int] | None) -> EnvoyProcess:
-    """Start Envoy on ``variant``'s template: ext_authz pointing at ``authz``, or removed when None."""
+def without_access_log(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A copy with every HTTP connection manager's ``access_log`` removed (rows that do not meter: no
+    server listens for the log stream, and Envoy would keep reconnecting to it)."""
+    result: dict[str, Any] = copy.deepcopy(cfg)
+    for listener in result.get("static_resources", {}).get("listeners", []):
+        for chain in listener.get("filter_chains", []):
+            for network_filter in chain.get("filters", []):
+                typed_config = network_filter.get("typed_config")
+                if network_filter.get("name") == envoy_config.HCM_FILTER and isinstance(typed_config, dict):
+                    typed_config.pop("access_log", None)
+    return result
+
+
+def _envoy(
+    stack: ExitStack,
+    work_dir: Path,
+    name: str,
+    variant: str,
+    authz: tuple[str, int] | None,
+    metering: tuple[str, int] | None = None,
+) -> EnvoyProcess:
+    """Start Envoy on ``variant``'s template: ext_authz pointing at ``authz``, or removed when None; the
+    access log streaming to ``metering``, or removed when None."""
     listener_port, admin_port = free_ports(2)
     endpoints = {_CLUSTER_FOR_VARIANT[variant]: [authz]} if authz is not None else {}
+    if metering is not None:
+        endpoints[METERING_CLUSTER] = [metering]
     config = envoy_config.render(
         envoy_config.template_path(variant), listener_port=listener_port, admin_port=admin_port, endpoints=endpoints
     )
     if authz is None:
         config = envoy_config.without_ext_authz(config)
+    if metering is None:
+        config = without_access_log(config)
     config = envoy_config.with_direct_response(config)
     envoy = EnvoyProcess(config, work_dir, name=name, concurrency=ENVOY_CONCURRENCY)
     stack.callback(envoy.stop)  # registered before start: a start that fails half-way is still cleaned up
@@ -153,21 +190,39 @@ def subscribe(redis_url: str, pepper: str, customer: str, plan: str, catalog: Pa
     _tollway_cli(redis_url, pepper, *args)
 
 
-def _start_tollway(stack: ExitStack, work_dir: Path, key: str, variant: str, *, entitled: bool = False) -> Stack:
-    """Valkey, ``tollway serve`` and Envoy; ``entitled`` adds stage 2 (the bench catalog and a subscription)."""
+def metering_env(work_dir: Path, key: str) -> dict[str, str]:
+    """Stage 3 for one run: a fresh spool and a fresh embedded ClickHouse (one chdb path per process) in
+    the work directory, loaded by the loader inside ``tollway serve``."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"metering-{key}-", dir=work_dir)).resolve()
+    return {
+        "TOLLWAY_SPOOL_DIR": str(run_dir / "spool"),
+        "TOLLWAY_LOADER": "auto",
+        "TOLLWAY_CLICKHOUSE_DSN": f"chdb://{run_dir / 'chdb'}",
+        "TOLLWAY_CLICKHOUSE_DATABASE": METERING_DATABASE,
+    }
+
+
+def _start_tollway(
+    stack: ExitStack, work_dir: Path, key: str, variant: str, *, entitled: bool = False, metered: bool = False
+) -> Stack:
+    """Valkey, ``tollway serve`` and Envoy; ``entitled`` adds stage 2 (the bench catalog and a subscription),
+    ``metered`` stage 3 (spool, loader into chdb, Envoy's access log to Tollway's metering port)."""
     valkey = ValkeyServer(work_dir, name=f"valkey-{key}")
     stack.callback(valkey.stop)
     valkey.start()
     pepper = secrets.token_hex(32)  # a fresh throwaway pepper per run; never printed
     extra_env = {"TOLLWAY_CATALOG": str(BENCH_CATALOG)} if entitled else {}
+    if metered:
+        extra_env.update(metering_env(work_dir, key))
     tollway = TollwayServer(work_dir, redis_url=valkey.url, pepper=pepper, extra_env=extra_env, name=f"tollway-{key}")
     stack.callback(tollway.stop)
-    tollway.start()
+    tollway.start()  # with a spool, also waits for the metering port
     api_key = create_key(valkey.url, pepper)
     if entitled:
         subscribe(valkey.url, pepper, BENCH_CUSTOMER, BENCH_PLAN, BENCH_CATALOG)
     authz = tollway.http_endpoint if variant == "http" else tollway.grpc_endpoint
-    envoy = _envoy(stack, work_dir, f"envoy-{key}", variant, authz)
+    metering = tollway.metering_endpoint if metered else None
+    envoy = _envoy(stack, work_dir, f"envoy-{key}", variant, authz, metering)
     valkey_process = valkey.process
     if valkey_process is None:  # start() succeeded, so this cannot happen
         raise BenchError("valkey has no process after start")
@@ -178,6 +233,7 @@ def _start_tollway(stack: ExitStack, work_dir: Path, key: str, variant: str, *, 
         needs_credential=True,
         checks_limits=entitled,
         redis_url=valkey.url,
+        health_url=f"http://{LOOPBACK}:{tollway.admin_port}/healthz" if metered else None,
     )
 
 
@@ -193,6 +249,10 @@ def start_tollway_entitled(stack: ExitStack, work_dir: Path) -> Stack:
     return _start_tollway(stack, work_dir, "D", "http", entitled=True)
 
 
+def start_tollway_metered(stack: ExitStack, work_dir: Path) -> Stack:
+    return _start_tollway(stack, work_dir, "E", "http", entitled=True, metered=True)
+
+
 SCENARIOS: Final[tuple[Scenario, ...]] = (
     Scenario("A", "Envoy alone: no ext_authz filter, direct_response", start_envoy_alone, has_ext_authz=False),
     Scenario("B", "Envoy + gRPC ext_authz -> no-op grpc.aio server (uvloop) answering OK", start_noop_grpc),
@@ -203,6 +263,11 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "D",
         "Envoy + HTTP ext_authz -> tollway serve, API key + plan: route, 2 rate limits, monthly quota (Valkey)",
         start_tollway_entitled,
+    ),
+    Scenario(
+        "E",
+        "D + metering: decision rows to the spool, Envoy's gRPC access log, loader into embedded ClickHouse",
+        start_tollway_metered,
     ),
 )
 SCENARIO_KEYS: Final = tuple(s.key for s in SCENARIOS)

@@ -5,6 +5,10 @@ segment — the open ones of live writers too, so rows arrive within ``poll_inte
 as one batch, and only after the insert returns writes each segment's ack offset; fully loaded sealed
 segments are deleted. When the insert fails (ClickHouse away), the same batch is retried with
 exponential backoff; memory holds at most one batch (``batch_bytes``) whatever the backlog.
+
+Inserts are spaced by ``insert_interval_s`` unless a batch came out full: ClickHouse wants few large
+inserts (each insert is a part to merge; measured with the embedded engine: ~23 µs of CPU per row in
+300-row inserts, ~5 µs in 10,000-row ones), and under load an eager loader makes many small ones.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
+from tollway.usage.row import without_superseded
 from tollway.usage.spool import Chunk, read_chunks, remove_segment, write_ack
 
 log = logging.getLogger(__name__)
@@ -42,7 +47,8 @@ class LoaderBusy(Exception):
 
 @dataclass(slots=True)
 class LoaderStats:
-    rows_loaded: int = 0
+    rows_read: int = 0  # lines consumed from the spool
+    rows_loaded: int = 0  # rows inserted (fewer: a decision row whose response row came along is dropped)
     bytes_loaded: int = 0
     batches: int = 0
     failures: int = 0
@@ -78,6 +84,7 @@ class UsageLoader:
         poll_interval_s: float = 0.2,
         retry_max_s: float = 5.0,
         maintain_interval_s: float = 30.0,
+        insert_interval_s: float = 1.0,
     ) -> None:
         self._directory = Path(directory)
         self._sink = sink
@@ -85,6 +92,8 @@ class UsageLoader:
         self._poll = poll_interval_s
         self._retry_max = retry_max_s
         self._maintain_interval = maintain_interval_s
+        self._insert_interval = insert_interval_s
+        self._last_batch_full = False
         self._last_maintain = time.monotonic()
         self._loaded_since_maintain = False
         self.stats = LoaderStats()
@@ -93,10 +102,15 @@ class UsageLoader:
         """Load one batch of whatever is waiting; the number of rows loaded. Raises what the sink raised."""
         chunks = list(read_chunks(self._directory, self._batch_bytes))
         filled = [c for c in chunks if c.data]
+        self._last_batch_full = False
         if filled:
             data = b"".join(c.data for c in filled)
+            self._last_batch_full = len(data) >= self._batch_bytes // 2
+            read = data.count(b"\n")
+            data = without_superseded(data)
             rows = data.count(b"\n")
             await self._sink.insert(data, rows)
+            self.stats.rows_read += read
             self.stats.rows_loaded += rows
             self.stats.bytes_loaded += len(data)
             self.stats.batches += 1
@@ -140,6 +154,8 @@ class UsageLoader:
             await self._maybe_maintain()
             if rows == 0:
                 await _wait(stop, self._poll)
+            elif not self._last_batch_full:
+                await _wait(stop, self._insert_interval)
         try:
             loaded = await self.drain(drain_timeout_s)
             if loaded:

@@ -68,6 +68,7 @@ class Metering:
                     sink,
                     batch_bytes=settings.loader_batch_bytes,
                     poll_interval_s=settings.loader_poll_s,
+                    insert_interval_s=settings.loader_insert_interval_s,
                     maintain_interval_s=settings.rollup_interval_s,
                 )
                 log.info("usage loader: %s → %s (database %s)", settings.spool_dir, warehouse.dsn, warehouse.database)
@@ -120,6 +121,7 @@ class Metering:
         if self.loader is not None:
             stats = self.loader.stats
             detail["loader"] = {
+                "rows_read": stats.rows_read,
                 "rows_loaded": stats.rows_loaded,
                 "batches": stats.batches,
                 "failures": stats.failures,
