@@ -31,7 +31,7 @@ from tollway.extproc.decision import (
     PLAN_HEADER,
     ROUTE_HEADER,
 )
-from tollway.usage.meters import EMPTY, MeterSet
+from tollway.usage.meters import NO_METERS, CatalogMeters
 from tollway.usage.row import RESPONSE_VERSION, UsageRow, encode_row
 from tollway.usage.spool import SpoolWriter
 
@@ -51,7 +51,7 @@ def _text(fields: struct_pb2.Struct, name: str) -> str:
     return value.string_value if value is not None else ""
 
 
-def row_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry, meters: MeterSet) -> UsageRow | None:
+def row_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry, meters: CatalogMeters) -> UsageRow | None:
     """The completed usage row of one logged request, or None when Tollway did not admit it."""
     common = entry.common_properties
     metadata = common.metadata.filter_metadata
@@ -64,6 +64,7 @@ def row_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry, meters: MeterSet) ->
     request = entry.request
     response = entry.response
     plan = _text(authz, PLAN_HEADER)
+    feature = _text(authz, FEATURE_HEADER)
     cost_text = _text(authz, COST_HEADER)
     cost = int(cost_text) if cost_text.isdigit() else 1
     latency = 0.0
@@ -77,7 +78,7 @@ def row_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry, meters: MeterSet) ->
         _text(authz, CUSTOMER_HEADER),
         _text(authz, KEY_ID_HEADER),
         plan,
-        _text(authz, FEATURE_HEADER),
+        feature,
         _text(authz, ROUTE_HEADER),
         _METHODS.get(request.request_method, ""),
         response.response_code.value,
@@ -87,7 +88,9 @@ def row_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry, meters: MeterSet) ->
         request.request_body_bytes,
         response.response_body_bytes,
         max(latency, 0.0),
-        meters.at_response(cost, request.request_body_bytes, response.response_body_bytes, from_body) if plan else {},
+        meters.for_feature(feature).at_response(
+            cost, request.request_body_bytes, response.response_body_bytes, from_body
+        ),
         RESPONSE_VERSION,
     )
 
@@ -96,7 +99,7 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[m
     """Writes each message's rows to the spool with one write. A row the spool refuses (full) is counted;
     its decision row (version 1) is already stored, so the request is still recorded."""
 
-    def __init__(self, spool: SpoolWriter, meters: Callable[[], MeterSet] = lambda: EMPTY) -> None:
+    def __init__(self, spool: SpoolWriter, meters: Callable[[], CatalogMeters] = lambda: NO_METERS) -> None:
         self._spool = spool
         self._meters = meters
         self.entries = 0

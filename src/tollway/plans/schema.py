@@ -63,8 +63,9 @@ MeterUnit = Literal["requests", "request_bytes", "response_bytes", "cost", "resp
 
 
 class Meter(StrictModel):
-    """What one request adds to a meter. A ``response_json`` meter reads ``field`` from the JSON body of
-    the responses of ``features`` (only there: reading a body costs an Envoy ext_proc call per request)."""
+    """What one request adds to a meter. ``features`` limits the meter to those features' requests (default:
+    every request). A ``response_json`` meter reads ``field`` from the JSON body of the responses of its
+    ``features``, which it must name (reading a body costs an Envoy ext_proc call per request)."""
 
     unit: MeterUnit
     field: str | None = None
@@ -93,9 +94,8 @@ class Meter(StrictModel):
             if missing:
                 raise PydanticCustomError("field_missing", f"a response_json meter needs {' and '.join(missing)}")
             return self
-        for name in ("field", "features"):
-            if getattr(self, name) is not None:
-                raise PydanticCustomError(f"{name}_unexpected", f"`{name}` applies only to unit response_json")
+        if self.field is not None:
+            raise PydanticCustomError("field_unexpected", "`field` applies only to unit response_json")
         return self
 
 

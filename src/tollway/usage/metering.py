@@ -17,7 +17,7 @@ from tollway.plans.catalog import CompiledCatalog
 from tollway.settings import Settings
 from tollway.usage.clickhouse_sink import ClickHouseSink
 from tollway.usage.loader import LoaderBusy, LoaderLock, UsageLoader
-from tollway.usage.meters import EMPTY, MeterSet, meter_set
+from tollway.usage.meters import NO_METERS, CatalogMeters, catalog_meters
 from tollway.usage.recorder import UsageRecorder
 from tollway.usage.spool import SpoolWriter, spool_bytes
 from tollway.warehouse.settings import WarehouseSettings
@@ -82,8 +82,8 @@ class Metering:
     def _catalog(self) -> CompiledCatalog | None:
         return self._live.current if self._live is not None else None
 
-    def _meters(self) -> MeterSet:
-        return meter_set(self._live.current) if self._live is not None else EMPTY
+    def _meters(self) -> CatalogMeters:
+        return catalog_meters(self._live.current) if self._live is not None else NO_METERS
 
     def services(self) -> list[tuple[str, GrpcService]]:
         services: list[tuple[str, GrpcService]] = [(ACCESS_LOG_SERVICE, self.access_log)]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Final, Literal
 
 from tollway.plans.catalog import CompiledCatalog
-from tollway.usage.meters import EMPTY, MeterSet, meter_set
+from tollway.usage.meters import EMPTY, MeterSet, catalog_meters
 from tollway.usage.row import DECISION_VERSION, NO_STATUS, UsageRow, encode_row
 from tollway.usage.spool import SpoolWriter
 
@@ -44,9 +44,9 @@ class UsageRecorder:
         """True while the spool is full and the policy is to refuse what cannot be recorded."""
         return self._spool.full and self.full_policy == FAIL_CLOSED
 
-    def _meters(self) -> MeterSet:
+    def _meters(self, feature: str) -> MeterSet:
         catalog = self._catalog()
-        return meter_set(catalog) if catalog is not None else EMPTY
+        return catalog_meters(catalog).for_feature(feature) if catalog is not None else EMPTY
 
     def _write(self, row: UsageRow) -> bool:
         if self._spool.append(encode_row(row)):
@@ -85,7 +85,7 @@ class UsageRecorder:
                 0,
                 0,
                 0.0,
-                self._meters().at_decision(cost) if plan else {},
+                self._meters(feature).at_decision(cost),
                 DECISION_VERSION,
             )
         )
@@ -123,7 +123,7 @@ class UsageRecorder:
                 0,
                 response_bytes,
                 0.0,
-                self._meters().at_decision(cost) if feature else {},
+                self._meters(feature).at_decision(cost),
                 DECISION_VERSION,
             )
         )

@@ -53,8 +53,8 @@ EXPECTED: dict[str, list[tuple[int, str, str, str]]] = {
         (
             5,
             "{unit: requests",
-            "meters.requests: `features` applies only to unit response_json",
-            "{unit: requests, features: [reports]}",
+            "meters.requests: `field` applies only to unit response_json",
+            "{unit: requests, field: usage.n}",
         ),
         (9, "reprots", "meters.tokens.features[1]: unknown feature 'reprots'; did you mean 'reports'?", "reprots"),
     ],
@@ -109,7 +109,7 @@ def test_catalog_error_lists_every_issue_in_file_order() -> None:
 def test_meter_features_are_checked_when_everything_else_is_valid() -> None:
     """Same fixture minus its structural error: the reference check runs on the validated catalog too."""
     path = FIXTURES / "meter-feature-unknown.yaml"
-    text = path.read_text().replace("{unit: requests, features: [reports]}", "{unit: requests}")
+    text = path.read_text().replace("{unit: requests, field: usage.n}", "{unit: requests}")
     text = text.replace("[reports, reprots]", "[reports, reprots, reports]")
     with pytest.raises(CatalogError) as caught:
         load_catalog_text(text, str(path))

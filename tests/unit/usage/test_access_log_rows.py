@@ -10,16 +10,17 @@ from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2
 
 from tollway.extproc.access_log import AUTHZ_NAMESPACE, METERS_NAMESPACE, AccessLogService, row_from_entry
-from tollway.usage.meters import MeterSet
+from tollway.usage.meters import CatalogMeters, MeterSet
 from tollway.usage.spool import SpoolWriter
 
-METERS = MeterSet(
+CHAT = MeterSet(
     requests=("requests",),
     cost=("work",),
     request_bytes=("ingress",),
     response_bytes=("egress",),
     response_json=frozenset({"tokens"}),
 )
+METERS = CatalogMeters.of({"chat": CHAT})
 
 
 def entry(
