@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
 from tollway.plans.catalog import CompiledCatalog
+from tollway.usage.row import share_meters
 
 Quantities = dict[str, int | Decimal]
 
@@ -55,6 +56,7 @@ def _at_decision(meters: MeterSet, cost: int) -> Quantities:
     quantities: Quantities = dict.fromkeys(meters.requests, 1)
     for name in meters.cost:
         quantities[name] = cost
+    share_meters(quantities)
     return quantities
 
 

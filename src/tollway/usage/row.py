@@ -80,12 +80,22 @@ def encode_meters(meters: Mapping[str, int | Decimal]) -> str:
     """A JSON object of decimal strings: ClickHouse parses them into Decimal(38, 9) exactly."""
     if not meters:
         return "{}"
-    return _encoded_meters(tuple(meters.items()))
+    shared = _SHARED.get(id(meters))
+    if shared is not None and shared[0] is meters:
+        return shared[1]
+    return "{" + ",".join(f"{_quote(name)}:{_quote(str(qty))}" for name, qty in meters.items()) + "}"
 
 
-@lru_cache(maxsize=4096)
-def _encoded_meters(items: tuple[tuple[str, int | Decimal], ...]) -> str:
-    return "{" + ",".join(f"{_quote(name)}:{_quote(str(qty))}" for name, qty in items) + "}"
+_SHARED: dict[int, tuple[Mapping[str, int | Decimal], str]] = {}
+
+
+def share_meters(meters: Mapping[str, int | Decimal]) -> Mapping[str, int | Decimal]:
+    """Mark ``meters`` as a map many rows reuse unchanged (a route's decision-time meters): its JSON is
+    encoded once. The map must never be modified afterwards."""
+    if len(_SHARED) >= 4096:  # bounded: only re-encoding costs, never a wrong answer
+        _SHARED.clear()
+    _SHARED[id(meters)] = (meters, encode_meters(meters))
+    return meters
 
 
 @lru_cache(maxsize=8192)
