@@ -31,6 +31,7 @@ from tollway.warehouse.migrations import Migration
 pytestmark = pytest.mark.integration
 
 CLUSTER_DIR = Path(__file__).resolve().parents[2] / "clickhouse" / "cluster"
+ALL = ["0001_usage", "0002_usage_hourly", "0003_analyst_views", "0004_invoices"]
 
 
 @pytest.fixture
@@ -137,22 +138,24 @@ def load_dataset(db: ChdbDatabase) -> None:
 def test_migrating_twice_is_a_no_op(chdb_db: ChdbDatabase) -> None:
     client, database = chdb_db
     migrator = Migrator(client, database)
-    assert [m.label for m in migrator.status().pending] == ["0001_usage", "0002_usage_hourly", "0003_analyst_views"]
+    assert [m.label for m in migrator.status().pending] == ALL
 
     first = migrator.migrate()
-    assert [m.label for m in first.applied] == ["0001_usage", "0002_usage_hourly", "0003_analyst_views"]
-    assert (first.up_to_date, first.version) == (False, 3)
+    assert [m.label for m in first.applied] == ALL
+    assert (first.up_to_date, first.version) == (False, len(ALL))
 
     second = migrator.migrate()
-    assert (second.applied, second.up_to_date, second.version) == ((), True, 3)
+    assert (second.applied, second.up_to_date, second.version) == ((), True, len(ALL))
     status = migrator.status()
     assert status.up_to_date
     assert [(a.label, a.checksum) for a in status.applied] == [(m.label, m.checksum) for m in load_migrations()]
-    assert rows(client, f"SELECT count() FROM {database}.schema_migrations") == [(3,)]  # no duplicate records
+    assert rows(client, f"SELECT count() FROM {database}.schema_migrations") == [(len(ALL),)]  # no duplicate records
     tables = rows(client, f"SELECT name FROM system.tables WHERE database = '{database}' ORDER BY name")
     assert [t[0] for t in tables] == [
         "daily_usage",
         "error_rates",
+        "invoice_lines",
+        "invoices",
         "refused_by_reason",
         "rollup_state",
         "schema_migrations",
@@ -169,7 +172,7 @@ def test_migrate_creates_an_absent_database(chdb_engine: ChdbEngine, chdb_client
     try:
         migrator = Migrator(chdb_client, database)
         assert migrator.status().applied == ()
-        assert migrator.migrate().version == 3
+        assert migrator.migrate().version == len(ALL)
         assert rows(chdb_client, f"SELECT count() FROM system.databases WHERE name = '{database}'") == [(1,)]
     finally:
         chdb_engine.drop_database(database)
@@ -188,7 +191,7 @@ def test_a_changed_migration_is_refused(warehouse: ChdbDatabase) -> None:
 
 def test_pending_migrations_apply_in_order_and_older_ones_are_refused(chdb_db: ChdbDatabase) -> None:
     client, database = chdb_db
-    one, two, three = load_migrations()
+    one, two, three, *_ = load_migrations()
     assert [m.label for m in Migrator(client, database, [one]).migrate().applied] == ["0001_usage"]
     assert [m.label for m in Migrator(client, database, [one, two, three]).migrate().applied] == [
         "0002_usage_hourly",
@@ -198,10 +201,10 @@ def test_pending_migrations_apply_in_order_and_older_ones_are_refused(chdb_db: C
 
 def test_a_pending_migration_older_than_an_applied_one_is_refused(chdb_db: ChdbDatabase) -> None:
     client, database = chdb_db
-    one, two, _ = load_migrations()
-    later = Migration(version=4, name="later", sql="SELECT 1;", checksum="4" * 64)
+    one, two, *_ = load_migrations()
+    later = Migration(version=9, name="later", sql="SELECT 1;", checksum="9" * 64)
     Migrator(client, database, [one, later]).migrate()
-    with pytest.raises(MigrationError, match="0002_usage_hourly is older than 0004"):
+    with pytest.raises(MigrationError, match="0002_usage_hourly is older than 0009"):
         Migrator(client, database, [one, two, later]).migrate()
 
 
@@ -500,7 +503,7 @@ def cluster_statements(database: str) -> list[str]:
 
 def test_cluster_ddl_parses(chdb_client: Any) -> None:
     statements = cluster_statements("tollway")
-    assert len(statements) == 11
+    assert len(statements) == 15
     for statement in statements:
         formatted = chdb_client.query("SELECT formatQuery({q:String})", parameters={"q": statement}).result_rows
         assert "ON CLUSTER" in formatted[0][0]

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from tollway import __version__, logs
 from tollway.auth.errors import KeyNotFound
-from tollway.cli import db, keys, plans, quote, serve, subscriptions, usage
+from tollway.cli import bill, db, keys, plans, quote, serve, subscriptions, usage
 from tollway.listen import ListenError
 from tollway.plans.errors import CatalogError
 from tollway.settings import Settings
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.register(commands)
     usage.register(commands)
     quote.register(commands)
+    bill.register(commands)
     return parser
 
 
@@ -64,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return usage.run(args, settings)
         if args.command == "quote":
             return quote.run(args, settings)
+        if args.command == "bill":
+            return bill.run(args, settings)
     except CatalogError as exc:
         return _fail(f"invalid catalog ({len(exc.issues)} problem(s)):\n{exc}")
     except KeyNotFound as exc:

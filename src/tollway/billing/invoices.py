@@ -1,0 +1,387 @@
+"""Invoices for a billed month: each subscribed customer's billing period, usage summed in ClickHouse
+(``aggregate``), priced by ``rating.rate``.
+
+Which period ``--period YYYY-MM`` bills, per customer, in the customer's timezone: **the period of
+their schedule that starts (local wall-clock time) in that month**. For calendar months that is the
+local month itself (00:00 on the 1st to 00:00 on the next 1st, in their timezone, stored in UTC); for
+an anniversary schedule it is the period starting on the anchor day of that month; a yearly schedule
+is billed only in the month its period starts. A customer whose subscription starts after the period
+ends, or whose period has not begun yet (an anniversary later in the current month), is not
+billed; one that starts inside it pays the fraction it covered of the flat fees and the
+minimum (``proration.period_fraction``) and its usage, and its coupons count periods from its start.
+
+An invoice id is derived from (customer, period start) only, so the same period always has the same
+id: re-running a month writes a new version of the same invoices (see ``invoice_store``).
+
+**Late usage.** A finalized invoice never changes; usage that reaches ClickHouse for its period after
+it was finalized becomes an *adjustment line* on the next invoice built for the customer. For each of
+the customer's finalized invoices before the billed period (the last ``ADJUSTMENT_LOOKBACK`` of them),
+the period's quantities are summed again and compared with what was billed so far (the invoice's own
+quantities, or those of the latest finalized adjustment of it); any difference is priced as the
+difference of the two totals under the plan's current pricing (same fraction and period index), so
+tiers, minimums and discounts are respected and nothing is rounded twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final, Literal
+
+from tollway.billing.aggregate import Quantities, QuantitySource, billable_quantities, billable_quantities_of
+from tollway.billing.charges import PeriodContext
+from tollway.billing.errors import BillingError, PlanNotPriced
+from tollway.billing.money import format_amount, format_decimal
+from tollway.billing.proration import period_fraction
+from tollway.billing.rating import InvoiceDraft, rate
+from tollway.periods import BillingPeriod, load_timezone
+from tollway.plans.pricing import FlatCharge, Pricing
+from tollway.plans.schema import Billable, Catalog
+from tollway.subscriptions.model import Subscription, format_exact
+
+Status = Literal["draft", "finalized"]
+_MONTH: Final = re.compile(r"(\d{4})-(\d{2})")
+# The earliest local midnight on Earth is UTC+14 (Pacific/Kiritimati): a month has begun somewhere
+# once UTC reaches its first day minus 14 hours.
+_EARLIEST_OFFSET_HOURS: Final = 14
+QUERY_CUSTOMERS: Final = 5000
+"""At most this many customers per usage query (the ``IN`` list)."""
+ADJUSTMENT_LOOKBACK: Final = 12
+"""How many of a customer's latest finalized invoices are checked for late usage on each run."""
+ADJUSTMENT: Final = "late_usage"
+"""``charge_id`` of an adjustment line (its ``kind`` is ``adjustment``)."""
+
+
+class InvalidBillingPeriod(BillingError):
+    """``--period`` is not ``YYYY-MM``, or names a month that has not begun anywhere yet."""
+
+
+class PlanNotInCatalog(BillingError):
+    """A subscription names a plan the catalog does not have."""
+
+
+@dataclass(frozen=True, slots=True)
+class BillingMonth:
+    """The month a bill run is for (``2026-11``)."""
+
+    year: int
+    month: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.year:04d}-{self.month:02d}"
+
+    @property
+    def index(self) -> int:
+        """``BillingPeriod.index`` of the monthly period nominally starting in this month."""
+        return self.year * 12 + self.month - 1
+
+
+def parse_month(text: str, now: datetime) -> BillingMonth:
+    """``YYYY-MM`` → ``BillingMonth``; ``InvalidBillingPeriod`` when malformed or in the future (the
+    month has not begun in any timezone at ``now``)."""
+    match = _MONTH.fullmatch(text)
+    if match is None or not 1 <= int(match[2]) <= 12 or int(match[1]) < 1970:
+        raise InvalidBillingPeriod(f"--period {text!r}: expected a month as YYYY-MM, e.g. 2026-11")
+    month = BillingMonth(int(match[1]), int(match[2]))
+    first = datetime(month.year, month.month, 1, tzinfo=UTC)
+    if (first - now.astimezone(UTC)).total_seconds() > _EARLIEST_OFFSET_HOURS * 3600:
+        raise InvalidBillingPeriod(f"--period {text}: the period is in the future (it has not begun anywhere yet)")
+    return month
+
+
+def billed_period(subscription: Subscription, month: BillingMonth, now: datetime | None = None) -> BillingPeriod | None:
+    """The customer's period starting (local time) in ``month``, or None (see the module docstring):
+    none starts in the month, the subscription starts after it, or it has not begun at ``now``."""
+    schedule = subscription.schedule
+    period = schedule.period(month.index if subscription.interval == "month" else month.year)
+    local_start = period.start.astimezone(load_timezone(subscription.timezone))
+    if (local_start.year, local_start.month) != (month.year, month.month):
+        return None
+    if period.end <= subscription.started_at or (now is not None and period.start > now):
+        return None
+    return period
+
+
+def invoice_id(customer_id: str, period_start: datetime) -> str:
+    """``in_`` + 24 hex digits of SHA-256 over the customer id and the period's UTC start."""
+    digest = hashlib.sha256(f"{customer_id}\n{format_exact(period_start)}".encode()).hexdigest()
+    return f"in_{digest[:24]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    """Late usage of the finalized invoice ``invoice_id`` (period ``month``): the quantities billed so
+    far and now, the period's total priced both ways, and how each quantity is reproduced."""
+
+    invoice_id: str
+    month: str
+    currency: str
+    billed: Mapping[str, Decimal]
+    now: Mapping[str, Decimal]
+    billed_total: Decimal
+    now_total: Decimal
+    sources: Mapping[str, QuantitySource]
+
+    @property
+    def amount(self) -> Decimal:
+        """The difference of two rounded totals: exact in the currency, never rounded again."""
+        return self.now_total - self.billed_total
+
+    def as_line(self) -> dict[str, Any]:
+        """The adjustment as a line of the invoice document."""
+        steps = [
+            f"{meter}: {format_decimal(self.billed.get(meter, Decimal(0)))} billed, {format_decimal(quantity)} now"
+            for meter, quantity in sorted(self.now.items())
+            if quantity != self.billed.get(meter, Decimal(0))
+        ]
+        billed, now = format_amount(self.billed_total, self.currency), format_amount(self.now_total, self.currency)
+        steps.append(f"{self.month} total: {now} now − {billed} billed = {format_amount(self.amount, self.currency)}")
+        return {
+            "kind": "adjustment",
+            "charge_id": ADJUSTMENT,
+            "discount_id": None,
+            "meter": None,
+            "description": f"late usage for {self.month} (invoice {self.invoice_id})",
+            "quantity": None,
+            "amount": format_amount(self.amount, self.currency),
+            "timing": "in_arrears",
+            "breakdown": steps,
+            "quantity_source": None,
+            "adjusts": self.invoice_id,
+            "quantities": {
+                meter: {"billed": format_decimal(self.billed.get(meter, Decimal(0))), "now": format_decimal(quantity)}
+                for meter, quantity in sorted(self.now.items())
+            },
+            "quantity_sources": {meter: source.as_dict() for meter, source in sorted(self.sources.items())},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Invoice:
+    """One customer's priced period. ``sources``: meter → how its quantity is reproduced."""
+
+    invoice_id: str
+    customer_id: str
+    month: str
+    period: BillingPeriod
+    timezone: str
+    draft: InvoiceDraft
+    sources: Mapping[str, QuantitySource]
+    status: Status = "draft"
+    generated_at: datetime | None = None
+    finalized_at: datetime | None = field(default=None)
+    adjustments: tuple[Adjustment, ...] = ()
+
+    @property
+    def total(self) -> Decimal:
+        """The priced period plus the adjustments: the sum of every line."""
+        return self.draft.total + sum((adjustment.amount for adjustment in self.adjustments), Decimal(0))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON document (stored in ``invoices.document`` and written by ``render``)."""
+        draft = self.draft.as_dict()
+        lines = []
+        for line, rendered in zip(self.draft.lines, draft["lines"], strict=True):
+            source = self.sources.get(line.meter) if line.kind == "charge" and line.meter else None
+            lines.append({**rendered, "quantity_source": None if source is None else source.as_dict()})
+        lines.extend(adjustment.as_line() for adjustment in self.adjustments)
+        local_start, local_end = self.period.local(self.timezone)
+        return {
+            "invoice_id": self.invoice_id,
+            "customer_id": self.customer_id,
+            "status": self.status,
+            "plan": self.draft.plan_id,
+            "currency": self.draft.currency,
+            "period": {
+                "month": self.month,
+                "start": format_exact(self.period.start),
+                "end": format_exact(self.period.end),
+                "timezone": self.timezone,
+                "local_start": local_start.isoformat(),
+                "local_end": local_end.isoformat(),
+                "fraction": format_decimal(self.draft.period.fraction),
+                "index": self.draft.period.index,
+            },
+            "lines": lines,
+            "total": format_amount(self.total, self.draft.currency),
+            "generated_at": None if self.generated_at is None else format_exact(self.generated_at),
+            "finalized_at": None if self.finalized_at is None else format_exact(self.finalized_at),
+        }
+
+
+def _pricing(catalog: Catalog, customer_id: str, plan_id: str) -> tuple[Pricing, dict[str, Billable]]:
+    """The plan's pricing and the billable rule of each meter it prices."""
+    plan = catalog.plans.get(plan_id)
+    if plan is None:
+        raise PlanNotInCatalog(
+            f"customer {customer_id!r} is on plan {plan_id!r}, which the catalog "
+            f"does not have (its plans: {', '.join(catalog.plans)})"
+        )
+    if plan.pricing is None:
+        raise PlanNotPriced(plan_id)
+    rules: dict[str, Billable] = {}
+    for charge in plan.pricing.charges:
+        if not isinstance(charge, FlatCharge):
+            meter = catalog.meters.get(charge.meter)
+            rules[charge.meter] = meter.billable if meter is not None else Billable()
+    return plan.pricing, rules
+
+
+def build_invoice(
+    client: Any,
+    database: str,
+    catalog: Catalog,
+    subscription: Subscription,
+    month: BillingMonth,
+    history: Sequence[Mapping[str, Any]] = (),
+    *,
+    now: datetime | None = None,
+    usage: Quantities | None = None,
+) -> Invoice | None:
+    """Price ``subscription``'s period of ``month`` from its usage; None when it has none that month.
+    ``history``: the customer's finalized invoice documents, checked for late usage (``late_usage``);
+    ``now``: a period that has not begun by then is not billed; ``usage``: the period's quantities when
+    already summed (``build_invoices`` sums many customers at once), else they are queried here.
+
+    Raises ``PlanNotInCatalog``, ``PlanNotPriced`` and the errors of ``rating.rate``."""
+    pricing, rules = _pricing(catalog, subscription.customer_id, subscription.plan_id)
+    period = billed_period(subscription, month, now)
+    if period is None:
+        return None
+    schedule = subscription.schedule
+    started = subscription.started_at
+    fraction = period_fraction(period, started, period.end) if started > period.start else Decimal(1)
+    index = max(0, schedule.index_of(period.start) - schedule.index_of(started))
+    if usage is None:
+        usage = billable_quantities(client, database, subscription.customer_id, period.start, period.end, rules)
+    draft = rate(subscription.plan_id, pricing, usage.quantities, PeriodContext(fraction, index))
+    adjustments = late_usage(client, database, catalog, subscription.customer_id, period.start, history)
+    for adjustment in adjustments:
+        if adjustment.currency != draft.currency:
+            raise BillingError(
+                f"customer {subscription.customer_id!r}: late usage of invoice {adjustment.invoice_id} is in "
+                f"{adjustment.currency}, the invoice for {month.label} in {draft.currency}"
+            )
+    return Invoice(
+        invoice_id(subscription.customer_id, period.start),
+        subscription.customer_id,
+        month.label,
+        period,
+        subscription.timezone,
+        draft,
+        usage.sources,
+        adjustments=adjustments,
+    )
+
+
+def build_invoices(
+    client: Any,
+    database: str,
+    catalog: Catalog,
+    subscriptions: Sequence[Subscription],
+    month: BillingMonth,
+    history: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    *,
+    now: datetime | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[Invoice], list[str]]:
+    """The invoices of ``month`` for ``subscriptions`` (in customer order) and the customers with
+    nothing to bill. Every plan is checked before any usage is read. Usage is summed with one query per
+    group of up to ``QUERY_CUSTOMERS`` customers sharing a period and billable rules (all the UTC
+    calendar customers of a plan family: one query). ``progress(done, total)`` after each customer."""
+    ordered = sorted(subscriptions, key=lambda s: s.customer_id)
+    groups: dict[tuple[datetime, datetime, tuple[tuple[str, tuple[str, ...]], ...]], list[str]] = {}
+    group_rules: dict[tuple[datetime, datetime, tuple[tuple[str, tuple[str, ...]], ...]], dict[str, Billable]] = {}
+    for subscription in ordered:
+        _, rules = _pricing(catalog, subscription.customer_id, subscription.plan_id)
+        period = billed_period(subscription, month, now)
+        if period is not None:
+            key = (period.start, period.end, tuple((m, tuple(r.exclude_statuses)) for m, r in sorted(rules.items())))
+            groups.setdefault(key, []).append(subscription.customer_id)
+            group_rules[key] = rules
+    usage: dict[str, Quantities] = {}
+    for key, customers in groups.items():
+        start, end, _ = key
+        for first in range(0, len(customers), QUERY_CUSTOMERS):
+            chunk = customers[first : first + QUERY_CUSTOMERS]
+            usage.update(billable_quantities_of(client, database, chunk, start, end, group_rules[key]))
+    invoices: list[Invoice] = []
+    skipped: list[str] = []
+    for done, subscription in enumerate(ordered, start=1):
+        past = (history or {}).get(subscription.customer_id, ())
+        invoice = build_invoice(
+            client, database, catalog, subscription, month, past, now=now, usage=usage.get(subscription.customer_id)
+        )
+        if invoice is None:
+            skipped.append(subscription.customer_id)
+        else:
+            invoices.append(invoice)
+        if progress is not None:
+            progress(done, len(ordered))
+    return invoices, skipped
+
+
+def _start(document: Mapping[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(document["period"]["start"]))
+
+
+def _billed_so_far(invoice: Mapping[str, Any], later: Sequence[Mapping[str, Any]]) -> dict[str, Decimal]:
+    """The quantities billed for ``invoice``'s period: its own, updated by each finalized adjustment."""
+    billed = {
+        str(line["meter"]): Decimal(str(line["quantity"]))
+        for line in invoice["lines"]
+        if line["kind"] == "charge" and line["meter"] and line["quantity"] is not None
+    }
+    for document in later:
+        for line in document["lines"]:
+            if line["kind"] == "adjustment" and line.get("adjusts") == invoice["invoice_id"]:
+                billed.update({meter: Decimal(q["now"]) for meter, q in line["quantities"].items()})
+    return billed
+
+
+def late_usage(
+    client: Any,
+    database: str,
+    catalog: Catalog,
+    customer_id: str,
+    before: datetime,
+    history: Sequence[Mapping[str, Any]],
+) -> tuple[Adjustment, ...]:
+    """Adjustments for the usage of ``customer_id``'s finalized invoices (of periods starting before
+    ``before``) that was not billed yet. ``history``: finalized invoice documents of the customer."""
+    finalized = sorted(
+        (d for d in history if d["customer_id"] == customer_id and d["status"] == "finalized" and _start(d) < before),
+        key=_start,
+    )
+    adjustments: list[Adjustment] = []
+    for position, invoice in enumerate(finalized):
+        if position < len(finalized) - ADJUSTMENT_LOOKBACK:
+            continue
+        billed = _billed_so_far(invoice, finalized[position + 1 :])
+        pricing, rules = _pricing(catalog, customer_id, str(invoice["plan"]))
+        period = invoice["period"]
+        start, end = _start(invoice), datetime.fromisoformat(str(period["end"]))
+        usage = billable_quantities(client, database, customer_id, start, end, rules)
+        if all(usage.quantities[meter] == billed.get(meter, Decimal(0)) for meter in rules):
+            continue
+        context = PeriodContext(Decimal(str(period["fraction"])), int(period["index"]))
+        old = rate(str(invoice["plan"]), pricing, billed, context)
+        new = rate(str(invoice["plan"]), pricing, usage.quantities, context)
+        adjustments.append(
+            Adjustment(
+                str(invoice["invoice_id"]),
+                str(period["month"]),
+                pricing.currency,
+                {meter: billed.get(meter, Decimal(0)) for meter in rules},
+                dict(usage.quantities),
+                old.total,
+                new.total,
+                usage.sources,
+            )
+        )
+    return tuple(adjustments)

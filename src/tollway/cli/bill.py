@@ -1,0 +1,247 @@
+"""``tollway bill``: turn a month of usage into invoices, in ClickHouse and as JSON and HTML files.
+
+    tollway bill --period 2026-11 [--customer ID] [--finalize] [--out DIR] [--plans CATALOG]
+    tollway bill --period 2026-11 --dry-run --plans NEW_CATALOG [--customer ID]
+
+``--dry-run`` re-rates: it prices the same usage under the current catalog (``TOLLWAY_CATALOG``) and
+under ``--plans``, prints per customer the old total, the new total and the difference, and writes
+nothing (late-usage adjustments are left out of both).
+
+Subscriptions come from Redis (``TOLLWAY_REDIS_URL``), the catalog from ``--plans`` or
+``TOLLWAY_CATALOG``, usage from ClickHouse (``TOLLWAY_CLICKHOUSE_DSN`` / ``_DATABASE``). The embedded
+engine (``chdb://``) is migrated on the spot; a server must have been migrated (``tollway db migrate``).
+Every invoice is priced before anything is written, so bad input writes nothing. Bad input (a malformed
+or future period, an unknown customer, a plan missing from the catalog or without pricing) is one line
+on stderr and exit status 2. ``bill`` is the Python entry point the command wraps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final
+
+from tollway.billing.errors import BillingError
+from tollway.billing.invoice_store import SaveResult, load_finalized, save
+from tollway.billing.invoices import build_invoices, parse_month
+from tollway.billing.money import format_amount
+from tollway.billing.rating import InvoiceDraft
+from tollway.billing.render import write
+from tollway.plans.loader import load_catalog
+from tollway.plans.schema import Catalog
+from tollway.redis_client import admin_client
+from tollway.settings import Settings
+from tollway.subscriptions.errors import SubscriptionStoreUnavailable
+from tollway.subscriptions.model import Subscription
+from tollway.subscriptions.redis_store import RedisSubscriptionStore
+from tollway.warehouse.connection import connect, query_rows
+from tollway.warehouse.errors import WarehouseError, WarehouseUnavailable
+from tollway.warehouse.migrations import Migrator
+from tollway.warehouse.settings import WarehouseSettings
+
+EXIT_BAD_INPUT: Final = 2
+PROGRESS_EVERY: Final = 500
+"""A progress line on stderr every this many customers (runs with fewer customers print none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BillReport:
+    """The outcome of a run: per invoice what was done, the stored document and its files."""
+
+    month: str
+    results: tuple[SaveResult, ...]
+    files: tuple[tuple[Path, Path], ...]
+    skipped: tuple[str, ...]  # customers with no period to bill: none started in the month (yet)
+
+
+def bill(
+    client: Any,
+    database: str,
+    catalog: Catalog,
+    subscriptions: Sequence[Subscription],
+    period: str,
+    *,
+    now: datetime,
+    finalize: bool = False,
+    out_dir: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> BillReport:
+    """Price every subscription's period of ``period`` (``YYYY-MM``), then store and render them.
+
+    Raises ``BillingError`` (bad period, plan missing or unpriced, ...) before writing anything."""
+    month = parse_month(period, now)
+    history = load_finalized(client, database, [s.customer_id for s in subscriptions])
+
+    def report(done: int, total: int) -> None:
+        if progress is not None and (done % PROGRESS_EVERY == 0 or (done == total and total >= PROGRESS_EVERY)):
+            progress(done, total)
+
+    invoices, skipped = build_invoices(
+        client, database, catalog, subscriptions, month, history, now=now, progress=report
+    )
+    results = save(client, database, invoices, finalize=finalize, now=now)
+    files = tuple(write(result.document, out_dir) for result in results) if out_dir is not None else ()
+    return BillReport(month.label, tuple(results), files, tuple(skipped))
+
+
+@dataclass(frozen=True, slots=True)
+class Rerated:
+    """One customer's period priced under the current catalog (``old``) and a new one."""
+
+    customer_id: str
+    old: InvoiceDraft
+    new: InvoiceDraft
+
+    @property
+    def difference(self) -> Decimal | None:
+        """New minus old total; None when the two are in different currencies."""
+        return self.new.total - self.old.total if self.new.currency == self.old.currency else None
+
+
+def rerate(
+    client: Any,
+    database: str,
+    current: Catalog,
+    new: Catalog,
+    subscriptions: Sequence[Subscription],
+    period: str,
+    *,
+    now: datetime,
+) -> list[Rerated]:
+    """Price every subscription's period of ``period`` under both catalogs; writes nothing."""
+    month = parse_month(period, now)
+    old, _ = build_invoices(client, database, current, subscriptions, month, now=now)
+    priced, _ = build_invoices(client, database, new, subscriptions, month, now=now)
+    by_customer = {invoice.customer_id: invoice.draft for invoice in priced}
+    return [Rerated(invoice.customer_id, invoice.draft, by_customer[invoice.customer_id]) for invoice in old]
+
+
+def _print_rerated(rerated: Sequence[Rerated]) -> None:
+    print(f"{'CUSTOMER':<20} {'OLD':>14} {'NEW':>14} {'DIFFERENCE':>14}  CURRENCY")
+    for item in rerated:
+        old = format_amount(item.old.total, item.old.currency)
+        new = format_amount(item.new.total, item.new.currency)
+        difference = item.difference
+        shown = "n/a" if difference is None else format_amount(difference, item.new.currency)
+        currency = item.new.currency if difference is not None else f"{item.old.currency}→{item.new.currency}"
+        print(f"{item.customer_id:<20} {old:>14} {new:>14} {shown:>14}  {currency}")
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "bill",
+        help="price a month of usage into invoices (ClickHouse tables, JSON and HTML files)",
+        description="Bill every subscribed customer's period starting in the month (in their timezone). "
+        "Re-running a draft period replaces its invoices; finalized invoices never change.",
+    )
+    parser.add_argument("--period", required=True, metavar="YYYY-MM", help="the month to bill, e.g. 2026-11")
+    parser.add_argument("--customer", metavar="ID", help="bill this customer only")
+    parser.add_argument("--finalize", action="store_true", help="finalize the invoices: they never change again")
+    parser.add_argument("--out", type=Path, default=Path("invoices"), metavar="DIR", help="default ./invoices/")
+    parser.add_argument("--plans", type=Path, metavar="CATALOG", help="the plan catalog (default: $TOLLWAY_CATALOG)")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="re-rate: price under $TOLLWAY_CATALOG and under --plans, print old, new, difference; write nothing",
+    )
+
+
+def _fail(message: str) -> int:
+    print(f"tollway: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+async def _subscriptions(settings: Settings, customer: str | None) -> list[Subscription]:
+    redis = admin_client(settings)
+    try:
+        store = RedisSubscriptionStore(redis, settings.redis_prefix)
+        if customer is None:
+            return await store.list()
+        found = await store.get(customer)
+        if found is None:
+            raise BillingError(f"unknown customer {customer!r}: no subscription")
+        return [found]
+    finally:
+        await redis.aclose()
+
+
+def _open_warehouse(warehouse: WarehouseSettings) -> Any:
+    client = connect(warehouse.dsn)
+    if warehouse.dsn.startswith("chdb://"):
+        Migrator(client, warehouse.database).migrate()
+        return client
+    found = query_rows(client, "EXISTS TABLE {db:Identifier}.invoices", {"db": warehouse.database})
+    if not found or not found[0][0]:
+        client.close()
+        raise WarehouseUnavailable(
+            f"table {warehouse.database}.invoices does not exist: run `tollway db migrate` against this server"
+        )
+    return client
+
+
+def _progress(done: int, total: int) -> None:
+    print(f"tollway bill: {done}/{total} customers priced", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``tollway bill``; prints one line per invoice. Exit status 0, or 2 on bad input."""
+    now = datetime.now(UTC)
+    catalog_path = args.plans or settings.catalog
+    if catalog_path is None:
+        return _fail("no catalog: pass --plans or set TOLLWAY_CATALOG")
+    if args.dry_run and (args.plans is None or settings.catalog is None or args.finalize):
+        return _fail("--dry-run compares TOLLWAY_CATALOG (current) with --plans (new): give both, without --finalize")
+    current_path = settings.catalog if args.dry_run else None
+    try:
+        parse_month(args.period, now)  # before any connection
+        catalog = load_catalog(catalog_path)
+        current = load_catalog(current_path) if current_path is not None else catalog
+    except BillingError as exc:
+        return _fail(str(exc))
+    except (OSError, UnicodeDecodeError) as exc:
+        return _fail(f"cannot read the catalog: {exc}")
+    try:
+        subscriptions = asyncio.run(_subscriptions(settings, args.customer))
+        warehouse = WarehouseSettings()
+        client = _open_warehouse(warehouse)
+        try:
+            if args.dry_run:
+                rerated = rerate(client, warehouse.database, current, catalog, subscriptions, args.period, now=now)
+                _print_rerated(rerated)
+                return 0
+            report = bill(
+                client,
+                warehouse.database,
+                catalog,
+                subscriptions,
+                args.period,
+                now=now,
+                finalize=args.finalize,
+                out_dir=args.out,
+                progress=_progress,
+            )
+        finally:
+            client.close()
+    except (BillingError, WarehouseError, SubscriptionStoreUnavailable) as exc:
+        return _fail(str(exc))
+    for result, (_, html_path) in zip(report.results, report.files, strict=True):
+        document = result.document
+        note = {
+            "created": "draft",
+            "replaced": "draft replaced",
+            "finalized": "finalized",
+            "unchanged": "already finalized, left unchanged",
+        }[result.action]
+        print(
+            f"{document['invoice_id']}  {document['customer_id']}  {report.month}  "
+            f"{document['total']} {document['currency']}  {note}  {html_path}"
+        )
+    if report.skipped:
+        print(f"nothing to bill for {report.month} (no period started in the month): {', '.join(report.skipped)}")
+    return 0
