@@ -136,16 +136,11 @@ async def serve(
             port = await admin.start(settings.host, settings.admin_port)
             log.info("admin (GET /healthz) listening on %s:%d", settings.host, port)
         if settings.http_port:
-            http = HttpAuthzServer(
-                core,
-                settings.max_header_bytes,
-                settings.max_body_bytes,
-                metering.group_commit if metering is not None else None,
-            )
+            http = HttpAuthzServer(core, settings.max_header_bytes, settings.max_body_bytes)
             port = await http.start(settings.host, settings.http_port)
             log.info("ext_authz HTTP listening on %s:%d", settings.host, port)
         if settings.grpc_port:
-            grpc_server = GrpcAuthzServer(core, metering.group_commit if metering is not None else None)
+            grpc_server = GrpcAuthzServer(core)
             port = await grpc_server.start(settings.host, settings.grpc_port)
             log.info("ext_authz gRPC listening on %s:%d", settings.host, port)
         if metering is not None and settings.metering_port:

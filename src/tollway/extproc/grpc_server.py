@@ -19,7 +19,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tollway.extproc.check import Allow, CheckRequest, Decision, Headers
 from tollway.extproc.decision import Decider
 from tollway.listen import ListenError
-from tollway.usage.group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +96,14 @@ def serialize_verdict(decision: Decision) -> bytes:
 class AuthorizationService:
     """``Check`` answers with serialized bytes (see :meth:`GrpcAuthzServer.__init__`)."""
 
-    def __init__(self, core: Decider, commit: GroupCommit | None = None) -> None:
+    def __init__(self, core: Decider) -> None:
         self._core = core
-        self._commit = commit
 
     async def check(self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext) -> bytes:
         check = to_check_request(request)
         decision = self._core.decide_now(check)
         if decision is None:
             decision = await self._core.decide(check)
-        if self._commit is not None:
-            self._commit.commit_now()  # the usage row is written before the verdict is returned
         return serialize_verdict(decision)
 
 
@@ -116,13 +112,13 @@ def _identity(data: bytes) -> bytes:
 
 
 class GrpcAuthzServer:
-    def __init__(self, core: Decider, commit: GroupCommit | None = None) -> None:
+    def __init__(self, core: Decider) -> None:
         # SO_REUSEPORT off: a stale server on the same port must not silently take traffic.
         self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         self._health = health.aio.HealthServicer()
         # Registered by hand (not add_AuthorizationServicer_to_server) so responses can be pre-serialized.
         handler = grpc.unary_unary_rpc_method_handler(
-            AuthorizationService(core, commit).check,
+            AuthorizationService(core).check,
             request_deserializer=external_auth_pb2.CheckRequest.FromString,
             response_serializer=_identity,
         )

@@ -20,7 +20,6 @@ import httptools
 from tollway.extproc.check import Allow, CheckRequest, Decision, Deny
 from tollway.extproc.decision import Decider
 from tollway.listen import bind_tcp
-from tollway.usage.group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -192,32 +191,18 @@ class _Connection(asyncio.Protocol):
                     self._transport.resume_reading()
         finally:
             self._worker = None
-            if self._closing and not self._in_message:
-                self._close()
+            if self._closing and not self._in_message and self._transport is not None:
+                self._transport.close()
 
     def _respond(self, decision: Decision, keep_alive: bool, head: bool) -> bool:
-        """Send a verdict (after the tick's usage rows are written, with metering on); False once the
-        connection is to close."""
         transport = self._transport
         if transport is None or transport.is_closing():
             return False
-        data = render_response(decision, keep_alive, head)
-        commit = self._server.commit
-        if commit is None:
-            _send(transport, data, keep_alive)
-        else:
-            commit.after_commit(lambda: _send(transport, data, keep_alive))
-        return keep_alive
-
-    def _close(self) -> None:
-        """Close once every verdict already decided has been sent."""
-        transport = self._transport
-        if transport is None:
-            return
-        if self._server.commit is None:
+        transport.write(render_response(decision, keep_alive, head))
+        if not keep_alive:
             transport.close()
-        else:
-            self._server.commit.after_commit(transport.close)
+            return False
+        return True
 
     def _fail(self, status: int, slug: str, title: str, detail: str) -> None:
         self._respond(self._core.refusals.bad_request(status, slug, title, detail), False, False)
@@ -229,29 +214,13 @@ class _Connection(asyncio.Protocol):
     def begin_shutdown(self) -> None:
         """Finish what has been received, then close; idle connections close at once."""
         self._closing = True
-        if self._worker is None and not self._in_message:
-            self._close()
-
-
-def _send(transport: asyncio.Transport, data: bytes, keep_alive: bool) -> None:
-    if transport.is_closing():
-        return
-    transport.write(data)
-    if not keep_alive:
-        transport.close()
+        if self._worker is None and not self._in_message and self._transport is not None:
+            self._transport.close()
 
 
 class HttpAuthzServer:
-    def __init__(
-        self,
-        core: Decider,
-        max_header_bytes: int = 65536,
-        max_body_bytes: int = 1 << 20,
-        commit: GroupCommit | None = None,
-    ) -> None:
-        """``commit``: with metering on, verdicts leave after their tick's usage rows are written."""
+    def __init__(self, core: Decider, max_header_bytes: int = 65536, max_body_bytes: int = 1 << 20) -> None:
         self.core = core
-        self.commit = commit
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
         self.connections: set[_Connection] = set()

@@ -16,7 +16,6 @@ from tollway.extproc.metering_server import ACCESS_LOG_SERVICE, GrpcService, Met
 from tollway.plans.catalog import CompiledCatalog
 from tollway.settings import Settings
 from tollway.usage.clickhouse_sink import ClickHouseSink
-from tollway.usage.group_commit import GroupCommit
 from tollway.usage.loader import LoaderBusy, LoaderLock, UsageLoader
 from tollway.usage.meters import NO_METERS, CatalogMeters, catalog_meters
 from tollway.usage.recorder import UsageRecorder
@@ -39,8 +38,7 @@ class Metering:
         self._settings = settings
         self.spool = spool
         self._live = live
-        self.recorder = UsageRecorder(spool, self._catalog, settings.spool_full_policy, staged=True)
-        self.group_commit = GroupCommit(spool)
+        self.recorder = UsageRecorder(spool, self._catalog, settings.spool_full_policy)
         self.access_log = AccessLogService(spool, self._meters)
         self.loader = loader
         self._lock = lock

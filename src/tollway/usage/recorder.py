@@ -29,13 +29,8 @@ class UsageRecorder:
         spool: SpoolWriter,
         catalog: Callable[[], CompiledCatalog | None],
         full_policy: SpoolFullPolicy = "fail_closed",
-        *,
-        staged: bool = False,
     ) -> None:
-        """``staged``: rows wait for the tick's group commit (the servers then send verdicts after it,
-        see usage/group_commit.py); otherwise each row is written at once."""
         self._spool = spool
-        self._put = spool.stage if staged else spool.append
         self._catalog = catalog
         self.full_policy = full_policy
         self.rows_dropped = 0
@@ -54,7 +49,7 @@ class UsageRecorder:
         return catalog_meters(catalog).for_feature(feature) if catalog is not None else EMPTY
 
     def _write(self, row: UsageRow) -> bool:
-        if self._put(encode_row(row)):
+        if self._spool.append(encode_row(row)):
             return True
         self.rows_dropped += 1
         return False

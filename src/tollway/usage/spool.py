@@ -72,7 +72,6 @@ class SpoolWriter:
         self._others = spool_bytes(self._directory)  # bytes of every other segment, refreshed by refresh_usage()
         self._full = False
         self._dirty = False
-        self._pending: list[bytes] = []  # group commit: rows of this loop tick, written by commit()
         self.rows_refused = 0
         self._open()
 
@@ -95,37 +94,11 @@ class SpoolWriter:
         self._fd, self._path, self._written = fd, path, 0
 
     def append(self, data: bytes) -> bool:
-        """Write whole rows (``data`` ends with a newline) now. False, and nothing written, when the spool
-        is full. Raises ``OSError`` when the disk refuses the write."""
+        """Write whole rows (``data`` ends with a newline). False, and nothing written, when the spool is
+        full. Raises ``OSError`` when the disk refuses the write."""
         if self._full:
             self.rows_refused += data.count(b"\n")
             return False
-        if self._pending:
-            self.commit()  # keep the file in the order rows were handed in
-        self._write(data)
-        return True
-
-    def stage(self, data: bytes) -> bool:
-        """Hold whole rows for the next :meth:`commit` (one ``write(2)`` for every row of a loop tick). The
-        caller must not let anything depend on these rows before ``commit`` returned. False when full."""
-        if self._full:
-            self.rows_refused += data.count(b"\n")
-            return False
-        self._pending.append(data)
-        return True
-
-    @property
-    def staged(self) -> bool:
-        return bool(self._pending)
-
-    def commit(self) -> None:
-        """Write the staged rows with one ``write(2)``. Raises ``OSError`` when the disk refuses them."""
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            self._write(data)
-
-    def _write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:  # a regular file takes everything at once; loop only for the pathological case
             written = os.write(self._fd, view)
@@ -137,6 +110,7 @@ class SpoolWriter:
         elif self._others + self._written >= self._max_bytes:
             self._full = True
             log.error("usage spool %s is full (%d bytes): new rows are refused", self._directory, self._max_bytes)
+        return True
 
     def sync(self) -> None:
         """``fsync`` the open segment if anything was written since the last sync (call periodically)."""
@@ -150,11 +124,6 @@ class SpoolWriter:
         self._others = spool_bytes(self._directory)
         self._open()
 
-    def mark_failed(self) -> None:
-        """A write failed (disk full, I/O error): refuse rows until :meth:`refresh_usage` finds room."""
-        self._pending.clear()
-        self._full = True
-
     def refresh_usage(self) -> None:
         """Re-measure the spool (the loader deletes loaded segments) and lift ``full`` when room is back."""
         self._others = spool_bytes(self._directory) - self._written
@@ -167,7 +136,6 @@ class SpoolWriter:
         if self._fd < 0:
             return
         with contextlib.suppress(OSError):
-            self.commit()
             self.sync()
         os.close(self._fd)  # releases the flock: the segment is sealed
         self._fd = -1
