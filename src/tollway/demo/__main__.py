@@ -9,7 +9,9 @@ upstream and Envoy; creates keys and subscribes ``acme-corp`` to the ``free`` pl
   the free plan's per-second limit (the 429, its violated policies, Retry-After and RateLimit headers);
 - stage 3, what was used: Tollway recorded every request (admitted or refused) in its spool, completed
   the admitted ones from Envoy's access log and loaded them into the embedded ClickHouse; the demo
-  prints the customer's usage from ClickHouse with ``tollway usage show``.
+  prints the customer's usage from ClickHouse with ``tollway usage show``;
+- stage 4, what it costs: ``initech``, on the priced ``pro`` plan since the start of the month, is
+  billed with ``tollway bill``; the demo prints the invoice's lines and the path of its HTML page.
 
 Prints each status and problem; exits non-zero if any answer is not the expected one, or if the usage
 table does not hold exactly one row per request sent.
@@ -43,6 +45,8 @@ from tollway.harness.valkey import ValkeyServer
 # src/tollway/demo/__main__.py -> the repository root (an editable install, as `make` sets up).
 DEFAULT_CATALOG: Final = Path(__file__).resolve().parents[3] / "plans" / "catalog.yaml"
 CUSTOMER: Final = "acme-corp"
+PAYING: Final = "initech"  # on the priced pro plan, billed in stage 4
+INVOICES: Final = Path(".tollway") / "demo-invoices"
 UNSUBSCRIBED: Final = "globex"
 PLAN: Final = "free"
 BURST_POLICY: Final = "burst"  # the free plan's per-second limit (5 per second)
@@ -79,6 +83,7 @@ class Case:
     status: int
     problem: str = ""  # the expected problem type slug of a refusal
     show_limits: bool = False  # print the RateLimit headers of the answer
+    paid: bool = False  # a call of the paying customer (pro plan)
 
 
 def call(url: str, headers: dict[str, str], method: str = "GET") -> Answer:
@@ -117,8 +122,14 @@ def outcome(answer: Answer) -> str:
     return f"{answer.body.get('title', '?')} ({answer.problem or 'no problem type'})"
 
 
-def verdict(answer: Answer, status: int, problem: str) -> str | None:
+def paying_headers(created: dict[str, object]) -> dict[str, str]:
+    return {"authorization": f"Bearer {created['api_key']}"}
+
+
+def verdict(answer: Answer, status: int, problem: str, paid: bool = False) -> str | None:
     """None if the answer is the expected one, else what was expected."""
+    if paid:
+        return None if answer.status == status and answer.seen("x-tollway-plan") == "pro" else f"wanted {status}"
     if answer.status != status:
         return f"wanted {status}" + (f" {problem}" if problem else "")
     if problem and answer.problem != problem:
@@ -144,7 +155,7 @@ def run_cases(base_url: str, cases: list[Case]) -> int:
     for case in cases:
         answer = call(base_url + case.path, case.headers, case.method)
         SENT.append(answer.status)
-        wrong = verdict(answer, case.status, case.problem)
+        wrong = verdict(answer, case.status, case.problem, case.paid)
         if case.show_limits and answer.status == 200 and "ratelimit" not in answer.headers:
             wrong = "wanted RateLimit headers on the answer"
         failures += wrong is not None
@@ -190,6 +201,25 @@ def burst(base_url: str, headers: dict[str, str]) -> int:
     print(f"  {'':<{_LABEL_WIDTH}}         detail: {refused.body.get('detail')}")
     show_headers(refused)
     return 1 if problems else 0
+
+
+def show_invoice(env: dict[str, str], month: str) -> int:
+    """Bill the paying customer's period with ``tollway bill``; print the invoice lines and its HTML page."""
+    args = ["bill", "--period", month, "--customer", PAYING, "--out", str(INVOICES)]
+    print(f"  $ tollway {' '.join(args)}")
+    done = subprocess.run(
+        [sys.executable, "-m", "tollway", *args], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0 or not done.stdout.strip():
+        print(f"  [UNEXPECTED, tollway bill failed] {done.stderr.strip()}")
+        return 1
+    invoice_id = done.stdout.split()[0]
+    document = json.loads((INVOICES / f"{invoice_id}.json").read_text())
+    for line in document["lines"]:
+        print(f"  {line['description']:<52} {line['quantity'] or '':>14} {line['amount']:>10}")
+    print(f"  {'total':<52} {'':>14} {document['total']:>10} {document['currency']}")
+    print(f"  invoice page: {(INVOICES / f'{invoice_id}.html').resolve()}")
+    return 0
 
 
 def show_usage(envoy: EnvoyProcess, tollway: TollwayServer, env: dict[str, str]) -> int:
@@ -274,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
         tollway_cli(env, "keys", "revoke", str(doomed["key_id"]))
         stranger = tollway_cli(env, "keys", "create", "--customer", UNSUBSCRIBED)
         tollway_cli(env, "subscriptions", "set", "--customer", CUSTOMER, "--plan", PLAN, "--catalog", str(catalog))
+        month = time.strftime("%Y-%m", time.gmtime())
+        paying = tollway_cli(env, "keys", "create", "--customer", PAYING)
+        tollway_cli(
+            env, "subscriptions", "set", "--customer", PAYING, "--plan", "pro", "--start", f"{month}-01T00:00:00Z"
+        )
         print()
 
         good_key = str(good["api_key"])
@@ -336,8 +371,19 @@ def main(argv: list[str] | None = None) -> int:
         failures += burst(envoy.base_url, bearer)
         print()
         print(f"  keys on record: {len(tollway_cli(env, 'keys', 'list'))} (secrets are never listed)")
+        print(f"\n  {PAYING} (plan pro) calls the API:")
+        failures += run_cases(
+            envoy.base_url,
+            [
+                Case(f"GET /v1/items/{n} ({PAYING})", "GET", f"/v1/items/{n}", paying_headers(paying), 200, paid=True)
+                for n in (1, 2, 3)
+            ]
+            + [Case(f"GET /v1/search ({PAYING})", "GET", "/v1/search?q=x", paying_headers(paying), 200, paid=True)],
+        )
         print(f"\nStage 3: what was used? ({len(SENT)} requests sent through Envoy)")
         failures += show_usage(envoy, tollway, {**env, **metering_env})
+        print(f"\nStage 4: what does it cost? ({PAYING}, plan pro, {month})")
+        failures += show_invoice({**env, **metering_env, "TOLLWAY_CATALOG": str(catalog)}, month)
     print(f"\nDemo finished in {time.monotonic() - started:.1f}s; every process it started is stopped.")
     if failures:
         print(f"{failures} answer(s) were not the expected ones.", file=sys.stderr)
