@@ -60,12 +60,13 @@ async def _supervise(settings: Settings) -> int:
         env["TOLLWAY_HOST"] = settings.host
         child = await asyncio.create_subprocess_exec(sys.executable, "-m", "tollway", "serve", env=env)
         log.info(
-            "worker %d: pid %d, http %s, grpc %s, admin %s",
+            "worker %d: pid %d, http %s, grpc %s, admin %s, metering %s",
             index,
             child.pid,
             env["TOLLWAY_HTTP_PORT"],
             env["TOLLWAY_GRPC_PORT"],
             env["TOLLWAY_ADMIN_PORT"],
+            env["TOLLWAY_METERING_PORT"],
         )
         children.append(child)
     loop = asyncio.get_running_loop()
