@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tollway.bench import loader_throughput, metering_stats, redis_stats, report, scenarios, wrk
+from tollway.bench import billing_throughput, loader_throughput, metering_stats, redis_stats, report, scenarios, wrk
 from tollway.bench.errors import BenchError
 from tollway.harness import envoy_config
 
@@ -16,6 +16,24 @@ ROWS = ("A", "B", "H", "C", "Cg", "D", "E")
 RATIOS = ("C/H", "Cg/B", "D/H", "D/C", "E/D", "C/A", "H/A", "B/A", "E/A")
 REDIS_RATES = {"round_trips_per_admitted_request", "checks_per_round_trip", "checks_per_admitted_request"}
 LOADER_ROWS = 3000
+BILLING_ROWS = 20_000
+BILLING_KEYS = {
+    "rows",
+    "seconds",
+    "rows_per_s",
+    "aggregation_s",
+    "pricing_s",
+    "query_s",
+    "queries",
+    "parts",
+    "warm_seconds",
+    "warm_rows_per_s",
+    "customers",
+    "invoices_priced",
+    "generate_s",
+    "store_s",
+    "target",
+}
 
 
 @pytest.mark.integration
@@ -24,8 +42,8 @@ def test_bench_runs_every_row_and_writes_the_results(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     argv = [sys.executable, "-m", "tollway.bench", "--out", str(out), "--duration", "1", "--warmup", "1"]
     argv += ["--connections", "4", "--rounds", "1", "--work-dir", str(tmp_path / "logs")]
-    argv += ["--loader-rows", str(LOADER_ROWS)]
-    completed = subprocess.run(argv, capture_output=True, text=True, timeout=200, check=False)
+    argv += ["--loader-rows", str(LOADER_ROWS), "--billing-rows", str(BILLING_ROWS)]
+    completed = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
 
     results = json.loads(out.read_text(encoding="utf-8"))
@@ -120,6 +138,14 @@ def test_bench_runs_every_row_and_writes_the_results(tmp_path: Path) -> None:
     assert isinstance(loader["target"]["met"], bool)
     assert results["targets"]["loader_rows_per_s"]["met"] == loader["target"]["met"]
 
+    # The billing run over generated usage, measured apart from wrk.
+    billing = results["billing"]
+    assert set(billing) >= BILLING_KEYS
+    assert (billing["rows"], billing["customers"]) == (BILLING_ROWS, billing_throughput.DEFAULT_CUSTOMERS)
+    assert billing["invoices_priced"] == billing["customers"]
+    assert billing["target"]["min_rows_per_s"] == 10_000_000
+    assert results["targets"]["billing_rows_per_s"]["met"] == billing["target"]["met"]
+
     assert tuple(results["ratios"]) == RATIOS
     for value in results["ratios"].values():
         assert isinstance(value, float)
@@ -138,6 +164,7 @@ def test_bench_runs_every_row_and_writes_the_results(tmp_path: Path) -> None:
     assert "E/D target ≥ 0.90:" in printed
     assert "Metering, row E" in printed
     assert "Loader throughput" in printed
+    assert "Billing throughput" in printed
     assert "Bearer" not in printed + completed.stderr  # the API key is only ever a wrk header argument
 
 
@@ -218,6 +245,42 @@ def test_loader_result_carries_its_target() -> None:
     assert met is not None
     assert met["target"] == {"min_rows_per_s": 100_000, "met": True}
     missed = report.loader_json({"rows_per_s": 50_000.0})
+    assert missed is not None
+    assert missed["target"]["met"] is False
+
+
+@pytest.mark.integration
+def test_billing_run_prices_every_customer_from_generated_usage(tmp_path: Path) -> None:
+    result = billing_throughput.measure(tmp_path, BILLING_ROWS, customers=500)
+    assert result["rows"] == BILLING_ROWS
+    assert result["requests"] + result["duplicate_decision_rows"] == BILLING_ROWS
+    assert 0 < result["duplicate_decision_rows"] < BILLING_ROWS // 50  # about 1 %
+    assert (result["customers"], result["customers_with_usage"], result["invoices_priced"]) == (500, 500, 500)
+    # FINAL counts a request once; refused, 5xx and 429 requests are not billed.
+    assert result["billed_requests"] == result["billable_requests_in_table"] < result["requests"]
+    assert result["seconds"] > 0
+    assert result["rows_per_s"] > 0
+    assert result["aggregation_s"] + result["pricing_s"] == pytest.approx(result["seconds"], abs=0.002)
+    assert 0 < result["query_s"] <= result["aggregation_s"]
+    assert result["queries"] >= 1
+    assert result["warm_seconds"] > 0
+    assert result["generate_s"] > 0
+    assert result["store_s"] > 0
+    billing = report.billing_json(result)
+    assert billing is not None
+    assert set(billing) >= BILLING_KEYS
+    rendered = "\n".join(report.render_billing(billing))
+    assert "Billing throughput (20,000 usage rows, 500 customers" in rendered
+    assert "target ≥ 10,000,000" in rendered
+    assert "usage queries" in rendered
+
+
+def test_billing_result_carries_its_target() -> None:
+    assert report.billing_json(None) is None
+    met = report.billing_json({"rows_per_s": 12_000_000.0})
+    assert met is not None
+    assert met["target"] == {"min_rows_per_s": 10_000_000, "met": True}
+    missed = report.billing_json({"rows_per_s": 5_000_000.0})
     assert missed is not None
     assert missed["target"]["met"] is False
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
-from tollway.bench import loader_throughput, report, runner, scenarios, wrk
+from tollway.bench import billing_throughput, loader_throughput, report, runner, scenarios, wrk
 from tollway.bench.errors import BenchError
 from tollway.harness.envoy import envoy_binary
 from tollway.harness.errors import HarnessError
@@ -27,6 +27,8 @@ _BUDGET_S: Final = 300.0
 _STARTUP_ESTIMATE_S: Final = 2.0  # per scenario: Valkey, Tollway, CLI calls, Envoy, probe (~1 s measured)
 _METERING_ESTIMATE_S: Final = 4.0  # row E: the embedded ClickHouse opening, the loader catching up
 _LOADER_ROWS_PER_S_ESTIMATE: Final = 40_000  # rows generated, spooled and loaded per second of wall time
+_BILLING_ROWS_PER_S_ESTIMATE: Final = 500_000  # rows generated (most of it), aggregated, priced, twice
+_BILLING_STARTUP_ESTIMATE_S: Final = 10.0  # engine, merges settling, pricing and storing 10,000 invoices
 
 
 def envoy_version() -> str:
@@ -79,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=loader_throughput.DEFAULT_ROWS,
         help=f"usage rows for the loader measurement (default {loader_throughput.DEFAULT_ROWS:,})",
     )
+    parser.add_argument(
+        "--billing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure billing over generated usage: aggregation and pricing (default: on)",
+    )
+    parser.add_argument(
+        "--billing-rows",
+        type=_positive,
+        default=billing_throughput.DEFAULT_ROWS,
+        help=f"usage rows for the billing measurement (default {billing_throughput.DEFAULT_ROWS:,}; "
+        f"{billing_throughput.DEFAULT_CUSTOMERS:,} customers)",
+    )
     parser.add_argument("--work-dir", type=Path, help="keep process logs here (default: a temporary directory)")
     return parser
 
@@ -109,6 +124,15 @@ def _loader_progress(result: Mapping[str, object]) -> None:
     )
 
 
+def _billing_progress(result: Mapping[str, object]) -> None:
+    print(
+        f"  billing {result['rows_per_s']:>12,.0f} rows/s  {result['rows']:,} rows in {result['seconds']} s  "
+        f"(aggregation {result['aggregation_s']} s, pricing {result['pricing_s']} s)  "
+        f"{result['invoices_priced']:,} invoices",
+        flush=True,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     generated_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -127,7 +151,11 @@ def run(args: argparse.Namespace) -> int:
     estimate += options.rounds * _METERING_ESTIMATE_S * sum(s.key == "E" for s in selected)
     if args.loader:
         estimate += args.loader_rows / _LOADER_ROWS_PER_S_ESTIMATE + _STARTUP_ESTIMATE_S
+    if args.billing:
+        estimate += args.billing_rows / _BILLING_ROWS_PER_S_ESTIMATE + _BILLING_STARTUP_ESTIMATE_S
     loader_text = f" + loader throughput ({args.loader_rows:,} rows)" if args.loader else ""
+    if args.billing:
+        loader_text += f" + billing throughput ({args.billing_rows:,} rows)"
     print(
         f"tollway bench: wrk {wrk_version} -t{options.threads} -c{options.connections}, "
         f"{options.duration_s} s after {options.warmup_s} s warm-up, {options.rounds} round(s) of "
@@ -143,11 +171,15 @@ def run(args: argparse.Namespace) -> int:
     work_dir.mkdir(parents=True, exist_ok=True)
     succeeded = False
     loader: dict[str, object] | None = None
+    billing: dict[str, object] | None = None
     try:
         measurements = runner.run_all(selected, options, work_dir, on_measurement=_progress)
         if args.loader:
             loader = loader_throughput.measure(work_dir, args.loader_rows)
             _loader_progress(loader)
+        if args.billing:
+            billing = billing_throughput.measure(work_dir, args.billing_rows)
+            _billing_progress(billing)
         succeeded = True
     finally:
         if keep or not succeeded:
@@ -171,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
             "platform": platform.platform(),
         },
         loader=loader,
+        billing=billing,
     )
     print()
     print(report.render(results))

@@ -32,6 +32,7 @@ LIMITER_ROW: Final = "D"
 METERING_ROW: Final = "E"
 METERING_BASELINE: Final = "D"
 LOADER_TARGET_ROWS_PER_S: Final = 100_000
+BILLING_TARGET_ROWS_PER_S: Final = 10_000_000
 ROUND_TRIPS_TARGET_MAX: Final = 1.0
 _ROLES: Final = ("envoy", "authz", "valkey")
 _REDIS_RATES: Final = ("round_trips_per_admitted_request", "checks_per_round_trip", "checks_per_admitted_request")
@@ -231,6 +232,17 @@ def loader_json(result: Mapping[str, Any] | None) -> Json | None:
     }
 
 
+def billing_json(result: Mapping[str, Any] | None) -> Json | None:
+    """The billing throughput measurement (``billing_throughput``) with its target."""
+    if result is None:
+        return None
+    rate = result.get("rows_per_s")
+    return {
+        **result,
+        "target": {"min_rows_per_s": BILLING_TARGET_ROWS_PER_S, "met": _met(rate, BILLING_TARGET_ROWS_PER_S)},
+    }
+
+
 def build(
     *,
     options: Options,
@@ -243,6 +255,7 @@ def build(
     envoy_concurrency: int,
     machine: Json,
     loader: Mapping[str, Any] | None = None,
+    billing: Mapping[str, Any] | None = None,
 ) -> Json:
     rows = {s.key: row(s, measurements[s.key]) for s in scenarios if measurements.get(s.key)}
     computed = ratios(rows)
@@ -251,6 +264,9 @@ def build(
     targets = {name: {"min": target, "met": _met(computed.get(name), target)} for name, target in TARGETS.items()}
     if loader_result is not None:
         targets["loader_rows_per_s"] = {"min": LOADER_TARGET_ROWS_PER_S, "met": loader_result["target"]["met"]}
+    billing_result = billing_json(billing)
+    if billing_result is not None:
+        targets["billing_rows_per_s"] = {"min": BILLING_TARGET_ROWS_PER_S, "met": billing_result["target"]["met"]}
     return {
         "generated_at": generated_at,
         "wall_time_s": round(wall_time_s, 1),
@@ -276,7 +292,10 @@ def build(
             "runs the loader inside Tollway into an embedded ClickHouse (chdb) in the work directory; its "
             "rows loaded are read from Tollway's /healthz once the loader has caught up after the window "
             "(about 2 per request: a decision row and an access-log row). The loader throughput "
-            "(`loader`) drains a pre-written spool into a fresh chdb in a subprocess of its own."
+            "(`loader`) drains a pre-written spool into a fresh chdb in a subprocess of its own. The billing "
+            "throughput (`billing`) generates a month of usage in a fresh chdb (not timed) and times the "
+            "usage aggregation (`usage FINAL`) and pricing of every customer, as `tollway bill` does; "
+            "storing the invoices is timed apart (`store_s`)."
         ),
         "rows": rows,
         "ratios": computed,
@@ -284,6 +303,7 @@ def build(
         "limiter": limiter,
         "metering": metering_summary(rows, computed),
         "loader": loader_result,
+        "billing": billing_result,
     }
 
 
@@ -336,6 +356,9 @@ def render(results: Json) -> str:
     loader = results.get("loader")
     if loader is not None:
         lines += ["", *render_loader(loader)]
+    billing = results.get("billing")
+    if billing is not None:
+        lines += ["", *render_billing(billing)]
     return "\n".join(lines)
 
 
@@ -369,6 +392,24 @@ def render_loader(loader: Json) -> list[str]:
         f"(target ≥ {target['min_rows_per_s']:,}: {_verdict(target['met'])}); "
         f"{loader['batches']} batches of ≤ {loader['batch_bytes'] / (1 << 20):.0f} MiB; "
         f"peak RSS +{loader['rss_growth_mib']:.1f} MiB (from {loader['rss_before_mib']:.0f} MiB)",
+    ]
+
+
+def render_billing(billing: Json) -> list[str]:
+    target = billing["target"]
+    store = billing.get("store_s")
+    stored = "not timed" if store is None else f"{store:.2f} s"
+    return [
+        f"Billing throughput ({billing['rows']:,} usage rows, {billing['customers']:,} customers, month "
+        f"{billing['month']}; aggregation in embedded ClickHouse + pricing, one process):",
+        f"  {_num(billing['rows_per_s'], ',.0f')} rows/s in {billing['seconds']:.2f} s "
+        f"(target ≥ {target['min_rows_per_s']:,}: {_verdict(target['met'])}); "
+        f"{billing['invoices_priced']:,} invoices priced",
+        f"  aggregation {billing['aggregation_s']:.2f} s ({billing['queries']} usage queries "
+        f"{billing['query_s']:.2f} s in ClickHouse, over {billing['parts']} parts), pricing "
+        f"{billing['pricing_s']:.2f} s; run again warm: {billing['warm_seconds']:.2f} s "
+        f"({_num(billing['warm_rows_per_s'], ',.0f')} rows/s)",
+        f"  not counted: generating the rows {billing['generate_s']:.2f} s; storing the invoices {stored}",
     ]
 
 

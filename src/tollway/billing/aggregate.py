@@ -159,15 +159,19 @@ def billable_quantities_of(
     base = {"db": check_identifier(database), "start": format_instant(start), "end": format_instant(end)}
     rows = query_rows(client, sql, {**base, **meters, "customers": list(customer_ids)}) if customer_ids else []
     found = {str(r[0]): r[1:] for r in rows}
+    # The same for every customer (built once: this runs for thousands of customers per query).
+    queries = [(meter, meter_query(rule)) for meter, rule in ordered]
+    zeros = {meter: Decimal(0) for meter, _ in ordered}
     result: dict[str, Quantities] = {}
     for customer_id in customer_ids:
         values = found.get(customer_id)
-        own = base_parameters(database, customer_id, start, end)
-        quantities = {
-            meter: plain(Decimal(str(values[n]))) if values is not None else Decimal(0)
-            for n, (meter, _) in enumerate(ordered)
-        }
-        sources = {meter: QuantitySource(meter_query(rule), {**own, "meter": meter}) for meter, rule in ordered}
+        own = {"db": base["db"], "customer": customer_id, "start": base["start"], "end": base["end"]}
+        quantities = (
+            {meter: plain(Decimal(str(values[n]))) for n, (meter, _) in enumerate(queries)}
+            if values is not None
+            else dict(zeros)
+        )
+        sources = {meter: QuantitySource(sql, {**own, "meter": meter}) for meter, sql in queries}
         result[customer_id] = Quantities(customer_id, start, end, quantities, sources)
     return result
 

@@ -1,0 +1,400 @@
+"""Billing throughput: how fast a month of usage becomes priced invoices (aggregation in SQL, money in Python).
+
+Not a wrk row: a subprocess of its own (chdb opens one path per process) opens a fresh embedded
+ClickHouse, applies the migrations and generates ``rows`` usage rows for ``customers`` customers over
+one calendar month with ``INSERT INTO usage SELECT … FROM numbers(N)`` (not timed; then it waits until the background
+merges the inserts started are over, ``settle_s``, not timed either): one request per
+row, spread evenly over the month; about 1 % of the requests also have a superseded decision row
+(version 1) next to their response row (version 2); some requests are refused (429, version 1 only),
+some answered 5xx, 429 or 404; meters ``requests``, ``egress`` (response bytes) and ``search-units``
+(on search requests). The table is never optimized: ``FINAL`` deduplicates across the parts left.
+
+Then it subscribes ``customers`` customers in memory (no Redis: ``build_invoices`` takes
+subscriptions as values) to three priced plans (flat fee, per-unit, graduated and volume tiers,
+package, allowance, a discount, a minimum commitment) and times ``invoices.build_invoices`` — what
+``tollway bill`` runs before storing: the usage queries (``usage FINAL``, one per group of customers
+sharing a period and rules) and ``rating.rate`` for every customer. ``aggregation_s`` is the time
+until the first customer is priced (grouping the customers by period and rules, the queries and
+their rows turned into quantities), ``query_s`` the part of it spent in the queries (inside the
+engine), ``pricing_s`` the rest (``rate`` and the invoice of each customer). The headline
+``seconds`` is that first, cold run; the same run again is reported as ``warm_seconds``. Storing the invoices in
+ClickHouse (``invoice_store.save``) is timed apart (``store_s``) and not counted in ``rows_per_s``;
+no invoice files are written.
+
+Subprocess: ``python -m tollway.bench.billing_throughput --chdb PATH --rows N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final
+
+from tollway.bench.errors import BenchError
+
+DEFAULT_ROWS: Final = 10_000_000
+DEFAULT_CUSTOMERS: Final = 10_000
+DATABASE: Final = "tollway"
+_SUBPROCESS_TIMEOUT_S: Final = 1800.0
+_RESULT_KEYS: Final = ("rows", "seconds", "rows_per_s", "customers", "invoices_priced", "generate_s")
+_SETTLE_TIMEOUT_S: Final = 120.0
+_SETTLE_QUIET_S: Final = 1.0
+_DUPLICATE_EVERY: Final = 100  # one request in 100 also has its (superseded) decision row
+_PLANS: Final = ("starter", "pro", "scale")
+
+CATALOG: Final = """\
+apiVersion: tollway.dev/v1
+kind: PlanCatalog
+metadata: {name: tollway-billing-bench, version: "1"}
+meters:
+  requests:
+    unit: requests
+    billable: {exclude_statuses: ["5xx", "429"]}
+  egress:
+    unit: response_bytes
+  search-units:
+    unit: cost
+plans:
+  starter:
+    pricing:
+      currency: USD
+      interval: month
+      charges:
+        - {id: platform, model: flat, amount: "19.00", timing: in_advance}
+        - {id: calls, model: per_unit, meter: requests, unit_amount: "0.0004"}
+        - {id: search, model: per_unit, meter: search-units, unit_amount: "0.002"}
+        - {id: egress, model: per_unit, meter: egress, unit_amount: "0.0000001"}
+  pro:
+    pricing:
+      currency: USD
+      interval: month
+      charges:
+        - {id: platform, model: flat, amount: "49.00", timing: in_advance}
+        - id: calls
+          model: graduated
+          meter: requests
+          tiers:
+            - {up_to: 500, unit_amount: "0"}
+            - {up_to: 1000, unit_amount: "0.0003", flat_amount: "1.00"}
+            - {up_to: null, unit_amount: "0.0002"}
+        - id: search
+          model: package
+          meter: search-units
+          package_size: 100
+          package_amount: "0.25"
+          rounding: up
+          free_units: 50
+        - {id: egress, model: allowance, meter: egress, included: 5000000, overage_unit_amount: "0.00000009"}
+      discounts:
+        - {id: launch, percent: "20", applies_to: invoice, periods: 3}
+  scale:
+    pricing:
+      currency: USD
+      interval: month
+      charges:
+        - {id: platform, model: flat, amount: "240.00", timing: in_advance}
+        - id: calls
+          model: volume
+          meter: requests
+          tiers:
+            - {up_to: 1000, unit_amount: "0.00030"}
+            - {up_to: null, unit_amount: "0.00025"}
+        - {id: search, model: per_unit, meter: search-units, unit_amount: "0.0015"}
+        - {id: egress, model: per_unit, meter: egress, unit_amount: "0.00000008"}
+      minimum_commitment: "300.00"
+"""
+
+
+def billed_month(now: datetime) -> tuple[str, datetime, datetime]:
+    """The last full UTC calendar month before ``now``: its label, start and end."""
+    first = datetime(now.year, now.month, 1, tzinfo=UTC)
+    start = datetime(first.year - 1, 12, 1, tzinfo=UTC) if first.month == 1 else first.replace(month=first.month - 1)
+    return f"{start.year:04d}-{start.month:02d}", start, first
+
+
+def customer_id(number: int) -> str:
+    return f"cus_{number:05d}"
+
+
+def _split(rows: int) -> tuple[int, int]:
+    """(requests, duplicate decision rows) adding up to ``rows``: about one duplicate per 100 requests."""
+    duplicates = rows // (_DUPLICATE_EVERY + 1)
+    return rows - duplicates, duplicates
+
+
+_COLUMNS: Final = (
+    "request_id, ts, customer_id, subject, plan, feature, route, method, status, outcome, reason, "
+    "limits_checked, request_bytes, response_bytes, upstream_latency_ms, meters, version"
+)
+
+
+def generation_sql(
+    database: str, rows: int, customers: int, start: datetime, end: datetime
+) -> tuple[list[str], dict[str, int]]:
+    """The ``INSERT … SELECT FROM numbers()`` statements and the expected counts of the dataset."""
+    requests, duplicates = _split(rows)
+    span_ms = int((end - start).total_seconds() * 1000)
+    begin = start.strftime("%Y-%m-%d %H:%M:%S")
+    plans = "[" + ", ".join(f"'{p}'" for p in _PLANS) + "]"
+    # One request per number n: customer n % customers, evenly over the month, time order = n order.
+    request = f"""
+        'req_' || toString(n) AS request_id,
+        addMilliseconds(toDateTime64('{begin}', 3, 'UTC'), intDiv(n * {span_ms}, {requests})) AS ts,
+        'cus_' || leftPad(toString(n % {customers}), 5, '0') AS customer_id,
+        'key_' || leftPad(toString(n % {customers}), 5, '0') AS subject,
+        {plans}[(n % {customers}) % {len(_PLANS)} + 1] AS plan,
+        if(n % 3 = 0, 'search', 'items-read') AS feature,
+        if(n % 3 = 0, '/v1/search', '/v1/items') AS route,
+        'GET' AS method"""
+    refused = "n % 53 = 17"
+    status = "multiIf(n % 53 = 17, 429, n % 97 = 3, 503, n % 89 = 5, 429, n % 41 = 1, 404, 200)"
+    search_units = "if(n % 3 = 0, if(n % 15 = 0, 5, 1), 0)"
+    response_bytes = f"if({refused}, 0, 200 + intHash64(n) % 20000)"
+    meters = (
+        "CAST(mapFilter((k, v) -> v != 0, map('requests', 1, 'egress', {rb}, 'search-units', {su})), "
+        "'Map(LowCardinality(String), Decimal(38, 9))')"
+    )
+    decided = (
+        "CAST(mapFilter((k, v) -> v != 0, map('requests', 1, 'search-units', {su})), "
+        "'Map(LowCardinality(String), Decimal(38, 9))')"
+    )
+    from tollway.warehouse.connection import check_identifier
+
+    table = f"`{check_identifier(database)}`.usage"
+    responses = f"""
+        INSERT INTO {table} ({_COLUMNS})
+        SELECT {request},
+            {status} AS status,
+            if({refused}, 'refused', 'admitted') AS outcome,
+            if({refused}, 'rate_limited', '') AS reason,
+            true AS limits_checked,
+            0 AS request_bytes,
+            {response_bytes} AS response_bytes,
+            if({refused}, 0, 5 + (n % 40)) AS upstream_latency_ms,
+            {meters.format(rb=response_bytes, su=search_units)} AS meters,
+            if({refused}, 1, 2) AS version
+        FROM (SELECT number AS n FROM numbers({requests}))"""  # noqa: S608 - a checked identifier, numbers
+    # The decision rows of 1 % of the requests: superseded by their response rows above, or an exact
+    # replay of a refused request's (only) row.
+    decisions = f"""
+        INSERT INTO {table} ({_COLUMNS})
+        SELECT {request},
+            if({refused}, 429, 0) AS status,
+            if({refused}, 'refused', 'admitted') AS outcome,
+            if({refused}, 'rate_limited', '') AS reason,
+            true AS limits_checked,
+            0 AS request_bytes, 0 AS response_bytes, 0 AS upstream_latency_ms,
+            {decided.format(su=search_units)} AS meters,
+            1 AS version
+        FROM (SELECT (number * {_DUPLICATE_EVERY} + 1) % {requests} AS n FROM numbers({duplicates}))"""  # noqa: S608 - likewise
+    return [responses, decisions], {"requests": requests, "duplicate_decision_rows": duplicates}
+
+
+class _TimedClient:
+    """The client, and the time spent in its ``query`` calls (the usage queries, inside ClickHouse)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.query_s = 0.0
+        self.queries = 0
+
+    def query(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self._client.query(*args, **kwargs)
+        finally:
+            self.query_s += time.perf_counter() - started
+            self.queries += 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def _settle(client: Any, database: str) -> float:
+    """Wait (up to ``_SETTLE_TIMEOUT_S``) until no background merge of the usage table has run for
+    ``_SETTLE_QUIET_S``, so merges started by the insert do not compete with the measurement; the wait."""
+    from tollway.warehouse.connection import query_rows
+
+    sql = "SELECT count() FROM system.merges WHERE database = {db:String} AND table = 'usage'"
+    started = quiet_since = time.perf_counter()
+    while (now := time.perf_counter()) - started < _SETTLE_TIMEOUT_S:
+        if int(query_rows(client, sql, {"db": database})[0][0]) > 0:
+            quiet_since = now
+        elif now - quiet_since >= _SETTLE_QUIET_S:
+            break
+        time.sleep(0.1)
+    return time.perf_counter() - started
+
+
+def _subscriptions(customers: int, start: datetime) -> list[Any]:
+    from tollway.subscriptions.model import Subscription
+
+    started = start.replace(year=start.year - 1)
+    return [Subscription.new(customer_id(c), _PLANS[c % len(_PLANS)], started) for c in range(customers)]
+
+
+def run(
+    chdb_path: Path,
+    rows: int,
+    *,
+    customers: int = DEFAULT_CUSTOMERS,
+    database: str = DATABASE,
+    store: bool = True,
+) -> dict[str, Any]:
+    """Generate the usage into a fresh embedded ClickHouse, then time aggregation and pricing; the figures."""
+    from tollway.billing.invoice_store import save
+    from tollway.billing.invoices import build_invoices, parse_month
+    from tollway.plans.loader import load_catalog_text
+    from tollway.warehouse.connection import connect, execute, query_rows
+    from tollway.warehouse.migrations import Migrator
+
+    now = datetime.now(UTC)
+    label, start, end = billed_month(now)
+    catalog = load_catalog_text(CATALOG, "billing-bench.yaml")
+    client = connect(f"chdb://{chdb_path.resolve()}")
+    try:
+        Migrator(client, database).migrate()
+        statements, expected = generation_sql(database, rows, customers, start, end)
+        generating = time.perf_counter()
+        for sql in statements:
+            execute(client, sql)
+        generate_s = time.perf_counter() - generating
+        settle_s = _settle(client, database)
+        counted = query_rows(
+            client,
+            "SELECT count(), uniqExact(customer_id), min(ts), max(ts) FROM {db:Identifier}.usage",
+            {"db": database},
+        )[0]
+        inserted = int(counted[0])
+        parts = int(
+            query_rows(
+                client,
+                "SELECT count() FROM system.parts WHERE database = {db:String} AND table = 'usage' AND active",
+                {"db": database},
+            )[0][0]
+        )
+        subscriptions = _subscriptions(customers, start)
+        month = parse_month(label, now)
+        first_priced: list[float] = []
+
+        def progress(done: int, total: int) -> None:
+            if not first_priced:
+                first_priced.append(time.perf_counter())
+
+        timed = _TimedClient(client)
+        started = time.perf_counter()
+        invoices, skipped = build_invoices(
+            timed, database, catalog, subscriptions, month, None, now=now, progress=progress
+        )
+        seconds = time.perf_counter() - started
+        aggregation_s = (first_priced[0] if first_priced else time.perf_counter()) - started
+        # The same run again, warm (the engine's caches filled, the Python code paths hot): for comparison.
+        warm = _TimedClient(client)
+        again = time.perf_counter()
+        build_invoices(warm, database, catalog, subscriptions, month, None, now=now)
+        warm_s = time.perf_counter() - again
+        billed_requests = sum(
+            (line.quantity or Decimal(0) for i in invoices for line in i.draft.lines if line.meter == "requests"),
+            Decimal(0),
+        )
+        total = sum((invoice.total for invoice in invoices), Decimal(0))
+        store_s: float | None = None
+        if store:
+            storing = time.perf_counter()
+            save(client, database, invoices, finalize=False, now=now)
+            store_s = time.perf_counter() - storing
+        expected_requests = query_rows(
+            client,
+            "SELECT countIf(outcome = 'admitted' AND intDiv(status, 100) != 5 AND status != 429) "
+            "FROM {db:Identifier}.usage FINAL",
+            {"db": database},
+        )[0][0]
+    finally:
+        client.close()
+    return {
+        "rows": inserted,
+        "requests": expected["requests"],
+        "duplicate_decision_rows": inserted - expected["requests"],
+        "customers": customers,
+        "customers_with_usage": int(counted[1]),
+        "month": label,
+        "parts": parts,
+        "seconds": round(seconds, 3),
+        "aggregation_s": round(aggregation_s, 3),
+        "pricing_s": round(seconds - aggregation_s, 3),
+        "query_s": round(timed.query_s, 3),
+        "queries": timed.queries,
+        "warm_seconds": round(warm_s, 3),
+        "warm_query_s": round(warm.query_s, 3),
+        "warm_rows_per_s": round(inserted / warm_s, 1) if warm_s > 0 else None,
+        "rows_per_s": round(inserted / seconds, 1) if seconds > 0 else None,
+        "invoices_priced": len(invoices),
+        "customers_skipped": len(skipped),
+        "billed_requests": int(billed_requests),
+        "billable_requests_in_table": int(expected_requests),
+        "invoices_total": str(total),
+        "store_s": None if store_s is None else round(store_s, 3),
+        "generate_s": round(generate_s, 3),
+        "settle_s": round(settle_s, 3),
+        "generate_rows_per_s": round(inserted / generate_s, 1) if generate_s > 0 else None,
+    }
+
+
+def measure(
+    work_dir: Path, rows: int = DEFAULT_ROWS, *, customers: int = DEFAULT_CUSTOMERS, store: bool = True
+) -> dict[str, Any]:
+    """Run ``run`` in a fresh subprocess (its own chdb path), check the result; the figures."""
+    run_dir = Path(work_dir) / f"billing-{os.getpid()}-{time.time_ns()}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", __name__, "--chdb", str(run_dir / "chdb"), "--rows", str(rows)]
+    argv += ["--customers", str(customers), "--store" if store else "--no-store"]
+    try:
+        completed = subprocess.run(
+            argv, capture_output=True, text=True, timeout=_SUBPROCESS_TIMEOUT_S, check=False, cwd=run_dir
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"billing throughput: the run did not finish within {exc.timeout:.0f} s") from exc
+    if completed.returncode != 0:
+        raise BenchError(f"billing throughput: the run failed ({completed.returncode}): {completed.stderr[-2000:]}")
+    try:
+        result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError) as exc:
+        raise BenchError(f"billing throughput: no JSON result in {completed.stdout[-500:]!r}") from exc
+    missing = [key for key in _RESULT_KEYS if key not in result]
+    if missing:
+        raise BenchError(f"billing throughput: the result lacks {missing}")
+    expected = (rows, customers, customers, result["billable_requests_in_table"])
+    found = (result["rows"], result["customers_with_usage"], result["invoices_priced"], result["billed_requests"])
+    if found != expected:
+        raise BenchError(
+            "billing throughput: expected (rows, customers with usage, invoices priced, requests billed) "
+            f"= {expected}, found {found}"
+        )
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__)
+    parser.add_argument("--chdb", type=Path, required=True, help="the embedded ClickHouse path (fresh)")
+    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="usage rows to generate")
+    parser.add_argument("--customers", type=int, default=DEFAULT_CUSTOMERS)
+    parser.add_argument("--database", default=DATABASE)
+    parser.add_argument(
+        "--store", action=argparse.BooleanOptionalAction, default=True, help="also time storing the invoices"
+    )
+    args = parser.parse_args(argv)
+    result = run(args.chdb, args.rows, customers=args.customers, database=args.database, store=args.store)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
