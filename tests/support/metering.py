@@ -9,31 +9,14 @@ from typing import Any
 from tests.support.chdb_engine import ChdbDatabase
 from tollway.usage.clickhouse_sink import ClickHouseSink
 from tollway.usage.loader import UsageLoader
+from tollway.usage.row import COLUMNS
 from tollway.warehouse.migrations import Migrator
 
 USAGE_COLUMNS = (
     "request_id, toUnixTimestamp64Milli(ts), customer_id, subject, plan, feature, route, method, status, "
     "toString(outcome), reason, limits_checked, request_bytes, response_bytes, upstream_latency_ms, meters, version"
 )
-FIELDS = (
-    "request_id",
-    "ts_ms",
-    "customer_id",
-    "subject",
-    "plan",
-    "feature",
-    "route",
-    "method",
-    "status",
-    "outcome",
-    "reason",
-    "limits_checked",
-    "request_bytes",
-    "response_bytes",
-    "upstream_latency_ms",
-    "meters",
-    "version",
-)
+FIELDS = tuple("ts_ms" if name == "ts" else name for name in COLUMNS)  # ts is read back as epoch ms
 
 
 class SpoolLoader:

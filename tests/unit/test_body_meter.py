@@ -11,7 +11,8 @@ from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import struct_pb2
 
-from tollway.extproc.body_meter import METERS_NAMESPACE, BodyMeterService
+from tollway.extproc.body_meter import BodyMeterService
+from tollway.extproc.metadata import METERS_NAMESPACE
 from tollway.plans.catalog import CompiledCatalog
 from tollway.plans.loader import compile_catalog_text
 

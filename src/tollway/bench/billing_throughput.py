@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tollway.bench.errors import BenchError
+from tollway.bench.subprocess_json import run_json
 
 DEFAULT_ROWS: Final = 10_000_000
 DEFAULT_CUSTOMERS: Final = 10_000
@@ -356,21 +356,7 @@ def measure(
     run_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", __name__, "--chdb", str(run_dir / "chdb"), "--rows", str(rows)]
     argv += ["--customers", str(customers), "--store" if store else "--no-store"]
-    try:
-        completed = subprocess.run(
-            argv, capture_output=True, text=True, timeout=_SUBPROCESS_TIMEOUT_S, check=False, cwd=run_dir
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"billing throughput: the run did not finish within {exc.timeout:.0f} s") from exc
-    if completed.returncode != 0:
-        raise BenchError(f"billing throughput: the run failed ({completed.returncode}): {completed.stderr[-2000:]}")
-    try:
-        result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError) as exc:
-        raise BenchError(f"billing throughput: no JSON result in {completed.stdout[-500:]!r}") from exc
-    missing = [key for key in _RESULT_KEYS if key not in result]
-    if missing:
-        raise BenchError(f"billing throughput: the result lacks {missing}")
+    result = run_json(argv, what="billing throughput", cwd=run_dir, timeout_s=_SUBPROCESS_TIMEOUT_S, keys=_RESULT_KEYS)
     expected = (rows, customers, customers, result["billable_requests_in_table"])
     found = (result["rows"], result["customers_with_usage"], result["invoices_priced"], result["billed_requests"])
     if found != expected:

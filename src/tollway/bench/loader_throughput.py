@@ -25,7 +25,6 @@ import json
 import os
 import random
 import resource
-import subprocess
 import sys
 import time
 import uuid
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tollway.bench.errors import BenchError
+from tollway.bench.subprocess_json import run_json
 from tollway.settings import Settings
 from tollway.usage.row import DECISION_VERSION, NO_STATUS, RESPONSE_VERSION, UsageRow, encode_row
 from tollway.usage.spool import SpoolWriter, segments, spool_bytes
@@ -273,21 +273,7 @@ def measure(work_dir: Path, rows: int = DEFAULT_ROWS, *, batch_bytes: int = BATC
     written = write_spool(spool, rows)
     argv = [sys.executable, "-m", __name__, "--spool", str(spool), "--chdb", str(run_dir / "chdb")]
     argv += ["--batch-bytes", str(batch_bytes)]
-    try:
-        completed = subprocess.run(
-            argv, capture_output=True, text=True, timeout=_SUBPROCESS_TIMEOUT_S, check=False, cwd=run_dir
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"loader throughput: the drain did not finish within {exc.timeout:.0f} s") from exc
-    if completed.returncode != 0:
-        raise BenchError(f"loader throughput: the drain failed ({completed.returncode}): {completed.stderr[-2000:]}")
-    try:
-        result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError) as exc:
-        raise BenchError(f"loader throughput: no JSON result in {completed.stdout[-500:]!r}") from exc
-    missing = [key for key in _RESULT_KEYS if key not in result]
-    if missing:
-        raise BenchError(f"loader throughput: the result lacks {missing}")
+    result = run_json(argv, what="loader throughput", cwd=run_dir, timeout_s=_SUBPROCESS_TIMEOUT_S, keys=_RESULT_KEYS)
     versions = written["rows_by_version"]
     expected = (rows, versions[str(DECISION_VERSION)], versions[str(RESPONSE_VERSION)], 0)
     found = (result["rows"], result["requests_in_table"], result["completed_in_table"], result["segments_left"])

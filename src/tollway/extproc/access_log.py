@@ -31,14 +31,13 @@ from tollway.extproc.decision import (
     PLAN_HEADER,
     ROUTE_HEADER,
 )
+from tollway.extproc.metadata import AUTHZ_NAMESPACE, METERS_NAMESPACE
 from tollway.usage.meters import NO_METERS, CatalogMeters
 from tollway.usage.row import RESPONSE_VERSION, UsageRow, encode_row
 from tollway.usage.spool import SpoolWriter
 
 log = logging.getLogger(__name__)
 
-AUTHZ_NAMESPACE: Final = "envoy.filters.http.ext_authz"
-METERS_NAMESPACE: Final = "tollway.meters"
 _METHODS: Final = {value: name for name, value in base_pb2.RequestMethod.items()}
 
 

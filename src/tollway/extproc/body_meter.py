@@ -44,15 +44,14 @@ from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext_proc_pb2
 from google.protobuf import struct_pb2
 
+from tollway.extproc.decision import FEATURE_HEADER
+from tollway.extproc.metadata import AUTHZ_NAMESPACE, METERS_NAMESPACE
 from tollway.plans.catalog import CompiledCatalog
 from tollway.usage.json_field import FieldPath, NotQuantity, extract, format_quantity, parse_body
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME: Final = "envoy.service.ext_proc.v3.ExternalProcessor"
-METERS_NAMESPACE: Final = "tollway.meters"
-AUTHZ_NAMESPACE: Final = "envoy.filters.http.ext_authz"
-FEATURE_KEY: Final = "x-tollway-feature"
 STATUS_ATTRIBUTE: Final = "response.code"
 REQUEST_ID_ATTRIBUTE: Final = "request.id"
 DEFAULT_MAX_BODY_BYTES: Final = 1 << 20
@@ -376,7 +375,7 @@ def _learn(exchange: Exchange, message: ext_proc_pb2.ProcessingRequest) -> None:
         if REQUEST_ID_ATTRIBUTE in fields and fields[REQUEST_ID_ATTRIBUTE].string_value:
             exchange.request_id = fields[REQUEST_ID_ATTRIBUTE].string_value
     if exchange.feature is None and AUTHZ_NAMESPACE in message.metadata_context.filter_metadata:
-        value = message.metadata_context.filter_metadata[AUTHZ_NAMESPACE].fields.get(FEATURE_KEY)
+        value = message.metadata_context.filter_metadata[AUTHZ_NAMESPACE].fields.get(FEATURE_HEADER)
         if value is not None and value.string_value:
             exchange.feature = value.string_value
 

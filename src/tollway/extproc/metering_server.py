@@ -12,7 +12,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tollway.listen import ListenError
 
 ACCESS_LOG_SERVICE = "envoy.service.accesslog.v3.AccessLogService"
-EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 
 class GrpcService(Protocol):

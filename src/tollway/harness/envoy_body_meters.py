@@ -20,6 +20,7 @@ import copy
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
+from tollway.extproc.metadata import METERS_NAMESPACE
 from tollway.harness.envoy_config import (
     EXT_AUTHZ_FILTER,
     HCM_FILTER,
@@ -32,7 +33,6 @@ from tollway.harness.errors import HarnessError
 EXT_PROC_FILTER: Final = "envoy.filters.http.ext_proc"
 ROUTER_FILTER: Final = "envoy.filters.http.router"
 BODY_METER_CLUSTER: Final = "tollway_body_meters"
-METERS_NAMESPACE: Final = "tollway.meters"
 EXT_AUTHZ_NAMESPACE: Final = EXT_AUTHZ_FILTER
 MESSAGE_TIMEOUT: Final = "0.2s"
 

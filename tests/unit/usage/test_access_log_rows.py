@@ -9,7 +9,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2
 
-from tollway.extproc.access_log import AUTHZ_NAMESPACE, METERS_NAMESPACE, AccessLogService, row_from_entry
+from tollway.extproc.access_log import AccessLogService, row_from_entry
+from tollway.extproc.metadata import AUTHZ_NAMESPACE, METERS_NAMESPACE
 from tollway.usage.meters import CatalogMeters, MeterSet
 from tollway.usage.spool import SpoolWriter
 
