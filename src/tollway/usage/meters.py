@@ -18,9 +18,10 @@ from tollway.usage.row import share_meters
 Quantities = dict[str, int | Decimal]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class MeterSet:
-    """A catalog's meters that apply to one feature's requests, grouped by what they count."""
+    """A catalog's meters that apply to one feature's requests, grouped by what they count. Compared and
+    hashed by identity: each is built once per catalog and feature, and is a memo key on the hot path."""
 
     requests: tuple[str, ...] = ()
     cost: tuple[str, ...] = ()
