@@ -40,7 +40,7 @@ from tollway.settings import Settings
 from tollway.subscriptions.errors import SubscriptionStoreUnavailable
 from tollway.subscriptions.model import Subscription
 from tollway.subscriptions.redis_store import RedisSubscriptionStore
-from tollway.warehouse.connection import connect, query_rows
+from tollway.warehouse.connection import connect, query_rows, quiet_driver_logs
 from tollway.warehouse.errors import WarehouseError, WarehouseUnavailable
 from tollway.warehouse.migrations import Migrator
 from tollway.warehouse.settings import WarehouseSettings
@@ -191,6 +191,7 @@ def _progress(done: int, total: int) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``tollway bill``; prints one line per invoice. Exit status 0, or 2 on bad input."""
+    quiet_driver_logs()
     now = datetime.now(UTC)
     catalog_path = args.plans or settings.catalog
     if catalog_path is None:

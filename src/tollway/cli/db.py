@@ -8,14 +8,13 @@ The target comes from ``--dsn``/``--database`` or ``TOLLWAY_CLICKHOUSE_DSN`` (de
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from tollway.settings import Settings
-from tollway.warehouse.connection import check_identifier, connect, redact_dsn
+from tollway.warehouse.connection import check_identifier, connect, quiet_driver_logs, redact_dsn
 from tollway.warehouse.errors import WarehouseError
 from tollway.warehouse.migrations import MigrationStatus, Migrator, load_migrations
 from tollway.warehouse.settings import WarehouseSettings
@@ -92,9 +91,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         migrations = load_migrations(args.migrations) if args.migrations is not None else None
     except WarehouseError as exc:
         return _fail(str(exc))
-    # The HTTP stack logs each failed attempt; the one-line error below says it all.
-    for noisy in ("urllib3", "clickhouse_connect"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    quiet_driver_logs()
     try:
         client = connect(dsn)
         try:

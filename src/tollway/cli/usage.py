@@ -19,7 +19,7 @@ from typing import Any
 from tollway.settings import Settings
 from tollway.usage.clickhouse_sink import ClickHouseSink
 from tollway.usage.loader import LoaderBusy, LoaderLock, UsageLoader
-from tollway.warehouse.connection import connect, query_rows
+from tollway.warehouse.connection import connect, query_rows, quiet_driver_logs
 from tollway.warehouse.errors import WarehouseError
 from tollway.warehouse.settings import WarehouseSettings
 
@@ -102,6 +102,7 @@ def _plain(quantity: Decimal) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    quiet_driver_logs()
     try:
         warehouse = WarehouseSettings()
         if args.usage_command == "load":

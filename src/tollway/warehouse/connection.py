@@ -10,6 +10,7 @@ clickhouse-connect is synchronous; async callers wrap these calls in ``asyncio.t
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,6 +26,12 @@ from tollway.warehouse.errors import InvalidDatabaseName, InvalidDsn, WarehouseQ
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _MEMORY = {"", "memory", ":memory:"}
 _MESSAGE_LIMIT = 300
+
+
+def quiet_driver_logs() -> None:
+    """For CLI commands: the HTTP stack logs every failed attempt; the command's one-line error says it all."""
+    for noisy in ("urllib3", "clickhouse_connect"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 def check_identifier(name: str, what: str = "database") -> str:
