@@ -2,8 +2,10 @@
 ``ManualClock``) meters it into its spool → the production loader puts it in the embedded ClickHouse →
 ``bill`` prices September, October and November 2026 → totals equal values computed by hand below.
 
-Two customers on one priced plan (``tests/fixtures/billing/through_envoy.yaml``): ``utc-co`` (UTC) and
-``kiri-co`` (Pacific/Kiritimati, UTC+14 all year: its months start 14 hours before UTC's). Requests are
+Three customers (``tests/fixtures/billing/through_envoy.yaml``): ``utc-co`` (UTC) and ``kiri-co``
+(Pacific/Kiritimati, UTC+14 all year: its months start 14 hours before UTC's) on one priced plan, and
+``switch-co`` (UTC), which moves to another plan mid-October with ``tollway subscriptions set
+--effective`` while the traffic flows. Requests are
 decided at instants on both sides of each customer's local month boundaries; there are 404, 503 (the demo
 upstream's ``?status=``), 403 and 429 answers. Each request lands in exactly one month of each customer;
 a second run of a month gives the same invoices.
@@ -14,6 +16,7 @@ them, as ``TOLLWAY_*`` environment variables (``Settings`` reads those it is not
 
 import asyncio
 import copy
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,7 +49,8 @@ pytestmark = pytest.mark.integration
 CATALOG = Path(__file__).resolve().parents[1] / "fixtures" / "billing" / "through_envoy.yaml"
 NOW = datetime(2026, 12, 10, 12, 0, tzinfo=UTC)  # every billed period has ended
 START = "2026-01-01T00:00:00Z"
-UTC_CO, KIRI_CO = "utc-co", "kiri-co"
+UTC_CO, KIRI_CO, SWITCH_CO = "utc-co", "kiri-co", "switch-co"
+CHANGE = "2026-10-16T00:00:00Z"  # switch-co: metered → metered_plus, between T3 and T4
 
 
 def at(text: str) -> datetime:
@@ -109,6 +113,30 @@ EXPECTED: dict[str, dict[str, tuple[str, dict[str, str], list[str]]]] = {
         KIRI_CO: ("13.37", {"requests": "5", "work": "5"}, ["10.00", "2.75", "0.62"]),
     },
 }
+# switch-co sends what utc-co sends; September is utc-co's. October is cut at the change (UTC month, 744 h):
+#   metered      2026-10-01 .. 10-16: 360/744 = 0.48387096774193... → 0.483870967742
+#                platform 10.00 × 0.483870967742 = 4.83870967742 → 4.84; T3: calls 2 × 1.00 = 2.00;
+#                work 3 × 0.125 = 0.375 → 0.38                                        subtotal  7.22
+#   metered_plus 2026-10-16 .. 11-01: 384/744 = 0.51612903225806... → 0.516129032258
+#                platform 31.00 × 0.516129032258 = 15.999999999998 → 16.00; T4-T6: calls 4 × 0.10 = 0.40;
+#                work 4 × 0.125 = 0.50                                                subtotal 16.90
+#   total 24.12.  November (metered_plus): 31.00 + 2 × 0.10 + 2 × 0.125 = 31.45
+SWITCH_EXPECTED = {
+    "2026-09": ("12.63", [(0, "metered", "10.00"), (0, "metered", "2.25"), (0, "metered", "0.38")]),
+    "2026-10": (
+        "24.12",
+        [
+            (0, "metered", "4.84"),
+            (0, "metered", "2.00"),
+            (0, "metered", "0.38"),
+            (1, "metered_plus", "16.00"),
+            (1, "metered_plus", "0.40"),
+            (1, "metered_plus", "0.50"),
+        ],
+    ),
+    "2026-11": ("31.45", [(0, "metered_plus", "31.00"), (0, "metered_plus", "0.20"), (0, "metered_plus", "0.25")]),
+}
+
 # Each customer's periods, [start, end) in UTC: Kiritimati's start 14 hours before UTC midnight.
 PERIODS = {
     ("2026-10", UTC_CO): ("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"),
@@ -137,6 +165,14 @@ def subscribe(valkey: ValkeyServer, customer: str, timezone: str) -> str:
     )  # fmt: skip
     assert done.code == 0, done.stderr
     return key
+
+
+def change_plan(valkey: ValkeyServer, customer: str, plan: str, effective: str) -> None:
+    done = run_cli(
+        valkey.url, "subscriptions", "set", "--customer", customer, "--plan", plan, "--effective", effective, "--json"
+    )
+    assert done.code == 0, done.stderr
+    assert json.loads(done.stdout)["plan_changes"] == [{"at": effective, "from": "metered", "to": plan}]
 
 
 def stored_subscriptions(valkey: ValkeyServer) -> list[Subscription]:
@@ -177,6 +213,7 @@ def traffic(
     keys = {
         UTC_CO: subscribe(valkey_fresh, UTC_CO, "UTC"),
         KIRI_CO: subscribe(valkey_fresh, KIRI_CO, "Pacific/Kiritimati"),
+        SWITCH_CO: subscribe(valkey_fresh, SWITCH_CO, "UTC"),
     }
     spool = tmp_path / "spool"
     (metering_port,) = free_ports(1)
@@ -192,7 +229,9 @@ def traffic(
             envoy = envoy_factory("http", endpoints=endpoints, transform=request_id_in_response)
             with httpx.Client(base_url=envoy.base_url, timeout=5) as client:
                 n = 0
-                for instant, count in TIMELINE:
+                for step, (instant, count) in enumerate(TIMELINE):
+                    if step == 3:  # after T3: switch-co changes plan, dated between T3 and T4
+                        change_plan(valkey_fresh, SWITCH_CO, "metered_plus", CHANGE)
                     clock.set(at(instant))
                     calls = [(PLAIN, 200)] * count if count else list(zip(BURST, BURST_STATUSES, strict=True))
                     for customer, key in keys.items():
@@ -235,13 +274,21 @@ def test_traffic_through_envoy_is_billed_per_local_month(
     client, database = chdb_db
     catalog = load_catalog(CATALOG)
     subscriptions = stored_subscriptions(valkey_fresh)
-    assert {s.customer_id: s.timezone for s in subscriptions} == {UTC_CO: "UTC", KIRI_CO: "Pacific/Kiritimati"}
+    assert {s.customer_id: s.timezone for s in subscriptions} == {
+        UTC_CO: "UTC",
+        KIRI_CO: "Pacific/Kiritimati",
+        SWITCH_CO: "UTC",
+    }
 
     for month, expected in EXPECTED.items():
         first = bill(client, database, catalog, subscriptions, month, now=NOW, out_dir=tmp_path / "first")
         documents = by_customer(first)
         assert {r.action for r in first.results} == {"created"}, month
+        switched = documents.pop(SWITCH_CO)
         assert {c: summary(d) for c, d in documents.items()} == expected, month
+        parts = [(line["part"], switched["plans"][line["part"]]["plan"], line["amount"]) for line in switched["lines"]]
+        assert (switched["total"], parts) == SWITCH_EXPECTED[month], month
+        documents[SWITCH_CO] = switched
         for customer, document in documents.items():
             assert document["currency"] == "USD"
             assert sum(Decimal(line["amount"]) for line in document["lines"]) == Decimal(document["total"])
@@ -262,6 +309,7 @@ def test_traffic_through_envoy_is_billed_per_local_month(
         for document in documents.values():
             stored = load_lines(client, database, document["invoice_id"])
             assert [Decimal(line["amount"]) for line in stored] == [Decimal(x) for x in summary(document)[2]]
+            assert Decimal(document["total"]) == sum(Decimal(line["amount"]) for line in stored)
 
     # Every billable request was billed in exactly one month of each customer: nothing lost or doubled
     # at a boundary. Billable: admitted and not 5xx/429 for requests; admitted for work.

@@ -302,7 +302,7 @@ def run(
         build_invoices(warm, database, catalog, subscriptions, month, None, now=now)
         warm_s = time.perf_counter() - again
         billed_requests = sum(
-            (line.quantity or Decimal(0) for i in invoices for line in i.draft.lines if line.meter == "requests"),
+            (line.quantity or Decimal(0) for i in invoices for line in i.lines if line.meter == "requests"),
             Decimal(0),
         )
         total = sum((invoice.total for invoice in invoices), Decimal(0))

@@ -10,6 +10,13 @@ ends, or whose period has not begun yet (an anniversary later in the current mon
 billed; one that starts inside it pays the fraction it covered of the flat fees and the
 minimum (``proration.period_fraction``) and its usage, and its coupons count periods from its start.
 
+**Plan changes.** A subscription whose plan changed inside the period (``Subscription.terms``) has one
+*part* per plan held: each part is priced by its own plan over the time it was held, its flat fees
+and minimum prorated by the part's fraction of the period (``proration.period_fraction``) and its usage
+summed over the part alone, split at the change instant. So the old plan's recurring fee is charged
+only for the time it was used (the rest credited, as it never reaches the invoice) and the new one from
+the change on. Every line names its part (``part``: 0, 1, ...); ``plans`` lists the parts.
+
 An invoice id is derived from (customer, period start) only, so the same period always has the same
 id: re-running a month writes a new version of the same invoices (see ``invoice_store``).
 
@@ -37,11 +44,11 @@ from tollway.billing.charges import PeriodContext
 from tollway.billing.errors import BillingError, PlanNotPriced
 from tollway.billing.money import format_amount, format_decimal
 from tollway.billing.proration import period_fraction
-from tollway.billing.rating import InvoiceDraft, rate
+from tollway.billing.rating import InvoiceDraft, InvoiceLine, rate
 from tollway.periods import BillingPeriod, load_timezone
 from tollway.plans.pricing import FlatCharge, Pricing
 from tollway.plans.schema import Billable, Catalog
-from tollway.subscriptions.model import Subscription, format_exact
+from tollway.subscriptions.model import PlanTerm, Subscription, format_exact
 
 Status = Literal["draft", "finalized"]
 _MONTH: Final = re.compile(r"(\d{4})-(\d{2})")
@@ -120,6 +127,7 @@ class Adjustment:
 
     invoice_id: str
     month: str
+    part: int
     currency: str
     billed: Mapping[str, Decimal]
     now: Mapping[str, Decimal]
@@ -152,7 +160,9 @@ class Adjustment:
             "timing": "in_arrears",
             "breakdown": steps,
             "quantity_source": None,
+            "part": None,
             "adjusts": self.invoice_id,
+            "adjusts_part": self.part,
             "quantities": {
                 meter: {"billed": format_decimal(self.billed.get(meter, Decimal(0))), "now": format_decimal(quantity)}
                 for meter, quantity in sorted(self.now.items())
@@ -162,41 +172,80 @@ class Adjustment:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanPart:
+    """The part ``term`` of an invoice's period (all of it without a plan change), priced by the plan
+    held then. ``sources``: meter → how its quantity is reproduced."""
+
+    term: PlanTerm
+    draft: InvoiceDraft
+    sources: Mapping[str, QuantitySource]
+
+
+@dataclass(frozen=True, slots=True)
 class Invoice:
-    """One customer's priced period. ``sources``: meter → how its quantity is reproduced."""
+    """One customer's priced period: one part per plan held in it, then any late-usage adjustments."""
 
     invoice_id: str
     customer_id: str
     month: str
     period: BillingPeriod
     timezone: str
-    draft: InvoiceDraft
-    sources: Mapping[str, QuantitySource]
+    parts: tuple[PlanPart, ...]
     status: Status = "draft"
     generated_at: datetime | None = None
     finalized_at: datetime | None = field(default=None)
     adjustments: tuple[Adjustment, ...] = ()
 
     @property
+    def plan_id(self) -> str:
+        """The plan at the end of the period."""
+        return self.parts[-1].draft.plan_id
+
+    @property
+    def currency(self) -> str:
+        return self.parts[-1].draft.currency
+
+    @property
+    def lines(self) -> tuple[InvoiceLine, ...]:
+        """The priced lines of every part, in order (adjustments not included)."""
+        return tuple(line for part in self.parts for line in part.draft.lines)
+
+    @property
     def total(self) -> Decimal:
-        """The priced period plus the adjustments: the sum of every line."""
-        return self.draft.total + sum((adjustment.amount for adjustment in self.adjustments), Decimal(0))
+        """The priced parts plus the adjustments: the sum of every line."""
+        priced = sum((part.draft.total for part in self.parts), Decimal(0))
+        return priced + sum((adjustment.amount for adjustment in self.adjustments), Decimal(0))
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON document (stored in ``invoices.document`` and written by ``render``)."""
-        draft = self.draft.as_dict()
-        lines = []
-        for line, rendered in zip(self.draft.lines, draft["lines"], strict=True):
-            source = self.sources.get(line.meter) if line.kind == "charge" and line.meter else None
-            lines.append({**rendered, "quantity_source": None if source is None else source.as_dict()})
+        lines: list[dict[str, Any]] = []
+        plans: list[dict[str, Any]] = []
+        for number, part in enumerate(self.parts):
+            draft = part.draft.as_dict()
+            for line, rendered in zip(part.draft.lines, draft["lines"], strict=True):
+                source = part.sources.get(line.meter) if line.kind == "charge" and line.meter else None
+                lines.append(
+                    {**rendered, "part": number, "quantity_source": None if source is None else source.as_dict()}
+                )
+            plans.append(
+                {
+                    "part": number,
+                    "plan": part.draft.plan_id,
+                    "start": format_exact(part.term.start),
+                    "end": format_exact(part.term.end),
+                    "fraction": format_decimal(part.draft.period.fraction),
+                    "subtotal": draft["total"],
+                }
+            )
         lines.extend(adjustment.as_line() for adjustment in self.adjustments)
         local_start, local_end = self.period.local(self.timezone)
+        first = self.parts[0].draft.period
         return {
             "invoice_id": self.invoice_id,
             "customer_id": self.customer_id,
             "status": self.status,
-            "plan": self.draft.plan_id,
-            "currency": self.draft.currency,
+            "plan": self.plan_id,
+            "currency": self.currency,
             "period": {
                 "month": self.month,
                 "start": format_exact(self.period.start),
@@ -204,11 +253,12 @@ class Invoice:
                 "timezone": self.timezone,
                 "local_start": local_start.isoformat(),
                 "local_end": local_end.isoformat(),
-                "fraction": format_decimal(self.draft.period.fraction),
-                "index": self.draft.period.index,
+                "fraction": format_decimal(sum((p.draft.period.fraction for p in self.parts), Decimal(0))),
+                "index": first.index,
             },
+            "plans": plans,
             "lines": lines,
-            "total": format_amount(self.total, self.draft.currency),
+            "total": format_amount(self.total, self.currency),
             "generated_at": None if self.generated_at is None else format_exact(self.generated_at),
             "finalized_at": None if self.finalized_at is None else format_exact(self.finalized_at),
         }
@@ -232,6 +282,13 @@ def _pricing(catalog: Catalog, customer_id: str, plan_id: str) -> tuple[Pricing,
     return plan.pricing, rules
 
 
+def _check_plans(catalog: Catalog, subscription: Subscription) -> None:
+    """``PlanNotInCatalog`` or ``PlanNotPriced`` for the first plan of the subscription's history that
+    cannot be billed."""
+    for plan_id in (subscription.first_plan_id, *(change.plan_id for change in subscription.changes)):
+        _pricing(catalog, subscription.customer_id, plan_id)
+
+
 def build_invoice(
     client: Any,
     database: str,
@@ -246,35 +303,49 @@ def build_invoice(
     """Price ``subscription``'s period of ``month`` from its usage; None when it has none that month.
     ``history``: the customer's finalized invoice documents, checked for late usage (``late_usage``);
     ``now``: a period that has not begun by then is not billed; ``usage``: the period's quantities when
-    already summed (``build_invoices`` sums many customers at once), else they are queried here.
+    already summed (``build_invoices`` sums many customers at once; only for a period with one plan),
+    else they are queried here, per part.
 
     Raises ``PlanNotInCatalog``, ``PlanNotPriced`` and the errors of ``rating.rate``."""
-    pricing, rules = _pricing(catalog, subscription.customer_id, subscription.plan_id)
+    customer = subscription.customer_id
     period = billed_period(subscription, month, now)
     if period is None:
+        _check_plans(catalog, subscription)  # a bad plan is an error whatever the month
         return None
     schedule = subscription.schedule
-    started = subscription.started_at
-    fraction = period_fraction(period, started, period.end) if started > period.start else Decimal(1)
-    index = max(0, schedule.index_of(period.start) - schedule.index_of(started))
-    if usage is None:
-        usage = billable_quantities(client, database, subscription.customer_id, period.start, period.end, rules)
-    draft = rate(subscription.plan_id, pricing, usage.quantities, PeriodContext(fraction, index))
-    adjustments = late_usage(client, database, catalog, subscription.customer_id, period.start, history)
-    for adjustment in adjustments:
-        if adjustment.currency != draft.currency:
+    index = max(0, schedule.index_of(period.start) - schedule.index_of(subscription.started_at))
+    terms = subscription.terms(period.start, period.end)
+    parts: list[PlanPart] = []
+    for term in terms:
+        pricing, rules = _pricing(catalog, customer, term.plan_id)
+        whole = term.start == period.start and term.end == period.end
+        fraction = Decimal(1) if whole else period_fraction(period, term.start, term.end)
+        quantities = usage if usage is not None and len(terms) == 1 else None
+        if quantities is None:
+            quantities = billable_quantities(client, database, customer, term.start, term.end, rules)
+        draft = rate(term.plan_id, pricing, quantities.quantities, PeriodContext(fraction, index))
+        if parts and draft.currency != parts[0].draft.currency:
             raise BillingError(
-                f"customer {subscription.customer_id!r}: late usage of invoice {adjustment.invoice_id} is in "
-                f"{adjustment.currency}, the invoice for {month.label} in {draft.currency}"
+                f"customer {customer!r}: plan {term.plan_id!r} bills in {draft.currency}, plan "
+                f"{parts[0].draft.plan_id!r} (earlier in {month.label}) in {parts[0].draft.currency}; a plan change "
+                "cannot change the currency within a period"
+            )
+        parts.append(PlanPart(term, draft, quantities.sources))
+    currency = parts[-1].draft.currency
+    adjustments = late_usage(client, database, catalog, customer, period.start, history)
+    for adjustment in adjustments:
+        if adjustment.currency != currency:
+            raise BillingError(
+                f"customer {customer!r}: late usage of invoice {adjustment.invoice_id} is in "
+                f"{adjustment.currency}, the invoice for {month.label} in {currency}"
             )
     return Invoice(
-        invoice_id(subscription.customer_id, period.start),
-        subscription.customer_id,
+        invoice_id(customer, period.start),
+        customer,
         month.label,
         period,
         subscription.timezone,
-        draft,
-        usage.sources,
+        tuple(parts),
         adjustments=adjustments,
     )
 
@@ -298,10 +369,13 @@ def build_invoices(
     groups: dict[tuple[datetime, datetime, tuple[tuple[str, tuple[str, ...]], ...]], list[str]] = {}
     group_rules: dict[tuple[datetime, datetime, tuple[tuple[str, tuple[str, ...]], ...]], dict[str, Billable]] = {}
     for subscription in ordered:
-        _, rules = _pricing(catalog, subscription.customer_id, subscription.plan_id)
+        _check_plans(catalog, subscription)
         period = billed_period(subscription, month, now)
-        if period is not None:
-            key = (period.start, period.end, tuple((m, tuple(r.exclude_statuses)) for m, r in sorted(rules.items())))
+        # A period with a plan change is summed per part, in build_invoice.
+        if period is not None and len(terms := subscription.terms(period.start, period.end)) == 1:
+            (term,) = terms
+            _, rules = _pricing(catalog, subscription.customer_id, term.plan_id)
+            key = (term.start, term.end, tuple((m, tuple(r.exclude_statuses)) for m, r in sorted(rules.items())))
             groups.setdefault(key, []).append(subscription.customer_id)
             group_rules[key] = rules
     usage: dict[str, Quantities] = {}
@@ -330,16 +404,39 @@ def _start(document: Mapping[str, Any]) -> datetime:
     return datetime.fromisoformat(str(document["period"]["start"]))
 
 
-def _billed_so_far(invoice: Mapping[str, Any], later: Sequence[Mapping[str, Any]]) -> dict[str, Decimal]:
-    """The quantities billed for ``invoice``'s period: its own, updated by each finalized adjustment."""
+def document_parts(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """An invoice document's parts (``plans``); a document without them (written before plan changes
+    were billed by part) is one part: its plan over its period."""
+    parts = document.get("plans")
+    if parts:
+        return [dict(part) for part in parts]
+    period = document["period"]
+    return [
+        {
+            "part": 0,
+            "plan": document["plan"],
+            "start": period["start"],
+            "end": period["end"],
+            "fraction": period["fraction"],
+        }
+    ]
+
+
+def _billed_so_far(invoice: Mapping[str, Any], part: int, later: Sequence[Mapping[str, Any]]) -> dict[str, Decimal]:
+    """The quantities billed for ``part`` of ``invoice``'s period: its own, updated by each finalized
+    adjustment."""
     billed = {
         str(line["meter"]): Decimal(str(line["quantity"]))
         for line in invoice["lines"]
-        if line["kind"] == "charge" and line["meter"] and line["quantity"] is not None
+        if line["kind"] == "charge" and line["meter"] and line["quantity"] is not None and line.get("part", 0) == part
     }
     for document in later:
         for line in document["lines"]:
-            if line["kind"] == "adjustment" and line.get("adjusts") == invoice["invoice_id"]:
+            if (
+                line["kind"] == "adjustment"
+                and line.get("adjusts") == invoice["invoice_id"]
+                and line.get("adjusts_part", 0) == part
+            ):
                 billed.update({meter: Decimal(q["now"]) for meter, q in line["quantities"].items()})
     return billed
 
@@ -353,7 +450,8 @@ def late_usage(
     history: Sequence[Mapping[str, Any]],
 ) -> tuple[Adjustment, ...]:
     """Adjustments for the usage of ``customer_id``'s finalized invoices (of periods starting before
-    ``before``) that was not billed yet. ``history``: finalized invoice documents of the customer."""
+    ``before``) that was not billed yet, one per part whose quantities changed. ``history``: finalized
+    invoice documents of the customer."""
     finalized = sorted(
         (d for d in history if d["customer_id"] == customer_id and d["status"] == "finalized" and _start(d) < before),
         key=_start,
@@ -362,26 +460,29 @@ def late_usage(
     for position, invoice in enumerate(finalized):
         if position < len(finalized) - ADJUSTMENT_LOOKBACK:
             continue
-        billed = _billed_so_far(invoice, finalized[position + 1 :])
-        pricing, rules = _pricing(catalog, customer_id, str(invoice["plan"]))
-        period = invoice["period"]
-        start, end = _start(invoice), datetime.fromisoformat(str(period["end"]))
-        usage = billable_quantities(client, database, customer_id, start, end, rules)
-        if all(usage.quantities[meter] == billed.get(meter, Decimal(0)) for meter in rules):
-            continue
-        context = PeriodContext(Decimal(str(period["fraction"])), int(period["index"]))
-        old = rate(str(invoice["plan"]), pricing, billed, context)
-        new = rate(str(invoice["plan"]), pricing, usage.quantities, context)
-        adjustments.append(
-            Adjustment(
-                str(invoice["invoice_id"]),
-                str(period["month"]),
-                pricing.currency,
-                {meter: billed.get(meter, Decimal(0)) for meter in rules},
-                dict(usage.quantities),
-                old.total,
-                new.total,
-                usage.sources,
+        index = int(invoice["period"]["index"])
+        for part in document_parts(invoice):
+            number, plan_id = int(part["part"]), str(part["plan"])
+            billed = _billed_so_far(invoice, number, finalized[position + 1 :])
+            pricing, rules = _pricing(catalog, customer_id, plan_id)
+            start, end = datetime.fromisoformat(str(part["start"])), datetime.fromisoformat(str(part["end"]))
+            usage = billable_quantities(client, database, customer_id, start, end, rules)
+            if all(usage.quantities[meter] == billed.get(meter, Decimal(0)) for meter in rules):
+                continue
+            context = PeriodContext(Decimal(str(part["fraction"])), index)
+            old = rate(plan_id, pricing, billed, context)
+            new = rate(plan_id, pricing, usage.quantities, context)
+            adjustments.append(
+                Adjustment(
+                    str(invoice["invoice_id"]),
+                    str(invoice["period"]["month"]),
+                    number,
+                    pricing.currency,
+                    {meter: billed.get(meter, Decimal(0)) for meter in rules},
+                    dict(usage.quantities),
+                    old.total,
+                    new.total,
+                    usage.sources,
+                )
             )
-        )
     return tuple(adjustments)

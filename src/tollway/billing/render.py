@@ -35,7 +35,15 @@ def to_html(document: dict[str, Any]) -> str:
     period = document["period"]
     currency = escape(str(document["currency"]))
     rows = []
+    parts = document.get("plans") or []
+    heading: object = None
     for line in document["lines"]:
+        part = line.get("part")
+        if len(parts) > 1 and part is not None and part != heading:  # a plan change: a heading per plan held
+            held = parts[part]
+            text = f"Plan {held['plan']} from {held['start']} to {held['end']} ({held['fraction']} of the period)"
+            rows.append(f'<tr class="part"><th colspan="4">{escape(text)}</th></tr>')
+            heading = part
         steps = "".join(f"<li>{escape(str(step))}</li>" for step in line["breakdown"])
         description = escape(str(line["description"])) + (f"<ul>{steps}</ul>" if steps else "")
         label = line["discount_id"] or line["charge_id"]

@@ -29,9 +29,8 @@ from typing import Any, Final
 
 from tollway.billing.errors import BillingError
 from tollway.billing.invoice_store import SaveResult, load_finalized, save
-from tollway.billing.invoices import build_invoices, parse_month
+from tollway.billing.invoices import Invoice, build_invoices, parse_month
 from tollway.billing.money import format_amount
-from tollway.billing.rating import InvoiceDraft
 from tollway.billing.render import write
 from tollway.plans.loader import load_catalog
 from tollway.plans.schema import Catalog
@@ -95,8 +94,8 @@ class Rerated:
     """One customer's period priced under the current catalog (``old``) and a new one."""
 
     customer_id: str
-    old: InvoiceDraft
-    new: InvoiceDraft
+    old: Invoice
+    new: Invoice
 
     @property
     def difference(self) -> Decimal | None:
@@ -118,8 +117,8 @@ def rerate(
     month = parse_month(period, now)
     old, _ = build_invoices(client, database, current, subscriptions, month, now=now)
     priced, _ = build_invoices(client, database, new, subscriptions, month, now=now)
-    by_customer = {invoice.customer_id: invoice.draft for invoice in priced}
-    return [Rerated(invoice.customer_id, invoice.draft, by_customer[invoice.customer_id]) for invoice in old]
+    by_customer = {invoice.customer_id: invoice for invoice in priced}
+    return [Rerated(invoice.customer_id, invoice, by_customer[invoice.customer_id]) for invoice in old]
 
 
 def _print_rerated(rerated: Sequence[Rerated]) -> None:

@@ -5,6 +5,11 @@ their current values (``--start``, ``--timezone``, ``--alignment``, ``--anchor``
 so ``set --customer acme --plan pro`` is a plan change that keeps the billing cycle; ``--override`` is
 not merged: the overrides given replace the old ones (none given: none kept).
 
+A plan change is recorded with its instant (``--effective``, default now; never in the future, never
+before the start or the last change), so billing prices each part of the period with the plan held
+then (``docs/billing.md``, proration). ``--start`` with a new start begins a new subscription: its
+plan history starts afresh.
+
 Times: ``now`` or ISO 8601. A time with no UTC offset (``2026-03-01`` or ``2026-03-01T09:00``) is a
 wall-clock time in the subscription's timezone (resolved like a period boundary: first occurrence if
 repeated, end of the gap if skipped).
@@ -50,6 +55,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     put.add_argument("--timezone", help="the customer's IANA timezone for period boundaries (default UTC)")
     put.add_argument("--alignment", choices=ALIGNMENTS, help="calendar periods or anniversaries of --anchor")
     put.add_argument("--anchor", help="anniversary anchor: now or ISO 8601 (default: the start)")
+    put.add_argument(
+        "--effective",
+        help="for a plan change: when the new plan takes effect, now (default) or an earlier ISO 8601 time",
+    )
     put.add_argument("--interval", choices=INTERVALS, help="billing interval (default: the plan's, else month)")
     put.add_argument(
         "--override",
@@ -147,16 +156,27 @@ def build_subscription(
     else:
         anchor = started_at
     interval = check_interval(args.interval or catalog_interval or (previous.interval if previous else "month"))
-    return Subscription(
+    continued = previous is not None and previous.started_at == started_at
+    effective = getattr(args, "effective", None)
+    if effective is not None and (previous is None or not continued or previous.plan_id == args.plan):
+        raise ValueError("--effective dates a plan change: give it with a new --plan for an existing subscription")
+    subscription = Subscription(
         customer_id=args.customer,
-        plan_id=args.plan,
+        plan_id=previous.plan_id if continued and previous is not None else args.plan,
         started_at=started_at,
         timezone=timezone,
         alignment=args.alignment or (previous.alignment if previous else "calendar"),
         anchor=anchor,
         interval=interval,
         overrides=overrides,
+        changes=previous.changes if continued and previous is not None else (),
     )
+    if subscription.plan_id == args.plan:
+        return subscription
+    at = now.replace(microsecond=0) if effective is None else parse_time("--effective", effective, timezone, now)
+    if at > now:
+        raise ValueError(f"--effective {effective}: a plan change takes effect now or at an earlier time, not later")
+    return subscription.changed_to(args.plan, at)
 
 
 def parse_time(option: str, text: str, timezone: str, now: datetime) -> datetime:
@@ -255,6 +275,7 @@ def subscription_json(subscription: Subscription, now: datetime) -> dict[str, ob
         "anchor_local": _local(subscription.anchor, tz),
         "interval": subscription.interval,
         "overrides": dict(subscription.overrides),
+        "plan_changes": [change.as_dict() for change in subscription.changes],
         "current_period": {
             "index": period.index,
             "start": format_exact(period.start),
@@ -281,6 +302,8 @@ def _print(subscription: Subscription, now: datetime, as_json: bool, action: str
     anchor = "" if subscription.alignment == "calendar" else f" (anchor {_local(subscription.anchor, tz)})"
     print(f"periods    {subscription.interval}ly, {subscription.alignment}{anchor}")
     print(f"overrides  {_overrides_text(subscription) or '-'}")
+    for change in subscription.changes:
+        print(f"changed    {format_exact(change.at)}: {change.previous_plan_id} → {change.plan_id}")
     print(f"period     {format_exact(period.start)} .. {format_exact(period.end)} (UTC)")
     print(f"           {_local(period.start, tz)} .. {_local(period.end, tz)} ({tz})")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Final
@@ -28,12 +28,43 @@ _EMPTY: Final[Mapping[str, int]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
+class PlanChange:
+    """From ``at`` (UTC) on, the customer is on ``plan_id`` instead of ``previous_plan_id``."""
+
+    at: datetime
+    previous_plan_id: str
+    plan_id: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "at", require_aware("plan change time", self.at).astimezone(UTC))
+        check_identifier("plan id", self.previous_plan_id)
+        check_identifier("plan id", self.plan_id)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"at": format_exact(self.at), "from": self.previous_plan_id, "to": self.plan_id}
+
+
+@dataclass(frozen=True, slots=True)
+class PlanTerm:
+    """``[start, end)``: a span of time during which the customer was on ``plan_id``."""
+
+    plan_id: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Subscription:
     """``overrides`` maps a plan's limit or quota name to this customer's own limit (a non-negative
     integer); the store does not know the catalog, the CLI checks names against it when given one.
 
     ``started_at`` and ``anchor`` are normalised to UTC (the anchor's *local* day and time, in
-    ``timezone``, are what anniversary periods keep). Use :meth:`new` for the documented defaults."""
+    ``timezone``, are what anniversary periods keep). Use :meth:`new` for the documented defaults.
+
+    ``changes`` are the plan changes since the start, oldest first; ``plan_id`` is the plan now (the
+    last change's). Billing prices each part of a period with the plan the customer held then
+    (:meth:`terms`); the billing schedule (timezone, alignment, anchor, interval) is the subscription's,
+    whatever the plan."""
 
     customer_id: str
     plan_id: str
@@ -43,6 +74,7 @@ class Subscription:
     anchor: datetime
     interval: Interval = "month"
     overrides: Mapping[str, int] = field(default_factory=lambda: _EMPTY, hash=False)
+    changes: tuple[PlanChange, ...] = ()
     _memo: BillingPeriod | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -54,6 +86,7 @@ class Subscription:
         object.__setattr__(self, "started_at", require_aware("started_at", self.started_at).astimezone(UTC))
         object.__setattr__(self, "anchor", require_aware("anchor", self.anchor).astimezone(UTC))
         object.__setattr__(self, "overrides", check_overrides(self.overrides))
+        check_changes(self.plan_id, self.started_at, self.changes)
 
     @classmethod
     def new(
@@ -94,6 +127,35 @@ class Subscription:
         object.__setattr__(self, "_memo", period)
         return period
 
+    @property
+    def first_plan_id(self) -> str:
+        """The plan the subscription started on."""
+        return self.changes[0].previous_plan_id if self.changes else self.plan_id
+
+    def changed_to(self, plan_id: str, at: datetime) -> Subscription:
+        """This subscription with a change to ``plan_id`` from ``at`` on; ``ValueError`` when ``at`` is
+        before the start or the last change, or the plan is the current one."""
+        change = PlanChange(at, self.plan_id, plan_id)
+        return replace(self, plan_id=plan_id, changes=(*self.changes, change))
+
+    def terms(self, start: datetime, end: datetime) -> tuple[PlanTerm, ...]:
+        """The plans held during ``[start, end)`` from the subscription's start on, in time order: one
+        term when no change falls inside, none when the subscription starts at or after ``end``."""
+        begin = max(start, self.started_at)
+        if begin >= end:
+            return ()
+        terms: list[PlanTerm] = []
+        plan, since = self.first_plan_id, begin
+        for change in self.changes:
+            if change.at >= end:
+                break
+            if change.at > since:
+                terms.append(PlanTerm(plan, since, change.at))
+                since = change.at
+            plan = change.plan_id
+        terms.append(PlanTerm(plan, since, end))
+        return tuple(terms)
+
     def limit(self, name: str, plan_limit: int) -> int:
         """The limit that applies to this customer: the override for ``name`` if any, else the plan's."""
         return self.overrides.get(name, plan_limit)
@@ -108,6 +170,7 @@ class Subscription:
             "anchor": format_exact(self.anchor),
             "interval": self.interval,
             "overrides": json.dumps(dict(self.overrides), separators=(",", ":"), sort_keys=True),
+            "plan_changes": json.dumps([c.as_dict() for c in self.changes], separators=(",", ":")),
         }
 
     @classmethod
@@ -118,6 +181,12 @@ class Subscription:
             raw_overrides = json.loads(fields.get("overrides") or "{}")
             if not isinstance(raw_overrides, dict):
                 raise ValueError("overrides is not a JSON object")
+            raw_changes = json.loads(fields.get("plan_changes") or "[]")
+            if not isinstance(raw_changes, list):
+                raise ValueError("plan_changes is not a JSON list")
+            changes = tuple(
+                PlanChange(_parse_exact(change["at"]), change["from"], change["to"]) for change in raw_changes
+            )
             return cls(
                 customer_id=fields["customer_id"],
                 plan_id=fields["plan_id"],
@@ -127,6 +196,7 @@ class Subscription:
                 anchor=_parse_exact(fields["anchor"]) if fields.get("anchor") else started_at,
                 interval=check_interval(fields.get("interval") or "month"),
                 overrides=raw_overrides,
+                changes=changes,
             )
         except KeyError as exc:
             raise ValueError(f"stored subscription has no {exc.args[0]!r} field") from None
@@ -146,6 +216,25 @@ def check_overrides(overrides: Mapping[str, int]) -> Mapping[str, int]:
             raise ValueError(f"override {name!r} must be a whole number from 0 to {MAX_LIMIT}, not {limit!r}")
         checked[name] = limit
     return MappingProxyType(checked)
+
+
+def check_changes(plan_id: str, started_at: datetime, changes: tuple[PlanChange, ...]) -> None:
+    """Plan changes form a chain after the start: each later than the last (and than the start), each
+    from the plan the last one moved to, the last one to ``plan_id``. ``ValueError`` saying what breaks."""
+    since = started_at
+    for position, change in enumerate(changes):
+        if change.at <= since:
+            after = "the start" if position == 0 else "the previous plan change"
+            raise ValueError(
+                f"a plan change at {format_exact(change.at)} must come after {after} ({format_exact(since)})"
+            )
+        if position and change.previous_plan_id != changes[position - 1].plan_id:
+            raise ValueError(f"the plan change at {format_exact(change.at)} does not follow the previous one")
+        if change.previous_plan_id == change.plan_id:
+            raise ValueError(f"the plan change at {format_exact(change.at)} keeps plan {change.plan_id!r}")
+        since = change.at
+    if changes and changes[-1].plan_id != plan_id:
+        raise ValueError(f"the last plan change is to {changes[-1].plan_id!r}, not to the current plan {plan_id!r}")
 
 
 def format_exact(value: datetime) -> str:

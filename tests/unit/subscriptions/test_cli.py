@@ -173,3 +173,32 @@ def test_catalog_check_with_the_real_loader(tmp_path: Path) -> None:
         cli._check_against_catalog(path, "pro", {})
     with pytest.raises(ValueError, match="cannot read the catalog"):
         cli._check_against_catalog(tmp_path / "missing.yaml", "pro", {})
+
+
+def test_a_plan_change_is_recorded_with_its_instant() -> None:
+    previous = Subscription.new("acme", "free", datetime(2026, 1, 1, tzinfo=UTC), timezone="Europe/Paris")
+    now_change = build("--customer", "acme", "--plan", "pro", previous=previous)
+    assert [c.as_dict() for c in now_change.changes] == [{"at": "2026-05-03T12:34:56Z", "from": "free", "to": "pro"}]
+    dated = build("--customer", "acme", "--plan", "pro", "--effective", "2026-04-16", previous=previous)
+    assert dated.changes[0].at == datetime(2026, 4, 15, 22, tzinfo=UTC)  # Paris midnight
+    back = build("--customer", "acme", "--plan", "free", "--effective", "2026-04-20T00:00Z", previous=dated)
+    assert [(c.previous_plan_id, c.plan_id) for c in back.changes] == [("free", "pro"), ("pro", "free")]
+    same = build("--customer", "acme", "--plan", "pro", "--override", "rpm=5", previous=dated)
+    assert same.changes == dated.changes, "no plan change: the history is kept as it is"
+    restarted = build("--customer", "acme", "--plan", "pro", "--start", "2026-05-01", previous=dated)
+    assert restarted.changes == (), "a new start is a new subscription"
+
+
+def test_bad_plan_change_times_are_clean_errors() -> None:
+    previous = Subscription.new("acme", "free", datetime(2026, 1, 1, tzinfo=UTC))
+    with pytest.raises(ValueError, match="takes effect now or at an earlier time"):
+        build("--customer", "acme", "--plan", "pro", "--effective", "2026-06-01T00:00Z", previous=previous)
+    with pytest.raises(ValueError, match="must come after the start"):
+        build("--customer", "acme", "--plan", "pro", "--effective", "2025-12-31T00:00Z", previous=previous)
+    dated = build("--customer", "acme", "--plan", "pro", "--effective", "2026-04-01T00:00Z", previous=previous)
+    with pytest.raises(ValueError, match="must come after the previous plan change"):
+        build("--customer", "acme", "--plan", "free", "--effective", "2026-03-01T00:00Z", previous=dated)
+    with pytest.raises(ValueError, match="--effective dates a plan change"):
+        build("--customer", "acme", "--plan", "pro", "--effective", "2026-04-01T00:00Z")
+    with pytest.raises(ValueError, match="--effective dates a plan change"):
+        build("--customer", "acme", "--plan", "pro", "--effective", "2026-04-02T00:00Z", previous=dated)

@@ -96,3 +96,35 @@ def test_current_period_follows_time_and_is_remembered() -> None:
     assert second.start == first.end
     assert second.start.astimezone(ZoneInfo("America/New_York")).day == 28  # anchor day 31 → Feb 28
     assert sub.current_period(first.end - timedelta(microseconds=1)) == first
+
+
+def test_plan_changes_cut_a_span_into_terms_and_round_trip() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    first, second = datetime(2026, 3, 10, tzinfo=UTC), datetime(2026, 3, 20, tzinfo=UTC)
+    sub = Subscription.new("acme", "free", start).changed_to("pro", first).changed_to("team", second)
+    assert (sub.plan_id, sub.first_plan_id) == ("team", "free")
+    march = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
+    assert [(t.plan_id, t.start, t.end) for t in sub.terms(*march)] == [
+        ("free", march[0], first),
+        ("pro", first, second),
+        ("team", second, march[1]),
+    ]
+    assert [t.plan_id for t in sub.terms(datetime(2025, 12, 1, tzinfo=UTC), start)] == []
+    assert [(t.plan_id, t.start) for t in sub.terms(datetime(2025, 12, 1, tzinfo=UTC), first)] == [("free", start)]
+    assert [t.plan_id for t in sub.terms(second, march[1])] == ["team"]
+    assert Subscription.from_fields(sub.to_fields()) == sub
+
+
+def test_plan_changes_must_form_a_chain() -> None:
+    sub = Subscription.new("acme", "free", datetime(2026, 1, 1, tzinfo=UTC))
+    with pytest.raises(ValueError, match="keeps plan 'free'"):
+        sub.changed_to("free", datetime(2026, 2, 1, tzinfo=UTC))
+    with pytest.raises(ValueError, match="must come after the start"):
+        sub.changed_to("pro", datetime(2026, 1, 1, tzinfo=UTC))
+    fields = sub.changed_to("pro", datetime(2026, 2, 1, tzinfo=UTC)).to_fields()
+    with pytest.raises(ValueError, match="not to the current plan 'free'"):
+        Subscription.from_fields({**fields, "plan_id": "free"})
+    with pytest.raises(ValueError, match=r"no 'at' field"):
+        Subscription.from_fields({**fields, "plan_changes": '[{"to": "pro"}]'})
+    with pytest.raises(ValueError, match="plan_changes is not a JSON list"):
+        Subscription.from_fields({**fields, "plan_changes": "{}"})
