@@ -167,8 +167,9 @@ class BillingSchedule:
         return load_timezone(self.timezone)
 
     def boundary(self, index: int) -> datetime:
-        """The UTC start of the period numbered ``index``."""
-        return _first_instant_at_or_after(self._nominal(index), self._tz)
+        """The UTC start of the period numbered ``index`` (remembered: a bill run asks it of every
+        customer, and customers on calendar periods in one timezone share their schedule)."""
+        return _boundary(self, index)
 
     def period(self, index: int) -> BillingPeriod:
         """The period numbered ``index``."""
@@ -256,6 +257,11 @@ def resolve_local(wall_time: datetime, timezone: str) -> datetime:
     if wall_time.tzinfo is not None:
         raise ValueError(f"resolve_local takes a naive wall-clock time, not {wall_time.isoformat()}")
     return _first_instant_at_or_after(wall_time, load_timezone(timezone))
+
+
+@lru_cache(maxsize=65536)
+def _boundary(schedule: BillingSchedule, index: int) -> datetime:
+    return _first_instant_at_or_after(schedule._nominal(index), schedule._tz)
 
 
 def _first_instant_at_or_after(nominal: datetime, tz: ZoneInfo) -> datetime:
