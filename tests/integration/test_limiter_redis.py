@@ -190,8 +190,9 @@ def test_random_timelines_match_the_model(valkey_fresh: ValkeyServer, seed: int)
 
 def test_redis_matches_the_model_on_random_timelines(valkey_fresh: ValkeyServer) -> None:
     """Differential test: random timelines (bursts, idle gaps shorter and longer than a window, costs,
-    soft and shadow policies) give identical verdicts from the Lua script and the pure model. This
-    covers the script's running total: buckets dropped one by one, and the reset after a long idle."""
+    soft and shadow policies, refunds of leased units to recent buckets) give identical verdicts from
+    the Lua script and the pure model. This covers the script's running total: buckets dropped one by
+    one, refunds to a tracked or an already dropped bucket, and the reset after a long idle."""
     rng = random.Random(20261125)
 
     async def main() -> None:
@@ -212,5 +213,10 @@ def test_redis_matches_the_model_on_random_timelines(valkey_fresh: ValkeyServer)
                     expected = await model.consume(f"p{run}", policies, costs, now)
                     got = await redis_limiter.consume(f"p{run}", policies, costs, now)
                     assert got == expected, (run, now, costs)
+                    if rng.random() < 0.3:  # a lease taken a little earlier gives units back
+                        taken = now - rng.choice([0, 5, 100, 1500, 20_000])
+                        units = [rng.randint(0, 3) for _ in policies]
+                        await model.refund(f"p{run}", policies, units, taken)
+                        await redis_limiter.refund(f"p{run}", policies, units, taken)
 
     asyncio.run(main())

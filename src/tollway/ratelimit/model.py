@@ -35,6 +35,14 @@ class Limiter(Protocol):
         """
         ...
 
+    async def refund(self, partition: str, policies: Sequence[Policy], units: Sequence[int], taken_ms: int) -> None:
+        """Give back ``units`` (one count per policy) consumed at ``taken_ms`` and not used: to the
+        bucket of ``taken_ms`` while it is still counted (a bucket that left the window is not counted
+        any more, so nothing is owed), or to the quota's period counter. Never below zero. Raises
+        ``LimiterUnavailable`` if the counters cannot be reached (the units then stay consumed: capacity
+        wasted, never a limit exceeded)."""
+        ...
+
 
 def epoch_ms(clock: Clock) -> int:
     """``now_ms`` for ``consume`` from an injected clock."""
@@ -129,6 +137,19 @@ class MemoryLimiter:
                     retry = quota_ms(policy, now_ms)
             counted.append(Counted(total, reset, retry))
         return build_verdict(policies, costs, now_ms, admitted, counted)
+
+    async def refund(self, partition: str, policies: Sequence[Policy], units: Sequence[int], taken_ms: int) -> None:
+        for policy, count in zip(policies, units, strict=True):
+            if count <= 0:
+                continue
+            key = policy_key(self._prefix, partition, policy)
+            if isinstance(policy, WindowPolicy):
+                buckets = self._windows.get(key, {})
+                index = taken_ms // policy.bucket_ms
+                if index in buckets:
+                    buckets[index] = max(buckets[index] - count, 0)
+            elif key in self._quotas:
+                self._quotas[key] = max(self._quotas[key] - count, 0)
 
     def counted(self, partition: str, policy: Policy, now_ms: int) -> int:
         """The total ``policy`` would count for ``partition`` at ``now_ms`` (tests and debugging)."""

@@ -11,6 +11,7 @@ from tollway.ratelimit.policies import Policy, WindowPolicy
 
 SCRIPT = files("tollway.ratelimit").joinpath("consume.lua").read_text(encoding="utf-8")
 SHA = hashlib.sha1(SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
+REFUND_SCRIPT = files("tollway.ratelimit").joinpath("refund.lua").read_text(encoding="utf-8")
 
 KIND_WINDOW = 0
 KIND_QUOTA = 1
@@ -29,4 +30,20 @@ def script_keys_and_args(
             args.append(f"{KIND_WINDOW} {policy.limit} {cost} {policy.enforced:d} {policy.bucket_ms} {policy.buckets}")
         else:
             args.append(f"{KIND_QUOTA} {policy.limit} {cost} {policy.enforced:d} {policy.period_end_ms} 0")
+    return keys, args
+
+
+def refund_keys_and_args(
+    prefix: str, partition: str, policies: Sequence[Policy], units: Sequence[int], taken_ms: int
+) -> tuple[list[str], list[int | str]]:
+    """KEYS and ARGV of a refund, in the layout ``refund.lua`` reads: per policy "kind units bucket" (the
+    bucket of ``taken_ms``, when the units were leased; 0 for a quota)."""
+    keys: list[str] = []
+    args: list[int | str] = []
+    for policy, count in zip(policies, units, strict=True):
+        keys.append(policy_key(prefix, partition, policy))
+        if isinstance(policy, WindowPolicy):
+            args.append(f"{KIND_WINDOW} {count} {taken_ms // policy.bucket_ms}")
+        else:
+            args.append(f"{KIND_QUOTA} {count} 0")
     return keys, args
