@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from tests.support.limiter_suite import DAY, SCENARIOS, T0, Scenario
 from tollway.harness.valkey import ValkeyServer
 from tollway.ratelimit import LimiterUnavailable, MemoryLimiter, Policy, QuotaPolicy, RedisLimiter, WindowPolicy
+from tollway.ratelimit.refunds import Refund
 from tollway.ratelimit.script import SHA
 
 pytestmark = pytest.mark.integration
@@ -210,13 +211,16 @@ def test_redis_matches_the_model_on_random_timelines(valkey_fresh: ValkeyServer)
                 for _ in range(60):
                     now += rng.choice([0, 1, 7, 20, 150, 999, 1500, 4000, 30_000, 70_000])
                     costs = [rng.randint(0, 3), rng.randint(1, 2), rng.randint(0, 2)]
-                    expected = await model.consume(f"p{run}", policies, costs, now)
-                    got = await redis_limiter.consume(f"p{run}", policies, costs, now)
-                    assert got == expected, (run, now, costs)
+                    refund = None
                     if rng.random() < 0.3:  # a lease taken a little earlier gives units back
                         taken = now - rng.choice([0, 5, 100, 1500, 20_000])
-                        units = [rng.randint(0, 3) for _ in policies]
-                        await model.refund(f"p{run}", policies, units, taken)
-                        await redis_limiter.refund(f"p{run}", policies, units, taken)
+                        refund = Refund(tuple(rng.randint(0, 3) for _ in policies), taken)
+                        if rng.random() < 0.5:  # on its own, else with the check
+                            await model.refund(f"p{run}", policies, refund, now)
+                            await redis_limiter.refund(f"p{run}", policies, refund, now)
+                            refund = None
+                    expected = await model.consume(f"p{run}", policies, costs, now, refund)
+                    got = await redis_limiter.consume(f"p{run}", policies, costs, now, refund)
+                    assert got == expected, (run, now, costs, refund)
 
     asyncio.run(main())

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tollway.ratelimit import Limiter, Policy, PolicyState, QuotaPolicy, Verdict, WindowPolicy
+from tollway.ratelimit.refunds import Refund
 
 Scenario = Callable[[Limiter], Coroutine[Any, Any, None]]
 SCENARIOS: dict[str, Scenario] = {}
@@ -301,25 +302,32 @@ async def refunds_return_unused_units_to_their_bucket(lim: Limiter) -> None:
         await lim.consume("c1", [BURST, MONTH], 3, T0 + 50),
         ok(st("burst", 3, 1, 3, 1050), st("month", 5, 2_592_000, 3, 30 * DAY - 50)),
     )
-    await lim.refund("c1", [BURST, MONTH], (2, 2), T0 + 50)
+    await lim.refund("c1", [BURST, MONTH], Refund((2, 2), T0 + 50), T0 + 60)
     # Bucket 0 keeps 1 unit: it leaves the window at T0 + 1100.
     same(
         await lim.consume("c1", [BURST, MONTH], 2, T0 + 120),
         ok(st("burst", 3, 1, 3, 980), st("month", 5, 2_592_000, 3, 30 * DAY - 120)),
     )
     # Never below zero (bucket 1 holds 2: both come back, not 9), and zero units are no-ops.
-    await lim.refund("c1", [BURST, MONTH], (9, 0), T0 + 150)
+    await lim.refund("c1", [BURST, MONTH], Refund((9, 0), T0 + 150), T0 + 160)
     same(
         await lim.consume("c1", [BURST, MONTH], 2, T0 + 200),
         ok(st("burst", 3, 1, 3, 900), st("month", 5, 2_592_000, 5, 30 * DAY - 200)),
     )
     # A bucket that left the window is not counted any more: refunding it changes nothing.
     same(await lim.consume("c1", [BURST], 1, T0 + 2000), ok(st("burst", 3, 1, 1, 0)))
-    await lim.refund("c1", [BURST], (1,), T0 + 50)
+    await lim.refund("c1", [BURST], Refund((1,), T0 + 50), T0 + 2010)
     same(await lim.consume("c1", [BURST], 1, T0 + 2050), ok(st("burst", 3, 1, 2, 0)))
     # A refund to counters that do not exist creates nothing.
-    await lim.refund("c2", [BURST, MONTH], (1, 1), T0)
+    await lim.refund("c2", [BURST, MONTH], Refund((1, 1), T0), T0)
     same(
         await lim.consume("c2", [BURST, MONTH], 1, T0 + 10),
         ok(st("burst", 3, 1, 1, 0), st("month", 5, 2_592_000, 1, 30 * DAY - 10)),
     )
+    # With the next check, in the same atomic step: the check counts what is left after the refund.
+    same(
+        await lim.consume("c2", [BURST, MONTH], 2, T0 + 20, Refund((1, 1), T0 + 10)),
+        ok(st("burst", 3, 1, 2, 0), st("month", 5, 2_592_000, 2, 30 * DAY - 20)),
+    )
+    with pytest.raises(ValueError, match="refunded counts for"):
+        await lim.consume("c2", [BURST, MONTH], 1, T0 + 30, Refund((1,), T0))

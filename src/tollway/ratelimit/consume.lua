@@ -4,6 +4,9 @@
 -- ARGV[1] = now_ms; then one ARGV per policy, 6 numbers separated by spaces (one argument instead of six
 -- halves the client's encoding work): kind (0 window, 1 quota), limit, cost, enforced (0/1), then
 --   window: bucket_ms buckets      quota: period_end_ms 0
+-- Optionally two more numbers per policy, a refund applied before the check: `units bucket` — the unused
+-- units of a capacity lease go back to window bucket `bucket` (the one they were consumed in, if still
+-- tracked) or to the quota counter; never below zero (tollway/ratelimit/leases.py).
 -- Reply: {admitted, then per policy: total before, reset_ms, retry_ms}; -1 = never fits.
 local now = tonumber(ARGV[1])
 local n = #KEYS
@@ -24,9 +27,28 @@ local function live_buckets(key, lo, hi)
   return live
 end
 
+local function refund(key, kind, units, bucket)
+  if kind == 0 then
+    local tv = redis.call('HMGET', key, bucket, 'o')
+    local have, o = tonumber(tv[1]), tonumber(tv[2])
+    if have and o and tonumber(bucket) >= o then
+      local back = math.min(units, have)
+      if back > 0 then
+        redis.call('HINCRBY', key, bucket, -back)
+        redis.call('HINCRBY', key, 't', -back)
+      end
+    end
+  else
+    local back = math.min(units, tonumber(redis.call('GET', key) or '0'))
+    if back > 0 then redis.call('DECRBY', key, back) end
+  end
+end
+
 for i = 1, n do
-  local kind, limit, cost, enf, a, b = string.match(ARGV[i + 1], '^(%d+) (%d+) (%d+) (%d) (%d+) (%d+)$')
+  local kind, limit, cost, enf, a, b, ru, rb =
+    string.match(ARGV[i + 1], '^(%d+) (%d+) (%d+) (%d) (%d+) (%d+) ?(%d*) ?(%d*)$')
   kind, limit, cost, enf, a, b = tonumber(kind), tonumber(limit), tonumber(cost), enf == '1', tonumber(a), tonumber(b)
+  if ru ~= '' and tonumber(ru) > 0 then refund(KEYS[i], kind, tonumber(ru), rb) end
   local total, cur, lo, moved = 0, 0, 0, false
   if kind == 0 then
     cur = math.floor(now / a)

@@ -20,27 +20,34 @@ from typing import Protocol
 from tollway.clock import Clock
 from tollway.ratelimit.keys import checked_costs, policy_key
 from tollway.ratelimit.policies import Policy, QuotaPolicy, WindowPolicy
+from tollway.ratelimit.refunds import Refund
 from tollway.ratelimit.verdict import NEVER, Counted, Verdict, build_verdict
 
 
 class Limiter(Protocol):
     async def consume(
-        self, partition: str, policies: Sequence[Policy], cost: int | Sequence[int], now_ms: int
+        self,
+        partition: str,
+        policies: Sequence[Policy],
+        cost: int | Sequence[int],
+        now_ms: int,
+        refund: Refund | None = None,
     ) -> Verdict:
         """Check and (if admitted) consume ``cost`` on every policy, all or nothing.
 
         ``cost``: one int for every policy, or one per policy. ``now_ms``: Unix time in ms from the
-        caller's injected clock. Raises ``LimiterUnavailable`` if the counters cannot be reached, and
+        caller's injected clock. ``refund``: units given back first, in the same atomic step (see
+        :meth:`refund`). Raises ``LimiterUnavailable`` if the counters cannot be reached, and
         ValueError for an invalid check (bad partition, duplicate names, negative cost).
         """
         ...
 
-    async def refund(self, partition: str, policies: Sequence[Policy], units: Sequence[int], taken_ms: int) -> None:
-        """Give back ``units`` (one count per policy) consumed at ``taken_ms`` and not used: to the
-        bucket of ``taken_ms`` while it is still counted (a bucket that left the window is not counted
-        any more, so nothing is owed), or to the quota's period counter. Never below zero. Raises
-        ``LimiterUnavailable`` if the counters cannot be reached (the units then stay consumed: capacity
-        wasted, never a limit exceeded)."""
+    async def refund(self, partition: str, policies: Sequence[Policy], refund: Refund, now_ms: int) -> None:
+        """Give back ``refund.units`` (one count per policy) consumed at ``refund.taken_ms`` and not used:
+        to the bucket of that time while it is still counted (a bucket that left the window is not
+        counted any more, so nothing is owed), or to the quota's period counter. Never below zero.
+        Raises ``LimiterUnavailable`` if the counters cannot be reached (the units then stay consumed:
+        capacity wasted, never a limit exceeded)."""
         ...
 
 
@@ -87,13 +94,28 @@ class MemoryLimiter:
         self._quotas: dict[str, int] = {}
 
     async def consume(
-        self, partition: str, policies: Sequence[Policy], cost: int | Sequence[int], now_ms: int
+        self,
+        partition: str,
+        policies: Sequence[Policy],
+        cost: int | Sequence[int],
+        now_ms: int,
+        refund: Refund | None = None,
     ) -> Verdict:
-        return self.check(partition, policies, cost, now_ms)
+        return self.check(partition, policies, cost, now_ms, refund)
 
-    def check(self, partition: str, policies: Sequence[Policy], cost: int | Sequence[int], now_ms: int) -> Verdict:
+    def check(
+        self,
+        partition: str,
+        policies: Sequence[Policy],
+        cost: int | Sequence[int],
+        now_ms: int,
+        refund: Refund | None = None,
+    ) -> Verdict:
         """``consume`` without the coroutine (the model is synchronous)."""
         costs = checked_costs(partition, policies, cost)
+        if refund is not None:
+            refund.check(policies)
+            self.give_back(partition, policies, refund)
         keys = [policy_key(self._prefix, partition, p) for p in policies]
         totals: list[int] = []
         lives: list[dict[int, int]] = []
@@ -138,14 +160,19 @@ class MemoryLimiter:
             counted.append(Counted(total, reset, retry))
         return build_verdict(policies, costs, now_ms, admitted, counted)
 
-    async def refund(self, partition: str, policies: Sequence[Policy], units: Sequence[int], taken_ms: int) -> None:
-        for policy, count in zip(policies, units, strict=True):
+    async def refund(self, partition: str, policies: Sequence[Policy], refund: Refund, now_ms: int) -> None:
+        refund.check(policies)
+        self.give_back(partition, policies, refund)
+
+    def give_back(self, partition: str, policies: Sequence[Policy], refund: Refund) -> None:
+        """``refund`` without the coroutine."""
+        for policy, count in zip(policies, refund.units, strict=True):
             if count <= 0:
                 continue
             key = policy_key(self._prefix, partition, policy)
             if isinstance(policy, WindowPolicy):
                 buckets = self._windows.get(key, {})
-                index = taken_ms // policy.bucket_ms
+                index = refund.taken_ms // policy.bucket_ms
                 if index in buckets:
                     buckets[index] = max(buckets[index] - count, 0)
             elif key in self._quotas:

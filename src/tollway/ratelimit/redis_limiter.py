@@ -18,7 +18,8 @@ from tollway.ratelimit.coalescer import DEFAULT_MAX_BATCH, DirectRunner, Pipelin
 from tollway.ratelimit.errors import LimiterUnavailable
 from tollway.ratelimit.keys import checked_costs
 from tollway.ratelimit.policies import Policy
-from tollway.ratelimit.script import REFUND_SCRIPT, refund_keys_and_args, script_keys_and_args
+from tollway.ratelimit.refunds import Refund
+from tollway.ratelimit.script import script_keys_and_args
 from tollway.ratelimit.verdict import Counted, Verdict, build_verdict
 from tollway.redis_types import RedisClient
 
@@ -43,8 +44,6 @@ class RedisLimiter:
             if coalesce
             else DirectRunner(redis, timeout_s=timeout_s)
         )
-        # Refunds are rare (one per capacity lease that ends with units left): one EVALSHA each.
-        self._refunds = DirectRunner(redis, REFUND_SCRIPT, timeout_s=timeout_s)
 
     @property
     def runner(self) -> ScriptRunner:
@@ -59,13 +58,20 @@ class RedisLimiter:
         return self._runner.round_trips
 
     async def consume(
-        self, partition: str, policies: Sequence[Policy], cost: int | Sequence[int], now_ms: int
+        self,
+        partition: str,
+        policies: Sequence[Policy],
+        cost: int | Sequence[int],
+        now_ms: int,
+        refund: Refund | None = None,
     ) -> Verdict:
         costs = checked_costs(partition, policies, cost)
         if not policies:
             return Verdict(admitted=True, states=())
+        if refund is not None:
+            refund.check(policies)
         policies = tuple(policies)
-        keys, args = script_keys_and_args(self._prefix, partition, policies, costs, now_ms)
+        keys, args = script_keys_and_args(self._prefix, partition, policies, costs, now_ms, refund)
         reply = await self._runner.run(keys, args)
         try:
             if len(reply) != 1 + 3 * len(policies):
@@ -75,13 +81,9 @@ class RedisLimiter:
         except ValueError as exc:
             raise LimiterUnavailable(f"unexpected reply from the limiter script: {exc}") from exc
 
-    async def refund(self, partition: str, policies: Sequence[Policy], units: Sequence[int], taken_ms: int) -> None:
-        if len(units) != len(policies) or any(count < 0 for count in units):
-            raise ValueError(f"{len(units)} refunds for {len(policies)} policies, each must be >= 0")
-        if not any(units):
-            return
-        keys, args = refund_keys_and_args(self._prefix, partition, tuple(policies), units, taken_ms)
-        await self._refunds.run(keys, args)
+    async def refund(self, partition: str, policies: Sequence[Policy], refund: Refund, now_ms: int) -> None:
+        if any(refund.units):
+            await self.consume(partition, policies, 0, now_ms, refund)
 
     async def aclose(self) -> None:
         """Wait for checks in flight. The Redis client is the caller's to close."""

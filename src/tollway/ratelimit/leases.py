@@ -1,0 +1,227 @@
+"""Capacity leases: a busy customer's units taken from Redis a few requests at a time, then handed out in
+process with no round trip, without ever admitting more than a limit allows.
+
+A lease is an ordinary check (``consume.lua``, all policies at once, all or nothing) whose cost is ``n``
+requests' worth instead of one. The process then admits up to ``n`` requests of the same check from it,
+synchronously, until the lease *expires*. Three rules keep every guarantee of ADR 3 intact:
+
+* **Counted where used.** A lease expires no later than the end of the bucket it was taken in (for
+  every window policy of the check) and the end of the quota's period: a unit handed out from it is
+  used in the very bucket (and period) it was counted in, exactly as if it had been checked alone. So
+  "never more than L in any window of width W" holds as it is, with no extra error term.
+* **Far from every limit only.** A lease holds at most 1/16 of any limit, and is taken only when, after
+  it, every policy of the check (enforced, soft and shadow) keeps at least half its limit remaining, as
+  of the last answer from Redis; another process's use since then can only make the lease refused, and
+  then the request is checked alone. Near a limit every request is checked alone, so refusals, soft
+  overage and shadow reports are exact for the requests of one check. Units an idle lease holds count
+  as used for other checks of the same counters (another process, or another feature sharing a limit)
+  until the lease ends: at most 1/16 of the limit per lease, for at most one lease period — capacity
+  briefly withheld, never a limit exceeded.
+* **Unused units go back.** When a lease ends, its unused units are given back to the bucket and period
+  they came from: with the next check of the same counters, in the same atomic script call (so one
+  process sees exactly what a lease-free limiter would), or by the background sweep when no request
+  comes. If Redis cannot be reached they stay consumed: capacity wasted, never a limit exceeded.
+
+The size of a lease follows demand: the requests this process saw for the check in the last lease
+period, at least 2, at most ``max_size``; one request at a time gets no lease. The RateLimit numbers of a
+request admitted from a lease are computed from the lease (the total before it plus what this process
+handed out since): exact with one process; with several, the others' use since the lease is not in
+``remaining`` until this process asks Redis again — at most one lease period later.
+
+Pure: no I/O, times are the caller's ``now_ms`` (injected clock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from tollway.ratelimit.policies import Policy, WindowPolicy
+from tollway.ratelimit.refunds import Refund
+from tollway.ratelimit.verdict import Counted, Verdict, build_verdict
+
+DEFAULT_MAX_LEASE_MS: Final = 100
+DEFAULT_MAX_SIZE: Final = 1000
+DEFAULT_MAX_ENTRIES: Final = 10_000
+LEASE_SHARE: Final = 16
+"""A lease holds at most 1/16 of any limit of its check."""
+
+
+def lease_expiry(policies: Sequence[Policy], now_ms: int, max_lease_ms: int) -> int:
+    """When a lease taken at ``now_ms`` ends: ``max_lease_ms`` later, or earlier at the end of the current
+    bucket of any window policy or of the quota's period."""
+    end = now_ms + max_lease_ms
+    for policy in policies:
+        if isinstance(policy, WindowPolicy):
+            end = min(end, (now_ms // policy.bucket_ms + 1) * policy.bucket_ms)
+        else:
+            end = min(end, policy.period_end_ms)
+    return end
+
+
+def room(policies: Sequence[Policy], costs: Sequence[int], last: Verdict) -> int:
+    """How many requests a lease may cover given the last answer ``last`` for this check: the largest
+    ``n`` such that every policy keeps at least half its limit after ``n`` more requests, and no lease
+    holds more than a sixteenth of any limit (so limits below 32 are never leased, and what one idle
+    lease can keep from other checks of the same counters is small)."""
+    most = DEFAULT_MAX_SIZE * 1000
+    for policy, cost, state in zip(policies, costs, last.states, strict=True):
+        if cost <= 0:
+            continue
+        spare = min(state.remaining - -(-policy.limit // 2), policy.limit // LEASE_SHARE)
+        if spare <= 0:
+            return 0
+        most = min(most, spare // cost)
+    return most
+
+
+@dataclass(slots=True)
+class Lease:
+    """``size`` requests of one check (``partition``, ``policies``, ``costs``), consumed at ``taken_ms``;
+    ``totals``: each policy's counted total before the lease; ``used``: requests handed out so far."""
+
+    partition: str
+    policies: tuple[Policy, ...]
+    costs: tuple[int, ...]
+    taken_ms: int
+    expires_ms: int
+    size: int
+    totals: tuple[int, ...]
+    used: int = 0
+
+    def take(self, now_ms: int) -> Verdict | None:
+        """The verdict of one more request from this lease, or None when it is used up or expired (or
+        the clock stepped back before it)."""
+        n = self.used
+        if n >= self.size or not self.taken_ms <= now_ms < self.expires_ms:
+            return None
+        self.used = n + 1
+        counted = [
+            Counted(total + n * cost, 0 if isinstance(policy, WindowPolicy) else max(policy.period_end_ms - now_ms, 0))
+            for policy, cost, total in zip(self.policies, self.costs, self.totals, strict=True)
+        ]
+        return build_verdict(self.policies, self.costs, now_ms, True, counted)
+
+    def refund(self) -> Refund:
+        """The units consumed for requests the lease did not hand out, per policy."""
+        left = self.size - self.used
+        return Refund(tuple(left * cost for cost in self.costs), self.taken_ms)
+
+
+@dataclass(slots=True)
+class _Entry:
+    lease: Lease | None = None
+    last: Verdict | None = None  # the last answer from Redis for this check
+    demand: int = 0  # requests for this check in the current demand period
+    previous_demand: int = 0  # ... and in the one before
+    period_start_ms: int = 0
+
+
+@dataclass
+class LeaseBook:
+    """This process's leases, one per check key (any hashable naming the customer and the exact policies
+    and costs), and what sizes them. Bounded: past ``max_entries`` keys, the idle ones are forgotten
+    (their leases come back from :meth:`expired`)."""
+
+    max_lease_ms: int = DEFAULT_MAX_LEASE_MS
+    max_size: int = DEFAULT_MAX_SIZE
+    max_entries: int = DEFAULT_MAX_ENTRIES
+    _entries: dict[Hashable, _Entry] = field(default_factory=dict)
+    _evicted: list[Lease] = field(default_factory=list)
+    leases_taken: int = 0
+    requests_from_leases: int = 0
+
+    def take(self, key: Hashable, now_ms: int, *, demand: bool = True) -> Verdict | None:
+        """A request of check ``key`` at ``now_ms``: its verdict from the lease, or None (ask Redis).
+        Counts as demand for the check unless ``demand`` is false (a second try for the same request)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            if len(self._entries) >= self.max_entries:
+                self._evict_idle(now_ms)
+            entry = self._entries[key] = _Entry(period_start_ms=now_ms)
+        if demand:
+            self._count(entry, now_ms)
+        lease = entry.lease
+        if lease is None:
+            return None
+        verdict = lease.take(now_ms)
+        if verdict is not None:
+            self.requests_from_leases += 1
+        return verdict
+
+    def size_for(self, key: Hashable, policies: Sequence[Policy], costs: Sequence[int], lifetime_ms: int) -> int:
+        """How many requests the next check of ``key`` should take: 1 (no lease) or a lease size ≥ 2 —
+        the demand of the last lease period scaled to the lease's ``lifetime_ms``, within ``room``."""
+        entry = self._entries.get(key)
+        if entry is None or entry.last is None or self.max_lease_ms <= 0 or lifetime_ms <= 0:
+            return 1
+        demand = max(entry.demand, entry.previous_demand)
+        if demand < 2:
+            return 1
+        wanted = min(-(-demand * lifetime_ms // self.max_lease_ms) + 1, self.max_size)
+        size = min(wanted, room(policies, costs, entry.last))
+        return size if size >= 2 else 1
+
+    def observe(self, key: Hashable, verdict: Verdict) -> None:
+        """Remember Redis's latest answer for ``key`` (what the next lease is sized against)."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            entry.last = verdict
+
+    def release(self, key: Hashable) -> Refund | None:
+        """End the current lease of ``key`` (used up or expired: its next check is going to Redis); what it
+        owes back, to send with that check."""
+        entry = self._entries.get(key)
+        if entry is None or entry.lease is None:
+            return None
+        lease, entry.lease = entry.lease, None
+        return lease.refund() if lease.used < lease.size else None
+
+    def store(self, key: Hashable, lease: Lease) -> None:
+        """Make ``lease`` the current one of ``key`` (after :meth:`release`)."""
+        entry = self._entries.setdefault(key, _Entry(period_start_ms=lease.taken_ms))
+        entry.lease = lease
+        self.leases_taken += 1
+
+    def expired(self, now_ms: int) -> list[Lease]:
+        """Remove and return the leases that have ended with units left (to refund), and the leases of
+        forgotten keys."""
+        ended, self._evicted = self._evicted, []
+        for entry in self._entries.values():
+            lease = entry.lease
+            if lease is not None and (
+                now_ms >= lease.expires_ms or lease.used >= lease.size or now_ms < lease.taken_ms
+            ):
+                entry.lease = None
+                if lease.used < lease.size:
+                    ended.append(lease)
+        return ended
+
+    def drain(self) -> list[Lease]:
+        """Remove and return every lease with units left (shutting down: refund them all)."""
+        ended, self._evicted = self._evicted, []
+        for entry in self._entries.values():
+            if entry.lease is not None and entry.lease.used < entry.lease.size:
+                ended.append(entry.lease)
+            entry.lease = None
+        return ended
+
+    def _count(self, entry: _Entry, now_ms: int) -> None:
+        elapsed = now_ms - entry.period_start_ms
+        if elapsed >= self.max_lease_ms or elapsed < 0:
+            entry.previous_demand = entry.demand if elapsed < 2 * self.max_lease_ms and elapsed >= 0 else 0
+            entry.demand = 0
+            entry.period_start_ms = now_ms
+        entry.demand += 1
+
+    def _evict_idle(self, now_ms: int) -> None:
+        idle = [
+            key
+            for key, entry in self._entries.items()
+            if now_ms - entry.period_start_ms >= 2 * self.max_lease_ms or now_ms < entry.period_start_ms
+        ]
+        for key in idle or list(self._entries)[: len(self._entries) // 2]:
+            lease = self._entries.pop(key).lease
+            if lease is not None and lease.used < lease.size:
+                self._evicted.append(lease)

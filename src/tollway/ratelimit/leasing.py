@@ -1,0 +1,112 @@
+"""A limiter that hands out capacity leases (``leases.py``): the checks of a busy customer are answered in
+process from a lease, most of them synchronously; the rest go to the wrapped ``Limiter`` (Redis).
+
+* :meth:`LeasingLimiter.try_now` — the synchronous path: a verdict from the check's lease, or None.
+* :meth:`LeasingLimiter.consume` — the async path: one request alone, or a new lease when demand and
+  room allow it, with the previous lease's unused units given back in the same atomic script call.
+  Concurrent requests of one check wait for a lease already being taken instead of each asking Redis.
+* :meth:`LeasingLimiter.sweep` — refunds the leases that ended with units left and no request came to
+  take their place (run it in the background every lease period; :meth:`drain` at shutdown).
+
+With ``max_lease_ms = 0`` every check goes to the wrapped limiter, as before leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Hashable, Sequence
+
+from tollway.ratelimit.errors import LimiterUnavailable
+from tollway.ratelimit.leases import DEFAULT_MAX_LEASE_MS, DEFAULT_MAX_SIZE, Lease, LeaseBook, lease_expiry
+from tollway.ratelimit.model import Limiter
+from tollway.ratelimit.policies import Policy
+from tollway.ratelimit.verdict import Verdict
+
+log = logging.getLogger(__name__)
+
+
+class LeasingLimiter:
+    def __init__(
+        self, limiter: Limiter, *, max_lease_ms: int = DEFAULT_MAX_LEASE_MS, max_size: int = DEFAULT_MAX_SIZE
+    ) -> None:
+        self._limiter = limiter
+        self._book = LeaseBook(max_lease_ms=max_lease_ms, max_size=max_size)
+        self._taking: dict[Hashable, asyncio.Future[None]] = {}
+        self.refunds_failed = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self._book.max_lease_ms > 0
+
+    @property
+    def book(self) -> LeaseBook:
+        return self._book
+
+    def try_now(self, key: Hashable, now_ms: int) -> Verdict | None:
+        """The verdict of check ``key`` from its lease, synchronously; None: call :meth:`consume`."""
+        if not self.enabled:
+            return None
+        return self._book.take(key, now_ms)
+
+    async def consume(
+        self, key: Hashable, partition: str, policies: Sequence[Policy], costs: Sequence[int], now_ms: int
+    ) -> Verdict:
+        """Check one request of ``key`` (``partition``, ``policies``, ``costs``): from a lease being taken
+        by a concurrent request, from a new lease, or alone. Raises what the wrapped limiter raises."""
+        if not self.enabled:
+            return await self._limiter.consume(partition, policies, costs, now_ms)
+        # One lease is taken at a time per check: the others wait for it, then take from it.
+        while (taking := self._taking.get(key)) is not None:
+            await asyncio.shield(taking)
+            verdict = self._book.take(key, now_ms, demand=False)
+            if verdict is not None:
+                return verdict
+        verdict = self._book.take(key, now_ms, demand=False)  # a lease stored since try_now?
+        if verdict is not None:
+            return verdict
+        policies = tuple(policies)
+        expires = lease_expiry(policies, now_ms, self._book.max_lease_ms)
+        size = self._book.size_for(key, policies, costs, expires - now_ms)
+        refund = self._book.release(key)
+        if size < 2:
+            verdict = await self._limiter.consume(partition, policies, costs, now_ms, refund)
+            self._book.observe(key, verdict)
+            return verdict
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._taking[key] = done
+        try:
+            leased = await self._limiter.consume(partition, policies, [c * size for c in costs], now_ms, refund)
+            if not leased.admitted:  # another process used the room: this request alone, exactly
+                verdict = await self._limiter.consume(partition, policies, costs, now_ms)
+                self._book.observe(key, verdict)
+                return verdict
+            self._book.observe(key, leased)
+            totals = tuple(state.used - c * size for state, c in zip(leased.states, costs, strict=True))
+            lease = Lease(partition, policies, tuple(costs), now_ms, expires, size, totals)
+            self._book.store(key, lease)
+            verdict = self._book.take(key, now_ms)
+            assert verdict is not None, "a new lease serves the request that took it"
+            return verdict
+        finally:
+            self._taking.pop(key, None)
+            done.set_result(None)
+
+    async def sweep(self, now_ms: int) -> int:
+        """Refund the leases that ended with units left; the number refunded."""
+        return await self._refund_all(self._book.expired(now_ms), now_ms)
+
+    async def drain(self, now_ms: int) -> int:
+        """Refund every lease's unused units (shutting down)."""
+        return await self._refund_all(self._book.drain(), now_ms)
+
+    async def _refund_all(self, leases: Sequence[Lease], now_ms: int) -> int:
+        refunded = 0
+        for lease in leases:
+            try:
+                await self._limiter.refund(lease.partition, lease.policies, lease.refund(), now_ms)
+                refunded += 1
+            except LimiterUnavailable as exc:  # the units stay consumed: capacity wasted, no limit exceeded
+                self.refunds_failed += 1
+                log.warning("could not refund a capacity lease of %s: %s", lease.partition, exc)
+        return refunded

@@ -1,0 +1,179 @@
+"""Capacity leases (``tollway.ratelimit.leases`` and ``leasing``) against the pure model.
+
+* One process: the verdicts with leases equal the verdicts without, request for request (the lease's
+  unused units go back with the next check), while most requests are answered in process.
+* Several processes sharing the counters: never more admitted than a limit in any window of its width,
+  nor than a quota in its period (hypothesis), whatever the arrivals, sweeps and lease sizes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tollway.ratelimit import MemoryLimiter, Policy, QuotaPolicy, Verdict, WindowPolicy
+from tollway.ratelimit.leases import Lease, LeaseBook, lease_expiry, room
+from tollway.ratelimit.leasing import LeasingLimiter
+from tollway.ratelimit.model import Limiter
+from tollway.ratelimit.refunds import Refund
+
+T0 = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+DAY = 86_400_000
+PER_SECOND = WindowPolicy.sliding("per-second", 400, 1000)  # buckets of 20 ms
+PER_MINUTE = WindowPolicy.sliding("per-minute", 6000, 60_000)  # buckets of 1 s
+MONTH = QuotaPolicy("month", 20_000, T0, T0 + 30 * DAY)
+POLICIES: tuple[Policy, ...] = (PER_SECOND, PER_MINUTE, MONTH)
+
+
+def test_a_lease_hands_out_its_units_then_ends() -> None:
+    lease = Lease("c", POLICIES, (1, 1, 2), T0 + 5, T0 + 20, 3, (10, 20, 30))
+    verdicts = [lease.take(T0 + 5 + i) for i in range(4)]
+    assert [v.states[0].used for v in verdicts if v] == [11, 12, 13]
+    assert [v.states[2].used for v in verdicts if v] == [32, 34, 36]
+    assert verdicts[3] is None, "used up"
+    first = verdicts[0]
+    assert first is not None
+    assert first.admitted
+    assert [s.reset_ms for s in first.states] == [0, 0, 30 * DAY - 5]
+    assert [s.remaining for s in first.states] == [389, 5979, 19_968]
+    late = Lease("c", POLICIES, (1, 1, 1), T0, T0 + 20, 5, (0, 0, 0))
+    assert late.take(T0 + 20) is None, "expired at the end of its bucket"
+    assert late.take(T0 - 1) is None, "a clock stepped back does not use it"
+    assert late.refund() == Refund((5, 5, 5), T0)
+
+
+def test_a_lease_ends_with_its_bucket_and_period() -> None:
+    assert lease_expiry(POLICIES, T0 + 5, 100) == T0 + 20  # the 20 ms bucket of the per-second window
+    assert lease_expiry((PER_MINUTE,), T0 + 5, 100) == T0 + 105  # the lease period comes first
+    assert lease_expiry((PER_MINUTE, MONTH), T0 + 30 * DAY - 10, 100) == T0 + 30 * DAY  # the period's end
+
+
+def test_room_keeps_half_of_every_limit_and_at_most_a_sixteenth_per_lease() -> None:
+    fresh = MemoryLimiter().check("c", POLICIES, 1, T0)
+    assert room(POLICIES, (1, 1, 1), fresh) == 400 // 16
+    assert room(POLICIES, (1, 1, 100), fresh) == 20_000 // 16 // 100
+    busy = MemoryLimiter()
+    busy.check("c", POLICIES, 190, T0)
+    assert room(POLICIES, (1, 1, 1), busy.check("c", POLICIES, 1, T0)) == 400 - 191 - 200
+    busy.check("c", POLICIES, 20, T0)
+    assert room(POLICIES, (1, 1, 1), busy.check("c", POLICIES, 1, T0)) == 0
+    small = WindowPolicy.sliding("small", 31, 1000)
+    assert room((small,), (1,), MemoryLimiter().check("c", (small,), 1, T0)) < 2, "below 32: never leased"
+
+
+def test_lease_sizes_follow_demand() -> None:
+    book = LeaseBook(max_lease_ms=100)
+    key = "k"
+    assert book.take(key, T0) is None
+    assert book.size_for(key, POLICIES, (1, 1, 1), 100) == 1, "no answer from Redis yet"
+    book.observe(key, MemoryLimiter().check("c", POLICIES, 1, T0))
+    assert book.size_for(key, POLICIES, (1, 1, 1), 100) == 1, "one request at a time: no lease"
+    for i in range(9):
+        book.take(key, T0 + 1 + i)
+    assert book.size_for(key, POLICIES, (1, 1, 1), 100) == 11  # 10 requests in this period, + 1
+    assert book.size_for(key, POLICIES, (1, 1, 1), 20) == 3  # scaled to a 20 ms lease
+    assert book.size_for(key, POLICIES, (1, 1, 1), 100) == 11
+    for i in range(100):
+        book.take(key, T0 + 150 + i % 50)
+    assert book.size_for(key, POLICIES, (1, 1, 1), 100) == 25, "capped by room: 1/16 of 400"
+
+
+@dataclass
+class Request:
+    at_ms: int
+    process: int
+
+
+async def run(
+    limiters: Sequence[LeasingLimiter], requests: Sequence[Request], policies: Sequence[Policy], costs: Sequence[int]
+) -> list[tuple[Request, Verdict]]:
+    """Each request through its process's leasing limiter (sync path first), sweeping every 50 ms."""
+    results: list[tuple[Request, Verdict]] = []
+    next_sweep = requests[0].at_ms if requests else 0
+    for request in requests:
+        if request.at_ms >= next_sweep:
+            for limiter in limiters:
+                await limiter.sweep(request.at_ms)
+            next_sweep = request.at_ms + 50
+        limiter = limiters[request.process]
+        verdict = limiter.try_now("check", request.at_ms)
+        if verdict is None:
+            verdict = await limiter.consume("check", "c", policies, costs, request.at_ms)
+        results.append((request, verdict))
+    return results
+
+
+def test_one_process_sees_exactly_what_a_lease_free_limiter_sees() -> None:
+    """Every verdict equal, request for request, through bursts that reach every limit."""
+    times: list[int] = []
+    t = T0
+    for burst in range(40):
+        for _ in range(300 if burst % 3 else 30):
+            times.append(t)
+            t += 1 if burst % 2 else 3
+        t += 400
+    requests = [Request(at, 0) for at in times]
+    plain = MemoryLimiter()
+    leasing = LeasingLimiter(MemoryLimiter(), max_lease_ms=100)
+    got = asyncio.run(run([leasing], requests, POLICIES, (1, 1, 1)))
+    expected = [plain.check("c", POLICIES, 1, r.at_ms) for r in requests]
+    mismatches = [(r.at_ms - T0, v, e) for (r, v), e in zip(got, expected, strict=True) if v != e]
+    assert not mismatches, mismatches[:3]
+    assert sum(not v.admitted for _, v in got) > 1000, "the limits were reached"
+    assert leasing.book.leases_taken > 100
+
+
+def test_far_from_the_limits_most_requests_are_answered_in_process() -> None:
+    requests = [Request(T0 + i, 0) for i in range(0, 20_000, 8)]  # 125 a second: well within 400
+    leasing = LeasingLimiter(MemoryLimiter(), max_lease_ms=100)
+    results = asyncio.run(run([leasing], requests, (PER_SECOND, MONTH), (1, 1)))
+    assert all(v.admitted for _, v in results)
+    assert leasing.book.requests_from_leases > 0.6 * len(requests)
+
+
+@st.composite
+def timelines(draw: st.DrawFn) -> tuple[int, list[Request], tuple[Policy, ...], tuple[int, ...]]:
+    processes = draw(st.integers(1, 3))
+    policies: tuple[Policy, ...] = (
+        WindowPolicy.sliding("fast", draw(st.integers(32, 200)), draw(st.sampled_from([100, 200, 1000]))),
+        WindowPolicy.sliding("slow", draw(st.integers(32, 600)), 10_000),
+        QuotaPolicy("period", draw(st.integers(32, 2000)), T0, T0 + 20_000),
+    )
+    costs = (1, draw(st.integers(1, 2)), draw(st.integers(1, 3)))
+    requests: list[Request] = []
+    t = T0
+    for _ in range(draw(st.integers(50, 600))):
+        t += draw(st.sampled_from([0, 0, 0, 1, 1, 2, 5, 20, 150]))
+        requests.append(Request(t, draw(st.integers(0, processes - 1))))
+    return processes, requests, policies, costs
+
+
+def window_max(admitted: Sequence[int], width: int) -> int:
+    """The most admissions (weighted by time list duplicates) in any window (a, a + width]."""
+    best, start = 0, 0
+    for end in range(len(admitted)):
+        while admitted[end] - admitted[start] >= width:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+@settings(max_examples=60, deadline=None)
+@given(timelines())
+def test_several_processes_never_admit_more_than_a_limit(
+    timeline: tuple[int, list[Request], tuple[Policy, ...], tuple[int, ...]],
+) -> None:
+    processes, requests, policies, costs = timeline
+    shared: Limiter = MemoryLimiter()
+    limiters = [LeasingLimiter(shared, max_lease_ms=100) for _ in range(processes)]
+    results = asyncio.run(run(limiters, requests, policies, costs))
+    for policy, cost in zip(policies, costs, strict=True):
+        units = sorted(r.at_ms for r, v in results if v.admitted for _ in range(cost))
+        if isinstance(policy, WindowPolicy):
+            assert window_max(units, policy.window_ms) <= policy.limit, policy
+        else:
+            assert len(units) <= policy.limit, policy
