@@ -65,8 +65,9 @@ def build_gate(
     store = RedisSubscriptionStore(redis, settings.redis_prefix, subscriber=subscriber)
     resolver = SubscriptionResolver(store, cache, timeout_s=settings.redis_timeout_ms / 1000)
     limiter = RedisLimiter(redis, prefix=settings.redis_prefix, timeout_s=settings.redis_timeout_ms / 1000)
-    background += [watcher.run, resolver.follow_changes]
-    return EntitlementGate(live, resolver, limiter, clock)
+    gate = EntitlementGate(live, resolver, limiter, clock, max_lease_ms=settings.lease_max_ms)
+    background += [watcher.run, resolver.follow_changes, gate.run_lease_sweeper]
+    return gate
 
 
 def build_core(
@@ -167,6 +168,8 @@ async def serve(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if gate is not None:
+            await gate.drain_leases()  # unused leased units back to Redis before the client closes
         if metering is not None:
             metering.close()
         await redis.aclose()

@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     redis_prefix: str = "tw:"
     redis_cluster: bool = False
     redis_timeout_ms: Annotated[int, Field(ge=5, le=5000)] = 100
+    # Capacity leases (docs/entitlements.md): the longest a busy customer's lease of limit units lasts;
+    # 0 turns leases off (every check is one Redis call, coalesced per event-loop iteration).
+    lease_max_ms: Annotated[int, Field(ge=0, le=1000)] = 100
     redis_max_connections: Annotated[int, Field(ge=1, le=10_000)] = 256
 
     # The HMAC pepper: from TOLLWAY_PEPPER, or a file (a mounted Kubernetes secret) via TOLLWAY_PEPPER_FILE.

@@ -16,7 +16,11 @@ after the window on a connection opened beforehand:
   hundreds of thousands. ``total_commands_processed`` is no use here: it also counts every
   ``redis.call`` inside the Lua script.
 
-Admitted requests are Envoy's ``ext_authz.ok`` over the same window.
+Admitted requests are Envoy's ``ext_authz.ok`` over the same window. With capacity leases a check
+consumes many requests' worth at once, so checks can be far fewer than admitted requests; what must
+match them is what the counters consumed: **quota units** = the change in the sum of every quota counter
+(``tw:q:*``, one per customer and period), each admitted request adding its cost (1 in the bench) —
+up to the units of the leases still open at the window's edges.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ _OWN_READS_PER_WINDOW: Final = 1  # the closing INFO's own read
 class RedisCounters:
     reads: int
     evalsha_calls: int
+    quota_units: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,7 @@ class RedisUsage:
     round_trips: int
     checks: int
     admitted: int
+    quota_units: int = 0  # units the quota counters consumed (each admitted bench request adds 1)
 
     @property
     def round_trips_per_admitted_request(self) -> float | None:
@@ -72,9 +78,15 @@ class RedisSampler:
         except RedisError as exc:
             raise BenchError(f"INFO from Valkey failed: {exc}") from exc
         evalsha = info.get("cmdstat_evalsha", {})
+        try:
+            keys = list(self._client.scan_iter(match="*q:{*", count=1000))
+            units = sum(int(v) for v in self._client.mget(keys) if v is not None) if keys else 0
+        except (RedisError, ValueError) as exc:
+            raise BenchError(f"reading the quota counters from Valkey failed: {exc}") from exc
         return RedisCounters(
             reads=int(info["total_reads_processed"]),
             evalsha_calls=int(evalsha.get("calls", 0)) if isinstance(evalsha, dict) else 0,
+            quota_units=units,
         )
 
     def open(self) -> RedisSampler:
@@ -93,4 +105,5 @@ def usage(before: RedisCounters, after: RedisCounters, admitted: int) -> RedisUs
         round_trips=max(after.reads - before.reads - _OWN_READS_PER_WINDOW, 0),
         checks=after.evalsha_calls - before.evalsha_calls,
         admitted=admitted,
+        quota_units=after.quota_units - before.quota_units,
     )

@@ -65,6 +65,7 @@ def _redis_json(usage: RedisUsage | None) -> Json | None:
         "round_trips_per_admitted_request": _round(usage.round_trips_per_admitted_request, 4),
         "checks_per_round_trip": _round(usage.checks_per_round_trip, 3),
         "checks_per_admitted_request": _round(usage.checks_per_admitted_request, 4),
+        "quota_units": usage.quota_units,
     }
 
 
@@ -423,7 +424,8 @@ def render_limiter(limiter: Json) -> list[str]:
     else:
         verdict = "met, < 1: checks are coalesced" if target["coalesced"] else "met, but not below 1: no coalescing"
     return [
-        f"Limiter, row {limiter['row']} (one check per admitted request; counted by Valkey, RT = round trips):",
+        f"Limiter, row {limiter['row']} (counted by Valkey; a check is one request, or a capacity lease of many; "
+        "RT = round trips):",
         f"  Redis round trips per admitted request: {_num(limiter['round_trips_per_admitted_request'], '.3f')} "
         f"(target ≤ {target['max']:.0f}: {verdict})",
         f"  checks per round trip: {_num(limiter['checks_per_round_trip'], '.2f')}; "

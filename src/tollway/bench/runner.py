@@ -227,10 +227,10 @@ def measure(stack: Stack, scenario: Scenario, options: Options, script: Path) ->
     usage = None
     if redis_before is not None and redis_after is not None:
         usage = redis_stats.usage(redis_before, redis_after, (ext_authz or {}).get("ok", 0))
-        if stack.checks_limits and usage.checks < usage.admitted * 0.95:
+        if stack.checks_limits and usage.quota_units < usage.admitted * 0.95:
             raise BenchError(
-                f"{scenario.key}: Valkey ran {usage.checks} limiter checks for {usage.admitted} admitted "
-                "requests: the limiter is not in the path"
+                f"{scenario.key}: Valkey's quota counters consumed {usage.quota_units} units for "
+                f"{usage.admitted} admitted requests: the limiter is not in the path"
             )
     metered = None
     if sample_metering is not None and metering_before is not None and metering_at_end is not None:

@@ -12,6 +12,10 @@ Everything before the limiter call is in-process. The static part of a check (th
 feature, and the policies and costs built from them for one customer's limits and billing period) is
 memoised, so a request builds no policy objects: only the limiter call and its verdict are per request.
 
+With capacity leases on (``max_lease_ms > 0``, see ``tollway.ratelimit.leases``), a busy customer's
+checks are answered in process from a lease: :meth:`EntitlementGate.admit_now` decides such a request
+synchronously (no I/O at all when the subscription is cached), or says it must wait for :meth:`admit`.
+
 When subscriptions or limits cannot be checked in time, the plan's ``outage_policy`` decides: fail
 closed (:class:`EntitlementsUnavailable`) or fail open (admitted, ``limits_checked=False``). A customer
 whose subscription cannot be read at all fails closed: without it there is no plan to ask.
@@ -19,6 +23,7 @@ whose subscription cannot be read at all fails closed: without it there is no pl
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -34,7 +39,9 @@ from tollway.entitlements.errors import (
 from tollway.entitlements.live_catalog import LiveCatalog
 from tollway.entitlements.rules import PolicyRule, rules_for
 from tollway.plans.catalog import CompiledCatalog
+from tollway.plans.routes import RouteMatch
 from tollway.ratelimit import Limiter, LimiterUnavailable, Policy, Verdict, epoch_ms
+from tollway.ratelimit.leasing import LeasingLimiter
 from tollway.subscriptions.errors import SubscriptionStoreUnavailable
 from tollway.subscriptions.model import Subscription
 from tollway.subscriptions.resolver import MISS, SubscriptionResolver
@@ -66,11 +73,14 @@ class EntitlementGate:
         subscriptions: SubscriptionResolver,
         limiter: Limiter,
         clock: Clock,
+        *,
+        max_lease_ms: int = 0,
     ) -> None:
-        """``limiter`` answers within its own time bound or raises :class:`LimiterUnavailable`."""
+        """``limiter`` answers within its own time bound or raises :class:`LimiterUnavailable`.
+        ``max_lease_ms``: the longest a capacity lease lasts (0: no leases, every check asks ``limiter``)."""
         self._catalog = catalog
         self._subscriptions = subscriptions
-        self._limiter = limiter
+        self._limiter = LeasingLimiter(limiter, max_lease_ms=max_lease_ms)
         self._clock = clock
         self._rules: dict[tuple[str, str, str], tuple[PolicyRule, ...]] = {}
         self._checks: dict[_CheckKey, tuple[tuple[Policy, ...], tuple[int, ...]]] = {}
@@ -79,33 +89,42 @@ class EntitlementGate:
     def catalog(self) -> LiveCatalog:
         return self._catalog
 
+    @property
+    def leases(self) -> LeasingLimiter:
+        return self._limiter
+
+    def admit_now(self, customer_id: str, method: str, path: str) -> Admission | None:
+        """The admission if it needs no I/O (cached subscription; no limits, or a lease that covers the
+        request); None: call :meth:`admit`. Raises the same refusals as :meth:`admit`, except those that
+        need the limiter."""
+        found = self._subscriptions.cached(customer_id)
+        if found is MISS:
+            return None
+        if found is None:
+            raise NoSubscription("This account has no subscription to a plan.")
+        catalog, match, rules = self._route(found, method, path)
+        if not rules:
+            return Admission(customer_id, found.plan_id, match.feature, match.route, rules, None, True, match.cost)
+        key, _, _ = self._check_for(catalog, found, match.feature, match.cost, rules)
+        verdict = self._limiter.try_now((customer_id, key), epoch_ms(self._clock))
+        if verdict is None:
+            return None
+        return Admission(customer_id, found.plan_id, match.feature, match.route, rules, verdict, True, match.cost)
+
     async def admit(self, customer_id: str, method: str, path: str) -> Admission:
         subscription = await self._subscription(customer_id)
-        catalog = self._catalog.current
-        plan = catalog.plans.get(subscription.plan_id)
-        if plan is None:
-            log.warning(
-                "customer %s is subscribed to plan %r, which the live catalog lacks", customer_id, subscription.plan_id
-            )
-            raise PlanUnavailable(f"The plan '{subscription.plan_id}' of this account is not available.")
-        match = catalog.routes.match(method, path)
-        if match is None:
-            raise RouteNotGranted(f"No plan grants {method} {path.split('?', 1)[0]}.")
-        if not catalog.plan_grants(subscription.plan_id, match.feature):
-            raise FeatureNotEntitled(
-                f"The {plan.display_name or subscription.plan_id} plan does not include the '{match.feature}' feature."
-            )
-        rules = self._rules_for(catalog, subscription.plan_id, match.feature)
-        admission = Admission(
-            customer_id, subscription.plan_id, match.feature, match.route, rules, None, True, match.cost
-        )
+        catalog, match, rules = self._route(subscription, method, path)
         if not rules:
-            return admission
-        policies, costs = self._check_for(catalog, subscription, match.feature, match.cost, rules)
+            return Admission(
+                customer_id, subscription.plan_id, match.feature, match.route, rules, None, True, match.cost
+            )
+        key, policies, costs = self._check_for(catalog, subscription, match.feature, match.cost, rules)
         try:
-            verdict = await self._limiter.consume(customer_id, policies, costs, epoch_ms(self._clock))
+            verdict = await self._limiter.consume(
+                (customer_id, key), customer_id, policies, costs, epoch_ms(self._clock)
+            )
         except LimiterUnavailable as exc:
-            if plan.outage_policy == "fail_open":
+            if catalog.plans[subscription.plan_id].outage_policy == "fail_open":
                 log.warning(
                     "limits not checked for customer %s (plan %s fails open): %s",
                     customer_id,
@@ -129,6 +148,48 @@ class EntitlementGate:
             customer_id, subscription.plan_id, match.feature, match.route, rules, verdict, True, match.cost
         )
 
+    async def sweep_leases(self) -> int:
+        """Give back the unused units of capacity leases that ended (run every lease period)."""
+        return await self._limiter.sweep(epoch_ms(self._clock))
+
+    async def drain_leases(self) -> int:
+        """Give back every capacity lease's unused units (shutting down)."""
+        return await self._limiter.drain(epoch_ms(self._clock))
+
+    async def run_lease_sweeper(self) -> None:
+        """Background: every half lease period, give back what ended leases did not use (until cancelled)."""
+        period_s = self._limiter.book.max_lease_ms / 2000
+        if period_s <= 0:
+            return
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                await self.sweep_leases()
+            except Exception:  # never let the sweeper die: leases would only waste capacity
+                log.exception("capacity lease sweep failed")
+
+    def _route(
+        self, subscription: Subscription, method: str, path: str
+    ) -> tuple[CompiledCatalog, RouteMatch, tuple[PolicyRule, ...]]:
+        """Steps 2 to 4: the live catalog, the route's feature and the rules of the plan for it."""
+        catalog = self._catalog.current
+        plan = catalog.plans.get(subscription.plan_id)
+        if plan is None:
+            log.warning(
+                "customer %s is subscribed to plan %r, which the live catalog lacks",
+                subscription.customer_id,
+                subscription.plan_id,
+            )
+            raise PlanUnavailable(f"The plan '{subscription.plan_id}' of this account is not available.")
+        match = catalog.routes.match(method, path)
+        if match is None:
+            raise RouteNotGranted(f"No plan grants {method} {path.split('?', 1)[0]}.")
+        if not catalog.plan_grants(subscription.plan_id, match.feature):
+            raise FeatureNotEntitled(
+                f"The {plan.display_name or subscription.plan_id} plan does not include the '{match.feature}' feature."
+            )
+        return catalog, match, self._rules_for(catalog, subscription.plan_id, match.feature)
+
     async def _subscription(self, customer_id: str) -> Subscription:
         found = self._subscriptions.cached(customer_id)
         if found is MISS:
@@ -147,9 +208,9 @@ class EntitlementGate:
         feature: str,
         route_cost: int,
         rules: tuple[PolicyRule, ...],
-    ) -> tuple[tuple[Policy, ...], tuple[int, ...]]:
-        """The policies (with the customer's overrides, in the current billing period) and the costs of
-        one check; built once per customer limits, period and route cost, then memoised."""
+    ) -> tuple[_CheckKey, tuple[Policy, ...], tuple[int, ...]]:
+        """The memo key, the policies (with the customer's overrides, in the current billing period) and
+        the costs of one check; built once per customer limits, period and route cost, then memoised."""
         period = subscription.current_period(self._clock.now())
         period_ms = (int(period.start.timestamp() * 1000), int(period.end.timestamp() * 1000))
         limits = tuple(subscription.limit(rule.name, rule.limit) for rule in rules) if subscription.overrides else None
@@ -163,7 +224,7 @@ class EntitlementGate:
                 tuple(route_cost if rule.counts_cost else 1 for rule in rules),
             )
             self._checks[key] = found
-        return found
+        return key, found[0], found[1]
 
     def _rules_for(self, catalog: CompiledCatalog, plan_id: str, feature: str) -> tuple[PolicyRule, ...]:
         key = (catalog.digest, plan_id, feature)

@@ -87,19 +87,29 @@ class DecisionCore:
         return self._refusals
 
     def decide_now(self, request: CheckRequest) -> Decision | None:
-        """The verdict if it needs no I/O (a cached key and no stage 2, or a credential refused on its
-        face), else ``None``."""
-        if self._gate is not None:
-            return None  # stage 2 always awaits the limiter: authenticate once, in decide()
+        """The verdict if it needs no I/O (a cached key, and with stage 2 a cached subscription and no
+        limit or a capacity lease that covers the request; or a credential refused on its face), else
+        ``None``: call :meth:`decide`."""
         if self._recorder is not None and self._recorder.refuses_new_requests:
             return self._metering_unavailable(request)
+        caller: Authenticated | None = None
         try:
             outcome = self._authenticator.try_cached(request.headers, request.path)
+            if isinstance(outcome, PendingLookup):
+                return None
+            caller = outcome
+            admission = None
+            if self._gate is not None:
+                admission = self._gate.admit_now(outcome.identity.customer_id, request.method, request.path)
+                if admission is None:
+                    return None
         except AuthError as error:
             return self._refused(self._refusals.unauthenticated(error, request.request_id), error.reason, request)
-        if isinstance(outcome, PendingLookup):
-            return None
-        return self._admit(outcome, request, None)
+        except EntitlementError as error:
+            return self._refused(
+                self._refusals.forbidden(error.reason, error.detail, request.request_id), error.reason, request, caller
+            )
+        return self._admit(outcome, request, admission)
 
     async def decide(self, request: CheckRequest) -> Decision:
         request_id = request.request_id
