@@ -39,7 +39,7 @@ from typing import Final
 
 from tollway.ratelimit.policies import Policy, WindowPolicy
 from tollway.ratelimit.refunds import Refund
-from tollway.ratelimit.verdict import Counted, Verdict, build_verdict
+from tollway.ratelimit.verdict import PolicyState, Verdict
 
 DEFAULT_MAX_LEASE_MS: Final = 100
 DEFAULT_MAX_SIZE: Final = 1000
@@ -92,16 +92,34 @@ class Lease:
 
     def take(self, now_ms: int) -> Verdict | None:
         """The verdict of one more request from this lease, or None when it is used up or expired (or
-        the clock stepped back before it)."""
+        the clock stepped back before it). What ``build_verdict`` derives for an admitted request that
+        exceeds nothing (a lease leaves half of every limit), built directly: this is the hot path."""
         n = self.used
         if n >= self.size or not self.taken_ms <= now_ms < self.expires_ms:
             return None
         self.used = n + 1
-        counted = [
-            Counted(total + n * cost, 0 if isinstance(policy, WindowPolicy) else max(policy.period_end_ms - now_ms, 0))
-            for policy, cost, total in zip(self.policies, self.costs, self.totals, strict=True)
-        ]
-        return build_verdict(self.policies, self.costs, now_ms, True, counted)
+        states = []
+        for policy, cost, total in zip(self.policies, self.costs, self.totals, strict=True):
+            used = total + (n + 1) * cost
+            if isinstance(policy, WindowPolicy):  # one more unit fits: it resets now
+                states.append(
+                    PolicyState(policy.name, policy.limit, policy.window_s, policy.limit - used, 0, False, used, 0)
+                )
+            else:
+                reset_ms = max(policy.period_end_ms - now_ms, 0)
+                states.append(
+                    PolicyState(
+                        policy.name,
+                        policy.limit,
+                        policy.window_s,
+                        policy.limit - used,
+                        -(-reset_ms // 1000),
+                        False,
+                        used,
+                        reset_ms,
+                    )
+                )
+        return Verdict(True, tuple(states))
 
     def refund(self) -> Refund:
         """The units consumed for requests the lease did not hand out, per policy."""
