@@ -34,7 +34,7 @@ class TollwayServer(ProcessService):
             grpc_port = fresh_grpc if grpc_port is None else grpc_port
         self._http_port = http_port
         self._grpc_port = grpc_port
-        self._admin_port, fresh_metering = free_ports(2)
+        self._admin_port, fresh_metering, self._usage_port = free_ports(3)
         self._metering_port = fresh_metering if metering_port is None else metering_port
         env = {
             "TOLLWAY_REDIS_URL": redis_url,
@@ -44,11 +44,17 @@ class TollwayServer(ProcessService):
             "TOLLWAY_GRPC_PORT": str(grpc_port),
             "TOLLWAY_ADMIN_PORT": str(self._admin_port),
             "TOLLWAY_METERING_PORT": str(self._metering_port),
+            "TOLLWAY_USAGE_PORT": str(self._usage_port),
         }
         env.update(extra_env or {})
         self._metering = bool(env.get("TOLLWAY_SPOOL_DIR"))
         argv = [sys.executable, "-m", "tollway", "serve"]
         self._process = ManagedProcess(argv, log_dir=Path(work_dir), name=name, env=env)
+
+    @property
+    def usage_endpoint(self) -> tuple[str, int]:
+        """The caller usage endpoint (served when this process loads usage into ClickHouse)."""
+        return (LOOPBACK, self._usage_port)
 
     @property
     def http_port(self) -> int:

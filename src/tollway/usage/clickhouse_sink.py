@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from tollway.warehouse.connection import connect, insert_json_rows, query_rows
 from tollway.warehouse.errors import WarehouseError, WarehouseUnavailable
 from tollway.warehouse.migrations import Migrator
 from tollway.warehouse.rollups import refresh_rollups
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,13 @@ class ClickHouseSink:
 
     async def maintain(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._maintain)
+
+    async def read(self, fn: Callable[[Any, str], T]) -> T:
+        """``fn(client, database)`` on the sink's thread: reads share the one client (an embedded chdb is
+        opened once per process) and never overlap an insert."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: fn(self._connected(), self._database)
+        )
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Rows of a read-only query on the sink's thread (for the usage CLI and tests)."""

@@ -79,6 +79,11 @@ class Metering:
             metering._tasks.append(asyncio.create_task(loader.run(metering._stop_loader)))
         return metering
 
+    @property
+    def sink(self) -> ClickHouseSink | None:
+        """The ClickHouse client of this process's loader (None: another process loads)."""
+        return self._sink
+
     def _catalog(self) -> CompiledCatalog | None:
         return self._live.current if self._live is not None else None
 

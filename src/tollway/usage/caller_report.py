@@ -1,0 +1,127 @@
+"""What a caller sees of their own usage (``GET /tollway/v1/usage``): the current billing period, the
+billable quantity of every meter so far (ClickHouse, ``usage FINAL`` with each meter's billable rule,
+the same sums billing makes), each quota's count (the Redis counters the limiter enforces), and the
+charges so far (the period's invoice as ``tollway bill`` would price it now: flat fees for the period,
+usage to date, plan changes by part).
+
+The ClickHouse part runs on the caller-supplied ``warehouse`` runner (the loader's client and thread,
+so an embedded chdb is opened once per process); the rest is async I/O on Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol, TypeVar
+
+from tollway.billing.aggregate import billable_quantities
+from tollway.billing.errors import BillingError
+from tollway.billing.invoices import BillingMonth, build_invoice
+from tollway.billing.money import format_decimal
+from tollway.entitlements.errors import NoSubscription, PlanUnavailable
+from tollway.entitlements.live_catalog import LiveCatalog
+from tollway.periods import load_timezone
+from tollway.plans.schema import Catalog
+from tollway.ratelimit import Limiter, Policy, QuotaPolicy
+from tollway.subscriptions.model import Subscription, format_exact
+
+T = TypeVar("T")
+Warehouse = Callable[[Callable[[Any, str], T]], Awaitable[T]]
+"""Runs ``fn(client, database)`` where the ClickHouse client lives; returns its result."""
+
+
+class SubscriptionSource(Protocol):
+    async def get(self, customer_id: str) -> Subscription | None: ...
+
+
+def _warehouse_part(
+    catalog: Catalog, subscription: Subscription, start: datetime, end: datetime, now: datetime
+) -> Callable[[Any, str], tuple[dict[str, Decimal], dict[str, Any] | None]]:
+    """The quantities of every meter over ``[start, now)`` and the invoice document so far (None when the
+    plan is not priced)."""
+
+    def run(client: Any, database: str) -> tuple[dict[str, Decimal], dict[str, Any] | None]:
+        rules = {name: meter.billable for name, meter in catalog.meters.items()}
+        quantities = billable_quantities(client, database, subscription.customer_id, start, now, rules).quantities
+        local = start.astimezone(load_timezone(subscription.timezone))
+        try:
+            invoice = build_invoice(
+                client, database, catalog, subscription, BillingMonth(local.year, local.month), now=now
+            )
+        except BillingError:
+            invoice = None
+        return dict(quantities), None if invoice is None else invoice.as_dict()
+
+    return run
+
+
+async def caller_report(
+    customer_id: str,
+    *,
+    subscriptions: SubscriptionSource,
+    live: LiveCatalog,
+    limiter: Limiter,
+    warehouse: Warehouse[tuple[dict[str, Decimal], dict[str, Any] | None]],
+    now: datetime,
+) -> dict[str, Any]:
+    """The JSON document of ``customer_id``'s current period. Raises ``NoSubscription`` and
+    ``PlanUnavailable`` (403 at the edge), ``LimiterUnavailable`` and warehouse errors (503)."""
+    subscription = await subscriptions.get(customer_id)
+    if subscription is None:
+        raise NoSubscription("This account has no subscription to a plan.")
+    compiled = live.current
+    plan = compiled.plans.get(subscription.plan_id)
+    if plan is None:
+        raise PlanUnavailable(f"The plan '{subscription.plan_id}' of this account is not available.")
+    period = subscription.current_period(now)
+    start_ms, end_ms = int(period.start.timestamp() * 1000), int(period.end.timestamp() * 1000)
+    policies: list[Policy] = [
+        QuotaPolicy(q.name, subscription.limit(q.name, q.limit), start_ms, end_ms) for q in plan.quotas
+    ]
+    quotas: list[dict[str, Any]] = []
+    if policies:  # cost 0: reported, never consumed
+        verdict = await limiter.consume(customer_id, policies, 0, int(now.timestamp() * 1000))
+        quotas = [
+            {
+                "name": s.name,
+                "limit": s.limit,
+                "used": s.used,
+                "remaining": s.remaining,
+                "resets_at": format_exact(period.end),
+            }
+            for s in verdict.states
+        ]
+    quantities, invoice = await warehouse(
+        _warehouse_part(compiled.catalog, subscription, period.start, period.end, now)
+    )
+    local_start, local_end = period.local(subscription.timezone)
+    return {
+        "customer_id": customer_id,
+        "plan": subscription.plan_id,
+        "as_of": format_exact(now),
+        "period": {
+            "start": format_exact(period.start),
+            "end": format_exact(period.end),
+            "timezone": subscription.timezone,
+            "local_start": local_start.isoformat(),
+            "local_end": local_end.isoformat(),
+        },
+        "usage": {meter: format_decimal(quantity) for meter, quantity in sorted(quantities.items())},
+        "quotas": quotas,
+        "charges": None if invoice is None else _charges(invoice),
+    }
+
+
+def _charges(invoice: Mapping[str, Any]) -> dict[str, Any]:
+    lines = [
+        {
+            "charge_id": line["charge_id"],
+            "kind": line["kind"],
+            "description": line["description"],
+            "quantity": line["quantity"],
+            "amount": line["amount"],
+        }
+        for line in invoice["lines"]
+    ]
+    return {"currency": invoice["currency"], "lines": lines, "total": invoice["total"]}

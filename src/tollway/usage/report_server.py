@@ -1,0 +1,125 @@
+"""The caller's usage endpoint, ``GET /tollway/v1/usage``, served to Envoy as an upstream.
+
+Envoy routes the path here after ext_authz admitted the request, so the caller is authenticated like
+any call and ``x-tollway-customer-id`` is Tollway's own verdict (Envoy replaces whatever a client sent
+under that name). The body is ``caller_report``'s JSON; failures are RFC 9457 problems. Keep-alive
+HTTP/1.1 on httptools; one request at a time per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import httptools
+
+from tollway.entitlements.errors import EntitlementError
+from tollway.listen import bind_tcp
+from tollway.ratelimit import LimiterUnavailable
+from tollway.warehouse.errors import WarehouseError
+
+log = logging.getLogger(__name__)
+
+USAGE_PATH: Final = "/tollway/v1/usage"
+CUSTOMER_HEADER: Final = b"x-tollway-customer-id"
+_REQUEST_ID: Final = b"x-request-id"
+_MAX_HEAD_BYTES: Final = 32_768
+_IDLE_S: Final = 60.0
+_STATUS: Final = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed"}
+
+Report = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+class _Request:
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: dict[bytes, bytes] = {}
+        self.complete = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.lower()] = value
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+class UsageReportServer:
+    def __init__(self, report: Report, problem_type_base: str) -> None:
+        self._report = report
+        self._problem_base = problem_type_base
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        self._server = await asyncio.start_server(self._serve, sock=bind_tcp(host, port))
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def answer(self, method: str, path: str, customer: str, request_id: str) -> tuple[int, str, bytes]:
+        """(status, content type, body) of one request."""
+        if path.split("?", 1)[0] != USAGE_PATH:
+            return self._problem(
+                404, "not-found", "Not found", f"There is nothing at {path.split('?', 1)[0]}.", request_id
+            )
+        if method not in ("GET", "HEAD"):
+            return self._problem(405, "method-not-allowed", "Method not allowed", "Use GET.", request_id)
+        if not customer:
+            detail = "The request did not come through Tollway's authorization: no caller identity."
+            return self._problem(401, "unauthenticated", "Unauthenticated", detail, request_id)
+        try:
+            document = await self._report(customer)
+        except EntitlementError as exc:
+            return self._problem(403, exc.reason, "Forbidden", exc.detail, request_id)
+        except (LimiterUnavailable, WarehouseError) as exc:
+            log.warning("usage report for %s unavailable: %s", customer, exc, extra={"request_id": request_id})
+            detail = "Usage cannot be read right now. Retry shortly."
+            return self._problem(503, "usage-unavailable", "Service unavailable", detail, request_id)
+        return 200, "application/json", json.dumps(document, separators=(",", ":")).encode()
+
+    def _problem(self, status: int, slug: str, title: str, detail: str, request_id: str) -> tuple[int, str, bytes]:
+        body = {"type": f"{self._problem_base}{slug}", "title": title, "status": status, "detail": detail}
+        if request_id:
+            body["instance"] = request_id
+        return status, "application/problem+json", json.dumps(body).encode()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request = _Request()
+                parser = httptools.HttpRequestParser(request)
+                received = 0
+                while not request.complete:
+                    data = await asyncio.wait_for(reader.read(65536), _IDLE_S)
+                    received += len(data)
+                    if not data or received > _MAX_HEAD_BYTES:
+                        return
+                    parser.feed_data(data)
+                method = parser.get_method().decode()
+                status, content_type, body = await self.answer(
+                    method,
+                    request.url.decode("latin-1"),
+                    request.headers.get(CUSTOMER_HEADER, b"").decode("latin-1"),
+                    request.headers.get(_REQUEST_ID, b"").decode("latin-1"),
+                )
+                reason = "Service Unavailable" if status == 503 else _STATUS.get(status, "OK")
+                head = (
+                    f"HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\n"
+                    f"content-length: {len(body)}\r\ncache-control: no-store\r\n\r\n"
+                ).encode()
+                writer.write(head if method == "HEAD" else head + body)
+                await writer.drain()
+                if not parser.should_keep_alive():
+                    return
+        except (httptools.HttpParserError, TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()

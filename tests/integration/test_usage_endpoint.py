@@ -1,0 +1,123 @@
+"""``GET /tollway/v1/usage`` through real Envoy: a caller sees this period's usage (equal to what
+ClickHouse holds), their quota (equal to the Redis counter) and their charges so far (priced by the
+billing code), authenticated like any call."""
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import EnvoyFactory, TollwayFactory
+from tests.support.tollway_cli import create_key, run_cli
+from tollway.billing.aggregate import billable_quantities
+from tollway.harness.valkey import ValkeyServer
+from tollway.plans.loader import load_catalog
+from tollway.warehouse.connection import connect
+
+pytestmark = pytest.mark.integration
+
+CATALOG = Path(__file__).resolve().parents[1] / "fixtures" / "usage" / "caller.yaml"
+USAGE = "/tollway/v1/usage"
+
+
+def subscribe(valkey: ValkeyServer, customer: str, plan: str | None = "metered") -> str:
+    key = str(create_key(valkey.url, customer)["api_key"])
+    if plan is not None:
+        done = run_cli(
+            valkey.url, "subscriptions", "set", "--customer", customer, "--plan", plan, "--json",
+            "--start", "2026-01-01T00:00:00Z",  # a whole current period: its flat fee is not prorated
+        )  # fmt: skip
+        assert done.code == 0, done.stderr
+    return key
+
+
+def report_when(client: httpx.Client, key: str, ready: Any) -> dict[str, Any]:
+    """The usage document once ``ready(document)`` holds (rows reach ClickHouse within a second or two)."""
+    deadline = time.monotonic() + 15
+    while True:
+        response = client.get(USAGE, headers={"authorization": f"Bearer {key}"})
+        assert response.status_code == 200, response.text
+        document: dict[str, Any] = response.json()
+        if ready(document) or time.monotonic() > deadline:
+            return document
+        time.sleep(0.2)
+
+
+def test_a_caller_sees_usage_quota_and_charges_equal_to_the_stores(
+    valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory, tmp_path: Path
+) -> None:
+    chdb = tmp_path / "chdb"
+    tollway = tollway_factory(
+        {
+            "TOLLWAY_CATALOG": str(CATALOG),
+            "TOLLWAY_SPOOL_DIR": str(tmp_path / "spool"),
+            "TOLLWAY_CLICKHOUSE_DSN": f"chdb://{chdb}",
+            "TOLLWAY_LOADER_INSERT_INTERVAL_S": "0.2",
+        }
+    )
+    envoy = envoy_factory(
+        "http",
+        endpoints={
+            "tollway_http": [tollway.http_endpoint],
+            "tollway_metering": [tollway.metering_endpoint],
+            "tollway_usage": [tollway.usage_endpoint],
+        },
+    )
+    acme = subscribe(valkey_fresh, "acme")
+    other = subscribe(valkey_fresh, "other")
+    stranger = subscribe(valkey_fresh, "stranger", plan=None)
+    with httpx.Client(base_url=envoy.base_url, timeout=5) as client:
+        auth = {"authorization": f"Bearer {acme}"}
+        statuses = [
+            client.get(f"/v1/items/{n}{query}", headers=auth).status_code
+            for n, query in enumerate(["", "", "", "", "?status=404", "?status=503", "?pad=5000"])
+        ]
+        assert statuses == [200, 200, 200, 200, 404, 503, 200]
+        # Billable requests: all but the 503. Egress: every admitted response's bytes.
+        document = report_when(client, acme, lambda d: d["usage"].get("requests") == "6")
+        assert document["customer_id"] == "acme"
+        assert document["plan"] == "metered"
+        assert document["usage"]["requests"] == "6"
+        assert int(document["usage"]["egress"]) > 5000
+        [quota] = document["quotas"]
+        store = redis.Redis.from_url(valkey_fresh.url, decode_responses=True)
+        try:
+            [key] = store.keys("*q:{acme}:monthly:*")
+            counted = int(store.get(key) or 0)
+        finally:
+            store.close()
+        assert (quota["name"], quota["limit"], quota["used"], quota["remaining"]) == ("monthly", 1000, 7, 993)
+        assert quota["used"] == counted, "the quota is what the Redis counter holds (usage calls are not counted)"
+        assert quota["resets_at"] == document["period"]["end"]
+        charges = document["charges"]
+        assert charges["currency"] == "USD"
+        assert [(line["charge_id"], line["amount"]) for line in charges["lines"]] == [
+            ("platform", "10.00"),
+            ("calls", "0.60"),
+        ]
+        assert charges["total"] == "10.60"
+
+        # Another customer sees their own, even when sending acme's id in the identity header.
+        spoofed = client.get(USAGE, headers={"authorization": f"Bearer {other}", "x-tollway-customer-id": "acme"})
+        assert spoofed.status_code == 200, spoofed.text
+        assert spoofed.json()["customer_id"] == "other"
+        assert spoofed.json()["usage"].get("requests", "0") == "0"
+        # No credential: ext_authz refuses; no subscription: the endpoint says so.
+        missing = client.get(USAGE)
+        assert missing.status_code == 401
+        assert missing.headers["content-type"] == "application/problem+json"
+        unsubscribed = client.get(USAGE, headers={"authorization": f"Bearer {stranger}"})
+        assert unsubscribed.status_code == 403, unsubscribed.text
+        assert unsubscribed.json()["type"].endswith("/no-subscription")
+        assert unsubscribed.headers["content-type"] == "application/problem+json"
+    tollway.stop()
+
+    # What ClickHouse holds, read directly once Tollway has let go of the embedded engine.
+    rules = {name: meter.billable for name, meter in load_catalog(CATALOG).meters.items()}
+    start, end = (datetime.fromisoformat(document["period"][edge]) for edge in ("start", "end"))
+    held = billable_quantities(connect(f"chdb://{chdb}"), "tollway", "acme", start, end, rules).quantities
+    assert {meter: str(quantity) for meter, quantity in held.items()} == document["usage"]
