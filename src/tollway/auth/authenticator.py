@@ -1,8 +1,12 @@
 """The authenticator: presented credential → :class:`Identity`, or a typed :class:`AuthError`.
 
-The hot path is synchronous and touches no I/O when the key's record is cached
-(:meth:`Authenticator.try_cached`); otherwise :meth:`Authenticator.resolve` asks the store once per
-digest however many requests wait for it (single flight), within a bounded time.
+Two kinds of credential: Tollway API keys, and — when issuers are configured — OAuth 2.0 bearer tokens
+(JWT) in ``Authorization: Bearer``. A bearer value with a dot is a token (API keys never contain one).
+
+The hot path is synchronous and touches no I/O when the key's record is cached, or the token was
+verified before or can be verified with keys at hand (:meth:`Authenticator.try_cached`); otherwise
+:meth:`Authenticator.resolve` asks the store once per digest however many requests wait for it (single
+flight), within a bounded time — or, for a token, waits for its issuer's key set.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from tollway.auth.cache import KeyCache
 from tollway.auth.credentials import CredentialSource
 from tollway.auth.digest import KeyDigester
 from tollway.auth.errors import CredentialStoreUnavailable, MalformedKey, UnknownKey
+from tollway.auth.jwt.authenticator import PendingToken, TokenAuthenticator
+from tollway.auth.jwt.errors import MalformedToken
+from tollway.auth.jwt.token import looks_like_jwt
 from tollway.auth.records import Identity, KeyRecord, identify
 from tollway.auth.store import KeyStore
 from tollway.clock import Clock
@@ -28,6 +35,12 @@ class PendingLookup:
     def __init__(self, digest: str, header: str | None) -> None:
         self.digest = digest
         self.header = header
+
+
+Pending = PendingLookup | PendingToken
+"""What :meth:`Authenticator.try_cached` could not settle without I/O."""
+
+TOKEN_HEADER = "authorization"  # noqa: S105 - a header name. RFC 6750 §2.1: bearer tokens travel in Authorization only
 
 
 class Authenticated:
@@ -49,12 +62,15 @@ class Authenticator:
         clock: Clock,
         source: CredentialSource | None = None,
         store_timeout: float = 0.1,
+        tokens: TokenAuthenticator | None = None,
     ) -> None:
+        """``tokens``: accept bearer JWTs from its issuers too (None: API keys only, as before)."""
         self._store = store
         self._digester = digester
         self._cache = cache
         self._clock = clock
         self._source = source or CredentialSource()
+        self._tokens = tokens
         self._lookups = SingleFlight(
             store.fetch,
             cache,
@@ -66,10 +82,22 @@ class Authenticator:
     def cache(self) -> KeyCache:
         return self._cache
 
-    def try_cached(self, headers: Mapping[str, str], path: str = "") -> Authenticated | PendingLookup:
+    @property
+    def tokens(self) -> TokenAuthenticator | None:
+        return self._tokens
+
+    def try_cached(self, headers: Mapping[str, str], path: str = "") -> Authenticated | Pending:
         """The caller from the cache, or what to look up. Raises :class:`AuthError` for a bad credential."""
         presented = self._source.extract(headers, path)
         text = presented.text
+        tokens = self._tokens
+        if tokens is not None and looks_like_jwt(text):
+            if presented.header != TOKEN_HEADER:
+                raise MalformedToken("Send OAuth bearer tokens as 'Authorization: Bearer <token>'.")
+            outcome = tokens.try_cached(text, presented.header)
+            if isinstance(outcome, PendingToken):
+                return outcome
+            return Authenticated(outcome, presented.header)
         if not apikey.well_formed_length(text) or not text.isascii():
             raise MalformedKey()
         digest = self._digester.digest(text)
@@ -80,13 +108,16 @@ class Authenticator:
             return PendingLookup(digest, presented.header)
         return Authenticated(self._identify(hit.record), presented.header)
 
-    async def resolve(self, pending: PendingLookup) -> Authenticated:
+    async def resolve(self, pending: Pending) -> Authenticated:
+        if isinstance(pending, PendingToken):
+            assert self._tokens is not None
+            return Authenticated(await self._tokens.resolve(pending), pending.header)
         record = await self._lookups.lookup(pending.digest)
         return Authenticated(self._identify(record), pending.header)
 
     async def authenticate(self, headers: Mapping[str, str], path: str = "") -> Identity:
         outcome = self.try_cached(headers, path)
-        if isinstance(outcome, PendingLookup):
+        if not isinstance(outcome, Authenticated):
             outcome = await self.resolve(outcome)
         return outcome.identity
 

@@ -41,9 +41,10 @@ class ExpiredKey(AuthError):
 
 
 class CredentialStoreUnavailable(Exception):
-    """The key store could not answer in time. Not the caller's fault: the edge answers 503."""
+    """The key store could not answer in time. Not the caller's fault: the edge answers 503 with ``detail``."""
 
     reason = "credential-store-unavailable"
+    detail = "The credential store did not answer in time. Retry shortly."
 
 
 class KeyNotFound(LookupError):

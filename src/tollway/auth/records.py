@@ -88,11 +88,14 @@ class KeyRecord:
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """An authenticated caller."""
+    """An authenticated caller. ``key_id`` names the credential: an API key's id, or for a bearer token
+    ``jwt:<issuer>:<subject>``. ``scopes`` are a token's granted scopes; ``None`` for API keys, to which
+    per-feature scopes do not apply."""
 
     customer_id: str
     key_id: str
     env: str
+    scopes: frozenset[str] | None = None
 
 
 def identify(record: KeyRecord, now: datetime) -> Identity:

@@ -22,12 +22,13 @@ RATIOS: Final = (
     ("D", "H"),
     ("D", "C"),
     ("E", "D"),
+    ("F", "D"),
     ("C", "A"),
     ("H", "A"),
     ("B", "A"),
     ("E", "A"),
 )
-TARGETS: Final = {"C/H": 0.85, "Cg/B": 0.90, "D/H": 0.60, "E/D": 0.90}
+TARGETS: Final = {"C/H": 0.85, "Cg/B": 0.90, "D/H": 0.60, "E/D": 0.90, "F/D": 0.95}
 LIMITER_ROW: Final = "D"
 METERING_ROW: Final = "E"
 METERING_BASELINE: Final = "D"
@@ -286,7 +287,8 @@ def build(
             "All routes are Envoy direct_response. CPU us/request = (utime+stime of the process over the "
             "measured window, warm-up excluded) / requests completed in that window. Every process shares "
             "the same CPUs as wrk, so requests/s is a box limit; CPU per request carries over. Row D's plan "
-            "never refuses (limits of 10^9), so every request costs one limiter check. The authorization "
+            "never refuses (limits of 10^9), so every request costs one limiter check; row F is row D with a "
+            "bearer JWT (verified once, then served from the token cache) instead of the API key. The authorization "
             "server's CPU is split into its main thread (event loop) and its other threads. Envoy's gRPC "
             "access log (the product config's metering stream) is removed from every row but E, the only "
             "row with a server for it, so no row pays for Envoy reconnecting to a dead log server. Row E "

@@ -7,7 +7,7 @@ counters around it and waits for the loader to catch up afterwards (``metering_s
 not stretched for that: with continuous load the loader's lag at the window's start and end is alike).
 The authorization server's CPU is also split into its main thread (the event loop) and every other
 thread (for row E: the embedded ClickHouse's insert threads). With several rounds the scenarios are
-interleaved (A B H C Cg D E, A B H C Cg D E, ...) so slow drift on the machine affects every row alike.
+interleaved (A B H C Cg D F E, A B H C Cg D F E, ...) so slow drift on the machine affects every row alike.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def check_stack(stack: Stack, key: str) -> None:
     url = stack.envoy.base_url + PROBE_PATH
     status, names = probe_response(url, stack.headers)
     if status != 200:
-        what = "with the API key " if stack.needs_credential else ""
+        what = "with the credential " if stack.needs_credential else ""
         raise BenchError(f"{key}: probe GET {PROBE_PATH} {what}answered {status}, expected 200")
     missing = [name for name in _RATELIMIT_HEADERS if name not in names] if stack.checks_limits else []
     if missing:

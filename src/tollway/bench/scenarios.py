@@ -4,7 +4,9 @@ Every Envoy here runs the repository's template with all routes turned into ``di
 the numbers are Envoy plus the authorization path and nothing upstream. Row D runs Tollway with the
 bench catalog (``catalog.yaml`` beside this module): the bench customer is subscribed to a plan that
 grants ``GET /bench`` through a feature, with two rate limits and a monthly quota that never refuse.
-Row E is row D with stage 3 on: ``TOLLWAY_SPOOL_DIR`` and the loader inside Tollway into an embedded
+Row F is row D authenticated with an OAuth bearer token (a JWT from a throwaway issuer with a static key,
+``bench_token``) instead of an API key: the same token on every request, so it measures the cached-token
+path. Row E is row D with stage 3 on: ``TOLLWAY_SPOOL_DIR`` and the loader inside Tollway into an embedded
 ClickHouse (chdb) in the work directory, and Envoy's gRPC access log streaming to Tollway's metering port.
 
 The access log is part of the product's Envoy config, but only row E has a server for it: every other
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from tollway.bench.bench_token import bench_issuer
 from tollway.bench.errors import BenchError
 from tollway.harness import envoy_config
 from tollway.harness.envoy import EnvoyProcess
@@ -55,7 +58,7 @@ class Stack:
     processes: dict[str, ManagedProcess]
     """Role (``envoy``, ``authz``, ``valkey``) to process; CPU is accounted per role."""
     headers: tuple[Header, ...] = ()
-    """Sent on every request (the API key for Tollway rows)."""
+    """Sent on every request (the API key, or row F's bearer token, for Tollway rows)."""
     needs_credential: bool = False
     """True when a request without ``headers`` must be refused (401): proves the check is in the path."""
     checks_limits: bool = False
@@ -203,10 +206,18 @@ def metering_env(work_dir: Path, key: str) -> dict[str, str]:
 
 
 def _start_tollway(
-    stack: ExitStack, work_dir: Path, key: str, variant: str, *, entitled: bool = False, metered: bool = False
+    stack: ExitStack,
+    work_dir: Path,
+    key: str,
+    variant: str,
+    *,
+    entitled: bool = False,
+    metered: bool = False,
+    token: bool = False,
 ) -> Stack:
     """Valkey, ``tollway serve`` and Envoy; ``entitled`` adds stage 2 (the bench catalog and a subscription),
-    ``metered`` stage 3 (spool, loader into chdb, Envoy's access log to Tollway's metering port)."""
+    ``metered`` stage 3 (spool, loader into chdb, Envoy's access log to Tollway's metering port), ``token``
+    authenticates with a bearer JWT instead of the API key."""
     valkey = ValkeyServer(work_dir, name=f"valkey-{key}")
     stack.callback(valkey.stop)
     valkey.start()
@@ -214,6 +225,10 @@ def _start_tollway(
     extra_env = {"TOLLWAY_CATALOG": str(BENCH_CATALOG)} if entitled else {}
     if metered:
         extra_env.update(metering_env(work_dir, key))
+    bearer = None
+    if token:
+        issuers, bearer = bench_issuer(Path(tempfile.mkdtemp(prefix=f"issuer-{key}-", dir=work_dir)), BENCH_CUSTOMER)
+        extra_env["TOLLWAY_JWT_ISSUERS"] = str(issuers)
     tollway = TollwayServer(work_dir, redis_url=valkey.url, pepper=pepper, extra_env=extra_env, name=f"tollway-{key}")
     stack.callback(tollway.stop)
     tollway.start()  # with a spool, also waits for the metering port
@@ -229,7 +244,7 @@ def _start_tollway(
     return Stack(
         envoy=envoy,
         processes={"envoy": envoy.process, "authz": tollway.process, "valkey": valkey_process},
-        headers=(("Authorization", f"Bearer {api_key}"),),
+        headers=(("Authorization", f"Bearer {bearer or api_key}"),),
         needs_credential=True,
         checks_limits=entitled,
         redis_url=valkey.url,
@@ -249,6 +264,10 @@ def start_tollway_entitled(stack: ExitStack, work_dir: Path) -> Stack:
     return _start_tollway(stack, work_dir, "D", "http", entitled=True)
 
 
+def start_tollway_token(stack: ExitStack, work_dir: Path) -> Stack:
+    return _start_tollway(stack, work_dir, "F", "http", entitled=True, token=True)
+
+
 def start_tollway_metered(stack: ExitStack, work_dir: Path) -> Stack:
     return _start_tollway(stack, work_dir, "E", "http", entitled=True, metered=True)
 
@@ -263,6 +282,11 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "D",
         "Envoy + HTTP ext_authz -> tollway serve, API key + plan: route, 2 rate limits, monthly quota (Valkey)",
         start_tollway_entitled,
+    ),
+    Scenario(
+        "F",
+        "D authenticated with a cached OAuth bearer token (ES256 JWT) instead of an API key",
+        start_tollway_token,
     ),
     Scenario(
         "E",

@@ -38,6 +38,22 @@ class FeatureNotEntitled(EntitlementError):
     reason = "feature-not-entitled"
 
 
+class MissingScope(EntitlementError):
+    """A bearer token lacks a scope the request's feature requires (authorization, not authentication:
+    the caller is known). ``scopes`` are the missing ones."""
+
+    reason = "insufficient-scope"
+
+    def __init__(self, scopes: Sequence[str], plan_id: str = "", feature: str = "", route: str = "") -> None:
+        names = ", ".join(f"'{s}'" for s in scopes)
+        plural = "s" if len(scopes) > 1 else ""
+        super().__init__(f"The token lacks the scope{plural} {names}, required for the '{feature}' feature.")
+        self.scopes = tuple(scopes)
+        self.plan_id = plan_id
+        self.feature = feature
+        self.route = route
+
+
 class LimitExceeded(Exception):
     """An enforced limit or quota would be exceeded; nothing was consumed."""
 

@@ -4,6 +4,8 @@ typed refusal. Decision order:
 1. the customer's subscription (cached ≤ 1 s; none → :class:`NoSubscription`);
 2. the plan it names in the live catalog (missing → :class:`PlanUnavailable`);
 3. route → feature, pure and in-process (no feature covers it → :class:`RouteNotGranted`: deny by default);
+   for a bearer-token caller, the token must grant every scope the feature requires (→ :class:`MissingScope`;
+   API keys carry no scopes and skip this);
 4. does the plan grant the feature? (no → :class:`FeatureNotEntitled`);
 5. every limit and the quota that apply to the feature, with the customer's overrides, checked and
    consumed in one limiter call (all or nothing); an enforced one exceeded → :class:`LimitExceeded`.
@@ -32,6 +34,7 @@ from tollway.entitlements.errors import (
     EntitlementsUnavailable,
     FeatureNotEntitled,
     LimitExceeded,
+    MissingScope,
     NoSubscription,
     PlanUnavailable,
     RouteNotGranted,
@@ -93,7 +96,9 @@ class EntitlementGate:
     def leases(self) -> LeasingLimiter:
         return self._limiter
 
-    def admit_now(self, customer_id: str, method: str, path: str) -> Admission | None:
+    def admit_now(
+        self, customer_id: str, method: str, path: str, scopes: frozenset[str] | None = None
+    ) -> Admission | None:
         """The admission if it needs no I/O (cached subscription; no limits, or a lease that covers the
         request); None: call :meth:`admit`. Raises the same refusals as :meth:`admit`, except those that
         need the limiter."""
@@ -102,7 +107,7 @@ class EntitlementGate:
             return None
         if found is None:
             raise NoSubscription("This account has no subscription to a plan.")
-        catalog, match, rules = self._route(found, method, path)
+        catalog, match, rules = self._route(found, method, path, scopes)
         if not rules:
             return Admission(customer_id, found.plan_id, match.feature, match.route, rules, None, True, match.cost)
         key, _, _ = self._check_for(catalog, found, match.feature, match.cost, rules)
@@ -111,9 +116,11 @@ class EntitlementGate:
             return None
         return Admission(customer_id, found.plan_id, match.feature, match.route, rules, verdict, True, match.cost)
 
-    async def admit(self, customer_id: str, method: str, path: str) -> Admission:
+    async def admit(self, customer_id: str, method: str, path: str, scopes: frozenset[str] | None = None) -> Admission:
+        """``scopes``: a bearer token's granted scopes, checked against the feature's required ones
+        (None: an API key, to which scopes do not apply)."""
         subscription = await self._subscription(customer_id)
-        catalog, match, rules = self._route(subscription, method, path)
+        catalog, match, rules = self._route(subscription, method, path, scopes)
         if not rules:
             return Admission(
                 customer_id, subscription.plan_id, match.feature, match.route, rules, None, True, match.cost
@@ -169,9 +176,10 @@ class EntitlementGate:
                 log.exception("capacity lease sweep failed")
 
     def _route(
-        self, subscription: Subscription, method: str, path: str
+        self, subscription: Subscription, method: str, path: str, scopes: frozenset[str] | None = None
     ) -> tuple[CompiledCatalog, RouteMatch, tuple[PolicyRule, ...]]:
-        """Steps 2 to 4: the live catalog, the route's feature and the rules of the plan for it."""
+        """Steps 2 to 4: the live catalog, the route's feature (and a token's scopes for it) and the rules
+        of the plan for it."""
         catalog = self._catalog.current
         plan = catalog.plans.get(subscription.plan_id)
         if plan is None:
@@ -184,6 +192,11 @@ class EntitlementGate:
         match = catalog.routes.match(method, path)
         if match is None:
             raise RouteNotGranted(f"No plan grants {method} {path.split('?', 1)[0]}.")
+        if scopes is not None:
+            required = catalog.scopes_for(match.feature)
+            if required and not required <= scopes:
+                missing = tuple(sorted(required - scopes))
+                raise MissingScope(missing, subscription.plan_id, match.feature, match.route)
         if not catalog.plan_grants(subscription.plan_id, match.feature):
             raise FeatureNotEntitled(
                 f"The {plan.display_name or subscription.plan_id} plan does not include the '{match.feature}' feature."

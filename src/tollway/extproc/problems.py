@@ -19,6 +19,7 @@ FORBIDDEN_TITLES: Final = {
     "plan-unavailable": "Plan unavailable",
     "route-not-granted": "Route not granted",
     "feature-not-entitled": "Feature not in plan",
+    "insufficient-scope": "Insufficient scope",
 }
 
 AUTH_TITLES: Final = {
@@ -28,6 +29,20 @@ AUTH_TITLES: Final = {
     "revoked-api-key": "Revoked API key",
     "expired-api-key": "Expired API key",
     "unauthenticated": "Unauthenticated",
+    # OAuth 2.0 bearer tokens (JWT)
+    "invalid-token": "Invalid token",
+    "token-too-large": "Token too large",
+    "malformed-token": "Malformed token",
+    "token-algorithm-not-allowed": "Token algorithm not allowed",
+    "untrusted-token-issuer": "Untrusted token issuer",
+    "unknown-token-key": "Unknown token signing key",
+    "invalid-token-signature": "Invalid token signature",
+    "invalid-token-audience": "Token audience not accepted",
+    "expired-token": "Expired token",
+    "token-not-yet-valid": "Token not yet valid",
+    "missing-token-claim": "Missing token claim",
+    "invalid-token-claim": "Invalid token claim",
+    "missing-customer-claim": "Token names no customer",
 }
 
 
@@ -88,6 +103,13 @@ class Refusals:
     def forbidden(self, reason: str, detail: str, request_id: str) -> Deny:
         title = FORBIDDEN_TITLES.get(reason, "Forbidden")
         return self.deny(self.problem(403, reason, title, detail, request_id))
+
+    def insufficient_scope(self, scopes: Sequence[str], detail: str, request_id: str) -> Deny:
+        """403 for a bearer token without a scope its feature requires (RFC 6750 §3.1 insufficient_scope)."""
+        problem = self.problem(403, "insufficient-scope", FORBIDDEN_TITLES["insufficient-scope"], detail, request_id)
+        problem.extensions["required-scopes"] = list(scopes)
+        challenge = f'Bearer realm="{self._realm}", error="insufficient_scope", scope="{" ".join(scopes)}"'
+        return self.deny(problem, ("www-authenticate", challenge))
 
     def quota_exceeded(self, violated: Sequence[str], retry_after_s: int, ratelimit: Headers, request_id: str) -> Deny:
         names = ", ".join(violated)

@@ -32,13 +32,16 @@ def catalog_digest(catalog: Catalog) -> str:
 class CompiledCatalog:
     """Immutable once built; swap the whole object to change catalogs."""
 
-    __slots__ = ("_grants", "_limits", "_quotas", "catalog", "digest", "routes")
+    __slots__ = ("_grants", "_limits", "_quotas", "_scopes", "catalog", "digest", "routes")
 
     def __init__(self, catalog: Catalog, routes: RouteTable, digest: str) -> None:
         self.catalog = catalog
         self.routes = routes
         self.digest = digest
         self._grants: dict[str, frozenset[str]] = {pid: frozenset(p.features) for pid, p in catalog.plans.items()}
+        self._scopes: dict[str, frozenset[str]] = {
+            name: frozenset(feature.scopes) for name, feature in catalog.features.items() if feature.scopes
+        }
         self._limits: dict[tuple[str, str], tuple[RateLimit, ...]] = {}
         self._quotas: dict[tuple[str, str], tuple[Quota, ...]] = {}
         for plan_id, plan in catalog.plans.items():
@@ -75,6 +78,10 @@ class CompiledCatalog:
             return feature in self._grants[plan_id]
         except KeyError:
             raise UnknownPlan(plan_id) from None
+
+    def scopes_for(self, feature: str) -> frozenset[str]:
+        """The OAuth scopes a bearer token needs for the feature (empty: none)."""
+        return self._scopes.get(feature, frozenset())
 
     def limits_for(self, plan_id: str, feature: str) -> Sequence[RateLimit]:
         """The plan's limits that apply to requests of this feature (``features`` unset or naming it)."""
