@@ -1,0 +1,265 @@
+"""A customer's subscription: read, create or replace, change plan from a given instant (recorded with
+``Subscription.changed_to``, so billing prorates the period between the plans), replace the limit
+overrides, delete. The rules are the CLI's (``tollway.cli.subscriptions.build_subscription``); with
+``TOLLWAY_CATALOG`` set, plans and override names are checked against the catalog."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from tollway.admin.customer_directory import require_known
+from tollway.admin.dependencies import Reader, Recorder, Services
+from tollway.admin.identifiers import IDENTIFIER, CustomerId
+from tollway.admin.instants import EARLIEST, LATEST
+from tollway.admin.problems import ProblemError, conflict, invalid, not_found, problem_responses
+from tollway.admin.services import AdminServices
+from tollway.cli.subscriptions import _check_against_catalog, build_subscription, parse_time, subscription_json
+from tollway.subscriptions.errors import UnreadableSubscription
+from tollway.subscriptions.model import Subscription
+
+router = APIRouter(tags=["subscriptions"])
+
+# Limits up to 10^15: exact in every JSON parser (the store takes up to 2^63-1).
+MAX_OVERRIDE = 10**15
+
+PlanId = Annotated[str, StringConstraints(pattern=IDENTIFIER, max_length=128)]
+OverrideName = Annotated[str, StringConstraints(pattern=IDENTIFIER, max_length=128)]
+OverrideLimit = Annotated[int, Field(ge=0, le=MAX_OVERRIDE)]
+# An override is a whole JSON object of name -> limit: names outside the pattern are refused too.
+OVERRIDES_SCHEMA: dict[str, Any] = {"additionalProperties": False}
+TimeText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class PlanChangeOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    at: str
+    from_plan: str = Field(alias="from")
+    to: str
+
+
+class CurrentPeriod(BaseModel):
+    index: int
+    start: str
+    end: str
+    start_local: str
+    end_local: str
+
+
+class SubscriptionOut(BaseModel):
+    customer_id: str
+    plan_id: str
+    started_at: str
+    timezone: str
+    alignment: Literal["calendar", "anniversary"]
+    anchor: str
+    anchor_local: str
+    interval: Literal["month", "year"]
+    overrides: dict[str, int]
+    plan_changes: list[PlanChangeOut]
+    current_period: CurrentPeriod
+
+
+class SubscriptionPut(BaseModel):
+    """The whole subscription. On an existing one (same start), a different `plan_id` is a plan change
+    effective now and omitted options keep their values; `overrides` replace the old ones (none given:
+    none kept). Times: `now` or ISO 8601; without an offset, wall-clock time in the `timezone`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan_id: PlanId
+    started_at: TimeText | None = Field(default=None, description="default: now for a new subscription")
+    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        default=None, description="IANA timezone of the billing periods (default UTC)"
+    )
+    alignment: Literal["calendar", "anniversary"] | None = None
+    anchor: TimeText | None = Field(default=None, description="anniversary anchor (default: the start)")
+    interval: Literal["month", "year"] | None = None
+    overrides: dict[OverrideName, OverrideLimit] = Field(default_factory=dict, json_schema_extra=OVERRIDES_SCHEMA)
+
+
+class PlanChangeCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plan_id: PlanId
+    effective: TimeText = Field(default="now", description="now or an earlier instant, after the last change")
+
+
+class OverridesPut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    overrides: dict[OverrideName, OverrideLimit] = Field(json_schema_extra=OVERRIDES_SCHEMA)
+
+
+def to_out(subscription: Subscription, services: AdminServices) -> SubscriptionOut:
+    return SubscriptionOut.model_validate(subscription_json(subscription, services.clock.now()))
+
+
+def _as_dict(subscription: Subscription | None, services: AdminServices) -> dict[str, Any] | None:
+    if subscription is None:
+        return None
+    return to_out(subscription, services).model_dump(by_alias=True, exclude={"current_period"})
+
+
+def _check_catalog(services: AdminServices, plan_id: str, overrides: Mapping[str, int]) -> str | None:
+    """The plan's billing interval from the catalog (None without a catalog); 422 for an unknown plan
+    or an override naming no limit or quota of the plan."""
+    if services.catalog_path is None:
+        return None
+    try:
+        return _check_against_catalog(services.catalog_path, plan_id, overrides)
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
+
+
+def _within_range(subscription: Subscription) -> Subscription:
+    for name, value in (("started_at", subscription.started_at), ("anchor", subscription.anchor)):
+        if not EARLIEST <= value < LATEST:
+            raise invalid(f"{name} must be from 1970 to 2199", ["body", name])
+    return subscription
+
+
+async def _current(services: AdminServices, customer_id: str) -> Subscription:
+    await require_known(services, customer_id)
+    found = await services.subscriptions.get(customer_id)
+    if found is None:
+        raise not_found(f"The subscription of customer {customer_id!r}")
+    return found
+
+
+SUBSCRIPTION_PROBLEMS = problem_responses(401, 403, 404, 422, 503)
+
+
+@router.get("/customers/{customer_id}/subscription", response_model=SubscriptionOut, responses=SUBSCRIPTION_PROBLEMS)
+async def get_subscription(customer_id: CustomerId, services: Services, _: Reader) -> SubscriptionOut:
+    """The plan, overrides, plan changes and current billing period."""
+    return to_out(await _current(services, customer_id), services)
+
+
+@router.put(
+    "/customers/{customer_id}/subscription",
+    response_model=SubscriptionOut,
+    responses={201: {"description": "Created", "model": SubscriptionOut}, **SUBSCRIPTION_PROBLEMS},
+)
+async def put_subscription(
+    customer_id: CustomerId, body: SubscriptionPut, response: Response, services: Services, record: Recorder
+) -> SubscriptionOut:
+    """Create (201) or replace (200) the subscription."""
+    await require_known(services, customer_id)
+    try:
+        previous = await services.subscriptions.get(customer_id)
+    except UnreadableSubscription:
+        previous = None  # replaced, as `tollway subscriptions set` does
+    catalog_interval = _check_catalog(services, body.plan_id, body.overrides)
+    args = argparse.Namespace(
+        customer=customer_id,
+        plan=body.plan_id,
+        start=body.started_at,
+        timezone=body.timezone,
+        alignment=body.alignment,
+        anchor=body.anchor,
+        interval=body.interval,
+        effective=None,
+    )
+    try:
+        subscription = _within_range(
+            build_subscription(args, services.clock.now(), previous, body.overrides, catalog_interval)
+        )
+    except (ValueError, OverflowError) as exc:
+        raise invalid(str(exc).replace("--", "")) from None
+    await services.subscriptions.put(subscription)
+    action = "subscription.replace" if previous else "subscription.create"
+    after = _as_dict(subscription, services)
+    await record(
+        action, "subscription", customer_id, customer_id=customer_id, before=_as_dict(previous, services), after=after
+    )
+    if previous is None:
+        response.status_code = 201
+        response.headers["Location"] = f"/customers/{customer_id}/subscription"
+    return to_out(subscription, services)
+
+
+@router.post(
+    "/customers/{customer_id}/subscription/plan-changes",
+    status_code=201,
+    response_model=SubscriptionOut,
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
+)
+async def change_plan(
+    customer_id: CustomerId, body: PlanChangeCreate, services: Services, record: Recorder
+) -> SubscriptionOut:
+    """Move the customer to another plan from `effective` on (now or earlier, after the start and the
+    last change). The invoice of that period has one part per plan, each prorated (docs/billing.md)."""
+    previous = await _current(services, customer_id)
+    if body.plan_id == previous.plan_id:
+        raise conflict(f"Customer {customer_id!r} is on plan {body.plan_id!r} already.")
+    now = services.clock.now()
+    _check_catalog(services, body.plan_id, previous.overrides)
+    try:
+        at = parse_time("effective", body.effective, previous.timezone, now)
+        if at > now:
+            raise ValueError(f"effective {body.effective}: a plan change takes effect now or earlier, not later")
+        changed = previous.changed_to(body.plan_id, at)
+    except (ValueError, OverflowError) as exc:
+        raise invalid(str(exc), ["body", "effective"]) from None
+    await services.subscriptions.put(changed)
+    await record(
+        "subscription.plan_change",
+        "subscription",
+        customer_id,
+        customer_id=customer_id,
+        before=_as_dict(previous, services),
+        after=_as_dict(changed, services),
+    )
+    return to_out(changed, services)
+
+
+@router.put(
+    "/customers/{customer_id}/subscription/overrides", response_model=SubscriptionOut, responses=SUBSCRIPTION_PROBLEMS
+)
+async def put_overrides(
+    customer_id: CustomerId, body: OverridesPut, services: Services, record: Recorder
+) -> SubscriptionOut:
+    """Replace the customer's limit overrides (an empty object removes them all)."""
+    previous = await _current(services, customer_id)
+    _check_catalog(services, previous.plan_id, body.overrides)
+    try:
+        updated = replace(previous, overrides=body.overrides)
+    except ValueError as exc:
+        raise invalid(str(exc), ["body", "overrides"]) from None
+    if updated.overrides != previous.overrides:
+        await services.subscriptions.put(updated)
+        await record(
+            "subscription.overrides",
+            "subscription",
+            customer_id,
+            customer_id=customer_id,
+            before=_as_dict(previous, services),
+            after=_as_dict(updated, services),
+        )
+    return to_out(updated, services)
+
+
+@router.delete(
+    "/customers/{customer_id}/subscription", status_code=204, response_class=Response, responses=SUBSCRIPTION_PROBLEMS
+)
+async def delete_subscription(customer_id: CustomerId, services: Services, record: Recorder) -> Response:
+    """End the subscription: every running Tollway refuses the customer's requests within 1 s."""
+    previous = await _current(services, customer_id)
+    if not await services.subscriptions.delete(customer_id):
+        raise ProblemError(404, "not-found", f"The subscription of customer {customer_id!r} does not exist.")
+    await record(
+        "subscription.delete",
+        "subscription",
+        customer_id,
+        customer_id=customer_id,
+        before=_as_dict(previous, services),
+        after=None,
+    )
+    return Response(status_code=204)

@@ -1,0 +1,98 @@
+"""What the management API's handlers use: the stores, the warehouse, the clock — built once per
+process (``open_services``) or by a test from its own clients (``build_services``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from tollway.admin.audit import AuditLog
+from tollway.admin.credentials import RedisCredentialStore
+from tollway.admin.customers import RedisCustomerStore
+from tollway.admin.page_links import PageLinkSigner
+from tollway.admin.settings import AdminSettings
+from tollway.admin.warehouse_access import Warehouse
+from tollway.auth.digest import KeyDigester
+from tollway.auth.keyring import Keyring
+from tollway.auth.redis_store import RedisKeyStore
+from tollway.clock import Clock, SystemClock
+from tollway.redis_client import admin_client
+from tollway.redis_types import RedisClient
+from tollway.settings import Settings
+from tollway.subscriptions.redis_store import RedisSubscriptionStore
+from tollway.warehouse.settings import WarehouseSettings
+
+
+@dataclass(frozen=True, slots=True)
+class AdminServices:
+    keyring: Keyring
+    keys: RedisKeyStore
+    subscriptions: RedisSubscriptionStore
+    customers: RedisCustomerStore
+    credentials: RedisCredentialStore
+    audit: AuditLog
+    warehouse: Warehouse
+    page_links: PageLinkSigner
+    clock: Clock
+    catalog_path: Path | None
+    problem_type_base: str
+    page_link_ttl: timedelta
+    page_link_max_ttl: timedelta
+
+
+def build_services(
+    redis: RedisClient,
+    pepper: bytes,
+    warehouse: Warehouse,
+    *,
+    prefix: str = "tw:",
+    clock: Clock | None = None,
+    catalog_path: Path | None = None,
+    problem_type_base: str = "https://tollway.dev/problems/",
+    admin_settings: AdminSettings | None = None,
+) -> AdminServices:
+    clock = clock or SystemClock()
+    digester = KeyDigester(pepper)
+    keys = RedisKeyStore(redis, prefix)
+    admin = admin_settings or AdminSettings()
+    return AdminServices(
+        keyring=Keyring(keys, digester, clock),
+        keys=keys,
+        subscriptions=RedisSubscriptionStore(redis, prefix),
+        customers=RedisCustomerStore(redis, prefix),
+        credentials=RedisCredentialStore(redis, digester, prefix),
+        audit=AuditLog(redis, prefix),
+        warehouse=warehouse,
+        page_links=PageLinkSigner(pepper),
+        clock=clock,
+        catalog_path=catalog_path,
+        problem_type_base=problem_type_base,
+        page_link_ttl=timedelta(seconds=admin.page_link_ttl_s),
+        page_link_max_ttl=timedelta(seconds=admin.page_link_max_ttl_s),
+    )
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, admin_settings: AdminSettings, warehouse_settings: WarehouseSettings
+) -> AsyncIterator[AdminServices]:
+    """The services of a ``tollway admin`` process: a patient Redis client, the warehouse opened lazily."""
+    pepper = settings.pepper_bytes()
+    redis = admin_client(settings)
+    warehouse = Warehouse(warehouse_settings.dsn, warehouse_settings.database)
+    try:
+        yield build_services(
+            redis,
+            pepper,
+            warehouse,
+            prefix=settings.redis_prefix,
+            catalog_path=settings.catalog,
+            problem_type_base=settings.problem_type_base,
+            admin_settings=admin_settings,
+        )
+    finally:
+        await redis.aclose()
+        warehouse.close()
