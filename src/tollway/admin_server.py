@@ -4,6 +4,7 @@ there is a customer's request.
 - ``GET /healthz``: what an operator needs to see — the version, the live catalog's name, version and digest
   (and whether the last catalog change was refused), the spool and the loader's counters. 200 while the
   process answers.
+- ``GET /metrics``: Prometheus metrics in the text format (``tollway.observability.tollway_metrics``).
 - ``GET /livez``: the process is alive (its event loop answers). Always 200; for a liveness probe.
 - ``GET /readyz``: ready to take traffic: the ext_authz listeners are open and every injected readiness
   check passes (``readiness_checks``: Redis answers a PING within a bound; with metering on, the spool
@@ -54,9 +55,11 @@ class AdminServer:
         ready: Readiness | None = None,
         *,
         problem_type_base: str = DEFAULT_PROBLEM_TYPE_BASE,
+        metrics: Callable[[], str] | None = None,
     ) -> None:
         self._describe = describe
         self._ready = ready
+        self._metrics = metrics
         self._problem_type = f"{problem_type_base}not-ready"
         self._serving = False
         self._server: asyncio.Server | None = None
@@ -98,6 +101,8 @@ class AdminServer:
             return "200 OK", "application/json", json.dumps(self.health()).encode()
         if path == "/livez":
             return "200 OK", "application/json", b'{"status":"alive"}'
+        if path == "/metrics" and self._metrics is not None:
+            return "200 OK", "text/plain; version=0.0.4; charset=utf-8", self._metrics().encode()
         if path == "/readyz":
             ready, results = await self.readiness()
             checks = {name: reason or "ok" for name, reason in results.items()}

@@ -10,11 +10,13 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from tollway.admin_server import AdminServer
+from tollway.admin_server import AdminServer, Readiness, readiness_checks
 from tollway.auth.authenticator import Authenticator
 from tollway.auth.cache import KeyCache
 from tollway.auth.credentials import CredentialSource
 from tollway.auth.digest import KeyDigester
+from tollway.auth.jwt.authenticator import TokenAuthenticator
+from tollway.auth.jwt.issuers import load_issuers
 from tollway.auth.redis_store import RedisKeyStore
 from tollway.clock import Clock, SystemClock
 from tollway.entitlements.gate import EntitlementGate
@@ -23,15 +25,20 @@ from tollway.extproc.decision import DecisionCore
 from tollway.extproc.grpc_server import GrpcAuthzServer
 from tollway.extproc.http_server import HttpAuthzServer
 from tollway.extproc.problems import Refusals
+from tollway.observability.tollway_metrics import MeasuredDecider, TollwayMetrics
 from tollway.plans.loader import load_compiled_catalog
 from tollway.plans.watcher import CatalogWatcher
-from tollway.ratelimit import RedisLimiter
+from tollway.ratelimit import PipelineCoalescer, RedisLimiter
 from tollway.redis_client import hot_path_client, subscriber_client
 from tollway.redis_types import RedisClient
 from tollway.settings import Settings
 from tollway.subscriptions.redis_store import RedisSubscriptionStore
 from tollway.subscriptions.resolver import SubscriptionCache, SubscriptionResolver
+from tollway.usage.caller_report import caller_report
 from tollway.usage.metering import Metering
+from tollway.usage.report_server import USAGE_PATH, Report, UsageReportServer
+from tollway.usage.spool import spool_bytes
+from tollway.usage.usage_headers import UsageHeaders
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +55,12 @@ def build_cache(settings: Settings, clock: Clock) -> KeyCache:
 
 
 def build_gate(
-    settings: Settings, redis: RedisClient, subscriber: RedisClient, clock: Clock, background: Background
+    settings: Settings,
+    redis: RedisClient,
+    subscriber: RedisClient,
+    clock: Clock,
+    background: Background,
+    metrics: TollwayMetrics | None = None,
 ) -> EntitlementGate:
     """Stage 2 from the catalog file: raises ``CatalogError`` if the file is invalid at start."""
     assert settings.catalog is not None
@@ -65,9 +77,28 @@ def build_gate(
     store = RedisSubscriptionStore(redis, settings.redis_prefix, subscriber=subscriber)
     resolver = SubscriptionResolver(store, cache, timeout_s=settings.redis_timeout_ms / 1000)
     limiter = RedisLimiter(redis, prefix=settings.redis_prefix, timeout_s=settings.redis_timeout_ms / 1000)
+    if metrics is not None and isinstance(limiter.runner, PipelineCoalescer):
+        limiter.runner.observe = metrics.redis_round_trip
     gate = EntitlementGate(live, resolver, limiter, clock, max_lease_ms=settings.lease_max_ms)
     background += [watcher.run, resolver.follow_changes, gate.run_lease_sweeper]
     return gate
+
+
+def build_tokens(settings: Settings, clock: Clock, background: Background) -> TokenAuthenticator:
+    """Bearer JWTs from the issuers file: raises ``IssuerConfigError`` (every problem) if it is invalid."""
+    assert settings.jwt_issuers is not None
+    issuers = load_issuers(settings.jwt_issuers)
+    tokens = TokenAuthenticator.build(
+        issuers,
+        clock,
+        cache_max_entries=settings.jwt_cache_max_entries,
+        cache_max_ttl_s=settings.jwt_cache_max_ttl_s,
+        max_token_bytes=settings.jwt_max_token_bytes,
+        key_wait_s=settings.jwt_key_wait_ms / 1000,
+    )
+    log.info("bearer tokens accepted from issuer(s) %s", ", ".join(i.name for i in issuers))
+    background.append(tokens.run)  # JWKS fetched at start and kept fresh
+    return tokens
 
 
 def build_core(
@@ -77,6 +108,8 @@ def build_core(
     clock: Clock,
     gate: EntitlementGate | None = None,
     metering: Metering | None = None,
+    tokens: TokenAuthenticator | None = None,
+    usage_headers: UsageHeaders | None = None,
 ) -> DecisionCore:
     authenticator = Authenticator(
         store,
@@ -85,6 +118,7 @@ def build_core(
         clock,
         CredentialSource(headers=settings.key_headers, query_param=settings.key_query_param),
         store_timeout=settings.redis_timeout_ms / 1000,
+        tokens=tokens,
     )
     return DecisionCore(
         authenticator,
@@ -93,7 +127,63 @@ def build_core(
         gate,
         metering.recorder if metering is not None else None,
         lambda: int(clock.now().timestamp() * 1000),
+        usage_headers,
     )
+
+
+async def follow_readiness(grpc_server: GrpcAuthzServer, ready: Readiness, interval_s: float = 1.0) -> None:
+    """Background: every ``interval_s``, gRPC health SERVING when every readiness check passes, else
+    NOT_SERVING (until cancelled)."""
+    serving = True
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            results = await ready()
+        except Exception:  # a broken check means not ready, never a dead task
+            log.exception("readiness check failed")
+            results = {"checks": "failed"}
+        now_serving = all(reason is None for reason in results.values())
+        if now_serving != serving:
+            log.warning("gRPC health: %s (%s)", "SERVING" if now_serving else "NOT_SERVING", results)
+            await grpc_server.set_serving(now_serving)
+            serving = now_serving
+
+
+def add_readings(metrics: TollwayMetrics, gate: EntitlementGate | None, metering: Metering | None) -> None:
+    """The metrics other components keep, read at each scrape."""
+    book = gate.leases.book if gate is not None else None
+    loader = metering.loader if metering is not None else None
+    spool_dir = metering.spool.directory if metering is not None else None
+    live = gate.catalog if gate is not None else None
+    metrics.add_readings(
+        leases=(lambda: {(): book.leases_taken}) if book is not None else None,
+        lease_requests=(lambda: {(): book.requests_from_leases}) if book is not None else None,
+        spool_pending=(lambda: {(): spool_bytes(spool_dir)}) if spool_dir is not None else None,
+        rows_loaded=(lambda: {(): loader.stats.rows_loaded}) if loader is not None else None,
+        catalog=(lambda: {(live.current.name, live.current.version, live.current.digest): 1})
+        if live is not None
+        else None,
+    )
+
+
+def build_caller_report(
+    settings: Settings, redis: RedisClient, clock: Clock, gate: EntitlementGate | None, metering: Metering | None
+) -> Report | None:
+    """The caller usage report, in the process whose loader holds the ClickHouse client; None elsewhere
+    (another process loads, metering is off, or there is no catalog)."""
+    sink = metering.sink if metering is not None else None
+    if gate is None or sink is None:
+        return None
+    subscriptions = RedisSubscriptionStore(redis, settings.redis_prefix)
+    limiter = RedisLimiter(redis, prefix=settings.redis_prefix, timeout_s=settings.redis_timeout_ms / 1000)
+    live = gate.catalog
+
+    async def report(customer_id: str) -> dict[str, Any]:
+        return await caller_report(
+            customer_id, subscriptions=subscriptions, live=live, limiter=limiter, warehouse=sink.read, now=clock.now()
+        )
+
+    return report
 
 
 async def serve(
@@ -111,11 +201,20 @@ async def serve(
     store = RedisKeyStore(redis, settings.redis_prefix, subscriber=subscriber)
     cache = build_cache(settings, clock)
     background: Background = [lambda: store.watch_changes(cache.evict, cache.clear)]
-    gate = build_gate(settings, redis, subscriber, clock, background) if settings.catalog else None
+    tokens = build_tokens(settings, clock, background) if settings.jwt_issuers else None
+    metrics = TollwayMetrics()
+    gate = build_gate(settings, redis, subscriber, clock, background, metrics) if settings.catalog else None
     metering = Metering.start(settings, gate.catalog if gate is not None else None) if settings.spool_dir else None
     if metering is None:
         log.info("metering is off (set TOLLWAY_SPOOL_DIR to record usage)")
-    core = build_core(settings, store, cache, clock, gate, metering)
+    report = build_caller_report(settings, redis, clock, gate, metering)
+    usage_headers = (
+        UsageHeaders(report, gate.catalog, clock.monotonic, refresh_s=settings.usage_headers_refresh_s)
+        if report is not None and gate is not None
+        else None
+    )
+    core = build_core(settings, store, cache, clock, gate, metering, tokens, usage_headers)
+    add_readings(metrics, gate, metering)
     tasks = [asyncio.create_task(run()) for run in background]
 
     loop = asyncio.get_running_loop()
@@ -123,7 +222,13 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
+    ready = readiness_checks(
+        redis,
+        metering.spool if metering is not None else None,
+        refuse_when_spool_full=settings.spool_full_policy == "fail_closed",
+    )
     http: HttpAuthzServer | None = None
+    usage: UsageReportServer | None = None
     grpc_server: GrpcAuthzServer | None = None
     admin: AdminServer | None = None
     try:
@@ -132,27 +237,42 @@ async def serve(
                 lambda: {
                     "catalog": gate.catalog.describe() if gate is not None else None,
                     "metering": metering.describe() if metering is not None else None,
-                }
+                },
+                ready,
+                problem_type_base=settings.problem_type_base,
+                metrics=metrics.registry.render,
             )
             port = await admin.start(settings.host, settings.admin_port)
-            log.info("admin (GET /healthz) listening on %s:%d", settings.host, port)
+            log.info("admin (GET /healthz, /livez, /readyz) listening on %s:%d", settings.host, port)
         if settings.http_port:
-            http = HttpAuthzServer(core, settings.max_header_bytes, settings.max_body_bytes)
+            http = HttpAuthzServer(
+                MeasuredDecider(core, metrics, "http"), settings.max_header_bytes, settings.max_body_bytes
+            )
             port = await http.start(settings.host, settings.http_port)
             log.info("ext_authz HTTP listening on %s:%d", settings.host, port)
         if settings.grpc_port:
-            grpc_server = GrpcAuthzServer(core)
+            grpc_server = GrpcAuthzServer(MeasuredDecider(core, metrics, "grpc"))
             port = await grpc_server.start(settings.host, settings.grpc_port)
             log.info("ext_authz gRPC listening on %s:%d", settings.host, port)
         if metering is not None and settings.metering_port:
             port = await metering.start_server(settings.host, settings.metering_port)
             log.info("metering gRPC (access log, body meter) listening on %s:%d", settings.host, port)
+        if report is not None and settings.usage_port:
+            usage = UsageReportServer(report, settings.problem_type_base)
+            port = await usage.start(settings.host, settings.usage_port)
+            log.info("caller usage (GET %s) listening on %s:%d", USAGE_PATH, settings.host, port)
+        if admin is not None:
+            admin.set_serving()  # /readyz: the ext_authz listeners are open
+        if grpc_server is not None:  # gRPC health follows the same checks as /readyz
+            tasks.append(asyncio.create_task(follow_readiness(grpc_server, ready)))
         if on_ready is not None:
             on_ready(core)
         await stop.wait()
         log.info("shutting down: draining in-flight checks (grace %.1fs)", settings.shutdown_grace_s)
     finally:
         draining = []
+        if usage is not None:
+            draining.append(usage.shutdown())
         if http is not None:
             draining.append(http.shutdown(settings.shutdown_grace_s))
         if grpc_server is not None:

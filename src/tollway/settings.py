@@ -50,6 +50,16 @@ class Settings(BaseSettings):
     key_negative_cache_ttl_s: Annotated[float, Field(ge=0, le=1.0)] = 1.0
     key_cache_max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
 
+    # OAuth 2.0 bearer tokens (JWT) as a second credential: the trusted issuers (a YAML file or ConfigMap,
+    # read at start; see docs/authentication.md). Unset: API keys only. Tokens larger than
+    # jwt_max_token_bytes are refused before parsing; verified tokens are cached (by digest) until they
+    # expire, at most jwt_cache_max_ttl_s; a check waits at most jwt_key_wait_ms for an issuer's JWKS.
+    jwt_issuers: Path | None = None
+    jwt_max_token_bytes: Annotated[int, Field(ge=1024, le=65536)] = 8192
+    jwt_cache_max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+    jwt_cache_max_ttl_s: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    jwt_key_wait_ms: Annotated[int, Field(ge=5, le=5000)] = 150
+
     # Stage 2: the plan catalog (a YAML file or a ConfigMap manifest, e.g. a mounted ConfigMap volume).
     # Unset: Tollway only authenticates. Watched for changes every catalog_poll_s seconds.
     catalog: Path | None = None
@@ -73,9 +83,15 @@ class Settings(BaseSettings):
     rollup_interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     # Envoy's access-log stream and the ext_proc body meter (gRPC). 0 = off.
     metering_port: Annotated[int, Field(ge=0, le=65535)] = 9194
+    # GET /tollway/v1/usage for callers, routed by Envoy to this port (0: off). Served by the process that
+    # loads usage into ClickHouse (the loader); with metering off it is not served.
+    usage_port: Annotated[int, Field(ge=0, le=65535)] = 9196
+    # Plans with usage_headers: true get Tollway-Usage/Tollway-Cost on every admit, read at most this often.
+    usage_headers_refresh_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
 
     problem_type_base: str = "https://tollway.dev/problems/"
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"  # one JSON object per line (with request_id), or text
 
     @field_validator("key_headers", mode="before")
     @classmethod

@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import TollwayFactory
 from tollway.admin_server import readiness_checks
@@ -92,6 +94,24 @@ def _get(port: int, path: str) -> httpx.Response:
     return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)
 
 
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _grpc_health_when(port: int, wanted: int) -> int:
+    """The gRPC health status of the ext_authz service once it is ``wanted`` (it follows the readiness
+    checks every second), or the last one seen after 15 s."""
+    deadline = time.monotonic() + 15
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            request = health_pb2.HealthCheckRequest(service="envoy.service.auth.v3.Authorization")
+            status = int(stub.Check(request, timeout=2).status)
+            if status == wanted or time.monotonic() > deadline:
+                return status
+            time.sleep(0.2)
+
+
 def _wait_status(port: int, path: str, status: int) -> httpx.Response:
     deadline = time.monotonic() + 15
     while True:
@@ -112,11 +132,14 @@ def test_serve_probes_and_the_image_healthcheck_follow_valkey(
     assert _get(port, "/livez").json() == {"status": "alive"}
     assert _image_healthcheck(port) == 0
 
+    assert _grpc_health_when(server.grpc_port, SERVING) == SERVING
+
     valkey_fresh.stop()
     try:
         refused = _get(port, "/readyz")
         assert _get(port, "/livez").status_code == 200  # alive, just not ready
         assert _image_healthcheck(port) == 1  # Docker: unhealthy
+        assert _grpc_health_when(server.grpc_port, NOT_SERVING) == NOT_SERVING  # gRPC health agrees
     finally:
         valkey_fresh.start()
     assert refused.status_code == 503
@@ -129,3 +152,4 @@ def test_serve_probes_and_the_image_healthcheck_follow_valkey(
 
     back = _wait_status(port, "/readyz", 200)  # no restart needed
     assert back.status_code == 200, back.text
+    assert _grpc_health_when(server.grpc_port, SERVING) == SERVING

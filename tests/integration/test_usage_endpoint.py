@@ -2,21 +2,22 @@
 ClickHouse holds), their quota (equal to the Redis counter) and their charges so far (priced by the
 billing code), authenticated like any call."""
 
+import json
+import subprocess
+import sys
 import time
-from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import http_sf
 import httpx
 import pytest
 import redis
 
 from tests.conftest import EnvoyFactory, TollwayFactory
 from tests.support.tollway_cli import create_key, run_cli
-from tollway.billing.aggregate import billable_quantities
 from tollway.harness.valkey import ValkeyServer
-from tollway.plans.loader import load_catalog
-from tollway.warehouse.connection import connect
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +48,25 @@ def report_when(client: httpx.Client, key: str, ready: Any) -> dict[str, Any]:
         time.sleep(0.2)
 
 
+def fields_when(client: httpx.Client, auth: dict[str, str], ready: Any) -> tuple[dict[str, int], Any]:
+    """(Tollway-Usage as meter → quantity, Tollway-Cost as (value, parameters)) parsed with an RFC 9651
+    parser, once ``ready(usage, cost)`` holds."""
+    deadline = time.monotonic() + 10
+    while True:
+        response = client.get("/v1/items/1", headers=auth)
+        assert response.status_code == 200, response.text
+        usage_field: dict[str, int] = {}
+        cost_field: Any = None
+        if "tollway-usage" in response.headers:
+            items: Any = http_sf.parse(response.headers["tollway-usage"].encode(), tltype="list")
+            usage_field = {name: params["q"] for name, params in items}
+        if "tollway-cost" in response.headers:
+            cost_field = http_sf.parse(response.headers["tollway-cost"].encode(), tltype="item")
+        if (cost_field is not None and ready(usage_field, cost_field)) or time.monotonic() > deadline:
+            return usage_field, cost_field
+        time.sleep(0.1)
+
+
 def test_a_caller_sees_usage_quota_and_charges_equal_to_the_stores(
     valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory, tmp_path: Path
 ) -> None:
@@ -57,6 +77,7 @@ def test_a_caller_sees_usage_quota_and_charges_equal_to_the_stores(
             "TOLLWAY_SPOOL_DIR": str(tmp_path / "spool"),
             "TOLLWAY_CLICKHOUSE_DSN": f"chdb://{chdb}",
             "TOLLWAY_LOADER_INSERT_INTERVAL_S": "0.2",
+            "TOLLWAY_USAGE_HEADERS_REFRESH_S": "0.2",
         }
     )
     envoy = envoy_factory(
@@ -70,8 +91,10 @@ def test_a_caller_sees_usage_quota_and_charges_equal_to_the_stores(
     acme = subscribe(valkey_fresh, "acme")
     other = subscribe(valkey_fresh, "other")
     stranger = subscribe(valkey_fresh, "stranger", plan=None)
+    plain_auth = {"authorization": f"Bearer {subscribe(valkey_fresh, 'plain-co', plan='plain')}"}
     with httpx.Client(base_url=envoy.base_url, timeout=5) as client:
         auth = {"authorization": f"Bearer {acme}"}
+        report_when(client, acme, lambda d: True)  # the embedded ClickHouse is open and migrated
         statuses = [
             client.get(f"/v1/items/{n}{query}", headers=auth).status_code
             for n, query in enumerate(["", "", "", "", "?status=404", "?status=503", "?pad=5000"])
@@ -101,6 +124,15 @@ def test_a_caller_sees_usage_quota_and_charges_equal_to_the_stores(
         ]
         assert charges["total"] == "10.60"
 
+        # The plan enables usage headers: every admitted call tells the same numbers as structured fields
+        # (read in the background, at most every TOLLWAY_USAGE_HEADERS_REFRESH_S).
+        usage_field, cost_field = fields_when(client, auth, lambda u, c: u.get("requests") == 6)
+        assert usage_field == {"requests": 6, "egress": int(document["usage"]["egress"])}
+        assert cost_field[0] == Decimal("10.60")
+        assert cost_field[1]["currency"] == "USD"
+        # A plan without them: none.
+        assert not {"tollway-usage", "tollway-cost"} & set(client.get("/v1/items/1", headers=plain_auth).headers)
+
         # Another customer sees their own, even when sending acme's id in the identity header.
         spoofed = client.get(USAGE, headers={"authorization": f"Bearer {other}", "x-tollway-customer-id": "acme"})
         assert spoofed.status_code == 200, spoofed.text
@@ -114,10 +146,49 @@ def test_a_caller_sees_usage_quota_and_charges_equal_to_the_stores(
         assert unsubscribed.status_code == 403, unsubscribed.text
         assert unsubscribed.json()["type"].endswith("/no-subscription")
         assert unsubscribed.headers["content-type"] == "application/problem+json"
+        # The last word, once every admitted call above is loaded with its response facts (the report
+        # no longer changes): compared with what ClickHouse holds below.
+        previous: dict[str, Any] = {}
+        for _ in range(50):
+            document = report_when(client, acme, lambda d: True)
+            if document["usage"] == previous.get("usage") and document["quotas"] == previous.get("quotas"):
+                break
+            previous = document
+            time.sleep(0.5)
+        assert document["quotas"][0]["used"] == int(document["usage"]["requests"]) + 1, "all billable but one 503"
     tollway.stop()
 
-    # What ClickHouse holds, read directly once Tollway has let go of the embedded engine.
-    rules = {name: meter.billable for name, meter in load_catalog(CATALOG).meters.items()}
-    start, end = (datetime.fromisoformat(document["period"][edge]) for edge in ("start", "end"))
-    held = billable_quantities(connect(f"chdb://{chdb}"), "tollway", "acme", start, end, rules).quantities
-    assert {meter: str(quantity) for meter, quantity in held.items()} == document["usage"]
+    # What ClickHouse holds, read directly once Tollway has let go of the embedded engine (in a process of
+    # its own: this one may already hold the session's embedded engine, and chdb opens one path per process).
+    assert held_in_clickhouse(chdb, "acme", document) == document["usage"]
+
+
+_HELD = """
+import json, sys
+from datetime import datetime
+from pathlib import Path
+from tollway.billing.aggregate import billable_quantities
+from tollway.plans.loader import load_catalog
+from tollway.warehouse.connection import connect
+chdb, catalog, customer, start, end = sys.argv[1:]
+rules = {name: meter.billable for name, meter in load_catalog(Path(catalog)).meters.items()}
+client = connect("chdb://" + chdb)
+held = billable_quantities(
+    client, "tollway", customer, datetime.fromisoformat(start), datetime.fromisoformat(end), rules
+).quantities
+print(json.dumps({meter: str(quantity) for meter, quantity in held.items()}))
+"""
+
+
+def held_in_clickhouse(chdb: Path, customer: str, document: dict[str, Any]) -> dict[str, str]:
+    period = document["period"]
+    done = subprocess.run(
+        [sys.executable, "-c", _HELD, str(chdb), str(CATALOG), customer, period["start"], period["end"]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    held: dict[str, str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return held

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from tollway import __version__, logs
 from tollway.auth.errors import KeyNotFound
-from tollway.cli import bill, db, keys, plans, quote, serve, subscriptions, usage
+from tollway.cli import admin, bill, db, keys, plans, quote, serve, subscriptions, usage
 from tollway.listen import ListenError
 from tollway.plans.errors import CatalogError
 from tollway.settings import Settings
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     usage.register(commands)
     quote.register(commands)
     bill.register(commands)
+    admin.register(commands)
     return parser
 
 
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         problems = "; ".join(f"TOLLWAY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors())
         return _fail(f"invalid settings: {problems}")
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
     try:
         if args.command == "serve":
             return serve.run(args, settings)
@@ -67,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return quote.run(args, settings)
         if args.command == "bill":
             return bill.run(args, settings)
+        if args.command == "admin":
+            return admin.run(args, settings)
     except CatalogError as exc:
         return _fail(f"invalid catalog ({len(exc.issues)} problem(s)):\n{exc}")
     except KeyNotFound as exc:

@@ -37,6 +37,7 @@ class Deny:
     status: int
     body: bytes
     headers: Headers = field(default=())
+    reason: str = ""  # the refusal's stable slug (metrics, logs); never sent to Envoy as such
 
 
 Decision = Allow | Deny

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Final, Protocol
 
-from tollway.auth.authenticator import Authenticated, Authenticator, PendingLookup
+from tollway.auth.authenticator import Authenticated, Authenticator
 from tollway.auth.errors import AuthError, CredentialStoreUnavailable
-from tollway.entitlements.errors import EntitlementError, EntitlementsUnavailable, LimitExceeded
+from tollway.entitlements.errors import EntitlementError, EntitlementsUnavailable, LimitExceeded, MissingScope
 from tollway.entitlements.gate import Admission, EntitlementGate
 from tollway.entitlements.rules import PolicyRule
 from tollway.extproc.check import Allow, CheckRequest, Decision, Deny
@@ -21,6 +22,8 @@ from tollway.extproc.problems import Refusals
 from tollway.extproc.ratelimit_headers import AdvertisedPolicy, ratelimit_headers
 from tollway.ratelimit import Verdict
 from tollway.usage.recorder import UsageRecorder
+from tollway.usage.report_server import USAGE_PATH
+from tollway.usage.usage_headers import UsageHeaders
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,8 @@ class DecisionCore:
     """``forward_credential=False`` (the default) strips the header that carried the API key, so the
     secret never reaches the upstream or its logs. ``gate`` is stage 2; without it Tollway only
     authenticates. ``recorder`` is stage 3: every verdict is written to the usage spool before it is
-    returned (``wall_ms`` is the decision timestamp source; the server passes the injected clock's)."""
+    returned (``wall_ms`` is the decision timestamp source; the server passes the injected clock's).
+    ``usage_headers`` adds ``Tollway-Usage``/``Tollway-Cost`` to admits of plans that enable them."""
 
     def __init__(
         self,
@@ -74,6 +78,7 @@ class DecisionCore:
         gate: EntitlementGate | None = None,
         recorder: UsageRecorder | None = None,
         wall_ms: Callable[[], int] | None = None,
+        usage_headers: UsageHeaders | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._refusals = refusals
@@ -81,6 +86,7 @@ class DecisionCore:
         self._gate = gate
         self._recorder = recorder
         self._wall_ms = wall_ms or _system_ms
+        self._usage_headers = usage_headers
 
     @property
     def refusals(self) -> Refusals:
@@ -95,16 +101,19 @@ class DecisionCore:
         caller: Authenticated | None = None
         try:
             outcome = self._authenticator.try_cached(request.headers, request.path)
-            if isinstance(outcome, PendingLookup):
-                return None
+            if not isinstance(outcome, Authenticated):
+                return None  # a key record to look up, or a token issuer's keys to fetch
             caller = outcome
             admission = None
-            if self._gate is not None:
-                admission = self._gate.admit_now(outcome.identity.customer_id, request.method, request.path)
+            if self._gate is not None and not _open_to_every_caller(request.path):
+                identity = outcome.identity
+                admission = self._gate.admit_now(identity.customer_id, request.method, request.path, identity.scopes)
                 if admission is None:
                     return None
         except AuthError as error:
             return self._refused(self._refusals.unauthenticated(error, request.request_id), error.reason, request)
+        except MissingScope as error:
+            return self._insufficient_scope(error, request, caller)
         except EntitlementError as error:
             return self._refused(
                 self._refusals.forbidden(error.reason, error.detail, request.request_id), error.reason, request, caller
@@ -118,14 +127,17 @@ class DecisionCore:
         caller: Authenticated | None = None
         try:
             outcome = self._authenticator.try_cached(request.headers, request.path)
-            if isinstance(outcome, PendingLookup):
+            if not isinstance(outcome, Authenticated):
                 outcome = await self._authenticator.resolve(outcome)
             caller = outcome
             admission = None
-            if self._gate is not None:
-                admission = await self._gate.admit(outcome.identity.customer_id, request.method, request.path)
+            if self._gate is not None and not _open_to_every_caller(request.path):
+                identity = outcome.identity
+                admission = await self._gate.admit(identity.customer_id, request.method, request.path, identity.scopes)
         except AuthError as error:
             return self._refused(self._refusals.unauthenticated(error, request_id), error.reason, request)
+        except MissingScope as error:
+            return self._insufficient_scope(error, request, caller)
         except EntitlementError as error:
             return self._refused(
                 self._refusals.forbidden(error.reason, error.detail, request_id), error.reason, request, caller
@@ -137,10 +149,9 @@ class DecisionCore:
             return self._refused(
                 deny, error.reason, request, caller, error.plan_id, error.feature, error.route, error.cost
             )
-        except CredentialStoreUnavailable as error:
-            log.warning("credential store unavailable: %s", error)
-            deny = self._refusals.unavailable("The credential store did not answer in time. Retry shortly.", request_id)
-            return self._refused(deny, "credential-store-unavailable", request)
+        except CredentialStoreUnavailable as error:  # the key store, or a token issuer's JWKS
+            log.warning("%s: %s", error.reason, error)
+            return self._refused(self._refusals.unavailable(error.detail, request_id), error.reason, request)
         except EntitlementsUnavailable as error:
             log.warning("entitlements unavailable, failing closed: %s", error)
             deny = self._refusals.unavailable("Limits could not be checked in time. Retry shortly.", request_id)
@@ -178,7 +189,11 @@ class DecisionCore:
                 route,
                 cost,
             )
-        return deny
+        return replace(deny, reason=reason)
+
+    def _insufficient_scope(self, error: MissingScope, request: CheckRequest, caller: Authenticated | None) -> Deny:
+        deny = self._refusals.insufficient_scope(error.scopes, error.detail, request.request_id)
+        return self._refused(deny, error.reason, request, caller, error.plan_id, error.feature, error.route)
 
     def _metering_unavailable(self, request: CheckRequest) -> Deny:
         return self._refusals.unavailable(
@@ -229,6 +244,8 @@ class DecisionCore:
                     upstream.append((OVERAGE_HEADER, ",".join(verdict.soft_exceeded)))
                 if verdict.shadow_exceeded:
                     upstream.append((SHADOW_HEADER, ",".join(verdict.shadow_exceeded)))
+            if self._usage_headers is not None:  # plans with usage_headers: true
+                client += self._usage_headers.fields(identity.customer_id, admission.plan_id)
         # Clients must not speak for Tollway: every x-tollway-* header they sent is replaced (the ones set
         # above) or removed (the rest; Envoy applies removals after sets, so a set name is never removed).
         remove = [
@@ -246,6 +263,12 @@ class DecisionCore:
             client_headers=client,
             repeats=recorder is None,
         )
+
+
+def _open_to_every_caller(path: str) -> bool:
+    """Tollway's own endpoints for callers (``GET /tollway/v1/usage``): authenticated like any call, but
+    no plan feature grants them, no limit counts them and no meter bills them."""
+    return path.startswith(USAGE_PATH) and path.split("?", 1)[0] == USAGE_PATH
 
 
 def _system_ms() -> int:

@@ -134,6 +134,12 @@ class GrpcAuthzServer:
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         return bound
 
+    async def set_serving(self, serving: bool) -> None:
+        """gRPC health for both names: SERVING, or NOT_SERVING while a dependency (Redis) is away."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, status)
+
     async def shutdown(self, grace: float) -> None:
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)

@@ -66,6 +66,8 @@ class Counter:
 
     def samples(self) -> Iterable[str]:
         values = self._read() if self._read is not None else self._values
+        if not values and not self.label_names:
+            values = {(): 0}  # an unlabelled counter exists from the start
         for labels, value in sorted(values.items()):
             yield f"{self.name}{_labels(self.label_names, labels)} {_number(value)}"
 
@@ -126,7 +128,10 @@ class Histogram:
         return sum(series[0]) if series is not None else 0
 
     def samples(self) -> Iterable[str]:
-        for labels, (counts, total) in sorted(self._series.items()):
+        series = self._series
+        if not series and not self.label_names:  # an unlabelled histogram exists from the start
+            series = {(): ([0] * (len(self.buckets) + 1), [0.0])}
+        for labels, (counts, total) in sorted(series.items()):
             cumulative = 0
             for bound, count in zip((*self.buckets, math.inf), counts, strict=True):
                 cumulative += count

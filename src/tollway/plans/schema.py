@@ -11,7 +11,15 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Final, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from tollway.plans.fields import Identifier, NonNegativeInt, PositiveInt, StrictModel
@@ -160,11 +168,42 @@ def _pattern_or_error(parse: Callable[[str], PathPattern], value: str) -> None:
         raise PydanticCustomError("route_path", str(exc)) from None
 
 
+_SCOPE: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3 scope-token
+
+
+def _scope(value: str) -> str:
+    if not _SCOPE.fullmatch(value):
+        raise PydanticCustomError("scope", "a scope is printable ASCII without spaces, quotes or backslashes")
+    return value
+
+
+Scope = Annotated[str, AfterValidator(_scope)]
+
+
 class Feature(StrictModel):
+    """``scopes``: OAuth scopes a bearer token must grant (every one listed) to call this feature's routes.
+    They apply to token callers only; API keys carry no scopes."""
+
     display_name: str | None = None
     description: str | None = None
     cost: NonNegativeInt = 1
     routes: list[Route] = Field(default_factory=list)
+    scopes: list[Scope] | None = Field(default=None, min_length=1)
+
+    @field_validator("scopes")
+    @classmethod
+    def _unique_scopes(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise PydanticCustomError("scopes_repeated", "a scope is listed twice")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _without_unset_scopes(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        # A catalog without scopes keeps the digest it had before features could name any.
+        data: dict[str, object] = handler(self)
+        if self.scopes is None:
+            data.pop("scopes", None)
+        return data
 
 
 # --- limits and quotas -------------------------------------------------------------------------------
@@ -230,6 +269,9 @@ class Plan(StrictModel):
     limits: list[RateLimit] = Field(default_factory=list)
     quotas: list[Quota] = Field(default_factory=list)
     pricing: Pricing | None = None
+    # Tell callers on every admitted response what this period has used and cost so far
+    # (Tollway-Usage and Tollway-Cost structured fields; docs/entitlements.md).
+    usage_headers: bool = False
 
 
 class Metadata(StrictModel):

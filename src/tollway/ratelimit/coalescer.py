@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -95,6 +96,8 @@ class PipelineCoalescer:
         self._checks = 0
         self._round_trips = 0
         self.script_loads = 0
+        self.observe: Callable[[float, bool], None] | None = None
+        """Called after each batch with its round-trip seconds and whether Redis answered (metrics)."""
 
     @property
     def checks(self) -> int:
@@ -134,13 +137,19 @@ class PipelineCoalescer:
         return list(replies)
 
     async def _send(self, chunk: list[_Pending]) -> None:
+        started = time.perf_counter()
+        answered = False
         try:
             async with asyncio.timeout(self._timeout):
-                await self._send_within(chunk)
+                answered = await self._send_within(chunk)
         except TimeoutError:
             self._fail(chunk, LimiterUnavailable(f"no answer within {self._timeout} s"))
+        finally:
+            if self.observe is not None:
+                self.observe(time.perf_counter() - started, answered)
 
-    async def _send_within(self, chunk: list[_Pending]) -> None:
+    async def _send_within(self, chunk: list[_Pending]) -> bool:
+        """Send one batch and settle its waiters; whether Redis answered."""
         try:
             replies = await self._execute(chunk)
             missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
@@ -160,11 +169,14 @@ class PipelineCoalescer:
                     p.future.set_result(_reply(raw))
                 except LimiterUnavailable as exc:
                     p.future.set_exception(exc)
+            return True
         except (RedisError, OSError) as exc:
             self._fail(chunk, exc)
+            return False
         except Exception as exc:  # never leave a waiter hanging, whatever went wrong
             log.exception("limiter pipeline failed unexpectedly")
             self._fail(chunk, exc)
+            return False
         finally:
             self._fail(chunk, LimiterUnavailable("the limiter batch ended without a reply"))
 

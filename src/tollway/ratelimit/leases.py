@@ -146,7 +146,7 @@ class LeaseBook:
     max_size: int = DEFAULT_MAX_SIZE
     max_entries: int = DEFAULT_MAX_ENTRIES
     _entries: dict[Hashable, _Entry] = field(default_factory=dict)
-    _evicted: list[Lease] = field(default_factory=list)
+    _evicted: list[tuple[Hashable, Lease]] = field(default_factory=list)
     leases_taken: int = 0
     requests_from_leases: int = 0
 
@@ -202,26 +202,26 @@ class LeaseBook:
         entry.lease = lease
         self.leases_taken += 1
 
-    def expired(self, now_ms: int) -> list[Lease]:
-        """Remove and return the leases that have ended with units left (to refund), and the leases of
-        forgotten keys."""
+    def expired(self, now_ms: int) -> list[tuple[Hashable, Lease]]:
+        """Remove and return the leases that have ended with units left (to refund), with their check
+        keys, and the leases of forgotten keys."""
         ended, self._evicted = self._evicted, []
-        for entry in self._entries.values():
+        for key, entry in self._entries.items():
             lease = entry.lease
             if lease is not None and (
                 now_ms >= lease.expires_ms or lease.used >= lease.size or now_ms < lease.taken_ms
             ):
                 entry.lease = None
                 if lease.used < lease.size:
-                    ended.append(lease)
+                    ended.append((key, lease))
         return ended
 
-    def drain(self) -> list[Lease]:
-        """Remove and return every lease with units left (shutting down: refund them all)."""
+    def drain(self) -> list[tuple[Hashable, Lease]]:
+        """Remove and return every lease with units left, with its check key (shutting down)."""
         ended, self._evicted = self._evicted, []
-        for entry in self._entries.values():
+        for key, entry in self._entries.items():
             if entry.lease is not None and entry.lease.used < entry.lease.size:
-                ended.append(entry.lease)
+                ended.append((key, entry.lease))
             entry.lease = None
         return ended
 
@@ -242,4 +242,4 @@ class LeaseBook:
         for key in idle or list(self._entries)[: len(self._entries) // 2]:
             lease = self._entries.pop(key).lease
             if lease is not None and lease.used < lease.size:
-                self._evicted.append(lease)
+                self._evicted.append((key, lease))

@@ -100,13 +100,23 @@ class LeasingLimiter:
         """Refund every lease's unused units (shutting down)."""
         return await self._refund_all(self._book.drain(), now_ms)
 
-    async def _refund_all(self, leases: Sequence[Lease], now_ms: int) -> int:
+    async def _refund_all(self, leases: Sequence[tuple[Hashable, Lease]], now_ms: int) -> int:
+        """Refund each lease while its check is marked as being taken: a request of that check waits for
+        the refund to land, so the next lease counts from the counters with these units given back (one
+        process never sees a unit twice in its ``remaining``)."""
         refunded = 0
-        for lease in leases:
+        for key, lease in leases:
+            while (taking := self._taking.get(key)) is not None:  # a check of this key is in flight
+                await asyncio.shield(taking)
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._taking[key] = done
             try:
                 await self._limiter.refund(lease.partition, lease.policies, lease.refund(), now_ms)
                 refunded += 1
             except LimiterUnavailable as exc:  # the units stay consumed: capacity wasted, no limit exceeded
                 self.refunds_failed += 1
                 log.warning("could not refund a capacity lease of %s: %s", lease.partition, exc)
+            finally:
+                self._taking.pop(key, None)
+                done.set_result(None)
         return refunded
