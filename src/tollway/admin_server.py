@@ -12,7 +12,8 @@ there is a customer's request.
   what is not ready. For a readiness probe and the image's HEALTHCHECK.
 
 ClickHouse is deliberately not a readiness check: while it is away rows wait in the spool and the API is
-unaffected (``/healthz`` shows the loader's failures).
+unaffected. ``/readyz`` reports its reachability under ``reported`` (``clickhouse``: ``ok`` or why the
+loader's last insert failed) without refusing traffic for it; ``/healthz`` has the loader's counters.
 """
 
 from __future__ import annotations
@@ -56,10 +57,14 @@ class AdminServer:
         *,
         problem_type_base: str = DEFAULT_PROBLEM_TYPE_BASE,
         metrics: Callable[[], str] | None = None,
+        dependencies: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
+        """``dependencies``: what ``/readyz`` reports without letting it decide (ClickHouse: rows wait in
+        the spool while it is away, so it is reported, never a reason to refuse traffic)."""
         self._describe = describe
         self._ready = ready
         self._metrics = metrics
+        self._dependencies = dependencies
         self._problem_type = f"{problem_type_base}not-ready"
         self._serving = False
         self._server: asyncio.Server | None = None
@@ -106,8 +111,12 @@ class AdminServer:
         if path == "/readyz":
             ready, results = await self.readiness()
             checks = {name: reason or "ok" for name, reason in results.items()}
+            reported = dict(self._dependencies()) if self._dependencies is not None else {}
             if ready:
-                return "200 OK", "application/json", json.dumps({"status": "ready", "checks": checks}).encode()
+                body: dict[str, object] = {"status": "ready", "checks": checks}
+                if reported:
+                    body["reported"] = reported
+                return "200 OK", "application/json", json.dumps(body).encode()
             problem = {
                 "type": self._problem_type,
                 "title": "Not ready",
@@ -115,6 +124,8 @@ class AdminServer:
                 "detail": "; ".join(f"{name}: {reason}" for name, reason in results.items() if reason),
                 "checks": checks,
             }
+            if reported:
+                problem["reported"] = reported
             return "503 Service Unavailable", "application/problem+json", json.dumps(problem).encode()
         return "404 Not Found", "application/problem+json", b'{"status":404,"title":"Not found"}'
 

@@ -149,6 +149,21 @@ async def follow_readiness(grpc_server: GrpcAuthzServer, ready: Readiness, inter
             serving = now_serving
 
 
+def warehouse_reachability(metering: Metering | None) -> Callable[[], dict[str, str]] | None:
+    """For ``/readyz``: whether this process's loader reaches ClickHouse (None: it does not load)."""
+    loader = metering.loader if metering is not None else None
+    if loader is None:
+        return None
+    stats = loader.stats
+
+    def reported() -> dict[str, str]:
+        if not stats.failing:
+            return {"clickhouse": "ok"}
+        return {"clickhouse": f"unreachable, rows wait in the spool: {stats.last_error}"}
+
+    return reported
+
+
 def add_readings(metrics: TollwayMetrics, gate: EntitlementGate | None, metering: Metering | None) -> None:
     """The metrics other components keep, read at each scrape."""
     book = gate.leases.book if gate is not None else None
@@ -241,6 +256,7 @@ async def serve(
                 ready,
                 problem_type_base=settings.problem_type_base,
                 metrics=metrics.registry.render,
+                dependencies=warehouse_reachability(metering),
             )
             port = await admin.start(settings.host, settings.admin_port)
             log.info("admin (GET /healthz, /livez, /readyz) listening on %s:%d", settings.host, port)

@@ -207,11 +207,14 @@ def test_clickhouse_unreachable_under_load_then_everything_loads(
             sample_rss()
         time.sleep(1.0)
         health = _healthz(tollway.admin_port)
+        ready = _json(tollway.admin_port, "/readyz")  # still ready: ClickHouse is reported, not required
     finally:
         tollway.stop()
     spooled = spool_bytes(tmp_path / "spool")
     assert health["metering"]["loader"]["failures"] > 0
     assert health["metering"]["loader"]["rows_loaded"] == 0
+    assert ready["status"] == "ready"
+    assert ready["reported"]["clickhouse"].startswith("unreachable, rows wait in the spool: ")
     assert spooled > 4 * (256 << 10), "the backlog is many batches"
     # Memory bounded: the backlog lives on disk; the process does not grow with it.
     assert max(rss) - rss[0] < 30 * 1024, rss
@@ -236,6 +239,10 @@ def _rss_kib(pid: int) -> int:
 
 
 def _healthz(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+    return _json(port, "/healthz")
+
+
+def _json(port: int, path: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
         result: dict[str, Any] = json.loads(response.read())
         return result

@@ -54,6 +54,7 @@ class LoaderStats:
     failures: int = 0
     last_error: str = ""
     backlog_bytes: int = 0
+    failing: bool = False  # the last insert attempt failed (ClickHouse unreachable or refusing)
 
 
 class LoaderLock:
@@ -114,6 +115,7 @@ class UsageLoader:
             self.stats.rows_loaded += rows
             self.stats.bytes_loaded += len(data)
             self.stats.batches += 1
+            self.stats.failing = False
             self._loaded_since_maintain = True
         else:
             rows = 0
@@ -167,6 +169,7 @@ class UsageLoader:
 
     def _failed(self, exc: BaseException) -> None:
         self.stats.failures += 1
+        self.stats.failing = True
         message = f"{type(exc).__name__}: {exc}"
         if message != self.stats.last_error:
             log.warning("usage loader: insert failed, will retry (rows stay in the spool): %s", message)
