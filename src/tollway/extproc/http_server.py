@@ -182,7 +182,15 @@ class _Connection(asyncio.Protocol):
         try:
             while self._queue:
                 request, keep_alive, head = self._queue[0]
-                decision = await self._core.decide(request)
+                # A request queued behind one that waited may well be decidable in process (a cached key,
+                # a capacity lease): try that first, and only then the path that may await Redis.
+                try:
+                    decision = self._core.decide_now(request)
+                except Exception:
+                    log.exception("check failed unexpectedly")
+                    decision = self._core.refusals.internal_error(request.request_id)
+                if decision is None:
+                    decision = await self._core.decide(request)
                 self._queue.popleft()
                 if not self._respond(decision, keep_alive and not self._closing, head):
                     return
