@@ -252,6 +252,7 @@ async def serve(
                 lambda: {
                     "catalog": gate.catalog.describe() if gate is not None else None,
                     "metering": metering.describe() if metering is not None else None,
+                    "token_issuers": tokens.describe() if tokens is not None else None,
                 },
                 ready,
                 problem_type_base=settings.problem_type_base,

@@ -264,6 +264,14 @@ def test_a_key_rotation_at_the_issuer_needs_no_restart(stack: Stack) -> None:
     assert eventually(lambda: stack.call(token).status_code == 200)
     stack.jwks.publish(LocalIssuer([new]).jwks())  # and retires the old one: new tokens keep working
     assert stack.call(rotated.token("acme", scope="items:read")).status_code == 200
+    # /healthz shows each issuer's key ids (never key material) and its fetches.
+    health = httpx.get(f"http://127.0.0.1:{stack.tollway.admin_port}/healthz", timeout=5).json()
+    [issuer] = health["token_issuers"].values()
+    assert "k2" in issuer["kids"]
+    assert issuer["fetches"] >= 2
+    shown = json.dumps(health)
+    assert "BEGIN" not in shown, "no PEM"
+    assert '"d"' not in shown, "no private JWK member"
 
 
 @pytest.mark.parametrize("stack", ["http"], indirect=True)
