@@ -38,24 +38,35 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-class Counter:
-    """A monotonically increasing count per combination of label values; or, with ``read``, a count kept
-    elsewhere (e.g. the loader's rows loaded) read when scraped."""
+Reading = Callable[[], dict[tuple[str, ...], float]]
 
-    kind: Final = "counter"
 
-    def __init__(
-        self,
-        name: str,
-        help_text: str,
-        labels: Sequence[str] = (),
-        read: Callable[[], dict[tuple[str, ...], float]] | None = None,
-    ) -> None:
+class _Scalar:
+    """One number per combination of label values: kept here, or (``read``) kept elsewhere and read
+    when scraped. An unlabelled one exists from the start (0)."""
+
+    kind = "untyped"
+
+    def __init__(self, name: str, help_text: str, labels: Sequence[str] = (), read: Reading | None = None) -> None:
         self.name = name
         self.help = help_text
         self.label_names = tuple(labels)
         self._read = read
         self._values: dict[tuple[str, ...], float] = {}
+
+    def samples(self) -> Iterable[str]:
+        values = self._read() if self._read is not None else self._values
+        if not values and not self.label_names:
+            values = {(): 0}
+        for labels, value in sorted(values.items()):
+            yield f"{self.name}{_labels(self.label_names, labels)} {_number(value)}"
+
+
+class Counter(_Scalar):
+    """A monotonically increasing count per combination of label values; or, with ``read``, a count kept
+    elsewhere (e.g. the loader's rows loaded) read when scraped."""
+
+    kind = "counter"
 
     def inc(self, labels: tuple[str, ...] = (), amount: float = 1) -> None:
         values = self._values
@@ -64,39 +75,14 @@ class Counter:
     def value(self, labels: tuple[str, ...] = ()) -> float:
         return self._values.get(labels, 0)
 
-    def samples(self) -> Iterable[str]:
-        values = self._read() if self._read is not None else self._values
-        if not values and not self.label_names:
-            values = {(): 0}  # an unlabelled counter exists from the start
-        for labels, value in sorted(values.items()):
-            yield f"{self.name}{_labels(self.label_names, labels)} {_number(value)}"
 
-
-class Gauge:
+class Gauge(_Scalar):
     """A value read when scraped (``read`` returns it per label values), or set by :meth:`set`."""
 
-    kind: Final = "gauge"
-
-    def __init__(
-        self,
-        name: str,
-        help_text: str,
-        labels: Sequence[str] = (),
-        read: Callable[[], dict[tuple[str, ...], float]] | None = None,
-    ) -> None:
-        self.name = name
-        self.help = help_text
-        self.label_names = tuple(labels)
-        self._read = read
-        self._values: dict[tuple[str, ...], float] = {}
+    kind = "gauge"
 
     def set(self, value: float, labels: tuple[str, ...] = ()) -> None:
         self._values[labels] = value
-
-    def samples(self) -> Iterable[str]:
-        values = self._read() if self._read is not None else self._values
-        for labels, value in sorted(values.items()):
-            yield f"{self.name}{_labels(self.label_names, labels)} {_number(value)}"
 
 
 class Histogram:
@@ -160,7 +146,7 @@ class Registry:
         name: str,
         help_text: str,
         labels: Sequence[str] = (),
-        read: Callable[[], dict[tuple[str, ...], float]] | None = None,
+        read: Reading | None = None,
     ) -> Counter:
         metric = Counter(name, help_text, labels, read)
         self.add(metric)
@@ -171,7 +157,7 @@ class Registry:
         name: str,
         help_text: str,
         labels: Sequence[str] = (),
-        read: Callable[[], dict[tuple[str, ...], float]] | None = None,
+        read: Reading | None = None,
     ) -> Gauge:
         metric = Gauge(name, help_text, labels, read)
         self.add(metric)

@@ -20,14 +20,11 @@ every verdict at the edge.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from tollway.extproc.check import Allow, CheckRequest, Decision
 from tollway.extproc.decision import Decider
 from tollway.extproc.problems import Refusals
-from tollway.observability.metrics import Counter, Histogram, Registry
-
-Reading = Callable[[], dict[tuple[str, ...], float]]
+from tollway.observability.metrics import Counter, Histogram, Reading, Registry
 
 
 class TollwayMetrics:
