@@ -20,6 +20,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from tests.support.chdb_engine import ChdbDatabase
 from tests.support.tollway_cli import CliResult
+from tests.support.usage_rows import usage_row
 from tollway.billing.aggregate import QuantitySource, reproduce
 from tollway.billing.errors import BillingError
 from tollway.billing.invoice_store import load_current, load_lines
@@ -30,7 +31,6 @@ from tollway.plans.loader import load_catalog_text
 from tollway.plans.schema import Catalog
 from tollway.subscriptions.model import Subscription
 from tollway.subscriptions.redis_store import RedisSubscriptionStore
-from tollway.usage.row import UsageRow, encode_row
 from tollway.warehouse.connection import insert_json_rows
 from tollway.warehouse.migrations import Migrator
 
@@ -61,11 +61,6 @@ plans:
 """
 
 
-def ms(text: str) -> int:
-    """Epoch milliseconds of a UTC time ``YYYY-MM-DD HH:MM:SS.fff``."""
-    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
-
-
 def row(
     request_id: str,
     ts: str,
@@ -76,27 +71,7 @@ def row(
     version: int = 2,
     outcome: str = "admitted",
 ) -> bytes:
-    return encode_row(
-        UsageRow(
-            request_id=request_id,
-            ts_ms=ms(ts),
-            customer_id=customer,
-            subject="key",
-            plan="metered",
-            feature="api",
-            route="/v1/things",
-            method="GET",
-            status=status,
-            outcome="refused" if outcome == "refused" else "admitted",
-            reason="quota-exceeded" if outcome == "refused" else "",
-            limits_checked=True,
-            request_bytes=0,
-            response_bytes=meters.get("egress", 0),
-            upstream_latency_ms=1.0,
-            meters=meters,
-            version=version,
-        )
-    )
+    return usage_row(request_id, ts, customer, meters, status=status, version=version, outcome=outcome)
 
 
 # fmt: off

@@ -27,12 +27,12 @@ from typing import Any
 import pytest
 
 from tests.support.chdb_engine import ChdbDatabase
+from tests.support.usage_rows import usage_row
 from tollway.billing.invoices import BillingError
 from tollway.billing.render import to_html
 from tollway.cli.bill import bill
 from tollway.plans.loader import load_catalog_text
 from tollway.subscriptions.model import Subscription
-from tollway.usage.row import UsageRow, encode_row
 from tollway.warehouse.connection import insert_json_rows
 from tollway.warehouse.migrations import Migrator
 
@@ -75,28 +75,8 @@ plans:
 
 
 def request(request_id: str, instant: str, status: int = 200, customer: str = "switch") -> bytes:
-    ts = datetime.fromisoformat(instant).replace(tzinfo=UTC)
-    return encode_row(
-        UsageRow(
-            request_id=request_id,
-            ts_ms=int(ts.timestamp() * 1000),
-            customer_id=customer,
-            subject="key",
-            plan="any",  # the row's plan is what the gate saw; billing prices by the subscription's history
-            feature="api",
-            route="/v1/things",
-            method="GET",
-            status=status,
-            outcome="admitted",
-            reason="",
-            limits_checked=True,
-            request_bytes=0,
-            response_bytes=0,
-            upstream_latency_ms=1.0,
-            meters={"requests": 1},
-            version=2,
-        )
-    )
+    # The row's plan is what the gate saw; billing prices by the subscription's history.
+    return usage_row(request_id, instant, customer, {"requests": 1}, status=status, plan="any")
 
 
 USAGE = (

@@ -9,18 +9,19 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from redis.asyncio import Redis as AsyncRedis
 
 from tests.support.chdb_engine import ChdbDatabase
 from tests.support.tollway_cli import TEST_PEPPER
+from tests.support.usage_rows import usage_row as shared_usage_row
 from tollway.admin.app import create_app
 from tollway.admin.scopes import Scope
 from tollway.admin.services import AdminServices, build_services
 from tollway.admin.warehouse_access import Warehouse
 from tollway.clock import ManualClock
-from tollway.usage.row import UsageRow, encode_row
 from tollway.warehouse.migrations import Migrator
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -116,43 +117,9 @@ async def admin_api(
         await redis.aclose()
 
 
-def ms(text: str) -> int:
-    """Epoch milliseconds of a UTC time ``YYYY-MM-DD HH:MM:SS``."""
-    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
-
-
-def usage_row(
-    request_id: str,
-    ts: str,
-    customer: str,
-    meters: dict[str, int],
-    *,
-    status: int = 200,
-    feature: str = "api",
-    outcome: str = "admitted",
-    version: int = 2,
-) -> bytes:
-    return encode_row(
-        UsageRow(
-            request_id=request_id,
-            ts_ms=ms(ts),
-            customer_id=customer,
-            subject="key",
-            plan="basic",
-            feature=feature,
-            route="/v1/things",
-            method="GET",
-            status=status,
-            outcome="refused" if outcome == "refused" else "admitted",
-            reason="quota-exceeded" if outcome == "refused" else "",
-            limits_checked=True,
-            request_bytes=0,
-            response_bytes=meters.get("egress", 0),
-            upstream_latency_ms=1.0,
-            meters=meters,
-            version=version,
-        )
-    )
+def usage_row(request_id: str, ts: str, customer: str, meters: dict[str, int], **fields: Any) -> bytes:
+    """A usage row of a customer on plan ``basic`` (``tests.support.usage_rows``)."""
+    return shared_usage_row(request_id, ts, customer, meters, **{"plan": "basic", **fields})
 
 
 def insert_usage(chdb_db: ChdbDatabase, rows: Sequence[bytes]) -> None:
