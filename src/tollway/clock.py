@@ -14,6 +14,10 @@ class Clock(Protocol):
 
     def monotonic(self) -> float: ...
 
+    def now_ms(self) -> int:
+        """Wall time in whole epoch milliseconds (limiter checks, decision timestamps)."""
+        ...
+
 
 class SystemClock:
     """The real clock."""
@@ -23,6 +27,9 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
 
 
 class ManualClock:
@@ -39,6 +46,9 @@ class ManualClock:
 
     def monotonic(self) -> float:
         return self._mono
+
+    def now_ms(self) -> int:
+        return int(self._now.timestamp() * 1000)
 
     def set(self, at: datetime) -> None:
         """Move to ``at`` (not backwards); monotonic time moves by the same amount."""

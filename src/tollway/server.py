@@ -126,7 +126,7 @@ def build_core(
         settings.forward_credential,
         gate,
         metering.recorder if metering is not None else None,
-        lambda: int(clock.now().timestamp() * 1000),
+        clock.now_ms,
         usage_headers,
     )
 

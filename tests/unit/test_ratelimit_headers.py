@@ -3,7 +3,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tollway.extproc.ratelimit_headers import AdvertisedPolicy, ratelimit_headers, sf_string
+from tollway.extproc.ratelimit_headers import AdvertisedPolicy, FieldShape, ratelimit_headers, sf_string
+from tollway.ratelimit import PolicyState
 
 
 def test_fields_parse_as_structured_field_lists() -> None:
@@ -44,3 +45,38 @@ def test_any_printable_name_roundtrips(name: str) -> None:
 def test_non_ascii_names_are_refused() -> None:
     with pytest.raises(ValueError, match="structured-field"):
         sf_string("café")
+
+
+_policy_state = st.builds(
+    PolicyState,
+    name=st.sampled_from(["burst", "per-minute", "monthly", 'odd "name"\\x']),
+    limit=st.integers(0, 10**12),
+    window_s=st.integers(1, 10**8),
+    remaining=st.integers(-(10**6), 10**12),
+    reset_s=st.integers(-5, 10**8),
+    exceeded=st.booleans(),
+    used=st.integers(0, 10**12),
+    reset_ms=st.integers(0, 10**11),
+)
+
+
+@given(
+    st.lists(st.tuples(_policy_state, st.booleans(), st.sampled_from(["requests", "response_bytes"])), max_size=4),
+    st.lists(st.tuples(st.integers(-(10**6), 10**12), st.integers(-5, 10**8)), min_size=4, max_size=4),
+)
+def test_field_shape_gives_what_ratelimit_headers_gives(
+    policies: list[tuple[PolicyState, bool, str]], later: list[tuple[int, int]]
+) -> None:
+    """The shape is built from one verdict of a check and reused for the next ones: for any later states
+    of the same policies it formats exactly the fields built from scratch."""
+    shown = [
+        (i, AdvertisedPolicy(s.name, s.limit, s.window_s, s.remaining, s.reset_s, unit))
+        for i, (s, shadow, unit) in enumerate(policies)
+        if not shadow
+    ]
+    shape = FieldShape(shown)
+    states = [s._replace(remaining=r, reset_s=t) for (s, _, _), (r, t) in zip(policies, later, strict=False)]
+    expected = ratelimit_headers(
+        [p._replace(remaining=states[i].remaining, reset_s=states[i].reset_s) for i, p in shown]
+    )
+    assert shape.fields(states) == expected

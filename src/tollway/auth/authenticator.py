@@ -40,6 +40,7 @@ class PendingLookup:
 Pending = PendingLookup | PendingToken
 """What :meth:`Authenticator.try_cached` could not settle without I/O."""
 
+_MAX_IDENTITIES = 100_000
 TOKEN_HEADER = "authorization"  # noqa: S105 - a header name. RFC 6750 §2.1: bearer tokens travel in Authorization only
 
 
@@ -67,6 +68,7 @@ class Authenticator:
         """``tokens``: accept bearer JWTs from its issuers too (None: API keys only, as before)."""
         self._store = store
         self._digester = digester
+        self._identities: dict[str, tuple[KeyRecord, Identity]] = {}
         self._cache = cache
         self._clock = clock
         self._source = source or CredentialSource()
@@ -124,4 +126,14 @@ class Authenticator:
     def _identify(self, record: KeyRecord | None) -> Identity:
         if record is None:
             raise UnknownKey()
-        return identify(record, self._clock.now())
+        if record.expires_at is not None:
+            return identify(record, self._clock.now())
+        # A key without expiry stands for the same caller for as long as this record is the cached one.
+        known = self._identities.get(record.key_id)
+        if known is not None and known[0] is record:
+            return known[1]
+        identity = identify(record, self._clock.now())
+        if len(self._identities) >= _MAX_IDENTITIES:
+            self._identities.clear()
+        self._identities[record.key_id] = (record, identity)
+        return identity

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tollway.clock import Clock
+from tollway.entitlements.checks import Check, CheckKey
 from tollway.entitlements.errors import (
     EntitlementsUnavailable,
     FeatureNotEntitled,
@@ -43,7 +44,7 @@ from tollway.entitlements.live_catalog import LiveCatalog
 from tollway.entitlements.rules import PolicyRule, rules_for
 from tollway.plans.catalog import CompiledCatalog
 from tollway.plans.routes import RouteMatch
-from tollway.ratelimit import Limiter, LimiterUnavailable, Policy, Verdict, epoch_ms
+from tollway.ratelimit import Limiter, LimiterUnavailable, Verdict, epoch_ms
 from tollway.ratelimit.leasing import LeasingLimiter
 from tollway.subscriptions.errors import SubscriptionStoreUnavailable
 from tollway.subscriptions.model import Subscription
@@ -52,13 +53,9 @@ from tollway.subscriptions.resolver import MISS, SubscriptionResolver
 log = logging.getLogger(__name__)
 
 _MEMO_MAX_ENTRIES = 10_000
-# Memo key of a check's policies: catalog digest, plan, feature, route cost, the customer's limits
-# (None: the plan's own, no overrides) and the billing period in epoch ms.
-_CheckKey = tuple[str, str, str, int, tuple[int, ...] | None, tuple[int, int]]
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
+class Admission(NamedTuple):
     customer_id: str
     plan_id: str
     feature: str
@@ -67,6 +64,7 @@ class Admission:
     verdict: Verdict | None  # None: nothing to check, or not checked (see limits_checked)
     limits_checked: bool = True
     cost: int = 1  # the route's cost weight (the `cost` meters)
+    check: Check | None = None  # the memoised limiter check (None: nothing to check)
 
 
 class EntitlementGate:
@@ -86,7 +84,10 @@ class EntitlementGate:
         self._limiter = LeasingLimiter(limiter, max_lease_ms=max_lease_ms)
         self._clock = clock
         self._rules: dict[tuple[str, str, str], tuple[PolicyRule, ...]] = {}
-        self._checks: dict[_CheckKey, tuple[tuple[Policy, ...], tuple[int, ...]]] = {}
+        self._checks: dict[CheckKey, Check] = {}
+        # Per customer, feature and route cost: the subscription and catalog objects a check was built
+        # for, and its lease key, reused while both objects stay current and the period lasts.
+        self._recent: dict[tuple[str, str, int], tuple[Subscription, CompiledCatalog, tuple[str, Check]]] = {}
 
     @property
     def catalog(self) -> LiveCatalog:
@@ -110,11 +111,14 @@ class EntitlementGate:
         catalog, match, rules = self._route(found, method, path, scopes)
         if not rules:
             return Admission(customer_id, found.plan_id, match.feature, match.route, rules, None, True, match.cost)
-        key, _, _ = self._check_for(catalog, found, match.feature, match.cost, rules)
-        verdict = self._limiter.try_now((customer_id, key), epoch_ms(self._clock))
+        now_ms = self._clock.now_ms()
+        lease_key = self._check_for(catalog, found, match.feature, match.cost, rules, now_ms)
+        verdict = self._limiter.try_now(lease_key, now_ms)
         if verdict is None:
             return None
-        return Admission(customer_id, found.plan_id, match.feature, match.route, rules, verdict, True, match.cost)
+        return Admission(
+            customer_id, found.plan_id, match.feature, match.route, rules, verdict, True, match.cost, lease_key[1]
+        )
 
     async def admit(self, customer_id: str, method: str, path: str, scopes: frozenset[str] | None = None) -> Admission:
         """``scopes``: a bearer token's granted scopes, checked against the feature's required ones
@@ -125,11 +129,11 @@ class EntitlementGate:
             return Admission(
                 customer_id, subscription.plan_id, match.feature, match.route, rules, None, True, match.cost
             )
-        key, policies, costs = self._check_for(catalog, subscription, match.feature, match.cost, rules)
+        now_ms = self._clock.now_ms()
+        lease_key = self._check_for(catalog, subscription, match.feature, match.cost, rules, now_ms)
+        check = lease_key[1]
         try:
-            verdict = await self._limiter.consume(
-                (customer_id, key), customer_id, policies, costs, epoch_ms(self._clock)
-            )
+            verdict = await self._limiter.consume(lease_key, customer_id, check.policies, check.costs, now_ms)
         except LimiterUnavailable as exc:
             if catalog.plans[subscription.plan_id].outage_policy == "fail_open":
                 log.warning(
@@ -152,7 +156,7 @@ class EntitlementGate:
                 ",".join(verdict.shadow_exceeded),
             )
         return Admission(
-            customer_id, subscription.plan_id, match.feature, match.route, rules, verdict, True, match.cost
+            customer_id, subscription.plan_id, match.feature, match.route, rules, verdict, True, match.cost, check
         )
 
     async def sweep_leases(self) -> int:
@@ -221,23 +225,38 @@ class EntitlementGate:
         feature: str,
         route_cost: int,
         rules: tuple[PolicyRule, ...],
-    ) -> tuple[_CheckKey, tuple[Policy, ...], tuple[int, ...]]:
-        """The memo key, the policies (with the customer's overrides, in the current billing period) and
-        the costs of one check; built once per customer limits, period and route cost, then memoised."""
+        now_ms: int,
+    ) -> tuple[str, Check]:
+        """The lease key ``(customer id, check)`` of one request: the check's policies (with the customer's
+        overrides, in the current billing period) and costs, built once per customer limits, period and
+        route cost and memoised; per customer, the last one is reused while its subscription and catalog
+        objects are the current ones and ``now_ms`` is in its period."""
+        customer_id = subscription.customer_id
+        recent_key = (customer_id, feature, route_cost)
+        recent = self._recent.get(recent_key)
+        if recent is not None and recent[0] is subscription and recent[1] is catalog:
+            lease_key = recent[2]
+            start_ms, end_ms = lease_key[1].key[5]
+            if start_ms <= now_ms < end_ms:
+                return lease_key
         period = subscription.current_period(self._clock.now())
         period_ms = (int(period.start.timestamp() * 1000), int(period.end.timestamp() * 1000))
         limits = tuple(subscription.limit(rule.name, rule.limit) for rule in rules) if subscription.overrides else None
         key = (catalog.digest, subscription.plan_id, feature, route_cost, limits, period_ms)
-        found = self._checks.get(key)
-        if found is None:
+        check = self._checks.get(key)
+        if check is None:
             if len(self._checks) > _MEMO_MAX_ENTRIES:
                 self._checks.clear()
-            found = (
+            check = self._checks[key] = Check(
+                key,
                 tuple(rule.policy(subscription.limit(rule.name, rule.limit), period_ms) for rule in rules),
                 tuple(route_cost if rule.counts_cost else 1 for rule in rules),
             )
-            self._checks[key] = found
-        return key, found[0], found[1]
+        if len(self._recent) > _MEMO_MAX_ENTRIES:
+            self._recent.clear()
+        lease_key = (customer_id, check)
+        self._recent[recent_key] = (subscription, catalog, lease_key)
+        return lease_key
 
     def _rules_for(self, catalog: CompiledCatalog, plan_id: str, feature: str) -> tuple[PolicyRule, ...]:
         key = (catalog.digest, plan_id, feature)

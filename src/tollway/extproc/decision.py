@@ -14,12 +14,13 @@ from typing import Final, Protocol
 
 from tollway.auth.authenticator import Authenticated, Authenticator
 from tollway.auth.errors import AuthError, CredentialStoreUnavailable
+from tollway.entitlements.checks import Check
 from tollway.entitlements.errors import EntitlementError, EntitlementsUnavailable, LimitExceeded, MissingScope
 from tollway.entitlements.gate import Admission, EntitlementGate
 from tollway.entitlements.rules import PolicyRule
 from tollway.extproc.check import Allow, CheckRequest, Decision, Deny
 from tollway.extproc.problems import Refusals
-from tollway.extproc.ratelimit_headers import AdvertisedPolicy, ratelimit_headers
+from tollway.extproc.ratelimit_headers import AdvertisedPolicy, FieldShape, ratelimit_headers
 from tollway.ratelimit import Verdict
 from tollway.usage.recorder import UsageRecorder
 from tollway.usage.report_server import USAGE_PATH
@@ -41,6 +42,7 @@ SHADOW_HEADER: Final = "x-tollway-shadow-exceeded"  # shadow policies exceeded (
 DECIDED_AT_HEADER: Final = "x-tollway-decided-at"
 COST_HEADER: Final = "x-tollway-cost"
 _ALWAYS_SET: Final = frozenset({CUSTOMER_HEADER, KEY_ID_HEADER})
+_MAX_SHAPES: Final = 10_000
 
 
 class Decider(Protocol):
@@ -56,9 +58,13 @@ class Decider(Protocol):
 
 def advertised(rules: tuple[PolicyRule, ...], verdict: Verdict) -> list[AdvertisedPolicy]:
     """The policies a client is told about: every enforced or soft one; shadow policies stay internal."""
+    return [policy for _, policy in _advertised(rules, verdict)]
+
+
+def _advertised(rules: tuple[PolicyRule, ...], verdict: Verdict) -> list[tuple[int, AdvertisedPolicy]]:
     return [
-        AdvertisedPolicy(state.name, state.limit, state.window_s, state.remaining, state.reset_s, rule.unit)
-        for rule, state in zip(rules, verdict.states, strict=True)
+        (index, AdvertisedPolicy(state.name, state.limit, state.window_s, state.remaining, state.reset_s, rule.unit))
+        for index, (rule, state) in enumerate(zip(rules, verdict.states, strict=True))
         if not rule.shadow
     ]
 
@@ -87,6 +93,7 @@ class DecisionCore:
         self._recorder = recorder
         self._wall_ms = wall_ms or _system_ms
         self._usage_headers = usage_headers
+        self._shapes: dict[Check, FieldShape] = {}
 
     @property
     def refusals(self) -> Refusals:
@@ -239,7 +246,7 @@ class DecisionCore:
             ]
             verdict = admission.verdict
             if verdict is not None:
-                client = ratelimit_headers(advertised(admission.rules, verdict))
+                client = self._ratelimit_fields(admission, verdict)
                 if verdict.soft_exceeded:
                     upstream.append((OVERAGE_HEADER, ",".join(verdict.soft_exceeded)))
                 if verdict.shadow_exceeded:
@@ -263,6 +270,19 @@ class DecisionCore:
             client_headers=client,
             repeats=recorder is None,
         )
+
+    def _ratelimit_fields(self, admission: Admission, verdict: Verdict) -> tuple[tuple[str, str], ...]:
+        """``RateLimit-Policy`` and ``RateLimit`` for an admit, from the field shape of its check (the
+        static part, built once per check)."""
+        check = admission.check
+        shape = self._shapes.get(check) if check is not None else None
+        if shape is None:
+            shape = FieldShape(_advertised(admission.rules, verdict))
+            if check is not None:
+                if len(self._shapes) >= _MAX_SHAPES:
+                    self._shapes.clear()
+                self._shapes[check] = shape
+        return shape.fields(verdict.states)
 
 
 def _open_to_every_caller(path: str) -> bool:

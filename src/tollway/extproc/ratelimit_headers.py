@@ -11,9 +11,10 @@ Policy names come from the plan catalog (identifiers, so never secret-derived); 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Final
+from typing import Final, NamedTuple
+
+from tollway.ratelimit import PolicyState
 
 POLICY_HEADER: Final = "ratelimit-policy"
 STATE_HEADER: Final = "ratelimit"
@@ -22,8 +23,7 @@ STATE_HEADER: Final = "ratelimit"
 QUOTA_UNITS: Final = {"request_bytes": "content-bytes", "response_bytes": "content-bytes"}
 
 
-@dataclass(frozen=True, slots=True)
-class AdvertisedPolicy:
+class AdvertisedPolicy(NamedTuple):
     """One policy as a client sees it."""
 
     name: str
@@ -67,3 +67,26 @@ def ratelimit_headers(policies: Sequence[AdvertisedPolicy]) -> tuple[tuple[str, 
     if not policies:
         return ()
     return ((POLICY_HEADER, policy_field(policies)), (STATE_HEADER, state_field(policies)))
+
+
+class FieldShape:
+    """What both fields keep from one request to the next for one check (the same policies, limits and
+    windows): the whole ``RateLimit-Policy`` value and the start of each ``RateLimit`` item, with the
+    index of its policy in a verdict's states. :meth:`fields` then formats only the two numbers that
+    change; it gives exactly what ``ratelimit_headers`` gives for the same states."""
+
+    __slots__ = ("_items", "policy_field")
+
+    def __init__(self, advertised: Sequence[tuple[int, AdvertisedPolicy]]) -> None:
+        self.policy_field = policy_field([policy for _, policy in advertised])
+        self._items = tuple((index, f"{sf_string(policy.name)};r=") for index, policy in advertised)
+
+    def fields(self, states: Sequence[PolicyState]) -> tuple[tuple[str, str], ...]:
+        if not self._items:
+            return ()
+        items = []
+        for index, start in self._items:
+            state = states[index]
+            remaining, reset_s = state.remaining, state.reset_s
+            items.append(f"{start}{remaining if remaining > 0 else 0};t={reset_s if reset_s > 0 else 0}")
+        return ((POLICY_HEADER, self.policy_field), (STATE_HEADER, ", ".join(items)))

@@ -90,34 +90,40 @@ class Lease:
     totals: tuple[int, ...]
     used: int = 0
 
+    _shape: tuple[tuple[str, int, int, int, int, int], ...] = field(init=False, repr=False, compare=False)
+    """Per policy: name, limit, window_s, cost, total before the lease, and the quota's period end (-1 for
+    a window policy): what :meth:`take` needs, looked up once."""
+
+    def __post_init__(self) -> None:
+        self._shape = tuple(
+            (
+                policy.name,
+                policy.limit,
+                policy.window_s,
+                cost,
+                total,
+                -1 if isinstance(policy, WindowPolicy) else policy.period_end_ms,
+            )
+            for policy, cost, total in zip(self.policies, self.costs, self.totals, strict=True)
+        )
+
     def take(self, now_ms: int) -> Verdict | None:
         """The verdict of one more request from this lease, or None when it is used up or expired (or
         the clock stepped back before it). What ``build_verdict`` derives for an admitted request that
         exceeds nothing (a lease leaves half of every limit), built directly: this is the hot path."""
-        n = self.used
-        if n >= self.size or not self.taken_ms <= now_ms < self.expires_ms:
+        n = self.used + 1
+        if n > self.size or not self.taken_ms <= now_ms < self.expires_ms:
             return None
-        self.used = n + 1
+        self.used = n
         states = []
-        for policy, cost, total in zip(self.policies, self.costs, self.totals, strict=True):
-            used = total + (n + 1) * cost
-            if isinstance(policy, WindowPolicy):  # one more unit fits: it resets now
-                states.append(
-                    PolicyState(policy.name, policy.limit, policy.window_s, policy.limit - used, 0, False, used, 0)
-                )
+        for name, limit, window_s, cost, total, period_end_ms in self._shape:
+            used = total + n * cost
+            if period_end_ms < 0:  # a window: one more unit fits, so it resets now
+                states.append(PolicyState(name, limit, window_s, limit - used, 0, False, used, 0))
             else:
-                reset_ms = max(policy.period_end_ms - now_ms, 0)
+                reset_ms = period_end_ms - now_ms if period_end_ms > now_ms else 0
                 states.append(
-                    PolicyState(
-                        policy.name,
-                        policy.limit,
-                        policy.window_s,
-                        policy.limit - used,
-                        -(-reset_ms // 1000),
-                        False,
-                        used,
-                        reset_ms,
-                    )
+                    PolicyState(name, limit, window_s, limit - used, -(-reset_ms // 1000), False, used, reset_ms)
                 )
         return Verdict(True, tuple(states))
 

@@ -53,7 +53,7 @@ class Limiter(Protocol):
 
 def epoch_ms(clock: Clock) -> int:
     """``now_ms`` for ``consume`` from an injected clock."""
-    return int(clock.now().timestamp() * 1000)
+    return clock.now_ms()
 
 
 def live_range(policy: WindowPolicy, now_ms: int) -> tuple[int, int, int]:

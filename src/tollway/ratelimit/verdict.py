@@ -10,15 +10,14 @@ Everything else in the ``Verdict`` is derived here, once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tollway.ratelimit.policies import Policy, WindowPolicy
 
 NEVER = -1
 
 
-@dataclass(frozen=True, slots=True)
-class Counted:
+class Counted(NamedTuple):
     """One policy's raw result from a backend."""
 
     total: int
@@ -26,8 +25,7 @@ class Counted:
     retry_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyState:
+class PolicyState(NamedTuple):
     """One policy after the check (what the RateLimit headers report).
 
     ``window_s``: the window width (quota: the period length), whole seconds rounded up.
@@ -47,8 +45,7 @@ class PolicyState:
     reset_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """``violated``: the enforced policies that refused (the refusal reasons, in policy order).
     ``retry_after_s``/``retry_after_ms``: refusal only (else 0): until this request's cost fits in every
     violated policy, at least 1 s. ``unsatisfiable``: violated policies whose limit is below the cost,
