@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -213,23 +214,37 @@ def test_round_trips_come_from_valkey_reads_and_evalsha_calls() -> None:
     assert (idle.round_trips, idle.round_trips_per_admitted_request, idle.checks_per_round_trip) == (0, None, None)
 
 
-def test_only_the_metering_row_keeps_envoys_access_log() -> None:
-    def access_logs(cfg: dict[str, object]) -> list[object]:
-        found = []
-        for listener in cfg["static_resources"]["listeners"]:  # type: ignore[index]
-            for chain in listener["filter_chains"]:
-                for network_filter in chain["filters"]:
-                    if network_filter["name"] == envoy_config.HCM_FILTER:
-                        found.append(network_filter["typed_config"].get("access_log"))
-        return found
+def test_only_the_metering_row_keeps_envoys_access_log_and_authz_metadata() -> None:
+    def hcms(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            network_filter["typed_config"]
+            for listener in cfg["static_resources"]["listeners"]
+            for chain in listener["filter_chains"]
+            for network_filter in chain["filters"]
+            if network_filter["name"] == envoy_config.HCM_FILTER
+        ]
+
+    def metadata_from_headers(cfg: dict[str, Any]) -> list[object]:
+        return [
+            f["typed_config"]
+            .get("http_service", {})
+            .get("authorization_response", {})
+            .get("dynamic_metadata_from_headers")
+            for hcm in hcms(cfg)
+            for f in hcm["http_filters"]
+            if f["name"] == envoy_config.EXT_AUTHZ_FILTER
+        ]
 
     for variant in envoy_config.VARIANTS:
         template = envoy_config.load(envoy_config.template_path(variant))
-        assert all(access_logs(template)), f"the {variant} template streams its access log"
-        stripped = scenarios.without_access_log(template)
-        assert access_logs(stripped) == [None]
-        assert all(access_logs(template)), "the input is left untouched"
+        assert all(h.get("access_log") for h in hcms(template)), f"the {variant} template streams its access log"
+        stripped = scenarios.without_metering(template)
+        assert [h.get("access_log") for h in hcms(stripped)] == [None]
+        assert metadata_from_headers(stripped) == [None]
+        assert all(h.get("access_log") for h in hcms(template)), "the input is left untouched"
         assert envoy_config.cluster_names(stripped) == envoy_config.cluster_names(template)
+    http_template = envoy_config.load(envoy_config.template_path("http"))
+    assert metadata_from_headers(http_template) != [None], "the product config keeps the metadata for metering"
 
 
 def test_loader_rows_are_realistic_usage_rows() -> None:

@@ -14,7 +14,8 @@ Rows (every Envoy route is a ``direct_response``, so no upstream work is measure
   to Tollway's metering port, and the loader inside Tollway inserting both into an embedded ClickHouse
   (chdb); Tollway's ``/healthz`` must show about two rows loaded per request (``metering_stats``).
 
-Every row but ``E`` runs without the template's access log (no row has a log server but ``E``). Apart
+Every row but ``E`` runs without the template's access log and the ext_authz dynamic metadata only it
+reads (no row has a log server but ``E``). Apart
 from the rows, ``--loader`` (on by default) measures the loader's throughput: a spool of realistic usage
 rows drained into a fresh embedded ClickHouse in a subprocess (``loader_throughput``).
 

@@ -10,8 +10,9 @@ path. Row E is row D with stage 3 on: ``TOLLWAY_SPOOL_DIR`` and the loader insid
 ClickHouse (chdb) in the work directory, and Envoy's gRPC access log streaming to Tollway's metering port.
 
 The access log is part of the product's Envoy config, but only row E has a server for it: every other
-row removes it from the connection manager (``without_access_log``), so no row pays for Envoy retrying a
-dead log server, and row E's cost over row D is exactly what metering adds.
+row removes it from the connection manager, and with it the ext_authz dynamic metadata that only the
+access log reads (``without_metering``, as a deployment without metering would), so no row pays for
+Envoy retrying a dead log server, and row E's cost over row D is exactly what metering adds.
 """
 
 from __future__ import annotations
@@ -82,16 +83,22 @@ class Scenario:
     has_ext_authz: bool = True
 
 
-def without_access_log(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A copy with every HTTP connection manager's ``access_log`` removed (rows that do not meter: no
-    server listens for the log stream, and Envoy would keep reconnecting to it)."""
+def without_metering(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A copy without stage 3's parts, for rows that do not meter: every HTTP connection manager's
+    ``access_log`` (no server listens for the stream, and Envoy would keep reconnecting to it) and the
+    ext_authz ``dynamic_metadata_from_headers`` (the metadata only the access log reads)."""
     result: dict[str, Any] = copy.deepcopy(cfg)
     for listener in result.get("static_resources", {}).get("listeners", []):
         for chain in listener.get("filter_chains", []):
             for network_filter in chain.get("filters", []):
                 typed_config = network_filter.get("typed_config")
-                if network_filter.get("name") == envoy_config.HCM_FILTER and isinstance(typed_config, dict):
-                    typed_config.pop("access_log", None)
+                if network_filter.get("name") != envoy_config.HCM_FILTER or not isinstance(typed_config, dict):
+                    continue
+                typed_config.pop("access_log", None)
+                for http_filter in typed_config.get("http_filters", []):
+                    if http_filter.get("name") == envoy_config.EXT_AUTHZ_FILTER:
+                        service = http_filter.get("typed_config", {}).get("http_service", {})
+                        service.get("authorization_response", {}).pop("dynamic_metadata_from_headers", None)
     return result
 
 
@@ -115,7 +122,7 @@ def _envoy(
     if authz is None:
         config = envoy_config.without_ext_authz(config)
     if metering is None:
-        config = without_access_log(config)
+        config = without_metering(config)
     config = envoy_config.with_direct_response(config)
     envoy = EnvoyProcess(config, work_dir, name=name, concurrency=ENVOY_CONCURRENCY)
     stack.callback(envoy.stop)  # registered before start: a start that fails half-way is still cleaned up
