@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -18,8 +19,7 @@ class CheckRequest:
     request_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Allow:
+class Allow(NamedTuple):
     """Admit the request: set ``upstream_headers`` (replacing same-named client headers), strip
     ``remove_headers``, and add ``client_headers`` to the eventual response. ``repeats``: the same verdict
     recurs for a caller (no per-request values), so its serialized form may be cached."""

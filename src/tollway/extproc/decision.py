@@ -255,13 +255,17 @@ class DecisionCore:
                 client += self._usage_headers.fields(identity.customer_id, admission.plan_id)
         # Clients must not speak for Tollway: every x-tollway-* header they sent is replaced (the ones set
         # above) or removed (the rest; Envoy applies removals after sets, so a set name is never removed).
-        remove = [
-            name
-            for name in request.headers
-            if name.startswith(IDENTITY_HEADER_PREFIX)
-            and name not in _ALWAYS_SET
-            and all(name != n for n, _ in upstream)
-        ]
+        remove = (
+            [
+                name
+                for name in request.headers
+                if name.startswith(IDENTITY_HEADER_PREFIX)
+                and name not in _ALWAYS_SET
+                and all(name != n for n, _ in upstream)
+            ]
+            if IDENTITY_HEADER_PREFIX in "\n".join(request.headers)  # one C-level scan; rarely true
+            else []
+        )
         if caller.header is not None and not self._forward_credential:
             remove.append(caller.header)
         return Allow(

@@ -165,7 +165,10 @@ class LeaseBook:
                 self._evict_idle(now_ms)
             entry = self._entries[key] = _Entry(period_start_ms=now_ms)
         if demand:
-            self._count(entry, now_ms)
+            if 0 <= now_ms - entry.period_start_ms < self.max_lease_ms:  # the common case, inline
+                entry.demand += 1
+            else:
+                self._count(entry, now_ms)
         lease = entry.lease
         if lease is None:
             return None
