@@ -14,10 +14,10 @@ from __future__ import annotations
 import json.encoder
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
-from typing import Final, Literal
+from types import MappingProxyType
+from typing import Final, Literal, NamedTuple
 
 Outcome = Literal["admitted", "refused"]
 DECISION_VERSION: Final = 1
@@ -27,8 +27,10 @@ NO_STATUS: Final = 0  # the response was never reported (a decision-only row)
 _quote = json.encoder.encode_basestring_ascii
 
 
-@dataclass(frozen=True, slots=True)
-class UsageRow:
+_NO_METERS: Final[Mapping[str, int | Decimal]] = MappingProxyType({})
+
+
+class UsageRow(NamedTuple):
     request_id: str
     ts_ms: int  # decision time, epoch milliseconds (UTC)
     customer_id: str
@@ -44,7 +46,7 @@ class UsageRow:
     request_bytes: int
     response_bytes: int
     upstream_latency_ms: float
-    meters: Mapping[str, int | Decimal] = field(default_factory=dict)
+    meters: Mapping[str, int | Decimal] = _NO_METERS
     version: int = DECISION_VERSION
 
     def to_line(self) -> bytes:
