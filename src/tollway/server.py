@@ -213,10 +213,11 @@ async def serve(
     stop = stop or asyncio.Event()
     redis = hot_path_client(settings)
     subscriber = subscriber_client(settings)
+    checks = bool(settings.http_port or settings.grpc_port)  # `tollway meter` answers no check
     store = RedisKeyStore(redis, settings.redis_prefix, subscriber=subscriber)
     cache = build_cache(settings, clock)
-    background: Background = [lambda: store.watch_changes(cache.evict, cache.clear)]
-    tokens = build_tokens(settings, clock, background) if settings.jwt_issuers else None
+    background: Background = [lambda: store.watch_changes(cache.evict, cache.clear)] if checks else []
+    tokens = build_tokens(settings, clock, background) if settings.jwt_issuers and checks else None
     metrics = TollwayMetrics()
     gate = build_gate(settings, redis, subscriber, clock, background, metrics) if settings.catalog else None
     metering = Metering.start(settings, gate.catalog if gate is not None else None) if settings.spool_dir else None
@@ -228,7 +229,7 @@ async def serve(
         if report is not None and gate is not None
         else None
     )
-    core = build_core(settings, store, cache, clock, gate, metering, tokens, usage_headers)
+    core = build_core(settings, store, cache, clock, gate, metering, tokens, usage_headers) if checks else None
     add_readings(metrics, gate, metering)
     tasks = [asyncio.create_task(run()) for run in background]
 
@@ -261,13 +262,13 @@ async def serve(
             )
             port = await admin.start(settings.host, settings.admin_port)
             log.info("admin (GET /healthz, /livez, /readyz) listening on %s:%d", settings.host, port)
-        if settings.http_port:
+        if settings.http_port and core is not None:
             http = HttpAuthzServer(
                 MeasuredDecider(core, metrics, "http"), settings.max_header_bytes, settings.max_body_bytes
             )
             port = await http.start(settings.host, settings.http_port)
             log.info("ext_authz HTTP listening on %s:%d", settings.host, port)
-        if settings.grpc_port:
+        if settings.grpc_port and core is not None:
             grpc_server = GrpcAuthzServer(MeasuredDecider(core, metrics, "grpc"))
             port = await grpc_server.start(settings.host, settings.grpc_port)
             log.info("ext_authz gRPC listening on %s:%d", settings.host, port)
@@ -282,7 +283,7 @@ async def serve(
             admin.set_serving()  # /readyz: the ext_authz listeners are open
         if grpc_server is not None:  # gRPC health follows the same checks as /readyz
             tasks.append(asyncio.create_task(follow_readiness(grpc_server, ready)))
-        if on_ready is not None:
+        if on_ready is not None and core is not None:
             on_ready(core)
         await stop.wait()
         log.info("shutting down: draining in-flight checks (grace %.1fs)", settings.shutdown_grace_s)

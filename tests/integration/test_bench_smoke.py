@@ -75,7 +75,8 @@ def test_bench_runs_every_row_and_writes_the_results(tmp_path: Path) -> None:
         if key != "E":
             assert row["metering"] is None
     for key in ("C", "Cg", "D", "F", "E"):
-        assert set(results["rows"][key]["cpu_us_per_request"]) == {"envoy", "authz", "valkey"}
+        metering_process = {"metering"} if key == "E" else set()  # `tollway meter` beside `tollway serve`
+        assert set(results["rows"][key]["cpu_us_per_request"]) == {"envoy", "authz", "valkey"} | metering_process
         assert set(results["rows"][key]["redis"]) == REDIS_RATES
     for key in ("A", "B", "H"):
         assert results["rows"][key]["redis"] is None
@@ -123,8 +124,10 @@ def test_bench_runs_every_row_and_writes_the_results(tmp_path: Path) -> None:
         "authz",
         "authz_main_thread",
         "authz_other_threads",
+        "metering_process",
         "valkey",
     }
+    assert summary["extra_cpu_us_per_request"]["metering_process"] > 0
     assert set(summary["ratios"]) == {"E/D", "E/A"}
 
     # The loader's throughput, measured apart from wrk.

@@ -10,9 +10,9 @@ Rows (every Envoy route is a ``direct_response``, so no upstream work is measure
 - ``D``  ``C`` plus stage 2: the bench catalog (``catalog.yaml``) grants the route through a feature, with
   two rate limits and a monthly quota that never refuse, so every request costs one limiter check; the
   Redis round trips per admitted request are counted by Valkey (``redis_stats``);
-- ``E``  ``D`` plus stage 3, metering: every decision written to a spool, Envoy's gRPC access log streamed
-  to Tollway's metering port, and the loader inside Tollway inserting both into an embedded ClickHouse
-  (chdb); Tollway's ``/healthz`` must show about two rows loaded per request (``metering_stats``).
+- ``E``  ``D`` plus stage 3, metering, as deployed: ``tollway serve`` writes every decision to a spool, and
+  ``tollway meter`` takes Envoy's gRPC access log and loads the spool into an embedded ClickHouse (chdb);
+  its ``/healthz`` must show every written row loaded (``metering_stats``).
 
 Every row but ``E`` runs without the template's access log and the ext_authz dynamic metadata only it
 reads (no row has a log server but ``E``). Apart

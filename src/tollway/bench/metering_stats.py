@@ -2,7 +2,7 @@
 
 Every request Tollway decides writes a decision row (version 1) to the spool before Envoy hears the
 verdict, and every admitted request comes back as a second row (version 2) through Envoy's gRPC access
-log; the loader inside ``tollway serve`` inserts both into the embedded ClickHouse. So once the loader
+log; the loader in ``tollway meter`` inserts both into the embedded ClickHouse. So once the loader
 has caught up, rows loaded ≈ 2 × requests (refused probes have one row: their decision row is final).
 
 ``/healthz`` reports totals since Tollway started (``metering.loader.rows_loaded``,

@@ -35,7 +35,7 @@ METERING_BASELINE: Final = "D"
 LOADER_TARGET_ROWS_PER_S: Final = 100_000
 BILLING_TARGET_ROWS_PER_S: Final = 10_000_000
 ROUND_TRIPS_TARGET_MAX: Final = 1.0
-_ROLES: Final = ("envoy", "authz", "valkey")
+_ROLES: Final = ("envoy", "authz", "metering", "valkey")
 _REDIS_RATES: Final = ("round_trips_per_admitted_request", "checks_per_round_trip", "checks_per_admitted_request")
 ROUND_TRIP_METHOD: Final = (
     "Valkey INFO sampled right before and after the measured window on a connection opened beforehand: "
@@ -217,6 +217,7 @@ def metering_summary(rows: Mapping[str, Json], computed: Mapping[str, float | No
             "authz": extra(cpu, base_cpu, "authz"),
             "authz_main_thread": extra(threads, base_threads, "main"),
             "authz_other_threads": extra(threads, base_threads, "other"),
+            "metering_process": cpu.get("metering"),
             "valkey": extra(cpu, base_cpu, "valkey"),
         },
         "ratios": {name: computed.get(name) for name in ("E/D", "E/A")},
@@ -293,9 +294,11 @@ def build(
             "access log (the product config's metering stream), and the ext_authz dynamic metadata only it "
             "reads, are removed from every row but E, the only row with a server for it, so no row pays for "
             "Envoy reconnecting to a dead log server or for metadata nobody reads. Row E "
-            "runs the loader inside Tollway into an embedded ClickHouse (chdb) in the work directory; its "
-            "rows loaded are read from Tollway's /healthz once the loader has caught up after the window "
-            "(about 2 per request: a decision row and an access-log row). The loader throughput "
+            "runs Tollway as deployed with metering: `tollway serve` checks and writes each decision row to "
+            "the spool, and `tollway meter` (CPU column `meter`) takes Envoy's access log and loads the spool "
+            "into an embedded ClickHouse (chdb) in the work directory; its rows loaded are read from the "
+            "metering process's /healthz once the loader has caught up after the window (about 2 rows "
+            "written per request, a decision row and an access-log row). The loader throughput "
             "(`loader`) drains a pre-written spool into a fresh chdb in a subprocess of its own. The billing "
             "throughput (`billing`) generates a month of usage in a fresh chdb (not timed) and times the "
             "usage aggregation (`usage FINAL`) and pricing of every customer, as `tollway bill` does; "
@@ -332,7 +335,7 @@ def render(results: Json) -> str:
         f"{machine['cpus']} CPUs; Python {machine['python']}",
         "",
         f"{'row':<4}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'requests':>11}{'errors':>8}"
-        f"{'CPU µs/req: envoy':>19}{'python':>8}{'valkey':>8}{'RT/req':>8}  description",
+        f"{'CPU µs/req: envoy':>19}{'python':>8}{'meter':>7}{'valkey':>8}{'RT/req':>8}  description",
     ]
     for key, data in results["rows"].items():
         cpu = data["cpu_us_per_request"]
@@ -340,7 +343,8 @@ def render(results: Json) -> str:
         lines.append(
             f"{key:<4}{_num(data['requests_per_s'], ',.0f'):>10}{_num(data['latency_ms']['p50'], '.2f'):>9}"
             f"{_num(data['latency_ms']['p99'], '.2f'):>9}{data['requests']:>11,}{data['errors']['total']:>8}"
-            f"{_num(cpu.get('envoy'), '.1f'):>19}{_num(cpu.get('authz'), '.1f'):>8}{_num(cpu.get('valkey'), '.1f'):>8}"
+            f"{_num(cpu.get('envoy'), '.1f'):>19}{_num(cpu.get('authz'), '.1f'):>8}"
+            f"{_num(cpu.get('metering'), '.1f'):>7}{_num(cpu.get('valkey'), '.1f'):>8}"
             f"{_num(redis.get('round_trips_per_admitted_request'), '.3f'):>8}  {data['description']}"
         )
     lines += ["", "Ratios of requests/s:"]
@@ -374,8 +378,8 @@ def render_metering(metering: Json) -> list[str]:
     extra = metering["extra_cpu_us_per_request"]
     ratios_text = ", ".join(f"{name} {_num(value, '.3f')}" for name, value in metering["ratios"].items())
     return [
-        f"Metering, row {metering['row']} (decision rows + Envoy's gRPC access log → spool → loader → embedded "
-        "ClickHouse):",
+        f"Metering, row {metering['row']} (decision rows from the checking process + Envoy's gRPC access log → "
+        "spool → loader → embedded ClickHouse, in `tollway meter`):",
         f"  rows loaded {metering['rows_loaded']:,} for {metering['requests_total']:,} requests "
         f"({_num(metering['rows_loaded_per_request'], '.3f')} per request; decision rows "
         f"{metering['decision_rows']:,}, access-log rows {metering['access_log_rows']:,}); {ratios_text}",
@@ -384,7 +388,8 @@ def render_metering(metering: Json) -> list[str]:
         f"{metering['catch_up_s']:.1f} s later; loader failures {metering['loader_failures']}",
         f"  extra CPU per request over row {metering['baseline']}: envoy {_num(extra['envoy'], '+.1f')} µs, "
         f"python {_num(extra['authz'], '+.1f')} µs (main thread {_num(extra['authz_main_thread'], '+.1f')}, "
-        f"other threads {_num(extra['authz_other_threads'], '+.1f')}), valkey {_num(extra['valkey'], '+.1f')} µs",
+        f"other threads {_num(extra['authz_other_threads'], '+.1f')}), metering process "
+        f"{_num(extra.get('metering_process'), '+.1f')} µs, valkey {_num(extra['valkey'], '+.1f')} µs",
     ]
 
 

@@ -6,8 +6,9 @@ bench catalog (``catalog.yaml`` beside this module): the bench customer is subsc
 grants ``GET /bench`` through a feature, with two rate limits and a monthly quota that never refuse.
 Row F is row D authenticated with an OAuth bearer token (a JWT from a throwaway issuer with a static key,
 ``bench_token``) instead of an API key: the same token on every request, so it measures the cached-token
-path. Row E is row D with stage 3 on: ``TOLLWAY_SPOOL_DIR`` and the loader inside Tollway into an embedded
-ClickHouse (chdb) in the work directory, and Envoy's gRPC access log streaming to Tollway's metering port.
+path. Row E is row D with stage 3 on, as deployed: ``TOLLWAY_SPOOL_DIR`` for the checking ``tollway serve``
+(decision rows), and ``tollway meter`` beside it taking Envoy's gRPC access log and loading the spool into
+an embedded ClickHouse (chdb) in the work directory.
 
 The access log is part of the product's Envoy config, but only row E has a server for it: every other
 row removes it from the connection manager, and with it the ext_authz dynamic metadata that only the
@@ -230,32 +231,44 @@ def _start_tollway(
     valkey.start()
     pepper = secrets.token_hex(32)  # a fresh throwaway pepper per run; never printed
     extra_env = {"TOLLWAY_CATALOG": str(BENCH_CATALOG)} if entitled else {}
+    meter: TollwayServer | None = None
     if metered:
+        # Two processes, as deployed: `tollway meter` (access log, loader) beside a `tollway serve` that only
+        # checks, and writes every decision row to the same spool before answering.
         extra_env.update(metering_env(work_dir, key))
+        meter = TollwayServer(
+            work_dir, redis_url=valkey.url, pepper="", extra_env=extra_env, name=f"tollway-meter-{key}", command="meter"
+        )
+        stack.callback(meter.stop)
+        meter.start()
+        extra_env.update({"TOLLWAY_LOADER": "off", "TOLLWAY_METERING_PORT": "0", "TOLLWAY_USAGE_PORT": "0"})
     bearer = None
     if token:
         issuers, bearer = bench_issuer(Path(tempfile.mkdtemp(prefix=f"issuer-{key}-", dir=work_dir)), BENCH_CUSTOMER)
         extra_env["TOLLWAY_JWT_ISSUERS"] = str(issuers)
     tollway = TollwayServer(work_dir, redis_url=valkey.url, pepper=pepper, extra_env=extra_env, name=f"tollway-{key}")
     stack.callback(tollway.stop)
-    tollway.start()  # with a spool, also waits for the metering port
+    tollway.start()
     api_key = create_key(valkey.url, pepper)
     if entitled:
         subscribe(valkey.url, pepper, BENCH_CUSTOMER, BENCH_PLAN, BENCH_CATALOG)
     authz = tollway.http_endpoint if variant == "http" else tollway.grpc_endpoint
-    metering = tollway.metering_endpoint if metered else None
+    metering = meter.metering_endpoint if meter is not None else None
     envoy = _envoy(stack, work_dir, f"envoy-{key}", variant, authz, metering)
     valkey_process = valkey.process
     if valkey_process is None:  # start() succeeded, so this cannot happen
         raise BenchError("valkey has no process after start")
+    processes = {"envoy": envoy.process, "authz": tollway.process, "valkey": valkey_process}
+    if meter is not None:
+        processes["metering"] = meter.process
     return Stack(
         envoy=envoy,
-        processes={"envoy": envoy.process, "authz": tollway.process, "valkey": valkey_process},
+        processes=processes,
         headers=(("Authorization", f"Bearer {bearer or api_key}"),),
         needs_credential=True,
         checks_limits=entitled,
         redis_url=valkey.url,
-        health_url=f"http://{LOOPBACK}:{tollway.admin_port}/healthz" if metered else None,
+        health_url=f"http://{LOOPBACK}:{meter.admin_port}/healthz" if meter is not None else None,
     )
 
 

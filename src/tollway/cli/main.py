@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from tollway import __version__, logs
 from tollway.auth.errors import KeyNotFound
-from tollway.cli import admin, bill, db, keys, plans, quote, serve, subscriptions, usage
+from tollway.cli import admin, bill, db, keys, meter, plans, quote, serve, subscriptions, usage
 from tollway.listen import ListenError
 from tollway.plans.errors import CatalogError
 from tollway.settings import Settings
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tollway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve.register(commands)
+    meter.register(commands)
     keys.register(commands)
     plans.register(commands)
     subscriptions.register(commands)
@@ -54,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve.run(args, settings)
+        if args.command == "meter":
+            return meter.run(args, settings)
         if args.command == "keys":
             return asyncio.run(keys.run(args, settings))
         if args.command == "plans":

@@ -1,4 +1,5 @@
-"""Run ``python -m tollway serve`` as a managed process on loopback ports.
+"""Run ``python -m tollway serve`` (or ``meter``, the metering process) as a managed process on loopback
+ports.
 
 Configuration goes through the environment (``TOLLWAY_*``), never argv, so secrets such as the
 pepper do not show up in ``ps`` output or in logged command lines.
@@ -7,14 +8,15 @@ pepper do not show up in ``ps`` output or in logged command lines.
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from tollway.harness.ports import LOOPBACK, free_ports
 from tollway.harness.processes import ManagedProcess, ProcessService
 
 
 class TollwayServer(ProcessService):
-    """One Tollway process serving the HTTP check API and the gRPC Authorization service."""
+    """One Tollway process serving the HTTP check API and the gRPC Authorization service; with
+    ``command="meter"``, the metering process instead (access log, body meter, loader; no check)."""
 
     def __init__(
         self,
@@ -27,6 +29,7 @@ class TollwayServer(ProcessService):
         metering_port: int | None = None,
         extra_env: Mapping[str, str] | None = None,
         name: str = "tollway",
+        command: Literal["serve", "meter"] = "serve",
     ) -> None:
         if http_port is None or grpc_port is None:
             fresh_http, fresh_grpc = free_ports(2)
@@ -47,8 +50,9 @@ class TollwayServer(ProcessService):
             "TOLLWAY_USAGE_PORT": str(self._usage_port),
         }
         env.update(extra_env or {})
-        self._metering = bool(env.get("TOLLWAY_SPOOL_DIR"))
-        argv = [sys.executable, "-m", "tollway", "serve"]
+        self._checks = command == "serve"
+        self._metering = bool(env.get("TOLLWAY_SPOOL_DIR")) and env["TOLLWAY_METERING_PORT"] != "0"
+        argv = [sys.executable, "-m", "tollway", command]
         self._process = ManagedProcess(argv, log_dir=Path(work_dir), name=name, env=env)
 
     @property
@@ -86,11 +90,13 @@ class TollwayServer(ProcessService):
         return (LOOPBACK, self._grpc_port)
 
     def start(self, timeout: float = 15.0) -> Self:
-        """Start and wait until both the HTTP and the gRPC port accept connections."""
+        """Start and wait until the HTTP and the gRPC port (``serve``) and the metering port (with a spool
+        and a metering port) accept connections."""
 
         def ready() -> None:
-            self._process.wait_for_tcp(LOOPBACK, self._http_port, timeout=timeout)
-            self._process.wait_for_tcp(LOOPBACK, self._grpc_port, timeout=timeout)
+            if self._checks:
+                self._process.wait_for_tcp(LOOPBACK, self._http_port, timeout=timeout)
+                self._process.wait_for_tcp(LOOPBACK, self._grpc_port, timeout=timeout)
             if self._metering:
                 self._process.wait_for_tcp(LOOPBACK, self._metering_port, timeout=timeout)
 

@@ -99,17 +99,24 @@ class UsageLoader:
         self._loaded_since_maintain = False
         self.stats = LoaderStats()
 
+    def _prepare(self) -> tuple[list[Chunk], bytes, int, int]:
+        """Read the waiting rows and drop the superseded decision rows: the chunks, the batch to insert,
+        the rows read and the rows in the batch. File reads and a pass over every row: run off the event
+        loop, so checks are not held up behind a large batch."""
+        chunks = list(read_chunks(self._directory, self._batch_bytes))
+        data = b"".join(c.data for c in chunks if c.data)
+        if not data:
+            return chunks, b"", 0, 0
+        read = data.count(b"\n")
+        self._last_batch_full = len(data) >= self._batch_bytes // 2
+        data = without_superseded(data)
+        return chunks, data, read, data.count(b"\n")
+
     async def load_batch(self) -> int:
         """Load one batch of whatever is waiting; the number of rows loaded. Raises what the sink raised."""
-        chunks = list(read_chunks(self._directory, self._batch_bytes))
-        filled = [c for c in chunks if c.data]
         self._last_batch_full = False
-        if filled:
-            data = b"".join(c.data for c in filled)
-            self._last_batch_full = len(data) >= self._batch_bytes // 2
-            read = data.count(b"\n")
-            data = without_superseded(data)
-            rows = data.count(b"\n")
+        chunks, data, read, rows = await asyncio.to_thread(self._prepare)
+        if data:
             await self._sink.insert(data, rows)
             self.stats.rows_read += read
             self.stats.rows_loaded += rows
@@ -119,7 +126,8 @@ class UsageLoader:
             self._loaded_since_maintain = True
         else:
             rows = 0
-        self._acknowledge(chunks)
+        if chunks:
+            await asyncio.to_thread(self._acknowledge, chunks)  # ack files are fsync'ed: off the loop too
         return rows
 
     def _acknowledge(self, chunks: list[Chunk]) -> None:
