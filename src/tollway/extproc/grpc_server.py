@@ -101,9 +101,12 @@ class AuthorizationService:
 
     async def check(self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext) -> bytes:
         check = to_check_request(request)
-        decision = self._core.decide_now(check)
+        core = self._core
+        decision = core.decide_now(check)
         if decision is None:
-            decision = await self._core.decide(check)
+            decision = await core.decide(check)
+        if core.holds_rows and not core.commit() and isinstance(decision, Allow):
+            decision = core.refusals.internal_error(check.request_id)  # its row could not be written
         return serialize_verdict(decision)
 
 
