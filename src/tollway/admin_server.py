@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -195,11 +196,12 @@ async def _ping(redis: RedisClient, bound_s: float) -> str | None:
 
 
 class _SpoolProbe:
-    """Writes and removes ``.readyz-<pid>`` in the spool directory on a thread of its own, so a hung disk
-    holds one thread, not the event loop nor the shared executor; while a write is pending no other starts."""
+    """Writes and removes ``.readyz-<pid>-<random>`` in the spool directory on a thread of its own, so a hung
+    disk holds one thread, not the event loop nor the shared executor; while a write is pending no other
+    starts. The random part keeps apart processes that share a spool and a pid (containers of one Pod)."""
 
     def __init__(self, directory: Path, bound_s: float) -> None:
-        self._path = directory / f".readyz-{os.getpid()}"
+        self._path = directory / f".readyz-{os.getpid()}-{secrets.token_hex(4)}"
         self._bound_s = bound_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readyz-spool")
         self._pending: Future[None] | None = None

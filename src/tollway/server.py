@@ -35,10 +35,12 @@ from tollway.settings import Settings
 from tollway.subscriptions.redis_store import RedisSubscriptionStore
 from tollway.subscriptions.resolver import SubscriptionCache, SubscriptionResolver
 from tollway.usage.caller_report import caller_report
+from tollway.usage.clickhouse_sink import ClickHouseSink
 from tollway.usage.metering import Metering
 from tollway.usage.report_server import USAGE_PATH, Report, UsageReportServer
 from tollway.usage.spool import spool_bytes
 from tollway.usage.usage_headers import UsageHeaders
+from tollway.warehouse.settings import WarehouseSettings
 
 log = logging.getLogger(__name__)
 
@@ -181,12 +183,30 @@ def add_readings(metrics: TollwayMetrics, gate: EntitlementGate | None, metering
     )
 
 
+def warehouse_reader(metering: Metering | None) -> ClickHouseSink | None:
+    """A ClickHouse client for reads in a process that records usage but does not load it (a checking
+    ``tollway serve`` beside ``tollway meter``): only with a ClickHouse server, since an embedded chdb path
+    opens in one process (the meter's). None otherwise."""
+    if metering is None or metering.sink is not None:
+        return None
+    warehouse = WarehouseSettings()
+    if warehouse.dsn.startswith("chdb://"):
+        return None
+    return ClickHouseSink(warehouse.dsn, warehouse.database, rollups=False)
+
+
 def build_caller_report(
-    settings: Settings, redis: RedisClient, clock: Clock, gate: EntitlementGate | None, metering: Metering | None
+    settings: Settings,
+    redis: RedisClient,
+    clock: Clock,
+    gate: EntitlementGate | None,
+    metering: Metering | None,
+    reader: ClickHouseSink | None = None,
 ) -> Report | None:
-    """The caller usage report, in the process whose loader holds the ClickHouse client; None elsewhere
-    (another process loads, metering is off, or there is no catalog)."""
-    sink = metering.sink if metering is not None else None
+    """The caller usage report, in the process whose loader holds the ClickHouse client (or with ``reader``,
+    a read-only client of a ClickHouse server); None elsewhere (metering is off, no catalog, or an embedded
+    ClickHouse another process holds)."""
+    sink = metering.sink if metering is not None and metering.sink is not None else reader
     if gate is None or sink is None:
         return None
     subscriptions = RedisSubscriptionStore(redis, settings.redis_prefix)
@@ -223,7 +243,8 @@ async def serve(
     metering = Metering.start(settings, gate.catalog if gate is not None else None) if settings.spool_dir else None
     if metering is None:
         log.info("metering is off (set TOLLWAY_SPOOL_DIR to record usage)")
-    report = build_caller_report(settings, redis, clock, gate, metering)
+    reader = warehouse_reader(metering)
+    report = build_caller_report(settings, redis, clock, gate, metering, reader)
     usage_headers = (
         UsageHeaders(report, gate.catalog, clock.monotonic, refresh_s=settings.usage_headers_refresh_s)
         if report is not None and gate is not None
@@ -310,6 +331,8 @@ async def serve(
             await gate.drain_leases()  # unused leased units back to Redis before the client closes
         if metering is not None:
             metering.close()
+        if reader is not None:
+            reader.close()
         await redis.aclose()
         await subscriber.aclose()
         if handle_signals:

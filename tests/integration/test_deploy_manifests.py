@@ -11,7 +11,9 @@
   references resolve.
 """
 
+import argparse
 import asyncio
+import os
 import re
 import socket
 import subprocess
@@ -27,6 +29,7 @@ import yaml
 from tests.support import deploy
 from tollway import __version__
 from tollway.admin_server import AdminServer
+from tollway.cli.meter import metering_settings
 from tollway.harness import envoy_config
 from tollway.harness.envoy import EnvoyProcess, envoy_binary, validate
 from tollway.harness.ports import free_ports
@@ -104,6 +107,32 @@ def _ports(container: dict[str, Any]) -> dict[str, int]:
 
 def _config() -> dict[str, str]:
     return dict(_one("ConfigMap", "tollway-config")["data"])
+
+
+def _literal_env(container: dict[str, Any]) -> dict[str, str]:
+    """The container's own ``env`` values (not those from a Secret or ConfigMap key): they override envFrom."""
+    return {env["name"]: env["value"] for env in container.get("env", []) if "value" in env}
+
+
+def _settings_of(container: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """What the container's process runs with: tollway-config, then the container's env, then (for
+    ``tollway meter``) what the command itself sets."""
+    for name in [n for n in os.environ if n.startswith("TOLLWAY_")]:  # nothing from another container
+        monkeypatch.delenv(name)
+    for name, value in {**_config(), **_literal_env(container)}.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    if container["args"] == ["meter"]:
+        settings = metering_settings(argparse.Namespace(), settings)
+    else:
+        assert container["args"] == ["serve"], container["name"]
+    return settings
+
+
+def _listening(settings: Settings) -> dict[str, int]:
+    """The ports a Tollway process with these settings opens, by setting (0 = not opened)."""
+    fields = ("http_port", "grpc_port", "admin_port", "metering_port", "usage_port")
+    return {name: getattr(settings, name) for name in fields if getattr(settings, name)}
 
 
 def _mount(container: dict[str, Any], volume: str) -> str:
@@ -208,26 +237,80 @@ def test_config_map_names_real_settings_that_parse(monkeypatch: pytest.MonkeyPat
     assert WarehouseSettings().database == "tollway"
 
 
-TOLLWAY_PORTS = {"authz": "http_port", "admin": "admin_port", "metering": "metering_port", "usage": "usage_port"}
+TOLLWAY_PORTS = {
+    "authz": "http_port",
+    "admin": "admin_port",
+    "meter-admin": "admin_port",
+    "metering": "metering_port",
+    "usage": "usage_port",
+}
+TOLLWAY_CONTAINERS = ("tollway", "tollway-meter")
+
+
+def test_the_pod_splits_checks_and_metering(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tollway serve` only checks (no loader, no metering or usage port); `tollway meter` beside it takes
+    Envoy's access log, loads the spool and serves callers' usage, on an admin port of its own."""
+    names = [c["name"] for c in _gateway()["spec"]["containers"]]
+    assert names == ["envoy", *TOLLWAY_CONTAINERS]
+    tollway, meter = _container("tollway"), _container("tollway-meter")
+    assert tollway["args"] == ["serve"]
+    assert meter["args"] == ["meter"]
+    assert meter["image"] == tollway["image"]
+    assert meter["envFrom"] == tollway["envFrom"]  # the same catalog, spool and ClickHouse settings
+    assert {"TOLLWAY_LOADER": "off", "TOLLWAY_METERING_PORT": "0", "TOLLWAY_USAGE_PORT": "0"}.items() <= (
+        _literal_env(tollway).items()
+    )
+    for container in (tollway, meter):
+        secrets = {e["name"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+        assert secrets == {"TOLLWAY_REDIS_URL", "TOLLWAY_CLICKHOUSE_DSN"}, container["name"]
+    checks = _settings_of(tollway, monkeypatch)
+    assert (checks.loader, checks.metering_port, checks.usage_port) == ("off", 0, 0)
+    assert checks.http_port
+    assert checks.spool_dir is not None  # it still writes every decision row
+    metering = _settings_of(meter, monkeypatch)
+    assert (metering.loader, metering.http_port, metering.grpc_port) == ("auto", 0, 0)
+    assert metering.spool_dir == checks.spool_dir
+    assert metering.catalog == checks.catalog
+    assert metering.admin_port
+    assert checks.admin_port
+    assert metering.admin_port != checks.admin_port  # one network namespace
+    # It answers no check: no pepper mounted.
+    assert all(m["name"] != "secret" for m in meter["volumeMounts"])
 
 
 def test_ports_agree_between_settings_containers_envoy_and_service(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in _config().items():
-        monkeypatch.setenv(name, value)
-    settings = Settings()
-    tollway = _ports(_container("tollway"))
-    assert set(tollway) <= set(TOLLWAY_PORTS)
-    for name, port in tollway.items():
-        assert getattr(settings, TOLLWAY_PORTS[name]) == port, name
-    # Every loopback cluster of the Pod's Envoy but its own admin API is a Tollway port of the Pod.
+    declared: dict[str, int] = {}
+    for name in TOLLWAY_CONTAINERS:
+        container = _container(name)
+        settings = _settings_of(container, monkeypatch)
+        ports = _ports(container)
+        assert set(ports) <= set(TOLLWAY_PORTS), name
+        assert sorted(ports.values()) == sorted(_listening(settings).values()), name  # every listener declared
+        for port_name, port in ports.items():
+            assert getattr(settings, TOLLWAY_PORTS[port_name]) == port, (name, port_name)
+            assert port_name not in declared, port_name  # port names are unique in a Pod
+            declared[port_name] = port
+    # One network namespace: no port twice in the Pod.
+    envoy = _ports(_container("envoy"))
+    every = [*declared.values(), *envoy.values(), deploy.ADMIN_PORT]
+    assert len(every) == len(set(every)), every
+    # Every loopback cluster of the Pod's Envoy but its own admin API is a Tollway port of the Pod, the
+    # metering and usage clusters the meter's.
+    meter_ports = _ports(_container("tollway-meter"))
     cfg = yaml.safe_load(deploy.POD_ENVOY.read_text())
+    clusters: dict[str, int] = {}
     for cluster in cfg["static_resources"]["clusters"]:
         for group in cluster["load_assignment"]["endpoints"]:
             for endpoint in group["lb_endpoints"]:
                 address = endpoint["endpoint"]["address"]["socket_address"]
                 if address["address"] == "127.0.0.1" and cluster["name"] != "envoy_admin":
-                    assert address["port_value"] in tollway.values(), cluster["name"]
-    envoy = _ports(_container("envoy"))
+                    assert address["port_value"] in declared.values(), cluster["name"]
+                    clusters[cluster["name"]] = address["port_value"]
+    assert clusters == {
+        "tollway_http": _ports(_container("tollway"))["authz"],
+        "tollway_metering": meter_ports["metering"],
+        "tollway_usage": meter_ports["usage"],
+    }
     assert envoy == {"http": deploy.LISTENER_PORT, "envoy-probes": deploy.PROBE_PORT}
     (service_port,) = _one("Service")["spec"]["ports"]
     assert service_port["targetPort"] == "http"
@@ -252,13 +335,15 @@ def _probes(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {kind: container[kind] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
 
 
-def test_tollway_probes_hit_admin_endpoints_that_exist() -> None:
-    probes = _probes(_container("tollway"))
+@pytest.mark.parametrize(("container", "port"), [("tollway", "admin"), ("tollway-meter", "meter-admin")])
+def test_tollway_probes_hit_admin_endpoints_that_exist(container: str, port: str) -> None:
+    probes = _probes(_container(container))
     assert {kind: (p["httpGet"]["path"], p["httpGet"]["port"]) for kind, p in probes.items()} == {
-        "startupProbe": ("/livez", "admin"),
-        "readinessProbe": ("/readyz", "admin"),
-        "livenessProbe": ("/livez", "admin"),
+        "startupProbe": ("/livez", port),
+        "readinessProbe": ("/readyz", port),
+        "livenessProbe": ("/livez", port),
     }
+    assert port in _ports(_container(container))
 
     async def statuses() -> dict[str, int]:
         server = AdminServer(dict)
@@ -302,7 +387,11 @@ def test_files_named_in_settings_are_mounted_where_they_point() -> None:
     assert str(pepper.parent) == _mount(tollway, "secret")
     assert [item["path"] for item in _volume(pod, "secret")["secret"]["items"]] == [pepper.name]
     spool = Path(config["TOLLWAY_SPOOL_DIR"])
-    assert spool.is_relative_to(_mount(tollway, "data"))
+    meter = _container("tollway-meter")
+    for container in (tollway, meter):  # one spool directory: the meter loads what tollway writes
+        assert spool.is_relative_to(_mount(container, "data")), container["name"]
+        assert str(catalog.parent) == _mount(container, "plans"), container["name"]
+    assert "subPath" not in str(meter["volumeMounts"])
     assert "emptyDir" in _volume(pod, "data")
     envoy_config = _volume(pod, "envoy-config")["configMap"]["name"]
     assert envoy_config == "tollway-envoy"
@@ -331,25 +420,33 @@ def test_every_container_is_locked_down() -> None:
         resources = container["resources"]
         assert {"cpu", "memory"} <= resources["requests"].keys(), owner
         assert "memory" in resources["limits"], owner
-    tollway = _container("tollway")["securityContext"]
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert f"USER {tollway['runAsUser']}:{tollway['runAsGroup']}" in dockerfile
+    for name in TOLLWAY_CONTAINERS:
+        context = _container(name)["securityContext"]
+        assert f"USER {context['runAsUser']}:{context['runAsGroup']}" in dockerfile, name
 
 
 def test_shutdown_order_fits_the_grace_period() -> None:
-    """Envoy drains first while Tollway still answers; Tollway then drains checks, the stream and the loader."""
-    envoy, tollway = _container("envoy"), _container("tollway")
+    """Envoy drains first while tollway still answers; tollway then drains its checks; the meter outlasts
+    both (Envoy's last access-log entries, tollway's last decision rows), then closes the stream and drains
+    the loader."""
+    envoy, tollway, meter = _container("envoy"), _container("tollway"), _container("tollway-meter")
     args = envoy["args"]
     drain_s = int(args[args.index("--drain-time-s") + 1])
     envoy_hook = " ".join(envoy["lifecycle"]["preStop"]["exec"]["command"])
     assert "/drain_listeners?graceful" in envoy_hook
-    assert int(re.findall(r"sleep (\d+)", envoy_hook)[-1]) > drain_s
+    envoy_sleep = int(re.findall(r"sleep (\d+)", envoy_hook)[-1])
+    assert envoy_sleep > drain_s
     tollway_sleep = tollway["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert tollway_sleep > drain_s
     grace = float(_config()["TOLLWAY_SHUTDOWN_GRACE_S"])
+    meter_sleep = meter["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert meter_sleep > envoy_sleep
+    assert meter_sleep > tollway_sleep + grace  # tollway's in-flight checks have written their rows
     loader_drain_s = 10  # tollway.usage.loader.UsageLoader.run's drain_timeout_s
-    budget = tollway_sleep + 2 * grace + loader_drain_s
-    assert _gateway()["spec"]["terminationGracePeriodSeconds"] > budget
+    termination_grace = _gateway()["spec"]["terminationGracePeriodSeconds"]
+    assert termination_grace > tollway_sleep + 2 * grace
+    assert termination_grace > meter_sleep + grace + loader_drain_s
 
 
 def test_bill_job_runs_one_at_a_time_on_last_month() -> None:
@@ -489,6 +586,7 @@ def test_compose_runs_the_pods_envoy_beside_tollway() -> None:
     services = _compose()["services"]
     envoy = services["envoy"]
     assert envoy["network_mode"] == "service:tollway"  # loopback to Tollway, as in the Pod
+    assert {"tollway", "tollway-meter"} <= set(envoy["depends_on"])
     assert "./deploy/envoy/envoy.yaml:/etc/envoy/envoy.yaml:ro" in envoy["volumes"]
     assert envoy["image"] == _container("envoy")["image"]
     assert f"{deploy.LISTENER_PORT}:{deploy.LISTENER_PORT}" in services["tollway"]["ports"]
@@ -510,3 +608,27 @@ def test_compose_images_are_the_versions_the_tests_run() -> None:
     assert services["valkey"]["image"] == f"valkey/valkey:{valkey.group(1)}"
     engine = ".".join(str(chdb.engine_version).split(".")[:2])
     assert services["clickhouse"]["image"] == f"clickhouse/clickhouse-server:{engine}"
+
+
+def test_compose_splits_checks_and_metering_as_the_pod_does() -> None:
+    services = _compose()["services"]
+    tollway, meter = services["tollway"], services["tollway-meter"]
+    assert tollway.get("command", ["serve"]) == ["serve"]  # the image's CMD
+    assert meter["command"] == ["meter"]
+    assert meter["image"] == tollway["image"]
+    assert meter["network_mode"] == "service:tollway"  # Envoy reaches its 9194 and 9196 on loopback
+    assert {"TOLLWAY_LOADER": "off", "TOLLWAY_METERING_PORT": "0", "TOLLWAY_USAGE_PORT": "0"}.items() <= (
+        tollway["environment"].items()
+    )
+    spool = [m for m in tollway["volumes"] if m.startswith("tollway-data:")]
+    assert len(spool) == 1
+    assert spool[0] in meter["volumes"]
+    for name in ("TOLLWAY_SPOOL_DIR", "TOLLWAY_CATALOG", "TOLLWAY_REDIS_URL", "TOLLWAY_CLICKHOUSE_DSN"):
+        assert meter["environment"][name] == tollway["environment"][name], name
+    assert "TOLLWAY_PEPPER" not in meter["environment"]
+    # One network namespace: the admin ports differ (the image defaults TOLLWAY_ADMIN_PORT to 9193), and
+    # tollway publishes the meter's, since a service in another's namespace publishes nothing itself.
+    meter_admin = meter["environment"]["TOLLWAY_ADMIN_PORT"]
+    assert tollway["environment"].get("TOLLWAY_ADMIN_PORT", "9193") != meter_admin
+    assert f"127.0.0.1:{meter_admin}:{meter_admin}" in tollway["ports"]
+    assert "ports" not in meter
