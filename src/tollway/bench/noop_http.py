@@ -31,13 +31,6 @@ class AlwaysAdmit:
     def refusals(self) -> Refusals:
         return self._refusals
 
-    @property
-    def holds_rows(self) -> bool:
-        return False
-
-    def commit(self) -> bool:
-        return True
-
     def decide_now(self, request: CheckRequest) -> Decision | None:
         return _ADMIT
 

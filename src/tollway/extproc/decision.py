@@ -55,16 +55,6 @@ class Decider(Protocol):
 
     async def decide(self, request: CheckRequest) -> Decision: ...
 
-    @property
-    def holds_rows(self) -> bool:
-        """True when usage rows of decided verdicts wait for :meth:`commit` (group commit)."""
-        ...
-
-    def commit(self) -> bool:
-        """Write the usage rows of the verdicts decided so far; False if they could not be, and then no
-        admit among those verdicts may be sent."""
-        ...
-
 
 def advertised(rules: tuple[PolicyRule, ...], verdict: Verdict) -> list[AdvertisedPolicy]:
     """The policies a client is told about: every enforced or soft one; shadow policies stay internal."""
@@ -108,13 +98,6 @@ class DecisionCore:
     @property
     def refusals(self) -> Refusals:
         return self._refusals
-
-    @property
-    def holds_rows(self) -> bool:
-        return self._recorder is not None and self._recorder.group_commit
-
-    def commit(self) -> bool:
-        return self._recorder.flush() if self._recorder is not None else True
 
     def decide_now(self, request: CheckRequest) -> Decision | None:
         """The verdict if it needs no I/O (a cached key, and with stage 2 a cached subscription and no

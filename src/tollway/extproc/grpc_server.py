@@ -101,12 +101,9 @@ class AuthorizationService:
 
     async def check(self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext) -> bytes:
         check = to_check_request(request)
-        core = self._core
-        decision = core.decide_now(check)
+        decision = self._core.decide_now(check)
         if decision is None:
-            decision = await core.decide(check)
-        if core.holds_rows and not core.commit() and isinstance(decision, Allow):
-            decision = core.refusals.internal_error(check.request_id)  # its row could not be written
+            decision = await self._core.decide(check)
         return serialize_verdict(decision)
 
 

@@ -4,10 +4,6 @@ Envoy sends one check per downstream request on pooled keep-alive connections; a
 named in ``allowed_upstream_headers`` go upstream), anything else is returned to the client as is.
 A verdict that needs no I/O is written straight from the parser callback; others go through a
 per-connection worker task that keeps responses in request order (HTTP/1.1 pipelining).
-
-When the decision core holds usage rows for group commit (metering on), responses are not written at
-once: every connection's answers of one event-loop iteration are sent by one callback that first has
-the core write the rows of all of them (one ``write(2)``), so no verdict reaches Envoy before its row.
 """
 
 from __future__ import annotations
@@ -97,7 +93,6 @@ class _Connection(asyncio.Protocol):
         self._worker: asyncio.Task[None] | None = None
         self._paused = False
         self._closing = False
-        self._unsent = 0  # responses waiting in the server's outbox (group commit)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -204,20 +199,10 @@ class _Connection(asyncio.Protocol):
                     self._transport.resume_reading()
         finally:
             self._worker = None
-            if self._closing and not self._in_message and not self._unsent and self._transport is not None:
+            if self._closing and not self._in_message and self._transport is not None:
                 self._transport.close()
 
     def _respond(self, decision: Decision, keep_alive: bool, head: bool) -> bool:
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return False
-        if self._server.defers:
-            self._unsent += 1
-            self._server.send_later(self, decision, keep_alive, head)
-            return keep_alive
-        return self._send(decision, keep_alive, head)
-
-    def _send(self, decision: Decision, keep_alive: bool, head: bool) -> bool:
         transport = self._transport
         if transport is None or transport.is_closing():
             return False
@@ -226,14 +211,6 @@ class _Connection(asyncio.Protocol):
             transport.close()
             return False
         return True
-
-    def sent_later(self, decision: Decision, keep_alive: bool, head: bool) -> None:
-        """The server's outbox sends one deferred response (after the usage rows were written)."""
-        self._unsent -= 1
-        self._send(decision, keep_alive and not self._closing, head)
-        idle = not self._unsent and self._worker is None and not self._in_message
-        if self._closing and idle and self._transport is not None:
-            self._transport.close()
 
     def _fail(self, status: int, slug: str, title: str, detail: str) -> None:
         self._respond(self._core.refusals.bad_request(status, slug, title, detail), False, False)
@@ -245,7 +222,7 @@ class _Connection(asyncio.Protocol):
     def begin_shutdown(self) -> None:
         """Finish what has been received, then close; idle connections close at once."""
         self._closing = True
-        if self._worker is None and not self._in_message and not self._unsent and self._transport is not None:
+        if self._worker is None and not self._in_message and self._transport is not None:
             self._transport.close()
 
 
@@ -257,24 +234,6 @@ class HttpAuthzServer:
         self.connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._all_closed = asyncio.Event()
-        self.defers = core.holds_rows  # group commit: answer once the rows are written
-        self._outbox: list[tuple[_Connection, Decision, bool, bool]] = []
-
-    def send_later(self, connection: _Connection, decision: Decision, keep_alive: bool, head: bool) -> None:
-        """Queue a response; the first one of a loop iteration schedules the flush."""
-        if not self._outbox:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._outbox.append((connection, decision, keep_alive, head))
-
-    def _flush(self) -> None:
-        """Write the usage rows of every queued verdict (one write), then send the responses in order; if
-        the rows could not be written, no admit among them is sent (a 500 goes to Envoy: 503 to the client)."""
-        outbox, self._outbox = self._outbox, []
-        written = self.core.commit()
-        for connection, decision, keep_alive, head in outbox:
-            if not written and isinstance(decision, Allow):
-                decision = self.core.refusals.internal_error("")
-            connection.sent_later(decision, keep_alive, head)
 
     async def start(self, host: str, port: int) -> int:
         """Listen (no SO_REUSEPORT: one process per port) and return the bound port."""

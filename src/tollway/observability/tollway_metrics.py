@@ -99,13 +99,6 @@ class MeasuredDecider:
     def refusals(self) -> Refusals:
         return self._core.refusals
 
-    @property
-    def holds_rows(self) -> bool:
-        return self._core.holds_rows
-
-    def commit(self) -> bool:
-        return self._core.commit()
-
     def decide_now(self, request: CheckRequest) -> Decision | None:
         started = time.perf_counter()
         decision = self._core.decide_now(request)

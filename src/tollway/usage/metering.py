@@ -38,7 +38,7 @@ class Metering:
         self._settings = settings
         self.spool = spool
         self._live = live
-        self.recorder = UsageRecorder(spool, self._catalog, settings.spool_full_policy, group_commit=True)
+        self.recorder = UsageRecorder(spool, self._catalog, settings.spool_full_policy)
         self.access_log = AccessLogService(spool, self._meters)
         self.loader = loader
         self._lock = lock

@@ -1,12 +1,6 @@
 """Decision rows: every admit and every refusal becomes a version-1 usage row in the spool before Envoy
 hears the verdict. Admitted requests are completed later by the access log (version 2); a refusal is
 final at once (Tollway wrote the response itself: its status and body size are known).
-
-With ``group_commit`` the rows of the verdicts decided in one event-loop iteration are held and written
-with one ``write(2)`` by :meth:`UsageRecorder.flush`, which the servers call before they send any of
-those verdicts (the HTTP server once per loop iteration for every connection, the gRPC server per
-check): the row is still in the kernel before Envoy hears the verdict, for one system call per batch
-instead of one per request.
 """
 
 from __future__ import annotations
@@ -35,14 +29,10 @@ class UsageRecorder:
         spool: SpoolWriter,
         catalog: Callable[[], CompiledCatalog | None],
         full_policy: SpoolFullPolicy = "fail_closed",
-        *,
-        group_commit: bool = False,
     ) -> None:
         self._spool = spool
         self._catalog = catalog
         self.full_policy = full_policy
-        self.group_commit = group_commit
-        self._held: list[bytes] = []
         self.rows_dropped = 0
 
     @property
@@ -59,32 +49,9 @@ class UsageRecorder:
         return catalog_meters(catalog).for_feature(feature) if catalog is not None else EMPTY
 
     def _write(self, row: UsageRow) -> bool:
-        if self.group_commit:
-            if self._spool.full:
-                self._spool.rows_refused += 1
-                self.rows_dropped += 1
-                return False
-            self._held.append(encode_row(row))
-            return True
         if self._spool.append(encode_row(row)):
             return True
         self.rows_dropped += 1
-        return False
-
-    def flush(self) -> bool:
-        """Write the held rows with one ``write(2)``; False if they could not be written (the spool filled
-        up meanwhile, or the disk refused): the verdicts they record must not be sent as admits."""
-        if not self._held:
-            return True
-        data = b"".join(self._held)
-        rows = len(self._held)
-        self._held.clear()
-        try:
-            if self._spool.append(data):
-                return True
-        except OSError as exc:
-            log.error("usage spool: %d decision row(s) could not be written: %s", rows, exc)
-        self.rows_dropped += rows
         return False
 
     def admitted(
