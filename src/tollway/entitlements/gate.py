@@ -236,7 +236,7 @@ class EntitlementGate:
         recent = self._recent.get(recent_key)
         if recent is not None and recent[0] is subscription and recent[1] is catalog:
             lease_key = recent[2]
-            start_ms, end_ms = lease_key[1].key[5]
+            start_ms, end_ms = lease_key[1].period_ms
             if start_ms <= now_ms < end_ms:
                 return lease_key
         period = subscription.current_period(self._clock.now())
