@@ -4,6 +4,7 @@ Python's ``int()`` and regex ``\\d`` accept any Unicode decimal digit (``٢٠٢�
 ``--period ٢٠٢٦-١١`` used to bill November 2026. Each parser is tried with its valid input rewritten
 in another script's digits: each must refuse it."""
 
+import argparse
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +20,8 @@ from tollway.admin.pagination import decode_offset, encode_cursor
 from tollway.admin.problems import ProblemError
 from tollway.billing.invoices import InvalidBillingPeriod, parse_month
 from tollway.cli.durations import parse_duration, parse_instant
-from tollway.cli.main import os_error_message
+from tollway.cli.main import build_parser, os_error_message
+from tollway.cli.numbers import ascii_int
 from tollway.cli.subscriptions import parse_overrides
 from tollway.plans.schema import parse_window
 from tollway.warehouse.migrations import _FILE_NAME
@@ -45,7 +47,7 @@ def _refuses(parse: Callable[[str], Any]) -> Callable[[str], bool]:
     def check(text: str) -> bool:
         try:
             result = parse(text)
-        except (ValueError, InvalidBillingPeriod, ProblemError):
+        except (ValueError, InvalidBillingPeriod, ProblemError, argparse.ArgumentTypeError):
             return True
         return result is None or result is False
 
@@ -67,6 +69,7 @@ PARSERS: list[tuple[str, str, Callable[[str], bool]]] = [
     ("audit cursor", "1700000000000-0", _refuses(STREAM_ID.fullmatch)),
     ("page cursor", "12", _refuses(lambda t: decode_offset(encode_cursor([t])))),
     ("migration file", "0005_x.sql", _refuses(_FILE_NAME.fullmatch)),
+    ("--http-port and other whole numbers", "8080", _refuses(ascii_int)),
 ]
 
 
@@ -90,6 +93,22 @@ def test_non_ascii_digits_are_refused(
 def test_the_reported_period() -> None:
     with pytest.raises(InvalidBillingPeriod, match="YYYY-MM"):
         parse_month("٢٠٢٦-١١", NOW)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--http-port", "٨٠٨٠"],
+        ["serve", "--workers", "٢"],
+        ["meter", "--metering-port", "９０００"],
+        ["admin", "serve", "--port", "٩١٩٥"],
+    ],
+)
+def test_numeric_options_refuse_other_digits(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(argv)
+    assert exited.value.code == 2
+    assert "ASCII digits" in capsys.readouterr().err
 
 
 def test_an_os_error_names_its_path_and_never_blames_redis() -> None:
