@@ -374,13 +374,23 @@ def test_progress_is_reported_every_n_customers(
 
 def test_bad_input_writes_nothing(billed_db: ChdbDatabase, valkey_fresh: ValkeyServer) -> None:
     client, database = billed_db
-    retired = Subscription.new("zed", "retired", datetime(2026, 1, 1, tzinfo=UTC))
-    subscriptions = subscribe(valkey_fresh, [*SUBSCRIPTIONS, retired])
-    with pytest.raises(BillingError, match="plan 'retired', which the catalog does not have"):
-        bill(client, database, catalog(), subscriptions, "2026-10", now=NOW)
+    subscriptions = subscribe(valkey_fresh, SUBSCRIPTIONS)
     with pytest.raises(BillingError, match="in the future"):
         bill(client, database, catalog(), subscriptions[:1], "2026-12", now=NOW)
     assert client.query(f"SELECT count() FROM {database}.invoices").result_rows == [(0,)]
+
+
+def test_a_customer_that_cannot_be_priced_is_reported_and_the_others_are_billed(
+    billed_db: ChdbDatabase, valkey_fresh: ValkeyServer
+) -> None:
+    client, database = billed_db
+    retired = Subscription.new("zed", "retired", datetime(2026, 1, 1, tzinfo=UTC))
+    subscriptions = subscribe(valkey_fresh, [*SUBSCRIPTIONS, retired])
+    report = bill(client, database, catalog(), subscriptions, "2026-10", now=NOW)
+    assert {c: d["total"] for c, d in by_customer(report).items()} == {c: e[0] for c, e in EXPECTED.items()}
+    [failure] = report.failures
+    assert failure.customer_id == "zed"
+    assert "plan 'retired', which the catalog does not have" in str(failure)
 
 
 def test_html_escapes_every_string(billed_db: ChdbDatabase, valkey_fresh: ValkeyServer, tmp_path: Path) -> None:
@@ -538,6 +548,11 @@ def test_the_command(valkey_fresh: ValkeyServer, tmp_path: Path) -> None:
         "unknown customer 'nobody'",
     )
     subscribe(valkey_fresh, [Subscription.new("gone", "retired", datetime(2026, 1, 1, tzinfo=UTC))])
-    assert_one_line_failure(
-        tollway(env, tmp_path, "bill", "--period", "2026-10", *plans), "plan 'retired'", "does not have"
-    )
+    partly = tollway(env, tmp_path, "bill", "--period", "2026-10", *plans)
+    assert partly.code == 1, partly  # the others are billed; the failure is reported, one line each
+    assert {line.split()[1] for line in partly.stdout.splitlines() if line.startswith("in_")} == set(EXPECTED)
+    assert partly.stderr.strip().splitlines() == [
+        "tollway: not billed for 2026-10: customer 'gone' is on plan 'retired', which the "
+        "catalog does not have (its plans: metered)",
+        "tollway: 1 customer(s) not billed for 2026-10",
+    ]

@@ -31,7 +31,7 @@ from tollway.warehouse.migrations import Migration
 pytestmark = pytest.mark.integration
 
 CLUSTER_DIR = Path(__file__).resolve().parents[2] / "clickhouse" / "cluster"
-ALL = ["0001_usage", "0002_usage_hourly", "0003_analyst_views", "0004_invoices"]
+ALL = ["0001_usage", "0002_usage_hourly", "0003_analyst_views", "0004_invoices", "0005_invoice_lines_tombstones"]
 
 
 @pytest.fixture
@@ -503,16 +503,17 @@ def cluster_statements(database: str) -> list[str]:
 
 def test_cluster_ddl_parses(chdb_client: Any) -> None:
     statements = cluster_statements("tollway")
-    assert len(statements) == 15
+    assert len(statements) == 22
     for statement in statements:
         formatted = chdb_client.query("SELECT formatQuery({q:String})", parameters={"q": statement}).result_rows
-        assert "ON CLUSTER" in formatted[0][0]
+        # An INSERT has no ON CLUSTER: it goes through a Distributed table to every shard.
+        assert "ON CLUSTER" in formatted[0][0] or formatted[0][0].startswith("INSERT INTO tollway.invoice_lines_v2")
 
 
 def _single_node(statement: str) -> str:
     statement = statement.replace(" ON CLUSTER '{cluster}'", "")
     return re.sub(
-        r"ReplicatedReplacingMergeTree\('[^']*', '\{replica\}', (\w+)\)", r"ReplacingMergeTree(\1)", statement
+        r"ReplicatedReplacingMergeTree\('[^']*', '\{replica\}', ([\w, ]+)\)", r"ReplacingMergeTree(\1)", statement
     )
 
 
@@ -543,6 +544,12 @@ def test_cluster_tables_have_the_single_node_schema(warehouse: ChdbDatabase) -> 
             clustered = table if table == "rollup_state" else f"{table}_local"
             assert describe(local, clustered) == describe(database, table)
             assert keys(local, clustered) == keys(database, table)
+        # 0005 rebuilds invoice_lines(_local) with is_deleted; the new local table takes the name.
+        assert describe(local, "invoice_lines_local_v2") == describe(database, "invoice_lines")
+        assert keys(local, "invoice_lines_local_v2") == keys(database, "invoice_lines")
+        engines = "SELECT engine_full FROM system.tables WHERE database = '{}' AND name = '{}'"
+        assert "version, is_deleted" in rows(client, engines.format(local, "invoice_lines_local_v2"))[0][0]
+        assert "version, is_deleted" in rows(client, engines.format(database, "invoice_lines"))[0][0]
     finally:
         client.command(f"DROP DATABASE IF EXISTS {local} SYNC")
 

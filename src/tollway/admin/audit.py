@@ -26,7 +26,7 @@ from tollway.redis_types import RedisClient
 
 log = logging.getLogger(__name__)
 
-STREAM_ID: Final = re.compile(r"^\d{1,20}-\d{1,20}$")
+STREAM_ID: Final = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 # Never written to the log, at any depth: the secrets and their digests.
 SECRET_FIELDS: Final = frozenset({"api_key", "token", "secret", "digest", "key_digest", "pepper"})
 

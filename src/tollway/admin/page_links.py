@@ -14,7 +14,7 @@ import re
 from datetime import UTC, datetime
 from typing import Final
 
-_TOKEN: Final = re.compile(r"^(\d{1,12})\.([A-Za-z0-9_-]{43})$")
+_TOKEN: Final = re.compile(r"^([0-9]{1,12})\.([A-Za-z0-9_-]{43})$")
 
 
 class PageLinkSigner:

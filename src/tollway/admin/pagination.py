@@ -66,7 +66,7 @@ def decode_offset(cursor: str | None) -> int:
     if cursor is None:
         return 0
     key = decode_cursor(cursor)
-    if len(key) != 1 or not key[0].isdigit() or len(key[0]) > 12:
+    if len(key) != 1 or not (key[0].isascii() and key[0].isdigit()) or len(key[0]) > 12:
         raise ProblemError(400, "invalid-cursor", "The cursor is not one this API handed out; start from page 1.")
     return int(key[0])
 

@@ -1,11 +1,14 @@
-"""Invoices in ClickHouse: tables ``invoices`` and ``invoice_lines`` (migration ``0004_invoices.sql``).
+"""Invoices in ClickHouse: tables ``invoices`` and ``invoice_lines`` (migrations ``0004_invoices.sql``,
+``0005_invoice_lines_tombstones.sql``).
 
 Rules (docs/billing.md, "Invoices"):
 
 * Each write of an invoice has a ``version`` (microseconds since the epoch, above any earlier version of
-  that invoice); ``ReplacingMergeTree(version)`` keeps the newest, so readers use ``invoices FINAL``. An
-  invoice's lines are the ``invoice_lines`` rows with its current version. Lines are written before the
-  invoice row, so the current version always has its lines.
+  that invoice); ``ReplacingMergeTree(version)`` keeps the newest, so readers use ``invoices FINAL``.
+  ``invoice_lines`` is ``ReplacingMergeTree(version, is_deleted)`` keyed by (invoice, line number): a
+  write replaces each line it has, and writes a tombstone (``is_deleted = 1``) for each line number of
+  the replaced write beyond its own, so ``invoice_lines FINAL WHERE invoice_id = …`` is exactly the
+  current lines. Lines are written before the invoice row, so the current version always has its lines.
 * A **draft** is replaced by the next run of its period (same invoice id, newer version).
 * A **finalized** invoice is never written again: ``save`` leaves it untouched and reports it, whether
   the run is a draft run or another ``--finalize``. Its late usage goes on a later invoice
@@ -20,7 +23,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from tollway.billing.aggregate import format_instant
@@ -79,16 +82,42 @@ def load_finalized(client: Any, database: str, customer_ids: Sequence[str]) -> d
     return found
 
 
-def load_lines(client: Any, database: str, invoice_id: str) -> list[dict[str, Any]]:
-    """The current lines of an invoice, in order (kind, charge_id, meter, quantity, amount, sources)."""
+def load_earlier_drafts(client: Any, database: str, invoices: Sequence[Invoice]) -> dict[str, list[str]]:
+    """Invoice id → the months of its customer's draft invoices of periods starting before its own (an
+    invoice with none is absent): what ``invoices.finalize_refusal`` refuses to finalize past."""
+    found: dict[str, list[str]] = {}
+    if not invoices:
+        return found
     rows = query_rows(
         client,
-        "SELECT line_no, kind, charge_id, discount_id, meter, toString(quantity), toString(amount), "
-        "quantity_sql, quantity_parameters FROM {db:Identifier}.invoice_lines FINAL "
-        "WHERE invoice_id = {id:String} AND version = "
-        "(SELECT max(version) FROM {db:Identifier}.invoices FINAL WHERE invoice_id = {id:String}) ORDER BY line_no",
-        {"db": check_identifier(database), "id": invoice_id},
+        "SELECT customer_id, period_start, period FROM {db:Identifier}.invoices FINAL "
+        "WHERE customer_id IN {customers:Array(String)} AND status = 'draft' ORDER BY period_start",
+        {"db": check_identifier(database), "customers": sorted({invoice.customer_id for invoice in invoices})},
     )
+    for invoice in invoices:
+        start = invoice.period.start
+        months = [str(r[2]) for r in rows if str(r[0]) == invoice.customer_id and _utc(r[1]) < start]
+        if months:
+            found[invoice.invoice_id] = months
+    return found
+
+
+def _utc(value: Any) -> datetime:
+    instant = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant
+
+
+LINES_SQL = (
+    "SELECT line_no, kind, charge_id, discount_id, meter, toString(quantity), toString(amount), "
+    "quantity_sql, quantity_parameters FROM {db:Identifier}.invoice_lines FINAL "
+    "WHERE invoice_id = {id:String} ORDER BY line_no"
+)
+"""The documented way to read an invoice's current lines (docs/billing.md): ``FINAL`` alone suffices."""
+
+
+def load_lines(client: Any, database: str, invoice_id: str) -> list[dict[str, Any]]:
+    """The current lines of an invoice, in order (kind, charge_id, meter, quantity, amount, sources)."""
+    rows = query_rows(client, LINES_SQL, {"db": check_identifier(database), "id": invoice_id})
     return [
         {
             "line_no": int(r[0]),
@@ -108,6 +137,7 @@ def load_lines(client: Any, database: str, invoice_id: str) -> list[dict[str, An
 def save(client: Any, database: str, invoices: Sequence[Invoice], *, finalize: bool, now: datetime) -> list[SaveResult]:
     """Write ``invoices`` as drafts (or finalized with ``finalize``), except those already finalized."""
     current = load_current(client, database, [invoice.invoice_id for invoice in invoices])
+    lines = _line_counts(client, database, [invoice.invoice_id for invoice in invoices])
     results: list[SaveResult] = []
     line_rows: list[bytes] = []
     invoice_rows: list[bytes] = []
@@ -125,6 +155,9 @@ def save(client: Any, database: str, invoices: Sequence[Invoice], *, finalize: b
         )
         document = written.as_dict()
         line_rows.extend(_line_rows(written, document, version))
+        line_rows.extend(
+            _tombstones(invoice.invoice_id, len(document["lines"]) + 1, lines.get(invoice.invoice_id, 0), version)
+        )
         invoice_rows.append(_invoice_row(written, document, version))
         action: Action = "finalized" if finalize else ("replaced" if stored else "created")
         results.append(SaveResult(invoice.invoice_id, action, document))
@@ -159,6 +192,47 @@ def _invoice_row(invoice: Invoice, document: dict[str, Any], version: int) -> by
             "version": version,
         }
     )
+
+
+def _line_counts(client: Any, database: str, invoice_ids: Sequence[str]) -> dict[str, int]:
+    """Invoice id → its highest line number now in ``invoice_lines FINAL`` (whichever write it is of:
+    also a write whose invoice row never followed)."""
+    if not invoice_ids:
+        return {}
+    rows = query_rows(
+        client,
+        "SELECT invoice_id, max(line_no) FROM {db:Identifier}.invoice_lines FINAL "
+        "WHERE invoice_id IN {ids:Array(String)} GROUP BY invoice_id",
+        {"db": check_identifier(database), "ids": list(invoice_ids)},
+    )
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+def _tombstones(invoice_id: str, first: int, last: int, version: int) -> list[bytes]:
+    """Rows deleting line numbers ``first``..``last`` of ``invoice_id`` as of ``version`` (a re-run with
+    fewer lines than the write it replaces)."""
+    return [
+        _json_line(
+            {
+                "invoice_id": invoice_id,
+                "line_no": number,
+                "kind": "",
+                "charge_id": "",
+                "discount_id": "",
+                "meter": "",
+                "description": "",
+                "quantity": None,
+                "amount": "0",
+                "timing": "",
+                "breakdown": [],
+                "quantity_sql": "",
+                "quantity_parameters": "",
+                "version": version,
+                "is_deleted": 1,
+            }
+        )
+        for number in range(first, last + 1)
+    ]
 
 
 def _line_rows(invoice: Invoice, document: dict[str, Any], version: int) -> list[bytes]:

@@ -23,10 +23,16 @@ id: re-running a month writes a new version of the same invoices (see ``invoice_
 **Late usage.** A finalized invoice never changes; usage that reaches ClickHouse for its period after
 it was finalized becomes an *adjustment line* on the next invoice built for the customer. For each of
 the customer's finalized invoices before the billed period (the last ``ADJUSTMENT_LOOKBACK`` of them),
-the period's quantities are summed again and compared with what was billed so far (the invoice's own
-quantities, or those of the latest finalized adjustment of it); any difference is priced as the
-difference of the two totals under the plan's current pricing (same fraction and period index), so
-tiers, minimums and discounts are respected and nothing is rounded twice.
+the period's quantities are summed again and compared with what was billed so far according to the
+``Ledger``: the invoice's own stored lines, then every adjustment line of it on *any* finalized invoice
+(whatever its period), in the order they were finalized. So each late quantity is claimed by exactly
+one finalized invoice, whatever order periods are billed and finalized in. Any difference is priced as
+the difference of the two totals under the plan's current pricing (same fraction and period index), so
+tiers, minimums and discounts are respected and nothing is rounded twice; the line's *billed* figure
+is what was actually invoiced (the stored lines plus the finalized adjustments), never a re-pricing.
+
+**Finalizing** (``finalize_refusal``): a period is finalized only once it has ended (unless forced)
+and while no earlier period of the customer is still a draft.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from typing import Any, Final, Literal
 from tollway.billing.aggregate import Quantities, QuantitySource, billable_quantities, billable_quantities_of
 from tollway.billing.charges import PeriodContext
 from tollway.billing.errors import BillingError, PlanNotPriced
-from tollway.billing.money import format_amount, format_decimal
+from tollway.billing.money import format_amount, format_decimal, minor_unit
 from tollway.billing.proration import period_fraction
 from tollway.billing.rating import InvoiceDraft, InvoiceLine, rate
 from tollway.periods import BillingPeriod, load_timezone
@@ -51,7 +57,7 @@ from tollway.plans.schema import Billable, Catalog
 from tollway.subscriptions.model import PlanTerm, Subscription, format_exact
 
 Status = Literal["draft", "finalized"]
-_MONTH: Final = re.compile(r"(\d{4})-(\d{2})")
+_MONTH: Final = re.compile(r"([0-9]{4})-([0-9]{2})")
 # The earliest local midnight on Earth is UTC+14 (Pacific/Kiritimati): a month has begun somewhere
 # once UTC reaches its first day minus 14 hours.
 _EARLIEST_OFFSET_HOURS: Final = 14
@@ -120,10 +126,77 @@ def invoice_id(customer_id: str, period_start: datetime) -> str:
     return f"in_{digest[:24]}"
 
 
+class CustomerNotBilled(BillingError):
+    """One customer's invoice could not be built or finalized; the others are billed."""
+
+    def __init__(self, customer_id: str, reason: str) -> None:
+        named = reason.startswith(f"customer {customer_id!r}")
+        super().__init__(reason if named else f"customer {customer_id!r}: {reason}")
+        self.customer_id = customer_id
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A finalized adjustment line of invoice ``by``: it billed one part of an earlier invoice from
+    ``billed`` to ``now`` quantities, for ``amount``. What it covers is the difference."""
+
+    by: str
+    billed: Mapping[str, Decimal]
+    now: Mapping[str, Decimal]
+    amount: Decimal
+
+
+class Ledger:
+    """What has been invoiced of each part of each finalized invoice: its own stored lines plus what
+    every finalized adjustment line claiming it covers (its ``now`` − ``billed`` quantities, its
+    amount). Built from the finalized documents (``invoice_store.load_finalized``), which never change;
+    the sum does not depend on the order in which periods were billed or finalized."""
+
+    def __init__(self, documents: Sequence[Mapping[str, Any]]) -> None:
+        self._claims: dict[tuple[str, int], list[Claim]] = {}
+        for document in documents:
+            if document.get("status") != "finalized":
+                continue
+            for line in document["lines"]:
+                if line["kind"] != "adjustment":
+                    continue
+                claim = Claim(
+                    str(document["invoice_id"]),
+                    {meter: Decimal(str(q["billed"])) for meter, q in line["quantities"].items()},
+                    {meter: Decimal(str(q["now"])) for meter, q in line["quantities"].items()},
+                    Decimal(str(line["amount"])),
+                )
+                self._claims.setdefault((str(line["adjusts"]), int(line.get("adjusts_part", 0))), []).append(claim)
+
+    def claims(self, invoice_id: str, part: int) -> tuple[Claim, ...]:
+        """The finalized adjustments of ``invoice_id``'s ``part``."""
+        return tuple(self._claims.get((invoice_id, part), ()))
+
+    def billed(self, invoice: Mapping[str, Any], part: int) -> tuple[dict[str, Decimal], Decimal]:
+        """The quantities and the amount invoiced so far for ``part`` of the finalized ``invoice``: its
+        stored lines, plus what each claim of it covers."""
+        quantities: dict[str, Decimal] = {}
+        amount = Decimal(0)
+        for line in invoice["lines"]:
+            if line["kind"] == "adjustment" or line.get("part", 0) != part:
+                continue
+            amount += Decimal(str(line["amount"]))
+            if line["kind"] == "charge" and line["meter"] and line["quantity"] is not None:
+                quantities[str(line["meter"])] = Decimal(str(line["quantity"]))
+        for claim in self.claims(str(invoice["invoice_id"]), part):
+            for meter, now in claim.now.items():
+                covered = now - claim.billed.get(meter, Decimal(0))
+                quantities[meter] = quantities.get(meter, Decimal(0)) + covered
+            amount += claim.amount
+        return quantities, amount
+
+
 @dataclass(frozen=True, slots=True)
 class Adjustment:
     """Late usage of the finalized invoice ``invoice_id`` (period ``month``): the quantities billed so
-    far and now, the period's total priced both ways, and how each quantity is reproduced."""
+    far and now, the amount invoiced so far (``billed_total``: stored lines and finalized adjustments)
+    and with this adjustment (``now_total``), and how each quantity is reproduced."""
 
     invoice_id: str
     month: str
@@ -163,6 +236,8 @@ class Adjustment:
             "part": None,
             "adjusts": self.invoice_id,
             "adjusts_part": self.part,
+            "billed_total": format_amount(self.billed_total, self.currency),
+            "now_total": format_amount(self.now_total, self.currency),
             "quantities": {
                 meter: {"billed": format_decimal(self.billed.get(meter, Decimal(0))), "now": format_decimal(quantity)}
                 for meter, quantity in sorted(self.now.items())
@@ -360,16 +435,36 @@ def build_invoices(
     *,
     now: datetime | None = None,
     progress: Callable[[int, int], None] | None = None,
+    failures: list[CustomerNotBilled] | None = None,
 ) -> tuple[list[Invoice], list[str]]:
     """The invoices of ``month`` for ``subscriptions`` (in customer order) and the customers with
     nothing to bill. Every plan is checked before any usage is read. Usage is summed with one query per
     group of up to ``QUERY_CUSTOMERS`` customers sharing a period and billable rules (all the UTC
-    calendar customers of a plan family: one query). ``progress(done, total)`` after each customer."""
-    ordered = sorted(subscriptions, key=lambda s: s.customer_id)
+    calendar customers of a plan family: one query). ``progress(done, total)`` after each customer.
+
+    A customer whose invoice cannot be priced (plan missing or unpriced, a currency Tollway cannot
+    round, ...) raises its ``BillingError``; with ``failures``, it is appended there instead (as
+    ``CustomerNotBilled``) and the other customers are billed."""
+
+    def failed(subscription: Subscription, exc: BillingError) -> None:
+        if failures is None:
+            raise exc
+        failures.append(CustomerNotBilled(subscription.customer_id, str(exc)))
+
+    ordered: list[Subscription] = []
+    for subscription in sorted(subscriptions, key=lambda s: s.customer_id):
+        try:
+            _check_plans(catalog, subscription)
+            for plan_id in (subscription.first_plan_id, *(change.plan_id for change in subscription.changes)):
+                pricing, _ = _pricing(catalog, subscription.customer_id, plan_id)
+                minor_unit(pricing.currency)
+        except BillingError as exc:
+            failed(subscription, exc)
+        else:
+            ordered.append(subscription)
     groups: dict[tuple[datetime, datetime, tuple[tuple[str, tuple[str, ...]], ...]], list[str]] = {}
     group_rules: dict[tuple[datetime, datetime, tuple[tuple[str, tuple[str, ...]], ...]], dict[str, Billable]] = {}
     for subscription in ordered:
-        _check_plans(catalog, subscription)
         period = billed_period(subscription, month, now)
         # A period with a plan change is summed per part, in build_invoice.
         if period is not None and len(terms := subscription.terms(period.start, period.end)) == 1:
@@ -388,13 +483,17 @@ def build_invoices(
     skipped: list[str] = []
     for done, subscription in enumerate(ordered, start=1):
         past = (history or {}).get(subscription.customer_id, ())
-        invoice = build_invoice(
-            client, database, catalog, subscription, month, past, now=now, usage=usage.get(subscription.customer_id)
-        )
-        if invoice is None:
-            skipped.append(subscription.customer_id)
+        try:
+            invoice = build_invoice(
+                client, database, catalog, subscription, month, past, now=now, usage=usage.get(subscription.customer_id)
+            )
+        except BillingError as exc:
+            failed(subscription, exc)
         else:
-            invoices.append(invoice)
+            if invoice is None:
+                skipped.append(subscription.customer_id)
+            else:
+                invoices.append(invoice)
         if progress is not None:
             progress(done, len(ordered))
     return invoices, skipped
@@ -422,25 +521,6 @@ def document_parts(document: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _billed_so_far(invoice: Mapping[str, Any], part: int, later: Sequence[Mapping[str, Any]]) -> dict[str, Decimal]:
-    """The quantities billed for ``part`` of ``invoice``'s period: its own, updated by each finalized
-    adjustment."""
-    billed = {
-        str(line["meter"]): Decimal(str(line["quantity"]))
-        for line in invoice["lines"]
-        if line["kind"] == "charge" and line["meter"] and line["quantity"] is not None and line.get("part", 0) == part
-    }
-    for document in later:
-        for line in document["lines"]:
-            if (
-                line["kind"] == "adjustment"
-                and line.get("adjusts") == invoice["invoice_id"]
-                and line.get("adjusts_part", 0) == part
-            ):
-                billed.update({meter: Decimal(q["now"]) for meter, q in line["quantities"].items()})
-    return billed
-
-
 def late_usage(
     client: Any,
     database: str,
@@ -450,20 +530,17 @@ def late_usage(
     history: Sequence[Mapping[str, Any]],
 ) -> tuple[Adjustment, ...]:
     """Adjustments for the usage of ``customer_id``'s finalized invoices (of periods starting before
-    ``before``) that was not billed yet, one per part whose quantities changed. ``history``: finalized
-    invoice documents of the customer."""
-    finalized = sorted(
-        (d for d in history if d["customer_id"] == customer_id and d["status"] == "finalized" and _start(d) < before),
-        key=_start,
-    )
+    ``before``) that no finalized invoice has billed yet (``Ledger``), one per part whose quantities
+    changed. ``history``: the customer's finalized invoice documents, of every period."""
+    mine = [d for d in history if d["customer_id"] == customer_id and d["status"] == "finalized"]
+    ledger = Ledger(mine)
+    finalized = sorted((d for d in mine if _start(d) < before), key=_start)
     adjustments: list[Adjustment] = []
-    for position, invoice in enumerate(finalized):
-        if position < len(finalized) - ADJUSTMENT_LOOKBACK:
-            continue
+    for invoice in finalized[-ADJUSTMENT_LOOKBACK:]:
         index = int(invoice["period"]["index"])
         for part in document_parts(invoice):
             number, plan_id = int(part["part"]), str(part["plan"])
-            billed = _billed_so_far(invoice, number, finalized[position + 1 :])
+            billed, invoiced = ledger.billed(invoice, number)
             pricing, rules = _pricing(catalog, customer_id, plan_id)
             start, end = datetime.fromisoformat(str(part["start"])), datetime.fromisoformat(str(part["end"]))
             usage = billable_quantities(client, database, customer_id, start, end, rules)
@@ -480,9 +557,28 @@ def late_usage(
                     pricing.currency,
                     {meter: billed.get(meter, Decimal(0)) for meter in rules},
                     dict(usage.quantities),
-                    old.total,
-                    new.total,
+                    invoiced,
+                    invoiced + (new.total - old.total),
                     usage.sources,
                 )
             )
     return tuple(adjustments)
+
+
+def finalize_refusal(
+    invoice: Invoice, now: datetime, earlier_drafts: Sequence[str], *, force: bool = False
+) -> str | None:
+    """Why ``invoice`` may not be finalized at ``now``, or None. ``earlier_drafts``: the months of the
+    customer's draft invoices of periods starting before this one. A period that has not ended is
+    refused unless ``force``; an earlier draft always is (finalize or re-bill it first)."""
+    if earlier_drafts:
+        return (
+            f"cannot finalize {invoice.month} while an earlier period is still a draft "
+            f"({', '.join(earlier_drafts)}): finalize that first"
+        )
+    if invoice.period.end > now and not force:
+        return (
+            f"cannot finalize {invoice.month}: its period ends at {format_exact(invoice.period.end)}, "
+            "after now (--force-finalize finalizes it anyway)"
+        )
+    return None

@@ -23,23 +23,11 @@ from types import MappingProxyType
 from typing import Final
 
 from tollway.billing.errors import UnknownCurrency
+from tollway.currencies import MINOR_UNITS as CURRENCY_MINOR_UNITS
 
-# ISO 4217 exponents: how many decimal places each currency's minor unit has.
-_TWO_PLACES: Final = (
-    "AED ARS AUD BRL CAD CHF CNY COP CZK DKK EGP EUR GBP HKD HUF IDR ILS INR MAD MXN MYR NOK NZD PHP PLN RON "
-    "SAR SEK SGD THB TRY TWD UAH USD ZAR"
-)
-_NO_PLACES: Final = "CLP ISK JPY KRW PYG UGX VND XAF XOF"
-_THREE_PLACES: Final = "BHD IQD JOD KWD LYD OMR TND"
-
-MINOR_UNITS: Final[Mapping[str, int]] = MappingProxyType(
-    {
-        **dict.fromkeys(_TWO_PLACES.split(), 2),
-        **dict.fromkeys(_NO_PLACES.split(), 0),
-        **dict.fromkeys(_THREE_PLACES.split(), 3),
-    }
-)
-"""Currency code → number of decimal places of its minor unit (USD 2: cents; JPY 0; KWD 3: fils)."""
+MINOR_UNITS: Final[Mapping[str, int]] = CURRENCY_MINOR_UNITS
+"""Currency code → number of decimal places of its minor unit (USD 2: cents; JPY 0; KWD 3: fils);
+the table lives in ``tollway.currencies`` so that the catalog refuses any other code."""
 
 EXACT_DIGITS: Final = 200
 """Significant digits available to exact arithmetic: far beyond any quantity (≤ 38 digits in the

@@ -7,9 +7,12 @@ document is escaped with ``html.escape`` (customer ids, descriptions and breakdo
 from __future__ import annotations
 
 import json
+import os
 from html import escape
 from pathlib import Path
 from typing import Any
+
+from tollway.billing.errors import BillingError
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#222}"
@@ -74,13 +77,52 @@ def to_html(document: dict[str, Any]) -> str:
     )
 
 
+class InvalidOutput(BillingError):
+    """An output path that cannot be written (checked before anything is written)."""
+
+
+class OutputError(OSError):
+    """A file could not be written after the invoices were stored; the message names the path."""
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """``InvalidOutput`` unless ``out_dir`` is a directory this process can write in, or can be created
+    as one (its nearest existing ancestor is a writable directory). Creates nothing."""
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():
+            raise InvalidOutput(f"--out {out_dir}: {existing} is a dangling symbolic link")
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is not a directory" if existing == out_dir else f"cannot be created: {existing} is not a directory"
+        raise InvalidOutput(f"--out {out_dir}: {what}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidOutput(f"--out {out_dir}: no permission to write in {existing}")
+
+
+def _targets(invoice_id: str, out_dir: Path) -> tuple[Path, Path]:
+    if not invoice_id or "/" in invoice_id or invoice_id.startswith("."):
+        raise ValueError(f"invoice id {invoice_id!r} cannot name a file")
+    return out_dir / f"{invoice_id}.json", out_dir / f"{invoice_id}.html"
+
+
+def check_targets(invoice_id: str, out_dir: Path) -> None:
+    """``InvalidOutput`` when a file of the invoice exists and is not a regular file (a directory)."""
+    for path in _targets(invoice_id, out_dir):
+        if path.exists() and not path.is_file():
+            raise InvalidOutput(f"--out {out_dir}: {path} exists and is not a regular file")
+
+
 def write(document: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """Write ``<out_dir>/<invoice id>.json`` and ``.html`` (creating ``out_dir``); their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = str(document["invoice_id"])
-    if not name or "/" in name or name.startswith("."):
-        raise ValueError(f"invoice id {name!r} cannot name a file")
-    json_path, html_path = out_dir / f"{name}.json", out_dir / f"{name}.html"
-    json_path.write_text(to_json(document), encoding="utf-8")
-    html_path.write_text(to_html(document), encoding="utf-8")
+    """Write ``<out_dir>/<invoice id>.json`` and ``.html`` (creating ``out_dir``); their paths.
+    ``OutputError`` (naming the path) when the file system refuses."""
+    json_path, html_path = _targets(str(document["invoice_id"]), out_dir)
+    for path, text in ((out_dir, None), (json_path, to_json(document)), (html_path, to_html(document))):
+        try:
+            if text is None:
+                path.mkdir(parents=True, exist_ok=True)
+            else:
+                path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
     return json_path, html_path

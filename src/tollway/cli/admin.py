@@ -20,6 +20,7 @@ from tollway.admin.credentials import CredentialExists, RedisCredentialStore
 from tollway.admin.scopes import Scope
 from tollway.admin.settings import AdminSettings
 from tollway.auth.digest import KeyDigester
+from tollway.cli.numbers import ascii_int
 from tollway.clock import SystemClock
 from tollway.redis_client import admin_client
 from tollway.settings import Settings
@@ -35,7 +36,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     serve = sub.add_parser("serve", help="serve the management API (the default command)")
     for parser in (admin, serve):
         parser.add_argument("--host", help="listen address (default: $TOLLWAY_ADMIN_API_HOST, 127.0.0.1)")
-        parser.add_argument("--port", type=int, help="listen port (default: $TOLLWAY_ADMIN_API_PORT, 9195)")
+        parser.add_argument("--port", type=ascii_int, help="listen port (default: $TOLLWAY_ADMIN_API_PORT, 9195)")
 
     credentials = sub.add_parser("credentials", help="admin credentials: create (token shown once), list, revoke")
     creds = credentials.add_subparsers(dest="credentials_command", required=True, metavar="COMMAND")

@@ -1,6 +1,6 @@
 """``tollway bill``: turn a month of usage into invoices, in ClickHouse and as JSON and HTML files.
 
-    tollway bill --period 2026-11 [--customer ID] [--finalize] [--out DIR] [--plans CATALOG]
+    tollway bill --period 2026-11 [--customer ID] [--finalize [--force-finalize]] [--out DIR] [--plans CATALOG]
     tollway bill --period 2026-11 --dry-run --plans NEW_CATALOG [--customer ID]
 
 ``--dry-run`` re-rates: it prices the same usage under the current catalog (``TOLLWAY_CATALOG``) and
@@ -10,9 +10,13 @@ nothing (late-usage adjustments are left out of both).
 Subscriptions come from Redis (``TOLLWAY_REDIS_URL``), the catalog from ``--plans`` or
 ``TOLLWAY_CATALOG``, usage from ClickHouse (``TOLLWAY_CLICKHOUSE_DSN`` / ``_DATABASE``). The embedded
 engine (``chdb://``) is migrated on the spot; a server must have been migrated (``tollway db migrate``).
-Every invoice is priced before anything is written, so bad input writes nothing. Bad input (a malformed
-or future period, an unknown customer, a plan missing from the catalog or without pricing) is one line
-on stderr and exit status 2. ``bill`` is the Python entry point the command wraps.
+Every invoice is priced, and every output path checked, before anything is written, so bad input
+writes nothing. Bad input (a malformed or future period, an unknown customer, no catalog, an ``--out``
+that is not a writable directory) is one line on stderr and exit status 2. A customer whose invoice
+cannot be priced (plan missing from the catalog or without pricing, ...) or finalized (its period has
+not ended, an earlier period is still a draft: ``invoices.finalize_refusal``) is reported on stderr,
+one line each, and the others are billed: exit status 1 at the end. ``bill`` is the Python entry point
+the command wraps.
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from tollway.billing.errors import BillingError
-from tollway.billing.invoice_store import SaveResult, load_finalized, save
-from tollway.billing.invoices import Invoice, build_invoices, parse_month
+from tollway.billing.invoice_store import SaveResult, load_current, load_earlier_drafts, load_finalized, save
+from tollway.billing.invoices import CustomerNotBilled, Invoice, build_invoices, finalize_refusal, parse_month
 from tollway.billing.money import format_amount
-from tollway.billing.render import write
+from tollway.billing.render import OutputError, check_out_dir, check_targets, write
 from tollway.plans.loader import load_catalog
 from tollway.plans.schema import Catalog
 from tollway.redis_client import admin_client
@@ -45,6 +49,7 @@ from tollway.warehouse.migrations import Migrator
 from tollway.warehouse.settings import WarehouseSettings
 
 EXIT_BAD_INPUT: Final = 2
+EXIT_SOME_FAILED: Final = 1
 PROGRESS_EVERY: Final = 500
 """A progress line on stderr every this many customers (runs with fewer customers print none)."""
 
@@ -57,6 +62,7 @@ class BillReport:
     results: tuple[SaveResult, ...]
     files: tuple[tuple[Path, Path], ...]
     skipped: tuple[str, ...]  # customers with no period to bill: none started in the month (yet)
+    failures: tuple[CustomerNotBilled, ...] = ()  # customers not billed (or not finalized), and why
 
 
 def bill(
@@ -68,25 +74,49 @@ def bill(
     *,
     now: datetime,
     finalize: bool = False,
+    force: bool = False,
     out_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> BillReport:
     """Price every subscription's period of ``period`` (``YYYY-MM``), then store and render them.
 
-    Raises ``BillingError`` (bad period, plan missing or unpriced, ...) before writing anything."""
+    Raises ``BillingError`` for a bad period or output directory, before writing anything. A customer
+    that cannot be priced, or (with ``finalize``) may not be finalized yet (``finalize_refusal``;
+    ``force`` finalizes a period that has not ended), is left out and listed in ``failures``.
+    ``OutputError`` when a file cannot be written after the invoices were stored."""
     month = parse_month(period, now)
+    if out_dir is not None:
+        check_out_dir(out_dir)
     history = load_finalized(client, database, [s.customer_id for s in subscriptions])
 
     def report(done: int, total: int) -> None:
         if progress is not None and (done % PROGRESS_EVERY == 0 or (done == total and total >= PROGRESS_EVERY)):
             progress(done, total)
 
+    failures: list[CustomerNotBilled] = []
     invoices, skipped = build_invoices(
-        client, database, catalog, subscriptions, month, history, now=now, progress=report
+        client, database, catalog, subscriptions, month, history, now=now, progress=report, failures=failures
     )
+    if finalize:
+        drafts = load_earlier_drafts(client, database, invoices)
+        stored = load_current(client, database, [invoice.invoice_id for invoice in invoices])
+        allowed = []
+        for invoice in invoices:
+            done = invoice.invoice_id in stored and stored[invoice.invoice_id].status == "finalized"
+            earlier = drafts.get(invoice.invoice_id, ())
+            refusal = None if done else finalize_refusal(invoice, now, earlier, force=force)
+            if refusal is None:
+                allowed.append(invoice)
+            else:
+                failures.append(CustomerNotBilled(invoice.customer_id, refusal))
+        invoices = allowed
+    if out_dir is not None:
+        for invoice in invoices:
+            check_targets(invoice.invoice_id, out_dir)
     results = save(client, database, invoices, finalize=finalize, now=now)
     files = tuple(write(result.document, out_dir) for result in results) if out_dir is not None else ()
-    return BillReport(month.label, tuple(results), files, tuple(skipped))
+    ordered = tuple(sorted(failures, key=lambda failure: failure.customer_id))
+    return BillReport(month.label, tuple(results), files, tuple(skipped), ordered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +172,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--period", required=True, metavar="YYYY-MM", help="the month to bill, e.g. 2026-11")
     parser.add_argument("--customer", metavar="ID", help="bill this customer only")
     parser.add_argument("--finalize", action="store_true", help="finalize the invoices: they never change again")
+    parser.add_argument(
+        "--force-finalize",
+        action="store_true",
+        help="with --finalize: finalize a period that has not ended yet (later usage becomes an adjustment)",
+    )
     parser.add_argument("--out", type=Path, default=Path("invoices"), metavar="DIR", help="default ./invoices/")
     parser.add_argument("--plans", type=Path, metavar="CATALOG", help="the plan catalog (default: $TOLLWAY_CATALOG)")
     parser.add_argument(
@@ -197,9 +232,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _fail("no catalog: pass --plans or set TOLLWAY_CATALOG")
     if args.dry_run and (args.plans is None or settings.catalog is None or args.finalize):
         return _fail("--dry-run compares TOLLWAY_CATALOG (current) with --plans (new): give both, without --finalize")
+    if args.force_finalize and not args.finalize:
+        return _fail("--force-finalize goes with --finalize")
     current_path = settings.catalog if args.dry_run else None
     try:
         parse_month(args.period, now)  # before any connection
+        if not args.dry_run:
+            check_out_dir(args.out)  # before anything is written
         catalog = load_catalog(catalog_path)
         current = load_catalog(current_path) if current_path is not None else catalog
     except BillingError as exc:
@@ -223,6 +262,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 args.period,
                 now=now,
                 finalize=args.finalize,
+                force=args.force_finalize,
                 out_dir=args.out,
                 progress=_progress,
             )
@@ -230,6 +270,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             client.close()
     except (BillingError, WarehouseError, SubscriptionStoreUnavailable) as exc:
         return _fail(str(exc))
+    except OutputError as exc:
+        print(f"tollway: the invoices are stored, but {exc.strerror}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     for result, (_, html_path) in zip(report.results, report.files, strict=True):
         document = result.document
         note = {
@@ -244,4 +287,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     if report.skipped:
         print(f"nothing to bill for {report.month} (no period started in the month): {', '.join(report.skipped)}")
+    for failure in report.failures:
+        print(f"tollway: not billed for {report.month}: {failure}", file=sys.stderr)
+    if report.failures:
+        print(f"tollway: {len(report.failures)} customer(s) not billed for {report.month}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     return 0

@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-_PART: Final = re.compile(r"(\d+)([wdhms])")
+_PART: Final = re.compile(r"([0-9]+)([wdhms])")
 _UNITS: Final = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 

@@ -83,11 +83,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except ListenError as exc:
         return _fail(str(exc), 1)
-    except (RedisError, OSError) as exc:
+    except RedisError as exc:
         return _fail(f"cannot reach Redis at {settings.redis_url}: {exc}", 1)
+    except OSError as exc:  # a file or socket error is reported as what it is, never blamed on Redis
+        return _fail(os_error_message(exc), 1)
     except KeyboardInterrupt:
         return 130
     return _fail(f"unknown command {args.command!r}")
+
+
+def os_error_message(exc: OSError) -> str:
+    """An ``OSError`` as one line naming its path(s): ``cannot use invoices: [Errno 17] File exists``."""
+    if exc.filename is None:
+        return str(exc)
+    paths = str(exc.filename) if exc.filename2 is None else f"{exc.filename} → {exc.filename2}"
+    return f"cannot use {paths}: {exc.strerror or exc}"
 
 
 if __name__ == "__main__":

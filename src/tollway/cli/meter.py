@@ -17,6 +17,7 @@ import argparse
 
 import uvloop
 
+from tollway.cli.numbers import ascii_int
 from tollway.server import serve
 from tollway.settings import Settings
 
@@ -26,7 +27,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "meter", help="run the metering process: access-log stream, body meter, loader, caller usage endpoint"
     )
     parser.add_argument("--host", help="listen address (TOLLWAY_HOST)")
-    parser.add_argument("--metering-port", type=int, help="access-log and body-meter gRPC port (TOLLWAY_METERING_PORT)")
+    parser.add_argument(
+        "--metering-port", type=ascii_int, help="access-log and body-meter gRPC port (TOLLWAY_METERING_PORT)"
+    )
 
 
 def metering_settings(args: argparse.Namespace, settings: Settings) -> Settings:

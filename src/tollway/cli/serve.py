@@ -16,6 +16,7 @@ import sys
 
 import uvloop
 
+from tollway.cli.numbers import ascii_int
 from tollway.server import serve
 from tollway.settings import Settings
 
@@ -25,9 +26,9 @@ log = logging.getLogger(__name__)
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("serve", help="run the ext_authz servers (HTTP and gRPC)")
     parser.add_argument("--host", help="listen address (TOLLWAY_HOST)")
-    parser.add_argument("--http-port", type=int, help="HTTP ext_authz port, 0 = off (TOLLWAY_HTTP_PORT)")
-    parser.add_argument("--grpc-port", type=int, help="gRPC ext_authz port, 0 = off (TOLLWAY_GRPC_PORT)")
-    parser.add_argument("--workers", type=int, help="processes, one port pair each (TOLLWAY_WORKERS)")
+    parser.add_argument("--http-port", type=ascii_int, help="HTTP ext_authz port, 0 = off (TOLLWAY_HTTP_PORT)")
+    parser.add_argument("--grpc-port", type=ascii_int, help="gRPC ext_authz port, 0 = off (TOLLWAY_GRPC_PORT)")
+    parser.add_argument("--workers", type=ascii_int, help="processes, one port pair each (TOLLWAY_WORKERS)")
 
 
 def apply_overrides(args: argparse.Namespace, settings: Settings) -> Settings:

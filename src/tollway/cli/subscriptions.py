@@ -36,7 +36,7 @@ from tollway.subscriptions.errors import SubscriptionNotFound, UnreadableSubscri
 from tollway.subscriptions.model import MAX_LIMIT, Subscription, format_exact
 from tollway.subscriptions.redis_store import RedisSubscriptionStore
 
-_OVERRIDE: Final = re.compile(r"^\s*([^=\s]+)\s*=\s*(\d[\d_]*)\s*$")
+_OVERRIDE: Final = re.compile(r"^\s*([^=\s]+)\s*=\s*([0-9][0-9_]*)\s*$")
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated, Final, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from tollway.currencies import MINOR_UNITS
 from tollway.plans.fields import Identifier, Money, NonNegativeInt, PositiveInt, StrictModel
 
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
@@ -125,6 +126,12 @@ class Discount(StrictModel):
 def _currency(value: str) -> str:
     if not _CURRENCY.fullmatch(value):
         raise PydanticCustomError("currency", "expected an ISO 4217 currency code: three upper-case letters (USD)")
+    if value not in MINOR_UNITS:
+        raise PydanticCustomError(
+            "currency_unsupported",
+            "Tollway cannot bill in {currency}: it rounds only to the minor unit of {known}",
+            {"currency": value, "known": ", ".join(sorted(MINOR_UNITS))},
+        )
     return value
 
 

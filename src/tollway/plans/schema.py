@@ -26,7 +26,7 @@ from tollway.plans.fields import Identifier, NonNegativeInt, PositiveInt, Strict
 from tollway.plans.paths import PathPattern, parse_path, parse_prefix
 from tollway.plans.pricing import Pricing
 
-_WINDOW: Final = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_WINDOW: Final = re.compile(r"(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?")
 _STATUS: Final = re.compile(r"[1-5](?:xx|[0-9]{2})")
 _FIELD_PATH: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.(?:[A-Za-z_][A-Za-z0-9_]*|[0-9]+))*")
 MAX_WINDOW_SECONDS: Final = 31 * 86400

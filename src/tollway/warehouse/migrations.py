@@ -31,7 +31,7 @@ from tollway.warehouse.errors import (
 from tollway.warehouse.sqltext import render, split_statements
 
 MIGRATIONS_TABLE = "schema_migrations"
-_FILE_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
+_FILE_NAME = re.compile(r"^(?P<version>[0-9]{4})_(?P<name>[a-z0-9_]+)\.sql$")
 
 
 @dataclass(frozen=True)

@@ -92,8 +92,10 @@ def test_minor_unit_comes_from_the_currency(currency: str, expected: str) -> Non
 
 
 def test_unknown_currency() -> None:
+    # The catalog refuses such a plan (tests/integration/test_bill_input.py); rating still does, too.
+    unvalidated = pricing(per_unit("1")).model_copy(update={"currency": "XYZ"})
     with pytest.raises(UnknownCurrency, match="'XYZ'"):
-        rate("p", pricing(per_unit("1"), currency="XYZ"), {})
+        rate("p", unvalidated, {})
 
 
 def test_missing_meters_count_as_zero_and_unpriced_meters_are_ignored_by_rate() -> None:

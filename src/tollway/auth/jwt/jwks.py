@@ -30,7 +30,7 @@ from tollway.auth.jwt.keys import KeySet, UnusableKey, parse_jwks
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_JWKS_BYTES: Final = 1 << 20
-_MAX_AGE: Final = re.compile(r"(?:^|,)\s*(s-maxage|max-age)\s*=\s*\"?(\d+)\"?\s*(?=,|$)", re.IGNORECASE)
+_MAX_AGE: Final = re.compile(r"(?:^|,)\s*(s-maxage|max-age)\s*=\s*\"?([0-9]+)\"?\s*(?=,|$)", re.IGNORECASE)
 _NO_CACHE: Final = re.compile(r"(?:^|,)\s*(no-store|no-cache)\s*(?=[,=]|$)", re.IGNORECASE)
 
 
