@@ -19,6 +19,7 @@ from tollway.entitlements.errors import EntitlementError, EntitlementsUnavailabl
 from tollway.entitlements.gate import Admission, EntitlementGate
 from tollway.entitlements.rules import PolicyRule
 from tollway.extproc.check import Allow, CheckRequest, Decision, Deny
+from tollway.extproc.faults import log_unexpected
 from tollway.extproc.problems import Refusals
 from tollway.extproc.ratelimit_headers import AdvertisedPolicy, FieldShape, ratelimit_headers
 from tollway.ratelimit import Verdict
@@ -163,8 +164,8 @@ class DecisionCore:
             log.warning("entitlements unavailable, failing closed: %s", error)
             deny = self._refusals.unavailable("Limits could not be checked in time. Retry shortly.", request_id)
             return self._refused(deny, error.reason, request, caller)
-        except Exception:
-            log.exception("check failed unexpectedly (request id %s)", request_id)
+        except Exception as error:  # a fault of Tollway's, never client input: 500, logged without its message
+            log_unexpected(error, request_id)
             return self._refused(self._refusals.internal_error(request_id), "internal-error", request, caller)
         return self._admit(outcome, request, admission)
 
