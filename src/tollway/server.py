@@ -53,6 +53,7 @@ def build_cache(settings: Settings, clock: Clock) -> KeyCache:
         ttl=settings.key_cache_ttl_s,
         negative_ttl=settings.key_negative_cache_ttl_s,
         max_entries=settings.key_cache_max_entries,
+        max_negative_entries=settings.key_negative_cache_max_entries,
     )
 
 
