@@ -66,6 +66,7 @@ def to_check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
             ok_response=external_auth_pb2.OkHttpResponse(
                 headers=[_header(n, v) for n, v in decision.upstream_headers],
                 headers_to_remove=list(decision.remove_headers),
+                query_parameters_to_remove=list(decision.remove_query_params),
                 response_headers_to_add=[_header(n, v) for n, v in decision.client_headers],
             ),
             # The same names and values the HTTP variant puts there via dynamic_metadata_from_headers
