@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.auth_jwt.test_token_decisions import DIGESTER, Harness
+from tests.unit.auth_jwt.test_token_decisions import CATALOG, DIGESTER, Harness
 from tollway.auth import apikey
 from tollway.auth.authenticator import Authenticator
 from tollway.auth.cache import KeyCache
@@ -21,9 +21,14 @@ from tollway.auth.credentials import CredentialSource
 from tollway.auth.errors import MalformedKey
 from tollway.auth.jwt.errors import MalformedToken
 from tollway.auth.jwt.token_cache import token_digest
+from tollway.entitlements.gate import EntitlementGate
+from tollway.entitlements.live_catalog import LiveCatalog
 from tollway.extproc.check import Allow, CheckRequest, Decision
 from tollway.extproc.decision import DecisionCore
 from tollway.extproc.problems import Refusals
+from tollway.plans.loader import load_compiled_catalog
+from tollway.ratelimit import MemoryLimiter
+from tollway.subscriptions.resolver import SubscriptionCache, SubscriptionResolver
 
 TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~"
 HEADER_BYTES = [*range(0x20, 0x7F), *range(0x80, 0x100), 0x09]  # what Envoy passes in a header value
@@ -53,6 +58,7 @@ methods = st.one_of(st.sampled_from(["GET", "POST", "HEAD", "DELETE"]), st.text(
 
 
 def harness() -> Harness:
+    """Token issuers (static keys) and the JWT test catalog, plus a query-string credential."""
     built = Harness(static=True)
     auth = Authenticator(
         built.keys,
@@ -62,7 +68,13 @@ def harness() -> Harness:
         CredentialSource(query_param="api_key"),
         tokens=built.tokens,
     )
-    built.core = DecisionCore(auth, Refusals(), gate=built.core._gate)
+    gate = EntitlementGate(
+        LiveCatalog(load_compiled_catalog(CATALOG)),
+        SubscriptionResolver(built.subscriptions, SubscriptionCache(built.clock.monotonic)),
+        MemoryLimiter(),
+        built.clock,
+    )
+    built.core = DecisionCore(auth, Refusals(), gate=gate)
     return built
 
 
