@@ -90,7 +90,7 @@ async def decide_both_ways(core: DecisionCore, request: CheckRequest) -> list[De
     return [*([now] if now is not None else []), await core.decide(request)]
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     headers=st.dictionaries(header_names, header_values, max_size=8),
     method=methods,
