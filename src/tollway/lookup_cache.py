@@ -2,9 +2,11 @@
 short TTL.
 
 Positive and negative answers are cached (the latter possibly for less time, so a record created a
-moment after a failed lookup is found quickly even if the change announcement is missed). The cache is
-bounded; the oldest entries go first. Changes are announced over Redis pub/sub and evict the entry at
-once; the TTL is the bound when an announcement is lost.
+moment after a failed lookup is found quickly even if the change announcement is missed). They are kept
+apart, each bounded on its own (the oldest entries go first): names anyone can make up (well-formed API
+keys carry a public checksum) fill only the negative part, so a flood of them cannot push a real record
+out. Changes are announced over Redis pub/sub and evict the entry at once; the TTL is the bound when an
+announcement is lost.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class CachedLookup(NamedTuple, Generic[V]):
 
 
 class LookupCache(Generic[V]):
-    __slots__ = ("_entries", "_max_entries", "_monotonic", "_negative_ttl", "_ttl")
+    __slots__ = ("_entries", "_max_entries", "_max_negative", "_monotonic", "_negative_ttl", "_negatives", "_ttl")
 
     def __init__(
         self,
@@ -32,42 +34,55 @@ class LookupCache(Generic[V]):
         ttl: float = 1.0,
         negative_ttl: float = 1.0,
         max_entries: int = 100_000,
+        max_negative_entries: int = 10_000,
     ) -> None:
-        if ttl < 0 or negative_ttl < 0 or max_entries < 1:
-            raise ValueError("TTLs must be >= 0 and max_entries >= 1")
+        if ttl < 0 or negative_ttl < 0 or max_entries < 1 or max_negative_entries < 1:
+            raise ValueError("TTLs must be >= 0 and max_entries, max_negative_entries >= 1")
         self._monotonic = monotonic
         self._ttl = ttl
         self._negative_ttl = negative_ttl
         self._max_entries = max_entries
-        self._entries: dict[str, CachedLookup[V]] = {}
+        self._max_negative = max_negative_entries
+        self._entries: dict[str, CachedLookup[V]] = {}  # records found
+        self._negatives: dict[str, CachedLookup[V]] = {}  # names the store had nothing under
 
     def get(self, name: str) -> CachedLookup[V] | None:
         """The remembered answer for ``name``, or ``None`` when nothing fresh is cached."""
-        entry = self._entries.get(name)
+        entries = self._entries
+        entry = entries.get(name)
         if entry is None:
-            return None
+            entries = self._negatives
+            entry = entries.get(name)
+            if entry is None:
+                return None
         if self._monotonic() >= entry.deadline:
-            del self._entries[name]
+            del entries[name]
             return None
         return entry
 
     def put(self, name: str, record: V | None) -> None:
-        ttl = self._ttl if record is not None else self._negative_ttl
+        if record is None:
+            self._entries.pop(name, None)
+            entries, ttl, bound = self._negatives, self._negative_ttl, self._max_negative
+        else:
+            self._negatives.pop(name, None)
+            entries, ttl, bound = self._entries, self._ttl, self._max_entries
         if ttl <= 0:
             return
-        entries = self._entries
-        if name not in entries and len(entries) >= self._max_entries:
+        if name not in entries and len(entries) >= bound:
             del entries[next(iter(entries))]
         entries[name] = CachedLookup(self._monotonic() + ttl, record)
 
     def evict(self, name: str) -> None:
         self._entries.pop(name, None)
+        self._negatives.pop(name, None)
 
     def clear(self) -> None:
         self._entries.clear()
+        self._negatives.clear()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._negatives)
 
 
 class SingleFlight(Generic[V]):

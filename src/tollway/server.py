@@ -53,6 +53,7 @@ def build_cache(settings: Settings, clock: Clock) -> KeyCache:
         ttl=settings.key_cache_ttl_s,
         negative_ttl=settings.key_negative_cache_ttl_s,
         max_entries=settings.key_cache_max_entries,
+        max_negative_entries=settings.key_negative_cache_max_entries,
     )
 
 
@@ -289,6 +290,12 @@ async def serve(
             )
             port = await http.start(settings.host, settings.http_port)
             log.info("ext_authz HTTP listening on %s:%d", settings.host, port)
+            if settings.key_query_param and not settings.forward_credential:
+                log.warning(
+                    "keys in the query parameter %r reach the upstream through Envoy's HTTP ext_authz, which "
+                    "cannot rewrite the query; use gRPC ext_authz to strip it (docs/authentication.md)",
+                    settings.key_query_param,
+                )
         if settings.grpc_port and core is not None:
             grpc_server = GrpcAuthzServer(MeasuredDecider(core, metrics, "grpc"))
             port = await grpc_server.start(settings.host, settings.grpc_port)

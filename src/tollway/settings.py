@@ -46,9 +46,12 @@ class Settings(BaseSettings):
     forward_credential: bool = False
 
     # In-process key cache. Revocations are announced over pub/sub; the TTL bounds a missed announcement.
+    # Unknown keys are remembered apart (their own bound and TTL): a flood of them never evicts a known key,
+    # and a key created after a failed lookup is found within key_negative_cache_ttl_s at the latest.
     key_cache_ttl_s: Annotated[float, Field(ge=0, le=1.0)] = 1.0
     key_negative_cache_ttl_s: Annotated[float, Field(ge=0, le=1.0)] = 1.0
     key_cache_max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+    key_negative_cache_max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
 
     # OAuth 2.0 bearer tokens (JWT) as a second credential: the trusted issuers (a YAML file or ConfigMap,
     # read at start; see docs/authentication.md). Unset: API keys only. Tokens larger than

@@ -190,3 +190,47 @@ def test_tollway_down_is_a_503_problem_not_an_admit(stack: Stack) -> None:
     stack.tollway.stop()
     response = stack.get(bearer(key["api_key"]))
     assert_problem(response, 503, "authorization-unavailable")
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_no_credential_header_reaches_the_upstream_whichever_won(
+    protocol: str, valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory
+) -> None:
+    """Issue 13 item 3: a second credential header (another key, another scheme) is stripped as well as the
+    one that carried the admitted key."""
+    stack = start_stack(protocol, valkey_fresh, tollway_factory, envoy_factory)
+    winner, other = create_key(valkey_fresh.url, "acme"), create_key(valkey_fresh.url, "mallory")
+    for headers in (
+        {"authorization": f"Bearer {winner['api_key']}", "x-api-key": other["api_key"]},
+        {"authorization": f"Basic {other['api_key']}", "x-api-key": winner["api_key"]},
+        {"authorization": f"Bearer {winner['api_key']}", "x-api-key": "anything at all"},
+    ):
+        response = stack.get(headers)
+        assert response.status_code == 200, response.text
+        seen = response.json()["headers"]
+        assert seen["x-tollway-customer-id"] == "acme"
+        assert "authorization" not in seen
+        assert "x-api-key" not in seen
+        for key in (winner, other):
+            assert key["api_key"] not in response.text
+    stack.client.close()
+
+
+def test_the_query_credential_is_stripped_over_grpc(
+    valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory
+) -> None:
+    """With ``TOLLWAY_KEY_QUERY_PARAM``, the key in the query is removed on admit (gRPC ext_authz; Envoy's
+    HTTP ext_authz has no way to rewrite the query, see docs/authentication.md), with the headers."""
+    tollway = tollway_factory({"TOLLWAY_KEY_QUERY_PARAM": "api_key"})
+    envoy = envoy_factory("grpc", endpoints={"tollway_grpc": [tollway.grpc_endpoint]})
+    key, other = create_key(valkey_fresh.url, "acme"), create_key(valkey_fresh.url, "mallory")
+    with httpx.Client(base_url=envoy.base_url, timeout=5) as client:
+        path = f"/v1/items/7?page=2&api_key={key['api_key']}"
+        response = client.get(path, headers={"authorization": f"Basic {other['api_key']}"})  # not ours: query wins
+        assert response.status_code == 200, response.text
+        echoed = response.json()
+        assert echoed["headers"]["x-tollway-customer-id"] == "acme"
+        assert echoed["path"] == "/v1/items/7?page=2"
+        assert "authorization" not in echoed["headers"]
+        assert key["api_key"] not in response.text
+        assert other["api_key"] not in response.text

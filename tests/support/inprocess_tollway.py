@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.support.tollway_cli import TEST_PEPPER
 from tollway.clock import ManualClock
@@ -45,9 +46,10 @@ class InProcessTollway:
 
 @contextlib.contextmanager
 def inprocess_tollway(
-    redis_url: str, catalog: Path | None, *, clock: ManualClock, grpc: bool = False
+    redis_url: str, catalog: Path | None, *, clock: ManualClock, grpc: bool = False, **more: Any
 ) -> Iterator[InProcessTollway]:
-    """Serve until the block ends; then stop (drain) and join the thread. Raises if it cannot start."""
+    """Serve until the block ends; then stop (drain) and join the thread. Raises if it cannot start.
+    ``more``: further settings (e.g. ``jwt_issuers``, ``spool_dir``)."""
     http_port, grpc_port = free_ports(2)
     settings = Settings(
         redis_url=redis_url,
@@ -58,6 +60,7 @@ def inprocess_tollway(
         admin_port=0,  # off: no fixed port to clash on
         catalog=catalog,
         shutdown_grace_s=2.0,
+        **more,
     )
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()

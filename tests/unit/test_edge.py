@@ -49,7 +49,7 @@ def test_admitted_request_sets_identity_and_strips_spoofed_headers() -> None:
             "x-tollway-customer-id": "acme",
             "x-tollway-key-id": issued.record.key_id,
         }
-        assert decision.remove_headers == ("x-tollway-plan", "x-api-key")
+        assert decision.remove_headers == ("x-tollway-plan", "authorization", "x-api-key")
         assert core.decide_now(request) == decision
 
     asyncio.run(scenario())

@@ -88,6 +88,11 @@ class Authenticator:
     def tokens(self) -> TokenAuthenticator | None:
         return self._tokens
 
+    @property
+    def source(self) -> CredentialSource:
+        """Where credentials are read (the edge keeps every one of those places from the upstream)."""
+        return self._source
+
     def try_cached(self, headers: Mapping[str, str], path: str = "") -> Authenticated | Pending:
         """The caller from the cache, or what to look up. Raises :class:`AuthError` for a bad credential."""
         presented = self._source.extract(headers, path)

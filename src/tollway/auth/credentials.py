@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from tollway.auth.errors import MalformedKey, MissingCredential
 
@@ -46,7 +46,9 @@ class CredentialSource:
                 raise MalformedKey("The API key is empty.")
             return PresentedKey(token, name)
         if self.query_param and "?" in path:
-            values = parse_qs(urlsplit(path).query, keep_blank_values=True).get(self.query_param)
+            # The query by hand: urlsplit raises on a path such as "//[x?k=v" (an "IPv6 netloc").
+            query = path.partition("?")[2].partition("#")[0]
+            values = parse_qs(query, keep_blank_values=True).get(self.query_param)
             if values:
                 if not values[0]:
                     raise MalformedKey("The API key is empty.")

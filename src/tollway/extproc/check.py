@@ -22,12 +22,14 @@ class CheckRequest:
 class Allow(NamedTuple):
     """Admit the request: set ``upstream_headers`` (replacing same-named client headers), strip
     ``remove_headers``, and add ``client_headers`` to the eventual response. ``repeats``: the same verdict
-    recurs for a caller (no per-request values), so its serialized form may be cached."""
+    recurs for a caller (no per-request values), so its serialized form may be cached.
+    ``remove_query_params``: query parameters to strip (gRPC only: Envoy's HTTP ext_authz cannot)."""
 
     upstream_headers: Headers
     remove_headers: tuple[str, ...] = ()
     client_headers: Headers = ()
     repeats: bool = True
+    remove_query_params: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

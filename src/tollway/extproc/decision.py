@@ -19,6 +19,7 @@ from tollway.entitlements.errors import EntitlementError, EntitlementsUnavailabl
 from tollway.entitlements.gate import Admission, EntitlementGate
 from tollway.entitlements.rules import PolicyRule
 from tollway.extproc.check import Allow, CheckRequest, Decision, Deny
+from tollway.extproc.faults import log_unexpected
 from tollway.extproc.problems import Refusals
 from tollway.extproc.ratelimit_headers import AdvertisedPolicy, FieldShape, ratelimit_headers
 from tollway.ratelimit import Verdict
@@ -70,10 +71,12 @@ def _advertised(rules: tuple[PolicyRule, ...], verdict: Verdict) -> list[tuple[i
 
 
 class DecisionCore:
-    """``forward_credential=False`` (the default) strips the header that carried the API key, so the
-    secret never reaches the upstream or its logs. ``gate`` is stage 2; without it Tollway only
-    authenticates. ``recorder`` is stage 3: every verdict is written to the usage spool before it is
-    returned (``wall_ms`` is the decision timestamp source; the server passes the injected clock's).
+    """``forward_credential=False`` (the default) strips every configured credential header from an
+    admitted request — whichever carried the credential, and whatever the others hold — and the
+    configured query parameter (gRPC only), so no secret reaches the upstream or its logs. ``gate`` is
+    stage 2; without it Tollway only authenticates. ``recorder`` is stage 3: every verdict is written to
+    the usage spool before it is returned (``wall_ms`` is the decision timestamp source; the server
+    passes the injected clock's).
     ``usage_headers`` adds ``Tollway-Usage``/``Tollway-Cost`` to admits of plans that enable them."""
 
     def __init__(
@@ -94,6 +97,9 @@ class DecisionCore:
         self._wall_ms = wall_ms or _system_ms
         self._usage_headers = usage_headers
         self._shapes: dict[Check, FieldShape] = {}
+        source = authenticator.source
+        self._strip_headers: tuple[str, ...] = () if forward_credential else source.headers
+        self._strip_query: str | None = None if forward_credential else source.query_param
 
     @property
     def refusals(self) -> Refusals:
@@ -163,8 +169,8 @@ class DecisionCore:
             log.warning("entitlements unavailable, failing closed: %s", error)
             deny = self._refusals.unavailable("Limits could not be checked in time. Retry shortly.", request_id)
             return self._refused(deny, error.reason, request, caller)
-        except Exception:
-            log.exception("check failed unexpectedly (request id %s)", request_id)
+        except Exception as error:  # a fault of Tollway's, never client input: 500, logged without its message
+            log_unexpected(error, request_id)
             return self._refused(self._refusals.internal_error(request_id), "internal-error", request, caller)
         return self._admit(outcome, request, admission)
 
@@ -266,13 +272,16 @@ class DecisionCore:
             if IDENTITY_HEADER_PREFIX in "\n".join(request.headers)  # one C-level scan; rarely true
             else []
         )
-        if caller.header is not None and not self._forward_credential:
-            remove.append(caller.header)
+        # Every configured credential header, not only the one that won: a second key (or a token beside a
+        # key) must not reach the upstream either. Removing an absent header is a no-op for Envoy.
+        remove += self._strip_headers
+        strip_query = self._strip_query
         return Allow(
             upstream_headers=tuple(upstream),
             remove_headers=tuple(remove),
             client_headers=client,
             repeats=recorder is None,
+            remove_query_params=(strip_query,) if strip_query is not None and "?" in request.path else (),
         )
 
     def _ratelimit_fields(self, admission: Admission, verdict: Verdict) -> tuple[tuple[str, str], ...]:

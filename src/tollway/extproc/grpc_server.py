@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tollway.extproc.check import Allow, CheckRequest, Decision, Headers
 from tollway.extproc.decision import Decider
+from tollway.extproc.faults import log_unexpected
 from tollway.listen import ListenError
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def to_check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
             ok_response=external_auth_pb2.OkHttpResponse(
                 headers=[_header(n, v) for n, v in decision.upstream_headers],
                 headers_to_remove=list(decision.remove_headers),
+                query_parameters_to_remove=list(decision.remove_query_params),
                 response_headers_to_add=[_header(n, v) for n, v in decision.client_headers],
             ),
             # The same names and values the HTTP variant puts there via dynamic_metadata_from_headers
@@ -93,18 +95,40 @@ def serialize_verdict(decision: Decision) -> bytes:
     return bytes(to_check_response(decision).SerializeToString())
 
 
+def parse_check_request(data: bytes) -> external_auth_pb2.CheckRequest | None:
+    """The request deserializer: ``None`` for bytes that are not a ``CheckRequest`` (corrupt, or a string
+    field that is not UTF-8), which the servicer answers with a 400 problem rather than a gRPC error."""
+    try:
+        return external_auth_pb2.CheckRequest.FromString(data)
+    except Exception:  # DecodeError, or whatever else a parser may raise on hostile bytes
+        return None
+
+
 class AuthorizationService:
-    """``Check`` answers with serialized bytes (see :meth:`GrpcAuthzServer.__init__`)."""
+    """``Check`` answers with serialized bytes (see :meth:`GrpcAuthzServer.__init__`): always an OK
+    status carrying the verdict, never a gRPC error (Envoy would turn it into its ``status_on_error``)."""
 
     def __init__(self, core: Decider) -> None:
         self._core = core
 
-    async def check(self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext) -> bytes:
-        check = to_check_request(request)
-        decision = self._core.decide_now(check)
-        if decision is None:
-            decision = await self._core.decide(check)
-        return serialize_verdict(decision)
+    async def check(self, request: external_auth_pb2.CheckRequest | None, context: grpc.aio.ServicerContext) -> bytes:
+        if request is None:
+            return serialize_verdict(
+                self._core.refusals.bad_request(
+                    400, "malformed-request", "Malformed request", "The check request could not be decoded."
+                )
+            )
+        request_id = ""
+        try:
+            check = to_check_request(request)
+            request_id = check.request_id
+            decision = self._core.decide_now(check)
+            if decision is None:
+                decision = await self._core.decide(check)
+            return serialize_verdict(decision)
+        except Exception as error:  # the last-resort guard: a fault of Tollway's, answered and logged once
+            log_unexpected(error, request_id)
+            return serialize_verdict(self._core.refusals.internal_error(request_id))
 
 
 def _identity(data: bytes) -> bytes:
@@ -119,7 +143,7 @@ class GrpcAuthzServer:
         # Registered by hand (not add_AuthorizationServicer_to_server) so responses can be pre-serialized.
         handler = grpc.unary_unary_rpc_method_handler(
             AuthorizationService(core).check,
-            request_deserializer=external_auth_pb2.CheckRequest.FromString,
+            request_deserializer=parse_check_request,
             response_serializer=_identity,
         )
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {"Check": handler}),))

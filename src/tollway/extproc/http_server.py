@@ -19,6 +19,7 @@ import httptools
 
 from tollway.extproc.check import Allow, CheckRequest, Decision, Deny
 from tollway.extproc.decision import Decider
+from tollway.extproc.faults import log_unexpected
 from tollway.listen import bind_tcp
 
 log = logging.getLogger(__name__)
@@ -163,11 +164,7 @@ class _Connection(asyncio.Protocol):
         headers = self._headers
         request = CheckRequest(method, self._url.decode("latin-1"), headers, headers.get("x-request-id", ""))
         if self._worker is None:
-            try:
-                decision = self._core.decide_now(request)
-            except Exception:
-                log.exception("check failed unexpectedly")
-                decision = self._core.refusals.internal_error(request.request_id)
+            decision = self._decide_now(request)
             if decision is not None:
                 self._respond(decision, keep_alive, head)
                 return
@@ -184,13 +181,13 @@ class _Connection(asyncio.Protocol):
                 request, keep_alive, head = self._queue[0]
                 # A request queued behind one that waited may well be decidable in process (a cached key,
                 # a capacity lease): try that first, and only then the path that may await Redis.
-                try:
-                    decision = self._core.decide_now(request)
-                except Exception:
-                    log.exception("check failed unexpectedly")
-                    decision = self._core.refusals.internal_error(request.request_id)
+                decision = self._decide_now(request)
                 if decision is None:
-                    decision = await self._core.decide(request)
+                    try:
+                        decision = await self._core.decide(request)
+                    except Exception as error:  # the last-resort guard: answer, keep the connection
+                        log_unexpected(error, request.request_id)
+                        decision = self._core.refusals.internal_error(request.request_id)
                 self._queue.popleft()
                 if not self._respond(decision, keep_alive and not self._closing, head):
                     return
@@ -201,6 +198,13 @@ class _Connection(asyncio.Protocol):
             self._worker = None
             if self._closing and not self._in_message and self._transport is not None:
                 self._transport.close()
+
+    def _decide_now(self, request: CheckRequest) -> Decision | None:
+        try:
+            return self._core.decide_now(request)
+        except Exception as error:  # the last-resort guard: answer, keep the connection
+            log_unexpected(error, request.request_id)
+            return self._core.refusals.internal_error(request.request_id)
 
     def _respond(self, decision: Decision, keep_alive: bool, head: bool) -> bool:
         transport = self._transport

@@ -14,7 +14,13 @@ import contextlib
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from tollway.auth.jwt.errors import TokenKeysUnavailable, TokenTooLarge, UnknownSigningKey, UntrustedIssuer
+from tollway.auth.jwt.errors import (
+    MalformedToken,
+    TokenKeysUnavailable,
+    TokenTooLarge,
+    UnknownSigningKey,
+    UntrustedIssuer,
+)
 from tollway.auth.jwt.issuer import Issuer
 from tollway.auth.jwt.jwks import HttpJwksFetcher, JwksCache, JwksFetcher
 from tollway.auth.jwt.keys import HMAC_ALGORITHMS, KeySet, VerificationKey
@@ -115,6 +121,8 @@ class TokenAuthenticator:
         """The caller, or what to fetch first. Raises :class:`TokenError` for a token refused on its face."""
         if len(text) > self._max_bytes:
             raise TokenTooLarge(f"The bearer token is larger than {self._max_bytes} bytes, the most this API accepts.")
+        if not text.isascii():  # a JWS is base64url and dots: refused before it is hashed or parsed
+            raise MalformedToken()
         digest = token_digest(text)
         hit = self._cache.get(digest)
         if hit is not None:

@@ -16,7 +16,8 @@ V = TypeVar("V")
 
 
 def token_digest(token: str) -> bytes:
-    return hashlib.blake2b(token.encode("ascii", "surrogateescape"), digest_size=16).digest()
+    """Defined for any text a client can send (``surrogatepass``: even lone surrogates encode)."""
+    return hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 class TokenCache(Generic[V]):
