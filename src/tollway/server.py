@@ -47,6 +47,13 @@ log = logging.getLogger(__name__)
 Background = list[Callable[[], Coroutine[Any, Any, None]]]
 
 
+def windows_on_redis_clock(clock: Clock) -> bool:
+    """Whether the limiter counts rate-limit windows on Redis's clock (``TIME``, shared by every
+    process: skew between hosts cannot over-admit): always with the real clock; a process run with an
+    injected clock (tests that drive time) counts them on that clock."""
+    return isinstance(clock, SystemClock)
+
+
 def build_cache(settings: Settings, clock: Clock) -> KeyCache:
     return KeyCache(
         clock.monotonic,
@@ -79,7 +86,12 @@ def build_gate(
     cache = SubscriptionCache(clock.monotonic, ttl=settings.key_cache_ttl_s, negative_ttl=settings.key_cache_ttl_s)
     store = RedisSubscriptionStore(redis, settings.redis_prefix, subscriber=subscriber)
     resolver = SubscriptionResolver(store, cache, timeout_s=settings.redis_timeout_ms / 1000)
-    limiter = RedisLimiter(redis, prefix=settings.redis_prefix, timeout_s=settings.redis_timeout_ms / 1000)
+    limiter = RedisLimiter(
+        redis,
+        prefix=settings.redis_prefix,
+        timeout_s=settings.redis_timeout_ms / 1000,
+        server_time=windows_on_redis_clock(clock),
+    )
     if metrics is not None and isinstance(limiter.runner, PipelineCoalescer):
         limiter.runner.observe = metrics.redis_round_trip
     gate = EntitlementGate(live, resolver, limiter, clock, max_lease_ms=settings.lease_max_ms)
@@ -211,7 +223,12 @@ def build_caller_report(
     if gate is None or sink is None:
         return None
     subscriptions = RedisSubscriptionStore(redis, settings.redis_prefix)
-    limiter = RedisLimiter(redis, prefix=settings.redis_prefix, timeout_s=settings.redis_timeout_ms / 1000)
+    limiter = RedisLimiter(
+        redis,
+        prefix=settings.redis_prefix,
+        timeout_s=settings.redis_timeout_ms / 1000,
+        server_time=windows_on_redis_clock(clock),
+    )
     live = gate.catalog
 
     async def report(customer_id: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ customers spread over the masters, and exactness under concurrency from two inde
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.integration
 async def cluster_limiter(cluster: ValkeyCluster) -> AsyncIterator[tuple[RedisLimiter, RedisCluster, str]]:
     redis = RedisCluster.from_url(cluster.url, decode_responses=True, socket_timeout=1, socket_connect_timeout=1)
     prefix = f"t{uuid.uuid4().hex[:8]}:"  # the cluster is shared by the session: keep tests apart
-    lim = RedisLimiter(redis, prefix=prefix)
+    lim = RedisLimiter(redis, prefix=prefix, server_time=False)  # these tests drive time
     try:
         yield lim, redis, prefix
     finally:
@@ -69,7 +70,9 @@ def test_500_concurrent_checks_from_two_clients_admit_exactly_the_limit(valkey_c
     async def main() -> None:
         async with cluster_limiter(valkey_cluster) as (a, redis, prefix):
             b = RedisLimiter(
-                RedisCluster.from_url(valkey_cluster.url, decode_responses=True, socket_timeout=1), prefix=prefix
+                RedisCluster.from_url(valkey_cluster.url, decode_responses=True, socket_timeout=1),
+                prefix=prefix,
+                server_time=False,
             )
             other = [f"other-{i}" for i in range(5)]  # other customers in the same batches, on other slots
             checks = [(a if i % 2 else b).consume("cust-1", policies, 1, T0 + i % 7) for i in range(500)]
@@ -84,5 +87,41 @@ def test_500_concurrent_checks_from_two_clients_admit_exactly_the_limit(valkey_c
             assert a.round_trips < a.checks / 10
             assert b.round_trips < b.checks / 10
             await b.aclose()
+
+    asyncio.run(main())
+
+
+def test_each_customers_windows_are_counted_on_its_shards_clock(valkey_cluster: ValkeyCluster) -> None:
+    """With ``server_time`` (what ``tollway serve`` runs), every script takes the window time from the
+    TIME of the shard holding the customer's slot, whatever the callers' clocks: two clients 2 s apart,
+    checks of customers on every master in the same pipelines, each customer admitted exactly its limit
+    in one bucket, and every verdict decided at the shards' time (this host's clock)."""
+    window = WindowPolicy.sliding("burst", 5, 10_000)
+
+    async def main() -> None:
+        async with cluster_limiter(valkey_cluster) as (_, redis, prefix):
+            clients = [
+                RedisLimiter(
+                    RedisCluster.from_url(valkey_cluster.url, decode_responses=True, socket_timeout=1), prefix=prefix
+                )
+                for _ in range(2)
+            ]
+            customers = [f"cust-{i}" for i in range(12)]
+            before = time.time_ns() // 1_000_000
+            checks = [
+                clients[i % 2].consume(customer, [window], 1, before + (2000 if i % 2 else 0))
+                for customer in customers
+                for i in range(8)
+            ]
+            verdicts = await asyncio.gather(*checks)
+            after = time.time_ns() // 1_000_000
+            for n, customer in enumerate(customers):
+                assert sum(v.admitted for v in verdicts[8 * n : 8 * n + 8]) == 5, customer
+            assert all(before <= v.at_ms <= after for v in verdicts)
+            await redis.initialize()
+            masters = {redis.get_node_from_key(window_key(prefix, c, "burst")).name for c in customers}  # type: ignore[union-attr]
+            assert len(masters) == 3
+            for client in clients:
+                await client.aclose()
 
     asyncio.run(main())

@@ -36,7 +36,10 @@ def hot_client(server: ValkeyServer, timeout: float = 0.5) -> Redis:
 
 @asynccontextmanager
 async def limiter(server: ValkeyServer, **kwargs: object) -> AsyncIterator[tuple[RedisLimiter, Redis]]:
+    """A RedisLimiter that counts windows at the caller's ``now_ms`` (these tests drive time), unless
+    ``server_time=True`` is passed."""
     redis = hot_client(server)
+    kwargs.setdefault("server_time", False)
     lim = RedisLimiter(redis, **kwargs)  # type: ignore[arg-type]
     try:
         yield lim, redis
@@ -222,5 +225,118 @@ def test_redis_matches_the_model_on_random_timelines(valkey_fresh: ValkeyServer)
                     expected = await model.consume(f"p{run}", policies, costs, now, refund)
                     got = await redis_limiter.consume(f"p{run}", policies, costs, now, refund)
                     assert got == expected, (run, now, costs, refund)
+
+    asyncio.run(main())
+
+
+def wall_ms() -> int:
+    """This host's clock, which the Valkey under test (same host) reads for TIME."""
+    return time.time_ns() // 1_000_000
+
+
+def test_windows_are_counted_on_the_servers_clock_and_quotas_on_the_callers(valkey_fresh: ValkeyServer) -> None:
+    """With ``server_time`` (the default, what ``tollway serve`` runs), the script takes the window time
+    from Redis's TIME, whatever the caller's clock says, and returns it as ``at_ms``; the quota period
+    is the caller's (its reset counts from the caller's ``now_ms``)."""
+    window = WindowPolicy.sliding("burst", 5, 1000)  # buckets of 20 ms
+    quota = QuotaPolicy("month", 100, T0, T0 + 30 * DAY)
+
+    async def main() -> None:
+        async with limiter(valkey_fresh, server_time=True) as (lim, redis):
+            before = wall_ms()
+            verdict = await lim.consume("c", [window, quota], 1, T0 + 500)  # the caller's clock says 2100
+            after = wall_ms()
+            assert verdict.admitted
+            assert before <= verdict.at_ms <= after
+            fields = await redis.hgetall("tw:rl:{c}:burst")
+            assert fields == {str(verdict.at_ms // 20): "1", "t": "1", "o": str(verdict.at_ms // 20 - 50)}
+            assert verdict.states[1].reset_ms == 30 * DAY - 500
+            # The caller's clock moving does not move the window: 4 more fit now, whatever it says.
+            later = [await lim.consume("c", [window], 1, T0 + 3_600_000 * k) for k in range(5)]
+            assert [v.admitted for v in later] == [True] * 4 + [False]
+            assert later[-1].violated == ("burst",)
+
+    asyncio.run(main())
+
+
+def test_two_clients_two_seconds_apart_admit_at_most_the_limit_in_any_real_window(valkey_fresh: ValkeyServer) -> None:
+    """Issue 13, item 8, against real Valkey: two limiter clients share a 20-per-10 s window, client A's
+    clock 2 s ahead of B's (and of Valkey's). B uses the 20 at once; both then try every 100 ms for 10.6 s.
+    Counted on the callers' clocks, A stopped seeing B's units 2 s early and was admitted again ~8.2 s
+    later (40 in one 10 s window); counted on Valkey's clock, nothing more fits until B's units leave the
+    window, 10 s (and up to one 200 ms bucket) later. Real time of an admission: somewhere between the
+    wall clock before and after its call, so 21 admissions in one 10 s window are certain only if the
+    first's "before" and the last's "after" are less than 10 s apart — which must never happen."""
+    window = WindowPolicy.sliding("per-10s", 20, 10_000)
+    skew_a = 2000
+
+    async def main() -> None:
+        async with limiter(valkey_fresh, server_time=True) as (a, _), limiter(valkey_fresh, server_time=True) as (b, _):
+            admitted: list[tuple[int, int]] = []
+
+            async def check(lim: RedisLimiter, skew: int) -> None:
+                before = wall_ms()
+                verdict = await lim.consume("shared", [window], 1, before + skew)
+                if verdict.admitted:
+                    admitted.append((before, wall_ms()))
+
+            await asyncio.sleep((202 - wall_ms() % 200) / 1000)  # start early in a 200 ms bucket (margin)
+            start = wall_ms()
+            for _ in range(20):
+                await check(b, 0)
+            assert len(admitted) == 20
+            while wall_ms() < start + 10_600:
+                await check(a, skew_a)
+                await check(b, 0)
+                await asyncio.sleep(0.1)
+            admitted.sort()
+            assert len(admitted) > 20, "the limit is usable again after the window"
+            for i in range(len(admitted) - 20):
+                group = admitted[i : i + 21]
+                span = max(after for _, after in group) - group[0][0]
+                assert span >= 10_000, f"21 admitted within {span} ms of real time (the limit is 20 per 10 s)"
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_skewed_clients_match_the_model_at_the_servers_time(valkey_fresh: ValkeyServer, seed: int) -> None:
+    """Differential test with skewed clocks: two clients whose clocks are off by random skews (seconds,
+    either way) send random checks in real time (small windows, so buckets come and go within the test;
+    refunds of units counted at an earlier verdict's time, as leases give them back; a quota on the
+    callers' clocks). Every verdict equals the pure model's run at the server time the script reports,
+    and that time is Valkey's (this host's) clock, never a caller's."""
+    rng = random.Random(seed)
+    skews = [rng.choice([-2500, -700, -13, 0, 9, 1200, 3000]) for _ in range(2)]
+    base = wall_ms()
+    policies: list[Policy] = [
+        WindowPolicy.sliding("fast", rng.randint(1, 6), rng.choice([100, 200])),
+        WindowPolicy.sliding("slow", rng.randint(3, 20), rng.choice([1000, 2000]), hard=rng.random() < 0.7),
+        QuotaPolicy("period", rng.randint(10, 60), base - 3_600_000, base + 3_600_000, shadow=rng.random() < 0.2),
+    ]
+    server = [0]
+    model = MemoryLimiter(server_ms=lambda: server[0])
+
+    async def main() -> None:
+        async with (
+            limiter(valkey_fresh, server_time=True, coalesce=False) as (a, _),
+            limiter(valkey_fresh, server_time=True) as (b, _),
+        ):
+            clients = [a, b]
+            taken: list[int] = []
+            for step in range(90):
+                await asyncio.sleep(rng.choice([0, 0, 0.001, 0.005, 0.02, 0.06, 0.15]))
+                which = rng.randrange(2)
+                costs = [rng.randint(0, 3), rng.randint(1, 2), rng.randint(0, 2)]
+                refund = None
+                if taken and rng.random() < 0.3:
+                    refund = Refund(tuple(rng.randint(0, 3) for _ in policies), rng.choice(taken[-5:]))
+                before = wall_ms()
+                got = await clients[which].consume(f"p{seed}", policies, costs, before + skews[which], refund)
+                assert before <= got.at_ms <= wall_ms(), "the window time is Valkey's clock"
+                server[0] = got.at_ms
+                expected = model.check(f"p{seed}", policies, costs, before + skews[which], refund)
+                assert got == expected, (step, skews, costs, refund)
+                taken.append(got.at_ms)
 
     asyncio.run(main())

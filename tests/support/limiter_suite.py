@@ -1,7 +1,9 @@
 """One behaviour suite for every limiter backend: the in-memory model, RedisLimiter on Valkey and
 RedisLimiter on a 3-master Valkey Cluster must give the same full Verdicts for the same scripted checks.
 
-Each scenario takes a fresh, empty ``Limiter`` and drives time explicitly (``now_ms``). Times are in
+Each scenario takes a fresh, empty ``Limiter`` and drives time explicitly (``now_ms``): the Redis backends
+run with ``server_time=False``, so the windows are counted at ``now_ms`` as in the model (the server's
+clock is tested by the differential tests in tests/integration/test_limiter_redis.py). Times are in
 2100 so that counters' relative TTLs never matter during a test.
 """
 
@@ -28,8 +30,9 @@ MONTH = QuotaPolicy("month", 5, T0, P1)
 
 
 def same(actual: Verdict, expected: Verdict) -> None:
-    """Assert equal Verdicts, showing both (this module is not rewritten by pytest)."""
-    if actual != expected:
+    """Assert equal Verdicts, showing both (this module is not rewritten by pytest). ``at_ms`` is
+    compared by the scenario ``decided_at_the_time_windows_are_counted_at`` only."""
+    if actual._replace(at_ms=expected.at_ms) != expected:
         raise AssertionError(f"\n  got      {actual}\n  expected {expected}")
 
 
@@ -331,3 +334,16 @@ async def refunds_return_unused_units_to_their_bucket(lim: Limiter) -> None:
     )
     with pytest.raises(ValueError, match="refunded counts for"):
         await lim.consume("c2", [BURST, MONTH], 1, T0 + 30, Refund((1,), T0))
+
+
+@scenario
+async def decided_at_the_time_windows_are_counted_at(lim: Limiter) -> None:
+    # Every backend here counts windows at the caller's now_ms (the model without a server clock, Redis
+    # with server_time=False), and says so in at_ms, which leases and refunds rely on.
+    verdict = await lim.consume("c1", [BURST, MONTH], 1, T0 + 70)
+    same(verdict, ok(st("burst", 3, 1, 1, 0), st("month", 5, 2_592_000, 1, 30 * DAY - 70)))
+    assert verdict.at_ms == T0 + 70
+    refusal = await lim.consume("c1", [BURST], 5, T0 + 80)
+    assert not refusal.admitted
+    assert refusal.at_ms == T0 + 80
+    assert (await lim.consume("c1", [], 1, T0 + 90)).at_ms == T0 + 90

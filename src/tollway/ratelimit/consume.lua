@@ -1,14 +1,24 @@
 -- Tollway: check and consume every policy of one request, all or nothing (tollway/ratelimit/model.py
 -- is the same algorithm in Python; docs/decisions/0003-sliding-window-limits.md explains it).
 -- KEYS: one counter per policy, all with the hash tag {<partition>}.
--- ARGV[1] = now_ms; then one ARGV per policy, 6 numbers separated by spaces (one argument instead of six
--- halves the client's encoding work): kind (0 window, 1 quota), limit, cost, enforced (0/1), then
+-- ARGV[1] = the caller's now_ms: the clock of quota periods (the caller chose the period, on the clock that
+-- also dates its usage rows). ARGV[2] = the time of the window buckets: empty for this server's clock
+-- (TIME: the one clock every Tollway process shares; on a cluster one customer's keys share a slot, so
+-- one clock), or a number (tests that drive time). Then one ARGV per policy, 6 numbers separated by
+-- spaces (one argument instead of six halves the client's encoding work): kind (0 window, 1 quota),
+-- limit, cost, enforced (0/1), then
 --   window: bucket_ms buckets      quota: period_end_ms 0
 -- Optionally two more numbers per policy, a refund applied before the check: `units bucket` — the unused
 -- units of a capacity lease go back to window bucket `bucket` (the one they were consumed in, if still
 -- tracked) or to the quota counter; never below zero (tollway/ratelimit/leases.py).
--- Reply: {admitted, then per policy: total before, reset_ms, retry_ms}; -1 = never fits.
-local now = tonumber(ARGV[1])
+-- Reply: {admitted, then per policy: total before, reset_ms, retry_ms; then the window time used}; -1 =
+-- never fits. TIME in a script is allowed since scripts replicate their effects (Redis 5+, Valkey).
+local qnow = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local n = #KEYS
 local P = {}
 local admit = 1
@@ -46,7 +56,7 @@ end
 
 for i = 1, n do
   local kind, limit, cost, enf, a, b, ru, rb =
-    string.match(ARGV[i + 1], '^(%d+) (%d+) (%d+) (%d) (%d+) (%d+) ?(%d*) ?(%d*)$')
+    string.match(ARGV[i + 2], '^(%d+) (%d+) (%d+) (%d) (%d+) (%d+) ?(%d*) ?(%d*)$')
   kind, limit, cost, enf, a, b = tonumber(kind), tonumber(limit), tonumber(cost), enf == '1', tonumber(a), tonumber(b)
   if ru ~= '' and tonumber(ru) > 0 then refund(KEYS[i], kind, tonumber(ru), rb) end
   local total, cur, lo, moved = 0, 0, 0, false
@@ -110,7 +120,7 @@ if admit == 1 then
         redis.call('PEXPIRE', KEYS[i], (p[6] + 1) * p[5])
       else
         redis.call('INCRBY', KEYS[i], cost)
-        redis.call('PEXPIRE', KEYS[i], math.max(p[5] - now, 0) + 86400000)
+        redis.call('PEXPIRE', KEYS[i], math.max(p[5] - qnow, 0) + 86400000)
       end
     end
   end
@@ -130,7 +140,7 @@ for i = 1, n do
   elseif kind == 0 then
     reset = 0
   else
-    reset = math.max(p[5] - now, 0)
+    reset = math.max(p[5] - qnow, 0)
   end
   if admit == 0 and p[4] and cost > 0 and total + cost > limit then
     if cost > limit then
@@ -140,11 +150,12 @@ for i = 1, n do
       live = live or live_buckets(KEYS[i], p[11], p[10] + p[6])
       retry = free(live, total, cost, limit, p[5], p[6])
     else
-      retry = math.max(p[5] - now, 0)
+      retry = math.max(p[5] - qnow, 0)
     end
   end
   out[3 * i - 1] = total
   out[3 * i] = reset
   out[3 * i + 1] = retry
 end
+out[3 * n + 2] = now
 return out

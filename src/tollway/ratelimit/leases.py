@@ -9,6 +9,11 @@ synchronously, until the lease *expires*. Three rules keep every guarantee of AD
   every window policy of the check) and the end of the quota's period: a unit handed out from it is
   used in the very bucket (and period) it was counted in, exactly as if it had been checked alone. So
   "never more than L in any window of width W" holds as it is, with no extra error term.
+  The bucket is the limiter's (Redis's clock, ``Verdict.at_ms``), not this process's: a lease taken at
+  this process's ``now_ms`` and counted by Redis at ``at_ms`` ends at ``now_ms + (bucket end - at_ms)``
+  of this process's clock. Redis read ``at_ms`` after ``now_ms`` was read here, so that is never later
+  than the bucket's end on Redis's clock, whatever the skew between the two clocks: a process whose
+  clock is ahead or behind never hands out units in a bucket Redis considers closed.
 * **Far from every limit only.** A lease holds at most 1/16 of any limit, and is taken only when, after
   it, every policy of the check (enforced, soft and shadow) keeps at least half its limit remaining, as
   of the last answer from Redis; another process's use since then can only make the lease refused, and
@@ -28,7 +33,8 @@ request admitted from a lease are computed from the lease (the total before it p
 handed out since): exact with one process; with several, the others' use since the lease is not in
 ``remaining`` until this process asks Redis again — at most one lease period later.
 
-Pure: no I/O, times are the caller's ``now_ms`` (injected clock).
+Pure: no I/O, times are the caller's ``now_ms`` (injected clock), except a lease's ``at_ms`` (the
+limiter's time it was counted at: the bucket its refund goes back to).
 """
 
 from __future__ import annotations
@@ -48,13 +54,17 @@ LEASE_SHARE: Final = 16
 """A lease holds at most 1/16 of any limit of its check."""
 
 
-def lease_expiry(policies: Sequence[Policy], now_ms: int, max_lease_ms: int) -> int:
-    """When a lease taken at ``now_ms`` ends: ``max_lease_ms`` later, or earlier at the end of the current
-    bucket of any window policy or of the quota's period."""
+def lease_expiry(policies: Sequence[Policy], now_ms: int, max_lease_ms: int, at_ms: int | None = None) -> int:
+    """When a lease taken at ``now_ms`` (this process's clock) ends, on this process's clock:
+    ``max_lease_ms`` later, or earlier at the end of the quota's period (a period of this clock) or of the
+    current bucket of any window policy. ``at_ms``: the limiter's time the lease was counted at, read
+    after ``now_ms`` (default ``now_ms``: one clock); the bucket is the one of ``at_ms`` and ends
+    ``bucket end - at_ms`` after ``now_ms``."""
     end = now_ms + max_lease_ms
+    at = now_ms if at_ms is None else at_ms
     for policy in policies:
         if isinstance(policy, WindowPolicy):
-            end = min(end, (now_ms // policy.bucket_ms + 1) * policy.bucket_ms)
+            end = min(end, now_ms + (at // policy.bucket_ms + 1) * policy.bucket_ms - at)
         else:
             end = min(end, policy.period_end_ms)
     return end
@@ -78,8 +88,10 @@ def room(policies: Sequence[Policy], costs: Sequence[int], last: Verdict) -> int
 
 @dataclass(slots=True)
 class Lease:
-    """``size`` requests of one check (``partition``, ``policies``, ``costs``), consumed at ``taken_ms``;
-    ``totals``: each policy's counted total before the lease; ``used``: requests handed out so far."""
+    """``size`` requests of one check (``partition``, ``policies``, ``costs``), consumed at ``taken_ms``
+    (this process's clock, as ``expires_ms``) and counted by the limiter at ``at_ms`` (its clock; None:
+    ``taken_ms``); ``totals``: each policy's counted total before the lease; ``used``: requests handed
+    out so far."""
 
     partition: str
     policies: tuple[Policy, ...]
@@ -89,12 +101,17 @@ class Lease:
     size: int
     totals: tuple[int, ...]
     used: int = 0
+    at_ms: int | None = None
+
+    _shift: int = field(init=False, repr=False, compare=False)
+    """``at_ms - taken_ms``: from this process's clock to the limiter's."""
 
     _shape: tuple[tuple[str, int, int, int, int, int], ...] = field(init=False, repr=False, compare=False)
     """Per policy: name, limit, window_s, cost, total before the lease, and the quota's period end (-1 for
     a window policy): what :meth:`take` needs, looked up once."""
 
     def __post_init__(self) -> None:
+        self._shift = 0 if self.at_ms is None else self.at_ms - self.taken_ms
         self._shape = tuple(
             (
                 policy.name,
@@ -125,12 +142,13 @@ class Lease:
                 states.append(
                     PolicyState(name, limit, window_s, limit - used, -(-reset_ms // 1000), False, used, reset_ms)
                 )
-        return Verdict(True, tuple(states))
+        return Verdict(True, tuple(states), (), (), (), 0, 0, (), now_ms + self._shift)
 
     def refund(self) -> Refund:
-        """The units consumed for requests the lease did not hand out, per policy."""
+        """The units consumed for requests the lease did not hand out, per policy, owed to the limiter's
+        bucket they were counted in."""
         left = self.size - self.used
-        return Refund(tuple(left * cost for cost in self.costs), self.taken_ms)
+        return Refund(tuple(left * cost for cost in self.costs), self.taken_ms + self._shift)
 
 
 @dataclass(slots=True)

@@ -9,6 +9,11 @@ process from a lease, most of them synchronously; the rest go to the wrapped ``L
   take their place (run it in the background every lease period; :meth:`drain` at shutdown).
 
 With ``max_lease_ms = 0`` every check goes to the wrapped limiter, as before leases.
+
+Clocks: the wrapped limiter counts windows on its own clock (Redis's) and says when (``Verdict.at_ms``).
+Each lease ends by this process's clock at ``now_ms + (bucket end - at_ms)`` (``lease_expiry``), so skew
+between this host and Redis never lets a lease outlive its bucket; ``clock_offset_ms``, the last
+difference seen between the two clocks, only sizes the next lease.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ class LeasingLimiter:
         self._book = LeaseBook(max_lease_ms=max_lease_ms, max_size=max_size)
         self._taking: dict[Hashable, asyncio.Future[None]] = {}
         self.refunds_failed = 0
+        self.clock_offset_ms = 0
+        """The limiter's clock minus this process's, as last seen (``at_ms - now_ms`` of an answer: the
+        skew plus the wait for that answer)."""
 
     @property
     def enabled(self) -> bool:
@@ -66,12 +74,13 @@ class LeasingLimiter:
         if verdict is not None:
             return verdict
         policies = tuple(policies)
-        expires = lease_expiry(policies, now_ms, self._book.max_lease_ms)
+        expires = lease_expiry(policies, now_ms, self._book.max_lease_ms, now_ms + self.clock_offset_ms)
         size = self._book.size_for(key, policies, costs, expires - now_ms)
         refund = self._book.release(key)
         if size < 2:
             verdict = await self._limiter.consume(partition, policies, costs, now_ms, refund)
             self._book.observe(key, verdict)
+            self.clock_offset_ms = verdict.at_ms - now_ms
             return verdict
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._taking[key] = done
@@ -82,8 +91,10 @@ class LeasingLimiter:
                 self._book.observe(key, verdict)
                 return verdict
             self._book.observe(key, leased)
+            self.clock_offset_ms = leased.at_ms - now_ms
+            expires = lease_expiry(policies, now_ms, self._book.max_lease_ms, leased.at_ms)  # Redis's bucket
             totals = tuple(state.used - c * size for state, c in zip(leased.states, costs, strict=True))
-            lease = Lease(partition, policies, tuple(costs), now_ms, expires, size, totals)
+            lease = Lease(partition, policies, tuple(costs), now_ms, expires, size, totals, at_ms=leased.at_ms)
             self._book.store(key, lease)
             verdict = self._book.take(key, now_ms)
             assert verdict is not None, "a new lease serves the request that took it"

@@ -9,12 +9,16 @@ Buckets outside that range are stale: dropped on the next write. A quota is one 
 A check admits iff every enforced policy fits (``total + cost <= limit``); then it adds its cost to
 every policy, soft and shadow ones included; otherwise it changes nothing. See
 docs/decisions/0003-sliding-window-limits.md for why this never over-admits.
+
+Two clocks, as in the script: window buckets are counted at the limiter's own time (Redis: the server's
+``TIME``; here: ``server_ms`` if given, else the caller's ``now_ms``), reported as ``Verdict.at_ms``;
+quota periods at the caller's ``now_ms`` (the caller chose the period on that clock).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from tollway.clock import Clock
@@ -36,14 +40,17 @@ class Limiter(Protocol):
         """Check and (if admitted) consume ``cost`` on every policy, all or nothing.
 
         ``cost``: one int for every policy, or one per policy. ``now_ms``: Unix time in ms from the
-        caller's injected clock. ``refund``: units given back first, in the same atomic step (see
-        :meth:`refund`). Raises ``LimiterUnavailable`` if the counters cannot be reached, and
-        ValueError for an invalid check (bad partition, duplicate names, negative cost).
+        caller's injected clock: the time of quota periods; window buckets are counted at the limiter's
+        own time (the Redis server's clock), returned as ``Verdict.at_ms``. ``refund``: units given back
+        first, in the same atomic step (see :meth:`refund`). Raises ``LimiterUnavailable`` if the
+        counters cannot be reached, and ValueError for an invalid check (bad partition, duplicate names,
+        negative cost).
         """
         ...
 
     async def refund(self, partition: str, policies: Sequence[Policy], refund: Refund, now_ms: int) -> None:
-        """Give back ``refund.units`` (one count per policy) consumed at ``refund.taken_ms`` and not used:
+        """Give back ``refund.units`` (one count per policy) consumed at ``refund.taken_ms`` (the limiter's
+        time they were counted at, ``Verdict.at_ms``) and not used:
         to the bucket of that time while it is still counted (a bucket that left the window is not
         counted any more, so nothing is owed), or to the quota's period counter. Never below zero.
         Raises ``LimiterUnavailable`` if the counters cannot be reached (the units then stay consumed:
@@ -86,10 +93,14 @@ def quota_ms(policy: QuotaPolicy, now_ms: int) -> int:
 
 class MemoryLimiter:
     """In-process limiter for tests and single-process use. Not thread-safe; no I/O, so each check is
-    atomic under asyncio. Never expires counters by itself beyond pruning stale buckets on write."""
+    atomic under asyncio. Never expires counters by itself beyond pruning stale buckets on write.
 
-    def __init__(self, prefix: str = "tw:") -> None:
+    ``server_ms``: the shared clock windows are counted on (the model of Redis's ``TIME``, for tests of
+    several processes with skewed clocks); None: the caller's ``now_ms``."""
+
+    def __init__(self, prefix: str = "tw:", *, server_ms: Callable[[], int] | None = None) -> None:
         self._prefix = prefix
+        self._server_ms = server_ms
         self._windows: dict[str, dict[int, int]] = {}
         self._quotas: dict[str, int] = {}
 
@@ -116,13 +127,14 @@ class MemoryLimiter:
         if refund is not None:
             refund.check(policies)
             self.give_back(partition, policies, refund)
+        at_ms = now_ms if self._server_ms is None else self._server_ms()
         keys = [policy_key(self._prefix, partition, p) for p in policies]
         totals: list[int] = []
         lives: list[dict[int, int]] = []
         admitted = True
         for policy, key, c in zip(policies, keys, costs, strict=True):
             if isinstance(policy, WindowPolicy):
-                _, lo, hi = live_range(policy, now_ms)
+                _, lo, hi = live_range(policy, at_ms)
                 live = {b: n for b, n in self._windows.get(key, {}).items() if lo <= b <= hi}
                 total = sum(live.values())
             else:
@@ -137,7 +149,7 @@ class MemoryLimiter:
                 if c == 0:
                     continue
                 if isinstance(policy, WindowPolicy):
-                    cur = now_ms // policy.bucket_ms
+                    cur = at_ms // policy.bucket_ms
                     live[cur] = live.get(cur, 0) + c
                     self._windows[key] = dict(live)  # the stale buckets are dropped by the write
                 else:
@@ -146,7 +158,7 @@ class MemoryLimiter:
         for policy, c, total, live in zip(policies, costs, totals, lives, strict=True):
             after = total + c if admitted else total
             if isinstance(policy, WindowPolicy):
-                reset = free_ms(live, after, 1, policy.limit, policy, now_ms)
+                reset = free_ms(live, after, 1, policy.limit, policy, at_ms)
             else:
                 reset = quota_ms(policy, now_ms)
             retry = 0
@@ -154,11 +166,11 @@ class MemoryLimiter:
                 if c > policy.limit:
                     retry = NEVER
                 elif isinstance(policy, WindowPolicy):
-                    retry = free_ms(live, total, c, policy.limit, policy, now_ms)
+                    retry = free_ms(live, total, c, policy.limit, policy, at_ms)
                 else:
                     retry = quota_ms(policy, now_ms)
             counted.append(Counted(total, reset, retry))
-        return build_verdict(policies, costs, now_ms, admitted, counted)
+        return build_verdict(policies, costs, now_ms, admitted, counted, at_ms)
 
     async def refund(self, partition: str, policies: Sequence[Policy], refund: Refund, now_ms: int) -> None:
         refund.check(policies)

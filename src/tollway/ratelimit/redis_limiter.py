@@ -6,8 +6,13 @@ Counters (``{p}`` is the prefix, ``tw:`` by default; all keys of one check share
     {p}rl:{<partition>}:<policy>                    hash    bucket index -> units; PEXPIRE W + g on write
     {p}q:{<partition>}:<policy>:<period_start_ms>   string  units this period; expires a day after the period
 
-Time is the caller's ``now_ms``, never Redis's clock (TTLs are relative, so a skewed Redis clock cannot
-expire a counter early).
+Window buckets are counted on the Redis server's clock (``TIME`` inside the script, returned with the
+verdict as ``Verdict.at_ms``): every Tollway process shares it, so skew between Tollway hosts cannot make
+one process miss another's units. On a cluster each shard has its own clock, but a customer's keys share
+a slot, so each customer's windows see one clock. Quota periods stay on the caller's ``now_ms``, the clock
+that also dates the usage rows billed in those periods. TTLs are relative, so a skewed Redis clock cannot
+expire a counter early. ``server_time=False`` counts windows at the caller's ``now_ms`` instead (tests that
+drive time, and processes run with an injected clock).
 """
 
 from __future__ import annotations
@@ -35,10 +40,13 @@ class RedisLimiter:
         coalesce: bool = True,
         max_batch: int = DEFAULT_MAX_BATCH,
         timeout_s: float | None = None,
+        server_time: bool = True,
     ) -> None:
         """``timeout_s`` bounds every check: past it, :class:`LimiterUnavailable` (the caller's outage
-        policy decides). With coalescing it is one timer per pipeline, not one per check."""
+        policy decides). With coalescing it is one timer per pipeline, not one per check.
+        ``server_time``: count windows on the server's clock (False: on the caller's ``now_ms``)."""
         self._prefix = prefix
+        self._server_time = server_time
         self._runner: ScriptRunner = (
             PipelineCoalescer(redis, max_batch=max_batch, timeout_s=timeout_s)
             if coalesce
@@ -67,17 +75,18 @@ class RedisLimiter:
     ) -> Verdict:
         costs = checked_costs(partition, policies, cost)
         if not policies:
-            return Verdict(admitted=True, states=())
+            return Verdict(admitted=True, states=(), at_ms=now_ms)
         if refund is not None:
             refund.check(policies)
         policies = tuple(policies)
-        keys, args = script_keys_and_args(self._prefix, partition, policies, costs, now_ms, refund)
+        window_ms = None if self._server_time else now_ms
+        keys, args = script_keys_and_args(self._prefix, partition, policies, costs, now_ms, refund, window_ms)
         reply = await self._runner.run(keys, args)
         try:
-            if len(reply) != 1 + 3 * len(policies):
+            if len(reply) != 2 + 3 * len(policies):
                 raise ValueError(f"reply of {len(reply)} numbers for {len(policies)} policies")
             counted = [Counted(*reply[1 + 3 * i : 4 + 3 * i]) for i in range(len(policies))]
-            return build_verdict(policies, costs, now_ms, reply[0] == 1, counted)
+            return build_verdict(policies, costs, now_ms, reply[0] == 1, counted, reply[-1])
         except ValueError as exc:
             raise LimiterUnavailable(f"unexpected reply from the limiter script: {exc}") from exc
 

@@ -24,12 +24,15 @@ def script_keys_and_args(
     costs: Sequence[int],
     now_ms: int,
     refund: Refund | None = None,
+    window_ms: int | None = None,
 ) -> tuple[list[str], list[int | str]]:
-    """KEYS and ARGV of one check, in the layout ``consume.lua`` reads: ``now_ms``, then per policy one
-    argument "kind limit cost enforced a b" (window: a = bucket_ms, b = buckets; quota: a = period end),
-    followed by " units bucket" when ``refund`` gives units back to that policy first."""
+    """KEYS and ARGV of one check, in the layout ``consume.lua`` reads: ``now_ms`` (the caller's clock,
+    for quota periods), the time of the window buckets (``window_ms``; None, sent empty: the server's
+    ``TIME``), then per policy one argument "kind limit cost enforced a b" (window: a = bucket_ms,
+    b = buckets; quota: a = period end), followed by " units bucket" when ``refund`` gives units back to
+    that policy first (``refund.taken_ms`` is a window time: the one the lease was counted at)."""
     keys: list[str] = []
-    args: list[int | str] = [now_ms]
+    args: list[int | str] = [now_ms, "" if window_ms is None else window_ms]
     for i, (policy, cost) in enumerate(zip(policies, costs, strict=True)):
         keys.append(policy_key(prefix, partition, policy))
         if isinstance(policy, WindowPolicy):

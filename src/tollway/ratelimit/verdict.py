@@ -49,7 +49,9 @@ class Verdict(NamedTuple):
     """``violated``: the enforced policies that refused (the refusal reasons, in policy order).
     ``retry_after_s``/``retry_after_ms``: refusal only (else 0): until this request's cost fits in every
     violated policy, at least 1 s. ``unsatisfiable``: violated policies whose limit is below the cost,
-    so waiting never helps; their retry counts the window width (quota: the period end)."""
+    so waiting never helps; their retry counts the window width (quota: the period end).
+    ``at_ms``: the limiter's time of the decision, the one the window buckets were counted at (Redis: the
+    server's ``TIME``, the clock every process shares; a lease: that time carried forward), in epoch ms."""
 
     admitted: bool
     states: tuple[PolicyState, ...]
@@ -59,6 +61,7 @@ class Verdict(NamedTuple):
     retry_after_s: int = 0
     retry_after_ms: int = 0
     unsatisfiable: tuple[str, ...] = ()
+    at_ms: int = 0
 
 
 def _ceil_s(ms: int) -> int:
@@ -72,9 +75,15 @@ def _never_ms(policy: Policy, now_ms: int) -> int:
 
 
 def build_verdict(
-    policies: Sequence[Policy], costs: Sequence[int], now_ms: int, admitted: bool, counted: Sequence[Counted]
+    policies: Sequence[Policy],
+    costs: Sequence[int],
+    now_ms: int,
+    admitted: bool,
+    counted: Sequence[Counted],
+    at_ms: int | None = None,
 ) -> Verdict:
-    """Derive the full verdict; raises ValueError if the backend's answer is inconsistent."""
+    """Derive the full verdict; raises ValueError if the backend's answer is inconsistent. ``now_ms``: the
+    caller's clock (quota periods); ``at_ms``: the windows' (default ``now_ms``)."""
     if len(counted) != len(policies):
         raise ValueError(f"expected {len(policies)} policy results, got {len(counted)}")
     states: list[PolicyState] = []
@@ -121,4 +130,5 @@ def build_verdict(
         retry_after_s=0 if admitted else max(1, _ceil_s(retry_ms)),
         retry_after_ms=0 if admitted else retry_ms,
         unsatisfiable=tuple(unsatisfiable),
+        at_ms=now_ms if at_ms is None else at_ms,
     )
