@@ -202,4 +202,5 @@ def test_recursive_aliases_and_alias_bombs_are_refused() -> None:
         f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(6)
     )
     [issue] = _issues(bomb)
-    assert "too many nodes" in issue.message
+    assert "aliases repeat more than 100,000 nodes" in issue.message
+    assert issue.line == 2  # at an alias (b: [*a, ...]), the innermost being expanded
