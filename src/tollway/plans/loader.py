@@ -39,7 +39,7 @@ def load_catalog_text(text: str, filename: str) -> Catalog:
     if document.data is None and not issues:
         issues.append(CatalogIssue(filename, 1, 1, "the catalog is empty"))
     catalog = None
-    if document.data is not None:
+    if document.data is not None and not document.reported(()):  # a limit crossed: nothing else is checked
         catalog, problems = validate_catalog(document.data)
         issues.extend(document.issue(problem) for problem in problems if not document.reported(problem.path))
     if issues or catalog is None:

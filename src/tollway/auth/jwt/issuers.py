@@ -145,7 +145,7 @@ def load_issuers_text(
     except CatalogError as exc:  # a YAML syntax error: nothing else can be checked
         raise IssuerConfigError(exc.issues) from None
     issues = list(document.issues)
-    if document.data is None:
+    if document.data is None or document.reported(()):  # empty, or a limit crossed: nothing else is checked
         if not issues:
             issues.append(CatalogIssue(filename, 1, 1, "the issuers file is empty"))
         raise IssuerConfigError(issues)
