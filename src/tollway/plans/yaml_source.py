@@ -38,9 +38,10 @@ MAX_YAML_BYTES: Final = 1024 * 1024
 """The largest YAML input (catalog, ConfigMap, issuers file): 1 MiB, the most a Kubernetes ConfigMap holds."""
 MAX_DEPTH: Final = 64
 """The deepest nesting of lists and mappings (a catalog needs fewer than ten levels)."""
-MAX_NODES: Final = 100_000
-"""The most nodes (scalars, lists, mappings) written in one document: a catalog of about 3,000 plans."""
-MAX_ALIAS_NODES: Final = 100_000
+MAX_NODES: Final = 50_000
+"""The most nodes (values, lists, mappings, aliases) written in one document: ``plans/catalog.yaml`` has
+about 500; a 1 MiB catalog like it, about 10,000."""
+MAX_ALIAS_NODES: Final = 50_000
 """The most nodes aliases may add by repeating the node they name (the defence against alias bombs)."""
 
 
@@ -161,13 +162,15 @@ class _BoundedLoader(yaml.SafeLoader):
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:  # index: int, a key Node or None
         event = self.peek_event()  # type: ignore[no-untyped-call]
         mark: Any = event.start_mark
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _LimitCrossed(
+                mark, f"the document has more than {MAX_NODES:,} nodes (values, lists, mappings, aliases)"
+            )
         if isinstance(event, AliasEvent):
             if parent is not None:
                 self.alias_marks[(id(parent), id(index) if isinstance(index, Node) else index)] = mark
             return super().compose_node(parent, index)
-        self.nodes += 1
-        if self.nodes > MAX_NODES:
-            raise _LimitCrossed(mark, f"the document has more than {MAX_NODES:,} nodes (values, lists and mappings)")
         if self.depth >= MAX_DEPTH:
             raise _LimitCrossed(mark, f"lists and mappings are nested more than {MAX_DEPTH} deep")
         self.depth += 1
