@@ -4,7 +4,6 @@ SIGTERM/SIGINT (or ``stop``), then drains in-flight checks before exiting."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Callable, Coroutine
@@ -34,6 +33,7 @@ from tollway.redis_types import RedisClient
 from tollway.settings import Settings
 from tollway.subscriptions.redis_store import RedisSubscriptionStore
 from tollway.subscriptions.resolver import SubscriptionCache, SubscriptionResolver
+from tollway.supervision import start_supervised
 from tollway.usage.caller_report import caller_report
 from tollway.usage.clickhouse_sink import ClickHouseSink
 from tollway.usage.metering import Metering
@@ -45,6 +45,14 @@ from tollway.warehouse.settings import WarehouseSettings
 log = logging.getLogger(__name__)
 
 Background = list[Callable[[], Coroutine[Any, Any, None]]]
+"""The long-running tasks of ``serve``: each is supervised (``tollway.supervision``), restarted if it fails."""
+
+
+def task_name(run: Callable[..., object]) -> str:
+    """A background task's name for logs: ``CatalogWatcher.run`` for a bound method, else the function's."""
+    owner = getattr(run, "__self__", None)
+    name = getattr(run, "__name__", repr(run))
+    return f"{type(owner).__name__}.{name}" if owner is not None else name
 
 
 def windows_on_redis_clock(clock: Clock) -> bool:
@@ -254,7 +262,11 @@ async def serve(
     checks = bool(settings.http_port or settings.grpc_port)  # `tollway meter` answers no check
     store = RedisKeyStore(redis, settings.redis_prefix, subscriber=subscriber)
     cache = build_cache(settings, clock)
-    background: Background = [lambda: store.watch_changes(cache.evict, cache.clear)] if checks else []
+
+    async def follow_key_changes() -> None:
+        await store.watch_changes(cache.evict, cache.clear)
+
+    background: Background = [follow_key_changes] if checks else []
     tokens = build_tokens(settings, clock, background) if settings.jwt_issuers and checks else None
     metrics = TollwayMetrics()
     gate = build_gate(settings, redis, subscriber, clock, background, metrics) if settings.catalog else None
@@ -270,7 +282,7 @@ async def serve(
     )
     core = build_core(settings, store, cache, clock, gate, metering, tokens, usage_headers) if checks else None
     add_readings(metrics, gate, metering)
-    tasks = [asyncio.create_task(run()) for run in background]
+    tasks = [start_supervised(task_name(run), run) for run in background]
 
     loop = asyncio.get_running_loop()
     if handle_signals:
@@ -327,7 +339,8 @@ async def serve(
         if admin is not None:
             admin.set_serving()  # /readyz: the ext_authz listeners are open
         if grpc_server is not None:  # gRPC health follows the same checks as /readyz
-            tasks.append(asyncio.create_task(follow_readiness(grpc_server, ready)))
+            serving = grpc_server
+            tasks.append(start_supervised("gRPC health", lambda: follow_readiness(serving, ready)))
         if on_ready is not None and core is not None:
             on_ready(core)
         await stop.wait()
@@ -348,9 +361,9 @@ async def serve(
             await metering.shutdown(settings.shutdown_grace_s)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task, outcome in zip(tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+                log.error("background task %r ended with %r", task.get_name(), outcome)  # shut down all the same
         if gate is not None:
             await gate.drain_leases()  # unused leased units back to Redis before the client closes
         if metering is not None:

@@ -181,3 +181,52 @@ def test_catalog_swaps_reload_live_and_an_invalid_one_is_refused(reload_stack: R
     assert client.failures == []
     assert set(statuses) == {200}, statuses
     print(f"{sum(statuses.values())} requests during the swaps, all 200")
+
+
+def test_a_pathological_catalog_is_refused_and_reload_goes_on(
+    valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, tmp_path: Path
+) -> None:
+    """Issue 13 item 10: a 1.3 KB catalog nested 500 deep once ended the watcher silently (the next valid
+    catalog never loaded) and made SIGTERM exit 1 without draining leases or closing metering."""
+    volume = ConfigMapVolume(tmp_path / "catalog-volume", FIXTURES / "reload-v1.yaml")
+    deep = tmp_path / "deep.yaml"
+    head = (FIXTURES / "reload-v1.yaml").read_text().replace('"reload-1"', '"deep"')
+    deep.write_text(head + "x: " + "[" * 500 + "]" * 500 + "\n")
+    tollway = tollway_factory(
+        {
+            "TOLLWAY_CATALOG": str(volume.catalog),
+            "TOLLWAY_CATALOG_POLL_S": str(POLL_S),
+            "TOLLWAY_SPOOL_DIR": str(tmp_path / "spool"),
+            "TOLLWAY_LOADER": "off",
+        }
+    )
+    key = create_key(valkey_fresh.url, "reload-co")["api_key"]
+    subscribed = run_cli(valkey_fresh.url, "subscriptions", "set", "--customer", "reload-co", "--plan", "basic")
+    assert subscribed.code == 0, subscribed.stderr
+    check = f"http://127.0.0.1:{tollway.http_port}/v1/items/7"
+    health = f"http://127.0.0.1:{tollway.admin_port}/healthz"
+
+    def admitted() -> bool:
+        return httpx.get(check, headers={"x-api-key": key}, timeout=2).status_code == 200
+
+    def live_version() -> str:
+        return str(httpx.get(health, timeout=2).json()["catalog"]["version"])
+
+    assert admitted()
+    volume.swap_to(deep)
+    wait_until(lambda: "nested more than 64 deep" in tollway.log_tail(400), 10, "the refusal in the log")
+    log = tollway.log_tail(400)
+    assert "catalog change refused; version reload-1" in log
+    assert re.search(rf"{re.escape(str(volume.catalog))}:\d+:\d+: lists and mappings are nested more than 64", log)
+    assert live_version() == "reload-1"
+    assert admitted()
+
+    volume.swap_to(FIXTURES / "reload-v2.yaml")
+    wait_until(lambda: live_version() == "reload-2", 10, "the next valid catalog live")
+    assert f"version reload-2 ({digest('reload-v2.yaml')}) is live, replacing version reload-1" in tollway.log_tail(400)
+    assert admitted()
+
+    assert tollway.stop(timeout=20) == 0
+    log = tollway.log_tail(400)
+    assert "Traceback" not in log
+    assert '"msg":"stopped"' in log.splitlines()[-1], log[-2000:]  # the whole shutdown ran

@@ -5,8 +5,10 @@ to a timestamped directory, and updates it by swapping ``..data`` with one renam
 the fully resolved file's (path, inode, device, mtime, size); when that changes it reads the bytes
 and compares their digest, so a touch or a swap to identical content does nothing. A new valid
 catalog whose digest differs from the current one goes to ``on_change``; an invalid one to
-``on_error`` once (the caller keeps the catalog it has). A file missing on one poll is taken for a
-swap in progress; missing on the next poll too, it is an error.
+``on_error`` once (the caller keeps the catalog it has), and the watcher keeps watching, whatever
+went wrong, so the next valid catalog is loaded. Only the first ``MAX_YAML_BYTES + 1`` bytes of a
+file are read (a larger file is refused). A file missing on one poll is taken for a swap in
+progress; missing on the next poll too, it is an error.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import TypeVar
 
 from tollway.plans.catalog import CompiledCatalog
 from tollway.plans.errors import CatalogError, CatalogIssue
-from tollway.plans.loader import compile_catalog_text
+from tollway.plans.loader import compile_catalog_text, read_yaml_bytes
+from tollway.plans.yaml_source import decode_yaml
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,10 @@ class CatalogWatcher:
     async def run(self) -> None:
         """Poll until cancelled."""
         while True:
-            await self.poll()
+            try:
+                await self.poll()
+            except Exception:  # never stop watching: the next valid catalog must still be loaded
+                log.exception("catalog watcher: polling %s failed", self._path)
             await self._sleep(self._poll_interval)
 
     async def poll(self) -> None:
@@ -72,7 +78,7 @@ class CatalogWatcher:
             signature = self._stat()
             if signature == self._signature:
                 return
-            data = await asyncio.to_thread(Path(signature[0]).read_bytes)
+            data, size = await asyncio.to_thread(read_yaml_bytes, Path(signature[0]))
         except FileNotFoundError:
             self._missing_polls += 1
             self._signature = None
@@ -94,13 +100,15 @@ class CatalogWatcher:
             return
         self._content = content
         try:
-            text = data.decode("utf-8")
+            text = decode_yaml(data, str(self._path), size)
             compiled = await asyncio.to_thread(compile_catalog_text, text, str(self._path))
-        except UnicodeDecodeError as exc:
-            self._report_error(f"the catalog is not UTF-8 text: {exc.reason}", f"byte {exc.start}")
-            return
         except CatalogError as exc:
             self._call(self._on_error, exc)
+            return
+        except Exception as exc:  # a bug in checking: refuse this catalog, keep watching for the next one
+            log.exception("catalog watcher: checking %s failed", self._path)
+            message = f"the catalog could not be checked ({type(exc).__name__}); see the log"
+            self._call(self._on_error, CatalogError([CatalogIssue(str(self._path), 0, 0, message)]))
             return
         if compiled.digest == self._digest:
             return

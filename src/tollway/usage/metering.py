@@ -15,6 +15,7 @@ from tollway.extproc.access_log import AccessLogService
 from tollway.extproc.metering_server import ACCESS_LOG_SERVICE, GrpcService, MeteringServer
 from tollway.plans.catalog import CompiledCatalog
 from tollway.settings import Settings
+from tollway.supervision import start_supervised
 from tollway.usage.clickhouse_sink import ClickHouseSink
 from tollway.usage.loader import LoaderBusy, LoaderLock, UsageLoader
 from tollway.usage.meters import NO_METERS, CatalogMeters, catalog_meters
@@ -74,9 +75,9 @@ class Metering:
                 log.info("usage loader: %s → %s (database %s)", settings.spool_dir, warehouse.dsn, warehouse.database)
         log.info("usage spool: %s (segment %s)", settings.spool_dir, spool.path)
         metering = cls(settings, spool, live, loader, lock, sink)
-        metering._tasks.append(asyncio.create_task(metering._keep_durable()))
+        metering._tasks.append(start_supervised("spool fsync", metering._keep_durable))
         if loader is not None:
-            metering._tasks.append(asyncio.create_task(loader.run(metering._stop_loader)))
+            metering._tasks.append(start_supervised("usage loader", lambda: loader.run(metering._stop_loader)))
         return metering
 
     @property

@@ -7,6 +7,7 @@ from tollway.plans.catalog import CompiledCatalog
 from tollway.plans.errors import CatalogError, CatalogIssue
 from tollway.plans.loader import load_catalog, load_catalog_text, load_compiled_catalog
 from tollway.plans.pricing import FlatCharge, GraduatedCharge, PerUnitCharge
+from tollway.plans.yaml_source import MAX_ALIAS_NODES
 
 PLANS = Path(__file__).parents[3] / "plans"
 
@@ -202,4 +203,5 @@ def test_recursive_aliases_and_alias_bombs_are_refused() -> None:
         f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(6)
     )
     [issue] = _issues(bomb)
-    assert "too many nodes" in issue.message
+    assert f"aliases repeat more than {MAX_ALIAS_NODES:,} nodes" in issue.message
+    assert issue.line == 2  # at an alias (b: [*a, ...]), the innermost being expanded

@@ -5,6 +5,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+import tollway.plans.watcher as watcher_module
 from tollway.plans.catalog import CompiledCatalog
 from tollway.plans.errors import CatalogError
 from tollway.plans.loader import load_catalog_text
@@ -45,11 +48,14 @@ class KubeletVolume:
     def path(self) -> Path:
         return self.root / "catalog.yaml"
 
-    def publish(self, text: str) -> None:
+    def publish(self, text: str | bytes) -> None:
         self.generation += 1
         directory = self.root / f"..2026_11_25_10_00_00.{self.generation}"
         directory.mkdir()
-        (directory / "catalog.yaml").write_text(text)
+        if isinstance(text, bytes):
+            (directory / "catalog.yaml").write_bytes(text)
+        else:
+            (directory / "catalog.yaml").write_text(text)
         staging = self.root / "..data_tmp"
         staging.symlink_to(directory.name)
         os.replace(staging, self.root / "..data")  # the atomic swap
@@ -203,5 +209,62 @@ def test_a_failing_callback_does_not_stop_the_watcher(tmp_path: Path) -> None:
             await until(lambda: versions == ["1", "2"])
         finally:
             task.cancel()
+
+    asyncio.run(scenario())
+
+
+def deep(depth: int) -> str:
+    """A short catalog whose `features` are lists nested ``depth`` deep (1.3 KB at 500)."""
+    return catalog("deep").replace("features:\n  read:", "x: " + "[" * depth + "]" * depth + "\nfeatures:\n  read:")
+
+
+def test_a_pathological_catalog_is_refused_and_the_next_valid_one_loaded(tmp_path: Path) -> None:
+    volume = KubeletVolume(tmp_path)
+    volume.publish(catalog("1"))
+    seen = Recorder()
+
+    async def scenario() -> None:
+        task = asyncio.create_task(seen.watcher(volume.path).run())
+        try:
+            await until(lambda: len(seen.changes) == 1)
+            volume.publish(deep(500))
+            await until(lambda: len(seen.errors) == 1)
+            [issue] = seen.errors[0].issues
+            assert (issue.line, issue.column) == (4, 67)  # the 64th `[`: 65 deep with the top-level mapping
+            assert "nested more than 64 deep" in issue.message
+            volume.publish(b"\xff\xfe" + catalog("x").encode("utf-16-le"))
+            await until(lambda: len(seen.errors) == 2)
+            assert "not UTF-8" in str(seen.errors[1])
+            volume.publish(catalog("2"))
+            await until(lambda: len(seen.changes) == 2)
+            assert seen.changes[1].version == "2"
+            assert not task.done()
+        finally:
+            task.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_crash_while_checking_is_reported_and_watching_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "catalog.yaml"
+    path.write_text(catalog("1"))
+    seen = Recorder()
+
+    def crash(text: str, filename: str) -> CompiledCatalog:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    async def scenario() -> None:
+        watcher = seen.watcher(path)
+        with monkeypatch.context() as patch:
+            patch.setattr(watcher_module, "compile_catalog_text", crash)
+            await watcher.poll()
+        [issue] = seen.errors[0].issues
+        assert "could not be checked (RecursionError)" in issue.message
+        assert "RecursionError: maximum recursion depth exceeded" in caplog.text  # with its traceback
+        path.write_text(catalog("2"))
+        await watcher.poll()
+        assert [c.version for c in seen.changes] == ["2"]
 
     asyncio.run(scenario())

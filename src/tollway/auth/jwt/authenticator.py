@@ -29,6 +29,7 @@ from tollway.auth.jwt.token_cache import TokenCache, token_digest
 from tollway.auth.jwt.verifier import check_claims, check_signature
 from tollway.auth.records import Identity
 from tollway.clock import Clock
+from tollway.supervision import supervise
 
 TOKEN_ENV: Final = "jwt"  # noqa: S105 - Identity.env of token callers (API keys: live | test)
 
@@ -166,10 +167,11 @@ class TokenAuthenticator:
         return identity
 
     async def run(self) -> None:
-        """Keep every issuer's JWKS fresh in the background until cancelled; then close the HTTP client."""
+        """Keep every issuer's JWKS fresh in the background until cancelled; then close the HTTP client.
+        Each issuer's refresher is supervised: one that fails is logged and restarted."""
         caches = [t.jwks for t in self._issuers.values() if t.jwks is not None]
         try:
-            await asyncio.gather(*(cache.run() for cache in caches))
+            await asyncio.gather(*(supervise(f"JWKS refresh of issuer {c.issuer_name}", c.run) for c in caches))
         finally:
             if self._owned_fetcher is not None:
                 with contextlib.suppress(Exception):

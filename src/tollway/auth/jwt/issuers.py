@@ -44,6 +44,7 @@ from tollway.auth.jwt.keys import (
 )
 from tollway.plans.errors import CatalogError, CatalogIssue, Problem, format_path, render_value
 from tollway.plans.fields import Identifier, StrictModel
+from tollway.plans.loader import read_yaml_file
 from tollway.plans.yaml_source import YamlDocument, read_document
 
 _LOOPBACK_NAMES: Final = frozenset({"localhost"})
@@ -125,9 +126,11 @@ class IssuersFile(StrictModel):
 def load_issuers(path: Path, environ: Mapping[str, str] | None = None) -> tuple[Issuer, ...]:
     """Read and check ``path``. Raises :class:`IssuerConfigError` (every issue, or why it is unreadable)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        text = read_yaml_file(path)
+    except CatalogError as exc:  # larger than the limit, or not UTF-8
+        raise IssuerConfigError(exc.issues) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
         raise IssuerConfigError([CatalogIssue(str(path), 0, 0, f"cannot read the issuers file: {reason}")]) from None
     return load_issuers_text(text, str(path), environ, base_dir=path.parent)
 
@@ -142,7 +145,7 @@ def load_issuers_text(
     except CatalogError as exc:  # a YAML syntax error: nothing else can be checked
         raise IssuerConfigError(exc.issues) from None
     issues = list(document.issues)
-    if document.data is None:
+    if document.data is None or document.reported(()):  # empty, or a limit crossed: nothing else is checked
         if not issues:
             issues.append(CatalogIssue(filename, 1, 1, "the issuers file is empty"))
         raise IssuerConfigError(issues)
