@@ -134,9 +134,19 @@ class SpoolWriter:
         return self._full
 
     def _open(self) -> None:
+        """Create the segment under a name no reader lists, lock it, then give it its segment name: a loader
+        never sees it unlocked (it would take it for a dead writer's empty segment and delete it)."""
         path = self._directory / _segment_name()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        staging = path.with_name("." + path.name)
+        fd = os.open(staging, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(staging, path)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                staging.unlink()
+            raise
         self._fd, self._path, self._written, self._acked = fd, path, 0, 0
 
     def append(self, data: bytes) -> bool:

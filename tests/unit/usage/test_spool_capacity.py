@@ -3,6 +3,7 @@ loader caught up, whatever the number of writers and the segment size; its files
 rather than kept; and the refusals while it is full are labelled and counted (issue 13, item 9)."""
 
 import asyncio
+import fcntl
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,26 @@ def test_a_spool_smaller_than_a_segment_is_refused_at_start(
     assert "TOLLWAY_SPOOL_SEGMENT_BYTES, 67108864" in err
     assert "Value error" not in err
     assert "TOLLWAY_:" not in err
+
+
+def test_a_new_segment_is_never_seen_unlocked_by_the_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Writers now seal segments early (when the files reach max_bytes), so new segments open more often.
+    # A loader pass that ran between a new segment's creation and its lock took it for a dead writer's
+    # empty segment and deleted it: the writer's rows then went to an unlinked file.
+    real_flock = fcntl.flock
+    sink = RecordingSink()
+
+    def flock_with_a_loader_pass_first(fd: int, operation: int) -> None:
+        if operation & fcntl.LOCK_EX:  # the writer locking its new segment: the loader runs just before
+            asyncio.run(UsageLoader(tmp_path, sink).drain())
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_with_a_loader_pass_first)
+    writer = SpoolWriter(tmp_path)
+    writer.append(rows(3))
+    writer.rotate()
+    writer.append(rows(2, start=3))
+    monkeypatch.setattr(fcntl, "flock", real_flock)
+    writer.close()
+    asyncio.run(UsageLoader(tmp_path, sink).drain())
+    assert sink.lines() == rows(5).splitlines(), "no row lost to a deleted segment"
