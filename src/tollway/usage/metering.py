@@ -82,11 +82,11 @@ class Metering:
         process at a time)."""
         settings = self._settings
         assert settings.spool_dir is not None
+        warehouse = WarehouseSettings()
         try:
             lock = LoaderLock(settings.spool_dir)
         except LoaderBusy:
             return False
-        warehouse = WarehouseSettings()
         self._lock = lock
         self._sink = ClickHouseSink(warehouse.dsn, warehouse.database)  # connects on its first insert
         self.loader = UsageLoader(
@@ -114,8 +114,13 @@ class Metering:
                         "usage loader: the process that loaded %s is gone; this one loads it now", self.spool.directory
                     )
                     return
-            except OSError as exc:
-                log.error("usage loader: cannot take the lock of %s: %s", self.spool.directory, exc)
+            except Exception as exc:  # logged and retried: this task must not end silently
+                log.error(
+                    "usage loader: cannot take the loader of %s over: %s: %s",
+                    self.spool.directory,
+                    type(exc).__name__,
+                    exc,
+                )
 
     @property
     def loader_enabled(self) -> bool:
