@@ -21,7 +21,7 @@ from tollway.usage.clickhouse_sink import ClickHouseSink
 from tollway.usage.loader import LoaderBusy, LoaderLock, UsageLoader
 from tollway.usage.meters import NO_METERS, CatalogMeters, catalog_meters
 from tollway.usage.recorder import UsageRecorder
-from tollway.usage.spool import SpoolWriter, live_writers, pending_bytes, spool_bytes
+from tollway.usage.spool import SpoolWriter, live_writers, spool_usage
 from tollway.warehouse.settings import WarehouseSettings
 
 log = logging.getLogger(__name__)
@@ -164,10 +164,11 @@ class Metering:
 
     def describe(self) -> dict[str, Any]:
         """Health detail: spool size and state, and the loader's counters when this process loads."""
+        usage = spool_usage(self.spool.directory)
         detail: dict[str, Any] = {
             "spool_dir": str(self.spool.directory),
-            "spool_bytes": spool_bytes(self.spool.directory),
-            "spool_pending_bytes": pending_bytes(self.spool.directory),
+            "spool_bytes": usage.files,  # on disk
+            "spool_pending_bytes": usage.pending,  # not yet loaded: what TOLLWAY_SPOOL_MAX_BYTES bounds
             "spool_full": self.spool.full,
             "rows_refused": self.spool.rows_refused,
             "access_log_rows": self.access_log.rows_written,
