@@ -69,8 +69,8 @@ class Settings(BaseSettings):
     # own segment in this directory (fsync'ed every spool_fsync_interval_s); one loader per directory
     # (the first process to take its lock, when loader=auto) inserts them into ClickHouse
     # (TOLLWAY_CLICKHOUSE_DSN / TOLLWAY_CLICKHOUSE_DATABASE). See docs/usage-tracking.md.
-    # spool_max_bytes bounds the rows not yet loaded (and, within a second or so, the files); it must be at
-    # least one segment, and should be at least writers × segment bytes (see docs/usage-tracking.md).
+    # spool_max_bytes bounds the rows not yet loaded (the files: that plus under a segment per writer); it
+    # must be at least one segment, and should be at least writers × segment bytes (docs/usage-tracking.md).
     spool_dir: Path | None = None
     spool_max_bytes: Annotated[int, Field(ge=1 << 20)] = 4 << 30
     spool_segment_bytes: Annotated[int, Field(ge=1 << 16)] = 64 << 20

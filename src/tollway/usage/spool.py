@@ -16,9 +16,10 @@ deduplicates by request id.
 Capacity: the spool stops accepting rows once the bytes not yet loaded (every segment's size minus what
 the loader acknowledged) reach ``max_bytes`` (ClickHouse away for a long time); what happens to the
 request then is the server's spool-full policy (docs/usage-tracking.md). Loaded rows do not count, so the
-spool has room again as soon as the loader caught up. The files themselves stay near ``max_bytes`` too:
-when they reach it, each writer whose open segment holds loaded rows seals it (rotates), so that the
-loader can delete it, rather than waiting for the segment to reach ``segment_bytes``.
+spool has room again as soon as the loader caught up. When the files reach ``max_bytes``, each writer
+whose open segment holds loaded rows seals it (rotates) so that the loader can delete it, rather than
+waiting for the segment to reach ``segment_bytes``: the files hold at most ``max_bytes`` not yet loaded
+plus, per writer, less than one segment of loaded rows.
 """
 
 from __future__ import annotations

@@ -82,6 +82,8 @@ def test_any_full_spool_has_room_again_once_loaded(
             writer.refresh_usage()
             sent += fill(writer)
         assert all(w.full for w in spools)
+        # On disk: what is not loaded, plus under one segment of loaded rows per writer.
+        assert spool_bytes(directory) <= (max_kib << 10) + writers * ((segment_kib << 10) + len(ROW))
         loader = UsageLoader(directory, sink)
         asyncio.run(loader.drain())  # ClickHouse is back: everything loads
         assert pending_bytes(directory) == 0
