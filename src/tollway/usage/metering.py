@@ -158,9 +158,12 @@ class Metering:
             await asyncio.sleep(self._settings.spool_fsync_interval_s)
             try:
                 await loop.run_in_executor(None, self.spool.sync)
-                self.spool.refresh_usage()
             except OSError as exc:
                 log.error("usage spool: fsync failed: %s", exc)
+            try:  # the spool's files and acks are read off the loop, applied on it
+                self.spool.refresh_usage(await loop.run_in_executor(None, self.spool.measure))
+            except OSError as exc:
+                log.error("usage spool: cannot measure or rotate %s: %s", self.spool.directory, exc)
 
     def describe(self) -> dict[str, Any]:
         """Health detail: spool size and state, and the loader's counters when this process loads."""

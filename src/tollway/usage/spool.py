@@ -62,6 +62,13 @@ class SpoolUsage:
     pending: int  # bytes not yet loaded: each segment's size minus the offset its loader acknowledged
 
 
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    segment: Path | None  # the writer's open segment when measured
+    others: SpoolUsage  # every other segment
+    acked: int  # bytes of the open segment the loader acknowledged
+
+
 def spool_usage(directory: Path, skip: Path | None = None) -> SpoolUsage:
     """The segments of ``directory`` (all but ``skip``): their bytes, and how many of them are not loaded."""
     files = pending = 0
@@ -190,12 +197,21 @@ class SpoolWriter:
         self._open()
         self._others = spool_usage(self._directory, skip=self._path).pending
 
-    def refresh_usage(self) -> None:
+    def measure(self) -> Measurement:
+        """The spool as the loader left it: file reads only, safe on a worker thread (pass the result to
+        :meth:`refresh_usage` on the writer's thread)."""
+        path = self._path
+        return Measurement(path, spool_usage(self._directory, skip=path), acked_offset(path) if path else 0)
+
+    def refresh_usage(self, measured: Measurement | None = None) -> None:
         """Re-measure the spool (the loader acknowledges loaded rows and deletes loaded sealed segments) and
         lift ``full`` once the rows not yet loaded fit again. When the files reach ``max_bytes`` and part of
         the open segment is loaded, seal it so that the loader can delete it."""
-        usage = spool_usage(self._directory, skip=self._path)
-        self._acked = min(self._written, acked_offset(self._path)) if self._path is not None else 0
+        measured = measured or self.measure()
+        if measured.segment != self._path:
+            return  # the writer rotated since: the next measurement counts the new segment
+        usage = measured.others
+        self._acked = min(self._written, measured.acked)
         if usage.files + self._written >= self._max_bytes and self._acked > 0:
             self.rotate()
         else:
