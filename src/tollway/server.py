@@ -38,7 +38,7 @@ from tollway.usage.caller_report import caller_report
 from tollway.usage.clickhouse_sink import ClickHouseSink
 from tollway.usage.metering import Metering
 from tollway.usage.report_server import USAGE_PATH, Report, UsageReportServer
-from tollway.usage.spool import spool_bytes
+from tollway.usage.spool import pending_bytes
 from tollway.usage.usage_headers import UsageHeaders
 from tollway.warehouse.settings import WarehouseSettings
 
@@ -173,16 +173,18 @@ async def follow_readiness(grpc_server: GrpcAuthzServer, ready: Readiness, inter
 
 
 def warehouse_reachability(metering: Metering | None) -> Callable[[], dict[str, str]] | None:
-    """For ``/readyz``: whether this process's loader reaches ClickHouse (None: it does not load)."""
-    loader = metering.loader if metering is not None else None
-    if loader is None:
+    """For ``/readyz``: whether this process's loader reaches ClickHouse (nothing while another process
+    loads; this one may take the loader over later)."""
+    if metering is None:
         return None
-    stats = loader.stats
 
     def reported() -> dict[str, str]:
-        if not stats.failing:
+        loader = metering.loader
+        if loader is None:
+            return {}
+        if not loader.stats.failing:
             return {"clickhouse": "ok"}
-        return {"clickhouse": f"unreachable, rows wait in the spool: {stats.last_error}"}
+        return {"clickhouse": f"unreachable, rows wait in the spool: {loader.stats.last_error}"}
 
     return reported
 
@@ -190,14 +192,18 @@ def warehouse_reachability(metering: Metering | None) -> Callable[[], dict[str, 
 def add_readings(metrics: TollwayMetrics, gate: EntitlementGate | None, metering: Metering | None) -> None:
     """The metrics other components keep, read at each scrape."""
     book = gate.leases.book if gate is not None else None
-    loader = metering.loader if metering is not None else None
     spool_dir = metering.spool.directory if metering is not None else None
     live = gate.catalog if gate is not None else None
+
+    def rows_loaded() -> dict[tuple[str, ...], float]:
+        loader = metering.loader if metering is not None else None  # set once this process loads
+        return {(): loader.stats.rows_loaded} if loader is not None else {}
+
     metrics.add_readings(
         leases=(lambda: {(): book.leases_taken}) if book is not None else None,
         lease_requests=(lambda: {(): book.requests_from_leases}) if book is not None else None,
-        spool_pending=(lambda: {(): spool_bytes(spool_dir)}) if spool_dir is not None else None,
-        rows_loaded=(lambda: {(): loader.stats.rows_loaded}) if loader is not None else None,
+        spool_pending=(lambda: {(): pending_bytes(spool_dir)}) if spool_dir is not None else None,
+        rows_loaded=rows_loaded if metering is not None and metering.loader_enabled else None,
         catalog=(lambda: {(live.current.name, live.current.version, live.current.digest): 1})
         if live is not None
         else None,

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     # own segment in this directory (fsync'ed every spool_fsync_interval_s); one loader per directory
     # (the first process to take its lock, when loader=auto) inserts them into ClickHouse
     # (TOLLWAY_CLICKHOUSE_DSN / TOLLWAY_CLICKHOUSE_DATABASE). See docs/usage-tracking.md.
+    # spool_max_bytes bounds the rows not yet loaded (the files: that plus under a segment per writer); it
+    # must be at least one segment, and should be at least writers × segment bytes (docs/usage-tracking.md).
     spool_dir: Path | None = None
     spool_max_bytes: Annotated[int, Field(ge=1 << 20)] = 4 << 30
     spool_segment_bytes: Annotated[int, Field(ge=1 << 16)] = 64 << 20
@@ -79,6 +81,9 @@ class Settings(BaseSettings):
     # When the spool is full (ClickHouse away for long): refuse with 503 (fail_closed), or admit unrecorded.
     spool_full_policy: Literal["fail_closed", "admit"] = "fail_closed"
     loader: Literal["auto", "off"] = "auto"
+    # With loader=auto, a process that did not get the loader lock retries it this often: when the loader's
+    # process is gone (exited, killed), another one loads the spool within this time.
+    loader_takeover_s: Annotated[float, Field(gt=0, le=300)] = 5.0
     loader_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.2
     # Time between inserts unless a batch is full: fewer, larger inserts (ClickHouse's preference).
     loader_insert_interval_s: Annotated[float, Field(ge=0, le=60)] = 1.0
@@ -112,6 +117,16 @@ class Settings(BaseSettings):
     def _one_pepper_source(self) -> Settings:
         if self.pepper is not None and self.pepper_file is not None:
             raise ValueError("set TOLLWAY_PEPPER or TOLLWAY_PEPPER_FILE, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _spool_holds_a_segment(self) -> Settings:
+        if self.spool_max_bytes < self.spool_segment_bytes:
+            raise ValueError(
+                f"TOLLWAY_SPOOL_MAX_BYTES ({self.spool_max_bytes}) is smaller than one segment "
+                f"(TOLLWAY_SPOOL_SEGMENT_BYTES, {self.spool_segment_bytes}): make it at least the number of "
+                "processes writing to the spool × the segment size (docs/usage-tracking.md)"
+            )
         return self
 
     def pepper_bytes(self) -> bytes:

@@ -44,6 +44,7 @@ DECIDED_AT_HEADER: Final = "x-tollway-decided-at"
 COST_HEADER: Final = "x-tollway-cost"
 _ALWAYS_SET: Final = frozenset({CUSTOMER_HEADER, KEY_ID_HEADER})
 _MAX_SHAPES: Final = 10_000
+METERING_UNAVAILABLE: Final = "metering-unavailable"
 
 
 class Decider(Protocol):
@@ -110,6 +111,7 @@ class DecisionCore:
         limit or a capacity lease that covers the request; or a credential refused on its face), else
         ``None``: call :meth:`decide`."""
         if self._recorder is not None and self._recorder.refuses_new_requests:
+            self._recorder.spool.refuse()  # this refusal's own row cannot be written either
             return self._metering_unavailable(request)
         caller: Authenticated | None = None
         try:
@@ -136,6 +138,7 @@ class DecisionCore:
     async def decide(self, request: CheckRequest) -> Decision:
         request_id = request.request_id
         if self._recorder is not None and self._recorder.refuses_new_requests:
+            self._recorder.spool.refuse()  # this refusal's own row cannot be written either
             return self._metering_unavailable(request)
         caller: Authenticated | None = None
         try:
@@ -209,11 +212,14 @@ class DecisionCore:
         return self._refused(deny, error.reason, request, caller, error.plan_id, error.feature, error.route)
 
     def _metering_unavailable(self, request: CheckRequest) -> Deny:
-        return self._refusals.unavailable(
+        """The spool is full under the fail_closed policy: 503, counted as reason ``metering-unavailable``
+        (its row is counted in the spool's ``rows_refused``, not written)."""
+        deny = self._refusals.unavailable(
             "Usage cannot be recorded right now, so the request is not admitted. Retry shortly.",
             request.request_id,
-            slug="metering-unavailable",
+            slug=METERING_UNAVAILABLE,
         )
+        return replace(deny, reason=METERING_UNAVAILABLE)
 
     def _admit(self, caller: Authenticated, request: CheckRequest, admission: Admission | None) -> Decision:
         identity = caller.identity

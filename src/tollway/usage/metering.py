@@ -1,6 +1,8 @@
 """Stage 3 in one serving process: its spool writer and decision recorder, the metering gRPC server
 (access log, body meter), periodic fsync, and — in the one process of the host that takes the loader
-lock — the loader into ClickHouse. Built by ``tollway.server.serve`` when ``TOLLWAY_SPOOL_DIR`` is set.
+lock — the loader into ClickHouse. The other processes (``TOLLWAY_LOADER=auto``) retry the lock every
+``TOLLWAY_LOADER_TAKEOVER_S`` and take the loader over when its holder is gone. Built by
+``tollway.server.serve`` when ``TOLLWAY_SPOOL_DIR`` is set.
 """
 
 from __future__ import annotations
@@ -20,65 +22,112 @@ from tollway.usage.clickhouse_sink import ClickHouseSink
 from tollway.usage.loader import LoaderBusy, LoaderLock, UsageLoader
 from tollway.usage.meters import NO_METERS, CatalogMeters, catalog_meters
 from tollway.usage.recorder import UsageRecorder
-from tollway.usage.spool import SpoolWriter, spool_bytes
+from tollway.usage.spool import SpoolWriter, live_writers, spool_usage
 from tollway.warehouse.settings import WarehouseSettings
 
 log = logging.getLogger(__name__)
 
 
 class Metering:
-    def __init__(
-        self,
-        settings: Settings,
-        spool: SpoolWriter,
-        live: LiveCatalog | None,
-        loader: UsageLoader | None,
-        lock: LoaderLock | None,
-        sink: ClickHouseSink | None,
-    ) -> None:
+    def __init__(self, settings: Settings, spool: SpoolWriter, live: LiveCatalog | None) -> None:
         self._settings = settings
         self.spool = spool
         self._live = live
         self.recorder = UsageRecorder(spool, self._catalog, settings.spool_full_policy)
         self.access_log = AccessLogService(spool, self._meters)
-        self.loader = loader
-        self._lock = lock
-        self._sink = sink
+        self.loader: UsageLoader | None = None
+        self._lock: LoaderLock | None = None
+        self._sink: ClickHouseSink | None = None
         self._server: MeteringServer | None = None
         self._stop_loader = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._durable: asyncio.Task[None] | None = None
+        self._loading: asyncio.Task[None] | None = None
+        self._takeover: asyncio.Task[None] | None = None
 
     @classmethod
     def start(cls, settings: Settings, live: LiveCatalog | None) -> Metering:
-        """Open this process's spool segment and, if this process wins the lock, the loader."""
+        """Open this process's spool segment and, if this process wins the lock, the loader; if another
+        process holds it, retry every ``loader_takeover_s`` and take over once that process is gone."""
         assert settings.spool_dir is not None
         spool = SpoolWriter(
             settings.spool_dir, segment_bytes=settings.spool_segment_bytes, max_bytes=settings.spool_max_bytes
         )
-        loader = lock = sink = None
-        if settings.loader == "auto":
-            try:
-                lock = LoaderLock(settings.spool_dir)
-            except LoaderBusy:
-                log.info("usage loader: another process loads %s", settings.spool_dir)
-            else:
-                warehouse = WarehouseSettings()
-                sink = ClickHouseSink(warehouse.dsn, warehouse.database)
-                loader = UsageLoader(
-                    settings.spool_dir,
-                    sink,
-                    batch_bytes=settings.loader_batch_bytes,
-                    poll_interval_s=settings.loader_poll_s,
-                    insert_interval_s=settings.loader_insert_interval_s,
-                    maintain_interval_s=settings.rollup_interval_s,
-                )
-                log.info("usage loader: %s → %s (database %s)", settings.spool_dir, warehouse.dsn, warehouse.database)
+        writers = live_writers(settings.spool_dir)
+        if writers * settings.spool_segment_bytes > settings.spool_max_bytes:
+            log.warning(
+                "usage spool %s: %d processes write to it and TOLLWAY_SPOOL_MAX_BYTES (%d) is below %d × "
+                "TOLLWAY_SPOOL_SEGMENT_BYTES (%d): segments will be sealed before they reach their size; "
+                "size the spool at least writers × segment bytes (docs/usage-tracking.md)",
+                settings.spool_dir,
+                writers,
+                settings.spool_max_bytes,
+                writers,
+                settings.spool_segment_bytes,
+            )
+        metering = cls(settings, spool, live)
         log.info("usage spool: %s (segment %s)", settings.spool_dir, spool.path)
-        metering = cls(settings, spool, live, loader, lock, sink)
-        metering._tasks.append(start_supervised("spool fsync", metering._keep_durable))
-        if loader is not None:
-            metering._tasks.append(start_supervised("usage loader", lambda: loader.run(metering._stop_loader)))
+        metering._durable = start_supervised("spool fsync", metering._keep_durable)
+        if settings.loader == "auto" and not metering._take_loader():
+            log.info(
+                "usage loader: another process loads %s; this one takes over within %.1f s once it stops",
+                settings.spool_dir,
+                settings.loader_takeover_s,
+            )
+            metering._takeover = start_supervised("usage loader takeover", metering._await_loader)
         return metering
+
+    def _take_loader(self) -> bool:
+        """Take the spool's loader lock and start the loader; False when another process holds it. The
+        lock is an ``flock``: the kernel releases it when its holder exits, however it exits (``kill -9``
+        too), and only then may this process open the warehouse (an embedded chdb path opens in one
+        process at a time)."""
+        settings = self._settings
+        assert settings.spool_dir is not None
+        warehouse = WarehouseSettings()
+        try:
+            lock = LoaderLock(settings.spool_dir)
+        except LoaderBusy:
+            return False
+        self._lock = lock
+        self._sink = ClickHouseSink(warehouse.dsn, warehouse.database)  # connects on its first insert
+        self.loader = UsageLoader(
+            settings.spool_dir,
+            self._sink,
+            batch_bytes=settings.loader_batch_bytes,
+            poll_interval_s=settings.loader_poll_s,
+            insert_interval_s=settings.loader_insert_interval_s,
+            maintain_interval_s=settings.rollup_interval_s,
+        )
+        loader = self.loader
+        self._loading = start_supervised("usage loader", lambda: loader.run(self._stop_loader))
+        log.info("usage loader: %s → %s (database %s)", settings.spool_dir, warehouse.dsn, warehouse.database)
+        return True
+
+    async def _await_loader(self) -> None:
+        """Retry the loader lock every ``loader_takeover_s`` until this process holds it (or stops)."""
+        while not self._stop_loader.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_loader.wait(), self._settings.loader_takeover_s)
+            if self._stop_loader.is_set():
+                return
+            try:
+                if self._take_loader():
+                    log.warning(
+                        "usage loader: the process that loaded %s is gone; this one loads it now", self.spool.directory
+                    )
+                    return
+            except Exception as exc:  # logged and retried: this task must not end silently
+                log.error(
+                    "usage loader: cannot take the loader of %s over: %s: %s",
+                    self.spool.directory,
+                    type(exc).__name__,
+                    exc,
+                )
+
+    @property
+    def loader_enabled(self) -> bool:
+        """This process loads the spool, or takes the loader over when its holder is gone (loader=auto)."""
+        return self._settings.loader == "auto"
 
     @property
     def sink(self) -> ClickHouseSink | None:
@@ -111,15 +160,20 @@ class Metering:
             await asyncio.sleep(self._settings.spool_fsync_interval_s)
             try:
                 await loop.run_in_executor(None, self.spool.sync)
-                self.spool.refresh_usage()
             except OSError as exc:
                 log.error("usage spool: fsync failed: %s", exc)
+            try:  # the spool's files and acks are read off the loop, applied on it
+                self.spool.refresh_usage(await loop.run_in_executor(None, self.spool.measure))
+            except OSError as exc:
+                log.error("usage spool: cannot measure or rotate %s: %s", self.spool.directory, exc)
 
     def describe(self) -> dict[str, Any]:
         """Health detail: spool size and state, and the loader's counters when this process loads."""
+        usage = spool_usage(self.spool.directory)
         detail: dict[str, Any] = {
             "spool_dir": str(self.spool.directory),
-            "spool_bytes": spool_bytes(self.spool.directory),
+            "spool_bytes": usage.files,  # on disk
+            "spool_pending_bytes": usage.pending,  # not yet loaded: what TOLLWAY_SPOOL_MAX_BYTES bounds
             "spool_full": self.spool.full,
             "rows_refused": self.spool.rows_refused,
             "access_log_rows": self.access_log.rows_written,
@@ -142,12 +196,14 @@ class Metering:
             await self._server.shutdown(grace_s)
         self.spool.close()
         self._stop_loader.set()
-        loader_tasks = self._tasks[1:]
-        if loader_tasks:
-            await asyncio.gather(*loader_tasks, return_exceptions=True)
-        self._tasks[0].cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._tasks[0]
+        if self._takeover is not None:
+            await asyncio.gather(self._takeover, return_exceptions=True)
+        if self._loading is not None:
+            await asyncio.gather(self._loading, return_exceptions=True)
+        if self._durable is not None:
+            self._durable.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._durable
 
     def close(self) -> None:
         if self._sink is not None:

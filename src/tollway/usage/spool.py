@@ -13,8 +13,13 @@ records how far it has loaded in ``<segment>.ack`` (written atomically) only aft
 confirmed the insert. A crash between insert and ack replays those rows: harmless, the table
 deduplicates by request id.
 
-Capacity: the spool stops accepting rows once its files exceed ``max_bytes`` (ClickHouse away for a
-long time); what happens to the request then is the server's spool-full policy (docs/usage-tracking.md).
+Capacity: the spool stops accepting rows once the bytes not yet loaded (every segment's size minus what
+the loader acknowledged) reach ``max_bytes`` (ClickHouse away for a long time); what happens to the
+request then is the server's spool-full policy (docs/usage-tracking.md). Loaded rows do not count, so the
+spool has room again as soon as the loader caught up. When the files reach ``max_bytes``, each writer
+whose open segment holds loaded rows seals it (rotates) so that the loader can delete it, rather than
+waiting for the segment to reach ``segment_bytes``: the files hold at most ``max_bytes`` not yet loaded
+plus, per writer, less than one segment of loaded rows.
 """
 
 from __future__ import annotations
@@ -43,13 +48,60 @@ def _segment_name() -> str:
 
 def spool_bytes(directory: Path) -> int:
     """Bytes held by segment files (loaded or not) in ``directory``."""
-    total = 0
+    return spool_usage(directory).files
+
+
+def pending_bytes(directory: Path) -> int:
+    """Bytes of rows in ``directory`` not yet loaded (acknowledged bytes do not count)."""
+    return spool_usage(directory).pending
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolUsage:
+    files: int  # bytes of every segment file: what the disk holds
+    pending: int  # bytes not yet loaded: each segment's size minus the offset its loader acknowledged
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    segment: Path | None  # the writer's open segment when measured
+    others: SpoolUsage  # every other segment
+    acked: int  # bytes of the open segment the loader acknowledged
+
+
+def spool_usage(directory: Path, skip: Path | None = None) -> SpoolUsage:
+    """The segments of ``directory`` (all but ``skip``): their bytes, and how many of them are not loaded."""
+    files = pending = 0
     with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
         for entry in entries:
-            if entry.name.startswith(SEGMENT_PREFIX) and entry.name.endswith(SEGMENT_SUFFIX):
-                with contextlib.suppress(FileNotFoundError):
-                    total += entry.stat().st_size
-    return total
+            name = entry.name
+            if not (name.startswith(SEGMENT_PREFIX) and name.endswith(SEGMENT_SUFFIX)):
+                continue
+            path = Path(entry.path)
+            if path == skip:
+                continue
+            try:
+                size = entry.stat().st_size
+            except FileNotFoundError:
+                continue
+            files += size
+            pending += max(0, size - acked_offset(path))
+    return SpoolUsage(files, pending)
+
+
+def live_writers(directory: Path) -> int:
+    """Segments a live writer holds (locked) in ``directory``: the processes writing to this spool."""
+    count = 0
+    for segment in segments(directory):
+        try:
+            fd = os.open(segment, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            count += not _is_sealed(fd)
+        finally:
+            os.close(fd)
+    return count
 
 
 class SpoolWriter:
@@ -69,7 +121,9 @@ class SpoolWriter:
         self._fd = -1
         self._path: Path | None = None
         self._written = 0  # bytes in the open segment
-        self._others = spool_bytes(self._directory)  # bytes of every other segment, refreshed by refresh_usage()
+        self._acked = 0  # bytes of the open segment the loader acknowledged (refreshed by refresh_usage())
+        # unloaded bytes of every other segment, refreshed by refresh_usage()
+        self._others = spool_usage(self._directory).pending
         self._full = False
         self._dirty = False
         self.rows_refused = 0
@@ -88,10 +142,20 @@ class SpoolWriter:
         return self._full
 
     def _open(self) -> None:
+        """Create the segment under a name no reader lists, lock it, then give it its segment name: a loader
+        never sees it unlocked (it would take it for a dead writer's empty segment and delete it)."""
         path = self._directory / _segment_name()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._fd, self._path, self._written = fd, path, 0
+        staging = path.with_name("." + path.name)
+        fd = os.open(staging, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(staging, path)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                staging.unlink()
+            raise
+        self._fd, self._path, self._written, self._acked = fd, path, 0, 0
 
     def append(self, data: bytes) -> bool:
         """Write whole rows (``data`` ends with a newline). False, and nothing written, when the spool is
@@ -107,10 +171,19 @@ class SpoolWriter:
         self._dirty = True
         if self._written >= self._segment_bytes:
             self.rotate()
-        elif self._others + self._written >= self._max_bytes:
+        elif self._others + self._written - self._acked >= self._max_bytes:
             self._full = True
-            log.error("usage spool %s is full (%d bytes): new rows are refused", self._directory, self._max_bytes)
+            log.error(
+                "usage spool %s is full (%d bytes not yet loaded): new rows are refused",
+                self._directory,
+                self._max_bytes,
+            )
         return True
+
+    def refuse(self, rows: int = 1) -> None:
+        """Count rows that were never offered to :meth:`append` because the spool was full (a request
+        refused for that reason: its own row could not be written either)."""
+        self.rows_refused += rows
 
     def sync(self) -> None:
         """``fsync`` the open segment if anything was written since the last sync (call periodically)."""
@@ -121,14 +194,30 @@ class SpoolWriter:
     def rotate(self) -> None:
         """Seal the open segment (sync, unlock, close) and open a new one."""
         self._close()
-        self._others = spool_bytes(self._directory)
         self._open()
+        self._others = spool_usage(self._directory, skip=self._path).pending
 
-    def refresh_usage(self) -> None:
-        """Re-measure the spool (the loader deletes loaded segments) and lift ``full`` when room is back."""
-        self._others = spool_bytes(self._directory) - self._written
+    def measure(self) -> Measurement:
+        """The spool as the loader left it: file reads only, safe on a worker thread (pass the result to
+        :meth:`refresh_usage` on the writer's thread)."""
+        path = self._path
+        return Measurement(path, spool_usage(self._directory, skip=path), acked_offset(path) if path else 0)
+
+    def refresh_usage(self, measured: Measurement | None = None) -> None:
+        """Re-measure the spool (the loader acknowledges loaded rows and deletes loaded sealed segments) and
+        lift ``full`` once the rows not yet loaded fit again. When the files reach ``max_bytes`` and part of
+        the open segment is loaded, seal it so that the loader can delete it."""
+        measured = measured or self.measure()
+        if measured.segment != self._path:
+            return  # the writer rotated since: the next measurement counts the new segment
+        usage = measured.others
+        self._acked = min(self._written, measured.acked)
+        if usage.files + self._written >= self._max_bytes and self._acked > 0:
+            self.rotate()
+        else:
+            self._others = usage.pending
         was_full = self._full
-        self._full = self._others + self._written >= self._max_bytes
+        self._full = self._others + self._written - self._acked >= self._max_bytes
         if was_full and not self._full:
             log.warning("usage spool %s has room again; %d rows were refused", self._directory, self.rows_refused)
 
