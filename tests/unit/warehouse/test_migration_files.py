@@ -17,7 +17,13 @@ CLUSTER = ROOT / "clickhouse" / "cluster"
 
 def test_bundled_migrations_are_the_clickhouse_directory() -> None:
     bundled = {m.label: m for m in load_migrations()}
-    assert list(bundled) == ["0001_usage", "0002_usage_hourly", "0003_analyst_views", "0004_invoices"]
+    assert list(bundled) == [
+        "0001_usage",
+        "0002_usage_hourly",
+        "0003_analyst_views",
+        "0004_invoices",
+        "0005_usage_row_ids",
+    ]
     for path in sorted(SOURCE.glob("*.sql")):
         migration = bundled[path.stem]
         assert migration.checksum == hashlib.sha256(path.read_bytes()).hexdigest()
