@@ -28,7 +28,9 @@ _ROWS = """
 import json, sys
 from tollway.warehouse.connection import connect, query_rows
 client = connect("chdb://" + sys.argv[1])
-rows = query_rows(client, "SELECT request_id, status, outcome, version FROM tollway.usage FINAL ORDER BY request_id")
+rows = query_rows(
+    client, "SELECT envoy_request_id, status, outcome, version FROM tollway.usage FINAL ORDER BY envoy_request_id"
+)
 print(json.dumps([list(r) for r in rows]))
 """
 

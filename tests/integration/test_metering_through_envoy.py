@@ -3,6 +3,8 @@ the production loader → the embedded ClickHouse engine. Every request, admitte
 exactly one row (``usage FINAL``) with the right fields, including exact byte counts of a chunked answer.
 """
 
+import asyncio
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -166,3 +168,90 @@ def test_mixed_requests_become_exactly_the_expected_rows(metered: MeteredStack) 
     chunked = [rows[r] for r, (_, e) in sent.items() if e.get("chunked")]
     assert chunked[0]["response_bytes"] > 7000
     assert metered.usage.scalar("SELECT count() FROM {db}.usage FINAL") == len(sent)
+
+
+def preserving_client_request_ids(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Envoy keeps a client's x-request-id (``preserve_external_request_id``) and returns it."""
+    cfg = request_id_in_response(cfg)
+    for listener in cfg["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for network_filter in chain["filters"]:
+                if network_filter["name"] == "envoy.filters.network.http_connection_manager":
+                    network_filter["typed_config"]["preserve_external_request_id"] = True
+    return cfg
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_client_repeating_one_request_id_gets_a_row_per_request(
+    protocol: str,
+    valkey_fresh: ValkeyServer,
+    tollway_factory: TollwayFactory,
+    envoy_factory: EnvoyFactory,
+    chdb_db: ChdbDatabase,
+    tmp_path: Path,
+) -> None:
+    """The usage row's key is Tollway's own id: with Envoy keeping client request ids, bursts of concurrent
+    requests (decided within the same milliseconds) that all carry one x-request-id are one row each."""
+    spool = tmp_path / "spool"
+    tollway = tollway_factory(metering_env(spool))
+    authz = ("tollway_http", tollway.http_endpoint) if protocol == "http" else ("tollway_grpc", tollway.grpc_endpoint)
+    envoy = envoy_factory(
+        protocol,
+        endpoints={authz[0]: [authz[1]], "tollway_metering": [tollway.metering_endpoint]},
+        transform=preserving_client_request_ids,
+    )
+    usage = SpoolLoader(chdb_db, spool)
+    stack = MeteredStack(valkey_fresh, tollway, envoy, httpx.Client(base_url=envoy.base_url, timeout=5), usage)
+    key = stack.key("cust-pro", "pro")
+    repeated = "the-same-id-every-time"
+
+    async def burst(client: httpx.AsyncClient, headers: dict[str, str], count: int) -> list[httpx.Response]:
+        return list(await asyncio.gather(*(client.get("/v1/items/1", headers=headers) for _ in range(count))))
+
+    async def send() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
+        async with httpx.AsyncClient(base_url=envoy.base_url, timeout=5, limits=limits) as client:
+            responses: list[httpx.Response] = []
+            for _ in range(3):
+                responses += await burst(client, {"x-api-key": key, "x-request-id": repeated}, 20)
+            responses += await burst(client, {"x-request-id": repeated}, 10)  # refused: no credential
+            return responses
+
+    try:
+        responses = asyncio.run(send())
+        assert {r.headers["x-request-id"] for r in responses} == {repeated}, "Envoy kept the client's id"
+        # 200 and 401 as sent; on a machine too busy to answer a check within Envoy's 200 ms, Envoy's 503
+        # (such a check may still have been decided, and recorded as admitted and never reported).
+        statuses = [r.status_code for r in responses]
+        assert set(statuses[:60]) <= {200, 503}, statuses
+        assert set(statuses[60:]) <= {401, 503}, statuses
+        served = [r for r in responses[:60] if r.status_code == 200]
+        refused, timed_out = statuses.count(401), statuses.count(503)
+        assert len(served) >= 30, f"too few requests served to mean anything: {statuses}"
+
+        def complete(rows: list[dict[str, Any]]) -> bool:
+            return len(rows) >= len(served) + refused and sum(1 for r in rows if r["version"] == 2) >= len(served)
+
+        deadline = time.monotonic() + 15
+        while True:
+            usage.drain()
+            rows = usage.row_list()
+            if complete(rows) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        completed = [r for r in rows if r["outcome"] == "admitted" and r["version"] == 2]
+        assert len(completed) == len(served), "one complete row per served request"
+        assert all(r["status"] == 200 for r in completed)
+        assert sum(1 for r in rows if r["outcome"] == "refused") == refused, "one row per refused request"
+        unreported = [r for r in rows if r["outcome"] == "admitted" and r["version"] == 1]
+        assert len(unreported) <= timed_out, "only a check Envoy gave up on leaves a decision row alone"
+        assert len(rows) == len(served) + refused + len(unreported)
+        assert usage.scalar("SELECT count() FROM {db}.usage FINAL") == len(rows)
+        assert usage.scalar("SELECT count() FROM {db}.usage_final") == len(rows)
+        assert {r["envoy_request_id"] for r in rows} == {repeated}, "Envoy's id is kept for reference"
+        seen_usage_ids = {r.json()["headers"]["x-tollway-usage-id"] for r in served}
+        assert len(seen_usage_ids) == len(served), "the upstream sees each request's own usage id"
+        assert {r["request_id"] for r in completed} == seen_usage_ids, "each access-log entry completed its own row"
+    finally:
+        stack.client.close()
+        usage.close()

@@ -31,7 +31,14 @@ from tollway.warehouse.migrations import Migration
 pytestmark = pytest.mark.integration
 
 CLUSTER_DIR = Path(__file__).resolve().parents[2] / "clickhouse" / "cluster"
-ALL = ["0001_usage", "0002_usage_hourly", "0003_analyst_views", "0004_invoices", "0005_invoice_lines_tombstones"]
+ALL = [
+    "0001_usage",
+    "0002_usage_hourly",
+    "0003_analyst_views",
+    "0004_invoices",
+    "0005_invoice_lines_tombstones",
+    "0006_usage_row_ids",
+]
 
 
 @pytest.fixture
@@ -234,6 +241,7 @@ def test_a_failing_statement_is_not_recorded_and_a_fixed_rerun_completes(chdb_db
 
 USAGE_COLUMNS = [
     ("request_id", "String", ""),
+    ("envoy_request_id", "String", "request_id"),
     ("ts", "DateTime64(3, 'UTC')", ""),
     ("customer_id", "String", ""),
     ("subject", "String", ""),
@@ -503,7 +511,7 @@ def cluster_statements(database: str) -> list[str]:
 
 def test_cluster_ddl_parses(chdb_client: Any) -> None:
     statements = cluster_statements("tollway")
-    assert len(statements) == 22
+    assert len(statements) == 25
     for statement in statements:
         formatted = chdb_client.query("SELECT formatQuery({q:String})", parameters={"q": statement}).result_rows
         # An INSERT has no ON CLUSTER: it goes through a Distributed table to every shard.
@@ -524,7 +532,7 @@ def test_cluster_tables_have_the_single_node_schema(warehouse: ChdbDatabase) -> 
     try:
         for statement in cluster_statements(local):
             head = statement.splitlines()[0]
-            if head.startswith("CREATE TABLE") and ("_local" in head or "rollup_state" in head):
+            if head.startswith(("CREATE TABLE", "ALTER TABLE")) and ("_local" in head or "rollup_state" in head):
                 client.command(_single_node(statement))
 
         def describe(db: str, table: str) -> list[tuple[Any, ...]]:

@@ -48,24 +48,26 @@ def test_migrate_with_the_defaults_then_again_then_status(tmp_path: Path) -> Non
         "applied 0003_analyst_views",
         "applied 0004_invoices",
         "applied 0005_invoice_lines_tombstones",
-        "database tollway at chdb://./.tollway/chdb: 5 migration(s) applied, now at version 0005",
+        "applied 0006_usage_row_ids",
+        "database tollway at chdb://./.tollway/chdb: 6 migration(s) applied, now at version 0006",
     ]
     assert (tmp_path / ".tollway" / "chdb").is_dir()  # the default DSN, relative to the working directory
 
     second = tollway_db(tmp_path, "migrate")
     assert second.code == 0, second.stderr
-    assert second.stdout.splitlines() == ["database tollway at chdb://./.tollway/chdb is up to date (version 0005)"]
+    assert second.stdout.splitlines() == ["database tollway at chdb://./.tollway/chdb is up to date (version 0006)"]
 
     status = tollway_db(tmp_path, "status")
     assert status.code == 0, status.stderr
     lines = status.stdout.splitlines()
-    assert lines[0] == "database tollway at chdb://./.tollway/chdb: 5 applied, 0 pending"
+    assert lines[0] == "database tollway at chdb://./.tollway/chdb: 6 applied, 0 pending"
     assert [line.split()[:2] for line in lines[1:]] == [
         ["applied", "0001_usage"],
         ["applied", "0002_usage_hourly"],
         ["applied", "0003_analyst_views"],
         ["applied", "0004_invoices"],
         ["applied", "0005_invoice_lines_tombstones"],
+        ["applied", "0006_usage_row_ids"],
     ]
 
 

@@ -82,6 +82,8 @@ def _probes_listener() -> dict[str, Any]:
     hcm = {
         "@type": _HCM_TYPE,
         "stat_prefix": "probes",
+        # Like the ingress listener: a header name with '_' is refused (see envoy/envoy-http.yaml).
+        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
         "route_config": {"name": "probes", "virtual_hosts": [{"name": "probes", "domains": ["*"], "routes": routes}]},
         "http_filters": [_ROUTER],
     }

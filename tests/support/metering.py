@@ -13,7 +13,8 @@ from tollway.usage.row import COLUMNS
 from tollway.warehouse.migrations import Migrator
 
 USAGE_COLUMNS = (
-    "request_id, toUnixTimestamp64Milli(ts), customer_id, subject, plan, feature, route, method, status, "
+    "request_id, envoy_request_id, toUnixTimestamp64Milli(ts), customer_id, subject, plan, feature, route, method, "
+    "status, "
     "toString(outcome), reason, limits_checked, request_bytes, response_bytes, upstream_latency_ms, meters, version"
 )
 FIELDS = tuple("ts_ms" if name == "ts" else name for name in COLUMNS)  # ts is read back as epoch ms
@@ -31,10 +32,18 @@ class SpoolLoader:
     def drain(self) -> int:
         return asyncio.run(self.loader.drain())
 
-    def rows(self, where: str = "1") -> dict[str, dict[str, Any]]:
-        """Deduplicated usage rows (``FINAL``) by request id."""
+    def row_list(self, where: str = "1") -> list[dict[str, Any]]:
+        """Deduplicated usage rows (``FINAL``)."""
         result = self.client.query(f"SELECT {USAGE_COLUMNS} FROM {self.database}.usage FINAL WHERE {where}")
-        return {row[0]: dict(zip(FIELDS, row, strict=True)) for row in result.result_rows}
+        return [dict(zip(FIELDS, row, strict=True)) for row in result.result_rows]
+
+    def rows(self, where: str = "1") -> dict[str, dict[str, Any]]:
+        """Deduplicated usage rows (``FINAL``) by Envoy's request id (the x-request-id a client saw; unique
+        in these tests' Envoy configs), failing if two rows share one: a request counted twice."""
+        rows = self.row_list(where)
+        by_envoy_id = {row["envoy_request_id"]: row for row in rows}
+        assert len(by_envoy_id) == len(rows), "two usage rows for one Envoy request id"
+        return by_envoy_id
 
     def scalar(self, sql: str) -> Any:
         return self.client.query(sql.format(db=self.database)).result_rows[0][0]

@@ -3,10 +3,12 @@ version-2 usage rows out, written to the spool as each message arrives.
 
 Envoy batches the entries of many requests per message (measured: ~200, ~3.5 µs of Envoy per request),
 which is why this, not ext_proc, is the default source of response facts. Identity, plan, feature,
-route, cost and the decision time come from the ext_authz dynamic metadata Tollway set on the admit
-(``dynamic_metadata_from_headers``): no second Redis lookup. Body meters (``tollway.meters``) come from
-the ext_proc body meter when a route has one. Entries without Tollway's decision metadata (refusals,
-whose rows are final at decision time, and requests Tollway never saw) are skipped.
+route, cost, the decision time and the row id come from the ext_authz dynamic metadata Tollway set on the
+admit (``dynamic_metadata_from_headers``): no second Redis lookup. The row id is Tollway's own
+(``x-tollway-usage-id``), not Envoy's request id, which a client chooses when Envoy preserves it; Envoy's id
+is kept in the row as a reference. Body meters (``tollway.meters``) come from the ext_proc body meter when
+a route has one. Entries without Tollway's decision metadata (refusals, whose rows are final at decision
+time, and requests Tollway never saw) are skipped.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from tollway.extproc.decision import (
     LIMITS_HEADER,
     PLAN_HEADER,
     ROUTE_HEADER,
+    USAGE_ID_HEADER,
 )
 from tollway.extproc.metadata import AUTHZ_NAMESPACE, METERS_NAMESPACE
 from tollway.usage.meters import NO_METERS, CatalogMeters
@@ -70,7 +73,8 @@ def row_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry, meters: CatalogMeter
     body_meters = metadata.get(METERS_NAMESPACE) if len(metadata) > 1 else None
     from_body = {k: v.string_value for k, v in body_meters.fields.items()} if body_meters is not None else None
     return UsageRow(
-        request.request_id,
+        # A decision made by a Tollway older than the usage id keyed its row by Envoy's request id.
+        facts.get(USAGE_ID_HEADER) or request.request_id,
         int(decided),
         facts.get(CUSTOMER_HEADER, ""),
         facts.get(KEY_ID_HEADER, ""),
@@ -87,6 +91,7 @@ def row_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry, meters: CatalogMeter
         latency if latency > 0.0 else 0.0,
         meters.for_feature(feature).at_response(cost, request_bytes, response_bytes, from_body),
         RESPONSE_VERSION,
+        request.request_id,
     )
 
 

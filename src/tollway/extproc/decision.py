@@ -25,6 +25,7 @@ from tollway.extproc.ratelimit_headers import AdvertisedPolicy, FieldShape, rate
 from tollway.ratelimit import Verdict
 from tollway.usage.recorder import UsageRecorder
 from tollway.usage.report_server import USAGE_PATH
+from tollway.usage.row import new_row_id
 from tollway.usage.usage_headers import UsageHeaders
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ SHADOW_HEADER: Final = "x-tollway-shadow-exceeded"  # shadow policies exceeded (
 # through Envoy's dynamic metadata, so the response row completes the decision row without a lookup.
 DECIDED_AT_HEADER: Final = "x-tollway-decided-at"
 COST_HEADER: Final = "x-tollway-cost"
+# With metering on: the usage row's id, minted here (never Envoy's x-request-id, which a client can choose when
+# Envoy preserves it), so the access log completes exactly this request's row.
+USAGE_ID_HEADER: Final = "x-tollway-usage-id"
 _ALWAYS_SET: Final = frozenset({CUSTOMER_HEADER, KEY_ID_HEADER})
 _MAX_SHAPES: Final = 10_000
 METERING_UNAVAILABLE: Final = "metering-unavailable"
@@ -192,6 +196,7 @@ class DecisionCore:
         if recorder is not None:
             customer, subject = (caller.identity.customer_id, caller.identity.key_id) if caller else ("", "")
             recorder.refused(
+                new_row_id(),
                 request.request_id,
                 self._wall_ms(),
                 request.method,
@@ -228,12 +233,14 @@ class DecisionCore:
         recorder = self._recorder
         if recorder is not None:
             ts_ms = self._wall_ms()
+            row_id = new_row_id()
             if admission is None:
                 recorded = recorder.admitted(
-                    request.request_id, ts_ms, request.method, identity.customer_id, identity.key_id
+                    row_id, request.request_id, ts_ms, request.method, identity.customer_id, identity.key_id
                 )
             else:
                 recorded = recorder.admitted(
+                    row_id,
                     request.request_id,
                     ts_ms,
                     request.method,
@@ -248,7 +255,7 @@ class DecisionCore:
                 upstream.append((COST_HEADER, str(admission.cost)))
             if not recorded and recorder.refuses_new_requests:
                 return self._metering_unavailable(request)
-            upstream.append((DECIDED_AT_HEADER, str(ts_ms)))
+            upstream += ((DECIDED_AT_HEADER, str(ts_ms)), (USAGE_ID_HEADER, row_id))
         if admission is not None:
             upstream += [
                 (PLAN_HEADER, admission.plan_id),

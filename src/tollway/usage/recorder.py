@@ -1,6 +1,10 @@
 """Decision rows: every admit and every refusal becomes a version-1 usage row in the spool before Envoy
 hears the verdict. Admitted requests are completed later by the access log (version 2); a refusal is
 final at once (Tollway wrote the response itself: its status and body size are known).
+
+Each row is keyed by ``row_id``, which the caller mints with ``tollway.usage.row.new_row_id`` (an admit
+passes it on to Envoy, so the access log completes the same row); ``request_id`` is Envoy's x-request-id,
+stored as a reference only.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class UsageRecorder:
 
     def admitted(
         self,
+        row_id: str,
         request_id: str,
         ts_ms: int,
         method: str,
@@ -70,7 +75,7 @@ class UsageRecorder:
         """Record an admit; False if the spool is full (the row is lost unless the caller refuses)."""
         return self._write(
             UsageRow(
-                request_id,
+                row_id,
                 ts_ms,
                 customer_id,
                 subject,
@@ -87,11 +92,13 @@ class UsageRecorder:
                 0.0,
                 self._meters(feature).at_decision(cost),
                 DECISION_VERSION,
+                request_id,
             )
         )
 
     def refused(
         self,
+        row_id: str,
         request_id: str,
         ts_ms: int,
         method: str,
@@ -108,7 +115,7 @@ class UsageRecorder:
         """Record a refusal (never billable). The body Envoy never read counts 0 request bytes."""
         return self._write(
             UsageRow(
-                request_id,
+                row_id,
                 ts_ms,
                 customer_id,
                 subject,
@@ -125,5 +132,6 @@ class UsageRecorder:
                 0.0,
                 self._meters(feature).at_decision(cost),
                 DECISION_VERSION,
+                request_id,
             )
         )

@@ -5,13 +5,20 @@ Tollway decides (so a request is recorded even if its response is never reported
 same request completed with the response facts from Envoy's access log. ClickHouse keeps the highest
 version (ReplacingMergeTree); readers query ``FINAL``. See docs/usage-tracking.md.
 
+``request_id`` is the row's own id, minted by Tollway when it decides (``new_row_id``), never a value a
+client can choose: Envoy's ``x-request-id`` is one when ``preserve_external_request_id`` is on, and a client
+repeating it would merge its requests into one row. Envoy's id is kept as ``envoy_request_id``, a
+reference for correlating with Envoy's and the upstream's logs.
+
 Encoding is on the hot path (every decision writes a row), so it is a format string, not a generic
 JSON encoder: strings go through the C-accelerated JSON string escaper, numbers are formatted directly.
 """
 
 from __future__ import annotations
 
+import itertools
 import json.encoder
+import os
 import time
 from collections.abc import Mapping
 from decimal import Decimal
@@ -48,6 +55,7 @@ class UsageRow(NamedTuple):
     upstream_latency_ms: float
     meters: Mapping[str, int | Decimal] = _NO_METERS
     version: int = DECISION_VERSION
+    envoy_request_id: str = ""  # Envoy's x-request-id: a reference, not the key (client-chosen if preserved)
 
     def to_line(self) -> bytes:
         return encode_row(self)
@@ -124,7 +132,8 @@ def _identity(
 def encode_row(row: UsageRow) -> bytes:
     """The row as one JSONEachRow line (newline-terminated; ClickHouse takes the keys in any order)."""
     return (
-        f'{{"request_id":{_quote(row.request_id)},"ts":"{format_ts(row.ts_ms)}","status":{row.status:d},'
+        f'{{"request_id":{_quote(row.request_id)},"envoy_request_id":{_quote(row.envoy_request_id)},'
+        f'"ts":"{format_ts(row.ts_ms)}","status":{row.status:d},'
         f'"request_bytes":{row.request_bytes:d},"response_bytes":{row.response_bytes:d},'
         f'"upstream_latency_ms":{row.upstream_latency_ms:.3f},"meters":{encode_meters(row.meters)},'
         + _identity(
@@ -171,6 +180,7 @@ def without_superseded(data: bytes) -> bytes:
 
 COLUMNS: Final = (
     "request_id",
+    "envoy_request_id",
     "ts",
     "customer_id",
     "subject",
@@ -188,3 +198,28 @@ COLUMNS: Final = (
     "meters",
     "version",
 )
+
+
+def _process_prefix() -> str:
+    return os.urandom(8).hex() + "-"
+
+
+_row_prefix = _process_prefix()
+_row_serial = itertools.count(1)
+
+
+def new_row_id() -> str:
+    """A new usage row id: 64 random bits drawn once per process, then this process's serial number, in
+    hex (``3f9c0e7a1b2d4c5e-1a2b``). Unique across processes and restarts without coordination, never
+    chosen by a client, and cheap on the check path (~0.2 µs: no system call per id)."""
+    return f"{_row_prefix}{next(_row_serial):x}"
+
+
+def _after_fork_in_child() -> None:
+    """A forked child must not repeat its parent's ids: it draws its own prefix."""
+    global _row_prefix, _row_serial
+    _row_prefix = _process_prefix()
+    _row_serial = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

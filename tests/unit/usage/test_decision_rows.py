@@ -18,7 +18,7 @@ from tollway.clock import ManualClock
 from tollway.entitlements.gate import EntitlementGate
 from tollway.entitlements.live_catalog import LiveCatalog
 from tollway.extproc.check import Allow, CheckRequest, Deny
-from tollway.extproc.decision import DECIDED_AT_HEADER, DecisionCore
+from tollway.extproc.decision import DECIDED_AT_HEADER, USAGE_ID_HEADER, DecisionCore
 from tollway.extproc.problems import Refusals
 from tollway.plans.loader import compile_catalog_text
 from tollway.ratelimit import MemoryLimiter
@@ -95,8 +95,9 @@ def test_every_verdict_is_one_decision_row(tmp_path: Path) -> None:
     refused = [decide("/v1/items/3", "r3"), decide("/v1/admin/x", "r4"), decide("/v1/items/5", "r5", {})]
     assert [d.status for d in refused if isinstance(d, Deny)] == [429, 403, 401]
 
-    rows = {row["request_id"]: row for row in spooled(spool)}
+    rows = {row["envoy_request_id"]: row for row in spooled(spool)}
     assert list(rows) == ["r1", "r2", "r3", "r4", "r5"]
+    assert rows["r1"]["request_id"] == dict(admitted.upstream_headers)[USAGE_ID_HEADER]
     first = rows["r1"]
     assert first["ts"] == "2026-11-25 12:00:00.123"
     assert (first["customer_id"], first["plan"], first["feature"], first["route"]) == (
@@ -135,3 +136,35 @@ def test_a_full_spool_admits_unrecorded_when_told_to(tmp_path: Path) -> None:
     decision = asyncio.run(core.decide(CheckRequest("GET", "/v1/items/1", {"x-api-key": key}, "r1")))
     assert isinstance(decision, Allow)
     assert spool.rows_refused == 1
+
+
+def test_requests_repeating_one_request_id_are_rows_of_their_own(tmp_path: Path) -> None:
+    """Envoy's request id is the client's when Envoy preserves it: the row id is Tollway's, so twenty
+    requests sent with one x-request-id in one millisecond are twenty rows, never merged by FINAL."""
+    core, spool, key = build(tmp_path)
+    decisions = [
+        asyncio.run(core.decide(CheckRequest("GET", path, headers, "chosen-by-the-client")))
+        for path, headers in [("/v1/items/1", {"x-api-key": key})] * 2  # the quota (2) admits two
+        + [("/v1/items/1", {"x-api-key": key})] * 8  # quota exceeded: refused
+        + [("/v1/admin/x", {"x-api-key": key})] * 5  # not entitled: refused
+        + [("/v1/items/1", {})] * 5  # no credential: refused
+    ]
+    expected = [200] * 2 + [429] * 8 + [403] * 5 + [401] * 5
+    assert [d.status if isinstance(d, Deny) else 200 for d in decisions] == expected
+    rows = spooled(spool)
+    assert len(rows) == 20
+    keys = {(row["customer_id"], row["ts"], row["request_id"]) for row in rows}
+    assert len(keys) == 20, "each request has its own deduplication key"
+    assert {row["envoy_request_id"] for row in rows} == {"chosen-by-the-client"}, "Envoy's id is kept"
+    usage_ids = [dict(d.upstream_headers)[USAGE_ID_HEADER] for d in decisions if isinstance(d, Allow)]
+    assert usage_ids == [row["request_id"] for row in rows[:2]], "the admit tells Envoy its row's id"
+
+
+def test_a_client_cannot_choose_the_usage_id(tmp_path: Path) -> None:
+    core, spool, key = build(tmp_path)
+    headers = {"x-api-key": key, USAGE_ID_HEADER: "forged", "x-request-id": "forged"}
+    decision = asyncio.run(core.decide(CheckRequest("GET", "/v1/items/1", headers, "forged")))
+    assert isinstance(decision, Allow)
+    (row,) = spooled(spool)
+    assert row["request_id"] != "forged"
+    assert dict(decision.upstream_headers)[USAGE_ID_HEADER] == row["request_id"], "set, replacing the client's"

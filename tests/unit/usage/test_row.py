@@ -1,18 +1,20 @@
 """Usage rows encode to JSONEachRow lines that read back exactly (the spool's format is ClickHouse's input)."""
 
 import json
+import os
 from decimal import Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tollway.usage.row import COLUMNS, UsageRow, encode_row, format_ts, without_superseded
+from tollway.usage.row import COLUMNS, UsageRow, encode_row, format_ts, new_row_id, without_superseded
 
 texts = st.text(max_size=40)
 
 
 @given(
     request_id=texts,
+    envoy_request_id=texts,
     ts_ms=st.integers(min_value=0, max_value=253402300799999),
     customer=texts,
     route=texts,
@@ -24,6 +26,7 @@ texts = st.text(max_size=40)
 )
 def test_row_round_trips_through_json(
     request_id: str,
+    envoy_request_id: str,
     ts_ms: int,
     customer: str,
     route: str,
@@ -49,6 +52,7 @@ def test_row_round_trips_through_json(
         latency,
         meters,
         2,
+        envoy_request_id,
     )
     line = encode_row(row)
     assert line.endswith(b"\n")
@@ -56,6 +60,7 @@ def test_row_round_trips_through_json(
     decoded = json.loads(line)
     assert set(decoded) == set(COLUMNS)
     assert decoded["request_id"] == request_id
+    assert decoded["envoy_request_id"] == envoy_request_id
     assert decoded["customer_id"] == customer
     assert decoded["route"] == route
     assert decoded["status"] == status
@@ -83,3 +88,28 @@ def test_a_decision_row_is_dropped_only_when_its_response_row_is_in_the_batch() 
     assert [json.loads(line)["request_id"] for line in kept] == ["b", "a", 'c"q', "d"]
     assert all(json.loads(line)["version"] == 2 for line in kept if json.loads(line)["request_id"] != "b")
     assert without_superseded(_row("x", 1)) == _row("x", 1)
+
+
+def test_row_ids_are_unique_and_never_empty() -> None:
+    ids = [new_row_id() for _ in range(100_000)]
+    assert len(set(ids)) == len(ids)
+    prefix = ids[0].split("-")[0]
+    assert len(prefix) == 16
+    assert all(i.startswith(prefix + "-") for i in ids), "one random prefix per process"
+    assert all(c in "0123456789abcdef-" for c in ids[-1])
+
+
+def test_a_forked_child_draws_its_own_row_ids() -> None:
+    """A child sharing the parent's prefix and serial would repeat the parent's next ids."""
+    parent = new_row_id()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report one id and leave at once
+        os.write(write, new_row_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child
+    assert child.split("-")[0] != parent.split("-")[0]
