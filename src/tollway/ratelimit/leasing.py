@@ -50,12 +50,34 @@ class LeasingLimiter:
         return self._book.take(key, now_ms)
 
     async def consume(
-        self, key: Hashable, partition: str, policies: Sequence[Policy], costs: Sequence[int], now_ms: int
+        self,
+        key: Hashable,
+        partition: str,
+        policies: Sequence[Policy],
+        costs: Sequence[int],
+        now_ms: int,
+        deadline: float | None = None,
     ) -> Verdict:
         """Check one request of ``key`` (``partition``, ``policies``, ``costs``): from a lease being taken
-        by a concurrent request, from a new lease, or alone. Raises what the wrapped limiter raises."""
+        by a concurrent request, from a new lease, or alone. Raises what the wrapped limiter raises.
+
+        ``deadline`` (event-loop time): when the request must first wait for a lease being taken or a
+        sweep's refund, that wait and the limiter call after it end by then together
+        (:class:`LimiterUnavailable` past it). A request that waits for nothing makes one limiter call,
+        bounded by the limiter itself."""
         if not self.enabled:
             return await self._limiter.consume(partition, policies, costs, now_ms)
+        if deadline is not None and key in self._taking:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await self._consume(key, partition, policies, costs, now_ms)
+            except TimeoutError as exc:
+                raise LimiterUnavailable("no answer within the check's deadline") from exc
+        return await self._consume(key, partition, policies, costs, now_ms)
+
+    async def _consume(
+        self, key: Hashable, partition: str, policies: Sequence[Policy], costs: Sequence[int], now_ms: int
+    ) -> Verdict:
         # One lease is taken at a time per check: the others wait for it, then take from it.
         while (taking := self._taking.get(key)) is not None:
             await asyncio.shield(taking)
