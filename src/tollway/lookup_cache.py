@@ -129,7 +129,8 @@ class SingleFlight(Generic[V]):
     With ``last_known``, every record the store returns is kept there too (a "nothing" answer forgets
     it), and a lookup that fails because the store cannot be reached — it times out, the caller's
     deadline passes, or it raises an error ``is_outage`` accepts — answers with that record while it is
-    young enough (counted in ``stale_answers``) instead of raising."""
+    young enough (counted in ``stale_answers``) instead of raising, and caches it again for one TTL (so an
+    outage costs the store one lookup per name per TTL, as normal operation does)."""
 
     def __init__(
         self,
@@ -177,6 +178,8 @@ class SingleFlight(Generic[V]):
         if stale is None:
             raise error
         self.stale_answers += 1
+        # Cached again for one TTL: while the store is away, one lookup per name per TTL, as when it is up.
+        self._cache.put(name, stale)
         return stale
 
     async def _bounded(self, name: str) -> V | None:

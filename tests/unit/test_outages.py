@@ -46,7 +46,7 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 TTL_S = 1.0
 STALE_MAX_S = 300.0
 BOUND_S = 0.1  # each store call's and limiter call's own bound (TOLLWAY_REDIS_TIMEOUT_MS)
-MARGIN_S = 0.05  # scheduling on a shared machine; the stacked waits below would add 0.1 s or more
+MARGIN_S = 0.07  # scheduling on a shared machine; the stacked waits below would add 0.08 s or more
 
 CATALOG = """
 apiVersion: tollway.dev/v1
@@ -392,7 +392,7 @@ def test_a_check_waiting_for_a_lease_or_a_refund_keeps_its_deadline(wait_for: st
             first = asyncio.ensure_future(stack.core.decide(request(issued)))  # takes a lease: stalls
         else:
             first = asyncio.ensure_future(stack.gate.sweep_leases())  # refunds the ended lease: stalls
-        await asyncio.sleep(BOUND_S / 10)
+        await asyncio.sleep(BOUND_S / 20)
         decision, took = await timed(stack.core.decide(request(issued)))
         if plan == "open":
             assert isinstance(decision, Allow), decision
