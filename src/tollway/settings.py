@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     # OAuth 2.0 bearer tokens (JWT) as a second credential: the trusted issuers (a YAML file or ConfigMap,
     # read at start; see docs/authentication.md). Unset: API keys only. Tokens larger than
     # jwt_max_token_bytes are refused before parsing; verified tokens are cached (by digest) until they
-    # expire, at most jwt_cache_max_ttl_s; a check waits at most jwt_key_wait_ms for an issuer's JWKS.
+    # expire, at most jwt_cache_max_ttl_s; a check waits at most jwt_key_wait_ms for an issuer's JWKS (and
+    # never past its deadline, redis_timeout_ms).
     jwt_issuers: Path | None = None
     jwt_max_token_bytes: Annotated[int, Field(ge=1024, le=65536)] = 8192
     jwt_cache_max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000

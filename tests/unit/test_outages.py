@@ -433,3 +433,29 @@ def test_without_a_deadline_nothing_changes() -> None:
         assert admission.limits_checked
 
     run(scenario)
+
+
+def test_a_tokens_wait_for_its_issuers_keys_ends_with_the_checks_deadline() -> None:
+    """The JWKS wait (``TOLLWAY_JWT_KEY_WAIT_MS``, 150 ms) is one more wait of the check: with the
+    limiter call after it, it could take the check past Envoy's 200 ms. It ends with the deadline."""
+    from tests.support.jwt_issuer import LocalIssuer, SigningKey, issuers_yaml
+    from tests.unit.auth_jwt.fakes import FakeFetcher
+    from tollway.auth.jwt.authenticator import TokenAuthenticator
+    from tollway.auth.jwt.issuers import load_issuers_text
+
+    async def scenario() -> float:
+        clock = ManualClock(datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
+        rsa = SigningKey.rsa("k1")
+        fetcher = FakeFetcher(rsa)
+        fetcher.delay = 5.0  # the issuer's JWKS endpoint hangs
+        issuers = load_issuers_text(issuers_yaml(jwks_url="https://idp.example/jwks"), "issuers.yaml", {})
+        tokens = TokenAuthenticator.build(issuers, clock, fetcher, key_wait_s=1.0)
+        auth = Authenticator(MemoryKeyStore(), DIGESTER, KeyCache(clock.monotonic), clock, tokens=tokens)
+        core = DecisionCore(auth, Refusals(), check_timeout_s=BOUND_S)
+        token = LocalIssuer([rsa], now=clock.now().timestamp()).token("acme", scope="items:read")
+        decision, took = await timed(core.decide(CheckRequest("GET", "/v1/items", bearer(token), "r-1")))
+        assert isinstance(decision, Deny), decision
+        assert (decision.status, decision.reason) == (503, "token-keys-unavailable")
+        return took
+
+    run(scenario)

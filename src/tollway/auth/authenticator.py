@@ -13,6 +13,7 @@ is served from that last-known record (``LastKnown``); a key never read fails cl
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from tollway.auth import apikey
@@ -21,7 +22,7 @@ from tollway.auth.credentials import CredentialSource
 from tollway.auth.digest import KeyDigester
 from tollway.auth.errors import CredentialStoreUnavailable, MalformedKey, UnknownKey
 from tollway.auth.jwt.authenticator import PendingToken, TokenAuthenticator
-from tollway.auth.jwt.errors import MalformedToken
+from tollway.auth.jwt.errors import MalformedToken, TokenKeysUnavailable
 from tollway.auth.jwt.token import looks_like_jwt
 from tollway.auth.records import Identity, KeyRecord, identify
 from tollway.auth.store import KeyStore
@@ -129,10 +130,18 @@ class Authenticator:
         return Authenticated(self._identify(hit.record), presented.header)
 
     async def resolve(self, pending: Pending, deadline: float | None = None) -> Authenticated:
-        """``deadline`` (event-loop time): the check's; a key lookup still unanswered then is an outage."""
+        """``deadline`` (event-loop time): the check's; a key lookup still unanswered then is an outage, and
+        a token's wait for its issuer's key set ends then too (``TokenKeysUnavailable``)."""
         if isinstance(pending, PendingToken):
             assert self._tokens is not None
-            return Authenticated(await self._tokens.resolve(pending), pending.header)
+            if deadline is None:
+                return Authenticated(await self._tokens.resolve(pending), pending.header)
+            try:  # the wait for the issuer's key set (shared, it goes on) ends with the check's deadline
+                async with asyncio.timeout_at(deadline):
+                    identity = await self._tokens.resolve(pending)
+            except TimeoutError as exc:
+                raise TokenKeysUnavailable() from exc
+            return Authenticated(identity, pending.header)
         record = await self._lookups.lookup(pending.digest, deadline)
         return Authenticated(self._identify(record), pending.header)
 
