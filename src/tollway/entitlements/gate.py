@@ -156,7 +156,17 @@ class EntitlementGate:
         lease_key = self._check_for(catalog, subscription, match.feature, match.cost, rules, now_ms)
         check = lease_key[1]
         try:
-            verdict = await self._consume(lease_key, check, now_ms, deadline)
+            bound = self._limiter_timeout
+            if deadline is None or (
+                bound is not None and deadline - asyncio.get_running_loop().time() >= bound - _SLACK_S
+            ):
+                # Nothing waited yet: the limiter's own bound ends with the deadline (no timer of our own).
+                # Only a wait for a lease being taken needs the deadline: the leasing limiter times it.
+                verdict = await self._limiter.consume(
+                    lease_key, customer_id, check.policies, check.costs, now_ms, deadline
+                )
+            else:
+                verdict = await self._consume_by(deadline, lease_key, check, now_ms)
         except LimiterUnavailable as exc:
             if catalog.plans[subscription.plan_id].outage_policy == "fail_open":
                 log.warning(
@@ -182,24 +192,13 @@ class EntitlementGate:
             customer_id, subscription.plan_id, match.feature, match.route, rules, verdict, True, match.cost, check
         )
 
-    async def _consume(
-        self, lease_key: tuple[str, Check], check: Check, now_ms: int, deadline: float | None
-    ) -> Verdict:
-        """The limiter call of one check (through its lease), ended by ``deadline``."""
-        customer_id = lease_key[0]
-        if deadline is None:
-            return await self._limiter.consume(lease_key, customer_id, check.policies, check.costs, now_ms)
-        remaining = deadline - asyncio.get_running_loop().time()
-        bound = self._limiter_timeout
-        if bound is not None and remaining >= bound - _SLACK_S:
-            # Nothing waited yet: the limiter's own bound ends with the deadline. Only a wait for a lease
-            # being taken needs the deadline (the leasing limiter times it).
-            return await self._limiter.consume(lease_key, customer_id, check.policies, check.costs, now_ms, deadline)
-        if remaining <= 0:
+    async def _consume_by(self, deadline: float, lease_key: tuple[str, Check], check: Check, now_ms: int) -> Verdict:
+        """The limiter call of a check that already waited (a lookup, …): ended by its ``deadline``."""
+        if deadline <= asyncio.get_running_loop().time():
             raise LimiterUnavailable("the check's deadline passed before its limits could be checked")
         try:
             async with asyncio.timeout_at(deadline):
-                return await self._limiter.consume(lease_key, customer_id, check.policies, check.costs, now_ms)
+                return await self._limiter.consume(lease_key, lease_key[0], check.policies, check.costs, now_ms)
         except TimeoutError as exc:
             raise LimiterUnavailable("no answer within the check's deadline") from exc
 

@@ -67,17 +67,12 @@ class LeasingLimiter:
         bounded by the limiter itself."""
         if not self.enabled:
             return await self._limiter.consume(partition, policies, costs, now_ms)
-        if deadline is not None and key in self._taking:
+        if deadline is not None and key in self._taking:  # rare: a timer only for a check that must wait
             try:
                 async with asyncio.timeout_at(deadline):
-                    return await self._consume(key, partition, policies, costs, now_ms)
+                    return await self.consume(key, partition, policies, costs, now_ms)
             except TimeoutError as exc:
                 raise LimiterUnavailable("no answer within the check's deadline") from exc
-        return await self._consume(key, partition, policies, costs, now_ms)
-
-    async def _consume(
-        self, key: Hashable, partition: str, policies: Sequence[Policy], costs: Sequence[int], now_ms: int
-    ) -> Verdict:
         # One lease is taken at a time per check: the others wait for it, then take from it.
         while (taking := self._taking.get(key)) is not None:
             await asyncio.shield(taking)
