@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Awaitable, Hashable, Sequence
 
 from tollway.ratelimit.errors import LimiterUnavailable
 from tollway.ratelimit.leases import DEFAULT_MAX_LEASE_MS, DEFAULT_MAX_SIZE, Lease, LeaseBook, lease_expiry
@@ -63,8 +63,8 @@ class LeasingLimiter:
 
         ``deadline`` (event-loop time): when the request must first wait for a lease being taken or a
         sweep's refund, that wait and the limiter call after it end by then together
-        (:class:`LimiterUnavailable` past it). A request that waits for nothing makes one limiter call,
-        bounded by the limiter itself."""
+        (:class:`LimiterUnavailable` past it), as does a second call after a lease take was refused. A
+        request that waits for nothing makes one limiter call, bounded by the limiter itself."""
         if not self.enabled:
             return await self._limiter.consume(partition, policies, costs, now_ms)
         if deadline is not None and key in self._taking:  # rare: a timer only for a check that must wait
@@ -95,7 +95,7 @@ class LeasingLimiter:
         try:
             leased = await self._limiter.consume(partition, policies, [c * size for c in costs], now_ms, refund)
             if not leased.admitted:  # another process used the room: this request alone, exactly
-                verdict = await self._limiter.consume(partition, policies, costs, now_ms)
+                verdict = await _by(deadline, self._limiter.consume(partition, policies, costs, now_ms))
                 self._book.observe(key, verdict)
                 return verdict
             self._book.observe(key, leased)
@@ -137,3 +137,14 @@ class LeasingLimiter:
                 self._taking.pop(key, None)
                 done.set_result(None)
         return refunded
+
+
+async def _by(deadline: float | None, call: Awaitable[Verdict]) -> Verdict:
+    """``call``, ended by ``deadline`` (event-loop time; None: by its own bound only)."""
+    if deadline is None:
+        return await call
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await call
+    except TimeoutError as exc:
+        raise LimiterUnavailable("no answer within the check's deadline") from exc
