@@ -24,6 +24,7 @@ from tollway.extproc.decision import DecisionCore
 from tollway.extproc.grpc_server import GrpcAuthzServer
 from tollway.extproc.http_server import HttpAuthzServer
 from tollway.extproc.problems import Refusals
+from tollway.lookup_cache import LastKnown
 from tollway.observability.tollway_metrics import MeasuredDecider, TollwayMetrics
 from tollway.plans.loader import load_compiled_catalog
 from tollway.plans.watcher import CatalogWatcher
@@ -93,7 +94,12 @@ def build_gate(
     )
     cache = SubscriptionCache(clock.monotonic, ttl=settings.key_cache_ttl_s, negative_ttl=settings.key_cache_ttl_s)
     store = RedisSubscriptionStore(redis, settings.redis_prefix, subscriber=subscriber)
-    resolver = SubscriptionResolver(store, cache, timeout_s=settings.redis_timeout_ms / 1000)
+    resolver = SubscriptionResolver(
+        store,
+        cache,
+        timeout_s=settings.redis_timeout_ms / 1000,
+        last_known=LastKnown(clock.monotonic, settings.stale_max_s),
+    )
     limiter = RedisLimiter(
         redis,
         prefix=settings.redis_prefix,
@@ -102,7 +108,14 @@ def build_gate(
     )
     if metrics is not None and isinstance(limiter.runner, PipelineCoalescer):
         limiter.runner.observe = metrics.redis_round_trip
-    gate = EntitlementGate(live, resolver, limiter, clock, max_lease_ms=settings.lease_max_ms)
+    gate = EntitlementGate(
+        live,
+        resolver,
+        limiter,
+        clock,
+        max_lease_ms=settings.lease_max_ms,
+        limiter_timeout_s=settings.redis_timeout_ms / 1000,
+    )
     background += [watcher.run, resolver.follow_changes, gate.run_lease_sweeper]
     return gate
 
@@ -142,6 +155,7 @@ def build_core(
         CredentialSource(headers=settings.key_headers, query_param=settings.key_query_param),
         store_timeout=settings.redis_timeout_ms / 1000,
         tokens=tokens,
+        last_known=LastKnown(clock.monotonic, settings.stale_max_s, settings.key_cache_max_entries),
     )
     return DecisionCore(
         authenticator,
@@ -151,6 +165,7 @@ def build_core(
         metering.recorder if metering is not None else None,
         clock.now_ms,
         usage_headers,
+        check_timeout_s=settings.redis_timeout_ms / 1000,
     )
 
 
@@ -189,7 +204,12 @@ def warehouse_reachability(metering: Metering | None) -> Callable[[], dict[str, 
     return reported
 
 
-def add_readings(metrics: TollwayMetrics, gate: EntitlementGate | None, metering: Metering | None) -> None:
+def add_readings(
+    metrics: TollwayMetrics,
+    gate: EntitlementGate | None,
+    metering: Metering | None,
+    authenticator: Authenticator | None = None,
+) -> None:
     """The metrics other components keep, read at each scrape."""
     book = gate.leases.book if gate is not None else None
     spool_dir = metering.spool.directory if metering is not None else None
@@ -207,7 +227,15 @@ def add_readings(metrics: TollwayMetrics, gate: EntitlementGate | None, metering
         catalog=(lambda: {(live.current.name, live.current.version, live.current.digest): 1})
         if live is not None
         else None,
+        stale_answers=(lambda: _stale_answers(authenticator, gate)) if authenticator is not None else None,
     )
+
+
+def _stale_answers(authenticator: Authenticator, gate: EntitlementGate | None) -> dict[tuple[str, ...], float]:
+    counts: dict[tuple[str, ...], float] = {("keys",): authenticator.stale_answers}
+    if gate is not None:
+        counts[("subscriptions",)] = gate.subscriptions.stale_answers
+    return counts
 
 
 def warehouse_reader(metering: Metering | None) -> ClickHouseSink | None:
@@ -268,11 +296,7 @@ async def serve(
     checks = bool(settings.http_port or settings.grpc_port)  # `tollway meter` answers no check
     store = RedisKeyStore(redis, settings.redis_prefix, subscriber=subscriber)
     cache = build_cache(settings, clock)
-
-    async def follow_key_changes() -> None:
-        await store.watch_changes(cache.evict, cache.clear)
-
-    background: Background = [follow_key_changes] if checks else []
+    background: Background = []
     tokens = build_tokens(settings, clock, background) if settings.jwt_issuers and checks else None
     metrics = TollwayMetrics()
     gate = build_gate(settings, redis, subscriber, clock, background, metrics) if settings.catalog else None
@@ -287,7 +311,14 @@ async def serve(
         else None
     )
     core = build_core(settings, store, cache, clock, gate, metering, tokens, usage_headers) if checks else None
-    add_readings(metrics, gate, metering)
+    if core is not None:  # an announced key change evicts its cached and its last-known record
+        authenticator = core.authenticator
+
+        async def follow_key_changes() -> None:
+            await store.watch_changes(authenticator.evict, cache.clear)
+
+        background.insert(0, follow_key_changes)
+    add_readings(metrics, gate, metering, core.authenticator if core is not None else None)
     tasks = [start_supervised(task_name(run), run) for run in background]
 
     loop = asyncio.get_running_loop()

@@ -472,19 +472,24 @@ def test_stopped_redis_within_the_cache_ttl_applies_each_plans_outage_policy(sta
     assert upstream_saw(admitted)["x-tollway-limits"] == "unchecked"
 
 
-def test_stopped_redis_past_the_cache_ttl_fails_closed_for_everyone_then_enforces_again(stack: Stack) -> None:
-    """Past the cache TTL neither the key nor the subscription can be read: no plan to ask, so even a
-    fail_open plan's customers get 503. Once Redis is back (empty: no persistence) limits apply again."""
+def test_stopped_redis_past_the_cache_ttl_applies_each_plans_policy_then_enforces_again(stack: Stack) -> None:
+    """Past the cache TTL the key and subscription cannot be read, but their last-known records stand in
+    (TOLLWAY_STALE_MAX_S): each plan's outage policy decides, as within the TTL; a customer this Tollway
+    never read gets 503 whatever the plan. Once Redis is back (empty: no persistence) limits apply again."""
     closed, opened = provision_outage_customers(stack)
+    never_read = stack.subscribe("unseen-co", "open")
     assert stack.get(closed).status_code == 200
     assert stack.get(opened).status_code == 200
     stack.valkey.stop()
     try:
         time.sleep(CACHE_TTL_S + 0.1)
-        for key in (closed, opened):
+        for key in (closed, never_read):
             response = stack.get(key)
             assert_problem(response, 503, "/authorization-unavailable")
             assert response.headers["retry-after"] == "1"
+        admitted = stack.get(opened)
+        assert admitted.status_code == 200, f"fail_open plan refused past the cache TTL: {admitted.text}"
+        assert upstream_saw(admitted)["x-tollway-limits"] == "unchecked"
         assert tollway_answered_the_outage(stack.envoy), stack.envoy.stats("tollway_http.upstream_rq")
     finally:
         stack.valkey.start()

@@ -1,12 +1,15 @@
-"""An in-memory KeyStore for unit tests of the pure flow (the Redis store has its own suite)."""
+"""An in-memory KeyStore for unit tests of the pure flow (the Redis store has its own suite), and a limiter
+that stalls like a paused Redis."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from tollway.auth.errors import CredentialStoreUnavailable
 from tollway.auth.records import KeyRecord
+from tollway.ratelimit import LimiterUnavailable, MemoryLimiter, Policy, Verdict
+from tollway.ratelimit.refunds import Refund
 
 
 class MemoryKeyStore:
@@ -47,3 +50,36 @@ class MemoryKeyStore:
 
     async def watch_changes(self, on_change: Callable[[str], None], on_resync: Callable[[], None]) -> None:
         await asyncio.Event().wait()
+
+
+class StallingLimiter:
+    """A ``Limiter`` over :class:`~tollway.ratelimit.MemoryLimiter` that, while ``stalled``, answers
+    nothing: each call waits ``bound_s`` (its own time bound, like the coalescer's per-batch timer) and
+    raises ``LimiterUnavailable`` — a paused Redis."""
+
+    def __init__(self, bound_s: float = 0.1) -> None:
+        self.memory = MemoryLimiter()
+        self.bound_s = bound_s
+        self.stalled = False
+        self.calls = 0
+
+    async def _stall(self) -> None:
+        self.calls += 1
+        if self.stalled:
+            await asyncio.sleep(self.bound_s)
+            raise LimiterUnavailable(f"no answer within {self.bound_s} s")
+
+    async def consume(
+        self,
+        partition: str,
+        policies: Sequence[Policy],
+        cost: int | Sequence[int],
+        now_ms: int,
+        refund: Refund | None = None,
+    ) -> Verdict:
+        await self._stall()
+        return await self.memory.consume(partition, policies, cost, now_ms, refund)
+
+    async def refund(self, partition: str, policies: Sequence[Policy], refund: Refund, now_ms: int) -> None:
+        await self._stall()
+        await self.memory.refund(partition, policies, refund, now_ms)

@@ -6,11 +6,14 @@ Two kinds of credential: Tollway API keys, and — when issuers are configured �
 The hot path is synchronous and touches no I/O when the key's record is cached, or the token was
 verified before or can be verified with keys at hand (:meth:`Authenticator.try_cached`); otherwise
 :meth:`Authenticator.resolve` asks the store once per digest however many requests wait for it (single
-flight), within a bounded time — or, for a token, waits for its issuer's key set.
+flight), within a bounded time (and the check's deadline) — or, for a token, waits for its issuer's key
+set. While the key store cannot be reached, a key whose record was read within ``TOLLWAY_STALE_MAX_S``
+is served from that last-known record (``LastKnown``); a key never read fails closed (503).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from tollway.auth import apikey
@@ -19,12 +22,12 @@ from tollway.auth.credentials import CredentialSource
 from tollway.auth.digest import KeyDigester
 from tollway.auth.errors import CredentialStoreUnavailable, MalformedKey, UnknownKey
 from tollway.auth.jwt.authenticator import PendingToken, TokenAuthenticator
-from tollway.auth.jwt.errors import MalformedToken
+from tollway.auth.jwt.errors import MalformedToken, TokenKeysUnavailable
 from tollway.auth.jwt.token import looks_like_jwt
 from tollway.auth.records import Identity, KeyRecord, identify
 from tollway.auth.store import KeyStore
 from tollway.clock import Clock
-from tollway.lookup_cache import SingleFlight
+from tollway.lookup_cache import LastKnown, SingleFlight
 
 
 class PendingLookup:
@@ -64,8 +67,10 @@ class Authenticator:
         source: CredentialSource | None = None,
         store_timeout: float = 0.1,
         tokens: TokenAuthenticator | None = None,
+        last_known: LastKnown[KeyRecord] | None = None,
     ) -> None:
-        """``tokens``: accept bearer JWTs from its issuers too (None: API keys only, as before)."""
+        """``tokens``: accept bearer JWTs from its issuers too (None: API keys only, as before).
+        ``last_known``: records served while the store cannot be reached (None: fail closed at once)."""
         self._store = store
         self._digester = digester
         self._identities: dict[str, tuple[KeyRecord, Identity]] = {}
@@ -78,7 +83,10 @@ class Authenticator:
             cache,
             store_timeout,
             lambda: CredentialStoreUnavailable("the key store did not answer in time"),
+            last_known=last_known,
+            is_outage=_store_unreachable,
         )
+        self._last_known = last_known
 
     @property
     def cache(self) -> KeyCache:
@@ -92,6 +100,17 @@ class Authenticator:
     def source(self) -> CredentialSource:
         """Where credentials are read (the edge keeps every one of those places from the upstream)."""
         return self._source
+
+    @property
+    def stale_answers(self) -> int:
+        """Key lookups answered with a last-known record because the store could not be reached."""
+        return self._lookups.stale_answers
+
+    def evict(self, digest: str) -> None:
+        """A change of this key was announced: forget its cached and its last-known record."""
+        self._cache.evict(digest)
+        if self._last_known is not None:
+            self._last_known.forget(digest)
 
     def try_cached(self, headers: Mapping[str, str], path: str = "") -> Authenticated | Pending:
         """The caller from the cache, or what to look up. Raises :class:`AuthError` for a bad credential."""
@@ -115,11 +134,20 @@ class Authenticator:
             return PendingLookup(digest, presented.header)
         return Authenticated(self._identify(hit.record), presented.header)
 
-    async def resolve(self, pending: Pending) -> Authenticated:
+    async def resolve(self, pending: Pending, deadline: float | None = None) -> Authenticated:
+        """``deadline`` (event-loop time): the check's; a key lookup still unanswered then is an outage, and
+        a token's wait for its issuer's key set ends then too (``TokenKeysUnavailable``)."""
         if isinstance(pending, PendingToken):
             assert self._tokens is not None
-            return Authenticated(await self._tokens.resolve(pending), pending.header)
-        record = await self._lookups.lookup(pending.digest)
+            if deadline is None:
+                return Authenticated(await self._tokens.resolve(pending), pending.header)
+            try:  # the wait for the issuer's key set (shared, it goes on) ends with the check's deadline
+                async with asyncio.timeout_at(deadline):
+                    identity = await self._tokens.resolve(pending)
+            except TimeoutError as exc:
+                raise TokenKeysUnavailable() from exc
+            return Authenticated(identity, pending.header)
+        record = await self._lookups.lookup(pending.digest, deadline)
         return Authenticated(self._identify(record), pending.header)
 
     async def authenticate(self, headers: Mapping[str, str], path: str = "") -> Identity:
@@ -142,3 +170,7 @@ class Authenticator:
             self._identities.clear()
         self._identities[record.key_id] = (record, identity)
         return identity
+
+
+def _store_unreachable(exc: Exception) -> bool:
+    return isinstance(exc, CredentialStoreUnavailable)

@@ -19,8 +19,13 @@ checks are answered in process from a lease: :meth:`EntitlementGate.admit_now` d
 synchronously (no I/O at all when the subscription is cached), or says it must wait for :meth:`admit`.
 
 When subscriptions or limits cannot be checked in time, the plan's ``outage_policy`` decides: fail
-closed (:class:`EntitlementsUnavailable`) or fail open (admitted, ``limits_checked=False``). A customer
-whose subscription cannot be read at all fails closed: without it there is no plan to ask.
+closed (:class:`EntitlementsUnavailable`) or fail open (admitted, ``limits_checked=False``). While the
+subscription store cannot be reached, the customer's last-known subscription stands in (see
+``SubscriptionResolver``); a customer with none fails closed: without it there is no plan to ask.
+
+One deadline per check (``admit(..., deadline=)``, event-loop time, set by the edge when the check
+starts): the subscription lookup, any wait for a lease being taken or refunded, and the limiter call all
+end by then, so the plan's policy answers before Envoy's own timeout would.
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ from tollway.subscriptions.resolver import MISS, SubscriptionResolver
 log = logging.getLogger(__name__)
 
 _MEMO_MAX_ENTRIES = 10_000
+_SLACK_S = 0.001
+"""A limiter call made within this of the check's start is bounded by the limiter's own timeout (no
+timer of its own: the common case costs nothing); later ones are bounded by the check's deadline."""
 
 
 class Admission(NamedTuple):
@@ -76,13 +84,16 @@ class EntitlementGate:
         clock: Clock,
         *,
         max_lease_ms: int = 0,
+        limiter_timeout_s: float | None = None,
     ) -> None:
-        """``limiter`` answers within its own time bound or raises :class:`LimiterUnavailable`.
-        ``max_lease_ms``: the longest a capacity lease lasts (0: no leases, every check asks ``limiter``)."""
+        """``limiter`` answers within its own time bound, ``limiter_timeout_s`` (None: unknown), or raises
+        :class:`LimiterUnavailable`. ``max_lease_ms``: the longest a capacity lease lasts (0: no leases,
+        every check asks ``limiter``)."""
         self._catalog = catalog
         self._subscriptions = subscriptions
         self._limiter = LeasingLimiter(limiter, max_lease_ms=max_lease_ms)
         self._clock = clock
+        self._limiter_timeout = limiter_timeout_s
         self._rules: dict[tuple[str, str, str], tuple[PolicyRule, ...]] = {}
         self._checks: dict[CheckKey, Check] = {}
         # Per customer, feature and route cost: the subscription and catalog objects a check was built
@@ -96,6 +107,10 @@ class EntitlementGate:
     @property
     def leases(self) -> LeasingLimiter:
         return self._limiter
+
+    @property
+    def subscriptions(self) -> SubscriptionResolver:
+        return self._subscriptions
 
     def admit_now(
         self, customer_id: str, method: str, path: str, scopes: frozenset[str] | None = None
@@ -120,10 +135,18 @@ class EntitlementGate:
             customer_id, found.plan_id, match.feature, match.route, rules, verdict, True, match.cost, lease_key[1]
         )
 
-    async def admit(self, customer_id: str, method: str, path: str, scopes: frozenset[str] | None = None) -> Admission:
+    async def admit(
+        self,
+        customer_id: str,
+        method: str,
+        path: str,
+        scopes: frozenset[str] | None = None,
+        deadline: float | None = None,
+    ) -> Admission:
         """``scopes``: a bearer token's granted scopes, checked against the feature's required ones
-        (None: an API key, to which scopes do not apply)."""
-        subscription = await self._subscription(customer_id)
+        (None: an API key, to which scopes do not apply). ``deadline`` (event-loop time): by then the
+        check is answered, the plan's outage policy deciding what could not be checked."""
+        subscription = await self._subscription(customer_id, deadline)
         catalog, match, rules = self._route(subscription, method, path, scopes)
         if not rules:
             return Admission(
@@ -133,7 +156,17 @@ class EntitlementGate:
         lease_key = self._check_for(catalog, subscription, match.feature, match.cost, rules, now_ms)
         check = lease_key[1]
         try:
-            verdict = await self._limiter.consume(lease_key, customer_id, check.policies, check.costs, now_ms)
+            bound = self._limiter_timeout
+            if deadline is None or (
+                bound is not None and deadline - asyncio.get_running_loop().time() >= bound - _SLACK_S
+            ):
+                # Nothing waited yet: the limiter's own bound ends with the deadline (no timer of our own).
+                # Only a wait for a lease being taken needs the deadline: the leasing limiter times it.
+                verdict = await self._limiter.consume(
+                    lease_key, customer_id, check.policies, check.costs, now_ms, deadline
+                )
+            else:
+                verdict = await self._consume_by(deadline, lease_key, check, now_ms)
         except LimiterUnavailable as exc:
             if catalog.plans[subscription.plan_id].outage_policy == "fail_open":
                 log.warning(
@@ -158,6 +191,16 @@ class EntitlementGate:
         return Admission(
             customer_id, subscription.plan_id, match.feature, match.route, rules, verdict, True, match.cost, check
         )
+
+    async def _consume_by(self, deadline: float, lease_key: tuple[str, Check], check: Check, now_ms: int) -> Verdict:
+        """The limiter call of a check that already waited (a lookup, …): ended by its ``deadline``."""
+        if deadline <= asyncio.get_running_loop().time():
+            raise LimiterUnavailable("the check's deadline passed before its limits could be checked")
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._limiter.consume(lease_key, lease_key[0], check.policies, check.costs, now_ms)
+        except TimeoutError as exc:
+            raise LimiterUnavailable("no answer within the check's deadline") from exc
 
     async def sweep_leases(self) -> int:
         """Give back the unused units of capacity leases that ended (run every lease period)."""
@@ -207,11 +250,11 @@ class EntitlementGate:
             )
         return catalog, match, self._rules_for(catalog, subscription.plan_id, match.feature)
 
-    async def _subscription(self, customer_id: str) -> Subscription:
+    async def _subscription(self, customer_id: str, deadline: float | None = None) -> Subscription:
         found = self._subscriptions.cached(customer_id)
         if found is MISS:
             try:
-                found = await self._subscriptions.resolve(customer_id)
+                found = await self._subscriptions.resolve(customer_id, deadline)
             except SubscriptionStoreUnavailable as exc:
                 raise EntitlementsUnavailable(str(exc)) from exc
         if found is None:

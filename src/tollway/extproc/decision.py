@@ -6,6 +6,7 @@ catalog is configured. Domain errors become HTTP refusals only here, at the edge
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -82,7 +83,10 @@ class DecisionCore:
     stage 2; without it Tollway only authenticates. ``recorder`` is stage 3: every verdict is written to
     the usage spool before it is returned (``wall_ms`` is the decision timestamp source; the server
     passes the injected clock's).
-    ``usage_headers`` adds ``Tollway-Usage``/``Tollway-Cost`` to admits of plans that enable them."""
+    ``usage_headers`` adds ``Tollway-Usage``/``Tollway-Cost`` to admits of plans that enable them.
+    ``check_timeout_s``: one deadline for all the waits of a check on the async path (key lookup,
+    subscription, leases, limiter call), so a plan's outage policy answers before Envoy gives up
+    (None: each wait has only its own bound)."""
 
     def __init__(
         self,
@@ -93,8 +97,10 @@ class DecisionCore:
         recorder: UsageRecorder | None = None,
         wall_ms: Callable[[], int] | None = None,
         usage_headers: UsageHeaders | None = None,
+        check_timeout_s: float | None = None,
     ) -> None:
         self._authenticator = authenticator
+        self._check_timeout = check_timeout_s
         self._refusals = refusals
         self._forward_credential = forward_credential
         self._gate = gate
@@ -109,6 +115,10 @@ class DecisionCore:
     @property
     def refusals(self) -> Refusals:
         return self._refusals
+
+    @property
+    def authenticator(self) -> Authenticator:
+        return self._authenticator
 
     def decide_now(self, request: CheckRequest) -> Decision | None:
         """The verdict if it needs no I/O (a cached key, and with stage 2 a cached subscription and no
@@ -145,15 +155,19 @@ class DecisionCore:
             self._recorder.spool.refuse()  # this refusal's own row cannot be written either
             return self._metering_unavailable(request)
         caller: Authenticated | None = None
+        timeout = self._check_timeout
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         try:
             outcome = self._authenticator.try_cached(request.headers, request.path)
             if not isinstance(outcome, Authenticated):
-                outcome = await self._authenticator.resolve(outcome)
+                outcome = await self._authenticator.resolve(outcome, deadline)
             caller = outcome
             admission = None
             if self._gate is not None and not _open_to_every_caller(request.path):
                 identity = outcome.identity
-                admission = await self._gate.admit(identity.customer_id, request.method, request.path, identity.scopes)
+                admission = await self._gate.admit(
+                    identity.customer_id, request.method, request.path, identity.scopes, deadline
+                )
         except AuthError as error:
             return self._refused(self._refusals.unauthenticated(error, request_id), error.reason, request)
         except MissingScope as error:

@@ -14,6 +14,9 @@ every verdict at the edge.
 ``tollway_usage_rows_loaded_total``          counter    rows the loader inserted into ClickHouse
 ``tollway_catalog_info``                     gauge      1, labelled with the live catalog's name, version
                                                         and digest
+``tollway_stale_answers_total``              counter    lookups answered with a last-known record while
+                                                        Redis could not be reached, by ``store`` (keys |
+                                                        subscriptions)
 ===========================================  =========  ===================================================
 """
 
@@ -55,6 +58,7 @@ class TollwayMetrics:
         spool_pending: Reading | None = None,
         rows_loaded: Reading | None = None,
         catalog: Reading | None = None,
+        stale_answers: Reading | None = None,
     ) -> None:
         """Counts kept by other components, read when scraped (each optional: a process without a
         catalog, or without metering, has none)."""
@@ -71,6 +75,13 @@ class TollwayMetrics:
             r.counter("tollway_usage_rows_loaded_total", "Usage rows inserted into ClickHouse.", read=rows_loaded)
         if catalog is not None:
             r.gauge("tollway_catalog_info", "The live plan catalog.", ("name", "version", "digest"), read=catalog)
+        if stale_answers is not None:
+            r.counter(
+                "tollway_stale_answers_total",
+                "Lookups answered with a last-known record because Redis could not be reached.",
+                ("store",),
+                read=stale_answers,
+            )
 
     def decision(self, decision: Decision, seconds: float, protocol: str) -> None:
         if isinstance(decision, Allow):

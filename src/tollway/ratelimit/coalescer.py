@@ -139,12 +139,23 @@ class PipelineCoalescer:
     async def _send(self, chunk: list[_Pending]) -> None:
         started = time.perf_counter()
         answered = False
+        # The waiters get their answer when the bound passes, not once the client has cleaned up after the
+        # cancelled pipeline (closing its connection may take a while more): a check's deadline holds.
+        expire = (
+            asyncio.get_running_loop().call_later(
+                self._timeout, self._fail, chunk, LimiterUnavailable(f"no answer within {self._timeout} s")
+            )
+            if self._timeout is not None
+            else None
+        )
         try:
             async with asyncio.timeout(self._timeout):
                 answered = await self._send_within(chunk)
         except TimeoutError:
             self._fail(chunk, LimiterUnavailable(f"no answer within {self._timeout} s"))
         finally:
+            if expire is not None:
+                expire.cancel()
             if self.observe is not None:
                 self.observe(time.perf_counter() - started, answered)
 

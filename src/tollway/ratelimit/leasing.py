@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Awaitable, Hashable, Sequence
 
 from tollway.ratelimit.errors import LimiterUnavailable
 from tollway.ratelimit.leases import DEFAULT_MAX_LEASE_MS, DEFAULT_MAX_SIZE, Lease, LeaseBook, lease_expiry
@@ -58,12 +58,29 @@ class LeasingLimiter:
         return self._book.take(key, now_ms)
 
     async def consume(
-        self, key: Hashable, partition: str, policies: Sequence[Policy], costs: Sequence[int], now_ms: int
+        self,
+        key: Hashable,
+        partition: str,
+        policies: Sequence[Policy],
+        costs: Sequence[int],
+        now_ms: int,
+        deadline: float | None = None,
     ) -> Verdict:
         """Check one request of ``key`` (``partition``, ``policies``, ``costs``): from a lease being taken
-        by a concurrent request, from a new lease, or alone. Raises what the wrapped limiter raises."""
+        by a concurrent request, from a new lease, or alone. Raises what the wrapped limiter raises.
+
+        ``deadline`` (event-loop time): when the request must first wait for a lease being taken or a
+        sweep's refund, that wait and the limiter call after it end by then together
+        (:class:`LimiterUnavailable` past it), as does a second call after a lease take was refused. A
+        request that waits for nothing makes one limiter call, bounded by the limiter itself."""
         if not self.enabled:
             return await self._limiter.consume(partition, policies, costs, now_ms)
+        if deadline is not None and key in self._taking:  # rare: a timer only for a check that must wait
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await self.consume(key, partition, policies, costs, now_ms)
+            except TimeoutError as exc:
+                raise LimiterUnavailable("no answer within the check's deadline") from exc
         # One lease is taken at a time per check: the others wait for it, then take from it.
         while (taking := self._taking.get(key)) is not None:
             await asyncio.shield(taking)
@@ -87,7 +104,7 @@ class LeasingLimiter:
         try:
             leased = await self._limiter.consume(partition, policies, [c * size for c in costs], now_ms, refund)
             if not leased.admitted:  # another process used the room: this request alone, exactly
-                verdict = await self._limiter.consume(partition, policies, costs, now_ms)
+                verdict = await _by(deadline, self._limiter.consume(partition, policies, costs, now_ms))
                 self._book.observe(key, verdict)
                 return verdict
             self._book.observe(key, leased)
@@ -131,3 +148,14 @@ class LeasingLimiter:
                 self._taking.pop(key, None)
                 done.set_result(None)
         return refunded
+
+
+async def _by(deadline: float | None, call: Awaitable[Verdict]) -> Verdict:
+    """``call``, ended by ``deadline`` (event-loop time; None: by its own bound only)."""
+    if deadline is None:
+        return await call
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await call
+    except TimeoutError as exc:
+        raise LimiterUnavailable("no answer within the check's deadline") from exc

@@ -14,6 +14,10 @@ many requests wait (single flight), within ``timeout_s``.
     else:                                  # a Subscription
         ...
 
+While the store cannot be reached (it times out, the check's deadline passes, or the connection fails —
+not when it answers "no subscription", nor when the stored one is unreadable), ``resolve`` answers with
+the subscription it last read, if ``last_known`` holds one young enough (``TOLLWAY_STALE_MAX_S``).
+
 ``MISS`` is the only member of the :class:`CacheMiss` enum, so ``found is MISS`` narrows the type
 for mypy (``Subscription | None`` afterwards) and cannot be confused with "no subscription".
 """
@@ -23,8 +27,8 @@ from __future__ import annotations
 import enum
 from typing import Final, Literal, TypeAlias
 
-from tollway.lookup_cache import LookupCache, SingleFlight
-from tollway.subscriptions.errors import SubscriptionStoreUnavailable
+from tollway.lookup_cache import LastKnown, LookupCache, SingleFlight
+from tollway.subscriptions.errors import SubscriptionStoreUnavailable, UnreadableSubscription
 from tollway.subscriptions.model import Subscription
 from tollway.subscriptions.store import SubscriptionStore
 
@@ -46,7 +50,15 @@ CachedSubscription: TypeAlias = Subscription | Literal[CacheMiss.MISS] | None
 
 
 class SubscriptionResolver:
-    def __init__(self, store: SubscriptionStore, cache: SubscriptionCache, timeout_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        store: SubscriptionStore,
+        cache: SubscriptionCache,
+        timeout_s: float = 0.1,
+        *,
+        last_known: LastKnown[Subscription] | None = None,
+    ) -> None:
+        """``last_known``: subscriptions served while the store cannot be reached (None: none)."""
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
         self._store = store
@@ -57,7 +69,10 @@ class SubscriptionResolver:
             cache,
             timeout_s,
             lambda: SubscriptionStoreUnavailable("the subscription store did not answer in time"),
+            last_known=last_known,
+            is_outage=_store_unreachable,
         )
+        self._last_known = last_known
 
     @property
     def cache(self) -> SubscriptionCache:
@@ -68,12 +83,18 @@ class SubscriptionResolver:
         hit = self._cache.get(customer_id)
         return MISS if hit is None else hit.record
 
-    async def resolve(self, customer_id: str) -> Subscription | None:
+    @property
+    def stale_answers(self) -> int:
+        """Lookups answered with a last-known subscription because the store could not be reached."""
+        return self._lookups.stale_answers
+
+    async def resolve(self, customer_id: str, deadline: float | None = None) -> Subscription | None:
         """The customer's subscription from the store (and now cached), or ``None`` if they have none.
 
         Raises :class:`SubscriptionStoreUnavailable` when the store fails or does not answer within
-        ``timeout_s``. Concurrent calls for one customer share a single store lookup."""
-        return await self._lookups.lookup(customer_id)
+        ``timeout_s`` (or by ``deadline``, event-loop time) and no last-known subscription may stand in.
+        Concurrent calls for one customer share a single store lookup."""
+        return await self._lookups.lookup(customer_id, deadline)
 
     async def get(self, customer_id: str) -> Subscription | None:
         """``cached`` then, on a miss, ``resolve``."""
@@ -83,13 +104,20 @@ class SubscriptionResolver:
         return found
 
     def evict(self, customer_id: str) -> None:
-        """Forget a customer's cached answer (a change was announced)."""
+        """Forget a customer's cached answer and last-known subscription (a change was announced)."""
         self._cache.evict(customer_id)
+        if self._last_known is not None:
+            self._last_known.forget(customer_id)
 
     def clear(self) -> None:
-        """Forget every cached answer (announcements may have been missed)."""
+        """Forget every cached answer (announcements may have been missed). Last-known subscriptions stay:
+        they only ever stand in while the store cannot be reached, within their age bound."""
         self._cache.clear()
 
     async def follow_changes(self) -> None:
         """Run until cancelled: evict customers as their changes are announced (start it as a task)."""
         await self._store.watch_changes(self.evict, self.clear)
+
+
+def _store_unreachable(exc: Exception) -> bool:
+    return isinstance(exc, SubscriptionStoreUnavailable) and not isinstance(exc, UnreadableSubscription)

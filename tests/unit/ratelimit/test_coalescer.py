@@ -202,3 +202,31 @@ def test_direct_runner_one_round_trip_per_check_and_noscript_recovery() -> None:
             await d.run(["k"], [3])
 
     asyncio.run(main())
+
+
+class SlowToCleanUpPipe(FakePipe):
+    """A pipeline to a hung server whose client, once cancelled, takes a while to close its connection
+    (as redis-py may, bounded by its connect timeout) before the cancellation completes."""
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.3)
+            raise
+        return []
+
+
+def test_waiters_get_their_answer_when_the_bound_passes_not_after_the_clients_cleanup() -> None:
+    async def scenario() -> None:
+        redis = FakeRedis()
+        redis.pipeline = lambda transaction=True: SlowToCleanUpPipe(redis)  # type: ignore[method-assign]
+        coalescer = PipelineCoalescer(cast(Any, redis), timeout_s=0.05)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(LimiterUnavailable, match="no answer within"):
+            await coalescer.run(["k"], [1])
+        assert loop.time() - started < 0.05 + 0.2  # the cleanup alone takes 0.3 s
+        await coalescer.aclose()
+
+    asyncio.run(scenario())

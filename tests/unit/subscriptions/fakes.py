@@ -15,6 +15,7 @@ class MemorySubscriptionStore:
         self.gets = 0
         self.delay = 0.0
         self.down = False
+        self.error: Exception | None = None  # raised by get() when set (e.g. an unreadable record)
         self.changes: list[str] = []
 
     async def get(self, customer_id: str) -> Subscription | None:
@@ -23,6 +24,8 @@ class MemorySubscriptionStore:
             await asyncio.sleep(self.delay)
         if self.down:
             raise SubscriptionStoreUnavailable("down")
+        if self.error is not None:
+            raise self.error
         return self.records.get(customer_id)
 
     async def put(self, subscription: Subscription) -> None:
