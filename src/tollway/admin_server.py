@@ -7,8 +7,9 @@ there is a customer's request.
 - ``GET /metrics``: Prometheus metrics in the text format (``tollway.observability.tollway_metrics``).
 - ``GET /livez``: the process is alive (its event loop answers). Always 200; for a liveness probe.
 - ``GET /readyz``: ready to take traffic: the ext_authz listeners are open and every injected readiness
-  check passes (``readiness_checks``: Redis answers a PING within a bound; with metering on, the spool
-  takes a write). 200 with each check's result, else 503 ``application/problem+json`` (RFC 9457) naming
+  check passes (``readiness_checks``: Redis answers a PING within a bound — once it has answered, an
+  outage within ``TOLLWAY_STALE_MAX_S`` is only reported, see :class:`RedisProbe`; with metering on, the
+  spool takes a write). 200 with each check's result, else 503 ``application/problem+json`` (RFC 9457) naming
   what is not ready. For a readiness probe and the image's HEALTHCHECK.
 
 ClickHouse is deliberately not a readiness check: while it is away rows wait in the spool and the API is
@@ -23,6 +24,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -158,22 +160,70 @@ class AdminServer:
             writer.close()
 
 
+class RedisProbe:
+    """The ``redis`` readiness check: a PING answered within ``bound_s``. Once Redis has answered, an
+    outage no longer than ``tolerate_s`` (``TOLLWAY_STALE_MAX_S``: while last-known keys and subscriptions
+    answer checks under each plan's outage policy) is *reported* under ``reported.redis`` instead of
+    refusing traffic: every replica loses the same Redis at once, and a Pod taken out of its Service then
+    serves nobody — neither the ``fail_open`` plans' customers nor the others' 503 problems. Before Redis
+    first answered, past ``tolerate_s``, or with ``tolerate_s`` 0, it is a reason not to be ready."""
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        bound_s: float = REDIS_PING_BOUND_S,
+        tolerate_s: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = redis
+        self._bound_s = bound_s
+        self._tolerate_s = tolerate_s
+        self._monotonic = monotonic
+        self._last_ok: float | None = None
+        self._tolerated: str | None = None
+
+    async def check(self) -> tuple[str, str | None] | None:
+        """``("redis", None | why not)`` for the checks, or ``None`` while an outage is tolerated."""
+        reason = await _ping(self._redis, self._bound_s)
+        now = self._monotonic()
+        self._tolerated = None
+        if reason is None:
+            self._last_ok = now
+            return ("redis", None)
+        down_s = now - self._last_ok if self._last_ok is not None else None
+        if down_s is not None and self._tolerate_s > 0 and down_s <= self._tolerate_s:
+            self._tolerated = (
+                f"unreachable for {down_s:.0f} s (tolerated up to {self._tolerate_s:g} s: last-known keys and "
+                f"subscriptions, each plan's outage policy): {reason}"
+            )
+            return None
+        return ("redis", reason)
+
+    def reported(self) -> dict[str, str]:
+        return {"redis": self._tolerated} if self._tolerated is not None else {}
+
+
 def readiness_checks(
-    redis: RedisClient,
+    redis: RedisClient | RedisProbe,
     spool: SpoolWriter | None,
     *,
     refuse_when_spool_full: bool,
     redis_bound_s: float = REDIS_PING_BOUND_S,
     spool_bound_s: float = SPOOL_WRITE_BOUND_S,
 ) -> Readiness:
-    """The checks ``tollway serve`` injects: ``redis`` (a PING answered within ``redis_bound_s``) and, when
-    metering is on, ``spool`` (a small file can be written and removed in the spool directory within
-    ``spool_bound_s``; and, if ``refuse_when_spool_full`` — the fail_closed policy — the spool is not full,
-    since every check would then be refused)."""
+    """The checks ``tollway serve`` injects: ``redis`` (a PING answered within ``redis_bound_s``; pass a
+    :class:`RedisProbe` to tolerate an outage within the staleness bound) and, when metering is on,
+    ``spool`` (a small file can be written and removed in the spool directory within ``spool_bound_s``;
+    and, if ``refuse_when_spool_full`` — the fail_closed policy — the spool is not full, since every check
+    would then be refused)."""
+    probe = redis if isinstance(redis, RedisProbe) else RedisProbe(redis, redis_bound_s)
     spool_probe = _SpoolProbe(spool.directory, spool_bound_s) if spool is not None else None
 
     async def check() -> dict[str, str | None]:
-        results: dict[str, str | None] = {"redis": await _ping(redis, redis_bound_s)}
+        results: dict[str, str | None] = {}
+        redis_result = await probe.check()
+        if redis_result is not None:
+            results[redis_result[0]] = redis_result[1]
         if spool is not None and spool_probe is not None:
             if refuse_when_spool_full and spool.full:
                 results["spool"] = "the spool is full (TOLLWAY_SPOOL_MAX_BYTES) and the policy is fail_closed"

@@ -9,7 +9,7 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from tollway.admin_server import AdminServer, Readiness, readiness_checks
+from tollway.admin_server import AdminServer, Readiness, RedisProbe, readiness_checks
 from tollway.auth.authenticator import Authenticator
 from tollway.auth.cache import KeyCache
 from tollway.auth.credentials import CredentialSource
@@ -187,6 +187,20 @@ async def follow_readiness(grpc_server: GrpcAuthzServer, ready: Readiness, inter
             serving = now_serving
 
 
+def reported_dependencies(
+    redis_probe: RedisProbe, warehouse: Callable[[], dict[str, str]] | None
+) -> Callable[[], dict[str, str]]:
+    """What ``/readyz`` reports without deciding on it: a tolerated Redis outage, ClickHouse reachability."""
+
+    def reported() -> dict[str, str]:
+        found = redis_probe.reported()
+        if warehouse is not None:
+            found.update(warehouse())
+        return found
+
+    return reported
+
+
 def warehouse_reachability(metering: Metering | None) -> Callable[[], dict[str, str]] | None:
     """For ``/readyz``: whether this process's loader reaches ClickHouse (nothing while another process
     loads; this one may take the loader over later)."""
@@ -326,8 +340,9 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
+    redis_probe = RedisProbe(redis, tolerate_s=settings.stale_max_s)
     ready = readiness_checks(
-        redis,
+        redis_probe,
         metering.spool if metering is not None else None,
         refuse_when_spool_full=settings.spool_full_policy == "fail_closed",
     )
@@ -346,7 +361,7 @@ async def serve(
                 ready,
                 problem_type_base=settings.problem_type_base,
                 metrics=metrics.registry.render,
-                dependencies=warehouse_reachability(metering),
+                dependencies=reported_dependencies(redis_probe, warehouse_reachability(metering)),
             )
             port = await admin.start(settings.host, settings.admin_port)
             log.info("admin (GET /healthz, /livez, /readyz) listening on %s:%d", settings.host, port)

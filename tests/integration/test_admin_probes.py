@@ -124,7 +124,10 @@ def _wait_status(port: int, path: str, status: int) -> httpx.Response:
 def test_serve_probes_and_the_image_healthcheck_follow_valkey(
     valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, tmp_path: Path
 ) -> None:
-    server = tollway_factory({"TOLLWAY_SPOOL_DIR": str(tmp_path / "spool"), "TOLLWAY_LOADER": "off"})
+    # Without last-known records (TOLLWAY_STALE_MAX_S=0) a process that cannot reach Redis is not ready.
+    server = tollway_factory(
+        {"TOLLWAY_SPOOL_DIR": str(tmp_path / "spool"), "TOLLWAY_LOADER": "off", "TOLLWAY_STALE_MAX_S": "0"}
+    )
     port = server.admin_port
     ready = _wait_status(port, "/readyz", 200)
     assert ready.status_code == 200, ready.text
@@ -153,3 +156,32 @@ def test_serve_probes_and_the_image_healthcheck_follow_valkey(
     back = _wait_status(port, "/readyz", 200)  # no restart needed
     assert back.status_code == 200, back.text
     assert _grpc_health_when(server.grpc_port, SERVING) == SERVING
+
+
+def test_a_redis_outage_within_the_staleness_bound_keeps_the_process_ready(
+    valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, tmp_path: Path
+) -> None:
+    """Every replica loses the same Redis at once: readiness failing would empty the Service, and the
+    last-known keys and subscriptions that keep fail_open customers admitted would serve nobody."""
+    server = tollway_factory({"TOLLWAY_SPOOL_DIR": str(tmp_path / "spool"), "TOLLWAY_LOADER": "off"})
+    port = server.admin_port
+    assert _wait_status(port, "/readyz", 200).status_code == 200
+    assert _grpc_health_when(server.grpc_port, SERVING) == SERVING
+
+    valkey_fresh.stop()
+    try:
+        during = _get(port, "/readyz")
+        assert _image_healthcheck(port) == 0
+        time.sleep(2.5)  # gRPC health re-reads the checks every second
+        assert _grpc_health_when(server.grpc_port, SERVING) == SERVING
+    finally:
+        valkey_fresh.start()
+    assert during.status_code == 200, during.text
+    body = during.json()
+    assert body["checks"] == {"listeners": "ok", "spool": "ok"}
+    assert body["reported"]["redis"].startswith("unreachable for ")
+    assert "tolerated up to 300 s" in body["reported"]["redis"]
+
+    back = _wait_status(port, "/readyz", 200)
+    assert back.json()["checks"] == {"listeners": "ok", "redis": "ok", "spool": "ok"}
+    assert "reported" not in back.json()

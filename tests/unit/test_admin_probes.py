@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tollway.admin_server import AdminServer, Readiness, _SpoolProbe
+from tollway.admin_server import AdminServer, Readiness, RedisProbe, _SpoolProbe, readiness_checks
 
 
 async def _get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
@@ -131,3 +131,72 @@ def test_spool_probe_names_an_unwritable_directory(tmp_path: Path) -> None:
     reason = asyncio.run(_SpoolProbe(spool, 5.0).check())
     assert reason is not None
     assert reason.startswith(f"{spool} is not writable: ")
+
+
+class _Redis:
+    """A Redis client whose PING answers or fails as the test says."""
+
+    def __init__(self) -> None:
+        self.up = True
+
+    async def ping(self) -> bool:
+        if not self.up:
+            from redis.exceptions import ConnectionError as RedisConnectionError
+
+            raise RedisConnectionError("Connection refused")
+        return True
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _probe(tolerate_s: float) -> tuple[_Redis, _Clock, RedisProbe, Readiness]:
+    redis, clock = _Redis(), _Clock()
+    probe = RedisProbe(redis, tolerate_s=tolerate_s, monotonic=clock)  # type: ignore[arg-type]
+    return redis, clock, probe, readiness_checks(probe, None, refuse_when_spool_full=False)
+
+
+def test_a_redis_outage_within_the_staleness_bound_is_reported_not_refused() -> None:
+    redis, clock, probe, ready = _probe(tolerate_s=300)
+    assert asyncio.run(ready()) == {"redis": None}
+    redis.up = False
+    clock.now += 299
+    assert asyncio.run(ready()) == {}  # not a reason to leave the Service: last-known records answer
+    assert probe.reported()["redis"].startswith("unreachable for 299 s (tolerated up to 300 s")
+    clock.now += 2  # past the bound: nothing read before the outage is trusted any more
+    results = asyncio.run(ready())
+    assert results["redis"] is not None
+    assert results["redis"].startswith("PING failed")
+    assert probe.reported() == {}
+    redis.up = True
+    assert asyncio.run(ready()) == {"redis": None}
+
+
+def test_a_redis_never_reached_is_not_ready_whatever_the_bound() -> None:
+    redis, _, probe, ready = _probe(tolerate_s=300)
+    redis.up = False
+    assert asyncio.run(ready())["redis"] is not None
+    assert probe.reported() == {}
+
+
+def test_without_last_known_records_a_redis_outage_is_not_ready_at_once() -> None:
+    redis, _, _, ready = _probe(tolerate_s=0)
+    assert asyncio.run(ready()) == {"redis": None}
+    redis.up = False
+    assert asyncio.run(ready())["redis"] is not None
+
+
+def test_readyz_stays_200_and_reports_a_tolerated_redis_outage() -> None:
+    redis, clock, probe, ready = _probe(tolerate_s=300)
+    asyncio.run(ready())
+    redis.up = False
+    clock.now += 5
+    status, _, body = _run(AdminServer(lambda: {}, ready, dependencies=probe.reported), "/readyz")
+    assert status == 200
+    assert body["checks"] == {"listeners": "ok"}
+    assert body["reported"]["redis"].startswith("unreachable for 5 s")
