@@ -165,7 +165,7 @@ def build_core(
         metering.recorder if metering is not None else None,
         clock.now_ms,
         usage_headers,
-        check_timeout_s=settings.redis_timeout_ms / 1000,
+        check_timeout_s=settings.check_deadline_ms / 1000,
     )
 
 

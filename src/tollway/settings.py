@@ -14,12 +14,14 @@ from tollway.auth.digest import MIN_PEPPER_BYTES
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOLLWAY_", env_file=None, extra="ignore")
 
-    # Redis / Valkey holding keys (and later limits). redis_timeout_ms bounds every hot-path call, and is
-    # one check's deadline: all its waits together (key lookup, subscription, lease, limiter call).
+    # Redis / Valkey holding keys (and later limits). redis_timeout_ms bounds every hot-path call;
+    # check_deadline_ms is one check's deadline: all its waits together (key lookup, subscription, lease,
+    # limiter call), so the plan's outage policy answers before Envoy's ext_authz timeout (200 ms) does.
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "tw:"
     redis_cluster: bool = False
     redis_timeout_ms: Annotated[int, Field(ge=5, le=5000)] = 100
+    check_deadline_ms: Annotated[int, Field(ge=5, le=10_000)] = 150
     # While Redis cannot be reached, a key record or subscription read at most this long ago is served
     # from its last-known copy (limits: each plan's outage_policy); 0 turns it off (fail closed at once).
     stale_max_s: Annotated[float, Field(ge=0, le=86400)] = 300.0
@@ -61,7 +63,7 @@ class Settings(BaseSettings):
     # read at start; see docs/authentication.md). Unset: API keys only. Tokens larger than
     # jwt_max_token_bytes are refused before parsing; verified tokens are cached (by digest) until they
     # expire, at most jwt_cache_max_ttl_s; a check waits at most jwt_key_wait_ms for an issuer's JWKS (and
-    # never past its deadline, redis_timeout_ms).
+    # never past its deadline, check_deadline_ms).
     jwt_issuers: Path | None = None
     jwt_max_token_bytes: Annotated[int, Field(ge=1024, le=65536)] = 8192
     jwt_cache_max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000

@@ -31,7 +31,8 @@ import json, sys
 from tollway.warehouse.connection import connect, query_rows
 client = connect("chdb://" + sys.argv[1])
 rows = query_rows(
-    client, "SELECT request_id FROM tollway.usage FINAL WHERE customer_id = 'cust-move' AND outcome = 'admitted'"
+    client,
+    "SELECT envoy_request_id FROM tollway.usage FINAL WHERE customer_id = 'cust-move' AND outcome = 'admitted'",
 )
 print(json.dumps(sorted(str(r[0]) for r in rows)))
 """

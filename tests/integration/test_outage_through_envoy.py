@@ -5,7 +5,7 @@ nothing answered) for 10 s — ten times the key and subscription caches' TTL. T
 records and subscriptions stand in (``TOLLWAY_STALE_MAX_S``), and each plan's outage policy decides on
 the limits: a ``fail_open`` plan is admitted throughout, a ``fail_closed`` plan gets Tollway's own 503
 problem. Every check is answered within Envoy's 200 ms ext_authz timeout (one deadline per check,
-``TOLLWAY_REDIS_TIMEOUT_MS``), with capacity leases on and off.
+``TOLLWAY_CHECK_DEADLINE_MS``), with capacity leases on and off.
 """
 
 from __future__ import annotations

@@ -111,6 +111,7 @@ def test_workers_listen_on_consecutive_ports(valkey_fresh: ValkeyServer, tmp_pat
     [
         ({"TOLLWAY_HTTP_PORT": "seventy"}, "TOLLWAY_HTTP_PORT"),
         ({"TOLLWAY_REDIS_TIMEOUT_MS": "0"}, "TOLLWAY_REDIS_TIMEOUT_MS"),
+        ({"TOLLWAY_CHECK_DEADLINE_MS": "1"}, "TOLLWAY_CHECK_DEADLINE_MS"),
         ({"TOLLWAY_PEPPER": "short"}, "at least 32 bytes"),
         ({"TOLLWAY_PEPPER": "", "TOLLWAY_PEPPER_FILE": "/nonexistent/pepper"}, "cannot read TOLLWAY_PEPPER_FILE"),
     ],
