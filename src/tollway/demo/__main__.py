@@ -84,6 +84,7 @@ class Case:
     problem: str = ""  # the expected problem type slug of a refusal
     show_limits: bool = False  # print the RateLimit headers of the answer
     paid: bool = False  # a call of the paying customer (pro plan)
+    hidden: tuple[str, ...] = ()  # headers the upstream must not see
 
 
 def call(url: str, headers: dict[str, str], method: str = "GET") -> Answer:
@@ -156,6 +157,9 @@ def run_cases(base_url: str, cases: list[Case]) -> int:
         answer = call(base_url + case.path, case.headers, case.method)
         SENT.append(answer.status)
         wrong = verdict(answer, case.status, case.problem, case.paid)
+        seen = [name for name in case.hidden if answer.seen(name) is not None]
+        if wrong is None and seen:
+            wrong = f"the upstream saw {', '.join(seen)}"
         if case.show_limits and answer.status == 200 and "ratelimit" not in answer.headers:
             wrong = "wanted RateLimit headers on the answer"
         failures += wrong is not None
@@ -164,6 +168,16 @@ def run_cases(base_url: str, cases: list[Case]) -> int:
         if case.show_limits:
             show_headers(answer)
     return failures
+
+
+def refused_by_envoy(base_url: str, label: str, headers: dict[str, str]) -> int:
+    """A request Envoy itself refuses (a header name with an underscore, which CGI-style upstreams would
+    read as the x-tollway-* identity): it never reaches Tollway, so it has no usage row (not in SENT)."""
+    answer = call(base_url + "/v1/items", headers)
+    wrong = answer.status != 400
+    mark = "ok" if not wrong else "UNEXPECTED, wanted 400 from Envoy"
+    print(f"  {label:<{_LABEL_WIDTH}} {answer.status:<7} refused by Envoy before any check  [{mark}]")
+    return int(wrong)
 
 
 def burst(base_url: str, headers: dict[str, str]) -> int:
@@ -321,6 +335,14 @@ def main(argv: list[str] | None = None) -> int:
             [
                 Case("good key", "GET", "/v1/items", bearer, 200),
                 Case("good key, spoofed x-tollway-* headers", "GET", "/v1/items", spoofed, 200),
+                Case(
+                    "good key and a 2nd key (both stripped)",
+                    "GET",
+                    "/v1/items",
+                    {**bearer, "x-api-key": str(stranger["api_key"])},
+                    200,
+                    hidden=("x-api-key", "authorization"),
+                ),
                 Case("mistyped key", "GET", "/v1/items", {"authorization": f"Bearer {typo}"}, 401, "malformed-api-key"),
                 Case(
                     "unknown key",
@@ -333,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
                 Case("revoked key", "GET", "/v1/items", {"authorization": f"Bearer {doomed['api_key']}"}, 401),
                 Case("no key", "GET", "/v1/items", {}, 401, "missing-credentials"),
             ],
+        )
+        failures += refused_by_envoy(
+            envoy.base_url, "good key, spoofed x_tollway_customer_id", {**bearer, "x_tollway_customer_id": "mallory"}
         )
         print(f"\nStage 2: what may {CUSTOMER} (plan {PLAN}: items-read and search) call, and how often?")
         failures += run_cases(
