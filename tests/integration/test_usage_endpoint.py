@@ -126,9 +126,19 @@ def test_a_caller_sees_usage_quota_and_charges_equal_to_the_stores(
 
         # The plan enables usage headers: every admitted call tells the same numbers as structured fields
         # (read in the background, at most every TOLLWAY_USAGE_HEADERS_REFRESH_S).
-        usage_field, cost_field = fields_when(client, auth, lambda u, c: u.get("requests") == 6)
-        assert usage_field == {"requests": 6, "egress": int(document["usage"]["egress"])}
-        assert cost_field[0] == Decimal("10.60")
+        # Each call polled here is billable too, so the numbers move while we look: the fields must equal the
+        # report read right after them (retried when a load landed in between).
+        deadline = time.monotonic() + 20
+        while True:
+            usage_field, cost_field = fields_when(client, auth, lambda u, c: u.get("requests", 0) >= 6)
+            now = report_when(client, acme, lambda d: True)
+            expected = {"requests": int(now["usage"]["requests"]), "egress": int(now["usage"]["egress"])}
+            total = Decimal(now["charges"]["total"])
+            if (usage_field == expected and cost_field[0] == total) or time.monotonic() > deadline:
+                break
+        assert usage_field == expected
+        assert usage_field["requests"] >= 6
+        assert cost_field[0] == total == Decimal("10.00") + Decimal("0.10") * usage_field["requests"]
         assert cost_field[1]["currency"] == "USD"
         # A plan without them: none.
         assert not {"tollway-usage", "tollway-cost"} & set(client.get("/v1/items/1", headers=plain_auth).headers)
