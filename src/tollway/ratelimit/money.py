@@ -1,0 +1,105 @@
+"""The money part of one check: real-time charges priced in the script, the customer's balance (prepaid)
+and spend cap (postpaid), checked and consumed in the same atomic ``consume.lua`` call as the limits.
+
+A check with ``money`` admits iff every enforced policy fits *and* the price fits: the request's price is
+the sum over ``charges`` of each charge's marginal price (``credits.charges``) for its ``quantities`` at
+the period's running quantity (counted in Redis, so every process sees one sequence); with ``balance``,
+the live grants must cover the price (burned in burn order, ``credits.grants``); with a hard
+``spend_cap``, the period's spend plus the price must stay within the cap. All or nothing: a refused check
+changes nothing, limits included.
+
+Redis keys (all with the customer's hash tag, beside the limiter's counters)::
+
+    {p}cq:{<customer>}:<charge>:<period_start_ms>   string  the period's quantity of a real-time charge
+    {p}cr:{<customer>}                              hash    grant id -> grant record (credits.grants)
+    {p}sp:{<customer>}:<period_start_ms>            string  micro-units spent in the period (real-time charges)
+
+Script arguments, after the policies' (one ARGV each, in this order; each with its key in KEYS)::
+
+    2 <quantity> <period_end_ms> <charge model args>   a real-time charge (credits.charges)
+    3 <period_start_ms>                                 the balance: burn the price
+    4 <cap_micros> <hard 0|1> <period_end_ms>           the spend cap
+
+A charge argument may end with `` r<units>``: units of a capacity lease given back before the check (not
+below 0); the counter goes down by them and the price of those *top* positions
+(``total(Q) - total(Q - units)``) goes back to the balance (to ``grants.refund_target``) and off the
+period's spend counter, so the money burned for a charge in a period is always exactly ``total(Q)`` of
+its counter. The reply, per money argument, three numbers like a
+policy's: charge: (quantity before, price of this check, 0); balance: (live balance before, burned, 0);
+spend cap: (spent before, price, 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from tollway.credits.charges import RealTimeCharge
+
+KIND_CHARGE: Final = 2
+KIND_BALANCE: Final = 3
+KIND_CAP: Final = 4
+
+MoneyRefusal = Literal["insufficient-credits", "spend-cap-reached"]
+
+
+@dataclass(frozen=True, slots=True)
+class SpendCap:
+    """At most ``cap`` micro-units of real-time charges in the period ``[period_start_ms, period_end_ms)``;
+    ``hard`` False: admit past it and report (``MoneyState.over_cap``)."""
+
+    cap: int
+    period_start_ms: int
+    period_end_ms: int
+    hard: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """``charges`` with the ``quantities`` one request adds to each; ``balance_period_start_ms``: the
+    prepaid balance is checked and burned (the start of the customer's current period, for rollovers);
+    None: postpaid (no balance). ``spend_cap``: None for none."""
+
+    charges: tuple[RealTimeCharge, ...]
+    quantities: tuple[int, ...]
+    balance_period_start_ms: int | None = None
+    spend_cap: SpendCap | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.charges) != len(self.quantities):
+            raise ValueError(f"{len(self.quantities)} quantities for {len(self.charges)} charges")
+        if any(q < 0 for q in self.quantities):
+            raise ValueError("charge quantities must be >= 0")
+        if len({c.name for c in self.charges}) != len(self.charges):
+            raise ValueError("duplicate charge names in one check")
+
+    @property
+    def prepaid(self) -> bool:
+        return self.balance_period_start_ms is not None
+
+    def scaled(self, n: int) -> Money:
+        """The money of ``n`` requests at once (a capacity lease)."""
+        return Money(self.charges, tuple(q * n for q in self.quantities), self.balance_period_start_ms, self.spend_cap)
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyState:
+    """The money side of a verdict. ``price``: this check's price (micro-units; burned iff admitted).
+    ``balance``: the live balance before the check (None: postpaid). ``spent``: the period's real-time
+    spend before the check (None: no cap). ``quantities_before``: each charge's period quantity before.
+    ``refused``: why the price did not fit (None: it did, or a policy refused first and nothing was
+    priced against the balance). ``over_cap``: a soft cap the check went past (admitted)."""
+
+    price: int
+    balance: int | None
+    spent: int | None
+    quantities_before: tuple[int, ...]
+    refused: MoneyRefusal | None = None
+    over_cap: bool = False
+    cap: int | None = None
+
+    @property
+    def balance_after(self) -> int | None:
+        if self.balance is None:
+            return None
+        return self.balance if self.refused else self.balance - self.price
