@@ -15,7 +15,8 @@ from tollway.warehouse.migrations import Migrator
 USAGE_COLUMNS = (
     "request_id, envoy_request_id, toUnixTimestamp64Milli(ts), customer_id, subject, plan, feature, route, method, "
     "status, "
-    "toString(outcome), reason, limits_checked, request_bytes, response_bytes, upstream_latency_ms, meters, version"
+    "toString(outcome), reason, limits_checked, request_bytes, response_bytes, upstream_latency_ms, meters, version, "
+    "price_micros, toString(balance_unit)"
 )
 FIELDS = tuple("ts_ms" if name == "ts" else name for name in COLUMNS)  # ts is read back as epoch ms
 

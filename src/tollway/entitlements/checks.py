@@ -9,6 +9,7 @@ again still finds the same lease. The edge keys the static part of its RateLimit
 from __future__ import annotations
 
 from tollway.ratelimit import Policy
+from tollway.ratelimit.money import Money
 
 # Memo key of a check: catalog digest, plan, feature, route cost, the customer's limits (None: the plan's
 # own, no overrides) and the billing period in epoch ms.
@@ -16,14 +17,25 @@ CheckKey = tuple[str, str, str, int, tuple[int, ...] | None, tuple[int, int]]
 
 
 class Check:
-    """``policies`` and ``costs`` of one check (one limiter call), valid for ``period_ms`` (start, end)."""
+    """``policies`` and ``costs`` of one check (one limiter call), valid for ``period_ms`` (start, end).
+    ``money``: the real-time charges, balance and spend cap checked in the same call (None: no money);
+    ``balance_unit``: the prepaid balance's unit ('' for none)."""
 
-    __slots__ = ("_hash", "costs", "key", "policies")
+    __slots__ = ("_hash", "balance_unit", "costs", "key", "money", "policies")
 
-    def __init__(self, key: CheckKey, policies: tuple[Policy, ...], costs: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        key: CheckKey,
+        policies: tuple[Policy, ...],
+        costs: tuple[int, ...],
+        money: Money | None = None,
+        balance_unit: str = "",
+    ) -> None:
         self.key = key
         self.policies = policies
         self.costs = costs
+        self.money = money
+        self.balance_unit = balance_unit
         self._hash = hash(key)
 
     @property

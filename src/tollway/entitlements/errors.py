@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from tollway.entitlements.rules import PolicyRule
 from tollway.ratelimit import Verdict
+from tollway.ratelimit.money import MoneyState
 
 
 class EntitlementError(Exception):
@@ -71,6 +72,34 @@ class LimitExceeded(Exception):
         super().__init__(f"{', '.join(verdict.violated)} exceeded")
         self.verdict = verdict
         self.rules = tuple(rules)
+        self.plan_id = plan_id
+        self.feature = feature
+        self.route = route
+        self.cost = cost
+
+
+class PaymentRequired(Exception):
+    """The request's price does not fit: the prepaid balance cannot cover it (``insufficient-credits``) or
+    it would take the period's spend past a hard cap (``spend-cap-reached``); nothing was consumed."""
+
+    def __init__(
+        self,
+        verdict: Verdict,
+        money: MoneyState,
+        balance_unit: str,
+        currency: str,
+        plan_id: str,
+        feature: str,
+        route: str = "",
+        cost: int = 1,
+    ) -> None:
+        assert money.refused is not None
+        super().__init__(money.refused)
+        self.reason: str = money.refused
+        self.verdict = verdict
+        self.money = money
+        self.balance_unit = balance_unit
+        self.currency = currency
         self.plan_id = plan_id
         self.feature = feature
         self.route = route

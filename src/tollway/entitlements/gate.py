@@ -7,8 +7,10 @@ typed refusal. Decision order:
    for a bearer-token caller, the token must grant every scope the feature requires (→ :class:`MissingScope`;
    API keys carry no scopes and skip this);
 4. does the plan grant the feature? (no → :class:`FeatureNotEntitled`);
-5. every limit and the quota that apply to the feature, with the customer's overrides, checked and
-   consumed in one limiter call (all or nothing); an enforced one exceeded → :class:`LimitExceeded`.
+5. every limit and the quota that apply to the feature, with the customer's overrides, and the money of
+   the request (its real-time price, burned from a prepaid balance or counted against a spend cap),
+   checked and consumed in one limiter call (all or nothing); an enforced limit exceeded →
+   :class:`LimitExceeded`; else a price that does not fit → :class:`PaymentRequired`.
 
 Everything before the limiter call is in-process. The static part of a check (the rules of a plan and
 feature, and the policies and costs built from them for one customer's limits and billing period) is
@@ -42,6 +44,7 @@ from tollway.entitlements.errors import (
     LimitExceeded,
     MissingScope,
     NoSubscription,
+    PaymentRequired,
     PlanUnavailable,
     RouteNotGranted,
 )
@@ -124,7 +127,7 @@ class EntitlementGate:
         if found is None:
             raise NoSubscription("This account has no subscription to a plan.")
         catalog, match, rules = self._route(found, method, path, scopes)
-        if not rules:
+        if not rules and not catalog.has_money(found.plan_id):
             return Admission(customer_id, found.plan_id, match.feature, match.route, rules, None, True, match.cost)
         now_ms = self._clock.now_ms()
         lease_key = self._check_for(catalog, found, match.feature, match.cost, rules, now_ms)
@@ -148,7 +151,7 @@ class EntitlementGate:
         check is answered, the plan's outage policy deciding what could not be checked."""
         subscription = await self._subscription(customer_id, deadline)
         catalog, match, rules = self._route(subscription, method, path, scopes)
-        if not rules:
+        if not rules and not catalog.has_money(subscription.plan_id):
             return Admission(
                 customer_id, subscription.plan_id, match.feature, match.route, rules, None, True, match.cost
             )
@@ -163,7 +166,7 @@ class EntitlementGate:
                 # Nothing waited yet: the limiter's own bound ends with the deadline (no timer of our own).
                 # Only a wait for a lease being taken needs the deadline: the leasing limiter times it.
                 verdict = await self._limiter.consume(
-                    lease_key, customer_id, check.policies, check.costs, now_ms, deadline
+                    lease_key, customer_id, check.policies, check.costs, now_ms, deadline, check.money
                 )
             else:
                 verdict = await self._consume_by(deadline, lease_key, check, now_ms)
@@ -180,7 +183,20 @@ class EntitlementGate:
                 )
             raise EntitlementsUnavailable(str(exc)) from exc
         if not verdict.admitted:
-            raise LimitExceeded(verdict, rules, subscription.plan_id, match.feature, match.route, match.cost)
+            money = verdict.money
+            if verdict.violated or money is None or money.refused is None:
+                raise LimitExceeded(verdict, rules, subscription.plan_id, match.feature, match.route, match.cost)
+            plan = catalog.plans[subscription.plan_id]
+            raise PaymentRequired(
+                verdict,
+                money,
+                check.balance_unit,
+                plan.pricing.currency if plan.pricing else "",
+                subscription.plan_id,
+                match.feature,
+                match.route,
+                match.cost,
+            )
         if verdict.shadow_exceeded:
             log.info(
                 "shadow limit exceeded (not enforced): customer %s plan %s policies %s",
@@ -198,7 +214,9 @@ class EntitlementGate:
             raise LimiterUnavailable("the check's deadline passed before its limits could be checked")
         try:
             async with asyncio.timeout_at(deadline):
-                return await self._limiter.consume(lease_key, lease_key[0], check.policies, check.costs, now_ms)
+                return await self._limiter.consume(
+                    lease_key, lease_key[0], check.policies, check.costs, now_ms, None, check.money
+                )
         except TimeoutError as exc:
             raise LimiterUnavailable("no answer within the check's deadline") from exc
 
@@ -290,10 +308,14 @@ class EntitlementGate:
         if check is None:
             if len(self._checks) > _MEMO_MAX_ENTRIES:
                 self._checks.clear()
+            money = catalog.money_for(subscription.plan_id, feature, period_ms, route_cost)
+            unit = catalog.balance_unit(subscription.plan_id) if money is not None and money.prepaid else None
             check = self._checks[key] = Check(
                 key,
                 tuple(rule.policy(subscription.limit(rule.name, rule.limit), period_ms) for rule in rules),
                 tuple(route_cost if rule.counts_cost else 1 for rule in rules),
+                money,
+                unit.code if unit is not None else "",
             )
         if len(self._recent) > _MEMO_MAX_ENTRIES:
             self._recent.clear()

@@ -27,6 +27,7 @@ from tollway.extproc.decision import (
     COST_HEADER,
     CUSTOMER_HEADER,
     DECIDED_AT_HEADER,
+    PRICE_HEADER,
     FEATURE_HEADER,
     KEY_ID_HEADER,
     LIMITS_HEADER,
@@ -70,6 +71,7 @@ def row_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry, meters: CatalogMeter
         latency = _ms(common.time_to_last_upstream_rx_byte) - _ms(common.time_to_first_upstream_tx_byte)
     request_bytes = request.request_body_bytes
     response_bytes = response.response_body_bytes
+    price_micros, balance_unit = _price(facts.get(PRICE_HEADER))
     body_meters = metadata.get(METERS_NAMESPACE) if len(metadata) > 1 else None
     from_body = {k: v.string_value for k, v in body_meters.fields.items()} if body_meters is not None else None
     return UsageRow(
@@ -92,7 +94,17 @@ def row_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry, meters: CatalogMeter
         meters.for_feature(feature).at_response(cost, request_bytes, response_bytes, from_body),
         RESPONSE_VERSION,
         request.request_id,
+        price_micros,
+        balance_unit,
     )
+
+
+def _price(text: str | None) -> tuple[int, str]:
+    """``x-tollway-price``: ``<micro-units> [<balance unit>]`` (no unit: a postpaid spend)."""
+    if not text:
+        return 0, ""
+    micros, _, unit = text.partition(" ")
+    return (int(micros), unit) if micros.isdigit() and micros.isascii() else (0, "")
 
 
 class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]

@@ -16,14 +16,22 @@ from typing import Final, Protocol
 from tollway.auth.authenticator import Authenticated, Authenticator
 from tollway.auth.errors import AuthError, CredentialStoreUnavailable
 from tollway.entitlements.checks import Check
-from tollway.entitlements.errors import EntitlementError, EntitlementsUnavailable, LimitExceeded, MissingScope
+from tollway.credits.units import from_micros
+from tollway.entitlements.errors import (
+    EntitlementError,
+    EntitlementsUnavailable,
+    LimitExceeded,
+    MissingScope,
+    PaymentRequired,
+)
 from tollway.entitlements.gate import Admission, EntitlementGate
 from tollway.entitlements.rules import PolicyRule
 from tollway.extproc.check import Allow, CheckRequest, Decision, Deny
 from tollway.extproc.faults import log_unexpected
 from tollway.extproc.problems import Refusals
-from tollway.extproc.ratelimit_headers import AdvertisedPolicy, FieldShape, ratelimit_headers
+from tollway.extproc.ratelimit_headers import AdvertisedPolicy, FieldShape, ratelimit_headers, sf_string
 from tollway.ratelimit import Verdict
+from tollway.ratelimit.money import MoneyState
 from tollway.usage.recorder import UsageRecorder
 from tollway.usage.report_server import USAGE_PATH
 from tollway.usage.row import new_row_id
@@ -47,6 +55,13 @@ COST_HEADER: Final = "x-tollway-cost"
 # With metering on: the usage row's id, minted here (never Envoy's x-request-id, which a client can choose when
 # Envoy preserves it), so the access log completes exactly this request's row.
 USAGE_ID_HEADER: Final = "x-tollway-usage-id"
+# With a real-time price: ``<micro-units> [<balance unit>]`` (no unit: a postpaid spend), for the access log's
+# row (the decision row carries it already).
+PRICE_HEADER: Final = "x-tollway-price"
+# On admits of prepaid plans: the balance left, its unit and what this request burned (RFC 9651 dictionary of
+# decimal strings: prices finer than sf-decimal's 3 places stay exact).
+BALANCE_FIELD: Final = "tollway-balance"
+SPEND_CAP: Final = "spend_cap"  # the name x-tollway-overage gives a soft spend cap this request went past
 _ALWAYS_SET: Final = frozenset({CUSTOMER_HEADER, KEY_ID_HEADER})
 _MAX_SHAPES: Final = 10_000
 METERING_UNAVAILABLE: Final = "metering-unavailable"
@@ -176,6 +191,8 @@ class DecisionCore:
             return self._refused(
                 self._refusals.forbidden(error.reason, error.detail, request_id), error.reason, request, caller
             )
+        except PaymentRequired as error:
+            return self._payment_required(error, request, caller)
         except LimitExceeded as error:
             verdict = error.verdict
             headers = ratelimit_headers(advertised(error.rules, verdict))
@@ -226,6 +243,22 @@ class DecisionCore:
             )
         return replace(deny, reason=reason)
 
+    def _payment_required(self, error: PaymentRequired, request: CheckRequest, caller: Authenticated | None) -> Deny:
+        money = error.money
+        unit = error.balance_unit or error.currency
+        deny = self._refusals.payment_required(
+            error.reason,
+            unit,
+            from_micros(money.price),
+            None if money.balance is None else from_micros(money.balance),
+            None if money.spent is None else from_micros(money.spent),
+            None if money.cap is None else from_micros(money.cap),
+            request.request_id,
+        )
+        return self._refused(
+            deny, error.reason, request, caller, error.plan_id, error.feature, error.route, error.cost
+        )
+
     def _insufficient_scope(self, error: MissingScope, request: CheckRequest, caller: Authenticated | None) -> Deny:
         deny = self._refusals.insufficient_scope(error.scopes, error.detail, request.request_id)
         return self._refused(deny, error.reason, request, caller, error.plan_id, error.feature, error.route)
@@ -253,6 +286,7 @@ class DecisionCore:
                     row_id, request.request_id, ts_ms, request.method, identity.customer_id, identity.key_id
                 )
             else:
+                price, unit = _price_of(admission)
                 recorded = recorder.admitted(
                     row_id,
                     request.request_id,
@@ -265,8 +299,12 @@ class DecisionCore:
                     admission.route,
                     admission.cost,
                     admission.limits_checked,
+                    price,
+                    unit,
                 )
                 upstream.append((COST_HEADER, str(admission.cost)))
+                if price or unit:
+                    upstream.append((PRICE_HEADER, f"{price} {unit}" if unit else str(price)))
             if not recorded and recorder.refuses_new_requests:
                 return self._metering_unavailable(request)
             upstream += ((DECIDED_AT_HEADER, str(ts_ms)), (USAGE_ID_HEADER, row_id))
@@ -280,8 +318,15 @@ class DecisionCore:
             verdict = admission.verdict
             if verdict is not None:
                 client = self._ratelimit_fields(admission, verdict)
-                if verdict.soft_exceeded:
-                    upstream.append((OVERAGE_HEADER, ",".join(verdict.soft_exceeded)))
+                money = verdict.money
+                overage = verdict.soft_exceeded
+                if money is not None:
+                    if money.over_cap:
+                        overage += (SPEND_CAP,)
+                    if money.balance is not None and admission.check is not None:
+                        client += (_balance_field(money, admission.check.balance_unit),)
+                if overage:
+                    upstream.append((OVERAGE_HEADER, ",".join(overage)))
                 if verdict.shadow_exceeded:
                     upstream.append((SHADOW_HEADER, ",".join(verdict.shadow_exceeded)))
             if self._usage_headers is not None:  # plans with usage_headers: true
@@ -323,6 +368,22 @@ class DecisionCore:
                     self._shapes.clear()
                 self._shapes[check] = shape
         return shape.fields(verdict.states)
+
+
+def _price_of(admission: Admission) -> tuple[int, str]:
+    """What an admitted request burned (prepaid: with its balance unit) or spent (postpaid: no unit)."""
+    verdict = admission.verdict
+    money = verdict.money if verdict is not None else None
+    if money is None:
+        return 0, ""
+    check = admission.check
+    return money.price, check.balance_unit if check is not None and money.balance is not None else ""
+
+
+def _balance_field(money: MoneyState, unit: str) -> tuple[str, str]:
+    """``Tollway-Balance: remaining="99.9996", unit="credits", cost="0.0004"``."""
+    remaining = from_micros(money.balance_after or 0)
+    return BALANCE_FIELD, f'remaining="{remaining}", unit={sf_string(unit)}, cost="{from_micros(money.price)}"'
 
 
 def _open_to_every_caller(path: str) -> bool:

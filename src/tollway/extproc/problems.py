@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Final
 
 from tollway.auth.errors import AuthError, MissingCredential
@@ -13,6 +14,8 @@ from tollway.extproc.check import Deny, Headers
 PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
 # The problem type registered by draft-ietf-httpapi-ratelimit-headers: clients can recognise it anywhere.
 QUOTA_EXCEEDED_TYPE: Final = "https://iana.org/assignments/http-problem-types#quota-exceeded"
+USAGE_LINK: Final = "/tollway/v1/usage"
+"""Where a caller reads its usage and balance (the usage endpoint, served through Envoy)."""
 
 FORBIDDEN_TITLES: Final = {
     "no-subscription": "No subscription",
@@ -122,6 +125,35 @@ class Refusals:
             extensions={"violated-policies": list(violated)},
         )
         return self.deny(problem, ("retry-after", str(max(retry_after_s, 1))), *ratelimit)
+
+    def payment_required(
+        self,
+        reason: str,
+        unit: str,
+        price: Decimal,
+        available: Decimal | None,
+        spent: Decimal | None,
+        cap: Decimal | None,
+        request_id: str,
+    ) -> Deny:
+        """402 for a price that does not fit: the prepaid balance (``insufficient-credits``: ``available``)
+        or the period's spend cap (``spend-cap-reached``: ``spent`` of ``cap``). Amounts are decimal strings
+        in ``unit``; ``usage`` links to the caller's usage endpoint, where the balance is shown."""
+        if reason == "insufficient-credits":
+            title = "Insufficient credits"
+            detail = f"This request costs {price} {unit}; the balance is {available} {unit}. Top up to continue."
+            extensions: dict[str, object] = {"balance": str(available), "price": str(price), "unit": unit}
+        else:
+            title = "Spend cap reached"
+            detail = (
+                f"This request costs {price} {unit}, which would take this period's spend ({spent} {unit}) past "
+                f"its cap of {cap} {unit}."
+            )
+            extensions = {"spent": str(spent), "cap": str(cap), "price": str(price), "unit": unit}
+        extensions["usage"] = USAGE_LINK
+        problem = self.problem(402, reason, title, detail, request_id)
+        problem.extensions.update(extensions)
+        return self.deny(problem)
 
     def internal_error(self, request_id: str) -> Deny:
         problem = self.problem(500, "internal-error", "Internal error", "The request could not be checked.", request_id)

@@ -43,6 +43,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from tollway.ratelimit.money import Money, MoneyState
 from tollway.ratelimit.policies import Policy, WindowPolicy
 from tollway.ratelimit.refunds import Refund
 from tollway.ratelimit.verdict import PolicyState, Verdict
@@ -70,11 +71,16 @@ def lease_expiry(policies: Sequence[Policy], now_ms: int, max_lease_ms: int, at_
     return end
 
 
-def room(policies: Sequence[Policy], costs: Sequence[int], last: Verdict) -> int:
+def room(policies: Sequence[Policy], costs: Sequence[int], last: Verdict, money: Money | None = None) -> int:
     """How many requests a lease may cover given the last answer ``last`` for this check: the largest
     ``n`` such that every policy keeps at least half its limit after ``n`` more requests, and no lease
     holds more than a sixteenth of any limit (so limits below 32 are never leased, and what one idle
-    lease can keep from other checks of the same counters is small)."""
+    lease can keep from other checks of the same counters is small).
+
+    With ``money``, the lease also carves ``n`` requests' price: only when every charge is priced per unit
+    (one price per request, whatever the period's quantity; tiered and package prices are checked request
+    by request), at most a sixteenth of the last balance seen, and, under a spend cap, the same rule as a
+    limit (half the cap left after it, at most a sixteenth of the cap)."""
     most = DEFAULT_MAX_SIZE * 1000
     for policy, cost, state in zip(policies, costs, last.states, strict=True):
         if cost <= 0:
@@ -83,7 +89,32 @@ def room(policies: Sequence[Policy], costs: Sequence[int], last: Verdict) -> int
         if spare <= 0:
             return 0
         most = min(most, spare // cost)
+    if money is not None:
+        price = flat_price(money)
+        state = last.money
+        if price is None or state is None:
+            return 0
+        if price > 0:
+            balance = state.balance_after
+            if balance is not None:
+                most = min(most, balance // LEASE_SHARE // price)
+            if money.spend_cap is not None and state.spent is not None:
+                cap = money.spend_cap.cap
+                spent = state.spent + (0 if state.refused else state.price)
+                spare = min(cap - spent - -(-cap // 2), cap // LEASE_SHARE)
+                most = min(most, max(spare, 0) // price)
     return most
+
+
+def flat_price(money: Money) -> int | None:
+    """The price of every request of a check whose charges are all per unit (micro-units); None when the
+    price depends on the period's quantity (tiers, packages)."""
+    price = 0
+    for charge, quantity in zip(money.charges, money.quantities, strict=True):
+        if charge.model != "per_unit":
+            return None
+        price += charge.unit * quantity
+    return price
 
 
 @dataclass(slots=True)
@@ -102,6 +133,10 @@ class Lease:
     totals: tuple[int, ...]
     used: int = 0
     at_ms: int | None = None
+    money: Money | None = None
+    """The check's money for one request (None: none); the lease burned ``size`` requests' price."""
+    money_before: MoneyState | None = None
+    """The lease's own money answer: balance, spend and quantities before it."""
 
     _shift: int = field(init=False, repr=False, compare=False)
     """``at_ms - taken_ms``: from this process's clock to the limiter's."""
@@ -110,8 +145,12 @@ class Lease:
     """Per policy: name, limit, window_s, cost, total before the lease, and the quota's period end (-1 for
     a window policy): what :meth:`take` needs, looked up once."""
 
+    _price: int = field(init=False, repr=False, compare=False)
+    """One request's price (micro-units; 0 without money)."""
+
     def __post_init__(self) -> None:
         self._shift = 0 if self.at_ms is None else self.at_ms - self.taken_ms
+        self._price = 0 if self.money is None else flat_price(self.money) or 0
         self._shape = tuple(
             (
                 policy.name,
@@ -142,13 +181,34 @@ class Lease:
                 states.append(
                     PolicyState(name, limit, window_s, limit - used, -(-reset_ms // 1000), False, used, reset_ms)
                 )
-        return Verdict(True, tuple(states), (), (), (), 0, 0, (), now_ms + self._shift)
+        money = self.money
+        if money is None:
+            return Verdict(True, tuple(states), (), (), (), 0, 0, (), now_ms + self._shift)
+        return Verdict(True, tuple(states), (), (), (), 0, 0, (), now_ms + self._shift, self._money_of(money, n))
+
+    def _money_of(self, money: Money, n: int) -> MoneyState:
+        """The money of the ``n``-th request from this lease: one request's price, the balance and spend
+        as the lease left them before it."""
+        before = self.money_before
+        assert before is not None, "a lease with money has its money answer"
+        price = self._price
+        earlier = (n - 1) * price
+        return MoneyState(
+            price,
+            None if before.balance is None else before.balance - earlier,
+            None if before.spent is None else before.spent + earlier,
+            tuple(q + (n - 1) * per for q, per in zip(before.quantities_before, money.quantities, strict=True)),
+            None,
+            False,  # a lease leaves half of a cap: none of its requests goes past it
+            before.cap,
+        )
 
     def refund(self) -> Refund:
         """The units consumed for requests the lease did not hand out, per policy, owed to the limiter's
-        bucket they were counted in."""
+        bucket they were counted in; with money, the charges' units too (their price goes back with them)."""
         left = self.size - self.used
-        return Refund(tuple(left * cost for cost in self.costs), self.taken_ms + self._shift)
+        charge_units = () if self.money is None else tuple(left * q for q in self.money.quantities)
+        return Refund(tuple(left * cost for cost in self.costs), self.taken_ms + self._shift, charge_units)
 
 
 @dataclass(slots=True)
@@ -195,7 +255,14 @@ class LeaseBook:
             self.requests_from_leases += 1
         return verdict
 
-    def size_for(self, key: Hashable, policies: Sequence[Policy], costs: Sequence[int], lifetime_ms: int) -> int:
+    def size_for(
+        self,
+        key: Hashable,
+        policies: Sequence[Policy],
+        costs: Sequence[int],
+        lifetime_ms: int,
+        money: Money | None = None,
+    ) -> int:
         """How many requests the next check of ``key`` should take: 1 (no lease) or a lease size ≥ 2 —
         the demand of the last lease period scaled to the lease's ``lifetime_ms``, within ``room``."""
         entry = self._entries.get(key)
@@ -205,7 +272,7 @@ class LeaseBook:
         if demand < 2:
             return 1
         wanted = min(-(-demand * lifetime_ms // self.max_lease_ms) + 1, self.max_size)
-        size = min(wanted, room(policies, costs, entry.last))
+        size = min(wanted, room(policies, costs, entry.last, money))
         return size if size >= 2 else 1
 
     def observe(self, key: Hashable, verdict: Verdict) -> None:

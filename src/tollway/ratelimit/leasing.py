@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Hashable, Sequence
 from tollway.ratelimit.errors import LimiterUnavailable
 from tollway.ratelimit.leases import DEFAULT_MAX_LEASE_MS, DEFAULT_MAX_SIZE, Lease, LeaseBook, lease_expiry
 from tollway.ratelimit.model import Limiter
+from tollway.ratelimit.money import Money
 from tollway.ratelimit.policies import Policy
 from tollway.ratelimit.verdict import Verdict
 
@@ -65,6 +66,7 @@ class LeasingLimiter:
         costs: Sequence[int],
         now_ms: int,
         deadline: float | None = None,
+        money: Money | None = None,
     ) -> Verdict:
         """Check one request of ``key`` (``partition``, ``policies``, ``costs``): from a lease being taken
         by a concurrent request, from a new lease, or alone. Raises what the wrapped limiter raises.
@@ -74,11 +76,11 @@ class LeasingLimiter:
         (:class:`LimiterUnavailable` past it), as does a second call after a lease take was refused. A
         request that waits for nothing makes one limiter call, bounded by the limiter itself."""
         if not self.enabled:
-            return await self._limiter.consume(partition, policies, costs, now_ms)
+            return await self._limiter.consume(partition, policies, costs, now_ms, money=money)
         if deadline is not None and key in self._taking:  # rare: a timer only for a check that must wait
             try:
                 async with asyncio.timeout_at(deadline):
-                    return await self.consume(key, partition, policies, costs, now_ms)
+                    return await self.consume(key, partition, policies, costs, now_ms, None, money)
             except TimeoutError as exc:
                 raise LimiterUnavailable("no answer within the check's deadline") from exc
         # One lease is taken at a time per check: the others wait for it, then take from it.
@@ -92,26 +94,46 @@ class LeasingLimiter:
             return verdict
         policies = tuple(policies)
         expires = lease_expiry(policies, now_ms, self._book.max_lease_ms, now_ms + self.clock_offset_ms)
-        size = self._book.size_for(key, policies, costs, expires - now_ms)
+        size = self._book.size_for(key, policies, costs, expires - now_ms, money)
         refund = self._book.release(key)
         if size < 2:
-            verdict = await self._limiter.consume(partition, policies, costs, now_ms, refund)
+            verdict = await self._limiter.consume(partition, policies, costs, now_ms, refund, money)
             self._book.observe(key, verdict)
             self.clock_offset_ms = verdict.at_ms - now_ms
             return verdict
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._taking[key] = done
         try:
-            leased = await self._limiter.consume(partition, policies, [c * size for c in costs], now_ms, refund)
+            leased = await self._limiter.consume(
+                partition,
+                policies,
+                [c * size for c in costs],
+                now_ms,
+                refund,
+                None if money is None else money.scaled(size),
+            )
             if not leased.admitted:  # another process used the room: this request alone, exactly
-                verdict = await _by(deadline, self._limiter.consume(partition, policies, costs, now_ms))
+                verdict = await _by(
+                    deadline, self._limiter.consume(partition, policies, costs, now_ms, None, money)
+                )
                 self._book.observe(key, verdict)
                 return verdict
             self._book.observe(key, leased)
             self.clock_offset_ms = leased.at_ms - now_ms
             expires = lease_expiry(policies, now_ms, self._book.max_lease_ms, leased.at_ms)  # Redis's bucket
             totals = tuple(state.used - c * size for state, c in zip(leased.states, costs, strict=True))
-            lease = Lease(partition, policies, tuple(costs), now_ms, expires, size, totals, at_ms=leased.at_ms)
+            lease = Lease(
+                partition,
+                policies,
+                tuple(costs),
+                now_ms,
+                expires,
+                size,
+                totals,
+                at_ms=leased.at_ms,
+                money=money,
+                money_before=leased.money,
+            )
             self._book.store(key, lease)
             verdict = self._book.take(key, now_ms)
             assert verdict is not None, "a new lease serves the request that took it"
@@ -139,7 +161,7 @@ class LeasingLimiter:
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._taking[key] = done
             try:
-                await self._limiter.refund(lease.partition, lease.policies, lease.refund(), now_ms)
+                await self._limiter.refund(lease.partition, lease.policies, lease.refund(), now_ms, lease.money)
                 refunded += 1
             except LimiterUnavailable as exc:  # the units stay consumed: capacity wasted, no limit exceeded
                 self.refunds_failed += 1

@@ -71,8 +71,11 @@ class UsageRecorder:
         route: str = "",
         cost: int = 1,
         limits_checked: bool = True,
+        price_micros: int = 0,
+        balance_unit: str = "",
     ) -> bool:
-        """Record an admit; False if the spool is full (the row is lost unless the caller refuses)."""
+        """Record an admit; False if the spool is full (the row is lost unless the caller refuses).
+        ``price_micros``/``balance_unit``: what the request burned (prepaid) or spent (postpaid, no unit)."""
         return self._write(
             UsageRow(
                 row_id,
@@ -93,6 +96,8 @@ class UsageRecorder:
                 self._meters(feature).at_decision(cost),
                 DECISION_VERSION,
                 request_id,
+                price_micros,
+                balance_unit,
             )
         )
 

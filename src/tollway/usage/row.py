@@ -56,6 +56,10 @@ class UsageRow(NamedTuple):
     meters: Mapping[str, int | Decimal] = _NO_METERS
     version: int = DECISION_VERSION
     envoy_request_id: str = ""  # Envoy's x-request-id: a reference, not the key (client-chosen if preserved)
+    # The request's real-time price in micro-units of ``balance_unit`` (burned from a prepaid balance when
+    # ``balance_unit`` is set; counted against a postpaid spend cap when it is empty). 0: none.
+    price_micros: int = 0
+    balance_unit: str = ""
 
     def to_line(self) -> bytes:
         return encode_row(self)
@@ -136,6 +140,7 @@ def encode_row(row: UsageRow) -> bytes:
         f'"ts":"{format_ts(row.ts_ms)}","status":{row.status:d},'
         f'"request_bytes":{row.request_bytes:d},"response_bytes":{row.response_bytes:d},'
         f'"upstream_latency_ms":{row.upstream_latency_ms:.3f},"meters":{encode_meters(row.meters)},'
+        + (_price(row.price_micros, row.balance_unit) if row.price_micros or row.balance_unit else "")
         + _identity(
             row.customer_id,
             row.subject,
@@ -149,6 +154,11 @@ def encode_row(row: UsageRow) -> bytes:
             row.version,
         )
     ).encode("ascii")
+
+
+def _price(price_micros: int, balance_unit: str) -> str:
+    """Only rows with a price carry these keys; ClickHouse fills the defaults (0, '') for the others."""
+    return f'"price_micros":{price_micros:d},"balance_unit":{_quote(balance_unit)},'
 
 
 _DECISION_END: Final = b'"version":1}'
@@ -197,6 +207,8 @@ COLUMNS: Final = (
     "upstream_latency_ms",
     "meters",
     "version",
+    "price_micros",
+    "balance_unit",
 )
 
 

@@ -58,7 +58,7 @@ def test_row_round_trips_through_json(
     assert line.endswith(b"\n")
     assert line.count(b"\n") == 1, "one row, one line, whatever the strings hold"
     decoded = json.loads(line)
-    assert set(decoded) == set(COLUMNS)
+    assert set(decoded) == set(COLUMNS) - {"price_micros", "balance_unit"}, "no price: ClickHouse's defaults"
     assert decoded["request_id"] == request_id
     assert decoded["envoy_request_id"] == envoy_request_id
     assert decoded["customer_id"] == customer
@@ -113,3 +113,10 @@ def test_a_forked_child_draws_its_own_row_ids() -> None:
     os.waitpid(pid, 0)
     assert child
     assert child.split("-")[0] != parent.split("-")[0]
+
+
+def test_a_priced_row_carries_its_price_and_unit() -> None:
+    row = UsageRow("r1", 1_700_000_000_000, "c", "k", "p", "f", "r", "GET", 0, "admitted", "", True, 0, 0, 0.0)
+    decoded = json.loads(encode_row(row._replace(price_micros=400, balance_unit="credits")))
+    assert set(decoded) == set(COLUMNS)
+    assert (decoded["price_micros"], decoded["balance_unit"]) == (400, "credits")

@@ -1,0 +1,180 @@
+"""Money at the gateway through real Envoy and Valkey (issue 14): a prepaid balance or a spend cap is
+checked and burned in the limiter's atomic script call, so across several Tollway processes with capacity
+leases on, a balance that covers exactly N requests admits exactly N, and refuses the rest with 402."""
+
+import asyncio
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import EnvoyFactory, TollwayFactory
+from tests.support.tollway_cli import create_key, run_cli
+from tollway.credits.grants import decode_all
+from tollway.credits.units import from_micros
+from tollway.harness.envoy import EnvoyProcess
+from tollway.harness.valkey import ValkeyServer
+
+pytestmark = pytest.mark.integration
+
+CATALOG = Path(__file__).resolve().parents[1] / "fixtures" / "credits" / "prepaid.yaml"
+ITEM = "/v1/items/7"
+
+
+@dataclass
+class Burst:
+    statuses: Counter[int] = field(default_factory=Counter)
+    problems: list[dict[str, object]] = field(default_factory=list)
+    balances: list[str] = field(default_factory=list)  # Tollway-Balance of each 200
+
+
+def burst(envoy: EnvoyProcess, key: str, n: int, connections: int = 64) -> Burst:
+    """``n`` GETs over ``connections`` keep-alive connections at once (raw HTTP/1.1)."""
+    host, _, port = envoy.base_url.removeprefix("http://").partition(":")
+    request = f"GET {ITEM} HTTP/1.1\r\nhost: {host}:{port}\r\nauthorization: Bearer {key}\r\n\r\n".encode()
+    result = Burst()
+    todo = iter(range(n))
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            for _ in todo:
+                writer.write(request)
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                headers = dict(line.split(":", 1) for line in head[1:] if ":" in line)
+                headers = {name.strip().lower(): value.strip() for name, value in headers.items()}
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                status = int(head[0].split()[1])
+                result.statuses[status] += 1
+                if status == 200 and "tollway-balance" in headers:
+                    result.balances.append(headers["tollway-balance"])
+                if status == 402:
+                    result.problems.append(json.loads(body))
+        finally:
+            writer.close()
+
+    async def run() -> None:
+        await asyncio.gather(*(connection() for _ in range(min(connections, n))))
+
+    asyncio.run(run())
+    return result
+
+
+def subscribe(valkey: ValkeyServer, customer: str, plan: str) -> str:
+    key = str(create_key(valkey.url, customer)["api_key"])
+    done = run_cli(valkey.url, "subscriptions", "set", "--customer", customer, "--plan", plan, "--json")
+    assert done.code == 0, done.stderr
+    return key
+
+
+def grant(valkey: ValkeyServer, customer: str, amount: str, unit: str) -> None:
+    done = run_cli(
+        valkey.url, "credits", "grant", customer, amount, "--unit", unit, "--catalog", str(CATALOG), "--json"
+    )
+    assert done.code == 0, done.stderr
+
+
+def balance(client: "redis.Redis[str]", customer: str) -> Decimal:
+    """The customer's balance as Valkey holds it: every grant's remaining, in units."""
+    grants = decode_all(client.hgetall(f"tw:cr:{{{customer}}}"))
+    return from_micros(sum(g.remaining for g in grants))
+
+
+def start(tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory, processes: int) -> EnvoyProcess:
+    tollways = [tollway_factory({"TOLLWAY_CATALOG": str(CATALOG)}) for _ in range(processes)]
+    return envoy_factory("http", endpoints={"tollway_http": [t.http_endpoint for t in tollways]})
+
+
+def test_a_balance_for_exactly_100_requests_admits_exactly_100_across_three_processes(
+    valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory
+) -> None:
+    envoy = start(tollway_factory, envoy_factory, processes=3)
+    key = subscribe(valkey_fresh, "prepaid-co", "prepaid")
+    grant(valkey_fresh, "prepaid-co", "2500", "credits")  # 100 requests at 25 credits
+    client: redis.Redis[str] = redis.Redis.from_url(valkey_fresh.url, decode_responses=True)
+    try:
+        result = burst(envoy, key, 1000)
+        assert result.statuses == Counter({200: 100, 402: 900})
+        assert balance(client, "prepaid-co") == 0
+        problem = result.problems[0]
+        assert problem["type"] == "https://tollway.dev/problems/insufficient-credits"
+        assert (problem["status"], problem["balance"], problem["price"], problem["unit"]) == (402, "0", "25", "credits")
+        assert problem["usage"] == "/tollway/v1/usage"
+        # Every admit says what is left; the 100 admits saw every balance from 2475 down to 0 once.
+        remaining = sorted(int(b.split('remaining="')[1].split('"')[0]) for b in result.balances)
+        assert remaining == list(range(0, 2500, 25))
+        assert all('unit="credits", cost="25"' in b for b in result.balances)
+    finally:
+        client.close()
+
+
+def test_a_burst_across_a_tier_boundary_burns_each_side_at_its_price(
+    valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory
+) -> None:
+    envoy = start(tollway_factory, envoy_factory, processes=3)
+    key = subscribe(valkey_fresh, "tiers-co", "prepaid-tiers")
+    grant(valkey_fresh, "tiers-co", "10.00", "USD")
+    client: redis.Redis[str] = redis.Redis.from_url(valkey_fresh.url, decode_responses=True)
+    try:
+        result = burst(envoy, key, 400)
+        # By hand: 40 × 0.10 = 4.00; entering tier 2 adds its flat 0.50; the 5.50 left buys 110 × 0.05.
+        assert result.statuses == Counter({200: 150, 402: 250})
+        assert balance(client, "tiers-co") == 0
+        [counter] = client.keys("tw:cq:{tiers-co}:calls:*")
+        assert int(client.get(counter) or 0) == 150
+    finally:
+        client.close()
+
+
+def test_a_postpaid_spend_cap_refuses_the_request_that_would_cross_it(
+    valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory
+) -> None:
+    envoy = start(tollway_factory, envoy_factory, processes=3)
+    key = subscribe(valkey_fresh, "capped-co", "capped")
+    client: redis.Redis[str] = redis.Redis.from_url(valkey_fresh.url, decode_responses=True)
+    try:
+        result = burst(envoy, key, 200)
+        # 33 × 0.30 = 9.90; the 34th would make 10.20, past the cap of 10.00.
+        assert result.statuses == Counter({200: 33, 402: 167})
+        problem = result.problems[0]
+        assert problem["type"] == "https://tollway.dev/problems/spend-cap-reached"
+        assert (problem["spent"], problem["cap"], problem["price"], problem["unit"]) == ("9.9", "10", "0.3", "USD")
+        [spent] = client.keys("tw:sp:{capped-co}:*")
+        assert from_micros(int(client.get(spent) or 0)) == Decimal("9.9")
+        assert result.balances == [], "postpaid: no balance to tell"
+    finally:
+        client.close()
+
+
+def test_a_busy_prepaid_customer_burns_exactly_what_leases_handed_out(
+    valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory
+) -> None:
+    envoy = start(tollway_factory, envoy_factory, processes=2)
+    key = subscribe(valkey_fresh, "busy-co", "busy-prepaid")
+    grant(valkey_fresh, "busy-co", "1000.00", "USD")
+    client: redis.Redis[str] = redis.Redis.from_url(valkey_fresh.url, decode_responses=True)
+    try:
+        before = int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+        result = burst(envoy, key, 3000)
+        checks = int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)) - before
+        assert result.statuses == Counter({200: 3000})
+        assert checks < 3000 / 3, f"{checks} script calls for 3000 requests: leases should carve the balance"
+        # Once the leases end and give back what they did not hand out: exactly 3000 × 0.001 burned.
+        deadline = asyncio.run(_settle(client, "busy-co", Decimal("997")))
+        assert deadline == Decimal("997")
+    finally:
+        client.close()
+
+
+async def _settle(client: "redis.Redis[str]", customer: str, expected: Decimal) -> Decimal:
+    value = balance(client, customer)
+    for _ in range(40):
+        if value == expected:
+            break
+        await asyncio.sleep(0.05)
+        value = balance(client, customer)
+    return value
