@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from tollway.ratelimit.money import Money
 
 _Window = TypeVar("_Window", RateLimit, Quota)
-_MONEY_CACHE_MAX: Final = 65_536
+_MONEY_CACHE_MAX: Final = 16_384
 """``money_for`` answers kept per catalog (one per plan, feature, period and route cost in use): past it
 the memo starts over (a new period, or a new catalog, makes the old entries useless anyway)."""
 

@@ -2,6 +2,7 @@
 micro-units of the balance unit, with which quantity, balance and cap (``CompiledCatalog.money_for``)."""
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -229,3 +230,33 @@ def test_catalogs_without_money_keep_their_digest() -> None:
     assert "credit_units" not in dumped
     money = compile_catalog_text(CATALOG, "m.yaml").catalog.model_dump(mode="json")
     assert money["credit_units"]["credits"] == {"value": "0.01", "currency": "USD", "decimals": 2, "description": None}
+
+
+DOCS = Path(__file__).parents[3] / "docs" / "catalog-reference.md"
+DOC_HEADER = """\
+apiVersion: tollway.dev/v1
+kind: PlanCatalog
+metadata: {name: acme, version: "1"}
+meters:
+  requests: {unit: requests}
+  search-units: {unit: cost, features: [search]}
+features:
+  items-read:
+    routes: [{methods: [GET], path: /v1/items}]
+  search:
+    cost: 5
+    routes: [{methods: [GET], path: /v1/search}]
+"""
+
+
+def test_the_documented_example_says_what_validate_prints() -> None:
+    section = DOCS.read_text().split("## Prepaid plans and spend caps", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    shown = section.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+    compiled = compile_catalog_text(DOC_HEADER + example, "plans.yaml")
+    terms = compiled.money_terms("payg")
+    assert terms is not None
+    assert explain(terms) == shown[1:]
+    money = compiled.money_for("payg", "items-read", PERIOD, 1)
+    assert money is not None
+    assert money.charges[0].unit == 40_000  # "0.04 credits per request"
