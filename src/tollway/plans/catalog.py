@@ -8,8 +8,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from tollway.credits.units import BalanceUnit
+from tollway.currencies import MINOR_UNITS
 from tollway.plans.errors import UnknownMeter, UnknownPlan
-from tollway.plans.realtime import PlanMoney, compile_plan_money
+from tollway.plans.realtime import PlanMoney, compile_plan_money, credit_balance_unit, currency_unit
 from tollway.plans.routes import RouteTable
 from tollway.plans.schema import Catalog, Meter, Plan, Quota, RateLimit
 
@@ -122,11 +123,20 @@ class CompiledCatalog:
         terms = self.money_terms(plan_id)
         return terms.unit if terms is not None and terms.prepaid else None
 
+    def unit_named(self, code: str) -> BalanceUnit | None:
+        """A balance unit by name: a currency Tollway bills in (``USD``) or a credit unit of the catalog
+        (``credits``); None for anything else."""
+        credit = self.catalog.credit_units.get(code)
+        if credit is not None:
+            return credit_balance_unit(code, credit)
+        return currency_unit(code) if code in MINOR_UNITS else None
+
     def money_for(self, plan_id: str, feature: str, period_ms: tuple[int, int], route_cost: int) -> Money | None:
         """The money part of a check of one request of ``feature`` (on a route of cost ``route_cost``) in
         the billing period ``period_ms`` (``[start, end)`` epoch ms): None when the plan is neither prepaid
-        nor spend-capped; else the real-time charges the request adds to, with the balance (prepaid) and
-        the spend cap (see ``plans.realtime``). Memoised: the same arguments return the same object.
+        nor spend-capped; else the real-time charges the request adds to (those it adds 0 to are left out;
+        there may be none: a prepaid check still reads the balance), with the balance (prepaid) and the
+        spend cap (see ``plans.realtime``). Memoised: the same arguments return the same object.
         Raises ``UnknownPlan``."""
         key = (plan_id, feature, period_ms, route_cost)
         try:

@@ -169,6 +169,10 @@ def test_balance_units_and_terms(catalog: CompiledCatalog) -> None:
     assert catalog.balance_unit("listed") == BalanceUnit("USD", 2, "USD")
     assert catalog.balance_unit("capped") is None  # postpaid: a cap, no balance
     assert catalog.balance_unit("free") is None
+    assert catalog.unit_named("credits") == catalog.balance_unit("payg")
+    assert catalog.unit_named("JPY") == BalanceUnit("JPY", 0, "JPY")
+    assert catalog.unit_named("credit") is None
+    assert catalog.unit_named("XAU") is None
     terms = catalog.money_terms("payg")
     assert terms is not None
     assert (terms.prepaid, terms.overrun, terms.cap, terms.cap_soft) == (True, 2_500_000, 1_000_000_000, False)
