@@ -9,6 +9,7 @@ from pathlib import Path
 from tollway.plans.catalog import CompiledCatalog
 from tollway.plans.errors import CatalogError
 from tollway.plans.loader import load_compiled_catalog
+from tollway.plans.realtime import explain
 from tollway.settings import Settings
 
 
@@ -46,6 +47,10 @@ def _validate(files: list[Path]) -> int:
             f"{path}: ok — catalog {compiled.name} version {compiled.version}, {len(catalog.plans)} plans, "
             f"{len(catalog.features)} features, digest {compiled.digest}"
         )
+        for plan_id in catalog.plans:  # prepaid or spend-capped plans: what burns per request, what waits
+            terms = compiled.money_terms(plan_id)
+            if terms is not None:
+                print("\n".join(explain(terms)))
     return 1 if failed else 0
 
 

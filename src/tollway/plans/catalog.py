@@ -5,13 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
+from tollway.credits.units import BalanceUnit
+from tollway.currencies import MINOR_UNITS
 from tollway.plans.errors import UnknownMeter, UnknownPlan
+from tollway.plans.realtime import PlanMoney, compile_plan_money, credit_balance_unit, currency_unit
 from tollway.plans.routes import RouteTable
 from tollway.plans.schema import Catalog, Meter, Plan, Quota, RateLimit
 
+if TYPE_CHECKING:
+    from tollway.ratelimit.money import Money
+
 _Window = TypeVar("_Window", RateLimit, Quota)
+_MONEY_CACHE_MAX: Final = 16_384
+"""``money_for`` answers kept per catalog (one per plan, feature, period and route cost in use): past it
+the memo starts over (a new period, or a new catalog, makes the old entries useless anyway)."""
 
 
 def _applying(items: Sequence[_Window], feature: str) -> tuple[_Window, ...]:
@@ -32,7 +41,7 @@ def catalog_digest(catalog: Catalog) -> str:
 class CompiledCatalog:
     """Immutable once built; swap the whole object to change catalogs."""
 
-    __slots__ = ("_grants", "_limits", "_quotas", "_scopes", "catalog", "digest", "routes")
+    __slots__ = ("_grants", "_limits", "_money", "_money_memo", "_quotas", "_scopes", "catalog", "digest", "routes")
 
     def __init__(self, catalog: Catalog, routes: RouteTable, digest: str) -> None:
         self.catalog = catalog
@@ -49,6 +58,10 @@ class CompiledCatalog:
                 key = (plan_id, feature)
                 self._limits[key] = _applying(plan.limits, feature)
                 self._quotas[key] = _applying(plan.quotas, feature)
+        self._money: dict[str, PlanMoney | None] = {
+            plan_id: compile_plan_money(plan_id, plan, catalog) for plan_id, plan in catalog.plans.items()
+        }
+        self._money_memo: dict[tuple[str, str, tuple[int, int], int], Money | None] = {}
 
     @classmethod
     def build(cls, catalog: Catalog) -> CompiledCatalog:
@@ -96,6 +109,46 @@ class CompiledCatalog:
         if found is None:
             return _applying(self.plan(plan_id).quotas, feature)
         return found
+
+    def money_terms(self, plan_id: str) -> PlanMoney | None:
+        """The plan's prepaid balance and spend cap, compiled (None: the plan has neither). Raises
+        ``UnknownPlan``."""
+        try:
+            return self._money[plan_id]
+        except KeyError:
+            raise UnknownPlan(plan_id) from None
+
+    def balance_unit(self, plan_id: str) -> BalanceUnit | None:
+        """The unit a prepaid plan's balance is in (None: the plan is not prepaid). Raises ``UnknownPlan``."""
+        terms = self.money_terms(plan_id)
+        return terms.unit if terms is not None and terms.prepaid else None
+
+    def unit_named(self, code: str) -> BalanceUnit | None:
+        """A balance unit by name: a currency Tollway bills in (``USD``) or a credit unit of the catalog
+        (``credits``); None for anything else."""
+        credit = self.catalog.credit_units.get(code)
+        if credit is not None:
+            return credit_balance_unit(code, credit)
+        return currency_unit(code) if code in MINOR_UNITS else None
+
+    def money_for(self, plan_id: str, feature: str, period_ms: tuple[int, int], route_cost: int) -> Money | None:
+        """The money part of a check of one request of ``feature`` (on a route of cost ``route_cost``) in
+        the billing period ``period_ms`` (``[start, end)`` epoch ms): None when the plan is neither prepaid
+        nor spend-capped; else the real-time charges the request adds to (those it adds 0 to are left out;
+        there may be none: a prepaid check still reads the balance), with the balance (prepaid) and the
+        spend cap (see ``plans.realtime``). Memoised: the same arguments return the same object.
+        Raises ``UnknownPlan``."""
+        key = (plan_id, feature, period_ms, route_cost)
+        try:
+            return self._money_memo[key]
+        except KeyError:
+            pass
+        terms = self.money_terms(plan_id)
+        money = terms.money(feature, period_ms, route_cost) if terms is not None else None
+        if len(self._money_memo) >= _MONEY_CACHE_MAX:
+            self._money_memo.clear()
+        self._money_memo[key] = money
+        return money
 
     def meter(self, name: str) -> Meter:
         try:

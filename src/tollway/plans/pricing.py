@@ -135,8 +135,12 @@ def _currency(value: str) -> str:
     return value
 
 
+Currency = Annotated[str, AfterValidator(_currency)]
+"""An ISO 4217 code Tollway can bill in (``tollway.currencies``)."""
+
+
 class Pricing(StrictModel):
-    currency: Annotated[str, AfterValidator(_currency)]
+    currency: Currency
     interval: Literal["month", "year"]
     charges: list[Charge] = Field(default_factory=list)
     minimum_commitment: Money | None = None

@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from tollway.plans.fields import Identifier, NonNegativeInt, PositiveInt, StrictModel
+from tollway.plans.money import CreditUnit, Prepaid, SpendCap
 from tollway.plans.paths import PathPattern, parse_path, parse_prefix
 from tollway.plans.pricing import Pricing
 
@@ -272,6 +273,21 @@ class Plan(StrictModel):
     # Tell callers on every admitted response what this period has used and cost so far
     # (Tollway-Usage and Tollway-Cost structured fields; docs/entitlements.md).
     usage_headers: bool = False
+    # Money at the gateway (docs/catalog-reference.md#prepaid-plans-and-spend-caps; checks in plans.realtime).
+    prepaid: Prepaid | None = None
+    spend_cap: SpendCap | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_money(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        # A plan without them keeps the digest it had before plans could be prepaid or capped.
+        return _drop_unset(handler(self), self, ("prepaid", "spend_cap"))
+
+
+def _drop_unset(data: dict[str, object], model: object, names: tuple[str, ...]) -> dict[str, object]:
+    for name in names:
+        if not getattr(model, name):
+            data.pop(name, None)
+    return data
 
 
 class Metadata(StrictModel):
@@ -289,3 +305,8 @@ class Catalog(StrictModel):
     meters: dict[Identifier, Meter] = Field(default_factory=dict)
     features: dict[Identifier, Feature] = Field(default_factory=dict)
     plans: dict[Identifier, Plan] = Field(min_length=1)
+    credit_units: dict[Identifier, CreditUnit] = Field(default_factory=dict)
+
+    @model_serializer(mode="wrap")
+    def _without_unset_money(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        return _drop_unset(handler(self), self, ("credit_units",))

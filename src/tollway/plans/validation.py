@@ -21,8 +21,10 @@ from pydantic_core import ErrorDetails
 from tollway.plans.checks import GATEWAY_UNITS, PlanParts, check_catalog
 from tollway.plans.errors import Problem, format_path, render_value
 from tollway.plans.fields import Identifier
-from tollway.plans.pricing import Charge, Discount
-from tollway.plans.schema import Catalog, Feature, Quota, RateLimit
+from tollway.plans.money import CreditUnit, Prepaid, SpendCap
+from tollway.plans.pricing import Charge, Currency, Discount
+from tollway.plans.realtime import MoneyParts, money_problems
+from tollway.plans.schema import Catalog, Feature, MeterUnit, Quota, RateLimit
 
 _T = TypeVar("_T")
 
@@ -51,6 +53,13 @@ def validate_catalog(data: object) -> tuple[Catalog | None, list[Problem]]:
         gateway = {name for name, meter in catalog.meters.items() if meter.unit in GATEWAY_UNITS}
         read = {name: meter.features for name, meter in catalog.meters.items() if meter.features}
         problems.extend(check_catalog(catalog.meters.keys(), features, plans, gateway, read))
+        problems.extend(
+            money_problems(
+                catalog.credit_units,
+                {name: meter.unit for name, meter in catalog.meters.items()},
+                {plan_id: MoneyParts.of(plan) for plan_id, plan in catalog.plans.items()},
+            )
+        )
     else:  # check what did validate, so one pass reports structural and reference problems together
         features = {name: _valid(_FEATURE, value) for name, value in _section(data, "features").items()}
         plans = {name: _plan_parts(value) for name, value in _section(data, "plans").items()}
@@ -60,6 +69,16 @@ def validate_catalog(data: object) -> tuple[Catalog | None, list[Problem]]:
         }
         listed = {name: _items(_IDENTIFIER, m.get("features")) for name, m in meters.items() if isinstance(m, dict)}
         problems.extend(check_catalog(meters.keys(), features, plans, gateway, listed))
+        problems.extend(
+            money_problems(
+                {name: _valid(_CREDIT_UNIT, value) for name, value in _section(data, "credit_units").items()},
+                {
+                    name: _valid(_METER_UNIT, m.get("unit") if isinstance(m, dict) else None)
+                    for name, m in meters.items()
+                },
+                {name: _money_parts(value) for name, value in _section(data, "plans").items()},
+            )
+        )
     return (catalog if not problems else None), problems
 
 
@@ -69,6 +88,11 @@ _LIMIT: Final = TypeAdapter(RateLimit)
 _QUOTA: Final = TypeAdapter(Quota)
 _CHARGE: Final = TypeAdapter(Charge)
 _DISCOUNT: Final = TypeAdapter(Discount)
+_CREDIT_UNIT: Final = TypeAdapter(CreditUnit)
+_METER_UNIT: Final = TypeAdapter(MeterUnit)
+_CURRENCY: Final = TypeAdapter(Currency)
+_PREPAID: Final = TypeAdapter(Prepaid)
+_SPEND_CAP: Final = TypeAdapter(SpendCap)
 
 
 def _section(data: object, key: str) -> dict[str, object]:
@@ -100,6 +124,21 @@ def _plan_parts(raw: object) -> PlanParts:
     discounts = _items(_DISCOUNT, pricing.get("discounts"))
     known = frozenset(i for i in charge_ids if isinstance(i, str))
     return PlanParts(features, limits, quotas, charges, discounts, known)
+
+
+def _money_parts(raw: object) -> MoneyParts:
+    plan = raw if isinstance(raw, dict) else {}
+    prepaid = _valid(_PREPAID, plan["prepaid"]) if plan.get("prepaid") is not None else None
+    cap = _valid(_SPEND_CAP, plan["spend_cap"]) if plan.get("spend_cap") is not None else None
+    pricing = plan.get("pricing")
+    if not isinstance(pricing, dict):
+        return MoneyParts(prepaid, cap, pricing is not None)
+    raw_charges = pricing.get("charges")
+    ids = {c.get("id") for c in raw_charges if isinstance(c, dict)} if isinstance(raw_charges, list) else set()
+    known = frozenset(i for i in ids if isinstance(i, str))
+    currency = _valid(_CURRENCY, pricing.get("currency"))
+    charges = _items(_CHARGE, raw_charges)
+    return MoneyParts(prepaid, cap, True, currency, charges, known)
 
 
 def _translate(error: ErrorDetails, data: object) -> Problem:
@@ -149,6 +188,8 @@ def _message(error: ErrorDetails, value: object) -> str:
         return f"expected {ctx.get('expected', 'one of the allowed values')}"
     if kind == "greater_than_equal":
         return f"must be at least {ctx.get('ge')}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx.get('le')}"
     if kind == "too_short":
         return "must not be empty" if ctx.get("min_length") == 1 else f"needs at least {ctx.get('min_length')} items"
     if kind in _SIMPLE_MESSAGES:

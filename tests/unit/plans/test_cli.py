@@ -54,3 +54,22 @@ def test_routes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[1].split() == ["GET,HEAD", "/v1/items", "exact", "items-read", "1"]
     assert lines[-1].split() == ["*", "/v1/admin/", "prefix", "admin", "1"]
     assert run("plans", "routes", str(FIXTURES / "yaml-syntax.yaml")) == 1
+
+
+def test_validate_explains_what_burns_in_real_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.unit.plans.test_realtime import CATALOG
+
+    path = tmp_path / "money.yaml"
+    path.write_text(CATALOG)
+    assert run("plans", "validate", str(path)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{path}: ok — catalog money version 1, 5 plans, 2 features, digest sha256:")
+    plans = [line.split(":")[0].strip() for line in out if line.startswith("  plan ")]
+    assert plans == ["plan payg", "plan listed", "plan capped", "plan in-thirds"]  # not `free`: no money
+    assert "  plan capped: postpaid; spend cap 10.00 USD per period (soft)" in out
+    assert "      calls (allowance): requests, 1 per request" in out
+    start = out.index(
+        "  plan in-thirds: prepaid in thirds (worth 0.03 USD each); spend cap 10.00 USD per period (hard)"
+        " = 333.333333 thirds"
+    )
+    assert out[start + 1 :] == ["    burns in real time:", "      calls (per_unit): requests, 1 per request"]

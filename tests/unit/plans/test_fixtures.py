@@ -9,8 +9,8 @@ from tollway.plans.loader import load_catalog, load_catalog_text
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "catalogs"
 
-# file → [(line, token on that line where the issue points, part of the message, rendered value)]
-EXPECTED: dict[str, list[tuple[int, str, str, str]]] = {
+# file → [(line, token on that line where the issue points, part of the message, rendered value or None)]
+EXPECTED: dict[str, list[tuple[int, str, str, str | None]]] = {
     "unknown-key.yaml": [(11, "burts", "unknown field 'burts' (allowed: name, limit, per, window", "burts")],
     "wrong-type.yaml": [(12, '"10"', "plans.free.limits[0].limit: expected an integer", '"10"')],
     "missing-field.yaml": [
@@ -70,6 +70,88 @@ EXPECTED: dict[str, list[tuple[int, str, str, str]]] = {
         (20, "tiered", "charges[0].model: expected one of 'flat', 'per_unit'", "tiered"),
         (22, "platform", "discounts[0].applies_to: unknown charge 'platform'", "platform"),
     ],
+    "prepaid-references.yaml": [
+        (19, "{unit", "plans.no-pricing.prepaid: a prepaid plan needs `pricing`", None),
+        (20, "{amount", "plans.no-pricing.spend_cap: a spend cap needs `pricing`", None),
+        (
+            22,
+            "credit}",
+            "unknown unit 'credit': use the plan's currency USD or a credit unit; did you mean 'credits'?",
+            "credit",
+        ),
+        (25, "EUR", "prepaid.unit: the plan is priced in USD: its balance must be in USD or a credit unit", "EUR"),
+        (
+            28,
+            "euro-credits",
+            "prepaid.unit: credit unit 'euro-credits' is worth EUR, but the plan is priced in USD",
+            "euro-credits",
+        ),
+        (33, "platform", "prepaid.charges[0]: charge 'platform' cannot burn in real time: a flat fee", "platform"),
+        (33, "bulk", "prepaid.charges[1]: charge 'bulk' cannot burn in real time: a volume charge", "bulk"),
+        (33, "calls, egress", "prepaid.charges[3]: charge listed twice", "calls"),
+        (
+            33,
+            "egress",
+            "charge 'egress' cannot burn in real time: its meter 'egress' (response_bytes) is known only after",
+            "egress",
+        ),
+        (
+            33,
+            "tokens",
+            "charge 'tokens' cannot burn in real time: its meter 'tokens' (response_json) is known only after",
+            "tokens",
+        ),
+        (
+            33,
+            "ingress",
+            "charge 'ingress' cannot burn in real time: its meter 'ingress' (request_bytes) does not burn at admission",
+            "ingress",
+        ),
+        (
+            33,
+            "cals]",
+            "prepaid.charges[7]: unknown charge 'cals': name a charge of this plan; did you mean 'calls'?",
+            "cals",
+        ),
+        (45, '"10.001"', "plans.too-fine.spend_cap.amount: USD has 2 decimal places", "10.001"),
+        (
+            50,
+            '"0.0000001"',
+            "charge 'calls' burns in real time, in micro-units (0.000001) of USD: 0.0000001 USD is not a whole number",
+            "0.0000001",
+        ),
+        (
+            61,
+            '"0.01"',
+            "tiers[0].flat_amount: charge 'calls' burns in real time, in micro-units (0.000001) of thirds: 0.01 USD",
+            "0.01",
+        ),
+        (65, '"2000"', "plans.in-dust.spend_cap.amount: is more than 1000000000 dust", "2000"),
+        (
+            70,
+            '"1001"',
+            "package_amount: charge 'pack' burns in real time, and 1001 USD = 1001000000 dust is more than",
+            "1001",
+        ),
+    ],
+    "prepaid-structure.yaml": [
+        (5, "7}", "credit_units.credits.decimals: must be at most 6", "7"),
+        (6, '"0"', "credit_units.free.value: must be above 0", '"0"'),
+        (7, "usd", "credit_units.cents.currency: expected an ISO 4217 currency code", "usd"),
+        (8, '"2000000000"', "credit_units.huge.value: must be at most 1000000000", '"2000000000"'),
+        (16, '"0.0000001"', "plans.prepaid.prepaid.overrun: must have at most 6 decimal places", '"0.0000001"'),
+        (17, '"0"', "plans.prepaid.spend_cap.amount: must be above 0", '"0"'),
+        (24, '"1000000001"', "plans.capped.prepaid.overrun: must be at most 1000000000", '"1000000001"'),
+        (24, "chrges", "plans.capped.prepaid.chrges: unknown field 'chrges'; did you mean 'charges'?", "chrges"),
+        (25, '"1000000000.01"', "plans.capped.spend_cap.amount: must be at most 1000000000", '"1000000000.01"'),
+        (32, "cals]", "plans.third.prepaid.charges[0]: unknown charge 'cals'", "cals"),
+        (
+            44,
+            '"0.0000001"',
+            "plans.fourth.pricing.charges[0].unit_amount: charge 'calls' burns in real time",
+            "0.0000001",
+        ),
+    ],
 }
 
 
@@ -95,7 +177,8 @@ def test_fixture_issues(name: str) -> None:
         assert (issue.line, issue.column) == (line, column), str(issue)
         assert message in issue.message
         assert issue.value == value
-        assert str(issue) == f"{path}:{line}:{column}: {issue.message} (got: {value})"
+        got = f" (got: {value})" if value is not None else ""
+        assert str(issue) == f"{path}:{line}:{column}: {issue.message}{got}"
 
 
 def test_catalog_error_lists_every_issue_in_file_order() -> None:
