@@ -127,7 +127,7 @@ class EntitlementGate:
         if found is None:
             raise NoSubscription("This account has no subscription to a plan.")
         catalog, match, rules = self._route(found, method, path, scopes)
-        if not rules and not catalog.has_money(found.plan_id):
+        if not rules and catalog.money_terms(found.plan_id) is None:
             return Admission(customer_id, found.plan_id, match.feature, match.route, rules, None, True, match.cost)
         now_ms = self._clock.now_ms()
         lease_key = self._check_for(catalog, found, match.feature, match.cost, rules, now_ms)
@@ -151,7 +151,7 @@ class EntitlementGate:
         check is answered, the plan's outage policy deciding what could not be checked."""
         subscription = await self._subscription(customer_id, deadline)
         catalog, match, rules = self._route(subscription, method, path, scopes)
-        if not rules and not catalog.has_money(subscription.plan_id):
+        if not rules and catalog.money_terms(subscription.plan_id) is None:
             return Admission(
                 customer_id, subscription.plan_id, match.feature, match.route, rules, None, True, match.cost
             )
