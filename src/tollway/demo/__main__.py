@@ -7,6 +7,8 @@ upstream and Envoy; creates keys and subscribes ``acme-corp`` to the ``free`` pl
 - stage 2, what may they call and how often: a granted route (its RateLimit headers), a route the plan
   does not include, a route no plan grants, a key whose customer has no subscription, and a burst past
   the free plan's per-second limit (the 429, its violated policies, Retry-After and RateLimit headers);
+  then money: a prepaid customer's credits burned by the same atomic call (Tollway-Balance on each
+  answer), the 402 ``insufficient-credits`` when they run out, a top-up, and the next call admitted;
 - stage 3, what was used: Tollway recorded every request (admitted or refused) in its spool, completed
   the admitted ones from Envoy's access log and loaded them into the embedded ClickHouse; the demo
   prints the customer's usage from ClickHouse with ``tollway usage show``;
@@ -48,10 +50,11 @@ CUSTOMER: Final = "acme-corp"
 PAYING: Final = "initech"  # on the priced pro plan, billed in stage 4
 INVOICES: Final = Path(".tollway") / "demo-invoices"
 UNSUBSCRIBED: Final = "globex"
+PREPAID: Final = "hooli"  # prepaid credits on the payg plan, burned at the gateway
 PLAN: Final = "free"
 BURST_POLICY: Final = "burst"  # the free plan's per-second limit (5 per second)
 BURST_MAX_REQUESTS: Final = 12
-_SHOWN_HEADERS: Final = ("retry-after", "ratelimit-policy", "ratelimit")
+_SHOWN_HEADERS: Final = ("retry-after", "ratelimit-policy", "ratelimit", "tollway-balance")
 _LABEL_WIDTH: Final = 44
 
 
@@ -217,6 +220,39 @@ def burst(base_url: str, headers: dict[str, str]) -> int:
     return 1 if problems else 0
 
 
+def prepaid(base_url: str, env: dict[str, str], catalog: Path, key: str) -> int:
+    """Stage 2, money: a prepaid customer's credits are burned by the same atomic call that checks its
+    limits; the request they cannot cover is refused with 402, and a top-up admits the next one."""
+    headers = {"authorization": f"Bearer {key}"}
+    failures = 0
+
+    def calls(expected: list[tuple[int, str]]) -> None:
+        nonlocal failures
+        for status, problem in expected:
+            answer = call(base_url + "/v1/items/7", headers)
+            SENT.append(answer.status)
+            wrong = answer.status != status or (problem and answer.problem != problem)
+            wrong = wrong or (status == 200 and "tollway-balance" not in answer.headers)
+            failures += bool(wrong)
+            told = (
+                f"Tollway-Balance: {answer.headers.get('tollway-balance')}"
+                if answer.status == 200
+                else f"{answer.body.get('title')} ({answer.problem}): balance {answer.body.get('balance')}, "
+                f"price {answer.body.get('price')} {answer.body.get('unit')}"
+            )
+            mark = "ok" if not wrong else f"UNEXPECTED, wanted {status} {problem}".rstrip()
+            print(f"  {'GET /v1/items/7 (' + PREPAID + ', payg)':<{_LABEL_WIDTH}} {answer.status:<7} {told}  [{mark}]")
+
+    units = ("--unit", "credits", "--catalog", str(catalog))
+    tollway_cli(env, "credits", "grant", PREPAID, "3", *units, "--reason", "welcome credits")
+    calls([(200, ""), (200, ""), (200, ""), (402, "insufficient-credits")])
+    tollway_cli(env, "credits", "grant", PREPAID, "100", *units, "--reason", "top-up")
+    calls([(200, "")])
+    left = tollway_cli(env, "credits", "balance", PREPAID)
+    print(f"  balance of {PREPAID}: {left.get('balance')} {left.get('unit', 'credits')}")
+    return failures
+
+
 def show_invoice(env: dict[str, str], month: str) -> int:
     """Bill the paying customer's period with ``tollway bill``; print the invoice lines and its HTML page."""
     args = ["bill", "--period", month, "--customer", PAYING, "--out", str(INVOICES)]
@@ -323,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         tollway_cli(
             env, "subscriptions", "set", "--customer", PAYING, "--plan", "pro", "--start", f"{month}-01T00:00:00Z"
         )
+        hooli = tollway_cli(env, "keys", "create", "--customer", PREPAID)
+        tollway_cli(env, "subscriptions", "set", "--customer", PREPAID, "--plan", "payg", "--catalog", str(catalog))
         print()
 
         good_key = str(good["api_key"])
@@ -405,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
             ]
             + [Case(f"GET /v1/search ({PAYING})", "GET", "/v1/search?q=x", paying_headers(paying), 200, paid=True)],
         )
+        print(f"\n  {PREPAID} (plan payg) prepays in credits, 1 credit per call, burned at the gateway:")
+        failures += prepaid(envoy.base_url, env, catalog, str(hooli["api_key"]))
         print(f"\nStage 3: what was used? ({len(SENT)} requests sent through Envoy)")
         failures += show_usage(envoy, tollway, {**env, **metering_env})
         print(f"\nStage 4: what does it cost? ({PAYING}, plan pro, {month})")

@@ -1,0 +1,139 @@
+"""Capacity leases that carry money (``leases.room``/``Lease`` with ``Money``) against the pure model.
+
+* One process: every verdict equals the lease-free limiter's, request for request, through a balance that
+  runs out (the 402 comes at exactly the same request), while most requests are answered in process.
+* Several processes sharing the balance: it never goes below zero, and once the leases are swept, what was
+  burned equals the prices of the admitted requests exactly (hypothesis over random arrivals).
+* Tiered prices are never leased (each request's marginal price depends on the others').
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.unit.ratelimit.test_leases import Request
+from tollway.credits.charges import RealTimeCharge, TierMicros
+from tollway.credits.grants import GrantState
+from tollway.ratelimit import MemoryLimiter, Policy, QuotaPolicy, Verdict, WindowPolicy
+from tollway.ratelimit.leasing import LeasingLimiter
+from tollway.ratelimit.money import Money, SpendCap
+
+T0 = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+DAY = 86_400_000
+PERIOD = (T0, T0 + 30 * DAY)
+PER_MINUTE = WindowPolicy.sliding("per-minute", 1_000_000, 60_000)
+MONTH = QuotaPolicy("month", 10_000_000, *PERIOD)
+POLICIES: tuple[Policy, ...] = (PER_MINUTE, MONTH)
+PRICE = 250_000  # 0.25 units per request
+FLAT = RealTimeCharge("calls", "per_unit", *PERIOD, unit=PRICE)
+PREPAID = Money((FLAT,), (1,), balance_period_start_ms=T0)
+TIERED = Money(
+    (RealTimeCharge("calls", "graduated", *PERIOD, tiers=(TierMicros(40, 100_000), TierMicros(None, 50_000, 500_000))),),
+    (1,),
+    balance_period_start_ms=T0,
+)
+
+
+def funded(micros: int) -> MemoryLimiter:
+    limiter = MemoryLimiter()
+    limiter.put_grant("c", GrantState("g1", micros))
+    return limiter
+
+
+async def run(
+    limiters: Sequence[LeasingLimiter], requests: Sequence[Request], money: Money
+) -> list[tuple[Request, Verdict]]:
+    """Each request through its process's leasing limiter (sync path first), sweeping every 50 ms."""
+    results: list[tuple[Request, Verdict]] = []
+    next_sweep = requests[0].at_ms if requests else 0
+    for request in requests:
+        if request.at_ms >= next_sweep:
+            for limiter in limiters:
+                await limiter.sweep(request.at_ms)
+            next_sweep = request.at_ms + 50
+        limiter = limiters[request.process]
+        verdict = limiter.try_now("check", request.at_ms)
+        if verdict is None:
+            verdict = await limiter.consume("check", "c", POLICIES, (1, 1), request.at_ms, None, money)
+        results.append((request, verdict))
+    return results
+
+
+def balance(limiter: MemoryLimiter) -> int:
+    return sum(g.remaining for g in limiter.grants("c"))
+
+
+def test_one_process_sees_exactly_what_a_lease_free_limiter_sees() -> None:
+    times = [T0 + i // 4 for i in range(3000)]  # 4 requests per ms: leases of many
+    requests = [Request(at, 0) for at in times]
+    plain = funded(2000 * PRICE)
+    shared = funded(2000 * PRICE)
+    leasing = LeasingLimiter(shared, max_lease_ms=100)
+    got = asyncio.run(run([leasing], requests, PREPAID))
+    expected = [plain.check("c", POLICIES, 1, r.at_ms, None, PREPAID) for r in requests]
+    mismatches = [(r.at_ms - T0, v, e) for (r, v), e in zip(got, expected, strict=True) if v != e]
+    assert not mismatches, mismatches[:2]
+    assert sum(v.admitted for _, v in got) == 2000
+    assert [v.money.refused for _, v in got if not v.admitted][:1] == ["insufficient-credits"]  # type: ignore[union-attr]
+    assert leasing.book.requests_from_leases > 1000, "most requests were answered in process"
+    asyncio.run(leasing.drain(times[-1]))
+    assert balance(shared) == 0
+
+
+def test_a_tiered_price_is_never_leased() -> None:
+    requests = [Request(T0 + i // 4, 0) for i in range(400)]
+    shared = funded(100 * 1_000_000)
+    leasing = LeasingLimiter(shared, max_lease_ms=100)
+    results = asyncio.run(run([leasing], requests, TIERED))
+    assert all(v.admitted for _, v in results)
+    assert leasing.book.leases_taken == 0
+    # 40 × 0.10 + 0.50 + 360 × 0.05 = 22.50
+    assert balance(shared) == 100 * 1_000_000 - 22_500_000
+
+
+def test_a_lease_keeps_half_of_a_spend_cap() -> None:
+    capped = Money((FLAT,), (1,), spend_cap=SpendCap(1000 * PRICE, *PERIOD))
+    requests = [Request(T0 + i // 4, 0) for i in range(1500)]
+    shared = MemoryLimiter()
+    leasing = LeasingLimiter(shared, max_lease_ms=100)
+    results = asyncio.run(run([leasing], requests, capped))
+    assert sum(v.admitted for _, v in results) == 1000, "exactly the cap"
+    refused = [v for _, v in results if not v.admitted]
+    assert refused[0].money is not None and refused[0].money.refused == "spend-cap-reached"
+    asyncio.run(leasing.drain(requests[-1].at_ms))
+    assert shared.spent("c", T0) == 1000 * PRICE
+
+
+@st.composite
+def timelines(draw: st.DrawFn) -> tuple[int, int, list[Request]]:
+    processes = draw(st.integers(1, 3))
+    funds = draw(st.integers(0, 600))
+    requests: list[Request] = []
+    t = T0
+    for _ in range(draw(st.integers(50, 800))):
+        t += draw(st.sampled_from([0, 0, 0, 1, 1, 2, 5, 20, 150]))
+        requests.append(Request(t, draw(st.integers(0, processes - 1))))
+    return processes, funds, requests
+
+
+@settings(max_examples=60, deadline=None)
+@given(timelines())
+def test_several_processes_never_burn_more_than_the_balance(timeline: tuple[int, int, list[Request]]) -> None:
+    processes, funds, requests = timeline
+    shared = funded(funds * PRICE)
+    limiters = [LeasingLimiter(shared, max_lease_ms=100) for _ in range(processes)]
+    results = asyncio.run(run(limiters, requests, PREPAID))
+    admitted = sum(v.admitted for _, v in results)
+    assert admitted <= funds
+    for limiter in limiters:
+        asyncio.run(limiter.drain(requests[-1].at_ms))
+    assert balance(shared) == (funds - admitted) * PRICE, "burned exactly the admitted requests' prices"
+    assert shared.charge_quantity("c", "calls", T0) == admitted
+    for _, verdict in results:
+        assert verdict.money is not None
+        if verdict.admitted:
+            assert verdict.money.price == PRICE and (verdict.money.balance_after or 0) >= 0
