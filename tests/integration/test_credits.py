@@ -473,7 +473,7 @@ def test_naive_times_are_the_customers_wall_clock(cli: Cli) -> None:
         (["acme", "10", "--unit", "USD", "--id", "bad id!"], "grant id 'bad id!' is not valid"),
         (["acme", "10", "--unit", "USD", "--expires-at", "soon"], "is not 'now' or an ISO 8601"),
         (["nobody", "10", "--unit", "USD"], "unknown customer 'nobody': no subscription"),
-        (["acme", "10"], "give --unit"),
+        (["acme", "10"], "no unit given"),
         (["acme", "1000000001", "--unit", "USD"], "must be at most 1000000000"),
     ],
 )

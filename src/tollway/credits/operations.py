@@ -104,8 +104,8 @@ def default_unit(catalog: Any | None, subscription: Subscription) -> str:
     currency = getattr(pricing, "currency", None)
     if currency is None:
         raise ValueError(
-            f"give --unit: the plan {subscription.plan_id!r} of {subscription.customer_id!r} has no currency "
-            "in the catalog (or no catalog is set: --catalog or TOLLWAY_CATALOG)"
+            f"no unit given, and the plan {subscription.plan_id!r} of {subscription.customer_id!r} has no currency "
+            "in the catalog (or no catalog is set): give the unit"
         )
     return str(currency)
 
