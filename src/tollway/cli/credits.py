@@ -40,7 +40,16 @@ from tollway.credits.operations import (
     sync,
     void_grant,
 )
-from tollway.credits.store import GrantConflict, GrantNotFound, GrantStore, GrantView, instant_ms, live_balance, plain
+from tollway.credits.store import (
+    GrantConflict,
+    GrantNotFound,
+    GrantStore,
+    GrantView,
+    TooManyGrants,
+    instant_ms,
+    live_balance,
+    plain,
+)
 from tollway.credits.units import from_micros
 from tollway.redis_client import admin_client
 from tollway.settings import Settings
@@ -308,7 +317,7 @@ async def _grant(
             period_start_ms=period_start,
             effective_given=args.effective_at is not None,
         )
-    except GrantConflict as exc:
+    except (GrantConflict, TooManyGrants) as exc:
         print(f"tollway: {exc}", file=sys.stderr)
         return EXIT_FAILED
     view = outcome.grant
