@@ -157,6 +157,8 @@ def test_grant_list_read_void_balance_and_audit(valkey_fresh: ValkeyServer, chdb
         ({"amount": "5", "unit": "USD", "rollover_max": "0.001"}, 422, "rollover maximum"),
         ({"amount": "5", "unit": "USD", "grant_id": "returned"}, 422, "reserved"),
         ({"amount": "5", "unit": "USD", "extra": 1}, 422, "extra"),
+        ({"amount": "5", "unit": "USD", "reason": "nul\u0000"}, 422, "the reason must be plain text"),
+        ({"amount": "5", "unit": "USD", "priority": 10**6 + 1}, 422, "priority"),
     ],
 )
 def test_bad_input_is_a_problem_and_writes_nothing(

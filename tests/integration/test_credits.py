@@ -475,6 +475,9 @@ def test_naive_times_are_the_customers_wall_clock(cli: Cli) -> None:
         (["nobody", "10", "--unit", "USD"], "unknown customer 'nobody': no subscription"),
         (["acme", "10"], "no unit given"),
         (["acme", "1000000001", "--unit", "USD"], "must be at most 1000000000"),
+        (["acme", "10", "--unit", "USD", "--reason", "line\nbreak"], "the reason must be plain text"),
+        (["acme", "10", "--unit", "USD", "--reason", "bad \udcff byte"], "the reason must be plain text"),
+        (["acme", "10", "--unit", "USD", "--priority", "1000001"], "the priority must be from"),
     ],
 )
 def test_bad_input_is_refused_with_nothing_written(cli: Cli, argv: list[str], message: str) -> None:
@@ -482,6 +485,33 @@ def test_bad_input_is_refused_with_nothing_written(cli: Cli, argv: list[str], me
         cli("grant", *argv)
     assert redis_keys(cli.valkey) == []
     assert ledger_rows(cli.db, "acme") == []  # type: ignore[arg-type]
+
+
+def test_the_limiters_returned_amount_record_is_listed_and_reconciled(cli: Cli) -> None:
+    """Money returned when the customer held no grant lands in the record ``returned``, which has no
+    metadata; the gateway writes a ``return`` entry for it."""
+    from tollway.credits.ledger import LedgerEntry, insert_entries
+
+    cli.ok("grant", "acme", "1", "--unit", "USD", "--id", "g1")
+    burn(cli.valkey, "acme", "g1", 1_000_000)
+    insert_burns(cli.db, "acme", [1_000_000])  # type: ignore[arg-type]
+    rewrite(cli.valkey, "acme", GrantState("returned", 250_000))
+    assert cli("reconcile").code == 1
+    insert_entries(
+        cli.client,
+        cli.db.name,  # type: ignore[union-attr]
+        [LedgerEntry("return:r9", "acme", NOW_MS, "return", "returned", Decimal("0.25"), "USD", request_id="r9")],
+    )
+    assert cli("reconcile").code == 0
+    listed = {g["grant_id"]: g for g in cli.ok("list", "acme", "--json").json()}
+    assert (listed["returned"]["remaining"], listed["returned"]["unit"], listed["returned"]["amount"]) == (
+        "0.25",
+        "USD",
+        None,
+    )
+    assert listed["returned"]["reason"] == "returned amounts"
+    assert cli.ok("balance", "acme").out.strip() == "acme: 0.25 USD"
+    assert cli.ok("sync", "--json").json()["written"] == 0
 
 
 def test_void_of_an_unknown_grant_is_an_error(cli: Cli) -> None:

@@ -29,6 +29,7 @@ difference names a lost ledger entry, a lost usage row, or a balance changed out
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -140,6 +141,8 @@ def build_grant(request: GrantRequest, *, now: datetime, actor: str) -> GrantInf
         raise GrantError(f"the priority must be from {MIN_PRIORITY} to {MAX_PRIORITY} (got {request.priority})")
     if len(request.reason) > MAX_REASON:
         raise GrantError(f"the reason must be at most {MAX_REASON} characters")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in request.reason):
+        raise GrantError("the reason must be plain text: no control characters, no undecodable bytes")
     now_ms = instant_ms(now)
     effective_ms = instant_ms(request.effective_at) if request.effective_at is not None else now_ms
     expires_ms = instant_ms(request.expires_at) if request.expires_at is not None else None
