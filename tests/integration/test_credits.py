@@ -290,6 +290,33 @@ def test_balance_applies_the_pending_rollover(valkey_fresh: ValkeyServer) -> Non
     run_store(valkey_fresh, scenario)
 
 
+def test_the_store_on_a_redis_cluster(valkey_cluster: Any) -> None:
+    """One script per operation touches the customer's three hashes: they share the customer's slot."""
+    import uuid
+
+    from redis.asyncio.cluster import RedisCluster
+
+    async def go() -> None:
+        client = RedisCluster.from_url(valkey_cluster.url, decode_responses=True, socket_timeout=2)
+        prefix = f"t{uuid.uuid4().hex[:8]}:"
+        store = GrantStore(client, prefix)
+        try:
+            for customer in ("acme", "beta", "gamma"):
+                keys = [store.grants_key(customer), store.metadata_key(customer), store.removals_key(customer)]
+                assert {await client.cluster_keyslot(k) for k in keys} == {await client.cluster_keyslot(customer)}
+                assert (await store.make(customer, info("g1", "3"))).created
+                await store.make(customer, info("g2", "1", expires_ms=NOW_MS + 1))
+                removal, _ = await store.void(customer, "g1", at_ms=NOW_MS, actor="ops")
+                assert removal.remaining == 3_000_000
+                assert [r.grant_id for r in await store.expire(customer, NOW_MS + 1)] == ["g2"]
+                assert (await store.snapshot(customer)).records == {}
+            assert await store.customers() == ["acme", "beta", "gamma"]
+        finally:
+            await client.aclose()
+
+    asyncio.run(go())
+
+
 # --- the CLI, the ledger and reconcile -------------------------------------------------------------------
 
 

@@ -259,10 +259,10 @@ async def run(
                 )
             else:
                 for d in result.differences:
-                    row = d.as_dict()
+                    row, unit = d.as_dict(), f" {d.unit}" if d.unit else ""
                     print(
-                        f"{d.customer_id}: Redis {row['redis']} {d.unit}, ledger {row['ledger']} {d.unit} "
-                        f"(difference {row['difference']})".replace("  ", " ")
+                        f"{d.customer_id}: Redis {row['redis']}{unit}, ledger {row['ledger']}{unit} "
+                        f"(difference {row['difference']})"
                     )
                 if not result.differences:
                     print(f"{len(result.checked)} customer(s) reconciled: Redis and the ledger agree")
