@@ -12,19 +12,21 @@ of the same grant id). Entry ids are deterministic, so nothing is ever counted t
 **The reconcile identity**, per customer, in micro-units of the balance unit. For a grant ``g`` the
 limiter's script keeps ``remaining_g = amount_g − burned_g + returned_g − forfeited_g`` (``forfeited_g``:
 what period boundaries cut, accumulated in the record). A void or an expiry removes the record and
-takes exactly ``remaining_g`` (never what was burned). So, summed over every grant::
+takes exactly ``remaining_g`` (never what was burned), and the cuts of a removed grant are in the ledger
+as rollover entries (written with its void or expiry). So, summed over every grant::
 
-    Σ_held (remaining_g + forfeited_g)                                        (Redis)
-      = Σ grant − Σ void − Σ expiry − Σ rollover of grants no longer held
-        + Σ return + Σ adjustment − Σ burns                                 (ledger and usage)
+    Σ_held (remaining_g + forfeited_g)                                                  (Redis)
+      = Σ amount of the ledger's entries − Σ burns                                      (ledger and usage)
+      = grants − voids − expiries − rollover cuts of grants no longer held + returns ± adjustments − burns
 
-with every ledger amount signed (voids, expiries and rollover cuts negative), ``Σ burns`` the
-``price_micros`` of the customer's admitted prepaid requests in ``usage FINAL`` (the ledger's ``burn``
-entries are not summed: they would count a burn twice), and the rollover entries of grants still held
-left out because their cut is on the Redis side as ``forfeited``. A grant past its expiry that the sweep
-has not removed yet is still held: its remaining is on the Redis side and no expiry entry on the other.
-So the identity holds at any moment once every change's entry is written (``sync`` completes them); a
-difference names a lost ledger entry, a lost usage row, or a balance changed outside the script.
+with ledger amounts signed (voids, expiries and rollover cuts negative), ``Σ burns`` the ``price_micros``
+of the customer's admitted prepaid requests in ``usage FINAL``, and two kinds of entries left out of the
+ledger's sum: ``burn`` entries (burns are counted from usage; summing both would count a burn twice), and
+the rollover entries of grants still held, whose cut is on the Redis side as ``forfeited``. A grant past
+its expiry that the sweep has not removed yet is still held: its remaining is on the Redis side and no
+expiry entry on the other. So the identity holds at any moment once every change's entry is written
+(``sync`` completes them); a difference names a lost ledger entry, a lost usage row, or a balance
+changed outside the script.
 """
 
 from __future__ import annotations
