@@ -38,6 +38,7 @@ ALL = [
     "0004_invoices",
     "0005_invoice_lines_tombstones",
     "0006_usage_row_ids",
+    "0007_credit_ledger",
 ]
 
 
@@ -159,6 +160,7 @@ def test_migrating_twice_is_a_no_op(chdb_db: ChdbDatabase) -> None:
     assert rows(client, f"SELECT count() FROM {database}.schema_migrations") == [(len(ALL),)]  # no duplicate records
     tables = rows(client, f"SELECT name FROM system.tables WHERE database = '{database}' ORDER BY name")
     assert [t[0] for t in tables] == [
+        "credit_ledger",
         "daily_usage",
         "error_rates",
         "invoice_lines",
@@ -511,7 +513,7 @@ def cluster_statements(database: str) -> list[str]:
 
 def test_cluster_ddl_parses(chdb_client: Any) -> None:
     statements = cluster_statements("tollway")
-    assert len(statements) == 25
+    assert len(statements) == 27
     for statement in statements:
         formatted = chdb_client.query("SELECT formatQuery({q:String})", parameters={"q": statement}).result_rows
         # An INSERT has no ON CLUSTER: it goes through a Distributed table to every shard.
@@ -548,9 +550,9 @@ def test_cluster_tables_have_the_single_node_schema(warehouse: ChdbDatabase) -> 
                 f"SELECT partition_key, sorting_key FROM system.tables WHERE database = '{db}' AND name = '{table}'",
             )
 
-        for table in ("usage", "usage_hourly", "rollup_state"):
+        for table in ("usage", "usage_hourly", "rollup_state", "credit_ledger"):
             clustered = table if table == "rollup_state" else f"{table}_local"
-            assert describe(local, clustered) == describe(database, table)
+            assert describe(local, clustered) == describe(database, table) != []
             assert keys(local, clustered) == keys(database, table)
         # 0005 rebuilds invoice_lines(_local) with is_deleted; the new local table takes the name.
         assert describe(local, "invoice_lines_local_v2") == describe(database, "invoice_lines")

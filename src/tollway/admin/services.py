@@ -19,6 +19,7 @@ from tollway.auth.digest import KeyDigester
 from tollway.auth.keyring import Keyring
 from tollway.auth.redis_store import RedisKeyStore
 from tollway.clock import Clock, SystemClock
+from tollway.credits.store import GrantStore
 from tollway.redis_client import admin_client
 from tollway.redis_types import RedisClient
 from tollway.settings import Settings
@@ -32,6 +33,7 @@ class AdminServices:
     keys: RedisKeyStore
     subscriptions: RedisSubscriptionStore
     customers: RedisCustomerStore
+    grants: GrantStore
     credentials: RedisCredentialStore
     audit: AuditLog
     warehouse: Warehouse
@@ -63,6 +65,7 @@ def build_services(
         keys=keys,
         subscriptions=RedisSubscriptionStore(redis, prefix),
         customers=RedisCustomerStore(redis, prefix),
+        grants=GrantStore(redis, prefix),
         credentials=RedisCredentialStore(redis, digester, prefix),
         audit=AuditLog(redis, prefix),
         warehouse=warehouse,

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from tollway import __version__, logs
 from tollway.auth.errors import KeyNotFound
-from tollway.cli import admin, bill, db, keys, meter, plans, quote, serve, subscriptions, usage
+from tollway.cli import admin, bill, credits, db, keys, meter, plans, quote, serve, subscriptions, usage
 from tollway.listen import ListenError
 from tollway.plans.errors import CatalogError
 from tollway.settings import Settings
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.register(commands)
     plans.register(commands)
     subscriptions.register(commands)
+    credits.register(commands)
     db.register(commands)
     usage.register(commands)
     quote.register(commands)
@@ -68,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return plans.run(args, settings)
         if args.command == "subscriptions":
             return asyncio.run(subscriptions.run(args, settings))
+        if args.command == "credits":
+            return asyncio.run(credits.run(args, settings))
         if args.command == "db":
             return db.run(args, settings)
         if args.command == "usage":
