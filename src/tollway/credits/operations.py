@@ -32,7 +32,7 @@ changed outside the script.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -55,6 +55,8 @@ from tollway.credits.store import (
 )
 from tollway.credits.units import AmountError, BalanceUnit, from_micros
 from tollway.currencies import MINOR_UNITS
+from tollway.plans.realtime import credit_balance_unit, currency_unit
+from tollway.plans.schema import Catalog
 from tollway.subscriptions.model import Subscription
 from tollway.warehouse.errors import WarehouseError
 
@@ -71,23 +73,21 @@ class LedgerRunner(Protocol):
     async def run(self, query: Callable[[Any, str], T]) -> T: ...
 
 
-def balance_unit(code: str, catalog: Any | None) -> BalanceUnit:
+def balance_unit(code: str, catalog: Catalog | None) -> BalanceUnit:
     """The unit named ``code``: a credit unit of the catalog (``credit_units``), else a currency Tollway
     bills in. ``ValueError`` for anything else. The one place that knows where units are defined."""
-    credit_units: Mapping[str, Any] = getattr(catalog, "credit_units", None) or {}
+    credit_units = catalog.credit_units if catalog is not None else {}
     spec = credit_units.get(code)
     if spec is not None:
-        currency = str(getattr(spec, "currency", "") or code)
-        return BalanceUnit(code, int(getattr(spec, "decimals", 6)), currency, Decimal(str(getattr(spec, "value", 1))))
-    places = MINOR_UNITS.get(code)
-    if places is not None:
-        return BalanceUnit(code, places, code)
+        return credit_balance_unit(code, spec)
+    if code in MINOR_UNITS:
+        return currency_unit(code)
     known = sorted(credit_units)
     more = f"; the catalog's credit units: {', '.join(known)}" if known else ""
     raise ValueError(f"unknown unit {code!r}: use a currency code such as USD or EUR{more}")
 
 
-def load_catalog_file(path: Path | None) -> Any | None:
+def load_catalog_file(path: Path | None) -> Catalog | None:
     if path is None:
         return None
     from tollway.plans.errors import CatalogError
@@ -101,16 +101,17 @@ def load_catalog_file(path: Path | None) -> Any | None:
         raise ValueError(f"cannot read the catalog {path}: {exc.strerror or exc}") from None
 
 
-def default_unit(catalog: Any | None, subscription: Subscription) -> str:
-    plans: Mapping[str, Any] = getattr(catalog, "plans", None) or {}
-    pricing = getattr(plans.get(subscription.plan_id), "pricing", None)
-    currency = getattr(pricing, "currency", None)
-    if currency is None:
+def default_unit(catalog: Catalog | None, subscription: Subscription) -> str:
+    """The unit of a grant that names none: the plan's prepaid unit, else its currency."""
+    plan = catalog.plans.get(subscription.plan_id) if catalog is not None else None
+    if plan is not None and plan.prepaid is not None:
+        return plan.prepaid.unit
+    if plan is None or plan.pricing is None:
         raise ValueError(
             f"no unit given, and the plan {subscription.plan_id!r} of {subscription.customer_id!r} has no currency "
             "in the catalog (or no catalog is set): give the unit"
         )
-    return str(currency)
+    return plan.pricing.currency
 
 
 @dataclass(frozen=True, slots=True)

@@ -255,9 +255,7 @@ class DecisionCore:
             None if money.cap is None else from_micros(money.cap),
             request.request_id,
         )
-        return self._refused(
-            deny, error.reason, request, caller, error.plan_id, error.feature, error.route, error.cost
-        )
+        return self._refused(deny, error.reason, request, caller, error.plan_id, error.feature, error.route, error.cost)
 
     def _insufficient_scope(self, error: MissingScope, request: CheckRequest, caller: Authenticated | None) -> Deny:
         deny = self._refusals.insufficient_scope(error.scopes, error.detail, request.request_id)

@@ -113,9 +113,7 @@ class LeasingLimiter:
                 None if money is None else money.scaled(size),
             )
             if not leased.admitted:  # another process used the room: this request alone, exactly
-                verdict = await _by(
-                    deadline, self._limiter.consume(partition, policies, costs, now_ms, None, money)
-                )
+                verdict = await _by(deadline, self._limiter.consume(partition, policies, costs, now_ms, None, money))
                 self._book.observe(key, verdict)
                 return verdict
             self._book.observe(key, leased)

@@ -32,7 +32,11 @@ PRICE = 250_000  # 0.25 units per request
 FLAT = RealTimeCharge("calls", "per_unit", *PERIOD, unit=PRICE)
 PREPAID = Money((FLAT,), (1,), balance_period_start_ms=T0)
 TIERED = Money(
-    (RealTimeCharge("calls", "graduated", *PERIOD, tiers=(TierMicros(40, 100_000), TierMicros(None, 50_000, 500_000))),),
+    (
+        RealTimeCharge(
+            "calls", "graduated", *PERIOD, tiers=(TierMicros(40, 100_000), TierMicros(None, 50_000, 500_000))
+        ),
+    ),
     (1,),
     balance_period_start_ms=T0,
 )
