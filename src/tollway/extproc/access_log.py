@@ -27,11 +27,11 @@ from tollway.extproc.decision import (
     COST_HEADER,
     CUSTOMER_HEADER,
     DECIDED_AT_HEADER,
-    PRICE_HEADER,
     FEATURE_HEADER,
     KEY_ID_HEADER,
     LIMITS_HEADER,
     PLAN_HEADER,
+    PRICE_HEADER,
     ROUTE_HEADER,
     USAGE_ID_HEADER,
 )

@@ -15,8 +15,8 @@ from typing import Final, Protocol
 
 from tollway.auth.authenticator import Authenticated, Authenticator
 from tollway.auth.errors import AuthError, CredentialStoreUnavailable
-from tollway.entitlements.checks import Check
 from tollway.credits.units import from_micros
+from tollway.entitlements.checks import Check
 from tollway.entitlements.errors import (
     EntitlementError,
     EntitlementsUnavailable,

@@ -107,7 +107,8 @@ def test_a_lease_keeps_half_of_a_spend_cap() -> None:
     results = asyncio.run(run([leasing], requests, capped))
     assert sum(v.admitted for _, v in results) == 1000, "exactly the cap"
     refused = [v for _, v in results if not v.admitted]
-    assert refused[0].money is not None and refused[0].money.refused == "spend-cap-reached"
+    assert refused[0].money is not None
+    assert refused[0].money.refused == "spend-cap-reached"
     asyncio.run(leasing.drain(requests[-1].at_ms))
     assert shared.spent("c", T0) == 1000 * PRICE
 
@@ -140,4 +141,5 @@ def test_several_processes_never_burn_more_than_the_balance(timeline: tuple[int,
     for _, verdict in results:
         assert verdict.money is not None
         if verdict.admitted:
-            assert verdict.money.price == PRICE and (verdict.money.balance_after or 0) >= 0
+            assert verdict.money.price == PRICE
+            assert (verdict.money.balance_after or 0) >= 0
