@@ -103,3 +103,41 @@ class MoneyState:
         if self.balance is None:
             return None
         return self.balance if self.refused else self.balance - self.price
+
+
+def money_refusal(money: Money, price: int, balance: int | None, spent: int | None) -> MoneyRefusal | None:
+    """Why ``price`` does not fit the balance or a hard cap (the balance is checked first); None: it fits.
+    A price of 0 always fits (even past a cap lowered below what was spent)."""
+    if price <= 0:
+        return None
+    if balance is not None and balance < price:
+        return "insufficient-credits"
+    cap = money.spend_cap
+    if cap is not None and cap.hard and spent is not None and spent + price > cap.cap:
+        return "spend-cap-reached"
+    return None
+
+
+def decide(
+    money: Money,
+    policies_fit: bool,
+    quantities_before: tuple[int, ...],
+    price: int,
+    balance: int | None,
+    spent: int | None,
+) -> MoneyState:
+    """The money side of a check from what a backend read (each backend reads, this decides): the check
+    is admitted iff ``policies_fit`` and the result's ``refused`` is None. A check a policy refuses is not
+    refused for money (the policy is reported: 429 before 402)."""
+    refused = money_refusal(money, price, balance, spent) if policies_fit else None
+    cap = money.spend_cap
+    over_cap = (
+        policies_fit
+        and refused is None
+        and cap is not None
+        and not cap.hard
+        and price > 0
+        and spent is not None
+        and spent + price > cap.cap
+    )
+    return MoneyState(price, balance, spent, quantities_before, refused, over_cap, None if cap is None else cap.cap)
