@@ -11,8 +11,13 @@
 -- Optionally two more numbers per policy, a refund applied before the check: `units bucket` — the unused
 -- units of a capacity lease go back to window bucket `bucket` (the one they were consumed in, if still
 -- tracked) or to the quota counter; never below zero (tollway/ratelimit/leases.py).
--- Reply: {admitted, then per policy: total before, reset_ms, retry_ms; then the window time used}; -1 =
--- never fits. TIME in a script is allowed since scripts replicate their effects (Redis 5+, Valkey).
+-- Then, optionally, the money arguments (kinds 2 charge, 3 balance, 4 spend cap; tollway/ratelimit/money.py
+-- has their format and semantics, tollway/ratelimit/model.py the same algorithm in Python), each with its key;
+-- a money argument starts with 2-4, a policy's with 0-1, so they are counted from the end.
+-- Reply: {admitted, then per policy: total before, reset_ms, retry_ms; per money argument its 3 numbers;
+-- then the window time used}; -1 = never fits. TIME in a script is allowed since scripts replicate their
+-- effects (Redis 5+, Valkey). Money amounts are integers (micro-units) below 2^53: exact in Lua's doubles,
+-- and passed to Redis through '%d', never as a float's text.
 local qnow = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
 if not now then
@@ -20,6 +25,9 @@ if not now then
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local n = #KEYS
+local m = 0
+while m < n and string.byte(ARGV[n - m + 2], 1) > 49 do m = m + 1 end
+n = n - m
 local P = {}
 local admit = 1
 
@@ -92,6 +100,205 @@ for i = 1, n do
   P[i] = {kind, limit, cost, enf, a, b, total, nil, nil, cur, lo}
 end
 
+-- Money: refunds of charge units, rollovers, the price, the balance and the cap (kept out of the way of
+-- a check without money: nothing here runs then).
+local money = nil
+if m > 0 then
+  local DAY = 86400000
+  local NOEXP = 2 ^ 62
+
+  -- What the period's invoice charges for quantity q (credits/charges.py, RealTimeCharge.total).
+  local function total(c, q)
+    if q <= 0 then return 0 end
+    if c.model == 0 then return q * c.unit end
+    if c.model == 1 then
+      local amount, lower = 0, 0
+      for _, t in ipairs(c.tiers) do
+        if q <= lower then break end
+        local upper = q
+        if t[1] > 0 and t[1] < q then upper = t[1] end
+        amount = amount + (upper - lower) * t[2] + t[3]
+        if t[1] == 0 then break end
+        lower = t[1]
+      end
+      return amount
+    end
+    local billable = math.max(q - c.free, 0)
+    local whole = math.floor(billable / c.size)
+    while whole * c.size > billable do whole = whole - 1 end
+    while (whole + 1) * c.size <= billable do whole = whole + 1 end
+    if c.up and whole * c.size < billable then whole = whole + 1 end
+    return whole * c.pkg
+  end
+
+  -- Grant ids compare byte by byte (as Python's str for these ASCII ids; Lua's `<` follows the locale).
+  local function id_lt(a, b)
+    for k = 1, math.min(#a, #b) do
+      local x, y = string.byte(a, k), string.byte(b, k)
+      if x ~= y then return x < y end
+    end
+    return #a < #b
+  end
+  local function expiry(g)
+    if g.exp == 0 then return NOEXP end
+    return g.exp
+  end
+  -- Burn order (credits/grants.py): priority, then earliest expiry (none last), then grant id.
+  local function burn_lt(a, b)
+    if a.pri ~= b.pri then return a.pri < b.pri end
+    local ea, eb = expiry(a), expiry(b)
+    if ea ~= eb then return ea < eb end
+    return id_lt(a.id, b.id)
+  end
+  local function live_in_order(G)
+    local L = {}
+    for _, g in ipairs(G) do
+      if g.eff <= qnow and (g.exp == 0 or qnow < g.exp) then L[#L + 1] = g end
+    end
+    table.sort(L, burn_lt)
+    return L
+  end
+
+  local C, bal, cap = {}, nil, nil
+  for j = n + 1, n + m do
+    local arg = ARGV[j + 2]
+    local kind = string.byte(arg, 1)
+    if kind == 50 then
+      local body, r = string.match(arg, '^(.-) r(%d+)$')
+      if not body then body, r = arg, '0' end
+      local q, pe, model, rest = string.match(body, '^2 (%d+) (%d+) (%d) (.+)$')
+      if not rest then return redis.error_reply('bad charge argument ' .. arg) end
+      local c = {j = j, q = tonumber(q), pe = tonumber(pe), model = tonumber(model), r = tonumber(r)}
+      if c.model == 0 then
+        c.unit = tonumber(rest)
+      elseif c.model == 1 then
+        c.tiers = {}
+        for up, unit, flat in string.gmatch(rest, '(%d+):(%d+):(%d+)') do
+          c.tiers[#c.tiers + 1] = {tonumber(up), tonumber(unit), tonumber(flat)}
+        end
+      else
+        local size, pkg, free_units, up = string.match(rest, '^(%d+) (%d+) (%d+) (%d)$')
+        c.size, c.pkg, c.free, c.up = tonumber(size), tonumber(pkg), tonumber(free_units), up == '1'
+      end
+      C[#C + 1] = c
+    elseif kind == 51 then
+      bal = {j = j, ps = tonumber(string.match(arg, '^3 (%d+)$'))}
+    else
+      local limit, hard, pe = string.match(arg, '^4 (%d+) (%d) (%d+)$')
+      cap = {j = j, cap = tonumber(limit), hard = hard == '1', pe = tonumber(pe)}
+    end
+  end
+
+  -- Grants, with the rollover at the balance's period start applied (and kept: it is idempotent).
+  local G = nil
+  if bal then
+    G = {}
+    local raw = redis.call('HGETALL', KEYS[bal.j])
+    for k = 1, #raw, 2 do
+      local f = {string.match(raw[k + 1], '^(%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+)$')}
+      if #f ~= 7 then return redis.error_reply('malformed grant record ' .. raw[k]) end
+      local g = {id = raw[k], rem = tonumber(f[1]), pri = tonumber(f[2]), eff = tonumber(f[3]), exp = tonumber(f[4]),
+                 rmax = tonumber(f[5]), rolled = tonumber(f[6]), forf = tonumber(f[7]), dirty = false}
+      if g.rmax >= 0 and g.eff < bal.ps and g.rolled < bal.ps then
+        local cut = math.max(g.rem - g.rmax, 0)
+        g.rem, g.rolled, g.forf, g.dirty = g.rem - cut, bal.ps, g.forf + cut, true
+      end
+      G[#G + 1] = g
+    end
+  end
+
+  -- Refunds: the top positions of each counter, and their price.
+  local back = 0
+  for _, c in ipairs(C) do
+    local have = tonumber(redis.call('GET', KEYS[c.j]) or '0')
+    if c.r > 0 and have > 0 then
+      local u = math.min(c.r, have)
+      redis.call('DECRBY', KEYS[c.j], string.format('%d', u))
+      back = back + total(c, have) - total(c, have - u)
+      have = have - u
+    end
+    c.before = have
+  end
+  if back > 0 and G then
+    local target = live_in_order(G)[1]
+    if not target then
+      for _, g in ipairs(G) do
+        if not target then
+          target = g
+        else
+          local gn, tn = g.exp == 0, target.exp == 0
+          if (gn and not tn) or (gn == tn and (g.exp > target.exp or (g.exp == target.exp and id_lt(target.id, g.id)))) then
+            target = g
+          end
+        end
+      end
+    end
+    if target then
+      target.rem, target.dirty = target.rem + back, true
+    else
+      G[#G + 1] = {id = 'returned', rem = back, pri = 0, eff = 0, exp = 0, rmax = -1, rolled = 0, forf = 0, dirty = true}
+    end
+  end
+  local spent = 0
+  if cap then
+    spent = tonumber(redis.call('GET', KEYS[cap.j]) or '0')
+    if back > 0 and spent > 0 then
+      local u = math.min(back, spent)
+      redis.call('DECRBY', KEYS[cap.j], string.format('%d', u))
+      spent = spent - u
+    end
+  end
+
+  -- The check: the marginal price at each counter, against the live balance and a hard cap.
+  local price = 0
+  for _, c in ipairs(C) do
+    c.price = 0
+    if c.q > 0 then c.price = total(c, c.before + c.q) - total(c, c.before) end
+    price = price + c.price
+  end
+  local L, balance = nil, 0
+  if G then
+    L = live_in_order(G)
+    for _, g in ipairs(L) do balance = balance + g.rem end
+  end
+  if price > 0 and ((G and balance < price) or (cap and cap.hard and spent + price > cap.cap)) then admit = 0 end
+  local burned = 0
+  if admit == 1 then
+    for _, c in ipairs(C) do
+      if c.q > 0 then
+        redis.call('INCRBY', KEYS[c.j], string.format('%d', c.q))
+        redis.call('PEXPIRE', KEYS[c.j], string.format('%d', math.max(c.pe - qnow, 0) + DAY))
+      end
+    end
+    if price > 0 then
+      if L then
+        local left = price
+        for _, g in ipairs(L) do
+          if left <= 0 then break end
+          local part = math.min(g.rem, left)
+          if part > 0 then
+            g.rem, g.dirty, left = g.rem - part, true, left - part
+          end
+        end
+        burned = price
+      end
+      if cap then
+        redis.call('INCRBY', KEYS[cap.j], string.format('%d', price))
+        redis.call('PEXPIRE', KEYS[cap.j], string.format('%d', math.max(cap.pe - qnow, 0) + DAY))
+      end
+    end
+  end
+  if G then
+    for _, g in ipairs(G) do
+      if g.dirty then
+        redis.call('HSET', KEYS[bal.j], g.id,
+          string.format('%d %d %d %d %d %d %d', g.rem, g.pri, g.eff, g.exp, g.rmax, g.rolled, g.forf))
+      end
+    end
+  end
+  money = {C = C, bal = bal, cap = cap, balance = balance, spent = spent, price = price, burned = burned}
+end
+
 -- Milliseconds until `need` more units fit: the oldest counted buckets leave one by one, bucket idx at
 -- (idx + buckets + 1) * bucket_ms.
 local function free(live, total, need, limit, g, nb)
@@ -157,5 +364,13 @@ for i = 1, n do
   out[3 * i] = reset
   out[3 * i + 1] = retry
 end
-out[3 * n + 2] = now
+if money then
+  for _, c in ipairs(money.C) do
+    out[3 * c.j - 1], out[3 * c.j], out[3 * c.j + 1] = c.before, c.price, 0
+  end
+  local b, c = money.bal, money.cap
+  if b then out[3 * b.j - 1], out[3 * b.j], out[3 * b.j + 1] = money.balance, money.burned, 0 end
+  if c then out[3 * c.j - 1], out[3 * c.j], out[3 * c.j + 1] = money.spent, money.price, 0 end
+end
+out[3 * (n + m) + 2] = now
 return out

@@ -43,3 +43,18 @@ def checked_costs(partition: str, policies: Sequence[Policy], cost: int | Sequen
     if len(set(names)) != len(names):
         raise ValueError(f"policy names must be unique within a check: {names}")
     return costs
+
+
+def charge_key(prefix: str, partition: str, charge: str, period_start_ms: int) -> str:
+    """The period's quantity of a real-time charge (``ratelimit.money``)."""
+    return f"{prefix}cq:{{{partition}}}:{charge}:{period_start_ms}"
+
+
+def grants_key(prefix: str, partition: str) -> str:
+    """The customer's grants: grant id -> record (``credits.grants``)."""
+    return f"{prefix}cr:{{{partition}}}"
+
+
+def spend_key(prefix: str, partition: str, period_start_ms: int) -> str:
+    """Micro-units of real-time charges spent in the period."""
+    return f"{prefix}sp:{{{partition}}}:{period_start_ms}"

@@ -13,16 +13,26 @@ docs/decisions/0003-sliding-window-limits.md for why this never over-admits.
 Two clocks, as in the script: window buckets are counted at the limiter's own time (Redis: the server's
 ``TIME``; here: ``server_ms`` if given, else the caller's ``now_ms``), reported as ``Verdict.at_ms``;
 quota periods at the caller's ``now_ms`` (the caller chose the period on that clock).
+
+Money (``ratelimit.money``): a check may carry ``money``, real-time charges priced at the period's running
+quantity and checked against the customer's balance (grants) and spend cap in the same all-or-nothing
+step. In order: refunds (policy units; charge units, whose price goes back to the balance and off the
+spend counter), grant rollovers at the balance's period start (kept even if the check is refused: a
+period boundary is a fact, and applying it twice changes nothing), then the check; only an admitted
+check adds quantities, burns grants and counts spend.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from tollway.clock import Clock
-from tollway.ratelimit.keys import checked_costs, policy_key
+from tollway.credits.grants import REFUND_GRANT, GrantState, burn, live_balance, refund_target
+from tollway.ratelimit.keys import charge_key, checked_costs, policy_key, spend_key
+from tollway.ratelimit.money import Money, MoneyState, decide
 from tollway.ratelimit.policies import Policy, QuotaPolicy, WindowPolicy
 from tollway.ratelimit.refunds import Refund
 from tollway.ratelimit.verdict import NEVER, Counted, Verdict, build_verdict
@@ -36,23 +46,29 @@ class Limiter(Protocol):
         cost: int | Sequence[int],
         now_ms: int,
         refund: Refund | None = None,
+        money: Money | None = None,
     ) -> Verdict:
         """Check and (if admitted) consume ``cost`` on every policy, all or nothing.
 
         ``cost``: one int for every policy, or one per policy. ``now_ms``: Unix time in ms from the
         caller's injected clock: the time of quota periods; window buckets are counted at the limiter's
         own time (the Redis server's clock), returned as ``Verdict.at_ms``. ``refund``: units given back
-        first, in the same atomic step (see :meth:`refund`). Raises ``LimiterUnavailable`` if the
-        counters cannot be reached, and ValueError for an invalid check (bad partition, duplicate names,
-        negative cost).
+        first, in the same atomic step (see :meth:`refund`). ``money``: the request's real-time charges,
+        priced and checked against the balance and spend cap in the same step (``Verdict.money``; a check
+        may have money and no policies). Raises ``LimiterUnavailable`` if the counters cannot be reached,
+        and ValueError for an invalid check (bad partition, duplicate names, negative cost).
         """
         ...
 
-    async def refund(self, partition: str, policies: Sequence[Policy], refund: Refund, now_ms: int) -> None:
+    async def refund(
+        self, partition: str, policies: Sequence[Policy], refund: Refund, now_ms: int, money: Money | None = None
+    ) -> None:
         """Give back ``refund.units`` (one count per policy) consumed at ``refund.taken_ms`` (the limiter's
         time they were counted at, ``Verdict.at_ms``) and not used:
         to the bucket of that time while it is still counted (a bucket that left the window is not
         counted any more, so nothing is owed), or to the quota's period counter. Never below zero.
+        ``refund.charge_units`` (with ``money``, whose quantities are ignored): units given back to each
+        charge's period counter, their price back to the balance and off the spend counter.
         Raises ``LimiterUnavailable`` if the counters cannot be reached (the units then stay consumed:
         capacity wasted, never a limit exceeded)."""
         ...
@@ -103,6 +119,9 @@ class MemoryLimiter:
         self._server_ms = server_ms
         self._windows: dict[str, dict[int, int]] = {}
         self._quotas: dict[str, int] = {}
+        self._charges: dict[str, int] = {}
+        self._grants: dict[str, dict[str, GrantState]] = {}
+        self._spent: dict[str, int] = {}
 
     async def consume(
         self,
@@ -111,8 +130,9 @@ class MemoryLimiter:
         cost: int | Sequence[int],
         now_ms: int,
         refund: Refund | None = None,
+        money: Money | None = None,
     ) -> Verdict:
-        return self.check(partition, policies, cost, now_ms, refund)
+        return self.check(partition, policies, cost, now_ms, refund, money)
 
     def check(
         self,
@@ -121,11 +141,12 @@ class MemoryLimiter:
         cost: int | Sequence[int],
         now_ms: int,
         refund: Refund | None = None,
+        money: Money | None = None,
     ) -> Verdict:
         """``consume`` without the coroutine (the model is synchronous)."""
         costs = checked_costs(partition, policies, cost)
         if refund is not None:
-            refund.check(policies)
+            refund.check(policies, money)
             self.give_back(partition, policies, refund)
         at_ms = now_ms if self._server_ms is None else self._server_ms()
         keys = [policy_key(self._prefix, partition, p) for p in policies]
@@ -144,6 +165,10 @@ class MemoryLimiter:
             totals.append(total)
             if policy.enforced and c > 0 and total + c > policy.limit:
                 admitted = False
+        state: MoneyState | None = None
+        if money is not None:
+            state = self._money(partition, money, refund, now_ms, admitted)
+            admitted = state.refused is None and admitted
         if admitted:
             for policy, key, c, live in zip(policies, keys, costs, lives, strict=True):
                 if c == 0:
@@ -170,10 +195,68 @@ class MemoryLimiter:
                 else:
                     retry = quota_ms(policy, now_ms)
             counted.append(Counted(total, reset, retry))
-        return build_verdict(policies, costs, now_ms, admitted, counted, at_ms)
+        return build_verdict(policies, costs, now_ms, admitted, counted, at_ms, state)
 
-    async def refund(self, partition: str, policies: Sequence[Policy], refund: Refund, now_ms: int) -> None:
-        refund.check(policies)
+    def _money(self, partition: str, money: Money, refund: Refund | None, now_ms: int, fit: bool) -> MoneyState:
+        """The money part of a check (after the policies were read; ``fit``: they all fit): refunds of
+        charge units, rollovers, the price and its check, and (admitted) the writes."""
+        grants: dict[str, GrantState] | None = None
+        if money.balance_period_start_ms is not None:
+            start = money.balance_period_start_ms
+            grants = {grant_id: g.rolled_over(start) for grant_id, g in self._grants.get(partition, {}).items()}
+        cap = money.spend_cap
+        spent_key = None if cap is None else spend_key(self._prefix, partition, cap.period_start_ms)
+        keys = [charge_key(self._prefix, partition, c.name, c.period_start_ms) for c in money.charges]
+        back = 0
+        for i, (charge, key) in enumerate(zip(money.charges, keys, strict=True)):
+            units = refund.charge(i) if refund is not None else 0
+            have = self._charges.get(key, 0)
+            units = min(units, have)
+            if units > 0:
+                self._charges[key] = have - units
+                back += charge.total(have) - charge.total(have - units)
+        if back > 0:
+            if grants is not None:
+                target = refund_target(grants.values(), now_ms)
+                if target is None:
+                    grants[REFUND_GRANT] = GrantState(REFUND_GRANT, back)
+                else:
+                    grant = grants[target]
+                    grants[target] = replace(grant, remaining=grant.remaining + back)
+            if spent_key is not None and self._spent.get(spent_key, 0) > 0:
+                self._spent[spent_key] -= min(back, self._spent[spent_key])
+        before = tuple(self._charges.get(key, 0) for key in keys)
+        price = sum(charge.price(q, n) for charge, q, n in zip(money.charges, before, money.quantities, strict=True))
+        balance = None if grants is None else live_balance(grants.values(), now_ms)
+        spent = None if spent_key is None else self._spent.get(spent_key, 0)
+        state = decide(money, fit, before, price, balance, spent)
+        if not fit or state.refused is not None:
+            if grants:
+                self._grants[partition] = grants  # rollovers and refunds stay
+            return state
+        for key, q, n in zip(keys, before, money.quantities, strict=True):
+            if n > 0:
+                self._charges[key] = q + n
+        if price > 0:
+            if grants is not None:
+                taken = burn(grants.values(), price, now_ms)
+                assert taken is not None, "an admitted price is covered by the live grants"
+                for grant_id, part in taken.items():
+                    grant = grants[grant_id]
+                    grants[grant_id] = replace(grant, remaining=grant.remaining - part)
+            if spent_key is not None:
+                self._spent[spent_key] = self._spent.get(spent_key, 0) + price
+        if grants:
+            self._grants[partition] = grants
+        return state
+
+    async def refund(
+        self, partition: str, policies: Sequence[Policy], refund: Refund, now_ms: int, money: Money | None = None
+    ) -> None:
+        if money is not None and any(refund.charge_units):
+            self.check(partition, policies, 0, now_ms, refund, money.scaled(0))
+            return
+        refund.check(policies, money)
         self.give_back(partition, policies, refund)
 
     def give_back(self, partition: str, policies: Sequence[Policy], refund: Refund) -> None:
@@ -201,3 +284,23 @@ class MemoryLimiter:
     def snapshot(self) -> tuple[dict[str, dict[int, int]], dict[str, int]]:
         """A deep copy of every counter (tests: a refused check must leave it unchanged)."""
         return copy.deepcopy(self._windows), dict(self._quotas)
+
+    def money_snapshot(self) -> tuple[dict[str, int], dict[str, dict[str, GrantState]], dict[str, int]]:
+        """A copy of every charge counter, grant and spend counter (keyed as in Redis; grants by partition)."""
+        return dict(self._charges), {p: dict(g) for p, g in self._grants.items()}, dict(self._spent)
+
+    def put_grant(self, partition: str, grant: GrantState) -> None:
+        """Store ``grant`` (replacing one with its id), as an HSET of its record does in Redis."""
+        self._grants.setdefault(partition, {})[grant.grant_id] = grant
+
+    def grants(self, partition: str) -> list[GrantState]:
+        """The customer's grants, by grant id."""
+        return sorted(self._grants.get(partition, {}).values(), key=lambda g: g.grant_id)
+
+    def spent(self, partition: str, period_start_ms: int) -> int:
+        """Micro-units of real-time charges counted as spent in the period starting at ``period_start_ms``."""
+        return self._spent.get(spend_key(self._prefix, partition, period_start_ms), 0)
+
+    def charge_quantity(self, partition: str, charge_name: str, period_start_ms: int) -> int:
+        """The period's counted quantity of a real-time charge."""
+        return self._charges.get(charge_key(self._prefix, partition, charge_name, period_start_ms), 0)

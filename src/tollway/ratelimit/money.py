@@ -27,6 +27,24 @@ period's spend counter, so the money burned for a charge in a period is always e
 its counter. The reply, per money argument, three numbers like a
 policy's: charge: (quantity before, price of this check, 0); balance: (live balance before, burned, 0);
 spend cap: (spent before, price, 0).
+
+Money in the script (``consume.lua``; ``ratelimit.model`` is the same in Python). The formats above are
+unchanged; the script tells money arguments from policies' by their first digit (2-4 vs 0-1), counting
+them from the end, so a check without money pays one byte comparison. In order:
+
+1. Refunds: policy units as before; a charge's ``r<units>`` as above. The returned price goes to the
+   balance only if the check has one (``balance_period_start_ms``), to ``grants.refund_target`` (the
+   grant ``REFUND_GRANT``: priority 0, effective 0, no expiry, no rollover, if the customer has no grant),
+   and off the spend counter only if the check has a cap. ``Limiter.refund`` with ``money`` and charge
+   units is a check of quantity 0 (so it applies rollovers too).
+2. Rollover of every grant at ``balance_period_start_ms`` (``GrantState.rolled_over``) *before* the refund
+   picks its grant, written back even when the check is refused: a period boundary is a fact about time,
+   not about the request, and applying it again changes nothing. Refunds are kept too. Nothing else a
+   refused check read is written.
+3. The price (Σ marginal prices at each counter after its refund), the live balance at ``now_ms`` (the
+   caller's clock, ARGV[1]) and the period's spend; ``decide`` says whether it fits. Admitted: counters
+   += quantities and spend += price (PEXPIRE period end − now + 1 day), grants burned in burn order.
+   A check refused only for money has ``Verdict.retry_after_s`` 0 (no policy to wait for).
 """
 
 from __future__ import annotations
@@ -103,3 +121,41 @@ class MoneyState:
         if self.balance is None:
             return None
         return self.balance if self.refused else self.balance - self.price
+
+
+def money_refusal(money: Money, price: int, balance: int | None, spent: int | None) -> MoneyRefusal | None:
+    """Why ``price`` does not fit the balance or a hard cap (the balance is checked first); None: it fits.
+    A price of 0 always fits (even past a cap lowered below what was spent)."""
+    if price <= 0:
+        return None
+    if balance is not None and balance < price:
+        return "insufficient-credits"
+    cap = money.spend_cap
+    if cap is not None and cap.hard and spent is not None and spent + price > cap.cap:
+        return "spend-cap-reached"
+    return None
+
+
+def decide(
+    money: Money,
+    policies_fit: bool,
+    quantities_before: tuple[int, ...],
+    price: int,
+    balance: int | None,
+    spent: int | None,
+) -> MoneyState:
+    """The money side of a check from what a backend read (each backend reads, this decides): the check
+    is admitted iff ``policies_fit`` and the result's ``refused`` is None. A check a policy refuses is not
+    refused for money (the policy is reported: 429 before 402)."""
+    refused = money_refusal(money, price, balance, spent) if policies_fit else None
+    cap = money.spend_cap
+    over_cap = (
+        policies_fit
+        and refused is None
+        and cap is not None
+        and not cap.hard
+        and price > 0
+        and spent is not None
+        and spent + price > cap.cap
+    )
+    return MoneyState(price, balance, spent, quantities_before, refused, over_cap, None if cap is None else cap.cap)

@@ -13,6 +13,9 @@ a slot, so each customer's windows see one clock. Quota periods stay on the call
 that also dates the usage rows billed in those periods. TTLs are relative, so a skewed Redis clock cannot
 expire a counter early. ``server_time=False`` counts windows at the caller's ``now_ms`` instead (tests that
 drive time, and processes run with an injected clock).
+
+Money (``ratelimit.money``), beside them: real-time charges' period quantities ``{p}cq:…``, the grants
+hash ``{p}cr:{<partition>}`` and the period's spend ``{p}sp:…``, read and written by the same script call.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Sequence
 from tollway.ratelimit.coalescer import DEFAULT_MAX_BATCH, DirectRunner, PipelineCoalescer, ScriptRunner
 from tollway.ratelimit.errors import LimiterUnavailable
 from tollway.ratelimit.keys import checked_costs
+from tollway.ratelimit.money import Money, MoneyState, decide
 from tollway.ratelimit.policies import Policy
 from tollway.ratelimit.refunds import Refund
 from tollway.ratelimit.script import script_keys_and_args
@@ -72,28 +76,63 @@ class RedisLimiter:
         cost: int | Sequence[int],
         now_ms: int,
         refund: Refund | None = None,
+        money: Money | None = None,
     ) -> Verdict:
         costs = checked_costs(partition, policies, cost)
-        if not policies:
+        if not policies and money is None:
             return Verdict(admitted=True, states=(), at_ms=now_ms)
         if refund is not None:
-            refund.check(policies)
+            refund.check(policies, money)
         policies = tuple(policies)
         window_ms = None if self._server_time else now_ms
-        keys, args = script_keys_and_args(self._prefix, partition, policies, costs, now_ms, refund, window_ms)
+        keys, args = script_keys_and_args(self._prefix, partition, policies, costs, now_ms, refund, window_ms, money)
         reply = await self._runner.run(keys, args)
         try:
-            if len(reply) != 2 + 3 * len(policies):
-                raise ValueError(f"reply of {len(reply)} numbers for {len(policies)} policies")
+            if len(reply) != 2 + len(keys) * 3:
+                raise ValueError(f"reply of {len(reply)} numbers for {len(keys)} policies and money arguments")
             counted = [Counted(*reply[1 + 3 * i : 4 + 3 * i]) for i in range(len(policies))]
-            return build_verdict(policies, costs, now_ms, reply[0] == 1, counted, reply[-1])
+            state = None if money is None else _money_state(money, policies, costs, counted, reply)
+            return build_verdict(policies, costs, now_ms, reply[0] == 1, counted, reply[-1], state)
         except ValueError as exc:
             raise LimiterUnavailable(f"unexpected reply from the limiter script: {exc}") from exc
 
-    async def refund(self, partition: str, policies: Sequence[Policy], refund: Refund, now_ms: int) -> None:
-        if any(refund.units):
-            await self.consume(partition, policies, 0, now_ms, refund)
+    async def refund(
+        self, partition: str, policies: Sequence[Policy], refund: Refund, now_ms: int, money: Money | None = None
+    ) -> None:
+        if money is not None and any(refund.charge_units):
+            await self.consume(partition, policies, 0, now_ms, refund, money.scaled(0))
+        elif any(refund.units):
+            refund.check(policies, money)
+            await self.consume(partition, policies, 0, now_ms, Refund(refund.units, refund.taken_ms))
 
     async def aclose(self) -> None:
         """Wait for checks in flight. The Redis client is the caller's to close."""
         await self._runner.aclose()
+
+
+def _money_state(
+    money: Money, policies: Sequence[Policy], costs: Sequence[int], counted: Sequence[Counted], reply: Sequence[int]
+) -> MoneyState:
+    """The money side of a verdict from the script's numbers (three per money argument, after the
+    policies'), decided as the model does (``money.decide``)."""
+    at = 1 + 3 * len(policies)
+    charges = len(money.charges)
+    before = tuple(reply[at + 3 * i] for i in range(charges))
+    price = sum(reply[at + 3 * i + 1] for i in range(charges))
+    at += 3 * charges
+    balance = burned = None
+    if money.prepaid:
+        balance, burned = reply[at], reply[at + 1]
+        at += 3
+    spent = None
+    if money.spend_cap is not None:
+        spent = reply[at]
+        if reply[at + 1] != price:
+            raise ValueError(f"the cap was checked against {reply[at + 1]}, the price is {price}")
+    fit = not any(
+        p.enforced and c > 0 and raw.total + c > p.limit for p, c, raw in zip(policies, costs, counted, strict=True)
+    )
+    state = decide(money, fit, before, price, balance, spent)
+    if burned is not None and burned != (price if reply[0] == 1 else 0):
+        raise ValueError(f"burned {burned} for a price of {price} (admitted: {reply[0]})")
+    return state

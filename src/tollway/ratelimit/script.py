@@ -6,7 +6,8 @@ import hashlib
 from collections.abc import Sequence
 from importlib.resources import files
 
-from tollway.ratelimit.keys import policy_key
+from tollway.ratelimit.keys import charge_key, grants_key, policy_key, spend_key
+from tollway.ratelimit.money import KIND_BALANCE, KIND_CAP, KIND_CHARGE, Money
 from tollway.ratelimit.policies import Policy, WindowPolicy
 from tollway.ratelimit.refunds import Refund
 
@@ -25,12 +26,15 @@ def script_keys_and_args(
     now_ms: int,
     refund: Refund | None = None,
     window_ms: int | None = None,
+    money: Money | None = None,
 ) -> tuple[list[str], list[int | str]]:
     """KEYS and ARGV of one check, in the layout ``consume.lua`` reads: ``now_ms`` (the caller's clock,
     for quota periods), the time of the window buckets (``window_ms``; None, sent empty: the server's
     ``TIME``), then per policy one argument "kind limit cost enforced a b" (window: a = bucket_ms,
     b = buckets; quota: a = period end), followed by " units bucket" when ``refund`` gives units back to
-    that policy first (``refund.taken_ms`` is a window time: the one the lease was counted at)."""
+    that policy first (``refund.taken_ms`` is a window time: the one the lease was counted at); then
+    ``money``'s arguments (``ratelimit.money``): each charge (" r<units>" when ``refund.charge_units``
+    gives some back), the balance, the spend cap, each with its key."""
     keys: list[str] = []
     args: list[int | str] = [now_ms, "" if window_ms is None else window_ms]
     for i, (policy, cost) in enumerate(zip(policies, costs, strict=True)):
@@ -42,4 +46,17 @@ def script_keys_and_args(
             arg = f"{KIND_QUOTA} {policy.limit} {cost} {policy.enforced:d} {policy.period_end_ms} 0"
             back = f" {refund.units[i]} 0" if refund and refund.units[i] else ""
         args.append(arg + back)
+    if money is not None:
+        for i, (charge, quantity) in enumerate(zip(money.charges, money.quantities, strict=True)):
+            keys.append(charge_key(prefix, partition, charge.name, charge.period_start_ms))
+            units = refund.charge(i) if refund is not None else 0
+            back = f" r{units}" if units else ""
+            args.append(f"{KIND_CHARGE} {quantity} {charge.period_end_ms} {charge.script_arg}{back}")
+        if money.balance_period_start_ms is not None:
+            keys.append(grants_key(prefix, partition))
+            args.append(f"{KIND_BALANCE} {money.balance_period_start_ms}")
+        cap = money.spend_cap
+        if cap is not None:
+            keys.append(spend_key(prefix, partition, cap.period_start_ms))
+            args.append(f"{KIND_CAP} {cap.cap} {cap.hard:d} {cap.period_end_ms}")
     return keys, args

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from tollway.ratelimit.money import MoneyState
 from tollway.ratelimit.policies import Policy, WindowPolicy
 
 NEVER = -1
@@ -51,7 +52,10 @@ class Verdict(NamedTuple):
     violated policy, at least 1 s. ``unsatisfiable``: violated policies whose limit is below the cost,
     so waiting never helps; their retry counts the window width (quota: the period end).
     ``at_ms``: the limiter's time of the decision, the one the window buckets were counted at (Redis: the
-    server's ``TIME``, the clock every process shares; a lease: that time carried forward), in epoch ms."""
+    server's ``TIME``, the clock every process shares; a lease: that time carried forward), in epoch ms.
+    ``money``: the money side of a check that had one (``ratelimit.money``), else None. A check refused
+    for money alone (``money.refused``; no policy violated) has no retry time (0): waiting does not
+    make a balance cover a price; a top-up or the next period does."""
 
     admitted: bool
     states: tuple[PolicyState, ...]
@@ -62,6 +66,7 @@ class Verdict(NamedTuple):
     retry_after_ms: int = 0
     unsatisfiable: tuple[str, ...] = ()
     at_ms: int = 0
+    money: MoneyState | None = None
 
 
 def _ceil_s(ms: int) -> int:
@@ -81,9 +86,11 @@ def build_verdict(
     admitted: bool,
     counted: Sequence[Counted],
     at_ms: int | None = None,
+    money: MoneyState | None = None,
 ) -> Verdict:
-    """Derive the full verdict; raises ValueError if the backend's answer is inconsistent. ``now_ms``: the
-    caller's clock (quota periods); ``at_ms``: the windows' (default ``now_ms``)."""
+    """Derive the full verdict; raises ValueError if the backend's answer is inconsistent (admitted iff no
+    enforced policy is violated and ``money`` refused nothing). ``now_ms``: the caller's clock (quota
+    periods); ``at_ms``: the windows' (default ``now_ms``)."""
     if len(counted) != len(policies):
         raise ValueError(f"expected {len(policies)} policy results, got {len(counted)}")
     states: list[PolicyState] = []
@@ -119,16 +126,18 @@ def build_verdict(
             if raw.retry_ms == NEVER:
                 unsatisfiable.append(policy.name)
             retry_ms = max(retry_ms, _never_ms(policy, now_ms) if raw.retry_ms == NEVER else raw.retry_ms)
-    if admitted == bool(violated):
-        raise ValueError(f"inconsistent verdict: admitted={admitted} with violated={violated}")
+    refused = money is not None and money.refused is not None
+    if admitted == (bool(violated) or refused):
+        raise ValueError(f"inconsistent verdict: admitted={admitted} with violated={violated}, money={money}")
     return Verdict(
         admitted=admitted,
         states=tuple(states),
         violated=tuple(violated),
         soft_exceeded=tuple(soft),
         shadow_exceeded=tuple(shadow),
-        retry_after_s=0 if admitted else max(1, _ceil_s(retry_ms)),
+        retry_after_s=0 if admitted or not violated else max(1, _ceil_s(retry_ms)),
         retry_after_ms=0 if admitted else retry_ms,
         unsatisfiable=tuple(unsatisfiable),
         at_ms=now_ms if at_ms is None else at_ms,
+        money=money,
     )
