@@ -104,9 +104,13 @@ def test_a_balance_for_exactly_100_requests_admits_exactly_100_across_three_proc
         assert problem["type"] == "https://tollway.dev/problems/insufficient-credits"
         assert (problem["status"], problem["balance"], problem["price"], problem["unit"]) == (402, "0", "25", "credits")
         assert problem["usage"] == "/tollway/v1/usage"
-        # Every admit says what is left; the 100 admits saw every balance from 2475 down to 0 once.
-        remaining = sorted(int(b.split('remaining="')[1].split('"')[0]) for b in result.balances)
-        assert remaining == list(range(0, 2500, 25))
+        # Every admit says what is left and what it burned. A request answered from a lease does not see
+        # the other processes' burns since the lease (at most one lease period), so values may repeat
+        # across processes; each is one the balance passed through, and the last admit saw 0.
+        remaining = [int(b.split('remaining="')[1].split('"')[0]) for b in result.balances]
+        assert len(remaining) == 100
+        assert set(remaining) <= set(range(0, 2500, 25))
+        assert 0 in remaining
         assert all('unit="credits", cost="25"' in b for b in result.balances)
     finally:
         client.close()

@@ -91,16 +91,16 @@ def room(policies: Sequence[Policy], costs: Sequence[int], last: Verdict, money:
         most = min(most, spare // cost)
     if money is not None:
         price = flat_price(money)
-        state = last.money
-        if price is None or state is None:
+        told = last.money
+        if price is None or told is None:
             return 0
         if price > 0:
-            balance = state.balance_after
+            balance = told.balance_after
             if balance is not None:
                 most = min(most, balance // LEASE_SHARE // price)
-            if money.spend_cap is not None and state.spent is not None:
+            if money.spend_cap is not None and told.spent is not None:
                 cap = money.spend_cap.cap
-                spent = state.spent + (0 if state.refused else state.price)
+                spent = told.spent + (0 if told.refused else told.price)
                 spare = min(cap - spent - -(-cap // 2), cap // LEASE_SHARE)
                 most = min(most, max(spare, 0) // price)
     return most
