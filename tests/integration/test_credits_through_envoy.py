@@ -13,11 +13,16 @@ import pytest
 import redis
 
 from tests.conftest import EnvoyFactory, TollwayFactory
+from tests.support.chdb_engine import ChdbDatabase
+from tests.support.metering import SpoolLoader
 from tests.support.tollway_cli import create_key, run_cli
+from tollway.cli import credits as credits_cli
+from tollway.cli.main import build_parser
 from tollway.credits.grants import decode_all
 from tollway.credits.units import from_micros
 from tollway.harness.envoy import EnvoyProcess
 from tollway.harness.valkey import ValkeyServer
+from tollway.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -182,3 +187,44 @@ async def _settle(client: "redis.Redis[str]", customer: str, expected: Decimal) 
         await asyncio.sleep(0.05)
         value = balance(client, customer)
     return value
+
+
+def credits_command(valkey: ValkeyServer, db: ChdbDatabase, *argv: str) -> int:
+    """``tollway credits …`` in this process, with the ledger in the test's chdb database (one process may
+    open an embedded ClickHouse path at a time)."""
+    args = build_parser().parse_args(["credits", *argv])
+    settings = Settings(redis_url=valkey.url)  # type: ignore[call-arg]
+    ledger = credits_cli.DirectLedger(db.client, db.name)
+    return asyncio.run(credits_cli.run(args, settings, ledger=ledger))
+
+
+def test_after_the_burst_the_ledger_reconciles_with_redis(
+    valkey_fresh: ValkeyServer,
+    tollway_factory: TollwayFactory,
+    envoy_factory: EnvoyFactory,
+    chdb_db: ChdbDatabase,
+    tmp_path: Path,
+) -> None:
+    """The same race with metering on: every admitted request's burn is its usage row (price_micros), the
+    grant is a ledger entry, and `tollway credits reconcile` finds Redis and the ledger equal."""
+    spool = tmp_path / "spool"
+    env = {"TOLLWAY_CATALOG": str(CATALOG), "TOLLWAY_SPOOL_DIR": str(spool), "TOLLWAY_LOADER": "off"}
+    tollways = [tollway_factory(env) for _ in range(3)]
+    envoy = envoy_factory("http", endpoints={"tollway_http": [t.http_endpoint for t in tollways]})
+    key = subscribe(valkey_fresh, "ledger-co", "prepaid")
+    usage = SpoolLoader(chdb_db, spool)  # migrates the database: the ledger table and the usage prices
+    assert (
+        credits_command(
+            valkey_fresh, chdb_db, "grant", "ledger-co", "2500", "--unit", "credits", "--catalog", str(CATALOG)
+        )
+        == 0
+    )
+    result = burst(envoy, key, 1000)
+    assert result.statuses == Counter({200: 100, 402: 900})
+    usage.drain()
+    rows = usage.row_list("customer_id = 'ledger-co'")
+    burned = [row["price_micros"] for row in rows if row["outcome"] == "admitted"]
+    assert burned == [25_000_000] * 100, "each admitted request's row carries its burn"
+    assert {row["balance_unit"] for row in rows if row["outcome"] == "admitted"} == {"credits"}
+    assert [row["reason"] for row in rows if row["outcome"] == "refused"] == ["insufficient-credits"] * 900
+    assert credits_command(valkey_fresh, chdb_db, "reconcile", "--customer", "ledger-co") == 0
