@@ -13,8 +13,8 @@ from tollway.bench import billing_throughput, loader_throughput, metering_stats,
 from tollway.bench.errors import BenchError
 from tollway.harness import envoy_config
 
-ROWS = ("A", "B", "H", "C", "Cg", "D", "F", "E")
-RATIOS = ("C/H", "Cg/B", "D/H", "D/C", "E/D", "F/D", "C/A", "H/A", "B/A", "E/A")
+ROWS = ("A", "B", "H", "C", "Cg", "D", "G", "F", "E")
+RATIOS = ("C/H", "Cg/B", "D/H", "D/C", "E/D", "F/D", "G/D", "C/A", "H/A", "B/A", "E/A")
 REDIS_RATES = {"round_trips_per_admitted_request", "checks_per_round_trip", "checks_per_admitted_request"}
 LOADER_ROWS = 3000
 BILLING_ROWS = 20_000
@@ -74,7 +74,9 @@ def test_bench_runs_every_row_and_writes_the_results(tmp_path: Path) -> None:
             assert set(row["authz_threads_us_per_request"]) == {"main", "other"}
         if key != "E":
             assert row["metering"] is None
-    for key in ("C", "Cg", "D", "F", "E"):
+    money = results["rows"]["G"]["rounds"][0]["money"]
+    assert money["burned_micros"] == money["admitted_requests"] * money["price_micros"] > 0
+    for key in ("C", "Cg", "D", "G", "F", "E"):
         metering_process = {"metering"} if key == "E" else set()  # `tollway meter` beside `tollway serve`
         assert set(results["rows"][key]["cpu_us_per_request"]) == {"envoy", "authz", "valkey"} | metering_process
         assert set(results["rows"][key]["redis"]) == REDIS_RATES
@@ -161,6 +163,8 @@ def test_bench_runs_every_row_and_writes_the_results(tmp_path: Path) -> None:
     assert isinstance(results["targets"]["E/D"]["met"], bool)
     assert results["targets"]["F/D"]["min"] == 0.95
     assert isinstance(results["targets"]["F/D"]["met"], bool)
+    assert results["targets"]["G/D"]["min"] == 0.90
+    assert isinstance(results["targets"]["G/D"]["met"], bool)
 
     # Row F: row D with a bearer token; every admitted request still counted by the limiter.
     f_round = results["rows"]["F"]["rounds"][0]

@@ -23,6 +23,7 @@ from tollway.credits.units import from_micros
 from tollway.harness.envoy import EnvoyProcess
 from tollway.harness.valkey import ValkeyServer
 from tollway.settings import Settings
+from tollway.warehouse.migrations import Migrator
 
 pytestmark = pytest.mark.integration
 
@@ -76,11 +77,16 @@ def subscribe(valkey: ValkeyServer, customer: str, plan: str) -> str:
     return key
 
 
-def grant(valkey: ValkeyServer, customer: str, amount: str, unit: str) -> None:
-    done = run_cli(
-        valkey.url, "credits", "grant", customer, amount, "--unit", unit, "--catalog", str(CATALOG), "--json"
-    )
-    assert done.code == 0, done.stderr
+@pytest.fixture
+def ledger(chdb_db: ChdbDatabase) -> ChdbDatabase:
+    """The test's embedded ClickHouse, migrated: where grants write their ledger entries."""
+    Migrator(chdb_db.client, chdb_db.name).migrate()
+    return chdb_db
+
+
+def grant(valkey: ValkeyServer, db: ChdbDatabase, customer: str, amount: str, unit: str) -> None:
+    """``tollway credits grant`` (in this process: one process may open an embedded ClickHouse at a time)."""
+    assert credits_command(valkey, db, "grant", customer, amount, "--unit", unit, "--catalog", str(CATALOG)) == 0
 
 
 def balance(client: "redis.Redis[str]", customer: str) -> Decimal:
@@ -95,11 +101,11 @@ def start(tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory, processe
 
 
 def test_a_balance_for_exactly_100_requests_admits_exactly_100_across_three_processes(
-    valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory
+    valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory, ledger: ChdbDatabase
 ) -> None:
     envoy = start(tollway_factory, envoy_factory, processes=3)
     key = subscribe(valkey_fresh, "prepaid-co", "prepaid")
-    grant(valkey_fresh, "prepaid-co", "2500", "credits")  # 100 requests at 25 credits
+    grant(valkey_fresh, ledger, "prepaid-co", "2500", "credits")  # 100 requests at 25 credits
     client: redis.Redis[str] = redis.Redis.from_url(valkey_fresh.url, decode_responses=True)
     try:
         result = burst(envoy, key, 1000)
@@ -122,11 +128,11 @@ def test_a_balance_for_exactly_100_requests_admits_exactly_100_across_three_proc
 
 
 def test_a_burst_across_a_tier_boundary_burns_each_side_at_its_price(
-    valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory
+    valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory, ledger: ChdbDatabase
 ) -> None:
     envoy = start(tollway_factory, envoy_factory, processes=3)
     key = subscribe(valkey_fresh, "tiers-co", "prepaid-tiers")
-    grant(valkey_fresh, "tiers-co", "10.00", "USD")
+    grant(valkey_fresh, ledger, "tiers-co", "10.00", "USD")
     client: redis.Redis[str] = redis.Redis.from_url(valkey_fresh.url, decode_responses=True)
     try:
         result = burst(envoy, key, 400)
@@ -160,11 +166,11 @@ def test_a_postpaid_spend_cap_refuses_the_request_that_would_cross_it(
 
 
 def test_a_busy_prepaid_customer_burns_exactly_what_leases_handed_out(
-    valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory
+    valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory, ledger: ChdbDatabase
 ) -> None:
     envoy = start(tollway_factory, envoy_factory, processes=2)
     key = subscribe(valkey_fresh, "busy-co", "busy-prepaid")
-    grant(valkey_fresh, "busy-co", "1000.00", "USD")
+    grant(valkey_fresh, ledger, "busy-co", "1000.00", "USD")
     client: redis.Redis[str] = redis.Redis.from_url(valkey_fresh.url, decode_responses=True)
     try:
         before = int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))

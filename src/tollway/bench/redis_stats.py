@@ -79,7 +79,7 @@ class RedisSampler:
             raise BenchError(f"INFO from Valkey failed: {exc}") from exc
         evalsha = info.get("cmdstat_evalsha", {})
         try:
-            keys = list(self._client.scan_iter(match="*q:{*", count=1000))
+            keys = list(self._client.scan_iter(match="*:q:{*", count=1000))  # not row G's cq: counters
             units = sum(int(v) for v in self._client.mget(keys) if v is not None) if keys else 0
         except (RedisError, ValueError) as exc:
             raise BenchError(f"reading the quota counters from Valkey failed: {exc}") from exc
@@ -88,6 +88,18 @@ class RedisSampler:
             evalsha_calls=int(evalsha.get("calls", 0)) if isinstance(evalsha, dict) else 0,
             quota_units=units,
         )
+
+    def prepaid_balance_micros(self) -> int:
+        """Σ remaining over every grant of every customer (row G), in micro-units."""
+        try:
+            total = 0
+            for key in self._client.scan_iter(match="*:cr:{*", count=1000):
+                for value in self._client.hvals(key):
+                    text = value.decode("ascii") if isinstance(value, bytes) else str(value)
+                    total += int(text.split(" ", 1)[0])
+            return total
+        except (RedisError, ValueError) as exc:
+            raise BenchError(f"reading the prepaid balances from Valkey failed: {exc}") from exc
 
     def open(self) -> RedisSampler:
         try:

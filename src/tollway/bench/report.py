@@ -23,12 +23,13 @@ RATIOS: Final = (
     ("D", "C"),
     ("E", "D"),
     ("F", "D"),
+    ("G", "D"),
     ("C", "A"),
     ("H", "A"),
     ("B", "A"),
     ("E", "A"),
 )
-TARGETS: Final = {"C/H": 0.85, "Cg/B": 0.90, "D/H": 0.60, "E/D": 0.90, "F/D": 0.95}
+TARGETS: Final = {"C/H": 0.85, "Cg/B": 0.90, "D/H": 0.60, "E/D": 0.90, "F/D": 0.95, "G/D": 0.90}
 LIMITER_ROW: Final = "D"
 METERING_ROW: Final = "E"
 METERING_BASELINE: Final = "D"
@@ -98,6 +99,7 @@ def _round_json(measurement: Measurement) -> Json:
         "ext_authz_checks": measurement.ext_authz,
         "redis": _redis_json(measurement.redis),
         "metering": _metering_json(measurement.metering),
+        "money": measurement.money,
     }
 
 
@@ -355,6 +357,15 @@ def render(results: Json) -> str:
             continue
         value = results["ratios"].get(name)
         lines.append(f"{name} target ≥ {target['min']:.2f}: {_verdict(target['met'])} ({_num(value, '.3f')})")
+    for key, data in results["rows"].items():
+        burns = [r["money"] for r in data.get("rounds", ()) if r.get("money")]
+        if burns:
+            last = burns[-1]
+            lines += [
+                "",
+                f"Row {key}: the balance burned in Valkey equals admitted requests × price in every round "
+                f"(last: {last['admitted_requests']:,} × {last['price_micros']} = {last['burned_micros']:,} micro-USD)",
+            ]
     limiter = results.get("limiter")
     if limiter is not None:
         lines += ["", *render_limiter(limiter)]

@@ -13,6 +13,7 @@ interleaved (A B H C Cg D F E, A B H C Cg D F E, ...) so slow drift on the machi
 from __future__ import annotations
 
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ from typing import Final
 
 from tollway.bench import cpu, metering_stats, redis_stats, wrk
 from tollway.bench.errors import BenchError
-from tollway.bench.scenarios import Header, Scenario, Stack
+from tollway.bench.scenarios import PREPAID_GRANT_MICROS, Header, Scenario, Stack
 from tollway.harness.errors import HarnessError
 from tollway.harness.processes import LogSource
 
@@ -63,6 +64,8 @@ class Measurement:
     """The authorization server's CPU split into ``main`` (its event loop thread) and ``other`` threads."""
     metering: metering_stats.MeteringUsage | None = None
     """What Tollway metered (row E); None for rows without metering."""
+    money: dict[str, int] | None = None
+    """Row G: admitted requests (all time), the price and the balance burned (checked equal)."""
 
 
 def probe_response(url: str, headers: Sequence[Header]) -> tuple[int, frozenset[str]]:
@@ -232,6 +235,7 @@ def measure(stack: Stack, scenario: Scenario, options: Options, script: Path) ->
                 f"{scenario.key}: Valkey's quota counters consumed {usage.quota_units} units for "
                 f"{usage.admitted} admitted requests: the limiter is not in the path"
             )
+    money = _burned(stack, scenario.key) if stack.price_micros else None
     metered = None
     if sample_metering is not None and metering_before is not None and metering_at_end is not None:
         metered = _metering(stack, scenario.key, sample_metering, metering_before, metering_at_end, result.requests)
@@ -243,7 +247,33 @@ def measure(stack: Stack, scenario: Scenario, options: Options, script: Path) ->
         redis=usage,
         authz_threads_us_per_request=_thread_split(threads_before, threads_after, result.requests),
         metering=metered,
+        money=money,
     )
+
+
+_LEASES_ENDED_S: Final = 0.5
+"""Long enough for every capacity lease to end and give back its unused units (lease ≤ 100 ms, swept
+every 50 ms)."""
+
+
+def _burned(stack: Stack, key: str) -> dict[str, int]:
+    """Row G: once the leases have given back what they did not hand out, the balance burned in Valkey
+    must be exactly every admitted request (the quota counters, warm-up included) × the price."""
+    assert stack.redis_url is not None
+    time.sleep(_LEASES_ENDED_S)
+    sampler = redis_stats.RedisSampler(stack.redis_url).open()
+    try:
+        admitted = sampler.sample().quota_units
+        balance = sampler.prepaid_balance_micros()
+    finally:
+        sampler.close()
+    burned = PREPAID_GRANT_MICROS - balance
+    if burned != admitted * stack.price_micros:
+        raise BenchError(
+            f"{key}: Valkey burned {burned} micro-units of the balance for {admitted} admitted requests at "
+            f"{stack.price_micros} each ({admitted * stack.price_micros}): the burn is not exact"
+        )
+    return {"admitted_requests": admitted, "price_micros": stack.price_micros, "burned_micros": burned}
 
 
 def _with_logs(error: Exception, logs: Sequence[LogSource]) -> BenchError:

@@ -46,6 +46,10 @@ ENVOY_CONCURRENCY: Final = 2
 _CLI_TIMEOUT_S: Final = 30.0
 BENCH_CATALOG: Final = Path(__file__).with_name("catalog.yaml")
 BENCH_PLAN: Final = "bench"
+PREPAID_PLAN: Final = "bench-prepaid"  # row G
+PREPAID_PRICE_MICROS: Final = 100  # 0.0001 USD per request (the bench catalog's bench-prepaid plan)
+PREPAID_GRANT: Final = "1000000000"  # USD: a balance no run can exhaust
+PREPAID_GRANT_MICROS: Final = 10**15
 BENCH_CUSTOMER: Final = "bench"
 _CLUSTER_FOR_VARIANT: Final = {"http": "tollway_http", "grpc": "tollway_grpc"}
 METERING_CLUSTER: Final = "tollway_metering"
@@ -66,6 +70,9 @@ class Stack:
     checks_limits: bool = False
     """True when every admitted request costs one limiter check (stage 2): an admitted probe must carry
     the RateLimit headers, and Valkey must count about one EVALSHA per admitted request."""
+    price_micros: int = 0
+    """Row G: what each admitted request burns from the prepaid balance (micro-units of USD); after the
+    run, the balance burned in Valkey must equal the admitted requests (the quota counters) × this."""
     redis_url: str | None = None
     """The Valkey behind the authorization server, sampled around the window (round trips, checks)."""
     health_url: str | None = None
@@ -162,10 +169,10 @@ def start_noop_http(stack: ExitStack, work_dir: Path) -> Stack:
     return _start_noop(stack, work_dir, "H", "http", "tollway.bench.noop_http")
 
 
-def _tollway_cli(redis_url: str, pepper: str, *args: str) -> str:
-    """Run ``python -m tollway <args>`` against ``redis_url``; return its stdout (which may hold a secret:
-    never echoed, and neither is argv)."""
-    env = {**os.environ, "TOLLWAY_REDIS_URL": redis_url, "TOLLWAY_PEPPER": pepper}
+def _tollway_cli(redis_url: str, pepper: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run ``python -m tollway <args>`` against ``redis_url`` (``env``: more settings); return its stdout
+    (which may hold a secret: never echoed, and neither is argv)."""
+    env = {**os.environ, "TOLLWAY_REDIS_URL": redis_url, "TOLLWAY_PEPPER": pepper, **(env or {})}
     what = f"`tollway {' '.join(args[:2])}`"
     try:
         completed = subprocess.run(
@@ -201,6 +208,14 @@ def subscribe(redis_url: str, pepper: str, customer: str, plan: str, catalog: Pa
     _tollway_cli(redis_url, pepper, *args)
 
 
+def fund(redis_url: str, pepper: str, work_dir: Path, key: str) -> None:
+    """Row G's balance: one grant the run cannot exhaust (its ledger entry goes to a throwaway embedded
+    ClickHouse in the work directory)."""
+    ledger = Path(tempfile.mkdtemp(prefix=f"ledger-{key}-", dir=work_dir)).resolve()
+    args = ("credits", "grant", BENCH_CUSTOMER, PREPAID_GRANT, "--unit", "USD", "--catalog", str(BENCH_CATALOG))
+    _tollway_cli(redis_url, pepper, *args, env={"TOLLWAY_CLICKHOUSE_DSN": f"chdb://{ledger / 'chdb'}"})
+
+
 def metering_env(work_dir: Path, key: str) -> dict[str, str]:
     """Stage 3 for one run: a fresh spool and a fresh embedded ClickHouse (one chdb path per process) in
     the work directory, loaded by the loader inside ``tollway serve``."""
@@ -222,6 +237,7 @@ def _start_tollway(
     entitled: bool = False,
     metered: bool = False,
     token: bool = False,
+    prepaid: bool = False,
 ) -> Stack:
     """Valkey, ``tollway serve`` and Envoy; ``entitled`` adds stage 2 (the bench catalog and a subscription),
     ``metered`` stage 3 (spool, loader into chdb, Envoy's access log to Tollway's metering port), ``token``
@@ -251,7 +267,9 @@ def _start_tollway(
     tollway.start()
     api_key = create_key(valkey.url, pepper)
     if entitled:
-        subscribe(valkey.url, pepper, BENCH_CUSTOMER, BENCH_PLAN, BENCH_CATALOG)
+        subscribe(valkey.url, pepper, BENCH_CUSTOMER, PREPAID_PLAN if prepaid else BENCH_PLAN, BENCH_CATALOG)
+    if prepaid:
+        fund(valkey.url, pepper, work_dir, key)
     authz = tollway.http_endpoint if variant == "http" else tollway.grpc_endpoint
     metering = meter.metering_endpoint if meter is not None else None
     envoy = _envoy(stack, work_dir, f"envoy-{key}", variant, authz, metering)
@@ -267,6 +285,7 @@ def _start_tollway(
         headers=(("Authorization", f"Bearer {bearer or api_key}"),),
         needs_credential=True,
         checks_limits=entitled,
+        price_micros=PREPAID_PRICE_MICROS if prepaid else 0,
         redis_url=valkey.url,
         health_url=f"http://{LOOPBACK}:{meter.admin_port}/healthz" if meter is not None else None,
     )
@@ -288,6 +307,10 @@ def start_tollway_token(stack: ExitStack, work_dir: Path) -> Stack:
     return _start_tollway(stack, work_dir, "F", "http", entitled=True, token=True)
 
 
+def start_tollway_prepaid(stack: ExitStack, work_dir: Path) -> Stack:
+    return _start_tollway(stack, work_dir, "G", "http", entitled=True, prepaid=True)
+
+
 def start_tollway_metered(stack: ExitStack, work_dir: Path) -> Stack:
     return _start_tollway(stack, work_dir, "E", "http", entitled=True, metered=True)
 
@@ -302,6 +325,11 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "D",
         "Envoy + HTTP ext_authz -> tollway serve, API key + plan: route, 2 rate limits, monthly quota (Valkey)",
         start_tollway_entitled,
+    ),
+    Scenario(
+        "G",
+        "D with its plan prepaid: 0.0001 USD per request burned from a balance in the same script call",
+        start_tollway_prepaid,
     ),
     Scenario(
         "F",
