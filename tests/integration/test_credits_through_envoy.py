@@ -234,3 +234,23 @@ def test_after_the_burst_the_ledger_reconciles_with_redis(
     assert {row["balance_unit"] for row in rows if row["outcome"] == "admitted"} == {"credits"}
     assert [row["reason"] for row in rows if row["outcome"] == "refused"] == ["insufficient-credits"] * 900
     assert credits_command(valkey_fresh, chdb_db, "reconcile", "--customer", "ledger-co") == 0
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_both_ext_authz_protocols_tell_the_balance_and_refuse_with_402(
+    protocol: str,
+    valkey_fresh: ValkeyServer,
+    tollway_factory: TollwayFactory,
+    envoy_factory: EnvoyFactory,
+    ledger: ChdbDatabase,
+) -> None:
+    tollway = tollway_factory({"TOLLWAY_CATALOG": str(CATALOG)})
+    endpoint = tollway.http_endpoint if protocol == "http" else tollway.grpc_endpoint
+    envoy = envoy_factory(protocol, endpoints={f"tollway_{protocol}": [endpoint]})
+    key = subscribe(valkey_fresh, "proto-co", "prepaid")
+    grant(valkey_fresh, ledger, "proto-co", "125", "credits")  # 5 requests
+    result = burst(envoy, key, 8, connections=1)  # one after another: each admit sees the one before
+    assert result.statuses == Counter({200: 5, 402: 3})
+    assert result.balances == [f'remaining="{left}", unit="credits", cost="25"' for left in (100, 75, 50, 25, 0)]
+    assert {p["type"] for p in result.problems} == {"https://tollway.dev/problems/insufficient-credits"}
+    assert {(p["balance"], p["price"]) for p in result.problems} == {("0", "25")}
