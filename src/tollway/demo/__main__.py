@@ -54,7 +54,8 @@ PREPAID: Final = "hooli"  # prepaid credits on the payg plan, burned at the gate
 PLAN: Final = "free"
 BURST_POLICY: Final = "burst"  # the free plan's per-second limit (5 per second)
 BURST_MAX_REQUESTS: Final = 12
-_SHOWN_HEADERS: Final = ("retry-after", "ratelimit-policy", "ratelimit", "tollway-balance")
+_SHOWN_HEADERS: Final = ("retry-after", "ratelimit-policy", "ratelimit")
+_BALANCE_FIELD: Final = "tollway-balance"  # on admits of prepaid plans
 _LABEL_WIDTH: Final = 44
 
 
@@ -102,7 +103,7 @@ def call(url: str, headers: dict[str, str], method: str = "GET") -> Answer:
         body = json.loads(raw) if raw else {}
     except ValueError:
         body = {"text": raw.decode("utf-8", "replace")}
-    shown = {name: received[name] for name in _SHOWN_HEADERS if received.get(name) is not None}
+    shown = {name: received[name] for name in (*_SHOWN_HEADERS, _BALANCE_FIELD) if received.get(name) is not None}
     return Answer(status, body if isinstance(body, dict) else {"value": body}, shown)
 
 
@@ -232,10 +233,10 @@ def prepaid(base_url: str, env: dict[str, str], catalog: Path, key: str) -> int:
             answer = call(base_url + "/v1/items/7", headers)
             SENT.append(answer.status)
             wrong = answer.status != status or (problem and answer.problem != problem)
-            wrong = wrong or (status == 200 and "tollway-balance" not in answer.headers)
+            wrong = wrong or (status == 200 and _BALANCE_FIELD not in answer.headers)
             failures += bool(wrong)
             told = (
-                f"Tollway-Balance: {answer.headers.get('tollway-balance')}"
+                f"Tollway-Balance: {answer.headers.get(_BALANCE_FIELD)}"
                 if answer.status == 200
                 else f"{answer.body.get('title')} ({answer.problem}): balance {answer.body.get('balance')}, "
                 f"price {answer.body.get('price')} {answer.body.get('unit')}"
