@@ -39,6 +39,7 @@ ALL = [
     "0005_invoice_lines_tombstones",
     "0006_usage_row_ids",
     "0007_credit_ledger",
+    "0008_usage_prices",
 ]
 
 
@@ -261,6 +262,8 @@ USAGE_COLUMNS = [
     ("meters", "Map(LowCardinality(String), Decimal(38, 9))", ""),
     ("version", "UInt8", ""),
     ("loaded_at", "DateTime64(3, 'UTC')", "now64(3)"),
+    ("price_micros", "Int64", "0"),
+    ("balance_unit", "LowCardinality(String)", "''"),
 ]
 
 
@@ -513,7 +516,7 @@ def cluster_statements(database: str) -> list[str]:
 
 def test_cluster_ddl_parses(chdb_client: Any) -> None:
     statements = cluster_statements("tollway")
-    assert len(statements) == 27
+    assert len(statements) == 32
     for statement in statements:
         formatted = chdb_client.query("SELECT formatQuery({q:String})", parameters={"q": statement}).result_rows
         # An INSERT has no ON CLUSTER: it goes through a Distributed table to every shard.

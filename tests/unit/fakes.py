@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from tollway.auth.errors import CredentialStoreUnavailable
 from tollway.auth.records import KeyRecord
 from tollway.ratelimit import LimiterUnavailable, MemoryLimiter, Policy, Verdict
+from tollway.ratelimit.money import Money
 from tollway.ratelimit.refunds import Refund
 
 
@@ -76,10 +77,13 @@ class StallingLimiter:
         cost: int | Sequence[int],
         now_ms: int,
         refund: Refund | None = None,
+        money: Money | None = None,
     ) -> Verdict:
         await self._stall()
-        return await self.memory.consume(partition, policies, cost, now_ms, refund)
+        return await self.memory.consume(partition, policies, cost, now_ms, refund, money)
 
-    async def refund(self, partition: str, policies: Sequence[Policy], refund: Refund, now_ms: int) -> None:
+    async def refund(
+        self, partition: str, policies: Sequence[Policy], refund: Refund, now_ms: int, money: Money | None = None
+    ) -> None:
         await self._stall()
-        await self.memory.refund(partition, policies, refund, now_ms)
+        await self.memory.refund(partition, policies, refund, now_ms, money)

@@ -25,9 +25,15 @@ def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out.splitlines()
     digest = load_compiled_catalog(catalog).digest
     assert out[0] == (
-        f"{catalog}: ok — catalog acme-data-api version 2026-11-25.1, 3 plans, 5 features, digest {digest}"
+        f"{catalog}: ok — catalog acme-data-api version 2026-11-25.1, 4 plans, 5 features, digest {digest}"
     )
-    assert out[1].endswith(digest)
+    assert out[1:4] == [
+        "  plan payg: prepaid in credits (worth 0.01 USD each)",
+        "    burns in real time:",
+        "      calls (per_unit): requests, 1 per request",
+    ]
+    assert out[4].startswith(str(ROOT / "plans" / "configmap.yaml"))
+    assert out[4].endswith(digest)
 
 
 def test_validate_reports_every_issue_and_fails(capsys: pytest.CaptureFixture[str]) -> None:

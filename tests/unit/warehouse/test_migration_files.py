@@ -25,6 +25,7 @@ def test_bundled_migrations_are_the_clickhouse_directory() -> None:
         "0005_invoice_lines_tombstones",
         "0006_usage_row_ids",
         "0007_credit_ledger",
+        "0008_usage_prices",
     ]
     for path in sorted(SOURCE.glob("*.sql")):
         migration = bundled[path.stem]
