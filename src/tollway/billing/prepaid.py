@@ -34,7 +34,7 @@ from tollway.billing.aggregate import format_instant
 from tollway.billing.charges import price_charge
 from tollway.billing.money import exact, format_amount, format_decimal, round_line
 from tollway.billing.rating import InvoiceDraft, InvoiceLine
-from tollway.credits.units import BalanceUnit, from_micros
+from tollway.credits.units import BalanceUnit, from_micros, to_micros
 from tollway.plans.pricing import Pricing
 from tollway.plans.realtime import PlanMoney
 from tollway.warehouse.connection import check_identifier, query_rows
@@ -247,7 +247,12 @@ def ledger_moves(client: Any, database: str, customer_id: str) -> list[Move]:
         "FROM {db:Identifier}.credit_ledger FINAL WHERE customer_id = {customer:String} ORDER BY entry_id",
         {"db": check_identifier(database), "customer": customer_id},
     )
-    return [Move(int(r[0]), str(r[1]), str(r[2]), Decimal(str(r[3])), str(r[4]), str(r[5])) for r in rows]
+    return [Move(int(r[0]), str(r[1]), str(r[2]), _exact(str(r[3])), str(r[4]), str(r[5])) for r in rows]
+
+
+def _exact(text: str) -> Decimal:
+    """A ledger amount (6 places) normalised: ``2500.000000`` → ``2500``."""
+    return from_micros(to_micros(Decimal(text)))
 
 
 def burned_micros(
