@@ -2,15 +2,18 @@
 what the limiter burned, credits applied pay them from the balance, a hard spend cap bounds them, and the
 balance section adds up from the ledger's entries and the burns."""
 
+import re
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tollway.billing.charges import price_charge
+from tollway.billing.money import format_amount
 from tollway.billing.prepaid import (
     CREDITS_LINE,
     SPEND_CAP_LINE,
@@ -278,3 +281,43 @@ def test_the_balance_section_is_rendered_escaped() -> None:
     assert "&lt;script&gt;" in page
     assert "<script>" not in page
     assert '<td class="num">10</td><td class="num">0.10</td>' in page
+
+
+DOC = Path(__file__).parents[3] / "docs" / "billing.md"
+DOC_HEADER = 'apiVersion: tollway.dev/v1\nkind: PlanCatalog\nmetadata: {name: doc, version: "1"}\n'
+
+
+def doc_tables(section: str) -> dict[str, list[list[str]]]:
+    """The section's tables by the title of their first column (header and separator dropped)."""
+    tables: dict[str, list[list[str]]] = {}
+    for block in re.split(r"\n\s*\n", section):
+        lines = [line for line in block.strip().splitlines() if line.startswith("|")]
+        if len(lines) > 2:
+            rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
+            tables[rows[0][0]] = rows[2:]
+    return tables
+
+
+def test_the_documented_prepaid_example() -> None:
+    section = DOC.read_text().split("## Prepaid plans\n", 1)[1].split("\n## ", 1)[0]
+    marker = re.search(r"<!-- prepaid-example: (.+?) -->", section)
+    assert marker is not None
+    usage = dict(item.split("=") for item in marker.group(1).split())
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    cat = load_catalog_text(DOC_HEADER + example, "billing.md")
+    money = compile_plan_money("starter", cat.plans["starter"], cat)
+    assert money is not None
+    pricing = cat.plans["starter"].pricing
+    assert pricing is not None
+    burned, _ = burn(money, [("api", 1)] * int(usage["requests"]))
+    quantities = {meter: Decimal(quantity) for meter, quantity in usage.items()}
+    draft = settle(rate("starter", pricing, quantities), pricing, money, burned)
+    tables = doc_tables(section)
+    shown = [(line.charge_id, format_amount(line.amount, "USD")) for line in draft.lines]
+    assert [*shown, ("total", format_amount(draft.total, "USD"))] == [tuple(row) for row in tables["line"]]
+    moves = [
+        Move(ms(f"{at} 00:00:00"), kind, grant, Decimal(amount), "credits") for at, kind, grant, amount in tables["at"]
+    ]
+    balance = period_balance(money.unit, moves, 0, burned, START, END).as_dict()
+    rows = [[row["kind"], row["amount"], row["amount_currency"]] for row in balance["lines"]]
+    assert rows == tables["row"]
