@@ -307,3 +307,31 @@ def test_the_command_bills_a_prepaid_customer(valkey_fresh: ValkeyServer, tmp_pa
     document = json.loads((tmp_path / line[-1]).with_suffix(".json").read_text())
     first = document["balance"]["lines"][0]
     assert (first["kind"], first["amount"]) == ("balance_start", "5317")
+
+
+def test_late_usage_that_burned_adds_only_what_settles_at_invoice(
+    prepaid_db: ChdbDatabase, valkey_fresh: ValkeyServer
+) -> None:
+    client, database = prepaid_db
+    catalog = load_catalog_text(CATALOG, "prepaid.yaml")
+    subscriptions = subscribe(valkey_fresh, SUBSCRIPTIONS)
+    october = by_customer(bill(client, database, catalog, subscriptions, "2026-10", now=NOW, finalize=True))
+    assert october["acme"]["total"] == "10.60"
+    # late rows for October: acme's 61st request (burned: calls 25 + extra 7 credits); and 'open'
+    # (already at its cap) 5 more unchecked requests
+    money = money_of("prepaid")
+    sixty = [("read", 1)] * 50 + [("search", 5)] * 10
+    price = burn(money, [*sixty, ("read", 1)])[0] - burn(money, sixty)[0]
+    assert price == 32_000_000
+    late = [row("late1", "2026-10-31 20:00:00.000", "acme", "prepaid", "read", price, "credits")]
+    late += [row(f"late-open{n}", "2026-10-31 20:00:00.000", "open", "capped", "read", 0, "") for n in range(5)]
+    insert_json_rows(client, database, "usage", b"".join(late))
+    november = by_customer(bill(client, database, catalog, subscriptions, "2026-11", now=NOW))
+    adjustments = {
+        customer: [(line["charge_id"], line["amount"]) for line in document["lines"] if line["kind"] == "adjustment"]
+        for customer, document in november.items()
+    }
+    # acme: only the volume charge (settled at invoice) grows: 61 x 0.01 - 60 x 0.01; open: still at its
+    # cap (the adjustment claims the 5 requests for 0.00)
+    assert adjustments == {"acme": [("late_usage", "0.01")], "capped": [], "open": [("late_usage", "0.00")]}
+    assert november["acme"]["balance"]["start"] == "3538"  # 3570 - 32, the late burn

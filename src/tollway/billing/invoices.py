@@ -29,7 +29,9 @@ the period's quantities are summed again and compared with what was billed so fa
 one finalized invoice, whatever order periods are billed and finalized in. Any difference is priced as
 the difference of the two totals under the plan's current pricing (same fraction and period index), so
 tiers, minimums and discounts are respected and nothing is rounded twice; the line's *billed* figure
-is what was actually invoiced (the stored lines plus the finalized adjustments), never a re-pricing.
+is what was actually invoiced (the stored lines plus the finalized adjustments), never a re-pricing. Both totals of
+a prepaid or spend-capped plan are settled (``prepaid.settle``) with the period's burns as they are now,
+so late usage that burned in real time adds only what settles at invoice, and a hard cap still holds.
 
 **Finalizing** (``finalize_refusal``): a period is finalized only once it has ended (unless forced)
 and while no earlier period of the customer is still a draft.
@@ -571,6 +573,12 @@ def late_usage(
             context = PeriodContext(Decimal(str(part["fraction"])), index)
             old = rate(plan_id, pricing, billed, context)
             new = rate(plan_id, pricing, usage.quantities, context)
+            money = plan_money(catalog, plan_id)
+            if money is not None:  # what burned in real time was paid by the balance, then and now
+                burned = 0
+                if money.prepaid:
+                    (burned,) = burned_micros(client, database, customer_id, money.unit.code, [(start, end)])
+                old, new = settle(old, pricing, money, burned), settle(new, pricing, money, burned)
             adjustments.append(
                 Adjustment(
                     str(invoice["invoice_id"]),
