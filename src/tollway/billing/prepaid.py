@@ -34,6 +34,7 @@ from tollway.billing.aggregate import format_instant
 from tollway.billing.charges import price_charge
 from tollway.billing.money import exact, format_amount, format_decimal, round_line
 from tollway.billing.rating import InvoiceDraft, InvoiceLine
+from tollway.credits.ledger import NOT_SUMMED
 from tollway.credits.units import BalanceUnit, from_micros, to_micros
 from tollway.plans.pricing import Pricing
 from tollway.plans.realtime import PlanMoney
@@ -210,14 +211,17 @@ def _instant(ms: int) -> datetime:
 def period_balance(
     unit: BalanceUnit, moves: Sequence[Move], burned_before: int, burned_in: int, start_ms: int, end_ms: int
 ) -> PeriodBalance:
-    """The balance section from the ledger's entries (entries of another unit and ``burn`` entries are left
-    out: burns are the usage rows' ``price_micros``, ``burned_before`` before the period and ``burned_in``
-    in it, micro-units). Rollover cuts at the period's start belong to the period (the balance at its start
-    is before them). Top-ups, voids, expiries and rollover cuts are one line each (per grant, in time order);
-    returns and adjustments, one line each."""
+    """The balance section from the ledger's entries. Left out: entries of another unit, and the kinds
+    reconcile leaves out (``ledger.NOT_SUMMED``: burns are the usage rows' ``price_micros``,
+    ``burned_before`` before the period and ``burned_in`` in it, micro-units). Rollover cuts at the
+    period's start belong to the period (the balance at its start is before them). Top-ups, voids,
+    expiries and rollover cuts are one line each (per grant, in time order); returns and adjustments,
+    one line each. So ``end`` is the live balance whenever reconcile is clean."""
     before = Decimal(0)
     lines: list[BalanceLine] = []
-    mine = sorted((m for m in moves if m.unit == unit.code and m.kind != "burn"), key=lambda m: (m.ts_ms, m.grant_id))
+    mine = sorted(
+        (m for m in moves if m.unit == unit.code and m.kind not in NOT_SUMMED), key=lambda m: (m.ts_ms, m.grant_id)
+    )
     with exact():
         for move in mine:
             if move.ts_ms < start_ms:
