@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from tests.integration.test_bill import cli_env, subscribe, tollway
+from tests.integration.test_credits import Cli, insert_burns
+from tests.integration.test_credits import burn as burn_grant
 from tests.support.chdb_engine import ChdbDatabase
 from tests.support.usage_rows import ms
 from tests.unit.billing.test_prepaid import CATALOG, burn, money_of
@@ -335,3 +337,42 @@ def test_late_usage_that_burned_adds_only_what_settles_at_invoice(
     # cap (the adjustment claims the 5 requests for 0.00)
     assert adjustments == {"acme": [("late_usage", "0.01")], "capped": [], "open": [("late_usage", "0.00")]}
     assert november["acme"]["balance"]["start"] == "3538"  # 3570 - 32, the late burn
+
+
+@pytest.fixture
+def credits_cli(valkey_fresh: ValkeyServer, chdb_db: ChdbDatabase, capsys: pytest.CaptureFixture[str]) -> Cli:
+    client, database = chdb_db
+    Migrator(client, database).migrate()
+    subscribe(valkey_fresh, [Subscription.new("acme", "prepaid-usd", datetime(2026, 1, 1, tzinfo=UTC))])
+    return Cli(valkey_fresh, chdb_db, capsys)
+
+
+def test_the_balance_at_the_period_end_is_the_live_balance_reconcile_checks(credits_cli: Cli) -> None:
+    cli = credits_cli
+    cli.ok("grant", "acme", "10", "--unit", "USD", "--id", "a", "--reason", "top-up")
+    cli.ok("grant", "acme", "5", "--unit", "USD", "--id", "b")
+    burn_grant(cli.valkey, "acme", "a", 30 * 100)  # 30 requests at 0.0001 USD, as the limiter burns them
+    insert_burns(cli.db, "acme", [100] * 30)  # type: ignore[arg-type]
+    cli.ok("void", "acme", "b")
+    assert cli("reconcile").code == 0
+    assert cli.ok("balance", "acme").out.strip() == "acme: 9.997 USD"
+    client, database = cli.db  # type: ignore[misc]
+    catalog = load_catalog_text(CATALOG, "prepaid.yaml")
+    subscriptions = subscribe(cli.valkey, [])
+    (document,) = by_customer(bill(client, database, catalog, subscriptions, "2026-11", now=cli.clock.now())).values()
+    balance = document["balance"]
+    assert [(r["kind"], r["grant_id"], r["amount"]) for r in balance["lines"]] == [
+        ("balance_start", None, "0"),
+        ("top_up", "a", "10"),
+        ("top_up", "b", "5"),
+        ("voided", "b", "-5"),
+        ("burned", None, "-0.003"),
+        ("balance_end", None, "9.997"),
+    ]
+    # calls: 30 x 0.0001 = 0.003 -> 0.00, paid by the burns; `more` (not prepaid) is due: 30 x 0.001
+    assert [(line["charge_id"], line["amount"]) for line in document["lines"]] == [
+        ("calls", "0.00"),
+        ("more", "0.03"),
+        ("credits_applied", "0.00"),
+    ]
+    assert document["total"] == "0.03"
