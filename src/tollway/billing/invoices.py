@@ -29,9 +29,13 @@ the period's quantities are summed again and compared with what was billed so fa
 one finalized invoice, whatever order periods are billed and finalized in. Any difference is priced as
 the difference of the two totals under the plan's current pricing (same fraction and period index), so
 tiers, minimums and discounts are respected and nothing is rounded twice; the line's *billed* figure
-is what was actually invoiced (the stored lines plus the finalized adjustments), never a re-pricing. Both totals of
-a prepaid or spend-capped plan are settled (``prepaid.settle``) with the period's burns as they are now,
-so late usage that burned in real time adds only what settles at invoice, and a hard cap still holds.
+is what was actually invoiced (the stored lines plus the finalized adjustments), never a re-pricing.
+Both totals of a prepaid or spend-capped plan are settled (``prepaid.settle``) with the period's burns
+as they are now, so late usage that burned in real time adds only what settles at invoice, and a hard
+cap still holds.
+
+**Prepaid plans and spend caps** (``billing.prepaid``): each part of such a plan gets its spend-cap and
+credits-applied lines; an invoice with a prepaid part carries the period's balance section.
 
 **Finalizing** (``finalize_refusal``): a period is finalized only once it has ended (unless forced)
 and while no earlier period of the customer is still a draft.
@@ -446,7 +450,12 @@ def plan_money(catalog: Catalog, plan_id: str) -> PlanMoney | None:
     """The plan's prepaid balance and spend cap as the gateway enforces them (``plans.realtime``); None
     when it has neither."""
     plan = catalog.plans.get(plan_id)
-    return None if plan is None else compile_plan_money(plan_id, plan, catalog)
+    if plan is None:
+        return None
+    try:
+        return compile_plan_money(plan_id, plan, catalog)
+    except ValueError as exc:  # only a catalog that skipped the loader's checks
+        raise BillingError(f"plan {plan_id!r}: its prepaid or spend_cap terms cannot be compiled: {exc}") from None
 
 
 def build_invoices(
