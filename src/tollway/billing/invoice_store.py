@@ -31,6 +31,7 @@ from typing import Any, Literal
 from tollway.billing.aggregate import format_instant
 from tollway.billing.invoices import Invoice
 from tollway.billing.money import format_amount
+from tollway.billing.prepaid import BALANCE_KIND
 from tollway.warehouse.connection import check_identifier, insert_json_rows, query_rows
 
 Action = Literal["created", "replaced", "finalized", "unchanged"]
@@ -285,7 +286,7 @@ def _balance_rows(invoice_id: str, balance: dict[str, Any], first: int, version:
             {
                 "invoice_id": invoice_id,
                 "line_no": number,
-                "kind": "balance",
+                "kind": BALANCE_KIND,
                 "charge_id": line["kind"],
                 "discount_id": line["grant_id"] or "",
                 "meter": "",
