@@ -10,6 +10,8 @@ Rules (docs/billing.md, "Invoices"):
   the replaced write beyond its own, so ``invoice_lines FINAL WHERE invoice_id = …`` is exactly the
   current lines. Lines are written before the invoice row, so the current version always has its lines.
 * A **draft** is replaced by the next run of its period (same invoice id, newer version).
+* A prepaid invoice's balance section (``document["balance"]``) is stored after the priced lines as
+  rows of kind ``balance`` (informational: not part of the total; ``billing.prepaid``).
 * A **finalized** invoice is never written again: ``save`` leaves it untouched and reports it, whether
   the run is a draft run or another ``--finalize``. Its late usage goes on a later invoice
   (``invoices.late_usage``; ``load_finalized`` supplies the history).
@@ -29,6 +31,7 @@ from typing import Any, Literal
 from tollway.billing.aggregate import format_instant
 from tollway.billing.invoices import Invoice
 from tollway.billing.money import format_amount
+from tollway.billing.prepaid import BALANCE_KIND
 from tollway.warehouse.connection import check_identifier, insert_json_rows, query_rows
 
 Action = Literal["created", "replaced", "finalized", "unchanged"]
@@ -154,10 +157,9 @@ def save(client: Any, database: str, invoices: Sequence[Invoice], *, finalize: b
             finalized_at=now if finalize else None,
         )
         document = written.as_dict()
-        line_rows.extend(_line_rows(written, document, version))
-        line_rows.extend(
-            _tombstones(invoice.invoice_id, len(document["lines"]) + 1, lines.get(invoice.invoice_id, 0), version)
-        )
+        rows = _line_rows(written, document, version)
+        line_rows.extend(rows)
+        line_rows.extend(_tombstones(invoice.invoice_id, len(rows) + 1, lines.get(invoice.invoice_id, 0), version))
         invoice_rows.append(_invoice_row(written, document, version))
         action: Action = "finalized" if finalize else ("replaced" if stored else "created")
         results.append(SaveResult(invoice.invoice_id, action, document))
@@ -268,4 +270,35 @@ def _line_rows(invoice: Invoice, document: dict[str, Any], version: int) -> list
                 }
             )
         )
+    balance = document.get("balance")
+    if balance is not None:
+        rows.extend(_balance_rows(invoice.invoice_id, balance, len(rows) + 1, version))
     return rows
+
+
+def _balance_rows(invoice_id: str, balance: dict[str, Any], first: int, version: int) -> list[bytes]:
+    """The informational rows of a prepaid invoice's balance section, after its priced lines: ``kind``
+    ``balance``, ``charge_id`` the row's kind (``balance_start``, ``top_up``, ``burned``, ...),
+    ``discount_id`` the grant, ``quantity`` the amount in the balance unit, ``amount`` its worth in the
+    currency (rounded); never part of the total."""
+    return [
+        _json_line(
+            {
+                "invoice_id": invoice_id,
+                "line_no": number,
+                "kind": BALANCE_KIND,
+                "charge_id": line["kind"],
+                "discount_id": line["grant_id"] or "",
+                "meter": "",
+                "description": line["description"],
+                "quantity": line["amount"],
+                "amount": line["amount_currency"],
+                "timing": "",
+                "breakdown": [f"{line['amount']} {balance['unit']}"] + ([f"at {line['at']}"] if line["at"] else []),
+                "quantity_sql": "",
+                "quantity_parameters": "",
+                "version": version,
+            }
+        )
+        for number, line in enumerate(balance["lines"], start=first)
+    ]

@@ -30,6 +30,12 @@ one finalized invoice, whatever order periods are billed and finalized in. Any d
 the difference of the two totals under the plan's current pricing (same fraction and period index), so
 tiers, minimums and discounts are respected and nothing is rounded twice; the line's *billed* figure
 is what was actually invoiced (the stored lines plus the finalized adjustments), never a re-pricing.
+Both totals of a prepaid or spend-capped plan are settled (``prepaid.settle``) with the period's burns
+as they are now, so late usage that burned in real time adds only what settles at invoice, and a hard
+cap still holds.
+
+**Prepaid plans and spend caps** (``billing.prepaid``): each part of such a plan gets its spend-cap and
+credits-applied lines; an invoice with a prepaid part carries the period's balance section.
 
 **Finalizing** (``finalize_refusal``): a period is finalized only once it has ended (unless forced)
 and while no earlier period of the customer is still a draft.
@@ -49,10 +55,12 @@ from tollway.billing.aggregate import Quantities, QuantitySource, billable_quant
 from tollway.billing.charges import PeriodContext
 from tollway.billing.errors import BillingError, PlanNotPriced
 from tollway.billing.money import format_amount, format_decimal, minor_unit
+from tollway.billing.prepaid import PeriodBalance, balance_of, burned_micros, settle
 from tollway.billing.proration import period_fraction
 from tollway.billing.rating import InvoiceDraft, InvoiceLine, rate
 from tollway.periods import BillingPeriod, load_timezone
 from tollway.plans.pricing import FlatCharge, Pricing
+from tollway.plans.realtime import PlanMoney, compile_plan_money
 from tollway.plans.schema import Billable, Catalog
 from tollway.subscriptions.model import PlanTerm, Subscription, format_exact
 
@@ -270,6 +278,7 @@ class Invoice:
     generated_at: datetime | None = None
     finalized_at: datetime | None = field(default=None)
     adjustments: tuple[Adjustment, ...] = ()
+    balance: PeriodBalance | None = None
 
     @property
     def plan_id(self) -> str:
@@ -334,6 +343,7 @@ class Invoice:
             "plans": plans,
             "lines": lines,
             "total": format_amount(self.total, self.currency),
+            "balance": None if self.balance is None else self.balance.as_dict(),
             "generated_at": None if self.generated_at is None else format_exact(self.generated_at),
             "finalized_at": None if self.finalized_at is None else format_exact(self.finalized_at),
         }
@@ -391,14 +401,21 @@ def build_invoice(
     index = max(0, schedule.index_of(period.start) - schedule.index_of(subscription.started_at))
     terms = subscription.terms(period.start, period.end)
     parts: list[PlanPart] = []
+    prepaid: PlanMoney | None = None
     for term in terms:
         pricing, rules = _pricing(catalog, customer, term.plan_id)
+        money = plan_money(catalog, term.plan_id)
+        burned = 0
+        if money is not None and money.prepaid:
+            prepaid = money
+            (burned,) = burned_micros(client, database, customer, money.unit.code, [(term.start, term.end)])
         whole = term.start == period.start and term.end == period.end
         fraction = Decimal(1) if whole else period_fraction(period, term.start, term.end)
         quantities = usage if usage is not None and len(terms) == 1 else None
         if quantities is None:
             quantities = billable_quantities(client, database, customer, term.start, term.end, rules)
         draft = rate(term.plan_id, pricing, quantities.quantities, PeriodContext(fraction, index))
+        draft = settle(draft, pricing, money, burned)
         if parts and draft.currency != parts[0].draft.currency:
             raise BillingError(
                 f"customer {customer!r}: plan {term.plan_id!r} bills in {draft.currency}, plan "
@@ -414,6 +431,9 @@ def build_invoice(
                 f"customer {customer!r}: late usage of invoice {adjustment.invoice_id} is in "
                 f"{adjustment.currency}, the invoice for {month.label} in {currency}"
             )
+    balance = None
+    if prepaid is not None:
+        balance = balance_of(client, database, customer, prepaid.unit, period.start, period.end)
     return Invoice(
         invoice_id(customer, period.start),
         customer,
@@ -422,7 +442,20 @@ def build_invoice(
         subscription.timezone,
         tuple(parts),
         adjustments=adjustments,
+        balance=balance,
     )
+
+
+def plan_money(catalog: Catalog, plan_id: str) -> PlanMoney | None:
+    """The plan's prepaid balance and spend cap as the gateway enforces them (``plans.realtime``); None
+    when it has neither."""
+    plan = catalog.plans.get(plan_id)
+    if plan is None:
+        return None
+    try:
+        return compile_plan_money(plan_id, plan, catalog)
+    except ValueError as exc:  # only a catalog that skipped the loader's checks
+        raise BillingError(f"plan {plan_id!r}: its prepaid or spend_cap terms cannot be compiled: {exc}") from None
 
 
 def build_invoices(
@@ -549,6 +582,12 @@ def late_usage(
             context = PeriodContext(Decimal(str(part["fraction"])), index)
             old = rate(plan_id, pricing, billed, context)
             new = rate(plan_id, pricing, usage.quantities, context)
+            money = plan_money(catalog, plan_id)
+            if money is not None:  # what burned in real time was paid by the balance, then and now
+                burned = 0
+                if money.prepaid:
+                    (burned,) = burned_micros(client, database, customer_id, money.unit.code, [(start, end)])
+                old, new = settle(old, pricing, money, burned), settle(new, pricing, money, burned)
             adjustments.append(
                 Adjustment(
                     str(invoice["invoice_id"]),

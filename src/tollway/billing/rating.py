@@ -27,7 +27,8 @@ from tollway.billing.money import EXACT_DIGITS, exact, format_amount, format_dec
 from tollway.billing.quantity import check_quantity
 from tollway.plans.pricing import INVOICE, Charge, Discount, FlatCharge, Pricing
 
-LineKind = Literal["charge", "minimum", "discount"]
+LineKind = Literal["charge", "minimum", "discount", "credits", "spend_cap"]
+"""``credits`` and ``spend_cap`` lines are added to a draft by ``billing.prepaid.settle``, never by ``rate``."""
 MINIMUM_LINE: Final = "minimum_commitment"
 """``charge_id`` of the true-up line (its ``kind`` is ``minimum``, so it cannot be mistaken for a charge)."""
 

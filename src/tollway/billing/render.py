@@ -59,6 +59,7 @@ def to_html(document: dict[str, Any]) -> str:
             + "</tr>"
         )
     title = f"Invoice {escape(str(document['invoice_id']))}"
+    balance = _balance_html(document.get("balance"))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{title}</title><style>{_STYLE}</style></head><body>\n"
@@ -73,7 +74,31 @@ def to_html(document: dict[str, Any]) -> str:
         f'<th class="num">Amount ({currency})</th></tr></thead>\n<tbody>\n'
         + "\n".join(rows)
         + f'\n</tbody><tfoot><tr><td colspan="3">Total</td><td class="num">{escape(str(document["total"]))} '
-        f"{currency}</td></tr></tfoot></table>\n</body></html>\n"
+        f"{currency}</td></tr></tfoot></table>\n{balance}</body></html>\n"
+    )
+
+
+def _balance_html(balance: dict[str, Any] | None) -> str:
+    """A prepaid invoice's balance section: start, top-ups, burns, voids, expiries, rollover cuts, end, in
+    the unit and (a credit unit) in the currency. Informational: the total above does not include it."""
+    if balance is None:
+        return ""
+    unit, currency = escape(str(balance["unit"])), escape(str(balance["currency"]))
+    credit = balance["unit"] != balance["currency"]
+    rows = []
+    for line in balance["lines"]:
+        worth = _cell(line["amount_currency"], numeric=True) if credit else ""
+        when = f" ({escape(str(line['at']))})" if line["at"] else ""
+        rows.append(
+            f"<tr>{_cell(line['kind'])}<td>{escape(str(line['description']))}{when}</td>"
+            f"{_cell(line['amount'], numeric=True)}{worth}</tr>"
+        )
+    worth_head = f'<th class="num">Worth ({currency})</th>' if credit else ""
+    value = f" (1 {unit} = {escape(str(balance['value']))} {currency})" if credit else ""
+    return (
+        f"<h2>Prepaid balance{value}</h2>\n"
+        f'<table class="balance"><thead><tr><th>Line</th><th>Description</th><th class="num">Amount ({unit})</th>'
+        f"{worth_head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody></table>\n"
     )
 
 
