@@ -13,7 +13,9 @@ upstream and Envoy; creates keys and subscribes ``acme-corp`` to the ``free`` pl
   the admitted ones from Envoy's access log and loaded them into the embedded ClickHouse; the demo
   prints the customer's usage from ClickHouse with ``tollway usage show``;
 - stage 4, what it costs: ``initech``, on the priced ``pro`` plan since the start of the month, is
-  billed with ``tollway bill``; the demo prints the invoice's lines and the path of its HTML page.
+  billed with ``tollway bill``; the demo prints the invoice's lines and the path of its HTML page; then the
+  prepaid ``hooli``: its invoice pays the calls from the credits and shows the balance (start, top-ups,
+  burned, end), and ``tollway credits reconcile`` finds Redis and the ledger equal.
 
 Prints each status and problem; exits non-zero if any answer is not the expected one, or if the usage
 table does not hold exactly one row per request sent.
@@ -219,6 +221,45 @@ def burst(base_url: str, headers: dict[str, str]) -> int:
     print(f"  {'':<{_LABEL_WIDTH}}         detail: {refused.body.get('detail')}")
     show_headers(refused)
     return 1 if problems else 0
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    print(f"  $ tollway {' '.join(args)}")
+    return subprocess.run(
+        [sys.executable, "-m", "tollway", *args], env=env, capture_output=True, text=True, check=False
+    )
+
+
+def show_prepaid(env: dict[str, str], month: str) -> int:
+    """The prepaid customer's period: the grants' ledger entries written into the demo's ClickHouse, the
+    invoice (credits applied, the balance section), and the reconciliation of Redis with the ledger."""
+    failures = 0
+    synced = run_cli(env, "credits", "sync", "--customer", PREPAID)
+    print("\n".join(f"  {line}" for line in synced.stdout.splitlines()))
+    failures += synced.returncode != 0
+    done = run_cli(env, "bill", "--period", month, "--customer", PREPAID, "--out", str(INVOICES))
+    if done.returncode != 0 or not done.stdout.strip():
+        print(f"  [UNEXPECTED, tollway bill failed] {done.stderr.strip()}")
+        return failures + 1
+    invoice_id = done.stdout.split()[0]
+    document = json.loads((INVOICES / f"{invoice_id}.json").read_text())
+    for line in document["lines"]:
+        print(f"  {line['description']:<52} {line['quantity'] or '':>14} {line['amount']:>10}")
+    print(f"  {'total':<52} {'':>14} {document['total']:>10} {document['currency']}")
+    balance = document.get("balance")
+    if not balance:
+        print("  [UNEXPECTED, the invoice has no balance section]")
+        return failures + 1
+    print(f"  prepaid balance ({balance['unit']}):")
+    for line in balance["lines"]:
+        print(f"    {line['description']:<50} {line['amount']:>14}")
+    print(f"  invoice page: {(INVOICES / f'{invoice_id}.html').resolve()}")
+    reconciled = run_cli(env, "credits", "reconcile", "--customer", PREPAID)
+    print("\n".join(f"  {line}" for line in reconciled.stdout.splitlines()))
+    if reconciled.returncode != 0:
+        print(f"  [UNEXPECTED, reconcile found a difference] {reconciled.stderr.strip()}")
+        failures += 1
+    return failures
 
 
 def prepaid(base_url: str, env: dict[str, str], catalog: Path, key: str) -> int:
@@ -445,11 +486,17 @@ def main(argv: list[str] | None = None) -> int:
             + [Case(f"GET /v1/search ({PAYING})", "GET", "/v1/search?q=x", paying_headers(paying), 200, paid=True)],
         )
         print(f"\n  {PREPAID} (plan payg) prepays in credits, 1 credit per call, burned at the gateway:")
-        failures += prepaid(envoy.base_url, env, catalog, str(hooli["api_key"]))
+        # The demo's embedded ClickHouse belongs to the running server (one process per chdb path), so the
+        # grants write their ledger entries to a scratch one; `tollway credits sync` writes them into the
+        # demo's once the server has stopped (with a ClickHouse server, the grant writes them at once).
+        scratch = {**env, "TOLLWAY_CLICKHOUSE_DSN": f"chdb://{work / 'ledger-scratch'}"}
+        failures += prepaid(envoy.base_url, scratch, catalog, str(hooli["api_key"]))
         print(f"\nStage 3: what was used? ({len(SENT)} requests sent through Envoy)")
         failures += show_usage(envoy, tollway, {**env, **metering_env})
         print(f"\nStage 4: what does it cost? ({PAYING}, plan pro, {month})")
         failures += show_invoice({**env, **metering_env, "TOLLWAY_CATALOG": str(catalog)}, month)
+        print(f"\n  {PREPAID} (plan payg, prepaid in credits), {month}:")
+        failures += show_prepaid({**env, **metering_env, "TOLLWAY_CATALOG": str(catalog)}, month)
     print(f"\nDemo finished in {time.monotonic() - started:.1f}s; every process it started is stopped.")
     if failures:
         print(f"{failures} answer(s) were not the expected ones.", file=sys.stderr)
