@@ -105,6 +105,25 @@ def report_when(client: httpx.Client, auth: dict[str, str], ready: Any) -> dict[
         time.sleep(0.2)
 
 
+DOC = Path(__file__).resolve().parents[2] / "docs" / "entitlements.md"
+
+
+def documented() -> dict[str, Any]:
+    """The example of docs/entitlements.md's money members."""
+    block = DOC.read_text().split("<!-- usage-money-example -->", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    example: dict[str, Any] = json.loads(block)
+    return example
+
+
+def shape(value: Any) -> Any:
+    """Member names and JSON types, recursively (a list: its first item's shape)."""
+    if isinstance(value, dict):
+        return {name: shape(member) for name, member in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return type(value).__name__
+
+
 def held_balance(store: "redis.Redis[str]", customer: str) -> Decimal:
     return from_micros(sum(g.remaining for g in decode_all(store.hgetall(f"tw:cr:{{{customer}}}"))))
 
@@ -157,6 +176,7 @@ def test_a_caller_sees_balance_grants_burn_per_day_and_spend_equal_to_the_stores
             sum(Decimal(d["burned"]) for d in days) == Decimal("0.5") == Decimal(12) - held_balance(store, "prepaid-co")
         )
         assert "spend_cap" not in document, "a prepaid plan without a cap"
+        assert shape(balance) == shape(documented()["balance"]), "the documented example is the endpoint's"
 
         capped_doc = report_when(client, capped, lambda d: True)
         assert "balance" not in capped_doc, "postpaid: no balance"
@@ -186,6 +206,7 @@ def test_a_customer_lowers_their_own_cap_and_every_process_refuses_at_the_exact_
             "spend_cap": {"cap": "1", "spent": "0.6", "unit": "USD", "soft": False, "set_by": "customer",
                           "plan_cap": "3", "customer_cap": "1"}
         }  # fmt: skip
+        assert shape(lowered.json()["spend_cap"]) == shape(documented()["spend_cap"])
         stored = json.loads(store.get("tw:cap:{lower-co}") or "{}")
         assert (stored["amount"], stored["currency"], stored["set_by"]) == ("1", "USD", "customer:lower-co")
         time.sleep(1.3)  # every process's cached cap (at most 1 s old) is read again
