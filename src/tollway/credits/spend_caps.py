@@ -18,13 +18,15 @@ Each change is appended to the audit log (``{p}admin-audit``, the management API
 ``customer:<id>``) after it is made, and logged. A cap stored in another currency than the plan's
 (the customer changed plans) is ignored until they set it again.
 
-The gate reads caps through :class:`CustomerCapResolver`: cached per customer for at most ``ttl_s``
-(1 s), one store lookup per customer however many checks wait; so a change is enforced by every process
-at most that long after it was made.
+The gate reads caps through :class:`CustomerCapResolver`: held per customer for at most ``ttl_s`` (1 s)
+from when it was read, refreshed in the background past half of that (a busy customer's checks never
+wait for it), one store read per customer however many checks wait; so a change is enforced by every
+process at most that long after it was made (at once by the process that took it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -39,7 +41,6 @@ from redis.exceptions import RedisError
 from tollway.auth.records import format_instant
 from tollway.credits.units import BalanceUnit
 from tollway.currencies import MINOR_UNITS
-from tollway.lookup_cache import LookupCache, SingleFlight
 from tollway.plans.realtime import cap_micros
 from tollway.ratelimit.money import Money
 from tollway.redis_types import RedisClient
@@ -229,34 +230,86 @@ def _audit_json(cap: CustomerCap | None) -> str:
 
 
 class CustomerCapResolver:
-    """Customer id → their own cap (``None``: none), cached ≤ ``ttl_s``; single-flight lookups bounded by
-    ``timeout_s``. ``cached`` is no I/O and no allocation; ``False`` from it means: not cached, await
-    :meth:`resolve`."""
+    """Customer id → their own cap (``None``: none), as read from the store at most ``ttl_s`` ago.
+
+    :meth:`cached` answers with no I/O and no allocation: the cap while it is younger than ``ttl_s``
+    (counted from when its read started), and past half of that it starts one background read, so a busy
+    customer's checks never wait for it; ``False`` when nothing young enough is held (a customer not seen
+    for ``ttl_s``): await :meth:`resolve`, one store read per customer however many checks wait, bounded
+    by ``timeout_s``. At most ``max_entries`` customers are held (the oldest go first)."""
 
     def __init__(
-        self, store: CustomerCapStore, monotonic: Callable[[], float], ttl_s: float = 1.0, timeout_s: float = 0.1
+        self,
+        store: CustomerCapStore,
+        monotonic: Callable[[], float],
+        ttl_s: float = 1.0,
+        timeout_s: float = 0.1,
+        max_entries: int = 100_000,
     ) -> None:
+        if ttl_s <= 0 or timeout_s <= 0 or max_entries < 1:
+            raise ValueError("ttl_s and timeout_s must be > 0 and max_entries >= 1")
         self._store = store
-        self._cache: LookupCache[CustomerCap] = LookupCache(monotonic, ttl=ttl_s, negative_ttl=ttl_s)
-        self._lookups: SingleFlight[CustomerCap] = SingleFlight(
-            store.get, self._cache, timeout_s, lambda: CapLookupFailed("the spend cap store did not answer in time")
-        )
+        self._monotonic = monotonic
+        self._ttl = ttl_s
+        self._refresh_after = ttl_s / 2
+        self._timeout = timeout_s
+        self._max_entries = max_entries
+        self._entries: dict[str, tuple[float, CustomerCap | None]] = {}
+        self._inflight: dict[str, asyncio.Task[CustomerCap | None]] = {}
 
     def cached(self, customer_id: str) -> CustomerCap | Literal[False] | None:
-        hit = self._cache.get(customer_id)
-        return False if hit is None else hit.record
+        entry = self._entries.get(customer_id)
+        if entry is None:
+            return False
+        age = self._monotonic() - entry[0]
+        if age >= self._ttl:
+            return False
+        if age >= self._refresh_after and customer_id not in self._inflight:
+            self._start(customer_id)
+        return entry[1]
 
     async def resolve(self, customer_id: str, deadline: float | None = None) -> CustomerCap | None:
-        """Raises :class:`CapLookupFailed` when the store fails or does not answer in time."""
+        """The cap from the store (now held). Raises :class:`CapLookupFailed` when the store fails or does
+        not answer within ``timeout_s`` (or by ``deadline``, event-loop time)."""
+        task = self._inflight.get(customer_id) or self._start(customer_id)
         try:
-            return await self._lookups.lookup(customer_id, deadline)
-        except CapLookupFailed:
-            raise
-        except (RedisError, OSError) as exc:
-            raise CapLookupFailed(str(exc) or type(exc).__name__) from exc
+            if deadline is None:
+                return await asyncio.shield(task)
+            async with asyncio.timeout_at(deadline):
+                return await asyncio.shield(task)
+        except TimeoutError as exc:
+            raise CapLookupFailed("no answer within the check's deadline") from exc
 
     def evict(self, customer_id: str) -> None:
-        self._cache.evict(customer_id)
+        """Read the customer's cap again at their next check (it was changed)."""
+        self._entries.pop(customer_id, None)
+
+    def _start(self, customer_id: str) -> asyncio.Task[CustomerCap | None]:
+        task = asyncio.ensure_future(self._read(customer_id))
+        self._inflight[customer_id] = task
+        task.add_done_callback(lambda done: self._settle(customer_id, done))
+        return task
+
+    async def _read(self, customer_id: str) -> CustomerCap | None:
+        started = self._monotonic()
+        try:
+            async with asyncio.timeout(self._timeout):
+                cap = await self._store.get(customer_id)
+        except TimeoutError as exc:
+            raise CapLookupFailed("the spend cap store did not answer in time") from exc
+        except (RedisError, OSError) as exc:
+            raise CapLookupFailed(str(exc) or type(exc).__name__) from exc
+        entries = self._entries
+        if customer_id not in entries and len(entries) >= self._max_entries:
+            del entries[next(iter(entries))]
+        entries[customer_id] = (started, cap)
+        return cap
+
+    def _settle(self, customer_id: str, task: asyncio.Task[CustomerCap | None]) -> None:
+        if self._inflight.get(customer_id) is task:
+            del self._inflight[customer_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("spend cap of customer %s not read: %s", customer_id, task.exception())
 
 
 class CapLookupFailed(Exception):

@@ -20,7 +20,7 @@ from tollway.credits.spend_caps import (
     CustomerCapStore,
     parse_cap_patch,
 )
-from tollway.entitlements.errors import PaymentRequired
+from tollway.entitlements.errors import EntitlementsUnavailable, PaymentRequired
 from tollway.entitlements.gate import EntitlementGate
 from tollway.entitlements.live_catalog import LiveCatalog
 from tollway.plans.loader import compile_catalog_text
@@ -242,3 +242,52 @@ def test_a_changed_cap_applies_within_the_ttl_and_at_once_when_forgotten() -> No
         + ["200"] * 5
         + ["402 spend-cap-reached cap=3000000"] * 2
     )
+
+
+def test_a_busy_customers_cap_is_refreshed_in_the_background_and_never_older_than_the_ttl() -> None:
+    async def scenario() -> list[object]:
+        clock = ManualClock(datetime(2026, 12, 7, 12, tzinfo=UTC))
+        caps = FakeCaps()
+        caps.caps["busy"] = CustomerCap(Decimal(1), "USD")
+        resolver = CustomerCapResolver(cast(CustomerCapStore, caps), clock.monotonic, ttl_s=1.0)
+        seen: list[object] = [resolver.cached("busy")]  # never read: must be awaited
+        seen.append(await resolver.resolve("busy"))
+        caps.caps["busy"] = CustomerCap(Decimal(2), "USD")
+        clock.advance(0.4)
+        seen.append(resolver.cached("busy"))  # young: held, no read
+        clock.advance(0.2)
+        seen.append(resolver.cached("busy"))  # past half the TTL: held, and read again in the background
+        await asyncio.sleep(0)
+        seen.append(resolver.cached("busy"))
+        seen.append(caps.lookups)
+        clock.advance(1.0)
+        seen.append(resolver.cached("busy"))  # a whole TTL without a check: must be awaited again
+        return seen
+
+    one, two = CustomerCap(Decimal(1), "USD"), CustomerCap(Decimal(2), "USD")
+    assert asyncio.run(scenario()) == [False, one, one, one, two, 2, False]
+
+
+class FailingCaps:
+    async def get(self, customer_id: str) -> CustomerCap | None:
+        raise ConnectionError("Redis is away")
+
+
+def test_a_cap_that_cannot_be_read_fails_closed() -> None:
+    async def scenario() -> str:
+        clock = ManualClock(datetime(2026, 12, 7, 12, tzinfo=UTC))
+        await STORE.put(Subscription.new("away", "capped", datetime(2026, 1, 1, tzinfo=UTC)))
+        gate = EntitlementGate(
+            LiveCatalog(compile_catalog_text(CATALOG, "catalog.yaml")),
+            SubscriptionResolver(STORE, SubscriptionCache(clock.monotonic)),
+            MemoryLimiter(),
+            clock,
+            customer_caps=CustomerCapResolver(cast(CustomerCapStore, FailingCaps()), clock.monotonic),
+        )
+        try:
+            await gate.admit("away", "GET", "/v1/items")
+        except EntitlementsUnavailable as refused:
+            return str(refused)
+        return "admitted"
+
+    assert asyncio.run(scenario()) == "the spend cap could not be read: Redis is away"
