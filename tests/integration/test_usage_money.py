@@ -224,6 +224,8 @@ def test_a_customer_lowers_their_own_cap_and_every_process_refuses_at_the_exact_
         assert [client.get(ITEM, headers=other).status_code for _ in range(4)] == [200] * 4
         assert client.get(USAGE, headers=capped).json()["spend_cap"]["set_by"] == "customer"
 
+        again = client.patch(USAGE, headers={**capped, **PATCH_JSON}, content=b'{"spend_cap":{"amount":1}}')
+        assert again.json()["spend_cap"]["customer_cap"] == "1", "the same cap again: no change, no audit entry"
         removed = client.patch(USAGE, headers={**capped, **PATCH_JSON}, content=b'{"spend_cap":null}')
         assert removed.status_code == 200, removed.text
         assert removed.json()["spend_cap"]["set_by"] == "plan"
@@ -275,6 +277,10 @@ def test_bad_changes_are_problems_and_write_nothing(
         unauthenticated = client.patch(USAGE, headers=PATCH_JSON, content=b'{"spend_cap":null}')
         assert unauthenticated.status_code == 401
         assert client.put(USAGE, headers={**capped, **PATCH_JSON}, content=b"{}").status_code == 405
+        for size in (5000, 300_000):  # answered at once, before the body ends: a problem, never a 5xx
+            big = client.patch(USAGE, headers={**capped, **PATCH_JSON}, content=b" " * size)
+            assert big.status_code == 413, big.text
+            assert big.json()["type"].endswith("/body-too-large")
 
         @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
         @given(

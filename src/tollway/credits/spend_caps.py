@@ -184,7 +184,8 @@ class CustomerCapStore:
     async def set(
         self, customer_id: str, amount: Decimal | None, currency: str, *, at: datetime, request_id: str = ""
     ) -> tuple[CustomerCap | None, CustomerCap | None]:
-        """Set (``amount``) or remove (None) the customer's own cap: (before, after). Audited and logged."""
+        """Set (``amount``) or remove (None) the customer's own cap: (before, after). Audited and logged,
+        unless nothing changed (the same amount again, or removing no cap)."""
         actor = f"customer:{customer_id}"
         key = self.key(customer_id)
         after = None if amount is None else CustomerCap(amount, currency, format_instant(at), actor)
@@ -193,6 +194,8 @@ class CustomerCapStore:
         else:
             raw_before = await self._redis.getdel(key)
         before = CustomerCap.from_json(str(raw_before)) if raw_before is not None else None
+        if _audit_json(before) == _audit_json(after):
+            return before, after  # nothing changed: no entry (as in the management API)
         action: Literal["spend_cap.set", "spend_cap.remove"] = "spend_cap.set" if after else "spend_cap.remove"
         log.info(
             "customer %s %s their spend cap (%s -> %s %s)",

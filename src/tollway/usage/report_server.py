@@ -32,7 +32,9 @@ CUSTOMER_HEADER: Final = b"x-tollway-customer-id"
 _REQUEST_ID: Final = b"x-request-id"
 _CONTENT_TYPE: Final = b"content-type"
 _MAX_HEAD_BYTES: Final = 32_768
-_MAX_REQUEST_BYTES: Final = 1_048_576  # past this, the connection is closed (the body is not kept past 4 KiB)
+_MAX_REQUEST_BYTES: Final = 16 * 1024 * 1024
+"""A body is read to its end (kept up to MAX_BODY_BYTES + 1: a longer one is answered 413); past this in
+all, the connection is closed."""
 _IDLE_S: Final = 60.0
 _STATUS: Final = {
     200: "OK",
@@ -57,6 +59,7 @@ class _Request:
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
         self.body = b""
+        self.head_complete = False
         self.complete = False
 
     def on_url(self, url: bytes) -> None:
@@ -64,6 +67,9 @@ class _Request:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        self.head_complete = True
 
     def on_body(self, body: bytes) -> None:
         if len(self.body) <= MAX_BODY_BYTES:
@@ -146,9 +152,11 @@ class UsageReportServer:
                 while not request.complete:
                     data = await asyncio.wait_for(reader.read(65536), _IDLE_S)
                     received += len(data)
-                    if not data or received > _MAX_REQUEST_BYTES:
+                    if not data:
                         return
                     parser.feed_data(data)
+                    if received > (_MAX_REQUEST_BYTES if request.head_complete else _MAX_HEAD_BYTES):
+                        return
                 method = parser.get_method().decode()
                 status, content_type, body = await self.answer(
                     method,
