@@ -8,7 +8,9 @@ typed refusal. Decision order:
    API keys carry no scopes and skip this);
 4. does the plan grant the feature? (no → :class:`FeatureNotEntitled`);
 5. every limit and the quota that apply to the feature, with the customer's overrides, and the money of
-   the request (its real-time price, burned from a prepaid balance or counted against a spend cap),
+   the request (its real-time price, burned from a prepaid balance or counted against a spend cap: the
+   lower of the plan's and the customer's own, ``credits.spend_caps``, cached ≤ 1 s, read only for plans
+   with a cap),
    checked and consumed in one limiter call (all or nothing); an enforced limit exceeded →
    :class:`LimitExceeded`; else a price that does not fit → :class:`PaymentRequired`.
 
