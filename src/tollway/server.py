@@ -18,6 +18,7 @@ from tollway.auth.jwt.authenticator import TokenAuthenticator
 from tollway.auth.jwt.issuers import load_issuers
 from tollway.auth.redis_store import RedisKeyStore
 from tollway.clock import Clock, SystemClock
+from tollway.credits.spend_caps import CustomerCapResolver, CustomerCapStore
 from tollway.entitlements.gate import EntitlementGate
 from tollway.entitlements.live_catalog import LiveCatalog
 from tollway.extproc.decision import DecisionCore
@@ -38,7 +39,8 @@ from tollway.supervision import start_supervised
 from tollway.usage.caller_report import caller_report
 from tollway.usage.clickhouse_sink import ClickHouseSink
 from tollway.usage.metering import Metering
-from tollway.usage.report_server import USAGE_PATH, Report, UsageReportServer
+from tollway.usage.money_report import MoneySources, change_spend_cap
+from tollway.usage.report_server import USAGE_PATH, CapChange, Report, UsageReportServer
 from tollway.usage.spool import pending_bytes
 from tollway.usage.usage_headers import UsageHeaders
 from tollway.warehouse.settings import WarehouseSettings
@@ -108,6 +110,9 @@ def build_gate(
     )
     if metrics is not None and isinstance(limiter.runner, PipelineCoalescer):
         limiter.runner.observe = metrics.redis_round_trip
+    caps = CustomerCapResolver(
+        CustomerCapStore(redis, settings.redis_prefix), clock.monotonic, timeout_s=settings.redis_timeout_ms / 1000
+    )
     gate = EntitlementGate(
         live,
         resolver,
@@ -115,6 +120,7 @@ def build_gate(
         clock,
         max_lease_ms=settings.lease_max_ms,
         limiter_timeout_s=settings.redis_timeout_ms / 1000,
+        customer_caps=caps,
     )
     background += [watcher.run, resolver.follow_changes, gate.run_lease_sweeper]
     return gate
@@ -286,13 +292,43 @@ def build_caller_report(
         server_time=windows_on_redis_clock(clock),
     )
     live = gate.catalog
+    money = MoneySources.on(redis, settings.redis_prefix)
 
     async def report(customer_id: str) -> dict[str, Any]:
         return await caller_report(
-            customer_id, subscriptions=subscriptions, live=live, limiter=limiter, warehouse=sink.read, now=clock.now()
+            customer_id,
+            subscriptions=subscriptions,
+            live=live,
+            limiter=limiter,
+            warehouse=sink.read,
+            now=clock.now(),
+            money=money,
         )
 
     return report
+
+
+def build_cap_change(settings: Settings, redis: RedisClient, clock: Clock, gate: EntitlementGate) -> CapChange:
+    """``PATCH /tollway/v1/usage``: a customer's own spend cap (this process's gate forgets its cached one
+    at once; other processes within the resolver's TTL)."""
+    subscriptions = RedisSubscriptionStore(redis, settings.redis_prefix)
+    money = MoneySources.on(redis, settings.redis_prefix)
+    live = gate.catalog
+
+    async def change(customer_id: str, body: bytes, content_type: str, request_id: str) -> dict[str, Any]:
+        return await change_spend_cap(
+            customer_id,
+            body,
+            content_type,
+            subscription=await subscriptions.get(customer_id),
+            live=live,
+            sources=money,
+            now=clock.now(),
+            request_id=request_id,
+            changed=gate.forget_customer_cap,
+        )
+
+    return change
 
 
 async def serve(
@@ -385,7 +421,8 @@ async def serve(
             port = await metering.start_server(settings.host, settings.metering_port)
             log.info("metering gRPC (access log, body meter) listening on %s:%d", settings.host, port)
         if report is not None and settings.usage_port:
-            usage = UsageReportServer(report, settings.problem_type_base)
+            change = build_cap_change(settings, redis, clock, gate) if gate is not None else None
+            usage = UsageReportServer(report, settings.problem_type_base, change)
             port = await usage.start(settings.host, settings.usage_port)
             log.info("caller usage (GET %s) listening on %s:%d", USAGE_PATH, settings.host, port)
         if admin is not None:

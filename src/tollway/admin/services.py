@@ -24,6 +24,7 @@ from tollway.redis_client import admin_client
 from tollway.redis_types import RedisClient
 from tollway.settings import Settings
 from tollway.subscriptions.redis_store import RedisSubscriptionStore
+from tollway.usage.money_report import MoneySources
 from tollway.warehouse.settings import WarehouseSettings
 
 
@@ -43,6 +44,7 @@ class AdminServices:
     problem_type_base: str
     page_link_ttl: timedelta
     page_link_max_ttl: timedelta
+    money: MoneySources | None = None  # balances, spend and customers' own caps (the customer page)
 
 
 def build_services(
@@ -75,6 +77,7 @@ def build_services(
         problem_type_base=problem_type_base,
         page_link_ttl=timedelta(seconds=admin.page_link_ttl_s),
         page_link_max_ttl=timedelta(seconds=admin.page_link_max_ttl_s),
+        money=MoneySources.on(redis, prefix),
     )
 
 

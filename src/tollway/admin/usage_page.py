@@ -1,5 +1,6 @@
 """The customer's usage and invoice page: this billing period's usage per meter, a daily chart per
-meter, and the invoices with links to each one's page. Standalone HTML (inline CSS and SVG, no
+meter, a prepaid customer's balance (grants with expiry, burn per day), the spend cap with what was
+spent, and the invoices with links to each one's page. Standalone HTML (inline CSS and SVG, no
 script, nothing fetched); every string from the stores is escaped."""
 
 from __future__ import annotations
@@ -43,6 +44,34 @@ class MeterChart:
 
 
 @dataclass(frozen=True, slots=True)
+class GrantLine:
+    grant_id: str
+    status: str
+    amount: str | None
+    remaining: str
+    expires_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceView:
+    remaining: str
+    unit: str
+    grants: Sequence[GrantLine]
+    burn_per_day: Sequence[DailyValue]
+
+
+@dataclass(frozen=True, slots=True)
+class SpendCapView:
+    cap: str
+    spent: str
+    unit: str
+    soft: bool
+    set_by: str
+    plan_cap: str
+    customer_cap: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class UsagePage:
     customer_id: str
     display_name: str | None
@@ -55,6 +84,8 @@ class UsagePage:
     charts: Sequence[MeterChart]
     invoices: Sequence[tuple[InvoiceSummary, str]]  # with the link to its HTML page
     generated_at: str
+    balance: BalanceView | None = None  # a prepaid plan
+    spend_cap: SpendCapView | None = None  # a plan with a spend cap
 
 
 def _cards(page: UsagePage) -> str:
@@ -83,6 +114,51 @@ def _charts(page: UsagePage) -> str:
         for chart in page.charts
     ]
     return f"<h2>Daily usage ({escape(page.timezone)} days)</h2>" + "".join(figures)
+
+
+def _money(page: UsagePage) -> str:
+    parts = []
+    balance, cap = page.balance, page.spend_cap
+    if balance is not None or cap is not None:
+        cards = []
+        if balance is not None:
+            cards.append(
+                f'<div class="card" id="balance" data-remaining="{escape(balance.remaining)}" '
+                f'data-unit="{escape(balance.unit)}"><div class="meter">Balance</div>'
+                f'<div class="qty">{escape(balance.remaining)} {escape(balance.unit)}</div>'
+                f'<div class="note">{len(balance.grants)} grant(s) held</div></div>'
+            )
+        if cap is not None:
+            whose = "your own cap" if cap.set_by == "customer" else "the plan's cap"
+            kind = "soft: past it, requests are marked, not refused" if cap.soft else "hard"
+            cards.append(
+                f'<div class="card" id="spend-cap" data-spent="{escape(cap.spent)}" data-cap="{escape(cap.cap)}" '
+                f'data-set-by="{escape(cap.set_by)}"><div class="meter">Spend cap this period</div>'
+                f'<div class="qty">{escape(cap.spent)} of {escape(cap.cap)} {escape(cap.unit)}</div>'
+                f'<div class="note">{escape(whose)} ({escape(kind)}); plan cap {escape(cap.plan_cap)}</div></div>'
+            )
+        parts.append(f'<h2>Money</h2><div class="cards">{"".join(cards)}</div>')
+    if balance is not None:
+        rows = [
+            f'<tr data-grant="{escape(g.grant_id)}"><td>{escape(g.grant_id)}</td>'
+            f'<td><span class="status">{escape(g.status)}</span></td>'
+            f'<td class="num">{escape(g.remaining)}</td><td class="num">{escape(g.amount or "")}</td>'
+            f"<td>{escape(g.expires_at or 'never')}</td></tr>"
+            for g in balance.grants
+        ]
+        parts.append(
+            f"<h2>Grants ({escape(balance.unit)}, in burn order)</h2><table><thead><tr><th>Grant</th><th>Status</th>"
+            f'<th class="num">Remaining</th><th class="num">Amount</th><th>Expires</th></tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>"
+            if rows
+            else '<h2>Grants</h2><p class="sub">No grants held.</p>'
+        )
+        if balance.burn_per_day:
+            parts.append(
+                f"<figure><figcaption>Balance burned per day ({escape(balance.unit)}, {escape(page.timezone)} days)"
+                f"</figcaption>{bar_chart('burn', balance.unit, balance.burn_per_day)}</figure>"
+            )
+    return "".join(parts)
 
 
 def _invoices(page: UsagePage) -> str:
@@ -117,7 +193,7 @@ def render(page: UsagePage) -> str:
         f'<p class="sub">Customer {escape(page.customer_id)} · {plan}</p>'
         f'<h2>This billing period</h2><p class="sub">{escape(page.period_start)} to {escape(page.period_end)} '
         f"({escape(page.timezone)})</p>\n"
-        f"{_cards(page)}\n{_charts(page)}\n{_invoices(page)}\n"
+        f"{_cards(page)}\n{_money(page)}\n{_charts(page)}\n{_invoices(page)}\n"
         f"<footer>Generated {escape(page.generated_at)}. Usage counts admitted requests, each once; "
         "refused requests are never billed.</footer>\n"
         "</main></body></html>\n"

@@ -12,8 +12,9 @@ from tollway.ratelimit import Policy
 from tollway.ratelimit.money import Money
 
 # Memo key of a check: catalog digest, plan, feature, route cost, the customer's limits (None: the plan's
-# own, no overrides) and the billing period in epoch ms.
-CheckKey = tuple[str, str, str, int, tuple[int, ...] | None, tuple[int, int]]
+# own, no overrides), the billing period in epoch ms and the customer's own spend cap in micro-units
+# (None: the plan's cap, or none).
+CheckKey = tuple[str, str, str, int, tuple[int, ...] | None, tuple[int, int], int | None]
 
 
 class Check:

@@ -8,7 +8,9 @@ typed refusal. Decision order:
    API keys carry no scopes and skip this);
 4. does the plan grant the feature? (no → :class:`FeatureNotEntitled`);
 5. every limit and the quota that apply to the feature, with the customer's overrides, and the money of
-   the request (its real-time price, burned from a prepaid balance or counted against a spend cap),
+   the request (its real-time price, burned from a prepaid balance or counted against a spend cap: the
+   lower of the plan's and the customer's own, ``credits.spend_caps``, cached ≤ 1 s, read only for plans
+   with a cap),
    checked and consumed in one limiter call (all or nothing); an enforced limit exceeded →
    :class:`LimitExceeded`; else a price that does not fit → :class:`PaymentRequired`.
 
@@ -34,9 +36,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from tollway.clock import Clock
+from tollway.credits.spend_caps import CapLookupFailed, CustomerCap, CustomerCapResolver, customer_money
 from tollway.entitlements.checks import Check, CheckKey
 from tollway.entitlements.errors import (
     EntitlementsUnavailable,
@@ -88,20 +91,25 @@ class EntitlementGate:
         *,
         max_lease_ms: int = 0,
         limiter_timeout_s: float | None = None,
+        customer_caps: CustomerCapResolver | None = None,
     ) -> None:
         """``limiter`` answers within its own time bound, ``limiter_timeout_s`` (None: unknown), or raises
         :class:`LimiterUnavailable`. ``max_lease_ms``: the longest a capacity lease lasts (0: no leases,
-        every check asks ``limiter``)."""
+        every check asks ``limiter``). ``customer_caps``: customers' own spend caps (None: none are
+        read), looked up only for plans with a spend cap."""
         self._catalog = catalog
         self._subscriptions = subscriptions
         self._limiter = LeasingLimiter(limiter, max_lease_ms=max_lease_ms)
         self._clock = clock
         self._limiter_timeout = limiter_timeout_s
+        self._caps = customer_caps
         self._rules: dict[tuple[str, str, str], tuple[PolicyRule, ...]] = {}
         self._checks: dict[CheckKey, Check] = {}
-        # Per customer, feature and route cost: the subscription and catalog objects a check was built
-        # for, and its lease key, reused while both objects stay current and the period lasts.
-        self._recent: dict[tuple[str, str, int], tuple[Subscription, CompiledCatalog, tuple[str, Check]]] = {}
+        # Per customer, feature and route cost: the subscription, catalog and customer cap objects a check
+        # was built for, and its lease key, reused while those objects stay current and the period lasts.
+        self._recent: dict[
+            tuple[str, str, int], tuple[Subscription, CompiledCatalog, tuple[str, Check], CustomerCap | None]
+        ] = {}
 
     @property
     def catalog(self) -> LiveCatalog:
@@ -129,8 +137,11 @@ class EntitlementGate:
         catalog, match, rules = self._route(found, method, path, scopes)
         if not rules and catalog.money_terms(found.plan_id) is None:
             return Admission(customer_id, found.plan_id, match.feature, match.route, rules, None, True, match.cost)
+        cap = self._cap_now(catalog, found)
+        if cap is False:
+            return None
         now_ms = self._clock.now_ms()
-        lease_key = self._check_for(catalog, found, match.feature, match.cost, rules, now_ms)
+        lease_key = self._check_for(catalog, found, match.feature, match.cost, rules, now_ms, cap)
         verdict = self._limiter.try_now(lease_key, now_ms)
         if verdict is None:
             return None
@@ -155,8 +166,11 @@ class EntitlementGate:
             return Admission(
                 customer_id, subscription.plan_id, match.feature, match.route, rules, None, True, match.cost
             )
+        cap = self._cap_now(catalog, subscription)
+        if cap is False:
+            cap = await self._resolve_cap(catalog, subscription, deadline)
         now_ms = self._clock.now_ms()
-        lease_key = self._check_for(catalog, subscription, match.feature, match.cost, rules, now_ms)
+        lease_key = self._check_for(catalog, subscription, match.feature, match.cost, rules, now_ms, cap)
         check = lease_key[1]
         try:
             bound = self._limiter_timeout
@@ -279,6 +293,36 @@ class EntitlementGate:
             raise NoSubscription("This account has no subscription to a plan.")
         return found
 
+    def forget_customer_cap(self, customer_id: str) -> None:
+        """The customer changed their own spend cap: read it again at their next check."""
+        if self._caps is not None:
+            self._caps.evict(customer_id)
+
+    def _cap_now(self, catalog: CompiledCatalog, subscription: Subscription) -> CustomerCap | Literal[False] | None:
+        """The customer's own spend cap if their plan has a spend cap and it is cached (None: none, or not
+        looked up); False: await :meth:`_resolve_cap`. No I/O, no allocation."""
+        caps = self._caps
+        if caps is None:
+            return None
+        terms = catalog.money_terms(subscription.plan_id)
+        if terms is None or terms.cap is None:
+            return None
+        return caps.cached(subscription.customer_id)
+
+    async def _resolve_cap(
+        self, catalog: CompiledCatalog, subscription: Subscription, deadline: float | None
+    ) -> CustomerCap | None:
+        """The customer's own spend cap from the store. When it cannot be read, a plan that fails open
+        checks the plan's cap alone; one that fails closed refuses (:class:`EntitlementsUnavailable`)."""
+        assert self._caps is not None
+        try:
+            return await self._caps.resolve(subscription.customer_id, deadline)
+        except CapLookupFailed as exc:
+            if catalog.plans[subscription.plan_id].outage_policy == "fail_open":
+                log.warning("spend cap of customer %s not read (plan fails open): %s", subscription.customer_id, exc)
+                return None
+            raise EntitlementsUnavailable(f"the spend cap could not be read: {exc}") from exc
+
     def _check_for(
         self,
         catalog: CompiledCatalog,
@@ -287,15 +331,17 @@ class EntitlementGate:
         route_cost: int,
         rules: tuple[PolicyRule, ...],
         now_ms: int,
+        cap: CustomerCap | None = None,
     ) -> tuple[str, Check]:
         """The lease key ``(customer id, check)`` of one request: the check's policies (with the customer's
-        overrides, in the current billing period) and costs, built once per customer limits, period and
-        route cost and memoised; per customer, the last one is reused while its subscription and catalog
-        objects are the current ones and ``now_ms`` is in its period."""
+        overrides, in the current billing period), costs and money (with the customer's own spend ``cap``
+        where it is below the plan's), built once per customer limits, period, route cost and cap and
+        memoised; per customer, the last one is reused while its subscription, catalog and cap objects are
+        the current ones and ``now_ms`` is in its period."""
         customer_id = subscription.customer_id
         recent_key = (customer_id, feature, route_cost)
         recent = self._recent.get(recent_key)
-        if recent is not None and recent[0] is subscription and recent[1] is catalog:
+        if recent is not None and recent[0] is subscription and recent[1] is catalog and recent[3] is cap:
             lease_key = recent[2]
             start_ms, end_ms = lease_key[1].period_ms
             if start_ms <= now_ms < end_ms:
@@ -303,12 +349,20 @@ class EntitlementGate:
         period = subscription.current_period(self._clock.now())
         period_ms = (int(period.start.timestamp() * 1000), int(period.end.timestamp() * 1000))
         limits = tuple(subscription.limit(rule.name, rule.limit) for rule in rules) if subscription.overrides else None
-        key = (catalog.digest, subscription.plan_id, feature, route_cost, limits, period_ms)
+        money = None
+        own_cap = None
+        if cap is not None:
+            money = catalog.money_for(subscription.plan_id, feature, period_ms, route_cost)
+            terms = catalog.money_terms(subscription.plan_id)
+            if money is not None and terms is not None:
+                own_cap, money = customer_money(money, cap, terms.unit)
+        key = (catalog.digest, subscription.plan_id, feature, route_cost, limits, period_ms, own_cap)
         check = self._checks.get(key)
         if check is None:
             if len(self._checks) > _MEMO_MAX_ENTRIES:
                 self._checks.clear()
-            money = catalog.money_for(subscription.plan_id, feature, period_ms, route_cost)
+            if money is None:
+                money = catalog.money_for(subscription.plan_id, feature, period_ms, route_cost)
             unit = catalog.balance_unit(subscription.plan_id) if money is not None and money.prepaid else None
             check = self._checks[key] = Check(
                 key,
@@ -320,7 +374,7 @@ class EntitlementGate:
         if len(self._recent) > _MEMO_MAX_ENTRIES:
             self._recent.clear()
         lease_key = (customer_id, check)
-        self._recent[recent_key] = (subscription, catalog, lease_key)
+        self._recent[recent_key] = (subscription, catalog, lease_key, cap)
         return lease_key
 
     def _rules_for(self, catalog: CompiledCatalog, plan_id: str, feature: str) -> tuple[PolicyRule, ...]:

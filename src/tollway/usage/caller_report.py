@@ -2,7 +2,8 @@
 billable quantity of every meter so far (ClickHouse, ``usage FINAL`` with each meter's billable rule,
 the same sums billing makes), each quota's count (the Redis counters the limiter enforces), and the
 charges so far (the period's invoice as ``tollway bill`` would price it now: flat fees for the period,
-usage to date, plan changes by part).
+usage to date, plan changes by part). For a prepaid plan, the live balance with its grants and the burn
+per day; for a spend-capped plan, the period's spend against the cap (``usage.money_report``).
 
 The ClickHouse part runs on the caller-supplied ``warehouse`` runner (the loader's client and thread,
 so an embedded chdb is opened once per process); the rest is async I/O on Redis.
@@ -25,6 +26,7 @@ from tollway.periods import load_timezone
 from tollway.plans.schema import Catalog
 from tollway.ratelimit import Limiter, Policy, QuotaPolicy
 from tollway.subscriptions.model import Subscription, format_exact
+from tollway.usage.money_report import MoneySources, burn_per_day, money_parts
 
 T = TypeVar("T")
 Warehouse = Callable[[Callable[[Any, str], T]], Awaitable[T]]
@@ -35,13 +37,16 @@ class SubscriptionSource(Protocol):
     async def get(self, customer_id: str) -> Subscription | None: ...
 
 
-def _warehouse_part(
-    catalog: Catalog, subscription: Subscription, start: datetime, end: datetime, now: datetime
-) -> Callable[[Any, str], tuple[dict[str, Decimal], dict[str, Any] | None]]:
-    """The quantities of every meter over ``[start, now)`` and the invoice document so far (None when the
-    plan is not priced)."""
+WarehousePart = tuple[dict[str, Decimal], dict[str, Any] | None, list[dict[str, str]] | None]
 
-    def run(client: Any, database: str) -> tuple[dict[str, Decimal], dict[str, Any] | None]:
+
+def _warehouse_part(
+    catalog: Catalog, subscription: Subscription, start: datetime, end: datetime, now: datetime, burns: bool = False
+) -> Callable[[Any, str], WarehousePart]:
+    """The quantities of every meter over ``[start, now)``, the invoice document so far (None when the
+    plan is not priced) and, with ``burns``, what prepaid requests burned per local day (else None)."""
+
+    def run(client: Any, database: str) -> WarehousePart:
         rules = {name: meter.billable for name, meter in catalog.meters.items()}
         quantities = billable_quantities(client, database, subscription.customer_id, start, now, rules).quantities
         local = start.astimezone(load_timezone(subscription.timezone))
@@ -51,7 +56,12 @@ def _warehouse_part(
             )
         except BillingError:
             invoice = None
-        return dict(quantities), None if invoice is None else invoice.as_dict()
+        burned = (
+            burn_per_day(client, database, subscription.customer_id, start, now, subscription.timezone)
+            if burns
+            else None
+        )
+        return dict(quantities), None if invoice is None else invoice.as_dict(), burned
 
     return run
 
@@ -62,11 +72,13 @@ async def caller_report(
     subscriptions: SubscriptionSource,
     live: LiveCatalog,
     limiter: Limiter,
-    warehouse: Warehouse[tuple[dict[str, Decimal], dict[str, Any] | None]],
+    warehouse: Warehouse[WarehousePart],
     now: datetime,
+    money: MoneySources | None = None,
 ) -> dict[str, Any]:
     """The JSON document of ``customer_id``'s current period. Raises ``NoSubscription`` and
-    ``PlanUnavailable`` (403 at the edge), ``LimiterUnavailable`` and warehouse errors (503)."""
+    ``PlanUnavailable`` (403 at the edge), ``LimiterUnavailable``, Redis and warehouse errors (503).
+    ``money``: where balances and spend are read (None: the document has no money part)."""
     subscription = await subscriptions.get(customer_id)
     if subscription is None:
         raise NoSubscription("This account has no subscription to a plan.")
@@ -92,11 +104,14 @@ async def caller_report(
             }
             for s in verdict.states
         ]
-    quantities, invoice = await warehouse(
-        _warehouse_part(compiled.catalog, subscription, period.start, period.end, now)
+    balance, spend_cap = await money_parts(money, subscription, compiled, now) if money is not None else (None, None)
+    quantities, invoice, burned = await warehouse(
+        _warehouse_part(compiled.catalog, subscription, period.start, period.end, now, burns=balance is not None)
     )
+    if balance is not None:
+        balance["burn_per_day"] = burned or []
     local_start, local_end = period.local(subscription.timezone)
-    return {
+    document: dict[str, Any] = {
         "customer_id": customer_id,
         "plan": subscription.plan_id,
         "as_of": format_exact(now),
@@ -111,6 +126,11 @@ async def caller_report(
         "quotas": quotas,
         "charges": None if invoice is None else _charges(invoice),
     }
+    if balance is not None:
+        document["balance"] = balance
+    if spend_cap is not None:
+        document["spend_cap"] = spend_cap
+    return document
 
 
 def _charges(invoice: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,14 +20,16 @@ from tollway.admin.problems import ProblemError, invalid, problem_responses
 from tollway.admin.routes.invoices import load_document
 from tollway.admin.services import AdminServices
 from tollway.admin.usage_chart import DailyValue
-from tollway.admin.usage_page import MeterChart, UsagePage, render
+from tollway.admin.usage_page import BalanceView, GrantLine, MeterChart, SpendCapView, UsagePage, render
 from tollway.admin.usage_queries import daily_usage, meter_totals
 from tollway.auth.records import format_instant
 from tollway.billing.render import to_html
 from tollway.periods import load_timezone
+from tollway.plans.catalog import CompiledCatalog
 from tollway.plans.errors import CatalogError
-from tollway.plans.loader import load_catalog
+from tollway.plans.loader import load_catalog, load_compiled_catalog
 from tollway.subscriptions.errors import UnreadableSubscription
+from tollway.usage.money_report import burn_per_day, money_parts
 
 router = APIRouter(tags=["page"])
 
@@ -72,6 +74,15 @@ def _units(services: AdminServices) -> dict[str, str]:
     return {name: str(getattr(meter.unit, "value", meter.unit)) for name, meter in catalog.meters.items()}
 
 
+def _compiled(services: AdminServices) -> CompiledCatalog | None:
+    if services.catalog_path is None:
+        return None
+    try:
+        return load_compiled_catalog(services.catalog_path)
+    except (CatalogError, OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
 def _month_of(now: datetime) -> tuple[datetime, datetime]:
     start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = (start + timedelta(days=32)).replace(day=1)
@@ -98,13 +109,26 @@ async def build_page(services: AdminServices, customer_id: str, token: str | Non
     else:
         (start, end), timezone = _month_of(now), "UTC"
 
-    def query(client: Any, database: str) -> tuple[Any, Any, Any]:
+    balance: dict[str, Any] | None = None
+    spend_cap: dict[str, Any] | None = None
+    compiled = _compiled(services) if subscription is not None and services.money is not None else None
+    money = services.money
+    if (
+        subscription is not None
+        and money is not None
+        and compiled is not None
+        and subscription.plan_id in compiled.plans
+    ):
+        balance, spend_cap = await money_parts(money, subscription, compiled, now)
+
+    def query(client: Any, database: str) -> tuple[Any, Any, Any, Any]:
         totals = meter_totals(client, database, customer_id, start, end)
         rows = daily_usage(client, database, customer_id, start, end, timezone=timezone, limit=MAX_DAILY_ROWS)
         invoices = list_invoices(client, database, customer_id, limit=INVOICES_SHOWN)
-        return totals, rows, invoices
+        burned = burn_per_day(client, database, customer_id, start, end, timezone) if balance is not None else None
+        return totals, rows, invoices, burned
 
-    totals, rows, invoices = await services.warehouse.run(query)
+    totals, rows, invoices, burned = await services.warehouse.run(query)
     per_day: defaultdict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for row in rows:
         per_day[(row.day, row.meter)] += Decimal(row.quantity)
@@ -134,6 +158,19 @@ async def build_page(services: AdminServices, customer_id: str, token: str | Non
             (invoice, f"/customers/{customer_id}/invoices/{invoice.invoice_id}/html{suffix}") for invoice in invoices
         ],
         generated_at=format_instant(now),
+        balance=None if balance is None else _balance(balance, burned or []),
+        spend_cap=None if spend_cap is None else SpendCapView(**spend_cap),
+    )
+
+
+def _balance(balance: dict[str, Any], burned: list[dict[str, str]]) -> BalanceView:
+    return BalanceView(
+        remaining=balance["remaining"],
+        unit=balance["unit"],
+        grants=[
+            GrantLine(g["id"], g["status"], g["amount"], g["remaining"], g["expires_at"]) for g in balance["grants"]
+        ],
+        burn_per_day=[DailyValue(d["day"], Decimal(d["burned"])) for d in burned],
     )
 
 
