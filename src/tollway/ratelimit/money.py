@@ -19,6 +19,7 @@ Script arguments, after the policies' (one ARGV each, in this order; each with i
     2 <quantity> <period_end_ms> <charge model args>   a real-time charge (credits.charges)
     3 <period_start_ms>                                 the balance: burn the price
     4 <cap_micros> <hard 0|1> <period_end_ms>           the spend cap
+    5 <row_id> <overrun> <cap_period_start_ms|-1> <i>,… a reservation of the charges at positions i (1-based)
 
 A charge argument may end with `` r<units>``: units of a capacity lease given back before the check (not
 below 0); the counter goes down by them and the price of those *top* positions
@@ -26,7 +27,11 @@ below 0); the counter goes down by them and the price of those *top* positions
 period's spend counter, so the money burned for a charge in a period is always exactly ``total(Q)`` of
 its counter. The reply, per money argument, three numbers like a
 policy's: charge: (quantity before, price of this check, 0); balance: (live balance before, burned, 0);
-spend cap: (spent before, price, 0).
+spend cap: (spent before, price, 0); reservation: (1 written | 0 refused, reserved price, 0).
+
+Reservations (``ratelimit.reservations``): with ``Money.reserved``, the check also writes the
+reservation record ``{p}rv:{<customer>}`` field ``row_id`` when admitted (a row id already there is an
+error: nothing is admitted). Settled later by ``settle.lua`` (``Limiter.settle``).
 
 Money in the script (``consume.lua``; ``ratelimit.model`` is the same in Python). The formats above are
 unchanged; the script tells money arguments from policies' by their first digit (2-4 vs 0-1), counting

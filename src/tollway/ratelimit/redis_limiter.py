@@ -15,20 +15,31 @@ expire a counter early. ``server_time=False`` counts windows at the caller's ``n
 drive time, and processes run with an injected clock).
 
 Money (``ratelimit.money``), beside them: real-time charges' period quantities ``{p}cq:…``, the grants
-hash ``{p}cr:{<partition>}`` and the period's spend ``{p}sp:…``, read and written by the same script call.
+hash ``{p}cr:{<partition>}`` and the period's spend ``{p}sp:…``, read and written by the same script call;
+reservations ``{p}rv:{<partition>}`` (``ratelimit.reservations``), written by it and settled by ``settle.lua``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+
+from redis.exceptions import RedisError
 
 from tollway.ratelimit.coalescer import DEFAULT_MAX_BATCH, DirectRunner, PipelineCoalescer, ScriptRunner
 from tollway.ratelimit.errors import LimiterUnavailable
-from tollway.ratelimit.keys import checked_costs
+from tollway.ratelimit.keys import charge_key, checked_costs, grants_key, spend_key
 from tollway.ratelimit.money import Money, MoneyState, decide
 from tollway.ratelimit.policies import Policy
 from tollway.ratelimit.refunds import Refund
-from tollway.ratelimit.script import script_keys_and_args
+from tollway.ratelimit.reservations import (
+    Reservation,
+    Settlement,
+    check_reservation,
+    checked_actual,
+    reservations_key,
+)
+from tollway.ratelimit.script import SETTLE_SCRIPT, script_keys_and_args
 from tollway.ratelimit.verdict import Counted, Verdict, build_verdict
 from tollway.redis_types import RedisClient
 
@@ -51,6 +62,9 @@ class RedisLimiter:
         ``server_time``: count windows on the server's clock (False: on the caller's ``now_ms``)."""
         self._prefix = prefix
         self._server_time = server_time
+        self._redis = redis
+        self._timeout = timeout_s
+        self._settle_runner = DirectRunner(redis, SETTLE_SCRIPT, timeout_s=timeout_s)
         self._runner: ScriptRunner = (
             PipelineCoalescer(redis, max_batch=max_batch, timeout_s=timeout_s)
             if coalesce
@@ -83,6 +97,8 @@ class RedisLimiter:
             return Verdict(admitted=True, states=(), at_ms=now_ms)
         if refund is not None:
             refund.check(policies, money)
+        if money is not None and money.reserves:
+            check_reservation(money)
         policies = tuple(policies)
         window_ms = None if self._server_time else now_ms
         keys, args = script_keys_and_args(self._prefix, partition, policies, costs, now_ms, refund, window_ms, money)
@@ -104,6 +120,47 @@ class RedisLimiter:
         elif any(refund.units):
             refund.check(policies, money)
             await self.consume(partition, policies, 0, now_ms, Refund(refund.units, refund.taken_ms))
+
+    async def settle(self, partition: str, row_id: str, actual: Sequence[int], now_ms: int) -> Settlement:
+        """Settle the reservation of ``row_id`` with the ``actual`` quantities (one per reserved charge, in
+        the record's order), exactly once (``ratelimit.reservations``). Two round trips: the record is
+        read to name the keys, then ``settle.lua`` settles it if it is still open. Raises
+        ``LimiterUnavailable`` if Redis cannot be reached (nothing or everything was settled: call again)."""
+        key = reservations_key(self._prefix, partition)
+        try:
+            async with asyncio.timeout(self._timeout):
+                raw = await self._redis.hget(key, row_id)
+        except TimeoutError as exc:
+            raise LimiterUnavailable(f"no answer within {self._timeout} s") from exc
+        except (RedisError, OSError) as exc:
+            raise LimiterUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        if raw is None:
+            return Settlement(row_id, "unknown")
+        text = raw.decode("ascii") if isinstance(raw, bytes) else str(raw)
+        if text.startswith("S"):
+            return Settlement.decode(row_id, text)
+        record = Reservation.decode(row_id, text)
+        checked_actual(record, actual)
+        cap_start = record.cap_period[0] if record.cap_period is not None else None
+        keys = [
+            key,
+            grants_key(self._prefix, partition),
+            spend_key(self._prefix, partition, cap_start) if cap_start is not None else key,
+            *(charge_key(self._prefix, partition, c.charge.name, c.charge.period_start_ms) for c in record.charges),
+        ]
+        reply = await self._settle_runner.run(keys, [now_ms, row_id, " ".join(str(q) for q in actual)])
+        status = {1: "settled", 0: "already"}.get(reply[0], "unknown")
+        if status == "unknown":
+            return Settlement(row_id, "unknown")
+        return Settlement(row_id, "settled" if status == "settled" else "already", *reply[1:6])
+
+    async def reservations(self, partition: str) -> dict[str, str]:
+        """The customer's reservations hash (row id -> open record or settlement marker)."""
+        raw = await self._redis.hgetall(reservations_key(self._prefix, partition))
+        return {
+            (k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
+            for k, v in raw.items()
+        }
 
     async def aclose(self) -> None:
         """Wait for checks in flight. The Redis client is the caller's to close."""
