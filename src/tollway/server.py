@@ -39,6 +39,7 @@ from tollway.usage.caller_report import caller_report
 from tollway.usage.clickhouse_sink import ClickHouseSink
 from tollway.usage.metering import Metering
 from tollway.usage.report_server import USAGE_PATH, Report, UsageReportServer
+from tollway.usage.settlement import ReservationSettler
 from tollway.usage.spool import pending_bytes
 from tollway.usage.usage_headers import UsageHeaders
 from tollway.warehouse.settings import WarehouseSettings
@@ -317,6 +318,11 @@ async def serve(
     metering = Metering.start(settings, gate.catalog if gate is not None else None) if settings.spool_dir else None
     if metering is None:
         log.info("metering is off (set TOLLWAY_SPOOL_DIR to record usage)")
+    if metering is not None and gate is not None:  # reservations are settled where rows are completed
+        settle_on = RedisLimiter(
+            redis, prefix=settings.redis_prefix, coalesce=False, timeout_s=settings.redis_timeout_ms / 1000
+        )
+        metering.access_log.settler = ReservationSettler(settle_on, lambda: gate.catalog.current, clock.now_ms)
     reader = warehouse_reader(metering)
     report = build_caller_report(settings, redis, clock, gate, metering, reader)
     usage_headers = (

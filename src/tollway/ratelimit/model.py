@@ -84,10 +84,13 @@ class Limiter(Protocol):
 
 
 class Settler(Protocol):
-    async def settle(self, partition: str, row_id: str, actual: Sequence[int], now_ms: int) -> Settlement:
+    async def settle(
+        self, partition: str, row_id: str, actual: Sequence[int] | Mapping[str, int], now_ms: int
+    ) -> Settlement:
         """Settle the reservation keyed by ``row_id`` with the ``actual`` quantities (one per reserved
-        charge, in the record's order) exactly once (``ratelimit.reservations``): ``status`` ``settled``
-        by this call, ``already`` (the first settlement's outcome; nothing changed), or ``unknown``.
+        charge, in the record's order, or by charge name) exactly once (``ratelimit.reservations``):
+        ``status`` ``settled`` by this call, ``already`` (the first settlement's outcome; nothing
+        changed), or ``unknown``.
         ValueError for a wrong number of quantities or a negative one; ``LimiterUnavailable`` if the
         store cannot be reached (settled entirely or not at all: call again)."""
         ...
@@ -283,10 +286,14 @@ class MemoryLimiter:
             self._reservations.setdefault(partition, {})[money.row_id] = record.encode()
         return state
 
-    async def settle(self, partition: str, row_id: str, actual: Sequence[int], now_ms: int) -> Settlement:
+    async def settle(
+        self, partition: str, row_id: str, actual: Sequence[int] | Mapping[str, int], now_ms: int
+    ) -> Settlement:
         return self.settle_now(partition, row_id, actual, now_ms)
 
-    def settle_now(self, partition: str, row_id: str, actual: Sequence[int], now_ms: int) -> Settlement:
+    def settle_now(
+        self, partition: str, row_id: str, actual: Sequence[int] | Mapping[str, int], now_ms: int
+    ) -> Settlement:
         """``settle`` without the coroutine (``ratelimit.reservations`` has the rule)."""
         held = self._reservations.get(partition, {})
         text = held.get(row_id)
@@ -295,7 +302,7 @@ class MemoryLimiter:
         if text.startswith("S"):
             return Settlement.decode(row_id, text)
         record = Reservation.decode(row_id, text)
-        checked_actual(record, actual)
+        actual = checked_actual(record, actual)
         back = over = 0
         for reserved, quantity in zip(record.charges, actual, strict=True):
             charge = reserved.charge

@@ -22,7 +22,7 @@ reservations ``{p}rv:{<partition>}`` (``ratelimit.reservations``), written by it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from redis.exceptions import RedisError
 
@@ -121,7 +121,9 @@ class RedisLimiter:
             refund.check(policies, money)
             await self.consume(partition, policies, 0, now_ms, Refund(refund.units, refund.taken_ms))
 
-    async def settle(self, partition: str, row_id: str, actual: Sequence[int], now_ms: int) -> Settlement:
+    async def settle(
+        self, partition: str, row_id: str, actual: Sequence[int] | Mapping[str, int], now_ms: int
+    ) -> Settlement:
         """Settle the reservation of ``row_id`` with the ``actual`` quantities (one per reserved charge, in
         the record's order), exactly once (``ratelimit.reservations``). Two round trips: the record is
         read to name the keys, then ``settle.lua`` settles it if it is still open. Raises
@@ -140,7 +142,7 @@ class RedisLimiter:
         if text.startswith("S"):
             return Settlement.decode(row_id, text)
         record = Reservation.decode(row_id, text)
-        checked_actual(record, actual)
+        quantities = checked_actual(record, actual)
         cap_start = record.cap_period[0] if record.cap_period is not None else None
         keys = [
             key,
@@ -148,7 +150,7 @@ class RedisLimiter:
             spend_key(self._prefix, partition, cap_start) if cap_start is not None else key,
             *(charge_key(self._prefix, partition, c.charge.name, c.charge.period_start_ms) for c in record.charges),
         ]
-        reply = await self._settle_runner.run(keys, [now_ms, row_id, " ".join(str(q) for q in actual)])
+        reply = await self._settle_runner.run(keys, [now_ms, row_id, " ".join(str(q) for q in quantities)])
         status = {1: "settled", 0: "already"}.get(reply[0], "unknown")
         if status == "unknown":
             return Settlement(row_id, "unknown")

@@ -34,15 +34,15 @@ actual − reserved and ``Q`` its counter now:
   money pays it first; a burn never takes from a negative record). A negative live balance refuses
   every priced request (402) until a top-up covers it.
 
-The final price of the request is ``reserved price − given back + overrun burned``: what its usage row
-(version 2) carries, so the reconcile identity holds (the debt record is one of the held records). The
+The final price of the request is its admission price ``− given back + overrun burned``: what its usage
+row (version 2) carries, so the reconcile identity holds (the debt record is one of the held records). The
 settle call reads no rollover and no policy. Markers are deleted by :func:`forget`-style cleanup
 (``Limiter.forget_settled``) once the row carrying the final price is durable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -127,10 +127,11 @@ class Reservation:
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """The outcome of settling one reservation. ``price``: the request's final price (what its usage row
-    carries); ``back``: given back; ``burned``: overrun burned; ``forgiven``: overrun past the allowance,
-    not burned. ``status``: ``settled`` by this call, ``already`` by an earlier one (same numbers),
-    ``unknown`` (no such reservation: all numbers 0)."""
+    """The outcome of settling one reservation. ``price``: the reserved charges' final price (the request's
+    usage row carries its admission price − ``back`` + ``burned``: charges known at admission included);
+    ``back``: given back; ``burned``: overrun burned; ``forgiven``: overrun past the allowance, not burned.
+    ``status``: ``settled`` by this call, ``already`` by an earlier one (same numbers), ``unknown`` (no
+    such reservation: all numbers 0)."""
 
     row_id: str
     status: SettleStatus
@@ -157,12 +158,19 @@ def check_reservation(money: Money) -> None:
         raise ValueError("a check with a reservation needs the usage row id (Money.for_row)")
 
 
-def checked_actual(record: Reservation, actual: Sequence[int]) -> None:
-    """ValueError unless ``actual`` gives one quantity >= 0 per reserved charge of ``record``."""
-    if len(actual) != len(record.charges):
-        raise ValueError(f"{len(actual)} actual quantities for {len(record.charges)} reserved charges")
-    if any(q < 0 for q in actual):
+def checked_actual(record: Reservation, actual: Sequence[int] | Mapping[str, int]) -> tuple[int, ...]:
+    """One actual quantity per reserved charge of ``record``, in its order: ``actual`` in that order, or
+    by charge name (a charge it does not name: its reserved quantity, so its reservation stands).
+    ValueError for a wrong number of quantities or a negative one."""
+    if isinstance(actual, Mapping):
+        quantities = tuple(actual.get(c.charge.name, c.quantity) for c in record.charges)
+    else:
+        quantities = tuple(actual)
+    if len(quantities) != len(record.charges):
+        raise ValueError(f"{len(quantities)} actual quantities for {len(record.charges)} reserved charges")
+    if any(q < 0 for q in quantities):
         raise ValueError("actual quantities must be >= 0")
+    return quantities
 
 
 def reservations_key(prefix: str, partition: str) -> str:
