@@ -39,6 +39,7 @@ from tollway.usage.caller_report import caller_report
 from tollway.usage.clickhouse_sink import ClickHouseSink
 from tollway.usage.metering import Metering
 from tollway.usage.report_server import USAGE_PATH, Report, UsageReportServer
+from tollway.usage.reservation_sweeper import ReservationSweeper
 from tollway.usage.settlement import ReservationSettler
 from tollway.usage.spool import pending_bytes
 from tollway.usage.usage_headers import UsageHeaders
@@ -322,7 +323,20 @@ async def serve(
         settle_on = RedisLimiter(
             redis, prefix=settings.redis_prefix, coalesce=False, timeout_s=settings.redis_timeout_ms / 1000
         )
-        metering.access_log.settler = ReservationSettler(settle_on, lambda: gate.catalog.current, clock.now_ms)
+        current = gate.catalog
+        metering.access_log.settler = ReservationSettler(settle_on, lambda: current.current, clock.now_ms)
+        if settings.metering_port:  # where the access log arrives: the sweeper repairs what it missed
+            spool = metering.spool
+            sweeper = ReservationSweeper(
+                settle_on,
+                lambda: metering.sink.read if metering.sink is not None else None,
+                lambda: current.current,
+                spool.append,
+                clock.now_ms,
+                settings.reservation_timeout_s,
+                settings.reservation_sweep_s,
+            )
+            background.append(sweeper.run)
     reader = warehouse_reader(metering)
     report = build_caller_report(settings, redis, clock, gate, metering, reader)
     usage_headers = (

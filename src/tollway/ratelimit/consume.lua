@@ -302,7 +302,8 @@ if m > 0 then
   end
   -- A reservation (ratelimit/reservations.py): the reserved charges' quantities and prices, keyed by row id.
   if rsv and admit == 1 then
-    local lines = {string.format('R %d %s %d %s %s', qnow, rsv.over, bal and 1 or 0, rsv.cps, cap and string.format('%d', cap.pe) or '-1')}
+    local lines = {string.format('R %d %s %d %s %s %d', qnow, rsv.over, bal and 1 or 0, rsv.cps,
+      cap and string.format('%d', cap.pe) or '-1', price)}
     rsv.price = 0
     for p in string.gmatch(rsv.pos, '%d+') do
       local c = C[tonumber(p)]

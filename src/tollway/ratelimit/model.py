@@ -282,7 +282,7 @@ class MemoryLimiter:
                 if marked
             )
             cap_period = None if cap is None else (cap.period_start_ms, cap.period_end_ms)
-            record = Reservation(money.row_id, now_ms, money.overrun, money.prepaid, cap_period, reserved)
+            record = Reservation(money.row_id, now_ms, money.overrun, money.prepaid, cap_period, reserved, price)
             self._reservations.setdefault(partition, {})[money.row_id] = record.encode()
         return state
 
@@ -347,9 +347,30 @@ class MemoryLimiter:
             net = burned - min(back, spent)
             if net:
                 self._spent[key] = spent + net
-        settled = Settlement(row_id, "settled", record.price - back + burned, back, burned, over - burned, now_ms)
+        settled = Settlement(
+            row_id,
+            "settled",
+            record.price - back + burned,
+            back,
+            burned,
+            over - burned,
+            now_ms,
+            record.admitted_price - back + burned,
+        )
         held[row_id] = settled.encode()
         return settled
+
+    async def held_reservations(self) -> dict[str, dict[str, str]]:
+        """Every customer's reservations hash (open records and settlement markers)."""
+        return {p: dict(h) for p, h in self._reservations.items() if h}
+
+    async def forget_settled(self, partition: str, row_id: str) -> bool:
+        """Delete the settlement marker of ``row_id`` (never an open record); True if one was deleted."""
+        held = self._reservations.get(partition, {})
+        if held.get(row_id, "").startswith("S"):
+            del held[row_id]
+            return True
+        return False
 
     def reservations(self, partition: str) -> dict[str, str]:
         """The customer's reservations hash (row id -> open record or settlement marker), as in Redis."""

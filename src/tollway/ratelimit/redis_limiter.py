@@ -43,6 +43,11 @@ from tollway.ratelimit.script import SETTLE_SCRIPT, script_keys_and_args
 from tollway.ratelimit.verdict import Counted, Verdict, build_verdict
 from tollway.redis_types import RedisClient
 
+_FORGET = (
+    "local v = redis.call('HGET', KEYS[1], ARGV[1]) "
+    "if v and string.sub(v, 1, 1) == 'S' then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0"
+)
+
 
 class RedisLimiter:
     """``Limiter`` on Redis. ``coalesce=False`` sends one EVALSHA per check instead of batching."""
@@ -154,7 +159,23 @@ class RedisLimiter:
         status = {1: "settled", 0: "already"}.get(reply[0], "unknown")
         if status == "unknown":
             return Settlement(row_id, "unknown")
-        return Settlement(row_id, "settled" if status == "settled" else "already", *reply[1:6])
+        return Settlement(row_id, "settled" if status == "settled" else "already", *reply[1:7])
+
+    async def held_reservations(self) -> dict[str, dict[str, str]]:
+        """Every customer's reservations hash (SCAN of ``{p}rv:{*}``; on a cluster, the client's scan)."""
+        out: dict[str, dict[str, str]] = {}
+        async for raw in self._redis.scan_iter(match=f"{self._prefix}rv:{{*}}", count=1000):
+            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+            partition = key[len(self._prefix) + 4 : -1]
+            held = await self.reservations(partition)
+            if held:
+                out[partition] = held
+        return out
+
+    async def forget_settled(self, partition: str, row_id: str) -> bool:
+        """Delete the settlement marker of ``row_id`` (never an open record); True if one was deleted."""
+        deleted = await self._redis.eval(_FORGET, 1, reservations_key(self._prefix, partition), row_id)
+        return bool(deleted)
 
     async def reservations(self, partition: str) -> dict[str, str]:
         """The customer's reservations hash (row id -> open record or settlement marker)."""

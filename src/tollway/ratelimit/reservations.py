@@ -10,12 +10,12 @@ atomic call, writes one record in the customer's reservations hash, keyed by the
 
 Open record (``Reservation.encode``): a header line, then one line per reserved charge::
 
-    R <created_ms> <overrun> <prepaid 0|1> <cap_period_start_ms|-1> <cap_period_end_ms|-1>
+    R <created_ms> <overrun> <prepaid 0|1> <cap_period_start_ms|-1> <cap_period_end_ms|-1> <admission price>
     <charge> <period_start_ms> <period_end_ms> <reserved quantity> <reserved price> <model args>
 
 Settlement marker (``Settlement.encode``), written over the record by the settling call::
 
-    S <final price> <given back> <overrun burned> <forgiven> <settled_ms>
+    S <final price> <given back> <overrun burned> <forgiven> <settled_ms> <request's final price>
 
 **Settle** (``settle.lua``; ``MemoryLimiter.settle``) is one atomic call per reservation: if the field
 holds an open record it is settled with the actual quantities and replaced by the marker; if it holds a
@@ -89,7 +89,8 @@ class ReservedCharge:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """An open reservation. ``cap_period``: the spend counter's period (None: the check had no cap)."""
+    """An open reservation. ``cap_period``: the spend counter's period (None: the check had no cap).
+    ``admitted_price``: the whole price the check burned (reserved charges and those known at admission)."""
 
     row_id: str
     created_ms: int
@@ -97,6 +98,7 @@ class Reservation:
     prepaid: bool
     cap_period: tuple[int, int] | None
     charges: tuple[ReservedCharge, ...]
+    admitted_price: int = 0
 
     @property
     def price(self) -> int:
@@ -104,7 +106,7 @@ class Reservation:
 
     def encode(self) -> str:
         cap = self.cap_period or (-1, -1)
-        lines = [f"R {self.created_ms} {self.overrun} {int(self.prepaid)} {cap[0]} {cap[1]}"]
+        lines = [f"R {self.created_ms} {self.overrun} {int(self.prepaid)} {cap[0]} {cap[1]} {self.admitted_price}"]
         for c in self.charges:
             ch = c.charge
             lines.append(f"{ch.name} {ch.period_start_ms} {ch.period_end_ms} {c.quantity} {c.price} {ch.script_arg}")
@@ -113,7 +115,7 @@ class Reservation:
     @classmethod
     def decode(cls, row_id: str, text: str) -> Reservation:
         head, *rest = text.split("\n")
-        kind, created, overrun, prepaid, cap_start, cap_end = head.split(" ")
+        kind, created, overrun, prepaid, cap_start, cap_end, admitted = head.split(" ")
         if kind != "R":
             raise ValueError(f"reservation {row_id!r} is not open")
         charges = []
@@ -122,7 +124,7 @@ class Reservation:
             charge = charge_from_arg(name, int(start), int(end), arg)
             charges.append(ReservedCharge(charge, int(quantity), int(price)))
         cap = None if int(cap_start) < 0 else (int(cap_start), int(cap_end))
-        return cls(row_id, int(created), int(overrun), prepaid == "1", cap, tuple(charges))
+        return cls(row_id, int(created), int(overrun), prepaid == "1", cap, tuple(charges), int(admitted))
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +133,8 @@ class Settlement:
     usage row carries its admission price − ``back`` + ``burned``: charges known at admission included);
     ``back``: given back; ``burned``: overrun burned; ``forgiven``: overrun past the allowance, not burned.
     ``status``: ``settled`` by this call, ``already`` by an earlier one (same numbers), ``unknown`` (no
-    such reservation: all numbers 0)."""
+    such reservation: all numbers 0). ``total``: the request's final price, what its usage row carries
+    (the admission's whole price − ``back`` + ``burned``)."""
 
     row_id: str
     status: SettleStatus
@@ -140,16 +143,17 @@ class Settlement:
     burned: int = 0
     forgiven: int = 0
     settled_ms: int = 0
+    total: int = 0
 
     def encode(self) -> str:
-        return f"S {self.price} {self.back} {self.burned} {self.forgiven} {self.settled_ms}"
+        return f"S {self.price} {self.back} {self.burned} {self.forgiven} {self.settled_ms} {self.total}"
 
     @classmethod
     def decode(cls, row_id: str, text: str, status: SettleStatus = "already") -> Settlement:
-        kind, price, back, burned, forgiven, at = text.split(" ")
+        kind, price, back, burned, forgiven, at, total = text.split(" ")
         if kind != "S":
             raise ValueError(f"reservation {row_id!r} is not settled")
-        return cls(row_id, status, int(price), int(back), int(burned), int(forgiven), int(at))
+        return cls(row_id, status, int(price), int(back), int(burned), int(forgiven), int(at), int(total))
 
 
 def check_reservation(money: Money) -> None:

@@ -6,23 +6,25 @@
 -- ARGV[1] now_ms (the caller's clock), ARGV[2] the row id, ARGV[3] the actual quantities, in the record's
 -- order, separated by spaces.
 -- Reply: {status (1 settled now, 0 settled before, -1 unknown), final price, given back, overrun burned,
--- forgiven, settled_ms}. Amounts are integers (micro-units) below 2^53, written through '%d'.
+-- forgiven, settled_ms, the request's final price}. Amounts are integers (micro-units) below 2^53, written through '%d'.
 local now = tonumber(ARGV[1])
 local row = ARGV[2]
 local rec = redis.call('HGET', KEYS[1], row)
-if not rec then return {-1, 0, 0, 0, 0, 0} end
+if not rec then return {-1, 0, 0, 0, 0, 0, 0} end
 if string.sub(rec, 1, 1) == 'S' then
-  local p, b, o, f, at = string.match(rec, '^S (%-?%d+) (%d+) (%d+) (%d+) (%d+)$')
-  return {0, tonumber(p), tonumber(b), tonumber(o), tonumber(f), tonumber(at)}
+  local p, b, o, f, at, t = string.match(rec, '^S (%-?%d+) (%d+) (%d+) (%d+) (%d+) (%-?%d+)$')
+  return {0, tonumber(p), tonumber(b), tonumber(o), tonumber(f), tonumber(at), tonumber(t)}
 end
 local DAY = 86400000
 local NOEXP = 2 ^ 62
 
 local lines = {}
 for line in string.gmatch(rec, '[^\n]+') do lines[#lines + 1] = line end
-local created, overrun, prepaid, cps, cpe = string.match(lines[1], '^R (%d+) (%d+) ([01]) (%-?%d+) (%-?%d+)$')
+local created, overrun, prepaid, cps, cpe, admitted =
+  string.match(lines[1], '^R (%d+) (%d+) ([01]) (%-?%d+) (%-?%d+) (%d+)$')
 if not created then return redis.error_reply('malformed reservation ' .. row) end
 overrun, prepaid, cps, cpe = tonumber(overrun), prepaid == '1', tonumber(cps), tonumber(cpe)
+admitted = tonumber(admitted)
 local actual = {}
 for a in string.gmatch(ARGV[3], '%d+') do actual[#actual + 1] = tonumber(a) end
 if #actual ~= #lines - 1 or #KEYS ~= #lines + 2 then
@@ -182,5 +184,6 @@ if cps >= 0 and (back > 0 or burned > 0) then
 end
 
 local price = reserved_price - back + burned
-redis.call('HSET', KEYS[1], row, string.format('S %d %d %d %d %d', price, back, burned, forgiven, now))
-return {1, price, back, burned, forgiven, now}
+local final = admitted - back + burned
+redis.call('HSET', KEYS[1], row, string.format('S %d %d %d %d %d %d', price, back, burned, forgiven, now, final))
+return {1, price, back, burned, forgiven, now, final}

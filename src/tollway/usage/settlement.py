@@ -6,7 +6,8 @@ reservation keyed by the row id is settled with the row's actual quantities **be
 (version 2) is written, and the row carries the settled (final) price:
 
 1. settle in Redis (exactly once; a repeated settle answers the first outcome: ``ratelimit.reservations``);
-2. write the version-2 row with ``price_micros`` = the admission price − given back + overrun burned.
+2. write the version-2 row with ``price_micros`` = the settled total (the admission's whole price − given
+   back + overrun burned; ``Settlement.total``).
 
 A crash between 1 and 2 leaves Redis settled and the row at version 1 (the reserved price). A crash
 before 1, a lost access-log entry or Redis unreachable at 1 leaves the reservation open. Both are found
@@ -103,5 +104,4 @@ class ReservationSettler:
             self.settled += 1
         else:
             self.already += 1
-        # The admission price (the decision's, every charge) with the reserved part settled.
-        return row._replace(price_micros=row.price_micros - settlement.back + settlement.burned)
+        return row._replace(price_micros=settlement.total)

@@ -41,24 +41,24 @@ def test_the_worked_example_reserve_settle_overrun_debt_top_up_release() -> None
     assert first.money is not None
     assert (first.money.price, first.money.balance_after) == (41_000, 59_000)
     record = Reservation.decode("row-1", lim.reservations("c")["row-1"])
-    assert (record.price, record.overrun, record.created_ms) == (40_000, 20_000, now)
+    assert (record.price, record.overrun, record.created_ms, record.admitted_price) == (40_000, 20_000, now, 41_000)
     assert [(c.charge.name, c.quantity, c.price) for c in record.charges] == [("tokens", 4_000, 40_000)]
     # The response used 1_500 tokens: 2_500 go back with their price; the request cost 1_000 + 15_000.
     settled = lim.settle_now("c", "row-1", (1_500,), now + 1)
-    assert settled == Settlement("row-1", "settled", 15_000, 25_000, 0, 0, now + 1)
+    assert settled == Settlement("row-1", "settled", 15_000, 25_000, 0, 0, now + 1, 16_000)
     assert balance(lim) == 84_000
     assert lim.charge_quantity("c", "tokens", T0) == 1_500
     # Exactly once: a second settle (another process, a retried entry, the sweeper) changes nothing and
     # learns the same outcome.
     again = lim.settle_now("c", "row-1", (9_999,), now + 2)
-    assert again == Settlement("row-1", "already", 15_000, 25_000, 0, 0, now + 1)
+    assert again == Settlement("row-1", "already", 15_000, 25_000, 0, 0, now + 1, 16_000)
     assert balance(lim) == 84_000
     assert lim.settle_now("c", "nope", (1,), now).status == "unknown"
     # An overrun: reserve 4_000 (40_000; 43_000 left), use 11_000: 7_000 more tokens = 70_000, within
     # 43_000 + the allowance 20_000? No: 63_000 are burned (the balance to -20_000), 7_000 forgiven.
     assert lim.check("c", [], 0, now, None, reserving("row-2")).admitted
     over = lim.settle_now("c", "row-2", (11_000,), now + 3)
-    assert over == Settlement("row-2", "settled", 40_000 + 63_000, 0, 63_000, 7_000, now + 3)
+    assert over == Settlement("row-2", "settled", 40_000 + 63_000, 0, 63_000, 7_000, now + 3, 104_000)
     assert {g.grant_id: g.remaining for g in lim.grants("c")} == {"g1": 0, DEBT_GRANT: -20_000}
     assert lim.grants("c")[0] == GrantState(DEBT_GRANT, -20_000, DEBT_PRIORITY)
     assert lim.charge_quantity("c", "tokens", T0) == 1_500 + 11_000  # the quantity is what was used
@@ -72,7 +72,7 @@ def test_the_worked_example_reserve_settle_overrun_debt_top_up_release() -> None
     assert lim.check("c", [], 0, now, None, reserving("row-3")).admitted  # a balance of 50_000; 41_000 burned
     # Released (nothing used): the whole reserve goes back, to the debt first (first in burn order).
     released = lim.settle_now("c", "row-3", (0,), now + 4)
-    assert released == Settlement("row-3", "settled", 0, 40_000, 0, 0, now + 4)
+    assert released == Settlement("row-3", "settled", 0, 40_000, 0, 0, now + 4, 1_000)
     assert {g.grant_id: g.remaining for g in lim.grants("c")} == {"g1": 0, DEBT_GRANT: 20_000, "top-up": 29_000}
 
 
