@@ -11,9 +11,10 @@
 -- Optionally two more numbers per policy, a refund applied before the check: `units bucket` — the unused
 -- units of a capacity lease go back to window bucket `bucket` (the one they were consumed in, if still
 -- tracked) or to the quota counter; never below zero (tollway/ratelimit/leases.py).
--- Then, optionally, the money arguments (kinds 2 charge, 3 balance, 4 spend cap, 5 reservation; tollway/ratelimit/money.py
--- has their format and semantics, tollway/ratelimit/model.py the same algorithm in Python), each with its key;
--- a money argument starts with 2-4, a policy's with 0-1, so they are counted from the end.
+-- Then, optionally, the money arguments (kinds 2 charge, 3 balance, 4 spend cap, 5 reservation;
+-- tollway/ratelimit/money.py has their format and semantics, tollway/ratelimit/model.py the same algorithm in
+-- Python), each with its key; a money argument starts with 2-5, a policy's with 0-1, so they are counted from
+-- the end.
 -- Reply: {admitted, then per policy: total before, reset_ms, retry_ms; per money argument its 3 numbers;
 -- then the window time used}; -1 = never fits. TIME in a script is allowed since scripts replicate their
 -- effects (Redis 5+, Valkey). Money amounts are integers (micro-units) below 2^53: exact in Lua's doubles,

@@ -34,7 +34,7 @@ reservation record ``{p}rv:{<customer>}`` field ``row_id`` when admitted (a row 
 error: nothing is admitted). Settled later by ``settle.lua`` (``Limiter.settle``).
 
 Money in the script (``consume.lua``; ``ratelimit.model`` is the same in Python). The formats above are
-unchanged; the script tells money arguments from policies' by their first digit (2-4 vs 0-1), counting
+unchanged; the script tells money arguments from policies' by their first digit (2-5 vs 0-1), counting
 them from the end, so a check without money pays one byte comparison. In order:
 
 1. Refunds: policy units as before; a charge's ``r<units>`` as above. The returned price goes to the
