@@ -41,6 +41,8 @@ from tollway.usage.clickhouse_sink import ClickHouseSink
 from tollway.usage.metering import Metering
 from tollway.usage.money_report import MoneySources, change_spend_cap
 from tollway.usage.report_server import USAGE_PATH, CapChange, Report, UsageReportServer
+from tollway.usage.reservation_sweeper import ReservationSweeper
+from tollway.usage.settlement import ReservationSettler
 from tollway.usage.spool import pending_bytes
 from tollway.usage.usage_headers import UsageHeaders
 from tollway.warehouse.settings import WarehouseSettings
@@ -353,6 +355,24 @@ async def serve(
     metering = Metering.start(settings, gate.catalog if gate is not None else None) if settings.spool_dir else None
     if metering is None:
         log.info("metering is off (set TOLLWAY_SPOOL_DIR to record usage)")
+    if metering is not None and gate is not None:  # reservations are settled where rows are completed
+        settle_on = RedisLimiter(
+            redis, prefix=settings.redis_prefix, coalesce=False, timeout_s=settings.redis_timeout_ms / 1000
+        )
+        current = gate.catalog
+        metering.access_log.settler = ReservationSettler(settle_on, lambda: current.current, clock.now_ms)
+        if settings.metering_port:  # where the access log arrives: the sweeper repairs what it missed
+            spool = metering.spool
+            sweeper = ReservationSweeper(
+                settle_on,
+                lambda: metering.sink.read if metering.sink is not None else None,
+                lambda: current.current,
+                spool.append,
+                clock.now_ms,
+                settings.reservation_timeout_s,
+                settings.reservation_sweep_s,
+            )
+            background.append(sweeper.run)
     reader = warehouse_reader(metering)
     report = build_caller_report(settings, redis, clock, gate, metering, reader)
     usage_headers = (

@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     loader_insert_interval_s: Annotated[float, Field(ge=0, le=60)] = 1.0
     loader_batch_bytes: Annotated[int, Field(ge=1 << 16, le=1 << 30)] = 16 << 20
     rollup_interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # Reservations (prepaid.reserve): settled from the access log; one not settled within this is settled
+    # from its usage row, closed at its reserve or released by the sweeper, which looks every interval.
+    reservation_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 900.0
+    reservation_sweep_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     # Envoy's access-log stream and the ext_proc body meter (gRPC). 0 = off.
     metering_port: Annotated[int, Field(ge=0, le=65535)] = 9194
     # GET /tollway/v1/usage for callers, routed by Envoy to this port (0: off). Served by the process that

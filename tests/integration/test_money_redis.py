@@ -7,11 +7,11 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
@@ -414,5 +414,142 @@ def test_scripted_edges_match_the_model(valkey_fresh: ValkeyServer) -> None:
             await both(P1 + 3 * DAY, Money((nxt,), (1,), P1, SpendCap(0, P1, P1 + 30 * DAY)))
             await both(P1 + 3 * DAY, Money((nxt,), (0,), P1, SpendCap(0, P1, P1 + 30 * DAY)))
             assert left() == [("0future", 50_000), ("B", 0), ("a", 2_200), ("roll", 0)]
+
+    asyncio.run(main())
+
+
+@dataclass(frozen=True)
+class Reserve:
+    """A check whose last charge's quantity is a reserve, keyed by a new row id."""
+
+    check: Check
+
+
+@dataclass(frozen=True)
+class Settle:
+    """Settle the ``which``-th reservation made so far (modulo their number; again: a duplicate) with
+    ``actual`` quantities (None: released, 0 of each)."""
+
+    dt: int
+    which: int
+    actual: int | None
+
+
+@st.composite
+def reservation_timelines(draw: st.DrawFn) -> tuple[Plan, list[Check | Grant | Reserve | Settle], int, int]:
+    plan = draw(plans())
+    if draw(st.integers(0, 3)):
+        plan = replace(plan, prepaid=True)
+    base = draw(steps(plan))[:15]
+    checks = [s for s in base if isinstance(s, Check)]
+    if not checks:
+        checks = [Check(0, (0, 0), (1,) * len(plan.charges), None, True, False, None)]
+    extra = draw(
+        st.lists(
+            st.one_of(
+                st.builds(Reserve, st.sampled_from(checks)),
+                st.builds(Reserve, st.sampled_from(checks)),
+                st.builds(
+                    Settle,
+                    DTS,
+                    st.integers(0, 50),
+                    st.one_of(st.none(), st.integers(0, 4), st.integers(0, 60)),
+                ),
+            ),
+            max_size=30,
+        )
+    )
+    timeline: list[Check | Grant | Reserve | Settle] = [*base]
+    for item in extra:
+        timeline.insert(draw(st.integers(0, len(timeline))), item)
+    grant = Grant(0, "g0", draw(st.sampled_from([300, 5_000, 60_000])), 1, 0, None, None)
+    overrun = draw(st.sampled_from([0, 0, 7, 5_000, 10**9]))
+    return plan, [grant, *timeline], START + draw(st.integers(0, 5 * DAY)), overrun
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(reservation_timelines())
+def test_reservations_in_the_script_match_the_model_on_random_timelines(
+    valkey_fresh: ValkeyServer, case: tuple[Plan, list[Check | Grant | Reserve | Settle], int, int]
+) -> None:
+    """Differential test of reservations: the random timelines above with checks that reserve (their last
+    charge's quantity is a reserve, keyed by a row id), settlements with actual quantities below, equal to
+    and above the reserve (an overrun bounded by the plan's allowance, the rest forgiven, a negative
+    balance as the debt record), duplicate settlements (answered from the marker, nothing changes),
+    releases (0 of each) after days, and settlements of unknown row ids: identical verdicts and
+    settlements from the scripts and the model, and identical grants, counters, spend and reservations
+    left in Valkey."""
+    plan, timeline, start, overrun = case
+    partition = f"r{next(PARTITIONS)}"
+    model = MemoryLimiter()
+
+    async def main() -> None:
+        async with limiter(valkey_fresh) as (lim, redis):
+            now = start
+            seen: set[int] = set()
+            rows: list[str] = []
+            for step in timeline:
+                if isinstance(step, Settle):
+                    now += step.dt
+                    row = rows[step.which % len(rows)] if rows else "unknown-row"
+                    actual = (0,) if step.actual is None else (step.actual,)
+                    expected = model.settle_now(partition, row, actual, now)
+                    got = await lim.settle(partition, row, actual, now)
+                    assert got == expected, (now, step)
+                    event(
+                        f"settle: {got.status}{', overrun' if got.burned else ''}{', forgiven' if got.forgiven else ''}"
+                    )
+                    continue
+                if isinstance(step, Grant):
+                    now += step.dt
+                    effective = now + step.effective_in
+                    grant = GrantState(
+                        step.grant_id,
+                        step.amount * plan.scale if step.amount <= 60_000 else step.amount,
+                        step.priority,
+                        effective,
+                        NO_EXPIRY if step.expires_in is None or step.expires_in < 0 else effective + step.expires_in,
+                        NO_ROLLOVER if step.rollover is None else step.rollover * plan.scale,
+                        effective,
+                    )
+                    model.put_grant(partition, grant)
+                    await redis.hset(f"tw:cr:{{{partition}}}", grant.grant_id, grant.encode())
+                    continue
+                reserve = isinstance(step, Reserve)
+                check = step.check if isinstance(step, Reserve) else step
+                now += check.dt
+                ps, pe = period_of(plan.schedule, now)
+                seen.add(ps)
+                charges = tuple(spec.at(ps, pe, plan.scale) for spec in plan.charges)
+                cap = SpendCap(plan.cap * plan.scale, ps, pe, plan.hard_cap) if check.cap and plan.cap else None
+                balance = ps if plan.prepaid and check.balance else None
+                money = Money(charges, check.quantities, balance, cap)
+                if reserve:
+                    marks = tuple(i == len(charges) - 1 for i in range(len(charges)))
+                    row = f"row-{len(rows)}"
+                    money = Money(charges, check.quantities, balance, cap, marks, overrun, row)
+                policies: list[Policy] = []
+                costs: list[int] = []
+                if plan.window is not None:
+                    policies.append(plan.window)
+                    costs.append(check.costs[0])
+                expected_verdict = model.check(partition, policies, costs, now, None, money)
+                got_verdict = await lim.consume(partition, policies, costs, now, None, money)
+                assert got_verdict == expected_verdict, (now, step)
+                if reserve and got_verdict.admitted:
+                    rows.append(money.row_id)
+                if reserve:
+                    event(f"reserve: admitted {got_verdict.admitted}")
+            stored = decode_all(await redis.hgetall(f"tw:cr:{{{partition}}}"))
+            assert sorted(stored, key=lambda g: g.grant_id) == model.grants(partition)
+            if any(g.grant_id == "debt" and g.remaining < 0 for g in stored):
+                event("a debt")
+            assert await lim.reservations(partition) == model.reservations(partition)
+            for ps in seen:
+                for spec in plan.charges:
+                    key = f"tw:cq:{{{partition}}}:{spec.name}:{ps}"
+                    assert int(await redis.get(key) or 0) == model.charge_quantity(partition, spec.name, ps)
+                key = f"tw:sp:{{{partition}}}:{ps}"
+                assert int(await redis.get(key) or 0) == model.spent(partition, ps)
 
     asyncio.run(main())

@@ -57,6 +57,7 @@ from tollway.plans.catalog import CompiledCatalog
 from tollway.plans.routes import RouteMatch
 from tollway.ratelimit import Limiter, LimiterUnavailable, Verdict, epoch_ms
 from tollway.ratelimit.leasing import LeasingLimiter
+from tollway.ratelimit.money import Money
 from tollway.subscriptions.errors import SubscriptionStoreUnavailable
 from tollway.subscriptions.model import Subscription
 from tollway.subscriptions.resolver import MISS, SubscriptionResolver
@@ -100,6 +101,7 @@ class EntitlementGate:
         self._catalog = catalog
         self._subscriptions = subscriptions
         self._limiter = LeasingLimiter(limiter, max_lease_ms=max_lease_ms)
+        self._direct = limiter  # checks that reserve (never leased: each reservation is keyed by its request)
         self._clock = clock
         self._limiter_timeout = limiter_timeout_s
         self._caps = customer_caps
@@ -142,6 +144,9 @@ class EntitlementGate:
             return None
         now_ms = self._clock.now_ms()
         lease_key = self._check_for(catalog, found, match.feature, match.cost, rules, now_ms, cap)
+        money = lease_key[1].money
+        if money is not None and money.reserves:
+            return None  # a reservation goes to the limiter, keyed by the request's row id
         verdict = self._limiter.try_now(lease_key, now_ms)
         if verdict is None:
             return None
@@ -156,10 +161,13 @@ class EntitlementGate:
         path: str,
         scopes: frozenset[str] | None = None,
         deadline: float | None = None,
+        row_id: str = "",
     ) -> Admission:
         """``scopes``: a bearer token's granted scopes, checked against the feature's required ones
         (None: an API key, to which scopes do not apply). ``deadline`` (event-loop time): by then the
-        check is answered, the plan's outage policy deciding what could not be checked."""
+        check is answered, the plan's outage policy deciding what could not be checked. ``row_id``: the
+        request's usage row id, the key of its reservation when the plan reserves for the feature (such
+        a check is never leased: it goes to the limiter on its own)."""
         subscription = await self._subscription(customer_id, deadline)
         catalog, match, rules = self._route(subscription, method, path, scopes)
         if not rules and catalog.money_terms(subscription.plan_id) is None:
@@ -174,7 +182,9 @@ class EntitlementGate:
         check = lease_key[1]
         try:
             bound = self._limiter_timeout
-            if deadline is None or (
+            if check.money is not None and check.money.reserves:
+                verdict = await self._reserve(customer_id, check, check.money.for_row(row_id), now_ms, deadline)
+            elif deadline is None or (
                 bound is not None and deadline - asyncio.get_running_loop().time() >= bound - _SLACK_S
             ):
                 # Nothing waited yet: the limiter's own bound ends with the deadline (no timer of our own).
@@ -221,6 +231,22 @@ class EntitlementGate:
         return Admission(
             customer_id, subscription.plan_id, match.feature, match.route, rules, verdict, True, match.cost, check
         )
+
+    async def _reserve(
+        self, customer_id: str, check: Check, money: Money, now_ms: int, deadline: float | None
+    ) -> Verdict:
+        """A check with a reservation, straight to the limiter (within the check's deadline, if any)."""
+        call = self._direct.consume(customer_id, check.policies, check.costs, now_ms, None, money)
+        if deadline is None:
+            return await call
+        if deadline <= asyncio.get_running_loop().time():
+            call.close()
+            raise LimiterUnavailable("the check's deadline passed before its limits could be checked")
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await call
+        except TimeoutError as exc:
+            raise LimiterUnavailable("no answer within the check's deadline") from exc
 
     async def _consume_by(self, deadline: float, lease_key: tuple[str, Check], check: Check, now_ms: int) -> Verdict:
         """The limiter call of a check that already waited (a lookup, …): ended by its ``deadline``."""

@@ -38,6 +38,7 @@ from tollway.extproc.decision import (
 from tollway.extproc.metadata import AUTHZ_NAMESPACE, METERS_NAMESPACE
 from tollway.usage.meters import NO_METERS, CatalogMeters
 from tollway.usage.row import RESPONSE_VERSION, UsageRow, encode_row
+from tollway.usage.settlement import ReservationSettler
 from tollway.usage.spool import SpoolWriter
 
 log = logging.getLogger(__name__)
@@ -111,9 +112,17 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[m
     """Writes each message's rows to the spool with one write. A row the spool refuses (full) is counted;
     its decision row (version 1) is already stored, so the request is still recorded."""
 
-    def __init__(self, spool: SpoolWriter, meters: Callable[[], CatalogMeters] = lambda: NO_METERS) -> None:
+    def __init__(
+        self,
+        spool: SpoolWriter,
+        meters: Callable[[], CatalogMeters] = lambda: NO_METERS,
+        settler: ReservationSettler | None = None,
+    ) -> None:
+        """``settler``: settles the reservation of each completed row that has one, before the row is
+        written, so the row carries the settled price (``usage.settlement``)."""
         self._spool = spool
         self._meters = meters
+        self.settler = settler
         self.entries = 0
         self.rows_written = 0
         self.rows_refused = 0
@@ -126,13 +135,28 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[m
         self, request_iterator: AsyncIterator[als_pb2.StreamAccessLogsMessage], context: grpc.aio.ServicerContext
     ) -> als_pb2.StreamAccessLogsResponse:
         async for message in request_iterator:
-            self.write(message)
+            if self.settler is None:
+                self.write(message)
+            else:
+                await self.write_settled(message)
         return als_pb2.StreamAccessLogsResponse()
+
+    async def write_settled(self, message: als_pb2.StreamAccessLogsMessage) -> int:
+        """``write``, each row's reservation settled first (Redis before the row: a crash in between
+        leaves a settlement marker the sweeper turns into the row's correction)."""
+        settler = self.settler
+        if settler is None:
+            return self.write(message)
+        rows = self._rows(message)
+        return self._append([await settler.settled_row(row) for row in rows])
 
     def write(self, message: als_pb2.StreamAccessLogsMessage) -> int:
         """Rows of one message into the spool; the number written."""
+        return self._append(self._rows(message))
+
+    def _rows(self, message: als_pb2.StreamAccessLogsMessage) -> list[UsageRow]:
         meters = self._meters()
-        lines = []
+        rows = []
         entries = message.http_logs.log_entry
         for entry in entries:
             try:
@@ -143,10 +167,14 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[m
             if row is None:
                 self.skipped += 1
             else:
-                lines.append(encode_row(row))
+                rows.append(row)
         self.entries += len(entries)
-        if not lines:
+        return rows
+
+    def _append(self, rows: list[UsageRow]) -> int:
+        if not rows:
             return 0
+        lines = [encode_row(row) for row in rows]
         if self._spool.append(b"".join(lines)):
             self.rows_written += len(lines)
             return len(lines)

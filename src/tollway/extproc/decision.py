@@ -172,6 +172,8 @@ class DecisionCore:
         caller: Authenticated | None = None
         timeout = self._check_timeout
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        # Minted before the gate: a reservation is keyed by the row id the usage row will carry.
+        row_id = new_row_id()
         try:
             outcome = self._authenticator.try_cached(request.headers, request.path)
             if not isinstance(outcome, Authenticated):
@@ -181,7 +183,7 @@ class DecisionCore:
             if self._gate is not None and not _open_to_every_caller(request.path):
                 identity = outcome.identity
                 admission = await self._gate.admit(
-                    identity.customer_id, request.method, request.path, identity.scopes, deadline
+                    identity.customer_id, request.method, request.path, identity.scopes, deadline, row_id
                 )
         except AuthError as error:
             return self._refused(self._refusals.unauthenticated(error, request_id), error.reason, request)
@@ -210,7 +212,7 @@ class DecisionCore:
         except Exception as error:  # a fault of Tollway's, never client input: 500, logged without its message
             log_unexpected(error, request_id)
             return self._refused(self._refusals.internal_error(request_id), "internal-error", request, caller)
-        return self._admit(outcome, request, admission)
+        return self._admit(outcome, request, admission, row_id)
 
     def _refused(
         self,
@@ -271,14 +273,16 @@ class DecisionCore:
         )
         return replace(deny, reason=METERING_UNAVAILABLE)
 
-    def _admit(self, caller: Authenticated, request: CheckRequest, admission: Admission | None) -> Decision:
+    def _admit(
+        self, caller: Authenticated, request: CheckRequest, admission: Admission | None, row_id: str = ""
+    ) -> Decision:
         identity = caller.identity
         upstream = [(CUSTOMER_HEADER, identity.customer_id), (KEY_ID_HEADER, identity.key_id)]
         client: tuple[tuple[str, str], ...] = ()
         recorder = self._recorder
         if recorder is not None:
             ts_ms = self._wall_ms()
-            row_id = new_row_id()
+            row_id = row_id or new_row_id()
             if admission is None:
                 recorded = recorder.admitted(
                     row_id, request.request_id, ts_ms, request.method, identity.customer_id, identity.key_id

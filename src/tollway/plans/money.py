@@ -8,9 +8,9 @@ balance unit) live in ``plans.realtime`` so each can point at the node at fault.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Final
+from typing import Annotated, Final
 
-from pydantic import Field, field_validator
+from pydantic import Field, SerializerFunctionWrapHandler, StrictInt, field_validator, model_serializer
 from pydantic_core import PydanticCustomError
 
 from tollway.credits.units import MAX_AMOUNT, PLACES
@@ -51,11 +51,23 @@ class CreditUnit(StrictModel):
 class Prepaid(StrictModel):
     """The plan's real-time charges burn a balance at admission. ``unit``: the plan's currency code or a
     credit unit name. ``charges``: the charge ids that burn (default: every charge of the plan that can
-    burn at admission). ``overrun``: how far, in ``unit``, a settlement may take the balance below 0."""
+    burn at admission). ``overrun``: how far, in ``unit``, a settlement may take the balance below 0.
+    ``reserve``: per meter known only after the response (``response_bytes``, ``response_json``), the
+    quantity a request reserves at admission (a whole number above 0); a charge over such a meter then
+    burns in real time by reservation, settled with the actual quantity (docs/credits.md#reservations)."""
 
     unit: str = Field(min_length=1)
     charges: list[Identifier] | None = Field(default=None, min_length=1)
     overrun: Money = Decimal(0)
+    reserve: dict[Identifier, Annotated[StrictInt, Field(ge=1)]] | None = Field(default=None, min_length=1)
+
+    @model_serializer(mode="wrap")
+    def _without_unset_reserve(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        # A prepaid plan without reserves keeps the digest it had before reservations.
+        data: dict[str, object] = handler(self)
+        if self.reserve is None:
+            data.pop("reserve", None)
+        return data
 
     @field_validator("overrun")
     @classmethod

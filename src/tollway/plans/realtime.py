@@ -9,6 +9,12 @@ or ``cost`` (the route's cost weight). Everything else settles at invoice: flat 
 (their price depends on the period's final quantity), minimum commitments, discounts, and charges over
 meters known only later (request or response bytes, response fields).
 
+Reservations: a prepaid plan's ``prepaid.reserve`` gives, per meter known only after the response
+(``response_bytes``, ``response_json``), the quantity a request reserves at admission. A charge over such
+a meter then burns in real time: admission prices and burns the reserve like any quantity and records a
+reservation keyed by the usage row id; the response settles it with the actual quantity
+(``ratelimit.money``, docs/credits.md#reservations).
+
 Which charges burn:
 
 * a **prepaid** plan: ``prepaid.charges`` (default: every charge of the plan that can burn in real time),
@@ -28,7 +34,7 @@ from __future__ import annotations
 import decimal
 import difflib
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Final, Literal
@@ -67,9 +73,12 @@ _FLOOR: Final = decimal.Context(prec=80, rounding=ROUND_FLOOR, traps=[decimal.In
 # --- classification ----------------------------------------------------------------------------------
 
 
-def not_real_time(charge: Charge, meter_units: Mapping[str, str | None]) -> str | None:
+def not_real_time(
+    charge: Charge, meter_units: Mapping[str, str | None], reserved: Collection[str] = frozenset()
+) -> str | None:
     """Why ``charge`` cannot burn at admission (None: it can). A charge whose meter is unknown or invalid
-    gives ``""``: it is reported where it is written, and neither burns nor is an error here."""
+    gives ``""``: it is reported where it is written, and neither burns nor is an error here. ``reserved``:
+    the meters known only after the response that the plan reserves (their charges burn by reservation)."""
     if isinstance(charge, FlatCharge):
         return "a flat fee is billed once per period on the invoice, not per request"
     if isinstance(charge, VolumeCharge):
@@ -78,7 +87,12 @@ def not_real_time(charge: Charge, meter_units: Mapping[str, str | None]) -> str 
     if unit is None:
         return ""
     if unit in AFTER_RESPONSE_UNITS:
-        return f"its meter '{charge.meter}' ({unit}) is known only after the response, so it cannot burn at admission"
+        if charge.meter in reserved:
+            return None
+        return (
+            f"its meter '{charge.meter}' ({unit}) is known only after the response, so it cannot burn at admission "
+            f"without a reserve (prepaid.reserve: {{{charge.meter}: <quantity>}})"
+        )
     if unit not in ADMISSION_UNITS:
         return f"its meter '{charge.meter}' ({unit}) does not burn at admission: only `requests` and `cost` meters do"
     return None
@@ -232,10 +246,13 @@ def _plan_money_problems(
     unit: BalanceUnit | None = currency_unit(currency)
     if prepaid is not None:
         unit = _balance_unit(out, (*base, "prepaid", "unit"), prepaid.unit, currency, credit_units)
+    reserved: frozenset[str] = frozenset()
+    if prepaid is not None and prepaid.reserve is not None:
+        reserved = _reserve_problems(out, (*base, "prepaid", "reserve"), prepaid.reserve, meter_units)
     if prepaid is not None and prepaid.charges is not None:
-        burning = _listed(out, (*base, "prepaid", "charges"), prepaid.charges, parts, meter_units)
+        burning = _listed(out, (*base, "prepaid", "charges"), prepaid.charges, parts, meter_units, reserved)
     else:
-        burning = _default_burning(parts.charges, meter_units)
+        burning = _default_burning(parts.charges, meter_units, reserved)
     if cap is not None:
         _cap_problems(out, (*base, "spend_cap", "amount"), cap.amount, currency, unit)
     if unit is None:
@@ -303,14 +320,42 @@ def _balance_unit(
     return None
 
 
+def _reserve_problems(
+    out: list[Problem], base: Path, reserve: Mapping[str, int], meter_units: Mapping[str, str | None]
+) -> frozenset[str]:
+    """The meters of ``prepaid.reserve`` that may be reserved; a problem for each unknown meter and each
+    meter whose quantity is known at admission (nothing to reserve: its charges burn as they are)."""
+    ok: set[str] = set()
+    for meter in reserve:
+        at: Path = (*base, meter)
+        if meter not in meter_units:
+            close = difflib.get_close_matches(meter, list(meter_units), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            out.append(_problem(at, f"unknown meter '{meter}'{hint}", meter))
+            continue
+        unit = meter_units[meter]
+        if unit is None:
+            continue  # the meter is invalid: reported where it is written
+        if unit not in AFTER_RESPONSE_UNITS:
+            known = "is known at admission" if unit in ADMISSION_UNITS else "is not known from the response"
+            units = ", ".join(sorted(AFTER_RESPONSE_UNITS))
+            message = (
+                f"a reserve applies only to meters known after the response ({units}); meter '{meter}' ({unit}) {known}"
+            )
+            out.append(_problem(at, message, reserve[meter]))
+            continue
+        ok.add(meter)
+    return frozenset(ok)
+
+
 def _default_burning(
-    charges: Sequence[Charge | None], meter_units: Mapping[str, str | None]
+    charges: Sequence[Charge | None], meter_units: Mapping[str, str | None], reserved: Collection[str] = frozenset()
 ) -> list[tuple[int, RealTimeModelCharge]]:
-    """Every valid charge that can burn at admission, with its index."""
+    """Every valid charge that can burn at admission (or by reservation), with its index."""
     return [
         (i, c)
         for i, c in enumerate(charges)
-        if isinstance(c, RealTimeModelCharge) and not_real_time(c, meter_units) is None
+        if isinstance(c, RealTimeModelCharge) and not_real_time(c, meter_units, reserved) is None
     ]
 
 
@@ -320,6 +365,7 @@ def _listed(
     listed: Sequence[str],
     parts: MoneyParts,
     meter_units: Mapping[str, str | None],
+    reserved: Collection[str] = frozenset(),
 ) -> list[tuple[int, RealTimeModelCharge]]:
     """The valid charges ``prepaid.charges`` lists; a problem for each unknown, repeated or non-real-time one."""
     by_id = {c.id: (i, c) for i, c in enumerate(parts.charges) if c is not None}
@@ -339,7 +385,7 @@ def _listed(
         if charge_id not in by_id:
             continue  # the charge is invalid: reported where it is written
         charge_index, charge = by_id[charge_id]
-        reason = not_real_time(charge, meter_units)
+        reason = not_real_time(charge, meter_units, reserved)
         if reason:
             real_time = ", ".join(REALTIME_MODELS)
             message = f"charge '{charge_id}' cannot burn in real time: {reason} (real-time models: {real_time})"
@@ -365,12 +411,13 @@ def _cap_problems(out: list[Problem], at: Path, amount: Decimal, currency: str, 
 
 # --- compiled ----------------------------------------------------------------------------------------
 
-QuantityKind = Literal["requests", "cost"]
+QuantityKind = Literal["requests", "cost", "reserve"]
 
 
 @dataclass(frozen=True, slots=True)
 class BurningCharge:
-    """A charge that burns at admission. ``per``: what one request adds (1, or the route's cost weight);
+    """A charge that burns at admission. ``per``: what one request adds (1, the route's cost weight, or
+    ``reserve``: the plan's reserve for the meter, settled after the response);
     ``features``: the only features whose requests add to its meter (None: every feature);
     ``prototype``: the compiled charge over a placeholder period."""
 
@@ -380,11 +427,15 @@ class BurningCharge:
     per: QuantityKind
     features: frozenset[str] | None
     prototype: RealTimeCharge
+    reserve: int = 0
 
     def quantity(self, feature: str, route_cost: int) -> int:
-        """What one request of ``feature`` on a route of cost ``route_cost`` adds to the charge's quantity."""
+        """What one request of ``feature`` on a route of cost ``route_cost`` adds to the charge's quantity
+        at admission (a reserved charge: its reserve)."""
         if self.features is not None and feature not in self.features:
             return 0
+        if self.per == "reserve":
+            return self.reserve
         return 1 if self.per == "requests" else route_cost
 
     def over(self, period_ms: tuple[int, int]) -> RealTimeCharge:
@@ -415,16 +466,20 @@ class PlanMoney:
 
         charges: list[RealTimeCharge] = []
         quantities: list[int] = []
+        reserved: list[bool] = []
         for charge in self.burning:
             quantity = charge.quantity(feature, route_cost)
             if quantity > 0:
                 charges.append(charge.over(period_ms))
                 quantities.append(quantity)
+                reserved.append(charge.per == "reserve")
         cap = None
         if self.cap is not None:
             cap = SpendCap(self.cap, period_ms[0], period_ms[1], hard=not self.cap_soft)
         balance_start = period_ms[0] if self.prepaid else None
-        return Money(tuple(charges), tuple(quantities), balance_start, cap)
+        if not any(reserved):
+            return Money(tuple(charges), tuple(quantities), balance_start, cap)
+        return Money(tuple(charges), tuple(quantities), balance_start, cap, tuple(reserved), self.overrun)
 
 
 def compile_plan_money(plan_id: str, plan: Plan, catalog: Catalog) -> PlanMoney | None:
@@ -438,17 +493,22 @@ def compile_plan_money(plan_id: str, plan: Plan, catalog: Catalog) -> PlanMoney 
     if plan.prepaid is not None and plan.prepaid.unit != pricing.currency:
         unit = credit_balance_unit(plan.prepaid.unit, catalog.credit_units[plan.prepaid.unit])
     listed = plan.prepaid.charges if plan.prepaid is not None else None
+    reserve: dict[str, int] = dict(plan.prepaid.reserve or {}) if plan.prepaid is not None else {}
     burning: list[BurningCharge] = []
     for charge in pricing.charges:
-        if not isinstance(charge, RealTimeModelCharge) or not_real_time(charge, meter_units) is not None:
+        if not isinstance(charge, RealTimeModelCharge) or not_real_time(charge, meter_units, reserve) is not None:
             continue
         if listed is not None and charge.id not in listed:
             continue
         meter = catalog.meters[charge.meter]
         per: QuantityKind = "requests" if meter.unit == "requests" else "cost"
+        if meter.unit in AFTER_RESPONSE_UNITS:
+            per = "reserve"
         features = frozenset(meter.features) if meter.features is not None else None
         prototype = real_time_charge(charge, unit, 0, 1)
-        burning.append(BurningCharge(charge.id, charge.model, charge.meter, per, features, prototype))
+        burning.append(
+            BurningCharge(charge.id, charge.model, charge.meter, per, features, prototype, reserve.get(charge.meter, 0))
+        )
     names = {b.charge_id for b in burning}
     cap = plan.spend_cap
     return PlanMoney(
@@ -460,18 +520,22 @@ def compile_plan_money(plan_id: str, plan: Plan, catalog: Catalog) -> PlanMoney 
         cap.soft if cap is not None else False,
         cap.amount if cap is not None else None,
         tuple(burning),
-        _settled_at_invoice(pricing, names, meter_units, listed is not None),
+        _settled_at_invoice(pricing, names, meter_units, listed is not None, reserve),
     )
 
 
 def _settled_at_invoice(
-    pricing: Pricing, burning: set[str], meter_units: Mapping[str, str | None], listed: bool
+    pricing: Pricing,
+    burning: set[str],
+    meter_units: Mapping[str, str | None],
+    listed: bool,
+    reserved: Collection[str] = frozenset(),
 ) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     for charge in pricing.charges:
         if charge.id in burning:
             continue
-        reason = not_real_time(charge, meter_units)
+        reason = not_real_time(charge, meter_units, reserved)
         if reason:
             out.append((f"{charge.id} ({charge.model})", reason))
         elif listed:
@@ -502,7 +566,10 @@ def explain(money: PlanMoney) -> list[str]:
     lines = [f"  plan {money.plan_id}: {head}"]
     lines.append("    burns in real time:" if money.burning else "    burns in real time: nothing")
     for charge in money.burning:
-        per = "1 per request" if charge.per == "requests" else "the route's cost per request"
+        if charge.per == "reserve":
+            per = f"reserves {charge.reserve} per request, settled with the actual quantity after the response"
+        else:
+            per = "1 per request" if charge.per == "requests" else "the route's cost per request"
         only = f", only for {', '.join(sorted(charge.features))}" if charge.features is not None else ""
         lines.append(f"      {charge.charge_id} ({charge.model}): {charge.meter}, {per}{only}")
     if money.settled_at_invoice:

@@ -11,9 +11,10 @@
 -- Optionally two more numbers per policy, a refund applied before the check: `units bucket` — the unused
 -- units of a capacity lease go back to window bucket `bucket` (the one they were consumed in, if still
 -- tracked) or to the quota counter; never below zero (tollway/ratelimit/leases.py).
--- Then, optionally, the money arguments (kinds 2 charge, 3 balance, 4 spend cap; tollway/ratelimit/money.py
--- has their format and semantics, tollway/ratelimit/model.py the same algorithm in Python), each with its key;
--- a money argument starts with 2-4, a policy's with 0-1, so they are counted from the end.
+-- Then, optionally, the money arguments (kinds 2 charge, 3 balance, 4 spend cap, 5 reservation;
+-- tollway/ratelimit/money.py has their format and semantics, tollway/ratelimit/model.py the same algorithm in
+-- Python), each with its key; a money argument starts with 2-5, a policy's with 0-1, so they are counted from
+-- the end.
 -- Reply: {admitted, then per policy: total before, reset_ms, retry_ms; per money argument its 3 numbers;
 -- then the window time used}; -1 = never fits. TIME in a script is allowed since scripts replicate their
 -- effects (Redis 5+, Valkey). Money amounts are integers (micro-units) below 2^53: exact in Lua's doubles,
@@ -159,7 +160,7 @@ if m > 0 then
     return L
   end
 
-  local C, bal, cap = {}, nil, nil
+  local C, bal, cap, rsv = {}, nil, nil, nil
   for j = n + 1, n + m do
     local arg = ARGV[j + 2]
     local kind = string.byte(arg, 1)
@@ -183,6 +184,10 @@ if m > 0 then
       C[#C + 1] = c
     elseif kind == 51 then
       bal = {j = j, ps = tonumber(string.match(arg, '^3 (%d+)$'))}
+    elseif kind == 53 then
+      local row, over, cps, pos = string.match(arg, '^5 (%S+) (%d+) (%-?%d+) ([%d,]+)$')
+      if not pos or redis.call('HEXISTS', KEYS[j], row) == 1 then return redis.error_reply('bad reservation ' .. arg) end
+      rsv = {j = j, row = row, over = over, cps = cps, pos = pos}
     else
       local limit, hard, pe = string.match(arg, '^4 (%d+) (%d) (%d+)$')
       cap = {j = j, cap = tonumber(limit), hard = hard == '1', pe = tonumber(pe)}
@@ -296,7 +301,21 @@ if m > 0 then
       end
     end
   end
-  money = {C = C, bal = bal, cap = cap, balance = balance, spent = spent, price = price, burned = burned}
+  -- A reservation (ratelimit/reservations.py): the reserved charges' quantities and prices, keyed by row id.
+  if rsv and admit == 1 then
+    local lines = {string.format('R %d %s %d %s %s %d', qnow, rsv.over, bal and 1 or 0, rsv.cps,
+      cap and string.format('%d', cap.pe) or '-1', price)}
+    rsv.price = 0
+    for p in string.gmatch(rsv.pos, '%d+') do
+      local c = C[tonumber(p)]
+      local name, ps = string.match(KEYS[c.j], ':([^:]+):(%d+)$')
+      local body = string.match(string.match(ARGV[c.j + 2], '^(.-) r%d+$') or ARGV[c.j + 2], '^2 %d+ %d+ (.+)$')
+      lines[#lines + 1] = string.format('%s %s %d %d %d %s', name, ps, c.pe, c.q, c.price, body)
+      rsv.price = rsv.price + c.price
+    end
+    redis.call('HSET', KEYS[rsv.j], rsv.row, table.concat(lines, '\n'))
+  end
+  money = {C = C, bal = bal, cap = cap, rsv = rsv, balance = balance, spent = spent, price = price, burned = burned}
 end
 
 -- Milliseconds until `need` more units fit: the oldest counted buckets leave one by one, bucket idx at
@@ -371,6 +390,8 @@ if money then
   local b, c = money.bal, money.cap
   if b then out[3 * b.j - 1], out[3 * b.j], out[3 * b.j + 1] = money.balance, money.burned, 0 end
   if c then out[3 * c.j - 1], out[3 * c.j], out[3 * c.j + 1] = money.spent, money.price, 0 end
+  local r = money.rsv
+  if r then out[3 * r.j - 1], out[3 * r.j], out[3 * r.j + 1] = admit, r.price or 0, 0 end
 end
 out[3 * (n + m) + 2] = now
 return out

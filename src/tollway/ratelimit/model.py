@@ -30,11 +30,20 @@ from dataclasses import replace
 from typing import Protocol
 
 from tollway.clock import Clock
-from tollway.credits.grants import REFUND_GRANT, GrantState, burn, live_balance, refund_target
+from tollway.credits.grants import REFUND_GRANT, GrantState, burn, burn_order, live_balance, refund_target
 from tollway.ratelimit.keys import charge_key, checked_costs, policy_key, spend_key
 from tollway.ratelimit.money import Money, MoneyState, decide
 from tollway.ratelimit.policies import Policy, QuotaPolicy, WindowPolicy
 from tollway.ratelimit.refunds import Refund
+from tollway.ratelimit.reservations import (
+    DEBT_GRANT,
+    DEBT_PRIORITY,
+    Reservation,
+    ReservedCharge,
+    Settlement,
+    check_reservation,
+    checked_actual,
+)
 from tollway.ratelimit.verdict import NEVER, Counted, Verdict, build_verdict
 
 
@@ -71,6 +80,19 @@ class Limiter(Protocol):
         charge's period counter, their price back to the balance and off the spend counter.
         Raises ``LimiterUnavailable`` if the counters cannot be reached (the units then stay consumed:
         capacity wasted, never a limit exceeded)."""
+        ...
+
+
+class Settler(Protocol):
+    async def settle(
+        self, partition: str, row_id: str, actual: Sequence[int] | Mapping[str, int], now_ms: int
+    ) -> Settlement:
+        """Settle the reservation keyed by ``row_id`` with the ``actual`` quantities (one per reserved
+        charge, in the record's order, or by charge name) exactly once (``ratelimit.reservations``):
+        ``status`` ``settled`` by this call, ``already`` (the first settlement's outcome; nothing
+        changed), or ``unknown``.
+        ValueError for a wrong number of quantities or a negative one; ``LimiterUnavailable`` if the
+        store cannot be reached (settled entirely or not at all: call again)."""
         ...
 
 
@@ -122,6 +144,7 @@ class MemoryLimiter:
         self._charges: dict[str, int] = {}
         self._grants: dict[str, dict[str, GrantState]] = {}
         self._spent: dict[str, int] = {}
+        self._reservations: dict[str, dict[str, str]] = {}
 
     async def consume(
         self,
@@ -145,6 +168,10 @@ class MemoryLimiter:
     ) -> Verdict:
         """``consume`` without the coroutine (the model is synchronous)."""
         costs = checked_costs(partition, policies, cost)
+        if money is not None and money.reserves:
+            check_reservation(money)
+            if money.row_id in self._reservations.get(partition, {}):
+                raise ValueError(f"reservation {money.row_id!r} exists")
         if refund is not None:
             refund.check(policies, money)
             self.give_back(partition, policies, refund)
@@ -248,7 +275,106 @@ class MemoryLimiter:
                 self._spent[spent_key] = self._spent.get(spent_key, 0) + price
         if grants:
             self._grants[partition] = grants
+        if money.reserves:
+            reserved = tuple(
+                ReservedCharge(c, n, c.price(q, n))
+                for c, q, n, marked in zip(money.charges, before, money.quantities, money.reserved, strict=True)
+                if marked
+            )
+            cap_period = None if cap is None else (cap.period_start_ms, cap.period_end_ms)
+            record = Reservation(money.row_id, now_ms, money.overrun, money.prepaid, cap_period, reserved, price)
+            self._reservations.setdefault(partition, {})[money.row_id] = record.encode()
         return state
+
+    async def settle(
+        self, partition: str, row_id: str, actual: Sequence[int] | Mapping[str, int], now_ms: int
+    ) -> Settlement:
+        return self.settle_now(partition, row_id, actual, now_ms)
+
+    def settle_now(
+        self, partition: str, row_id: str, actual: Sequence[int] | Mapping[str, int], now_ms: int
+    ) -> Settlement:
+        """``settle`` without the coroutine (``ratelimit.reservations`` has the rule)."""
+        held = self._reservations.get(partition, {})
+        text = held.get(row_id)
+        if text is None:
+            return Settlement(row_id, "unknown")
+        if text.startswith("S"):
+            return Settlement.decode(row_id, text)
+        record = Reservation.decode(row_id, text)
+        actual = checked_actual(record, actual)
+        back = over = 0
+        for reserved, quantity in zip(record.charges, actual, strict=True):
+            charge = reserved.charge
+            key = charge_key(self._prefix, partition, charge.name, charge.period_start_ms)
+            have = self._charges.get(key, 0)
+            d = quantity - reserved.quantity
+            if d < 0:
+                units = min(-d, have)
+                if units > 0:
+                    self._charges[key] = have - units
+                    back += charge.total(have) - charge.total(have - units)
+            elif d > 0:
+                over += charge.total(have + d) - charge.total(have)
+                self._charges[key] = have + d
+        burned = over
+        if record.prepaid and (back > 0 or over > 0):
+            grants = dict(self._grants.get(partition, {}))
+            if back > 0:
+                target = refund_target(grants.values(), now_ms)
+                if target is None:
+                    grants[REFUND_GRANT] = GrantState(REFUND_GRANT, back)
+                else:
+                    grants[target] = replace(grants[target], remaining=grants[target].remaining + back)
+            if over > 0:
+                balance = live_balance(grants.values(), now_ms)
+                burned = min(over, max(balance + record.overrun, 0))
+                left = burned
+                for grant in burn_order(grants.values(), now_ms):
+                    if left <= 0:
+                        break
+                    part = min(grant.remaining, left)
+                    if part > 0:
+                        grants[grant.grant_id] = replace(grant, remaining=grant.remaining - part)
+                        left -= part
+                if left > 0:
+                    debt = grants.get(DEBT_GRANT) or GrantState(DEBT_GRANT, 0, DEBT_PRIORITY)
+                    grants[DEBT_GRANT] = replace(debt, remaining=debt.remaining - left)
+            self._grants[partition] = grants
+        if record.cap_period is not None and (back > 0 or burned > 0):
+            key = spend_key(self._prefix, partition, record.cap_period[0])
+            spent = self._spent.get(key, 0)
+            net = burned - min(back, spent)
+            if net:
+                self._spent[key] = spent + net
+        settled = Settlement(
+            row_id,
+            "settled",
+            record.price - back + burned,
+            back,
+            burned,
+            over - burned,
+            now_ms,
+            record.admitted_price - back + burned,
+        )
+        held[row_id] = settled.encode()
+        return settled
+
+    async def held_reservations(self) -> dict[str, dict[str, str]]:
+        """Every customer's reservations hash (open records and settlement markers)."""
+        return {p: dict(h) for p, h in self._reservations.items() if h}
+
+    async def forget_settled(self, partition: str, row_id: str) -> bool:
+        """Delete the settlement marker of ``row_id`` (never an open record); True if one was deleted."""
+        held = self._reservations.get(partition, {})
+        if held.get(row_id, "").startswith("S"):
+            del held[row_id]
+            return True
+        return False
+
+    def reservations(self, partition: str) -> dict[str, str]:
+        """The customer's reservations hash (row id -> open record or settlement marker), as in Redis."""
+        return dict(self._reservations.get(partition, {}))
 
     async def refund(
         self, partition: str, policies: Sequence[Policy], refund: Refund, now_ms: int, money: Money | None = None

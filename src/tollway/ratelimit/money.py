@@ -19,6 +19,7 @@ Script arguments, after the policies' (one ARGV each, in this order; each with i
     2 <quantity> <period_end_ms> <charge model args>   a real-time charge (credits.charges)
     3 <period_start_ms>                                 the balance: burn the price
     4 <cap_micros> <hard 0|1> <period_end_ms>           the spend cap
+    5 <row_id> <overrun> <cap_period_start_ms|-1> <i>,… a reservation of the charges at positions i (1-based)
 
 A charge argument may end with `` r<units>``: units of a capacity lease given back before the check (not
 below 0); the counter goes down by them and the price of those *top* positions
@@ -26,10 +27,14 @@ below 0); the counter goes down by them and the price of those *top* positions
 period's spend counter, so the money burned for a charge in a period is always exactly ``total(Q)`` of
 its counter. The reply, per money argument, three numbers like a
 policy's: charge: (quantity before, price of this check, 0); balance: (live balance before, burned, 0);
-spend cap: (spent before, price, 0).
+spend cap: (spent before, price, 0); reservation: (1 written | 0 refused, reserved price, 0).
+
+Reservations (``ratelimit.reservations``): with ``Money.reserved``, the check also writes the
+reservation record ``{p}rv:{<customer>}`` field ``row_id`` when admitted (a row id already there is an
+error: nothing is admitted). Settled later by ``settle.lua`` (``Limiter.settle``).
 
 Money in the script (``consume.lua``; ``ratelimit.model`` is the same in Python). The formats above are
-unchanged; the script tells money arguments from policies' by their first digit (2-4 vs 0-1), counting
+unchanged; the script tells money arguments from policies' by their first digit (2-5 vs 0-1), counting
 them from the end, so a check without money pays one byte comparison. In order:
 
 1. Refunds: policy units as before; a charge's ``r<units>`` as above. The returned price goes to the
@@ -49,7 +54,8 @@ them from the end, so a check without money pays one byte comparison. In order:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import Final, Literal
 
 from tollway.credits.charges import RealTimeCharge
@@ -57,6 +63,9 @@ from tollway.credits.charges import RealTimeCharge
 KIND_CHARGE: Final = 2
 KIND_BALANCE: Final = 3
 KIND_CAP: Final = 4
+KIND_RESERVE: Final = 5
+ROW_ID: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+"""A reservation's key: the usage row id (``usage.row.new_row_id``)."""
 
 MoneyRefusal = Literal["insufficient-credits", "spend-cap-reached"]
 
@@ -76,12 +85,20 @@ class SpendCap:
 class Money:
     """``charges`` with the ``quantities`` one request adds to each; ``balance_period_start_ms``: the
     prepaid balance is checked and burned (the start of the customer's current period, for rollovers);
-    None: postpaid (no balance). ``spend_cap``: None for none."""
+    None: postpaid (no balance). ``spend_cap``: None for none.
+
+    Reservations (see "Reservations" below): ``reserved`` marks the charges whose quantity is a reserve
+    (a meter known only after the response; empty: none); ``overrun``: how far (micro-units) a
+    settlement may take the balance below 0; ``row_id``: the usage row id the reservation is keyed by
+    (set per request with :meth:`for_row`; a check with reserved charges needs one)."""
 
     charges: tuple[RealTimeCharge, ...]
     quantities: tuple[int, ...]
     balance_period_start_ms: int | None = None
     spend_cap: SpendCap | None = None
+    reserved: tuple[bool, ...] = ()
+    overrun: int = 0
+    row_id: str = ""
 
     def __post_init__(self) -> None:
         if len(self.charges) != len(self.quantities):
@@ -90,13 +107,30 @@ class Money:
             raise ValueError("charge quantities must be >= 0")
         if len({c.name for c in self.charges}) != len(self.charges):
             raise ValueError("duplicate charge names in one check")
+        if self.reserved and len(self.reserved) != len(self.charges):
+            raise ValueError(f"{len(self.reserved)} reserve marks for {len(self.charges)} charges")
+        if self.overrun < 0:
+            raise ValueError("overrun must be >= 0")
+        if self.row_id and not ROW_ID.fullmatch(self.row_id):
+            raise ValueError(f"bad reservation row id {self.row_id!r}")
+
+    @property
+    def reserves(self) -> bool:
+        """Some charge's quantity is a reserve (the check records a reservation; never leased)."""
+        return any(self.reserved)
+
+    def for_row(self, row_id: str) -> Money:
+        """This money with its reservation keyed by ``row_id`` (the request's usage row id)."""
+        return replace(self, row_id=row_id)
 
     @property
     def prepaid(self) -> bool:
         return self.balance_period_start_ms is not None
 
     def scaled(self, n: int) -> Money:
-        """The money of ``n`` requests at once (a capacity lease)."""
+        """The money of ``n`` requests at once (a capacity lease; never one with reservations)."""
+        if self.reserves:
+            raise ValueError("a check with a reservation is never leased")
         return Money(self.charges, tuple(q * n for q in self.quantities), self.balance_period_start_ms, self.spend_cap)
 
 

@@ -15,22 +15,38 @@ expire a counter early. ``server_time=False`` counts windows at the caller's ``n
 drive time, and processes run with an injected clock).
 
 Money (``ratelimit.money``), beside them: real-time charges' period quantities ``{p}cq:…``, the grants
-hash ``{p}cr:{<partition>}`` and the period's spend ``{p}sp:…``, read and written by the same script call.
+hash ``{p}cr:{<partition>}`` and the period's spend ``{p}sp:…``, read and written by the same script call;
+reservations ``{p}rv:{<partition>}`` (``ratelimit.reservations``), written by it and settled by ``settle.lua``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Mapping, Sequence
+
+from redis.exceptions import RedisError
 
 from tollway.ratelimit.coalescer import DEFAULT_MAX_BATCH, DirectRunner, PipelineCoalescer, ScriptRunner
 from tollway.ratelimit.errors import LimiterUnavailable
-from tollway.ratelimit.keys import checked_costs
+from tollway.ratelimit.keys import charge_key, checked_costs, grants_key, spend_key
 from tollway.ratelimit.money import Money, MoneyState, decide
 from tollway.ratelimit.policies import Policy
 from tollway.ratelimit.refunds import Refund
-from tollway.ratelimit.script import script_keys_and_args
+from tollway.ratelimit.reservations import (
+    Reservation,
+    Settlement,
+    check_reservation,
+    checked_actual,
+    reservations_key,
+)
+from tollway.ratelimit.script import SETTLE_SCRIPT, script_keys_and_args
 from tollway.ratelimit.verdict import Counted, Verdict, build_verdict
 from tollway.redis_types import RedisClient
+
+_FORGET = (
+    "local v = redis.call('HGET', KEYS[1], ARGV[1]) "
+    "if v and string.sub(v, 1, 1) == 'S' then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0"
+)
 
 
 class RedisLimiter:
@@ -51,6 +67,9 @@ class RedisLimiter:
         ``server_time``: count windows on the server's clock (False: on the caller's ``now_ms``)."""
         self._prefix = prefix
         self._server_time = server_time
+        self._redis = redis
+        self._timeout = timeout_s
+        self._settle_runner = DirectRunner(redis, SETTLE_SCRIPT, timeout_s=timeout_s)
         self._runner: ScriptRunner = (
             PipelineCoalescer(redis, max_batch=max_batch, timeout_s=timeout_s)
             if coalesce
@@ -83,6 +102,8 @@ class RedisLimiter:
             return Verdict(admitted=True, states=(), at_ms=now_ms)
         if refund is not None:
             refund.check(policies, money)
+        if money is not None and money.reserves:
+            check_reservation(money)
         policies = tuple(policies)
         window_ms = None if self._server_time else now_ms
         keys, args = script_keys_and_args(self._prefix, partition, policies, costs, now_ms, refund, window_ms, money)
@@ -104,6 +125,65 @@ class RedisLimiter:
         elif any(refund.units):
             refund.check(policies, money)
             await self.consume(partition, policies, 0, now_ms, Refund(refund.units, refund.taken_ms))
+
+    async def settle(
+        self, partition: str, row_id: str, actual: Sequence[int] | Mapping[str, int], now_ms: int
+    ) -> Settlement:
+        """Settle the reservation of ``row_id`` with the ``actual`` quantities (one per reserved charge, in
+        the record's order), exactly once (``ratelimit.reservations``). Two round trips: the record is
+        read to name the keys, then ``settle.lua`` settles it if it is still open. Raises
+        ``LimiterUnavailable`` if Redis cannot be reached (nothing or everything was settled: call again)."""
+        key = reservations_key(self._prefix, partition)
+        try:
+            async with asyncio.timeout(self._timeout):
+                raw = await self._redis.hget(key, row_id)
+        except TimeoutError as exc:
+            raise LimiterUnavailable(f"no answer within {self._timeout} s") from exc
+        except (RedisError, OSError) as exc:
+            raise LimiterUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        if raw is None:
+            return Settlement(row_id, "unknown")
+        text = raw.decode("ascii") if isinstance(raw, bytes) else str(raw)
+        if text.startswith("S"):
+            return Settlement.decode(row_id, text)
+        record = Reservation.decode(row_id, text)
+        quantities = checked_actual(record, actual)
+        cap_start = record.cap_period[0] if record.cap_period is not None else None
+        keys = [
+            key,
+            grants_key(self._prefix, partition),
+            spend_key(self._prefix, partition, cap_start) if cap_start is not None else key,
+            *(charge_key(self._prefix, partition, c.charge.name, c.charge.period_start_ms) for c in record.charges),
+        ]
+        reply = await self._settle_runner.run(keys, [now_ms, row_id, " ".join(str(q) for q in quantities)])
+        status = {1: "settled", 0: "already"}.get(reply[0], "unknown")
+        if status == "unknown":
+            return Settlement(row_id, "unknown")
+        return Settlement(row_id, "settled" if status == "settled" else "already", *reply[1:7])
+
+    async def held_reservations(self) -> dict[str, dict[str, str]]:
+        """Every customer's reservations hash (SCAN of ``{p}rv:{*}``; on a cluster, the client's scan)."""
+        out: dict[str, dict[str, str]] = {}
+        async for raw in self._redis.scan_iter(match=f"{self._prefix}rv:{{*}}", count=1000):
+            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+            partition = key[len(self._prefix) + 4 : -1]
+            held = await self.reservations(partition)
+            if held:
+                out[partition] = held
+        return out
+
+    async def forget_settled(self, partition: str, row_id: str) -> bool:
+        """Delete the settlement marker of ``row_id`` (never an open record); True if one was deleted."""
+        deleted = await self._redis.eval(_FORGET, 1, reservations_key(self._prefix, partition), row_id)
+        return bool(deleted)
+
+    async def reservations(self, partition: str) -> dict[str, str]:
+        """The customer's reservations hash (row id -> open record or settlement marker)."""
+        raw = await self._redis.hgetall(reservations_key(self._prefix, partition))
+        return {
+            (k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
+            for k, v in raw.items()
+        }
 
     async def aclose(self) -> None:
         """Wait for checks in flight. The Redis client is the caller's to close."""

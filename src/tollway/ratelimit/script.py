@@ -7,12 +7,14 @@ from collections.abc import Sequence
 from importlib.resources import files
 
 from tollway.ratelimit.keys import charge_key, grants_key, policy_key, spend_key
-from tollway.ratelimit.money import KIND_BALANCE, KIND_CAP, KIND_CHARGE, Money
+from tollway.ratelimit.money import KIND_BALANCE, KIND_CAP, KIND_CHARGE, KIND_RESERVE, Money
 from tollway.ratelimit.policies import Policy, WindowPolicy
 from tollway.ratelimit.refunds import Refund
+from tollway.ratelimit.reservations import reservations_key
 
 SCRIPT = files("tollway.ratelimit").joinpath("consume.lua").read_text(encoding="utf-8")
 SHA = hashlib.sha1(SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
+SETTLE_SCRIPT = files("tollway.ratelimit").joinpath("settle.lua").read_text(encoding="utf-8")
 
 KIND_WINDOW = 0
 KIND_QUOTA = 1
@@ -59,4 +61,9 @@ def script_keys_and_args(
         if cap is not None:
             keys.append(spend_key(prefix, partition, cap.period_start_ms))
             args.append(f"{KIND_CAP} {cap.cap} {cap.hard:d} {cap.period_end_ms}")
+        if money.reserves:
+            keys.append(reservations_key(prefix, partition))
+            positions = ",".join(str(i + 1) for i, marked in enumerate(money.reserved) if marked)
+            cap_start = cap.period_start_ms if cap is not None else -1
+            args.append(f"{KIND_RESERVE} {money.row_id} {money.overrun} {cap_start} {positions}")
     return keys, args

@@ -134,6 +134,27 @@ EXPECTED: dict[str, list[tuple[int, str, str, str | None]]] = {
             "1001",
         ),
     ],
+    "prepaid-reserve.yaml": [
+        (15, "5,", "prepaid.reserve.requests: a reserve applies only to meters known after the response", "5"),
+        (15, "2,", "meter 'search-units' (cost) is known at admission", "2"),
+        (
+            15,
+            "100,",
+            "plans.on-admission.prepaid.reserve.tokns: unknown meter 'tokns'; did you mean 'tokens'?",
+            "tokns",
+        ),
+        (15, "10}", "meter 'ingress' (request_bytes) is not known from the response", "10"),
+        (22, "0,", "plans.bad-quantities.prepaid.reserve.tokens: must be at least 1", "0"),
+        (22, "2.5", "plans.bad-quantities.prepaid.reserve.egress: expected an integer", "2.5"),
+        (29, "-4000", "plans.negative.prepaid.reserve.tokens: must be at least 1", "-4000"),
+        (
+            36,
+            "tokens]",
+            "charge 'tokens' cannot burn in real time: its meter 'tokens' (response_json) is known only after the "
+            "response, so it cannot burn at admission without a reserve (prepaid.reserve: {tokens: <quantity>})",
+            "tokens",
+        ),
+    ],
     "prepaid-structure.yaml": [
         (5, "7}", "credit_units.credits.decimals: must be at most 6", "7"),
         (6, '"0"', "credit_units.free.value: must be above 0", '"0"'),

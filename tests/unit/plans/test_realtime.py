@@ -190,7 +190,7 @@ def test_explanation_names_what_burns_and_what_settles_at_invoice(catalog: Compi
         "    settles at invoice:",
         "      platform (flat): a flat fee is billed once per period on the invoice, not per request",
         "      egress (allowance): its meter 'egress' (response_bytes) is known only after the response, "
-        "so it cannot burn at admission",
+        "so it cannot burn at admission without a reserve (prepaid.reserve: {egress: <quantity>})",
         "      bulk (volume): a volume charge's unit price depends on the period's final quantity, "
         "so it settles at invoice",
         "      minimum commitment 5.00 USD: known at period end",
@@ -199,6 +199,53 @@ def test_explanation_names_what_burns_and_what_settles_at_invoice(catalog: Compi
     listed = catalog.money_terms("listed")
     assert listed is not None
     assert "      calls (allowance): not in prepaid.charges: billed postpaid" in explain(listed)
+
+
+RESERVED = (
+    CATALOG.replace(
+        "  egress: {unit: response_bytes}\n",
+        "  egress: {unit: response_bytes}\n"
+        "  tokens: {unit: response_json, field: usage.total_tokens, features: [search]}\n",
+    )
+    .replace(
+        'prepaid: {unit: credits, overrun: "2.5"}',
+        'prepaid: {unit: credits, overrun: "2.5", reserve: {tokens: 4000}}',
+    )
+    .replace(
+        "        - {id: bulk,",
+        '        - {id: llm, model: per_unit, meter: tokens, unit_amount: "0.00001"}\n        - {id: bulk,',
+    )
+)
+
+
+def test_a_charge_over_a_reserved_meter_burns_its_reserve_at_admission() -> None:
+    """``prepaid.reserve`` makes a charge over a meter known only after the response burn in real time:
+    the request's quantity is the reserve, marked as reserved, with the plan's overrun allowance."""
+    catalog = compile_catalog_text(RESERVED, "m.yaml")
+    money = catalog.money_for("payg", "search", PERIOD, 5)
+    assert money is not None
+    assert [c.name for c in money.charges] == ["calls", "searches", "llm"]
+    assert money.quantities == (1, 5, 4000)
+    assert money.reserved == (False, False, True)
+    assert money.reserves
+    assert money.overrun == 2_500_000
+    assert money.charges[2].unit == 1_000  # 0.00001 USD = 0.001 credits
+    read = catalog.money_for("payg", "read", PERIOD, 1)  # the tokens meter counts only `search`
+    assert read is not None
+    assert not read.reserves
+    assert read.reserved == ()
+    terms = catalog.money_terms("payg")
+    assert terms is not None
+    lines = explain(terms)
+    assert (
+        "      llm (per_unit): tokens, reserves 4000 per request, settled with the actual quantity after the "
+        "response, only for search"
+    ) in lines
+    # egress has no reserve: it still settles at invoice
+    assert any(line.startswith("      egress (allowance): its meter 'egress'") for line in lines)
+    with pytest.raises(ValueError, match="never leased"):
+        money.scaled(2)
+    assert money.for_row("3f9c0e7a1b2d4c5e-1a").row_id == "3f9c0e7a1b2d4c5e-1a"
 
 
 POSTPAID = """\
