@@ -103,7 +103,7 @@ def test_http_template_sends_original_path_and_filters_response_headers() -> Non
         "x-request-id",
     }
     on_success = {p["exact"] for p in response["allowed_client_headers_on_success"]["patterns"]}
-    assert on_success == {"ratelimit", "ratelimit-policy", "tollway-usage", "tollway-cost"}
+    assert on_success == {"ratelimit", "ratelimit-policy", "tollway-usage", "tollway-cost", "tollway-balance"}
 
 
 def test_grpc_template_speaks_http2_to_the_auth_cluster() -> None:
