@@ -80,3 +80,13 @@ def to_micros(amount: Decimal) -> int:
 def from_micros(micros: int) -> Decimal:
     """Micro-units back to a Decimal amount (exact, normalised to at most 6 places, no exponent form)."""
     return (Decimal(micros) / MICROS).quantize(Decimal(1).scaleb(-PLACES)).normalize() + Decimal(0)
+
+
+def format_micros(micros: int) -> str:
+    """``str(from_micros(micros))`` without Decimal arithmetic (the answer path formats one per admit):
+    ``1500000`` → ``1.5``, ``400`` → ``0.0004``, ``-2000000`` → ``-2``."""
+    sign = "-" if micros < 0 else ""
+    whole, fraction = divmod(-micros if micros < 0 else micros, MICROS)
+    if not fraction:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{fraction:06d}".rstrip("0")

@@ -22,7 +22,7 @@ class Check:
     ``money``: the real-time charges, balance and spend cap checked in the same call (None: no money);
     ``balance_unit``: the prepaid balance's unit ('' for none)."""
 
-    __slots__ = ("_hash", "balance_unit", "costs", "key", "money", "policies")
+    __slots__ = ("_hash", "balance_unit", "costs", "key", "money", "policies", "reserves")
 
     def __init__(
         self,
@@ -36,6 +36,7 @@ class Check:
         self.policies = policies
         self.costs = costs
         self.money = money
+        self.reserves = money is not None and money.reserves  # records a reservation: never leased
         self.balance_unit = balance_unit
         self._hash = hash(key)
 

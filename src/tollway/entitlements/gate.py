@@ -144,8 +144,7 @@ class EntitlementGate:
             return None
         now_ms = self._clock.now_ms()
         lease_key = self._check_for(catalog, found, match.feature, match.cost, rules, now_ms, cap)
-        money = lease_key[1].money
-        if money is not None and money.reserves:
+        if lease_key[1].reserves:
             return None  # a reservation goes to the limiter, keyed by the request's row id
         verdict = self._limiter.try_now(lease_key, now_ms)
         if verdict is None:
@@ -182,7 +181,7 @@ class EntitlementGate:
         check = lease_key[1]
         try:
             bound = self._limiter_timeout
-            if check.money is not None and check.money.reserves:
+            if check.reserves and check.money is not None:
                 verdict = await self._reserve(customer_id, check, check.money.for_row(row_id), now_ms, deadline)
             elif deadline is None or (
                 bound is not None and deadline - asyncio.get_running_loop().time() >= bound - _SLACK_S

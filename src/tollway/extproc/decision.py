@@ -11,11 +11,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import lru_cache
 from typing import Final, Protocol
 
 from tollway.auth.authenticator import Authenticated, Authenticator
 from tollway.auth.errors import AuthError, CredentialStoreUnavailable
-from tollway.credits.units import from_micros
+from tollway.credits.units import format_micros, from_micros
 from tollway.entitlements.checks import Check
 from tollway.entitlements.errors import (
     EntitlementError,
@@ -384,8 +385,13 @@ def _price_of(admission: Admission) -> tuple[int, str]:
 
 def _balance_field(money: MoneyState, unit: str) -> tuple[str, str]:
     """``Tollway-Balance: remaining="99.9996", unit="credits", cost="0.0004"``."""
-    remaining = from_micros(money.balance_after or 0)
-    return BALANCE_FIELD, f'remaining="{remaining}", unit={sf_string(unit)}, cost="{from_micros(money.price)}"'
+    return BALANCE_FIELD, f'remaining="{format_micros(money.balance_after or 0)}"{_unit_and_cost(unit, money.price)}'
+
+
+@lru_cache(maxsize=1024)
+def _unit_and_cost(unit: str, price: int) -> str:
+    """The part of the balance field that repeats for every request of a check: formatted once."""
+    return f', unit={sf_string(unit)}, cost="{format_micros(price)}"'
 
 
 def _open_to_every_caller(path: str) -> bool:

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from tollway.credits.charges import RealTimeCharge
 
@@ -134,9 +134,9 @@ class Money:
         return Money(self.charges, tuple(q * n for q in self.quantities), self.balance_period_start_ms, self.spend_cap)
 
 
-@dataclass(frozen=True, slots=True)
-class MoneyState:
-    """The money side of a verdict. ``price``: this check's price (micro-units; burned iff admitted).
+class MoneyState(NamedTuple):
+    """The money side of a verdict (a NamedTuple: one is built per request answered from a lease).
+    ``price``: this check's price (micro-units; burned iff admitted).
     ``balance``: the live balance before the check (None: postpaid). ``spent``: the period's real-time
     spend before the check (None: no cap). ``quantities_before``: each charge's period quantity before.
     ``refused``: why the price did not fit (None: it did, or a policy refused first and nothing was
