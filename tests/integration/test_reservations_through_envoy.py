@@ -26,7 +26,7 @@ from tests.conftest import EnvoyFactory
 from tests.integration.test_body_meter_through_envoy import JsonUpstream, Reply, as_json
 from tests.integration.test_metering_through_envoy import request_id_in_response
 from tests.support.tollway_cli import TEST_PEPPER, create_key, run_cli
-from tollway.credits.grants import GrantState, decode_all
+from tollway.credits.grants import decode_all
 from tollway.harness.envoy_body_meters import with_body_meters
 from tollway.harness.tollway_server import TollwayServer
 from tollway.harness.valkey import ValkeyServer
@@ -136,7 +136,13 @@ def test_reserve_settle_overrun_and_kill_9_through_envoy(
         done = run_cli(valkey_fresh.url, "subscriptions", "set", "--customer", "acme", "--plan", "llm", "--json")
         assert done.code == 0, done.stderr
         valkey = redis.Redis.from_url(valkey_fresh.url, decode_responses=True)
-        valkey.hset("tw:cr:{acme}", "g1", GrantState("g1", GRANT).encode())
+        # The meter holds the embedded ClickHouse (one process per path): the grant writes its ledger entry to
+        # a scratch one, and `tollway credits sync` writes it into the meter's once the servers have stopped.
+        scratch = {"TOLLWAY_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'scratch-ledger'}", "TOLLWAY_CATALOG": str(catalog)}
+        granted = run_cli(
+            valkey_fresh.url, "credits", "grant", "acme", "1.00", "--unit", "USD", "--id", "g1", env=scratch
+        )
+        assert granted.code == 0, granted.stderr
         client = httpx.Client(base_url=envoy.base_url, headers={"authorization": f"Bearer {key}"}, timeout=20)
         sent: dict[str, str] = {}  # envoy request id -> request name
 
@@ -205,3 +211,10 @@ def test_reserve_settle_overrun_and_kill_9_through_envoy(
     assert rows["e"][1:] == (40_000, "")
     held = sum(g.remaining + g.forfeited for g in decode_all(valkey.hgetall("tw:cr:{acme}")))
     assert held == GRANT - sum(price for _, price, _ in rows.values())  # the reconcile identity
+    # ... and the command that checks it: the ledger (the grant, written by sync) and the rows agree with Valkey.
+    ledger = {"TOLLWAY_CLICKHOUSE_DSN": f"chdb://{chdb}", "TOLLWAY_CLICKHOUSE_DATABASE": "tollway"}
+    synced = run_cli(valkey_fresh.url, "credits", "sync", "--customer", "acme", env=ledger)
+    assert synced.code == 0, synced.stderr
+    reconciled = run_cli(valkey_fresh.url, "credits", "reconcile", "--customer", "acme", env=ledger)
+    assert reconciled.code == 0, reconciled.stdout + reconciled.stderr
+    assert "reconciled: Redis and the ledger agree" in reconciled.stdout
