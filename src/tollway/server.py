@@ -24,6 +24,7 @@ from tollway.entitlements.live_catalog import LiveCatalog
 from tollway.extproc.decision import DecisionCore
 from tollway.extproc.grpc_server import GrpcAuthzServer
 from tollway.extproc.http_server import HttpAuthzServer
+from tollway.extproc.metering import Metering
 from tollway.extproc.problems import Refusals
 from tollway.lookup_cache import LastKnown
 from tollway.observability.tollway_metrics import MeasuredDecider, TollwayMetrics
@@ -38,7 +39,6 @@ from tollway.subscriptions.resolver import SubscriptionCache, SubscriptionResolv
 from tollway.supervision import start_supervised
 from tollway.usage.caller_report import caller_report
 from tollway.usage.clickhouse_sink import ClickHouseSink
-from tollway.usage.metering import Metering
 from tollway.usage.money_report import MoneySources, change_spend_cap
 from tollway.usage.report_server import USAGE_PATH, CapChange, Report, UsageReportServer
 from tollway.usage.reservation_sweeper import ReservationSweeper

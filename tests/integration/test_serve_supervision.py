@@ -10,13 +10,13 @@ import pytest
 
 from tests.support.tollway_cli import TEST_PEPPER
 from tollway.entitlements.gate import EntitlementGate
+from tollway.extproc.metering import Metering
 from tollway.harness.ports import LOOPBACK, free_ports
 from tollway.harness.valkey import ValkeyServer
 from tollway.plans.watcher import CatalogWatcher
 from tollway.server import serve
 from tollway.settings import Settings
 from tollway.subscriptions.resolver import SubscriptionResolver
-from tollway.usage.metering import Metering
 
 pytestmark = pytest.mark.integration
 

@@ -3,8 +3,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tollway.extproc.ratelimit_headers import AdvertisedPolicy, FieldShape, ratelimit_headers, sf_string
+from tollway.extproc.ratelimit_headers import AdvertisedPolicy, FieldShape, ratelimit_headers
 from tollway.ratelimit import PolicyState
+from tollway.structured_fields import sf_string
 
 
 def test_fields_parse_as_structured_field_lists() -> None:

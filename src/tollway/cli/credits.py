@@ -26,7 +26,6 @@ from typing import Any, Final, TypeVar
 
 from tollway.auth.records import check_identifier
 from tollway.cli.numbers import ascii_int
-from tollway.cli.subscriptions import parse_time
 from tollway.clock import Clock, SystemClock
 from tollway.credits.operations import (
     GrantRequest,
@@ -54,6 +53,7 @@ from tollway.credits.units import from_micros
 from tollway.redis_client import admin_client
 from tollway.settings import Settings
 from tollway.subscriptions.redis_store import RedisSubscriptionStore
+from tollway.subscriptions.requests import parse_time
 from tollway.warehouse.connection import connect, quiet_driver_logs
 from tollway.warehouse.errors import WarehouseError
 from tollway.warehouse.migrations import Migrator

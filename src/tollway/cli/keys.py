@@ -8,8 +8,9 @@ from datetime import datetime
 
 from tollway.auth.digest import KeyDigester
 from tollway.auth.keyring import IssuedKey, Keyring
-from tollway.auth.records import KeyRecord, format_instant
+from tollway.auth.records import format_instant
 from tollway.auth.redis_store import RedisKeyStore
+from tollway.auth.views import record_json
 from tollway.cli.durations import parse_duration, parse_instant
 from tollway.clock import SystemClock
 from tollway.redis_client import admin_client
@@ -42,20 +43,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _iso(value: datetime | None) -> str | None:
     return format_instant(value) or None
-
-
-def record_json(record: KeyRecord, now: datetime) -> dict[str, object]:
-    return {
-        "key_id": record.key_id,
-        "customer_id": record.customer_id,
-        "env": record.env,
-        "state": record.state_at(now),
-        "created_at": _iso(record.created_at),
-        "expires_at": _iso(record.expires_at),
-        "revoked_at": _iso(record.revoked_at),
-        "rotated_to": record.rotated_to,
-        "last4": record.last4,
-    }
 
 
 def _print_issued(issued: IssuedKey, as_json: bool, now: datetime, **extra: object) -> None:

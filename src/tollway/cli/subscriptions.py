@@ -18,23 +18,23 @@ repeated, end of the gap if skipped).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Final
 
 from tollway.auth.records import check_identifier
 from tollway.clock import Clock, SystemClock
-from tollway.periods import ALIGNMENTS, INTERVALS, check_interval, load_timezone, require_aware, resolve_local
+from tollway.periods import ALIGNMENTS, INTERVALS, load_timezone
 from tollway.redis_client import admin_client
 from tollway.settings import Settings
 from tollway.subscriptions.errors import SubscriptionNotFound, UnreadableSubscription
 from tollway.subscriptions.model import MAX_LIMIT, Subscription, format_exact
 from tollway.subscriptions.redis_store import RedisSubscriptionStore
+from tollway.subscriptions.requests import build_subscription, check_against_catalog, local_time, subscription_json
 
 _OVERRIDE: Final = re.compile(r"^\s*([^=\s]+)\s*=\s*([0-9][0-9_]*)\s*$")
 
@@ -94,7 +94,7 @@ async def run(args: argparse.Namespace, settings: Settings, *, clock: Clock | No
         # Everything that can be checked without Redis is checked before connecting.
         overrides = parse_overrides(args.override)
         check_identifier("plan id", args.plan)
-        catalog_interval = _check_against_catalog(args.catalog, args.plan, overrides) if args.catalog else None
+        catalog_interval = check_against_catalog(args.catalog, args.plan, overrides) if args.catalog else None
         if args.timezone is not None:
             load_timezone(args.timezone)
     elif command == "list" and args.plan is not None:
@@ -135,67 +135,6 @@ async def run(args: argparse.Namespace, settings: Settings, *, clock: Clock | No
         await redis.aclose()
 
 
-def build_subscription(
-    args: argparse.Namespace,
-    now: datetime,
-    previous: Subscription | None,
-    overrides: Mapping[str, int],
-    catalog_interval: str | None = None,
-) -> Subscription:
-    """The subscription ``set`` writes, from its options and the one it replaces (if any)."""
-    timezone = args.timezone or (previous.timezone if previous else "UTC")
-    load_timezone(timezone)
-    if args.start is not None:
-        started_at = parse_time("--start", args.start, timezone, now)
-    else:
-        started_at = previous.started_at if previous else now.replace(microsecond=0)
-    if args.anchor is not None:
-        anchor = parse_time("--anchor", args.anchor, timezone, now)
-    elif args.start is None and previous is not None:
-        anchor = previous.anchor
-    else:
-        anchor = started_at
-    interval = check_interval(args.interval or catalog_interval or (previous.interval if previous else "month"))
-    continued = previous is not None and previous.started_at == started_at
-    effective = getattr(args, "effective", None)
-    if effective is not None and (previous is None or not continued or previous.plan_id == args.plan):
-        raise ValueError("--effective dates a plan change: give it with a new --plan for an existing subscription")
-    subscription = Subscription(
-        customer_id=args.customer,
-        plan_id=previous.plan_id if continued and previous is not None else args.plan,
-        started_at=started_at,
-        timezone=timezone,
-        alignment=args.alignment or (previous.alignment if previous else "calendar"),
-        anchor=anchor,
-        interval=interval,
-        overrides=overrides,
-        changes=previous.changes if continued and previous is not None else (),
-    )
-    if subscription.plan_id == args.plan:
-        return subscription
-    at = now.replace(microsecond=0) if effective is None else parse_time("--effective", effective, timezone, now)
-    if at > now:
-        raise ValueError(f"--effective {effective}: a plan change takes effect now or at an earlier time, not later")
-    return subscription.changed_to(args.plan, at)
-
-
-def parse_time(option: str, text: str, timezone: str, now: datetime) -> datetime:
-    """``now`` or ISO 8601; a time without offset is wall-clock time in ``timezone``."""
-    cleaned = text.strip()
-    if cleaned.lower() == "now":
-        return require_aware("now", now).replace(microsecond=0)
-    try:
-        parsed = datetime.fromisoformat(cleaned)
-    except ValueError:
-        raise ValueError(
-            f"{option} {text!r} is not 'now' or an ISO 8601 date or time "
-            "(e.g. 2026-03-01, 2026-03-01T09:30:00+01:00 or 2026-03-01T08:30:00Z)"
-        ) from None
-    if parsed.tzinfo is None:
-        return resolve_local(parsed, timezone)
-    return parsed
-
-
 def parse_overrides(items: Iterable[str]) -> dict[str, int]:
     """``["requests_per_minute=600", ...]`` → ``{"requests_per_minute": 600}``; ``ValueError`` on the first bad one."""
     overrides: dict[str, int] = {}
@@ -215,75 +154,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, int]:
     return overrides
 
 
-class _Named(Protocol):
-    name: str
-
-
-def _check_against_catalog(path: Path, plan_id: str, overrides: Mapping[str, int]) -> str | None:
-    """Check the plan exists and each override names one of its limits or quotas; the plan's billing
-    interval (``None`` if it has none)."""
-    try:
-        loader = importlib.import_module("tollway.plans.loader")
-        errors = importlib.import_module("tollway.plans.errors")
-    except ImportError:
-        raise ValueError("--catalog needs the plan catalog support (tollway.plans), which is not installed") from None
-    try:
-        catalog: Any = loader.load_catalog(path)
-    except errors.CatalogError as exc:
-        raise ValueError(f"the catalog {path} is not valid:\n{exc}") from None
-    except OSError as exc:
-        raise ValueError(f"cannot read the catalog {path}: {exc.strerror or exc}") from None
-    plans: Mapping[str, Any] = catalog.plans
-    plan = plans.get(plan_id)
-    if plan is None:
-        known = ", ".join(sorted(plans)) or "none"
-        raise ValueError(f"plan {plan_id!r} is not in the catalog {path} (plans: {known})")
-    names = _names(getattr(plan, "limits", None) or ()) | _names(getattr(plan, "quotas", None) or ())
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        allowed = ", ".join(sorted(names)) or "none"
-        raise ValueError(
-            f"plan {plan_id!r} has no limit or quota named {', '.join(map(repr, unknown))} (it has: {allowed})"
-        )
-    interval = getattr(getattr(plan, "pricing", None), "interval", None)
-    if interval is None:
-        return None
-    return str(getattr(interval, "value", interval))
-
-
-def _names(items: Sequence[_Named]) -> set[str]:
-    return {str(item.name) for item in items}
-
-
 # --- output -------------------------------------------------------------------------------------
-
-
-def _local(value: datetime, timezone: str) -> str:
-    return value.astimezone(load_timezone(timezone)).isoformat()
-
-
-def subscription_json(subscription: Subscription, now: datetime) -> dict[str, object]:
-    period = subscription.current_period(now)
-    tz = subscription.timezone
-    return {
-        "customer_id": subscription.customer_id,
-        "plan_id": subscription.plan_id,
-        "started_at": format_exact(subscription.started_at),
-        "timezone": tz,
-        "alignment": subscription.alignment,
-        "anchor": format_exact(subscription.anchor),
-        "anchor_local": _local(subscription.anchor, tz),
-        "interval": subscription.interval,
-        "overrides": dict(subscription.overrides),
-        "plan_changes": [change.as_dict() for change in subscription.changes],
-        "current_period": {
-            "index": period.index,
-            "start": format_exact(period.start),
-            "end": format_exact(period.end),
-            "start_local": _local(period.start, tz),
-            "end_local": _local(period.end, tz),
-        },
-    }
 
 
 def _print(subscription: Subscription, now: datetime, as_json: bool, action: str | None = None) -> None:
@@ -299,13 +170,13 @@ def _print(subscription: Subscription, now: datetime, as_json: bool, action: str
     print(f"plan       {subscription.plan_id}")
     print(f"started    {format_exact(subscription.started_at)}")
     print(f"timezone   {tz}")
-    anchor = "" if subscription.alignment == "calendar" else f" (anchor {_local(subscription.anchor, tz)})"
+    anchor = "" if subscription.alignment == "calendar" else f" (anchor {local_time(subscription.anchor, tz)})"
     print(f"periods    {subscription.interval}ly, {subscription.alignment}{anchor}")
     print(f"overrides  {_overrides_text(subscription) or '-'}")
     for change in subscription.changes:
         print(f"changed    {format_exact(change.at)}: {change.previous_plan_id} → {change.plan_id}")
     print(f"period     {format_exact(period.start)} .. {format_exact(period.end)} (UTC)")
-    print(f"           {_local(period.start, tz)} .. {_local(period.end, tz)} ({tz})")
+    print(f"           {local_time(period.start, tz)} .. {local_time(period.end, tz)} ({tz})")
 
 
 def _print_list(subscriptions: Sequence[Subscription], now: datetime, as_json: bool) -> None:

@@ -30,9 +30,10 @@ from tollway.entitlements.rules import PolicyRule
 from tollway.extproc.check import Allow, CheckRequest, Decision, Deny
 from tollway.extproc.faults import log_unexpected
 from tollway.extproc.problems import Refusals
-from tollway.extproc.ratelimit_headers import AdvertisedPolicy, FieldShape, ratelimit_headers, sf_string
+from tollway.extproc.ratelimit_headers import AdvertisedPolicy, FieldShape, ratelimit_headers
 from tollway.ratelimit import Verdict
 from tollway.ratelimit.money import MoneyState
+from tollway.structured_fields import sf_string
 from tollway.usage.recorder import UsageRecorder
 from tollway.usage.report_server import USAGE_PATH
 from tollway.usage.row import new_row_id

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Final, NamedTuple
 
 from tollway.ratelimit import PolicyState
+from tollway.structured_fields import sf_string
 
 POLICY_HEADER: Final = "ratelimit-policy"
 STATE_HEADER: Final = "ratelimit"
@@ -32,14 +33,6 @@ class AdvertisedPolicy(NamedTuple):
     remaining: int
     reset_s: int
     unit: str = "requests"
-
-
-@lru_cache(maxsize=4096)
-def sf_string(value: str) -> str:
-    """An RFC 9651 sf-string: printable ASCII with ``"`` and ``\\`` escaped."""
-    if not value.isascii() or not value.isprintable():
-        raise ValueError(f"{value!r} cannot be a structured-field string")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def policy_field(policies: Sequence[AdvertisedPolicy]) -> str:

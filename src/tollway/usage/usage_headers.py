@@ -21,7 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from tollway.entitlements.live_catalog import LiveCatalog
-from tollway.extproc.ratelimit_headers import sf_string
+from tollway.structured_fields import sf_string
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from tollway.admin.pagination import Page, PageRequest, next_link, page_request,
 from tollway.admin.problems import ProblemError, invalid, not_found, problem_responses
 from tollway.admin.services import AdminServices
 from tollway.auth.records import KeyRecord, format_instant
-from tollway.cli.keys import record_json
+from tollway.auth.views import record_json
 
 router = APIRouter(tags=["api keys"])
 

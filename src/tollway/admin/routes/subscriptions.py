@@ -19,9 +19,9 @@ from tollway.admin.identifiers import IDENTIFIER, CustomerId
 from tollway.admin.instants import EARLIEST, LATEST
 from tollway.admin.problems import ProblemError, conflict, invalid, not_found, problem_responses
 from tollway.admin.services import AdminServices
-from tollway.cli.subscriptions import _check_against_catalog, build_subscription, parse_time, subscription_json
 from tollway.subscriptions.errors import UnreadableSubscription
 from tollway.subscriptions.model import Subscription
+from tollway.subscriptions.requests import build_subscription, check_against_catalog, parse_time, subscription_json
 
 router = APIRouter(tags=["subscriptions"])
 
@@ -113,7 +113,7 @@ def _check_catalog(services: AdminServices, plan_id: str, overrides: Mapping[str
     if services.catalog_path is None:
         return None
     try:
-        return _check_against_catalog(services.catalog_path, plan_id, overrides)
+        return check_against_catalog(services.catalog_path, plan_id, overrides)
     except ValueError as exc:
         raise invalid(str(exc)) from None
 
