@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 import pytest
 
 from tests.unit.usage.test_spool_and_loader import RecordingSink, rows
+from tollway.extproc import metering as metering_module
 from tollway.extproc.metering import Metering
 from tollway.settings import Settings
-from tollway.usage import metering as metering_module
 
 TAKEOVER_S = 0.1
 
