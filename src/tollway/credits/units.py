@@ -85,8 +85,9 @@ def from_micros(micros: int) -> Decimal:
 def format_micros(micros: int) -> str:
     """``str(from_micros(micros))`` without Decimal arithmetic (the answer path formats one per admit):
     ``1500000`` → ``1.5``, ``400`` → ``0.0004``, ``-2000000`` → ``-2``."""
-    sign = "-" if micros < 0 else ""
-    whole, fraction = divmod(-micros if micros < 0 else micros, MICROS)
+    if micros < 0:
+        return "-" + format_micros(-micros)
+    whole, fraction = divmod(micros, MICROS)
     if not fraction:
-        return f"{sign}{whole}"
-    return f"{sign}{whole}.{fraction:06d}".rstrip("0")
+        return str(whole)
+    return f"{whole}.{fraction:06d}".rstrip("0")

@@ -32,7 +32,6 @@ from tollway.extproc.faults import log_unexpected
 from tollway.extproc.problems import Refusals
 from tollway.extproc.ratelimit_headers import AdvertisedPolicy, FieldShape, ratelimit_headers
 from tollway.ratelimit import Verdict
-from tollway.ratelimit.money import MoneyState
 from tollway.structured_fields import sf_string
 from tollway.usage.recorder import UsageRecorder
 from tollway.usage.report_server import USAGE_PATH
@@ -327,8 +326,10 @@ class DecisionCore:
                 if money is not None:
                     if money.over_cap:
                         overage += (SPEND_CAP,)
-                    if money.balance is not None and admission.check is not None:
-                        client += (_balance_field(money, admission.check.balance_unit),)
+                    balance = money.balance
+                    if balance is not None and admission.check is not None:
+                        # admitted, so the price was burned: what is left is the balance less the price
+                        client += (_balance_field(balance - money.price, money.price, admission.check.balance_unit),)
                 if overage:
                     upstream.append((OVERAGE_HEADER, ",".join(overage)))
                 if verdict.shadow_exceeded:
@@ -384,9 +385,9 @@ def _price_of(admission: Admission) -> tuple[int, str]:
     return money.price, check.balance_unit if check is not None and money.balance is not None else ""
 
 
-def _balance_field(money: MoneyState, unit: str) -> tuple[str, str]:
-    """``Tollway-Balance: remaining="99.9996", unit="credits", cost="0.0004"``."""
-    return BALANCE_FIELD, f'remaining="{format_micros(money.balance_after or 0)}"{_unit_and_cost(unit, money.price)}'
+def _balance_field(remaining: int, price: int, unit: str) -> tuple[str, str]:
+    """``Tollway-Balance: remaining="99.9996", unit="credits", cost="0.0004"`` (micro-units in)."""
+    return BALANCE_FIELD, f'remaining="{format_micros(remaining)}"{_unit_and_cost(unit, price)}'
 
 
 @lru_cache(maxsize=1024)

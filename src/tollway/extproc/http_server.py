@@ -176,12 +176,14 @@ class _Connection(asyncio.Protocol):
 
     # -- internals -------------------------------------------------------------------------------------
     async def _drain(self) -> None:
+        tried = True  # the request that started the worker was just tried in process
         try:
             while self._queue:
                 request, keep_alive, head = self._queue[0]
                 # A request queued behind one that waited may well be decidable in process (a cached key,
                 # a capacity lease): try that first, and only then the path that may await Redis.
-                decision = self._decide_now(request)
+                decision = None if tried else self._decide_now(request)
+                tried = False
                 if decision is None:
                     try:
                         decision = await self._core.decide(request)

@@ -148,9 +148,21 @@ class Lease:
     _price: int = field(init=False, repr=False, compare=False)
     """One request's price (micro-units; 0 without money)."""
 
+    _money0: tuple[int | None, int | None, tuple[tuple[int, int], ...], int | None] = field(
+        init=False, repr=False, compare=False
+    )
+    """From ``money_before``, looked up once: balance, spend, each charge's (quantity before the lease,
+    quantity per request) and the cap."""
+
     def __post_init__(self) -> None:
         self._shift = 0 if self.at_ms is None else self.at_ms - self.taken_ms
         self._price = 0 if self.money is None else flat_price(self.money) or 0
+        before = self.money_before
+        if self.money is not None and before is not None:
+            quantities = tuple(zip(before.quantities_before, self.money.quantities, strict=True))
+            self._money0 = (before.balance, before.spent, quantities, before.cap)
+        else:
+            self._money0 = (None, None, (), None)
         self._shape = tuple(
             (
                 policy.name,
@@ -189,18 +201,23 @@ class Lease:
     def _money_of(self, money: Money, n: int) -> MoneyState:
         """The money of the ``n``-th request from this lease: one request's price, the balance and spend
         as the lease left them before it."""
-        before = self.money_before
-        assert before is not None, "a lease with money has its money answer"
+        assert self.money_before is not None, "a lease with money has its money answer"
+        balance, spent, quantities, cap = self._money0
         price = self._price
         earlier = (n - 1) * price
+        if len(quantities) == 1:  # one charge (the usual case): no generator
+            ((q, per),) = quantities
+            before: tuple[int, ...] = (q + (n - 1) * per,)
+        else:
+            before = tuple(q + (n - 1) * per for q, per in quantities)
         return MoneyState(
             price,
-            None if before.balance is None else before.balance - earlier,
-            None if before.spent is None else before.spent + earlier,
-            tuple(q + (n - 1) * per for q, per in zip(before.quantities_before, money.quantities, strict=True)),
+            None if balance is None else balance - earlier,
+            None if spent is None else spent + earlier,
+            before,
             None,
             False,  # a lease leaves half of a cap: none of its requests goes past it
-            before.cap,
+            cap,
         )
 
     def refund(self) -> Refund:
