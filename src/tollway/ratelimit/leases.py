@@ -28,7 +28,13 @@ synchronously, until the lease *expires*. Three rules keep every guarantee of AD
   comes. If Redis cannot be reached they stay consumed: capacity wasted, never a limit exceeded.
 
 The size of a lease follows demand: the requests this process saw for the check in the last lease
-period, at least 2, at most ``max_size``; one request at a time gets no lease. The RateLimit numbers of a
+period, scaled to the lease's lifetime, with half as much again (``HEADROOM``), at least 2, at most
+``max_size``; one request at a time gets no lease. The headroom is measured, not guessed: every lease
+ends at the next bucket boundary of its shortest window (20 ms for a per-second limit), and the requests
+that arrive while the next one is being taken wait for it; a lease sized to the bare demand ran out
+before the boundary often enough that row D took 1,140–1,330 leases in 8 s instead of 726–848 with the
+headroom, and served about a fifth fewer requests per second. The units it holds beyond what is used go
+back with the next check or the sweep, as ever. The RateLimit numbers of a
 request admitted from a lease are computed from the lease (the total before it plus what this process
 handed out since): exact with one process; with several, the others' use since the lease is not in
 ``remaining`` until this process asks Redis again — at most one lease period later.
@@ -52,6 +58,9 @@ DEFAULT_MAX_LEASE_MS: Final = 100
 DEFAULT_MAX_SIZE: Final = 1000
 DEFAULT_MAX_ENTRIES: Final = 10_000
 LEASE_SHARE: Final = 16
+HEADROOM_NUM: Final = 3
+HEADROOM_DEN: Final = 2
+"""A lease covers 3/2 of the demand expected over its lifetime (see the module docstring)."""
 """A lease holds at most 1/16 of any limit of its check."""
 
 
@@ -288,7 +297,7 @@ class LeaseBook:
         demand = max(entry.demand, entry.previous_demand)
         if demand < 2:
             return 1
-        wanted = min(-(-demand * lifetime_ms // self.max_lease_ms) + 1, self.max_size)
+        wanted = min(-(-demand * lifetime_ms * HEADROOM_NUM // (self.max_lease_ms * HEADROOM_DEN)) + 1, self.max_size)
         size = min(wanted, room(policies, costs, entry.last, money))
         return size if size >= 2 else 1
 

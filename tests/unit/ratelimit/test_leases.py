@@ -75,9 +75,9 @@ def test_lease_sizes_follow_demand() -> None:
     assert book.size_for(key, POLICIES, (1, 1, 1), 100) == 1, "one request at a time: no lease"
     for i in range(9):
         book.take(key, T0 + 1 + i)
-    assert book.size_for(key, POLICIES, (1, 1, 1), 100) == 11  # 10 requests in this period, + 1
-    assert book.size_for(key, POLICIES, (1, 1, 1), 20) == 3  # scaled to a 20 ms lease
-    assert book.size_for(key, POLICIES, (1, 1, 1), 100) == 11
+    assert book.size_for(key, POLICIES, (1, 1, 1), 100) == 16  # 10 requests in this period, × 1.5, + 1
+    assert book.size_for(key, POLICIES, (1, 1, 1), 20) == 4  # scaled to a 20 ms lease
+    assert book.size_for(key, POLICIES, (1, 1, 1), 100) == 16
     for i in range(100):
         book.take(key, T0 + 150 + i % 50)
     assert book.size_for(key, POLICIES, (1, 1, 1), 100) == 25, "capped by room: 1/16 of 400"
@@ -258,13 +258,13 @@ def test_a_lease_ends_with_the_limiters_bucket_whatever_this_processs_clock() ->
         first = await leasing.consume("k", "c", policies, (1,), now)
         assert leasing.book.leases_taken == 1
         assert first.at_ms == T0 + 15
-        assert shared.counted("c", PER_SECOND, T0 + 20) == 1 + 4, "a lease of 4 (60 a period, for 5 ms)"
+        assert shared.counted("c", PER_SECOND, T0 + 20) == 1 + 6, "a lease of 6 (60 a period, for 5 ms, × 1.5)"
         inside = leasing.try_now("k", now + 4)  # real T0 + 19
         assert inside is not None
         assert inside.at_ms == T0 + 19
         assert leasing.try_now("k", now + 5) is None, "the limiter's bucket has ended: real T0 + 20"
         assert await leasing.sweep(now + 5) == 1
-        assert shared.counted("c", PER_SECOND, T0 + 20) == 1 + 2, "2 unused units back to the limiter's bucket"
+        assert shared.counted("c", PER_SECOND, T0 + 20) == 1 + 2, "4 unused units back to the limiter's bucket"
 
     asyncio.run(main())
 
