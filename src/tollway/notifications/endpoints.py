@@ -402,8 +402,16 @@ class Endpoint:
         return live
 
     def signing_secrets(self, box: SecretBox, now: datetime) -> list[str]:
-        """The ``whsec_`` secrets to sign with at ``now``, current first (``signature_header``)."""
-        return [box.open(s.sealed, self.id) for s in self.live_secrets(now)]
+        """The ``whsec_`` secrets to sign with at ``now``, current first (``signature_header``).
+        ``SecretUnreadable`` when the current one does not decrypt (sealed under another pepper: rotate
+        it); a previous one that does not decrypt is left out (the current one signs)."""
+        signing = [box.open(self.secret.sealed, self.id)]
+        for previous in self.live_secrets(now)[1:]:
+            try:
+                signing.append(box.open(previous.sealed, self.id))
+            except SecretUnreadable:
+                continue
+        return signing
 
     def view(self, now: datetime) -> dict[str, object]:
         """What the API and CLI show: never a secret (sealed or not)."""

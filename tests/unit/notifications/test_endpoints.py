@@ -361,3 +361,13 @@ def test_a_rotation_signs_with_both_secrets_until_the_overlap_ends() -> None:
     )
     with pytest.raises(EndpointError):
         endpoint.rotated(box.seal(new, endpoint.id), later, timedelta(days=8))
+
+
+def test_after_a_pepper_change_the_current_secret_is_unreadable_until_rotated() -> None:
+    old_box, new_box, secret = SecretBox(PEPPER), SecretBox(b"q" * 32), new_secret()
+    endpoint = _endpoint(old_box, secret)
+    with pytest.raises(SecretUnreadable):
+        endpoint.signing_secrets(new_box, NOW)
+    fresh = new_secret()
+    rotated = endpoint.rotated(new_box.seal(fresh, endpoint.id), NOW, timedelta(hours=24))
+    assert rotated.signing_secrets(new_box, NOW) == [fresh]  # the old-pepper secret cannot sign: left out
