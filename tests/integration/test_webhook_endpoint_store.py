@@ -3,15 +3,18 @@ updates, deletion, secret rotation with its overlap, races (rotation, update, th
 and bad input refused before anything is written."""
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.cluster import RedisCluster
 
 from tollway.clock import ManualClock
 from tollway.harness.valkey import ValkeyServer
+from tollway.harness.valkey_cluster import ValkeyCluster
 from tollway.notifications.endpoint_store import (
     MAX_ENDPOINTS,
     EndpointConflict,
@@ -284,3 +287,27 @@ def test_racing_rotations_never_hand_out_a_secret_that_does_not_sign(valkey_fres
         assert current.signing_secrets(store.box, clock.now())[0] == last.secret
 
     run(valkey_fresh, scenario)
+
+
+def test_the_store_works_on_a_redis_cluster(valkey_cluster: ValkeyCluster) -> None:
+    """Every key in the {wh} slot: the scripts and the listing pipeline run on a cluster unchanged."""
+
+    async def scenario() -> None:
+        redis = RedisCluster.from_url(valkey_cluster.url, decode_responses=True, socket_timeout=2)
+        prefix = f"t{uuid.uuid4().hex[:8]}:"
+        store = EndpointStore(redis, SecretBox(PEPPER), prefix, clock=ManualClock(NOW))
+        try:
+            made = [(await store.create(f"https://h{n}.example.com/")).endpoint for n in range(3)]
+            assert {e.id for e in await store.all()} == {e.id for e in made}
+            _, after = await store.update(made[0].id, event_types=["key.created"])
+            assert after.event_types == ("key.created",)
+            rotated, _ = await store.rotate_secret(made[1].id)
+            assert (await store.require(made[1].id)).signing_secrets(store.box, NOW)[0] == rotated.secret
+            assert await store.mark_disabled(made[2].id, NOW, "failing")
+            for endpoint in made:
+                assert await store.delete(endpoint.id)
+            assert await store.all() == []
+        finally:
+            await redis.aclose()
+
+    asyncio.run(scenario())

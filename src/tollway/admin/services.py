@@ -21,6 +21,7 @@ from tollway.auth.redis_store import RedisKeyStore
 from tollway.clock import Clock, SystemClock
 from tollway.credits.store import GrantStore
 from tollway.notifications.endpoint_store import EndpointStore
+from tollway.notifications.endpoint_store import url_policy as webhook_url_policy
 from tollway.notifications.endpoints import SecretBox, UrlPolicy
 from tollway.redis_client import admin_client
 from tollway.redis_types import RedisClient
@@ -105,7 +106,7 @@ async def open_services(
             catalog_path=settings.catalog,
             problem_type_base=settings.problem_type_base,
             admin_settings=admin_settings,
-            url_policy=UrlPolicy(settings.webhooks_allow_http, settings.webhooks_allow_private),
+            url_policy=webhook_url_policy(settings),
         )
     finally:
         await redis.aclose()

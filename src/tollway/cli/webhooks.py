@@ -31,14 +31,13 @@ from tollway.notifications.endpoint_store import (
     EndpointStore,
     IssuedEndpoint,
     TooManyEndpoints,
+    store_from_settings,
 )
 from tollway.notifications.endpoints import (
     DEFAULT_OVERLAP,
     MAX_OVERLAP,
     Endpoint,
     EndpointError,
-    SecretBox,
-    UrlPolicy,
     is_endpoint_id,
 )
 from tollway.notifications.events import EVENT_TYPES
@@ -183,13 +182,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     clock = SystemClock()
     redis = admin_client(settings)
     try:
-        store = EndpointStore(
-            redis,
-            SecretBox(settings.pepper_bytes()),
-            settings.redis_prefix,
-            clock=clock,
-            policy=UrlPolicy(settings.webhooks_allow_http, settings.webhooks_allow_private),
-        )
+        store = store_from_settings(redis, settings, clock)
         return await _run(args, store, clock.now(), events, overlap)
     except EndpointError as exc:
         return _fail(f"{_option(exc)}: {exc}", 2)

@@ -40,6 +40,7 @@ from tollway.notifications.endpoints import (
 )
 from tollway.notifications.keys import endpoint_key, endpoints_key
 from tollway.redis_types import RedisClient
+from tollway.settings import Settings
 
 MAX_ENDPOINTS: Final = 100
 _UPDATE_ATTEMPTS: Final = 5
@@ -316,6 +317,22 @@ class EndpointStore:
         return result == 1
 
 
+def store_from_settings(redis: RedisClient, settings: Settings, clock: Clock | None = None) -> EndpointStore:
+    """The store as ``tollway webhooks`` and the dispatcher open it: the pepper's secret box, the Redis
+    prefix and ``TOLLWAY_WEBHOOKS_ALLOW_HTTP`` / ``_ALLOW_PRIVATE``. ``ValueError`` without a pepper."""
+    return EndpointStore(
+        redis,
+        SecretBox(settings.pepper_bytes()),
+        settings.redis_prefix,
+        clock=clock,
+        policy=url_policy(settings),
+    )
+
+
+def url_policy(settings: Settings) -> UrlPolicy:
+    return UrlPolicy(allow_http=settings.webhooks_allow_http, allow_private=settings.webhooks_allow_private)
+
+
 def sort_key(endpoint: Endpoint) -> tuple[str, str]:
     """List order: creation time (zero-padded epoch ms), then id."""
     return (f"{int(endpoint.created_at.timestamp() * 1000):015d}", endpoint.id)
@@ -339,4 +356,6 @@ __all__ = [
     "IssuedEndpoint",
     "TooManyEndpoints",
     "sort_key",
+    "store_from_settings",
+    "url_policy",
 ]

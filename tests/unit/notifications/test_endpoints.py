@@ -126,6 +126,14 @@ def test_any_text_is_accepted_or_refused_with_an_endpoint_error(text: str) -> No
     assert not any(c.isspace() for c in url)
 
 
+@given(public_name, path, st.text(string.ascii_letters + string.digits + ":._-", max_size=20))
+def test_user_info_and_fragments_are_refused_wherever_they_appear(host: str, rest: str, extra: str) -> None:
+    with pytest.raises(EndpointError, match="user name"):
+        validate_url(f"https://{extra}@{host}{rest}", DEV)
+    with pytest.raises(EndpointError, match="fragment"):
+        validate_url(f"https://{host}{rest}#{extra}", DEV)
+
+
 @pytest.mark.parametrize(
     ("url", "says"),
     [
