@@ -266,6 +266,9 @@ def test_resolve_and_check_refuses_what_localhost_resolves_to() -> None:
     assert [str(a) for a in asyncio.run(resolve_and_check("8.8.8.8", 443, allow_private=False))] == ["8.8.8.8"]
     with pytest.raises(UnsafeAddress):
         asyncio.run(resolve_and_check("127.0.0.2", 443, allow_private=False))
+    with pytest.raises(EndpointError, match="cannot resolve") as caught:  # no DNS query: the name is invalid
+        asyncio.run(resolve_and_check("a" * 64 + ".example", 443, allow_private=False))
+    assert not isinstance(caught.value, UnsafeAddress)
 
 
 # --- secrets ------------------------------------------------------------------------------------------
