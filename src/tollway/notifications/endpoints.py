@@ -68,8 +68,11 @@ _NUMERIC_LABEL: Final = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
 _CGNAT: Final = ipaddress.ip_network("100.64.0.0/10")
 _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
 # Not left to the Python version's tables (they changed in 3.11.10 / 3.12.4): IETF protocol assignments,
-# benchmarking, "this network".
-_SPECIAL: Final = tuple(ipaddress.ip_network(n) for n in ("192.0.0.0/24", "198.18.0.0/15", "0.0.0.0/8"))
+# benchmarking, "this network", the 6to4 relay anycast, IPv6 site-local and the IPv6 documentation range.
+_SPECIAL: Final = tuple(
+    ipaddress.ip_network(n)
+    for n in ("192.0.0.0/24", "198.18.0.0/15", "0.0.0.0/8", "192.88.99.0/24", "fec0::/10", "3fff::/20")
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
