@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     # Plans with usage_headers: true get Tollway-Usage/Tollway-Cost on every admit, read at most this often.
     usage_headers_refresh_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
 
+    # Webhook endpoints (docs/webhook-endpoints.md), for development only: accept http:// endpoint URLs,
+    # and endpoints on (or resolving to) loopback, private, link-local and other non-public addresses.
+    webhooks_allow_http: bool = False
+    webhooks_allow_private: bool = False
+
     problem_type_base: str = "https://tollway.dev/problems/"
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"  # one JSON object per line (with request_id), or text

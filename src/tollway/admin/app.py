@@ -19,7 +19,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tollway import __version__
 from tollway.admin.problems import Problem, ProblemError, ValidationIssue, problem_response, problem_responses
-from tollway.admin.routes import audit, credits, customers, invoices, keys, page, subscriptions, usage
+from tollway.admin.routes import (
+    audit,
+    credits,
+    customers,
+    invoices,
+    keys,
+    page,
+    subscriptions,
+    usage,
+    webhook_endpoints,
+)
 from tollway.admin.services import AdminServices
 from tollway.admin.strict_query import reject_unknown_query
 from tollway.subscriptions.errors import SubscriptionStoreUnavailable
@@ -45,8 +55,8 @@ _SLUGS: Final = {
 
 DESCRIPTION: Final = """\
 Manage Tollway's customers, API keys, subscriptions (plan changes with proration, limit overrides),
-prepaid credit grants and balances, and read usage and invoices. Every change is recorded in the audit
-log (`GET /audit`).
+prepaid credit grants and balances, webhook endpoints, and read usage and invoices. Every change is
+recorded in the audit log (`GET /audit`).
 
 Authenticate with an admin credential (`tollway admin credentials create`) as a bearer token:
 scope `admin:read` reads, `admin:write` also changes. Errors are RFC 9457 problem documents
@@ -204,7 +214,7 @@ def create_app(open_services: ServicesOpener) -> FastAPI:
     app.add_exception_handler(SubscriptionStoreUnavailable, _on_store)
     app.add_exception_handler(WarehouseError, _on_warehouse)
     app.add_exception_handler(Exception, _on_unexpected)
-    for module in (customers, keys, subscriptions, credits, usage, invoices, page, audit):
+    for module in (customers, keys, subscriptions, credits, usage, invoices, page, audit, webhook_endpoints):
         app.include_router(module.router)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app

@@ -20,6 +20,9 @@ from tollway.auth.keyring import Keyring
 from tollway.auth.redis_store import RedisKeyStore
 from tollway.clock import Clock, SystemClock
 from tollway.credits.store import GrantStore
+from tollway.notifications.endpoint_store import EndpointStore
+from tollway.notifications.endpoint_store import url_policy as webhook_url_policy
+from tollway.notifications.endpoints import SecretBox, UrlPolicy
 from tollway.redis_client import admin_client
 from tollway.redis_types import RedisClient
 from tollway.settings import Settings
@@ -44,6 +47,7 @@ class AdminServices:
     problem_type_base: str
     page_link_ttl: timedelta
     page_link_max_ttl: timedelta
+    webhook_endpoints: EndpointStore
     money: MoneySources | None = None  # balances, spend and customers' own caps (the customer page)
 
 
@@ -57,6 +61,7 @@ def build_services(
     catalog_path: Path | None = None,
     problem_type_base: str = "https://tollway.dev/problems/",
     admin_settings: AdminSettings | None = None,
+    url_policy: UrlPolicy | None = None,
 ) -> AdminServices:
     clock = clock or SystemClock()
     digester = KeyDigester(pepper)
@@ -77,6 +82,9 @@ def build_services(
         problem_type_base=problem_type_base,
         page_link_ttl=timedelta(seconds=admin.page_link_ttl_s),
         page_link_max_ttl=timedelta(seconds=admin.page_link_max_ttl_s),
+        webhook_endpoints=EndpointStore(
+            redis, SecretBox(pepper), prefix, clock=clock, policy=url_policy or UrlPolicy()
+        ),
         money=MoneySources.on(redis, prefix),
     )
 
@@ -98,6 +106,7 @@ async def open_services(
             catalog_path=settings.catalog,
             problem_type_base=settings.problem_type_base,
             admin_settings=admin_settings,
+            url_policy=webhook_url_policy(settings),
         )
     finally:
         await redis.aclose()

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from tollway import __version__, logs
 from tollway.auth.errors import KeyNotFound
-from tollway.cli import admin, bill, credits, db, keys, meter, plans, quote, serve, subscriptions, usage
+from tollway.cli import admin, bill, credits, db, keys, meter, plans, quote, serve, subscriptions, usage, webhooks
 from tollway.listen import ListenError
 from tollway.plans.errors import CatalogError
 from tollway.settings import Settings
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     quote.register(commands)
     bill.register(commands)
     admin.register(commands)
+    webhooks.register(commands)
     return parser
 
 
@@ -81,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return bill.run(args, settings)
         if args.command == "admin":
             return admin.run(args, settings)
+        if args.command == "webhooks":
+            return asyncio.run(webhooks.run(args, settings))
     except CatalogError as exc:
         return _fail(f"invalid catalog ({len(exc.issues)} problem(s)):\n{exc}")
     except KeyNotFound as exc:
