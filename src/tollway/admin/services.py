@@ -20,6 +20,7 @@ from tollway.auth.keyring import Keyring
 from tollway.auth.redis_store import RedisKeyStore
 from tollway.clock import Clock, SystemClock
 from tollway.credits.store import GrantStore
+from tollway.notifications.outbox import OutboxWriter
 from tollway.redis_client import admin_client
 from tollway.redis_types import RedisClient
 from tollway.settings import Settings
@@ -45,6 +46,7 @@ class AdminServices:
     page_link_ttl: timedelta
     page_link_max_ttl: timedelta
     money: MoneySources | None = None  # balances, spend and customers' own caps (the customer page)
+    events: OutboxWriter | None = None  # lifecycle events of the changes made (docs/notifications.md)
 
 
 def build_services(
@@ -62,8 +64,9 @@ def build_services(
     digester = KeyDigester(pepper)
     keys = RedisKeyStore(redis, prefix)
     admin = admin_settings or AdminSettings()
+    events = OutboxWriter(redis, prefix)
     return AdminServices(
-        keyring=Keyring(keys, digester, clock),
+        keyring=Keyring(keys, digester, clock, events),
         keys=keys,
         subscriptions=RedisSubscriptionStore(redis, prefix),
         customers=RedisCustomerStore(redis, prefix),
@@ -78,6 +81,7 @@ def build_services(
         page_link_ttl=timedelta(seconds=admin.page_link_ttl_s),
         page_link_max_ttl=timedelta(seconds=admin.page_link_max_ttl_s),
         money=MoneySources.on(redis, prefix),
+        events=events,
     )
 
 
