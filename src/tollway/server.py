@@ -334,11 +334,10 @@ def build_cap_change(settings: Settings, redis: RedisClient, clock: Clock, gate:
     return change
 
 
-def build_budgets(settings: Settings, redis: RedisClient, clock: Clock, gate: EntitlementGate) -> Budgets:
+def build_budgets(settings: Settings, redis: RedisClient, clock: Clock, live: LiveCatalog) -> Budgets:
     """``GET``/``PUT``/``DELETE /tollway/v1/usage/budgets``: a customer's own alert thresholds."""
     subscriptions = RedisSubscriptionStore(redis, settings.redis_prefix)
     store = BudgetStore(redis, settings.redis_prefix)
-    live = gate.catalog
 
     async def budgets(method: str, customer_id: str, body: bytes, content_type: str) -> dict[str, Any]:
         answer: dict[str, Any] = await budgets_request(
@@ -465,7 +464,7 @@ async def serve(
             log.info("metering gRPC (access log, body meter) listening on %s:%d", settings.host, port)
         if report is not None and settings.usage_port:
             change = build_cap_change(settings, redis, clock, gate) if gate is not None else None
-            budgets = build_budgets(settings, redis, clock, gate) if gate is not None else None
+            budgets = build_budgets(settings, redis, clock, gate.catalog) if gate is not None else None
             usage = UsageReportServer(report, settings.problem_type_base, change, budgets)
             port = await usage.start(settings.host, settings.usage_port)
             log.info("caller usage (GET %s) listening on %s:%d", USAGE_PATH, settings.host, port)

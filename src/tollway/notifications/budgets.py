@@ -86,7 +86,7 @@ class Budget:
             assert self.percent is not None
             return {"id": self.id, "kind": "quota", "quota": self.policy, "percent": _plain(self.percent)}
         assert self.amount is not None
-        return {"id": self.id, "kind": "spend", "spend": _plain(self.amount), "unit": self.unit}
+        return {"id": self.id, "kind": "spend", "spend": str(self.amount), "unit": self.unit}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Budget:
@@ -99,7 +99,7 @@ class Budget:
             assert self.percent is not None
             return Alert(percent=self.percent).label()
         assert self.amount is not None
-        return _plain(self.amount)
+        return str(self.amount)
 
 
 @dataclass(frozen=True, slots=True)
