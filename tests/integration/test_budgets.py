@@ -18,7 +18,9 @@ from tollway.harness.valkey import ValkeyServer
 from tollway.notifications import keys
 from tollway.notifications.budgets import BUDGETS_PATH, BudgetEvaluator
 from tollway.notifications.events import Event, event_id
+from tollway.notifications.jobs import NotifySettings
 from tollway.notifications.outbox import OutboxWriter
+from tollway.notifications.periodic import periodic_jobs
 from tollway.plans.loader import load_compiled_catalog
 from tollway.ratelimit.keys import quota_key, spend_key
 from tollway.server import build_budgets
@@ -208,5 +210,27 @@ def test_methods_and_identity(valkey_fresh: ValkeyServer) -> None:
         await stack.redis.set("tw:bud:{acme}", "not json")
         assert await stack.call("GET", "acme") == (200, {"budgets": [], "max": 10})  # unreadable: ignored
         assert await stack.evaluator.run_once(NOW) == 0
+
+    scenario(valkey_fresh, body)
+
+
+def test_the_periodic_jobs_run_until_stopped_and_emit(valkey_fresh: ValkeyServer) -> None:
+    async def body(stack: Stack) -> None:
+        await stack.subscribe("acme", "capped")
+        assert (await stack.call("PUT", "acme", documented("budgets-request")))[0] == 200
+        await stack.redis.set(quota_key("tw:", "acme", "requests_month", MARCH_MS), 900)
+        settings = NotifySettings(budget_interval_s=0.05, expiry_interval_s=0.05)
+        jobs = periodic_jobs(stack.redis, "tw:", stack.clock, lambda: stack.live.current, settings)
+        assert [name for name, _ in jobs] == ["expiry notifier", "budget evaluator"]
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(job(stop)) for _, job in jobs]
+        for _ in range(100):
+            if await stack.outbox("acme"):
+                break
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 2)
+        assert [e.data["budget_id"] for e in await stack.outbox("acme")] == ["quota-80"]
+        assert [name for name, _ in periodic_jobs(stack.redis, "tw:", stack.clock, None)] == ["expiry notifier"]
 
     scenario(valkey_fresh, body)
