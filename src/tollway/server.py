@@ -27,6 +27,7 @@ from tollway.extproc.http_server import HttpAuthzServer
 from tollway.extproc.metering import Metering
 from tollway.extproc.problems import Refusals
 from tollway.lookup_cache import LastKnown
+from tollway.notifications.budgets import BudgetStore, budgets_request
 from tollway.observability.tollway_metrics import MeasuredDecider, TollwayMetrics
 from tollway.plans.loader import load_compiled_catalog
 from tollway.plans.watcher import CatalogWatcher
@@ -40,7 +41,7 @@ from tollway.supervision import start_supervised
 from tollway.usage.caller_report import caller_report
 from tollway.usage.clickhouse_sink import ClickHouseSink
 from tollway.usage.money_report import MoneySources, change_spend_cap
-from tollway.usage.report_server import USAGE_PATH, CapChange, Report, UsageReportServer
+from tollway.usage.report_server import USAGE_PATH, Budgets, CapChange, Report, UsageReportServer
 from tollway.usage.reservation_sweeper import ReservationSweeper
 from tollway.usage.settlement import ReservationSettler
 from tollway.usage.spool import pending_bytes
@@ -333,6 +334,27 @@ def build_cap_change(settings: Settings, redis: RedisClient, clock: Clock, gate:
     return change
 
 
+def build_budgets(settings: Settings, redis: RedisClient, clock: Clock, live: LiveCatalog) -> Budgets:
+    """``GET``/``PUT``/``DELETE /tollway/v1/usage/budgets``: a customer's own alert thresholds."""
+    subscriptions = RedisSubscriptionStore(redis, settings.redis_prefix)
+    store = BudgetStore(redis, settings.redis_prefix)
+
+    async def budgets(method: str, customer_id: str, body: bytes, content_type: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await budgets_request(
+            method,
+            customer_id,
+            body,
+            content_type,
+            store=store,
+            subscription=await subscriptions.get(customer_id),
+            catalog=live.current,
+            now=clock.now(),
+        )
+        return answer
+
+    return budgets
+
+
 async def serve(
     settings: Settings,
     clock: Clock | None = None,
@@ -442,7 +464,8 @@ async def serve(
             log.info("metering gRPC (access log, body meter) listening on %s:%d", settings.host, port)
         if report is not None and settings.usage_port:
             change = build_cap_change(settings, redis, clock, gate) if gate is not None else None
-            usage = UsageReportServer(report, settings.problem_type_base, change)
+            budgets = build_budgets(settings, redis, clock, gate.catalog) if gate is not None else None
+            usage = UsageReportServer(report, settings.problem_type_base, change, budgets)
             port = await usage.start(settings.host, settings.usage_port)
             log.info("caller usage (GET %s) listening on %s:%d", USAGE_PATH, settings.host, port)
         if admin is not None:

@@ -54,7 +54,9 @@ header_lists = st.lists(st.tuples(names, values), max_size=12).filter(
 )
 path_chars = st.sampled_from([chr(c) for c in range(0x21, 0x7F)])
 paths = st.one_of(
-    st.sampled_from(["/v1/items/7", "//[x?api_key=a", "/tollway/v1/usage", "/v1/status?api_key=%ff"]),
+    st.sampled_from(
+        ["/v1/items/7", "//[x?api_key=a", "/tollway/v1/usage", "/tollway/v1/usage/budgets", "/v1/status?api_key=%ff"]
+    ),
     st.lists(path_chars, max_size=300).map(lambda cs: "/" + "".join(cs)),
 )
 methods = st.sampled_from(["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"])

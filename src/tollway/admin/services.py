@@ -23,6 +23,7 @@ from tollway.credits.store import GrantStore
 from tollway.notifications.endpoint_store import EndpointStore
 from tollway.notifications.endpoint_store import url_policy as webhook_url_policy
 from tollway.notifications.endpoints import SecretBox, UrlPolicy
+from tollway.notifications.outbox import OutboxWriter
 from tollway.redis_client import admin_client
 from tollway.redis_types import RedisClient
 from tollway.settings import Settings
@@ -49,6 +50,7 @@ class AdminServices:
     page_link_max_ttl: timedelta
     webhook_endpoints: EndpointStore
     money: MoneySources | None = None  # balances, spend and customers' own caps (the customer page)
+    events: OutboxWriter | None = None  # lifecycle events of the changes made (docs/notifications.md)
 
 
 def build_services(
@@ -67,8 +69,9 @@ def build_services(
     digester = KeyDigester(pepper)
     keys = RedisKeyStore(redis, prefix)
     admin = admin_settings or AdminSettings()
+    events = OutboxWriter(redis, prefix)
     return AdminServices(
-        keyring=Keyring(keys, digester, clock),
+        keyring=Keyring(keys, digester, clock, events),
         keys=keys,
         subscriptions=RedisSubscriptionStore(redis, prefix),
         customers=RedisCustomerStore(redis, prefix),
@@ -86,6 +89,7 @@ def build_services(
             redis, SecretBox(pepper), prefix, clock=clock, policy=url_policy or UrlPolicy()
         ),
         money=MoneySources.on(redis, prefix),
+        events=events,
     )
 
 

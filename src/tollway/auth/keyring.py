@@ -1,5 +1,10 @@
 """Key management: create, list, revoke and rotate API keys. The plaintext key exists only in the
-return value of :meth:`Keyring.create` and :meth:`Keyring.rotate`, for the caller to show once."""
+return value of :meth:`Keyring.create` and :meth:`Keyring.rotate`, for the caller to show once.
+
+With an ``events`` emitter (``notifications.emitter.EventEmitter``: the outbox), each committed change
+is announced after it is stored: ``key.created`` (also for a rotation's successor) and ``key.revoked``.
+An emission that fails is logged and the change stands; revoking the key again (a no-op otherwise)
+emits it again, and the periodic ``notifications.expiry`` job re-emits both for recent keys."""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from tollway.auth.errors import KeyNotFound
 from tollway.auth.records import KeyRecord, KeyStatus, check_identifier
 from tollway.auth.store import KeyStore
 from tollway.clock import Clock
+from tollway.notifications.emitter import EventEmitter, emit_after_commit
+from tollway.notifications.lifecycle import key_created, key_revoked
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +44,13 @@ def new_key_id() -> str:
 
 
 class Keyring:
-    def __init__(self, store: KeyStore, digester: KeyDigester, clock: Clock) -> None:
+    def __init__(
+        self, store: KeyStore, digester: KeyDigester, clock: Clock, events: EventEmitter | None = None
+    ) -> None:
         self._store = store
         self._digester = digester
         self._clock = clock
+        self._events = events
 
     async def create(self, customer_id: str, env: str = "live", expires_at: datetime | None = None) -> IssuedKey:
         check_identifier("customer id", customer_id)
@@ -61,6 +71,7 @@ class Keyring:
             last4=key.last4,
         )
         await self._store.insert(self._digester.digest(key.text), record)
+        await emit_after_commit(self._events, [key_created(record)])
         return IssuedKey(secret=key.text, record=record)
 
     async def list(self, customer_id: str | None = None) -> list[KeyRecord]:
@@ -69,9 +80,12 @@ class Keyring:
     async def revoke(self, key_id: str) -> KeyRecord:
         digest, record = await self._find(key_id)
         if record.status is KeyStatus.REVOKED:
+            if record.revoked_at is not None:  # once per revocation: a no-op if it got through before
+                await emit_after_commit(self._events, [key_revoked(record)])
             return record
         revoked = record.revoked(self._clock.now())
         await self._store.update(digest, revoked)
+        await emit_after_commit(self._events, [key_revoked(revoked)])
         return revoked
 
     async def rotate(self, key_id: str, overlap: timedelta) -> Rotation:

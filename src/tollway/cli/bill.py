@@ -17,6 +17,11 @@ cannot be priced (plan missing from the catalog or without pricing, ...) or fina
 not ended, an earlier period is still a draft: ``invoices.finalize_refusal``) is reported on stderr,
 one line each, and the others are billed: exit status 1 at the end. ``bill`` is the Python entry point
 the command wraps.
+
+After the invoices are stored, every finalized invoice of the run (finalized now, or earlier and left
+unchanged) is announced: ``invoice.finalized`` and ``invoice.adjusted`` for each earlier invoice its
+late-usage lines adjust (``announce``). Their ids are the invoices', so a re-run emits nothing new, and
+re-runs an emission that failed (Redis unreachable: logged on stderr, the invoices stay finalized).
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from tollway.billing.invoice_store import SaveResult, load_current, load_earlier
 from tollway.billing.invoices import CustomerNotBilled, Invoice, build_invoices, finalize_refusal, parse_month
 from tollway.billing.money import format_amount
 from tollway.billing.render import OutputError, check_out_dir, check_targets, write
+from tollway.notifications.emitter import EventEmitter, emit_after_commit
+from tollway.notifications.lifecycle import invoice_events
+from tollway.notifications.outbox import OutboxWriter
 from tollway.plans.loader import load_catalog
 from tollway.plans.schema import Catalog
 from tollway.redis_client import admin_client
@@ -205,6 +213,21 @@ async def _subscriptions(settings: Settings, customer: str | None) -> list[Subsc
         await redis.aclose()
 
 
+async def announce(report: BillReport, events: EventEmitter) -> int:
+    """Emit the events of the run's finalized invoices (once per invoice, however often the run is
+    repeated); how many were new. Never raises: a failure is logged, the invoices stand."""
+    found = [event for result in report.results for event in invoice_events(result.document)]
+    return await emit_after_commit(events, found)
+
+
+async def _announce(settings: Settings, report: BillReport) -> None:
+    redis = admin_client(settings)
+    try:
+        await announce(report, OutboxWriter(redis, settings.redis_prefix))
+    finally:
+        await redis.aclose()
+
+
 def _open_warehouse(warehouse: WarehouseSettings) -> Any:
     client = connect(warehouse.dsn)
     if warehouse.dsn.startswith("chdb://"):
@@ -273,6 +296,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except OutputError as exc:
         print(f"tollway: the invoices are stored, but {exc.strerror}", file=sys.stderr)
         return EXIT_SOME_FAILED
+    if args.finalize or any(result.document.get("status") == "finalized" for result in report.results):
+        asyncio.run(_announce(settings, report))
     for result, (_, html_path) in zip(report.results, report.files, strict=True):
         document = result.document
         note = {

@@ -13,6 +13,7 @@ from tollway.auth.redis_store import RedisKeyStore
 from tollway.auth.views import record_json
 from tollway.cli.durations import parse_duration, parse_instant
 from tollway.clock import SystemClock
+from tollway.notifications.outbox import OutboxWriter
 from tollway.redis_client import admin_client
 from tollway.settings import Settings
 
@@ -64,7 +65,12 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     clock = SystemClock()
     redis = admin_client(settings)
     try:
-        keyring = Keyring(RedisKeyStore(redis, settings.redis_prefix), KeyDigester(settings.pepper_bytes()), clock)
+        keyring = Keyring(
+            RedisKeyStore(redis, settings.redis_prefix),
+            KeyDigester(settings.pepper_bytes()),
+            clock,
+            OutboxWriter(redis, settings.redis_prefix),
+        )
         now = clock.now()
         command = args.keys_command
         if command == "create":

@@ -8,7 +8,8 @@ not merged: the overrides given replace the old ones (none given: none kept).
 A plan change is recorded with its instant (``--effective``, default now; never in the future, never
 before the start or the last change), so billing prices each part of the period with the plan held
 then (``docs/billing.md``, proration). ``--start`` with a new start begins a new subscription: its
-plan history starts afresh.
+plan history starts afresh. A new subscription or a plan change emits ``subscription.changed``
+(``docs/notifications.md``); re-running the same ``set`` emits nothing new.
 
 Times: ``now`` or ISO 8601. A time with no UTC offset (``2026-03-01`` or ``2026-03-01T09:00``) is a
 wall-clock time in the subscription's timezone (resolved like a period boundary: first occurrence if
@@ -28,6 +29,9 @@ from typing import Final
 
 from tollway.auth.records import check_identifier
 from tollway.clock import Clock, SystemClock
+from tollway.notifications.emitter import emit_after_commit
+from tollway.notifications.lifecycle import subscription_changed
+from tollway.notifications.outbox import OutboxWriter
 from tollway.periods import ALIGNMENTS, INTERVALS, load_timezone
 from tollway.redis_client import admin_client
 from tollway.settings import Settings
@@ -111,6 +115,9 @@ async def run(args: argparse.Namespace, settings: Settings, *, clock: Clock | No
                 previous = None
             subscription = build_subscription(args, now, previous, overrides, catalog_interval)
             await store.put(subscription)
+            change = subscription_changed(previous, subscription, now)
+            if change is not None:
+                await emit_after_commit(OutboxWriter(redis, settings.redis_prefix), [change])
             _print(subscription, now, args.json, action="updated" if previous else "created")
         elif command == "show":
             found = await store.get(args.customer)

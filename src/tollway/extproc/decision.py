@@ -31,6 +31,7 @@ from tollway.extproc.check import Allow, CheckRequest, Decision, Deny
 from tollway.extproc.faults import log_unexpected
 from tollway.extproc.problems import Refusals
 from tollway.extproc.ratelimit_headers import AdvertisedPolicy, FieldShape, ratelimit_headers
+from tollway.notifications.budgets import BUDGETS_PATH
 from tollway.ratelimit import Verdict
 from tollway.structured_fields import sf_string
 from tollway.usage.recorder import UsageRecorder
@@ -397,9 +398,9 @@ def _unit_and_cost(unit: str, price: int) -> str:
 
 
 def _open_to_every_caller(path: str) -> bool:
-    """Tollway's own endpoints for callers (``GET /tollway/v1/usage``): authenticated like any call, but
-    no plan feature grants them, no limit counts them and no meter bills them."""
-    return path.startswith(USAGE_PATH) and path.split("?", 1)[0] == USAGE_PATH
+    """Tollway's own endpoints for callers (``GET /tollway/v1/usage``, ``/tollway/v1/usage/budgets``):
+    authenticated like any call, but no plan feature grants them, no limit counts them and no meter bills them."""
+    return path.startswith(USAGE_PATH) and path.split("?", 1)[0] in (USAGE_PATH, BUDGETS_PATH)
 
 
 def _system_ms() -> int:

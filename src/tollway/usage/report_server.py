@@ -1,6 +1,7 @@
 """The caller's usage endpoint, ``GET /tollway/v1/usage``, served to Envoy as an upstream; and
 ``PATCH /tollway/v1/usage`` (``{"spend_cap": {"amount": "5.00"}}`` or ``{"spend_cap": null}``), where a
-customer lowers or removes their own spend cap (``credits.spend_caps``).
+customer lowers or removes their own spend cap (``credits.spend_caps``); and ``GET``/``PUT``/``DELETE
+/tollway/v1/usage/budgets``, the customer's own alert thresholds (``notifications.budgets``).
 
 Envoy routes the path here after ext_authz admitted the request, so the caller is authenticated like
 any call and ``x-tollway-customer-id`` is Tollway's own verdict (Envoy replaces whatever a client sent
@@ -22,6 +23,7 @@ from redis.exceptions import RedisError
 from tollway.credits.spend_caps import MAX_BODY_BYTES, CapRefused
 from tollway.entitlements.errors import EntitlementError
 from tollway.listen import bind_tcp
+from tollway.notifications.budgets import BUDGETS_PATH, BudgetRefused
 from tollway.ratelimit import LimiterUnavailable
 from tollway.warehouse.errors import WarehouseError
 
@@ -52,6 +54,8 @@ _STATUS: Final = {
 Report = Callable[[str], Awaitable[dict[str, Any]]]
 CapChange = Callable[[str, bytes, str, str], Awaitable[dict[str, Any]]]
 """``(customer, body, content type, request id)`` → the new ``{"spend_cap": ...}``; raises ``CapRefused``."""
+Budgets = Callable[[str, str, bytes, str], Awaitable[dict[str, Any]]]
+"""``(method, customer, body, content type)`` → ``{"budgets": [...]}``; raises ``BudgetRefused``."""
 
 
 class _Request:
@@ -80,10 +84,18 @@ class _Request:
 
 
 class UsageReportServer:
-    def __init__(self, report: Report, problem_type_base: str, change_cap: CapChange | None = None) -> None:
-        """``change_cap``: a customer's own spend cap (None: PATCH is not allowed)."""
+    def __init__(
+        self,
+        report: Report,
+        problem_type_base: str,
+        change_cap: CapChange | None = None,
+        budgets: Budgets | None = None,
+    ) -> None:
+        """``change_cap``: a customer's own spend cap (None: PATCH is not allowed); ``budgets``: their own
+        alert thresholds (None: no budgets path)."""
         self._report = report
         self._change_cap = change_cap
+        self._budgets = budgets
         self._problem_base = problem_type_base
         self._server: asyncio.Server | None = None
 
@@ -100,6 +112,8 @@ class UsageReportServer:
         self, method: str, path: str, customer: str, request_id: str, body: bytes = b"", content_type: str = ""
     ) -> tuple[int, str, bytes]:
         """(status, content type, body) of one request."""
+        if self._budgets is not None and path.split("?", 1)[0] == BUDGETS_PATH:
+            return await self._budget_request(method, customer, body, content_type, request_id)
         if path.split("?", 1)[0] != USAGE_PATH:
             return self._problem(
                 404, "not-found", "Not found", f"There is nothing at {path.split('?', 1)[0]}.", request_id
@@ -135,6 +149,28 @@ class UsageReportServer:
             log.warning("spend cap of %s not changed: %s", customer, exc, extra={"request_id": request_id})
             detail = "The spend cap cannot be changed right now; nothing was changed. Retry shortly."
             return self._problem(503, "spend-cap-unavailable", "Service unavailable", detail, request_id)
+        return 200, "application/json", json.dumps(document, separators=(",", ":")).encode()
+
+    async def _budget_request(
+        self, method: str, customer: str, body: bytes, content_type: str, request_id: str
+    ) -> tuple[int, str, bytes]:
+        assert self._budgets is not None
+        if method not in ("GET", "HEAD", "PUT", "DELETE"):
+            detail = "Use GET, PUT (replace your budgets) or DELETE (remove them)."
+            return self._problem(405, "method-not-allowed", "Method not allowed", detail, request_id)
+        if not customer:
+            detail = "The request did not come through Tollway's authorization: no caller identity."
+            return self._problem(401, "unauthenticated", "Unauthenticated", detail, request_id)
+        try:
+            document = await self._budgets("GET" if method == "HEAD" else method, customer, body, content_type)
+        except BudgetRefused as exc:
+            return self._problem(exc.status, exc.slug, _STATUS.get(exc.status, "Bad Request"), exc.detail, request_id)
+        except EntitlementError as exc:
+            return self._problem(403, exc.reason, "Forbidden", exc.detail, request_id)
+        except (RedisError, OSError) as exc:
+            log.warning("budgets of %s not served: %s", customer, exc, extra={"request_id": request_id})
+            detail = "Your budgets cannot be read or changed right now; nothing was changed. Retry shortly."
+            return self._problem(503, "budgets-unavailable", "Service unavailable", detail, request_id)
         return 200, "application/json", json.dumps(document, separators=(",", ":")).encode()
 
     def _problem(self, status: int, slug: str, title: str, detail: str, request_id: str) -> tuple[int, str, bytes]:

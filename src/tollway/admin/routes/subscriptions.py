@@ -19,6 +19,8 @@ from tollway.admin.identifiers import IDENTIFIER, CustomerId
 from tollway.admin.instants import EARLIEST, LATEST
 from tollway.admin.problems import ProblemError, conflict, invalid, not_found, problem_responses
 from tollway.admin.services import AdminServices
+from tollway.notifications.emitter import emit_after_commit
+from tollway.notifications.lifecycle import subscription_changed
 from tollway.subscriptions.errors import UnreadableSubscription
 from tollway.subscriptions.model import Subscription
 from tollway.subscriptions.requests import build_subscription, check_against_catalog, parse_time, subscription_json
@@ -118,6 +120,13 @@ def _check_catalog(services: AdminServices, plan_id: str, overrides: Mapping[str
         raise invalid(str(exc)) from None
 
 
+async def _announce(services: AdminServices, previous: Subscription | None, current: Subscription) -> None:
+    """``subscription.changed`` of a committed plan change or new subscription (docs/notifications.md)."""
+    change = subscription_changed(previous, current, services.clock.now())
+    if change is not None:
+        await emit_after_commit(services.events, [change])
+
+
 def _within_range(subscription: Subscription) -> Subscription:
     for name, value in (("started_at", subscription.started_at), ("anchor", subscription.anchor)):
         if not EARLIEST <= value < LATEST:
@@ -174,6 +183,7 @@ async def put_subscription(
     except (ValueError, OverflowError) as exc:
         raise invalid(str(exc).replace("--", "")) from None
     await services.subscriptions.put(subscription)
+    await _announce(services, previous, subscription)
     action = "subscription.replace" if previous else "subscription.create"
     after = _as_dict(subscription, services)
     await record(
@@ -209,6 +219,7 @@ async def change_plan(
     except (ValueError, OverflowError) as exc:
         raise invalid(str(exc), ["body", "effective"]) from None
     await services.subscriptions.put(changed)
+    await _announce(services, previous, changed)
     await record(
         "subscription.plan_change",
         "subscription",
