@@ -40,6 +40,7 @@ ALL = [
     "0006_usage_row_ids",
     "0007_credit_ledger",
     "0008_usage_prices",
+    "0009_events_webhook_deliveries",
 ]
 
 
