@@ -31,7 +31,8 @@ from tollway.observability.tollway_metrics import MeasuredDecider, TollwayMetric
 from tollway.plans.loader import load_compiled_catalog
 from tollway.plans.watcher import CatalogWatcher
 from tollway.ratelimit import PipelineCoalescer, RedisLimiter
-from tollway.redis_client import hot_path_client, subscriber_client
+from tollway.notifications.dispatcher import DispatchSettings, build_dispatch
+from tollway.redis_client import admin_client, hot_path_client, subscriber_client
 from tollway.redis_types import RedisClient
 from tollway.settings import Settings
 from tollway.subscriptions.redis_store import RedisSubscriptionStore
@@ -175,6 +176,39 @@ def build_core(
         usage_headers,
         check_timeout_s=settings.check_deadline_ms / 1000,
     )
+
+
+def add_dispatcher(
+    settings: Settings, metering: Metering | None, background: Background
+) -> Callable[[], Coroutine[Any, Any, None]] | None:
+    """``tollway meter`` runs the webhook dispatcher (``TOLLWAY_DISPATCH``, on by default) and, once this
+    process's loader holds the ClickHouse client, its history writer; how to close them, or None."""
+    if not DispatchSettings().dispatch:
+        return None
+    redis = admin_client(settings)
+
+    def runs() -> Any:
+        sink = metering.sink if metering is not None else None
+        return sink.read if sink is not None else None
+
+    dispatcher, writer = build_dispatch(redis, settings.redis_prefix, runs if metering is not None else None)
+
+    async def webhook_dispatcher() -> None:
+        await dispatcher.run()
+
+    async def close() -> None:
+        await dispatcher.aclose()
+        await redis.aclose()
+
+    background.append(webhook_dispatcher)
+    if writer is not None:
+        history = writer
+
+        async def webhook_history() -> None:
+            await history.run()
+
+        background.append(webhook_history)
+    return close
 
 
 async def follow_readiness(grpc_server: GrpcAuthzServer, ready: Readiness, interval_s: float = 1.0) -> None:
@@ -373,6 +407,7 @@ async def serve(
                 settings.reservation_sweep_s,
             )
             background.append(sweeper.run)
+    close_dispatcher = add_dispatcher(settings, metering, background) if not checks else None
     reader = warehouse_reader(metering)
     report = build_caller_report(settings, redis, clock, gate, metering, reader)
     usage_headers = (
@@ -481,6 +516,8 @@ async def serve(
             reader.close()
         await redis.aclose()
         await subscriber.aclose()
+        if close_dispatcher is not None:
+            await close_dispatcher()
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)

@@ -187,7 +187,7 @@ def query_events(client: Any, database: str, q: EventQuery) -> list[Event]:
 def get_event(client: Any, database: str, event_id: str) -> Event | None:
     rows = query_rows(
         client,
-        "SELECT id, type, toUnixTimestamp64Milli(ts), customer_id, data FROM {db:Identifier}.events FINAL "  # noqa: S608
+        "SELECT id, type, toUnixTimestamp64Milli(ts), customer_id, data FROM {db:Identifier}.events FINAL "
         "WHERE id = {id:String} LIMIT 1",
         {"db": database, "id": event_id},
     )
