@@ -27,11 +27,11 @@ from tollway.extproc.http_server import HttpAuthzServer
 from tollway.extproc.metering import Metering
 from tollway.extproc.problems import Refusals
 from tollway.lookup_cache import LastKnown
+from tollway.notifications.dispatcher import DispatchSettings, build_dispatch
 from tollway.observability.tollway_metrics import MeasuredDecider, TollwayMetrics
 from tollway.plans.loader import load_compiled_catalog
 from tollway.plans.watcher import CatalogWatcher
 from tollway.ratelimit import PipelineCoalescer, RedisLimiter
-from tollway.notifications.dispatcher import DispatchSettings, build_dispatch
 from tollway.redis_client import admin_client, hot_path_client, subscriber_client
 from tollway.redis_types import RedisClient
 from tollway.settings import Settings

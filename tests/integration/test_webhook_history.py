@@ -37,7 +37,10 @@ def test_events_and_attempts_land_once_and_read_back(valkey_fresh: ValkeyServer,
         targets = [Target("ep_ok", receiver.url("/ok"), (SECRET,)), Target("ep_fail", receiver.url("/fail"), (SECRET,))]
         s = settings(webhook_retry_schedule_s="0,0.1")
         async with running(valkey_fresh, targets, s) as (dispatcher, redis, _):
-            events = [make_event(n, "cus_a" if n < 6 else "cus_b", "key.created" if n % 2 else "key.revoked") for n in range(10)]
+            events = [
+                make_event(n, "cus_a" if n < 6 else "cus_b", "key.created" if n % 2 else "key.revoked")
+                for n in range(10)
+            ]
             for event in events:
                 await emit(redis, event)
             await until(lambda: dispatcher.stats.delivered == 10 and dispatcher.stats.given_up == 10)
@@ -60,14 +63,20 @@ def test_events_and_attempts_land_once_and_read_back(valkey_fresh: ValkeyServer,
         assert sorted(e.id for e in everything) == sorted(e.id for e in events)
         assert [e.ts_ms for e in everything] == sorted((e.ts_ms for e in events), reverse=True)
         page1 = query_events(client, database, EventQuery(customer_id="cus_a", limit=4))
-        page2 = query_events(client, database, EventQuery(customer_id="cus_a", limit=4, before=(page1[-1].ts_ms, page1[-1].id)))
+        page2 = query_events(
+            client, database, EventQuery(customer_id="cus_a", limit=4, before=(page1[-1].ts_ms, page1[-1].id))
+        )
         assert [e.id for e in page1 + page2] == [e.id for e in reversed(events[:6])]
-        revoked = query_events(client, database, EventQuery(types=("key.revoked",), since_ms=events[2].ts_ms, until_ms=events[8].ts_ms))
+        revoked = query_events(
+            client, database, EventQuery(types=("key.revoked",), since_ms=events[2].ts_ms, until_ms=events[8].ts_ms)
+        )
         assert [e.id for e in revoked] == [events[6].id, events[4].id, events[2].id]
         assert get_event(client, database, events[3].id) == events[3]
         assert get_event(client, database, "evt_" + "0" * 32) is None
         ok = query_attempts(client, database, "ep_ok")
-        assert len(ok) == 10 and {a.outcome for a in ok} == {"delivered"} and {a.status for a in ok} == {204}
+        assert len(ok) == 10
+        assert {a.outcome for a in ok} == {"delivered"}
+        assert {a.status for a in ok} == {204}
         failed = query_attempts(client, database, "ep_fail", events[0].id)
         assert sorted((a.attempt, a.outcome, a.status) for a in failed) == [(1, "retry", 500), (2, "failed", 500)]
 
@@ -77,7 +86,9 @@ def test_events_and_attempts_land_once_and_read_back(valkey_fresh: ValkeyServer,
 def test_history_waits_in_redis_while_clickhouse_is_away(valkey_fresh: ValkeyServer) -> None:
     async def main() -> None:
         redis = Redis.from_url(valkey_fresh.url, decode_responses=True)
-        await redis.rpush(history_key(PREFIX), '{"t":"events","id":"x","type":"key.created","ts":1,"customer_id":"","data":"{}"}')
+        await redis.rpush(
+            history_key(PREFIX), '{"t":"events","id":"x","type":"key.created","ts":1,"customer_id":"","data":"{}"}'
+        )
         writer = HistoryWriter(redis, PREFIX, lambda: None)
         assert await writer.flush_once() == 0
         assert await redis.llen(history_key(PREFIX)) == 1

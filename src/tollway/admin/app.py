@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tollway import __version__
 from tollway.admin.problems import Problem, ProblemError, ValidationIssue, problem_response, problem_responses
-from tollway.admin.routes import audit, credits, customers, invoices, keys, page, subscriptions, usage
+from tollway.admin.routes import audit, credits, customers, invoices, keys, page, subscriptions, usage, webhook_events
 from tollway.admin.services import AdminServices
 from tollway.admin.strict_query import reject_unknown_query
 from tollway.subscriptions.errors import SubscriptionStoreUnavailable
@@ -204,7 +204,7 @@ def create_app(open_services: ServicesOpener) -> FastAPI:
     app.add_exception_handler(SubscriptionStoreUnavailable, _on_store)
     app.add_exception_handler(WarehouseError, _on_warehouse)
     app.add_exception_handler(Exception, _on_unexpected)
-    for module in (customers, keys, subscriptions, credits, usage, invoices, page, audit):
+    for module in (customers, keys, subscriptions, credits, usage, invoices, page, audit, webhook_events):
         app.include_router(module.router)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app

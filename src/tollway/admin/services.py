@@ -20,6 +20,9 @@ from tollway.auth.keyring import Keyring
 from tollway.auth.redis_store import RedisKeyStore
 from tollway.clock import Clock, SystemClock
 from tollway.credits.store import GrantStore
+from tollway.notifications.dispatcher import RedisEndpoints
+from tollway.notifications.queue import DeliveryQueue
+from tollway.notifications.replay import WebhookActions
 from tollway.redis_client import admin_client
 from tollway.redis_types import RedisClient
 from tollway.settings import Settings
@@ -45,6 +48,7 @@ class AdminServices:
     page_link_ttl: timedelta
     page_link_max_ttl: timedelta
     money: MoneySources | None = None  # balances, spend and customers' own caps (the customer page)
+    webhooks: WebhookActions | None = None  # replays and test events (webhook_events routes)
 
 
 def build_services(
@@ -78,6 +82,7 @@ def build_services(
         page_link_ttl=timedelta(seconds=admin.page_link_ttl_s),
         page_link_max_ttl=timedelta(seconds=admin.page_link_max_ttl_s),
         money=MoneySources.on(redis, prefix),
+        webhooks=WebhookActions(DeliveryQueue(redis, prefix), RedisEndpoints(redis, prefix), clock.now_ms),
     )
 
 
