@@ -104,7 +104,7 @@ def test_events_attempts_replay_and_test(valkey_fresh: ValkeyServer, chdb_db: Ch
         assert again.json()["deliveries_queued"] == 0  # already waiting: not queued twice
         # a time range
         ranged = await api.http.post(
-            "/webhooks/events/replay",
+            "/webhooks/replays",
             json={"since": "2026-09-21T00:00:00Z", "until": "2100-01-01T00:00:00Z", "customer_id": "other"},
             headers=writer,
         )
@@ -142,7 +142,7 @@ def test_events_attempts_replay_and_test(valkey_fresh: ValkeyServer, chdb_db: Ch
         assert_problem(await api.http.post("/webhooks/endpoints/ep_none/test", headers=writer), 404, "not-found")
         assert_problem(
             await api.http.post(
-                "/webhooks/events/replay",
+                "/webhooks/replays",
                 json={"since": "2026-09-22T00:00:00Z", "until": "2026-09-21T00:00:00Z"},
                 headers=writer,
             ),
@@ -151,7 +151,7 @@ def test_events_attempts_replay_and_test(valkey_fresh: ValkeyServer, chdb_db: Ch
         )
         assert_problem(
             await api.http.post(
-                "/webhooks/events/replay",
+                "/webhooks/replays",
                 json={"since": "2026-09-21T00:00:00Z", "until": "2026-09-22T00:00:00Z", "types": ["x"]},
                 headers=writer,
             ),
@@ -160,7 +160,7 @@ def test_events_attempts_replay_and_test(valkey_fresh: ValkeyServer, chdb_db: Ch
         )
         assert_problem(
             await api.http.post(
-                "/webhooks/events/replay",
+                "/webhooks/replays",
                 json={"since": "2026-09-21T00:00:00Z", "until": "2026-09-22T00:00:00Z", "extra": 1},
                 headers=writer,
             ),

@@ -193,7 +193,7 @@ async def replay_event(event_id: EventId, services: Services, _: Writer, body: R
 
 
 @router.post(
-    "/webhooks/events/replay",
+    "/webhooks/replays",
     status_code=202,
     response_model=Replayed,
     responses=problem_responses(401, 403, 404, 409, 422, 503),
