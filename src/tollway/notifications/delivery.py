@@ -8,7 +8,8 @@ secret's bytes decoded once per endpoint.
 
 An attempt: ``POST`` the event's payload with ``webhook-id`` (the event id: the same on every attempt and
 replay, so receivers deduplicate on it), ``webhook-timestamp`` (seconds, this attempt), the signatures and
-``content-type: application/json``; a timeout per attempt; redirects are not followed (a 3xx is a failure).
+``content-type: application/json`` (``http_post.HttpPoster``); a timeout per attempt; redirects are not
+followed (a 3xx is a failure).
 Any 2xx is delivered; anything else (status, timeout, connection error, refused address) is a failure
 retried on :data:`SCHEDULE_S`.
 """
@@ -29,7 +30,7 @@ from functools import lru_cache
 from typing import Final
 from urllib.parse import urlsplit
 
-import httpx
+from tollway.notifications.http_post import HttpError, HttpPoster
 
 SCHEDULE_S: Final[tuple[float, ...]] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000, 36000)
 """Delay before each attempt (seconds): immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, 10 h — nine
@@ -124,7 +125,7 @@ class Attempt:
 
 
 async def attempt(
-    client: httpx.AsyncClient,
+    client: HttpPoster,
     url: str,
     secrets: Sequence[str],
     event_id: str,
@@ -145,16 +146,15 @@ async def attempt(
             "content-type": "application/json",
             "user-agent": "tollway-webhooks",
         }
-        response = await client.post(url, content=body, headers=headers, timeout=timeout_s, follow_redirects=False)
-        await response.aclose()
-        status = response.status_code
+        response = await client.post(url, body, headers, timeout_s)
+        status = response.status
         elapsed = int((time.monotonic() - started) * 1000)
         if 200 <= status < 300:
             return Attempt(status, True, elapsed)
         error = f"redirect to {response.headers.get('location', '?')} not followed" if 300 <= status < 400 else ""
         return Attempt(status, False, elapsed, error[:ERROR_CHARS])
-    except httpx.TimeoutException:
+    except TimeoutError:
         return Attempt(0, False, int((time.monotonic() - started) * 1000), f"timed out after {timeout_s:g} s")
-    except (httpx.HTTPError, RefusedAddress, OSError, ValueError) as exc:
+    except (HttpError, RefusedAddress, OSError, ValueError) as exc:
         message = f"{type(exc).__name__}: {exc}".splitlines()[0]
         return Attempt(0, False, int((time.monotonic() - started) * 1000), message[:ERROR_CHARS])

@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
-import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -34,12 +33,12 @@ from tollway.notifications import keys
 from tollway.notifications.delivery import SCHEDULE_S, AddressCheck, address_check, attempt, next_delay_s
 from tollway.notifications.events import Event, event_id
 from tollway.notifications.history import HistoryWriter, Runs
+from tollway.notifications.http_post import HttpPoster
 from tollway.notifications.outbox_reader import OutboxReader
 from tollway.notifications.queue import Claimed, DeliveryQueue, Outcome, Settled
 from tollway.redis_types import RedisClient
 
 log = logging.getLogger(__name__)
-logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
 
 
 class DispatchSettings(BaseSettings):
@@ -165,7 +164,7 @@ class Dispatcher:
         *,
         check: AddressCheck | None = None,
         now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
-        client: httpx.AsyncClient | None = None,
+        client: HttpPoster | None = None,
         endpoints_ttl_s: float = 1.0,
         consumer: str | None = None,
         on_settled: Callable[[Sequence[Settled]], Awaitable[None]] | None = None,
@@ -181,13 +180,7 @@ class Dispatcher:
         self._check = check or address_check(s.webhook_allow_private)
         self._now_ms = now_ms
         self._own_client = client is None
-        self._client = client or httpx.AsyncClient(
-            limits=httpx.Limits(
-                max_connections=s.webhook_max_in_flight, max_keepalive_connections=s.webhook_max_in_flight
-            ),
-            follow_redirects=False,
-            trust_env=False,
-        )
+        self._client = client or HttpPoster()
         self._ttl_s = endpoints_ttl_s
         self._targets: dict[str, Target] = {}
         self._targets_at = -1e9
@@ -214,8 +207,8 @@ class Dispatcher:
     async def route(self, events: Sequence[Event]) -> None:
         """Queue each event to every enabled endpoint whose filter admits its type (the reader's handler)."""
         targets = (await self.targets()).values()
-        for event in events:
-            await self.queue.enqueue(event, [t.id for t in targets if t.admits(event.type)], self._now_ms())
+        batch = [(event, [t.id for t in targets if t.admits(event.type)]) for event in events]
+        await self.queue.enqueue_many(batch, self._now_ms())
 
     # the loops -------------------------------------------------------------------------------------
 
@@ -248,7 +241,7 @@ class Dispatcher:
         running: set[asyncio.Task[None]] = set()
         while not stop.is_set():
             room = s.webhook_max_in_flight - self._total_in_flight
-            if room > 0:
+            if room >= min(32, s.webhook_max_in_flight) or (room > 0 and self._total_in_flight < room):
                 busy = [e for e, n in self._in_flight.items() if n >= s.webhook_per_endpoint]
                 batch = await self.queue.claim(self._now_ms(), min(room, 256), busy)
                 for claimed in batch:

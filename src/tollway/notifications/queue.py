@@ -53,16 +53,21 @@ def failing_key(prefix: str) -> str:
 
 
 _ENQUEUE = """
--- KEYS: event key, due, history. ARGV: event json, ttl ms, at ms, history row, max history, member...
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+-- KEYS: due, history. ARGV: ttl ms, at ms, max history, then per event: event key, event json, history row,
+-- member count, members...
 local added = 0
-for i = 6, #ARGV do
-  added = added + redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[i])
+local i = 4
+while i <= #ARGV do
+  redis.call('SET', ARGV[i], ARGV[i + 1], 'PX', ARGV[1])
+  if ARGV[i + 2] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[i + 2]) end
+  local n = tonumber(ARGV[i + 3])
+  for j = i + 4, i + 3 + n do
+    added = added + redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[j])
+  end
+  i = i + 4 + n
 end
-if ARGV[4] ~= '' then
-  local n = redis.call('RPUSH', KEYS[3], ARGV[4])
-  if n > tonumber(ARGV[5]) then redis.call('LTRIM', KEYS[3], n - tonumber(ARGV[5]), -1) end
-end
+local len = redis.call('LLEN', KEYS[2])
+if len > tonumber(ARGV[3]) then redis.call('LTRIM', KEYS[2], len - tonumber(ARGV[3]), -1) end
 return added
 """
 
@@ -195,15 +200,30 @@ class DeliveryQueue:
         """Queue ``event`` for each endpoint (due at ``at_ms``; 0: at once); the deliveries newly queued.
         ``record``: append the event's history row too. ``fresh`` (a replay): forget earlier attempts, so
         the replayed delivery gets the whole schedule again."""
-        members = [keys.delivery_member(endpoint, event.id) for endpoint in endpoint_ids]
+        return await self.enqueue_many([(event, list(endpoint_ids))], at_ms, record=record, fresh=fresh)
+
+    async def enqueue_many(
+        self,
+        batch: Sequence[tuple[Event, Sequence[str]]],
+        at_ms: int = 0,
+        *,
+        record: bool = True,
+        fresh: bool = False,
+    ) -> int:
+        """``enqueue`` for several events in one call."""
+        if not batch:
+            return 0
         p = self._prefix
-        if fresh and members:
-            await self._redis.hdel(keys.tries_key(p), *members)
-        fields = json.dumps(event.stream_fields(), separators=(",", ":"))
-        added: int = await self._enqueue(
-            keys=[keys.event_key(p, event.id), keys.due_key(p), history_key(p)],
-            args=[fields, self._event_ttl_ms, at_ms, event_row(event) if record else "", self._history_max, *members],
-        )
+        if fresh:
+            members = [keys.delivery_member(e, event.id) for event, endpoints in batch for e in endpoints]
+            if members:
+                await self._redis.hdel(keys.tries_key(p), *members)
+        args: list[str | int] = [self._event_ttl_ms, at_ms, self._history_max]
+        for event, endpoints in batch:
+            fields = json.dumps(event.stream_fields(), separators=(",", ":"))
+            args += [keys.event_key(p, event.id), fields, event_row(event) if record else "", len(endpoints)]
+            args += [keys.delivery_member(e, event.id) for e in endpoints]
+        added: int = await self._enqueue(keys=[keys.due_key(p), history_key(p)], args=args)
         return int(added)
 
     async def claim(self, now_ms: int, limit: int, busy: Sequence[str] = ()) -> list[Claimed]:
