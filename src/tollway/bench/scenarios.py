@@ -241,7 +241,8 @@ def _start_tollway(
     alerts: bool = False,
 ) -> Stack:
     """Valkey, ``tollway serve`` and Envoy; ``entitled`` adds stage 2 (the bench catalog and a subscription),
-    ``alerts`` alert thresholds on every limit and quota of the plan and a webhook dispatcher beside, ``metered`` stage 3 (spool, loader into chdb, Envoy's access log to Tollway's metering port), ``token``
+    ``alerts`` alert thresholds on every limit and quota of the plan and a webhook dispatcher beside,
+    ``metered`` stage 3 (spool, loader into chdb, Envoy's access log to Tollway's metering port), ``token``
     authenticates with a bearer JWT instead of the API key."""
     valkey = ValkeyServer(work_dir, name=f"valkey-{key}")
     stack.callback(valkey.stop)
