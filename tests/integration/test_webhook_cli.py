@@ -111,3 +111,61 @@ def test_dispatch_command_is_registered() -> None:
     )
     assert shown.returncode == 0, shown.stderr
     assert "--no-history" in shown.stdout
+
+
+def test_tollway_meter_runs_the_dispatcher_and_writes_the_history(valkey_fresh: ValkeyServer, tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    from redis.asyncio import Redis
+
+    from tests.integration.test_webhook_dispatch import SECRET, emit, make_event
+    from tollway.harness.tollway_server import TollwayServer
+    from tollway.harness.webhook_receiver import WebhookReceiver
+    from tollway.notifications.dispatcher import RedisEndpoints, Target
+    from tollway.notifications.queue import history_key
+
+    chdb = f"chdb://{tmp_path / 'chdb'}"
+    events = [make_event(n, f"cus_{n % 3}") for n in range(20)]
+
+    async def deliver() -> list[str]:
+        receiver = WebhookReceiver(secrets={"/ok": SECRET})
+        await receiver.start()
+        redis = Redis.from_url(valkey_fresh.url, decode_responses=True)
+        await RedisEndpoints(redis, "tw:").put(Target("ep_m", receiver.url(), (SECRET,)))
+        meter = TollwayServer(
+            tmp_path,
+            redis_url=valkey_fresh.url,
+            pepper="",
+            extra_env={
+                "TOLLWAY_SPOOL_DIR": str(tmp_path / "spool"),
+                "TOLLWAY_CLICKHOUSE_DSN": chdb,
+                "TOLLWAY_WEBHOOK_ALLOW_PRIVATE": "true",
+            },
+            name="tollway-meter",
+            command="meter",
+        )
+        await asyncio.to_thread(meter.start, 30)
+        try:
+            for event in events:
+                await emit(redis, event)
+            deadline = time.monotonic() + 30
+            while receiver.count < 20 or await redis.llen(history_key("tw:")):
+                assert time.monotonic() < deadline, (receiver.count, await redis.llen(history_key("tw:")))
+                await asyncio.sleep(0.1)
+        finally:
+            await asyncio.to_thread(meter.stop)
+            await receiver.stop()
+            await redis.aclose()
+        assert receiver.bad_signatures == 0
+        return receiver.ids()
+
+    assert sorted(asyncio.run(deliver())) == sorted(e.id for e in events)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TOLLWAY_REDIS_URL": valkey_fresh.url}
+    env["TOLLWAY_CLICKHOUSE_DSN"] = chdb
+    listed = run(CLI, env, "events", "--json", "--limit", "100")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(json.loads(line)["id"] for line in listed.stdout.splitlines()) == sorted(e.id for e in events)
+    tried = run(CLI, env, "attempts", "ep_m", "--limit", "100")
+    assert len(tried.stdout.splitlines()) == 20
+    assert all("delivered 204" in line for line in tried.stdout.splitlines())
