@@ -264,3 +264,38 @@ def test_kill_9_of_the_dispatcher_loses_nothing_and_duplicates_keep_their_id(
         assert set(receiver.ids("/two")) == {e.id for e in events}
 
     asyncio.run(main())
+
+
+def test_entries_read_by_a_dead_dispatcher_are_reclaimed(valkey_fresh: ValkeyServer) -> None:
+    from tollway.notifications.outbox_reader import OutboxReader
+
+    async def main() -> None:
+        redis = Redis.from_url(valkey_fresh.url, decode_responses=True)
+        events = [make_event(n) for n in range(5)]
+        for event in events:
+            await emit(redis, event)
+
+        async def crash(batch: object) -> None:
+            raise RuntimeError("killed before the deliveries were queued")
+
+        dead = OutboxReader(redis, PREFIX, crash, consumer="dead")
+        with pytest.raises(RuntimeError):
+            await dead.ready_once()
+        stream = keys.stream_key(PREFIX, "cus_a")
+        assert (await redis.xpending(stream, keys.GROUP))["pending"] == 5  # read, never acknowledged
+
+        got: list[str] = []
+
+        async def handle(batch: list[Event]) -> None:
+            got.extend(e.id for e in batch)
+
+        alive = OutboxReader(redis, PREFIX, handle, consumer="alive", claim_idle_ms=200)  # type: ignore[arg-type]
+        assert await alive.scan() == 0  # not idle long enough yet: still the dead one's
+        await asyncio.sleep(0.3)
+        assert await alive.scan() == 5
+        assert got == [e.id for e in events]
+        assert (await redis.xpending(stream, keys.GROUP))["pending"] == 0
+        assert await redis.xlen(stream) == 0
+        await redis.aclose()
+
+    asyncio.run(main())
