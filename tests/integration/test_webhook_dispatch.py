@@ -171,6 +171,7 @@ def test_failing_receivers_are_bounded_and_disabled_others_unaffected(valkey_fre
         )
         async with running(valkey_fresh, targets, s) as (dispatcher, redis, endpoints):
             events = []
+            first_emit_ms = int(time.time() * 1000)
             for n in range(40):  # over 4 s: every failing endpoint fails past disable_after_s
                 event = make_event(n)
                 events.append(event)
@@ -179,6 +180,9 @@ def test_failing_receivers_are_bounded_and_disabled_others_unaffected(valkey_fre
             await until(lambda: set(dispatcher.stats.disabled) == {"ep_fail", "ep_redirect", "ep_slow"}, 15)
             await until(lambda: len([r for r in receiver.received if r.type == "endpoint.disabled"]) == 3, 10)
             await asyncio.sleep(1.0)
+            for endpoint in ("ep_fail", "ep_redirect", "ep_slow"):  # disabled on schedule, not before
+                disabled_at = int(await redis.hget(keys.endpoint_key(PREFIX, endpoint), "disabled_at") or 0)
+                assert disabled_at - first_emit_ms >= 1500
             state = {t.id: t.enabled for t in await endpoints.targets()}
             assert state == {"ep_ok": True, "ep_fail": False, "ep_redirect": False, "ep_slow": False}
         await receiver.stop()

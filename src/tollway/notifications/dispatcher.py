@@ -237,8 +237,15 @@ class Dispatcher:
             await self._client.aclose()
 
     async def _deliver_loop(self, stop: asyncio.Event) -> None:
-        s = self.settings
         running: set[asyncio.Task[None]] = set()
+        try:
+            await self._claim_and_start(stop, running)
+        finally:  # stopped or failed: attempts in flight end here; their claims expire and they come back
+            for task in list(running):
+                task.cancel()
+
+    async def _claim_and_start(self, stop: asyncio.Event, running: set[asyncio.Task[None]]) -> None:
+        s = self.settings
         while not stop.is_set():
             room = s.webhook_max_in_flight - self._total_in_flight
             if room >= min(32, s.webhook_max_in_flight) or (room > 0 and self._total_in_flight < room):
@@ -256,8 +263,6 @@ class Dispatcher:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 0.05)
-        for task in list(running):
-            task.cancel()
 
     async def _settle_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
