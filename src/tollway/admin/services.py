@@ -20,7 +20,7 @@ from tollway.auth.keyring import Keyring
 from tollway.auth.redis_store import RedisKeyStore
 from tollway.clock import Clock, SystemClock
 from tollway.credits.store import GrantStore
-from tollway.notifications.dispatcher import RedisEndpoints
+from tollway.notifications.dispatcher import endpoint_directory
 from tollway.notifications.queue import DeliveryQueue
 from tollway.notifications.replay import WebhookActions
 from tollway.redis_client import admin_client
@@ -82,7 +82,7 @@ def build_services(
         page_link_ttl=timedelta(seconds=admin.page_link_ttl_s),
         page_link_max_ttl=timedelta(seconds=admin.page_link_max_ttl_s),
         money=MoneySources.on(redis, prefix),
-        webhooks=WebhookActions(DeliveryQueue(redis, prefix), RedisEndpoints(redis, prefix), clock.now_ms),
+        webhooks=WebhookActions(DeliveryQueue(redis, prefix), endpoint_directory(redis, prefix), clock.now_ms),
     )
 
 

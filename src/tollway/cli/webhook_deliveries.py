@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from tollway.notifications.dispatcher import RedisEndpoints
+from tollway.notifications.dispatcher import endpoint_directory
 from tollway.notifications.events import EVENT_TYPES, Event, is_event_id
 from tollway.notifications.history import MAX_PAGE, EventQuery, get_event, query_attempts, query_events
 from tollway.notifications.queue import DeliveryQueue
@@ -179,7 +179,7 @@ async def _queue(command: str, args: argparse.Namespace, settings: Settings) -> 
     try:
         actions = WebhookActions(
             DeliveryQueue(redis, settings.redis_prefix),
-            RedisEndpoints(redis, settings.redis_prefix),
+            endpoint_directory(redis, settings.redis_prefix),
             lambda: int(datetime.now(UTC).timestamp() * 1000),
         )
         try:

@@ -384,6 +384,12 @@ def attempt_row(claimed: Claimed, ts_ms: int, status: int, outcome: str, duratio
     )
 
 
+def endpoint_directory(redis: RedisClient, prefix: str) -> EndpointDirectory:
+    """The endpoint store the dispatcher, the admin API and the CLI read: the one place to wire h2's
+    ``endpoint_store`` in (until then :class:`RedisEndpoints`)."""
+    return RedisEndpoints(redis, prefix)
+
+
 def build_dispatch(
     redis: RedisClient,
     prefix: str,
@@ -394,6 +400,6 @@ def build_dispatch(
     """The dispatcher and (with ``runs``: how to reach ClickHouse, None while it cannot) its history
     writer, on a patient Redis client (batched scripts, not hot-path calls). ``endpoints``: the endpoint
     store (default :class:`RedisEndpoints`, until h2's store is wired in)."""
-    dispatcher = Dispatcher(redis, prefix, endpoints or RedisEndpoints(redis, prefix), settings)
+    dispatcher = Dispatcher(redis, prefix, endpoints or endpoint_directory(redis, prefix), settings)
     writer = HistoryWriter(redis, prefix, runs) if runs is not None else None
     return dispatcher, writer
