@@ -131,7 +131,7 @@ def test_receiver_down_then_up_gets_everything(valkey_fresh: ValkeyServer) -> No
         receiver = WebhookReceiver(secrets={"/ok": SECRET})
         port = await receiver.start()
         await receiver.stop()  # down: connections refused
-        s = settings(webhook_retry_schedule_s="0,0.3,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5")
+        s = settings(webhook_retry_schedule_s="0,0.3" + ",0.5" * 60)  # 30 s of attempts: longer than the outage
         async with running(valkey_fresh, [Target("ep", receiver.url(), (SECRET,))], s) as (dispatcher, redis, _):
             events = [make_event(n, f"cus_{n % 7}") for n in range(200)]
             for event in events:
