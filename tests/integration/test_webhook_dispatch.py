@@ -166,7 +166,7 @@ def test_failing_receivers_are_bounded_and_disabled_others_unaffected(valkey_fre
         ]
         s = settings(
             webhook_retry_schedule_s="0,0.2,0.2",  # three attempts per delivery
-            webhook_timeout_s=0.3,
+            webhook_timeout_s=0.5,
             webhook_disable_after_s=1.5,
         )
         async with running(valkey_fresh, targets, s) as (dispatcher, redis, endpoints):
