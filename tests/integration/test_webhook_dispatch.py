@@ -303,3 +303,46 @@ def test_entries_read_by_a_dead_dispatcher_are_reclaimed(valkey_fresh: ValkeySer
         await redis.aclose()
 
     asyncio.run(main())
+
+
+def test_the_dispatcher_on_a_valkey_cluster(valkey_cluster: object) -> None:
+    """Outboxes spread over the cluster's slots, the queue in the {wh} slot: every event delivered once."""
+    import secrets
+
+    from redis.asyncio.cluster import RedisCluster
+
+    from tollway.harness.valkey_cluster import ValkeyCluster
+    from tollway.notifications.outbox_reader import OutboxReader
+
+    assert isinstance(valkey_cluster, ValkeyCluster)
+    prefix = f"t{secrets.token_hex(3)}:"
+
+    async def main() -> None:
+        redis = RedisCluster.from_url(valkey_cluster.url, decode_responses=True, socket_timeout=2)
+        receiver = WebhookReceiver(secrets={"/ok": SECRET})
+        await receiver.start()
+        endpoints = RedisEndpoints(redis, prefix)  # type: ignore[arg-type]
+        await endpoints.put(Target("ep", receiver.url(), (SECRET,)))
+        events = [make_event(n, f"cus_{n}") for n in range(30)]
+        for event in events[:20]:
+            await redis.xadd(keys.stream_key(prefix, event.customer_id), event.stream_fields())  # type: ignore[arg-type]
+            await redis.sadd(keys.ready_key(prefix), event.customer_id)
+        for event in events[20:]:  # never announced: found by the scan over every node
+            await redis.xadd(keys.stream_key(prefix, event.customer_id), event.stream_fields())  # type: ignore[arg-type]
+        dispatcher = Dispatcher(redis, prefix, endpoints, settings(), endpoints_ttl_s=0.1)  # type: ignore[arg-type]
+        assert isinstance(dispatcher.reader, OutboxReader)
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatcher.run(stop))
+        try:
+            await until(lambda: receiver.count >= 30, 20)
+            await asyncio.sleep(0.3)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            await dispatcher.aclose()
+            await receiver.stop()
+            await redis.aclose()
+        assert Counter(receiver.ids()) == Counter(e.id for e in events)
+        assert receiver.bad_signatures == 0
+
+    asyncio.run(main())
