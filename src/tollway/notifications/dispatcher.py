@@ -33,7 +33,7 @@ from tollway.notifications import keys
 from tollway.notifications.delivery import SCHEDULE_S, AddressCheck, address_check, attempt, next_delay_s
 from tollway.notifications.events import Event, event_id
 from tollway.notifications.history import HistoryWriter, Runs
-from tollway.notifications.http_post import HttpPoster
+from tollway.notifications.http_post import HttpPoster, Resolve
 from tollway.notifications.outbox_reader import OutboxReader
 from tollway.notifications.queue import Claimed, DeliveryQueue, Outcome, Settled
 from tollway.redis_types import RedisClient
@@ -168,7 +168,11 @@ class Dispatcher:
         endpoints_ttl_s: float = 1.0,
         consumer: str | None = None,
         on_settled: Callable[[Sequence[Settled]], Awaitable[None]] | None = None,
+        resolve: Resolve | None = None,
     ) -> None:
+        """``resolve``: the endpoint store's checked resolution (``endpoints.resolve_and_check`` with the
+        allow-private setting bound): each connection then goes to an address it returned, and the
+        default ``check`` (resolve, refuse non-public addresses) is not needed."""
         self.settings = settings or DispatchSettings()
         s = self.settings
         self._schedule = s.schedule()
@@ -177,10 +181,12 @@ class Dispatcher:
             redis, prefix, self.route, scan_s=s.outbox_scan_s, consumer=consumer, claim_idle_ms=self.queue.claim_ms
         )
         self._endpoints = endpoints
-        self._check = check or address_check(s.webhook_allow_private)
+        self._check = check or (
+            _checked_when_connecting if resolve is not None else address_check(s.webhook_allow_private)
+        )
         self._now_ms = now_ms
         self._own_client = client is None
-        self._client = client or HttpPoster()
+        self._client = client or HttpPoster(resolve=resolve)
         self._ttl_s = endpoints_ttl_s
         self._targets: dict[str, Target] = {}
         self._targets_at = -1e9
@@ -356,6 +362,10 @@ class Dispatcher:
         )
         others = [t.id for t in (await self.targets()).values() if t.id != target.id and t.admits(event.type)]
         await self.queue.enqueue(event, others, now)
+
+
+async def _checked_when_connecting(url: str) -> None:
+    """No separate check: the poster's ``resolve`` checks every address it connects to."""
 
 
 def _rfc3339(ms: int) -> str:

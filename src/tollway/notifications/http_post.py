@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
@@ -36,9 +36,19 @@ class Answer:
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
+Resolve = Callable[[str, int], Awaitable[Sequence[object]]]
+"""``(host, port)`` → the checked addresses to connect to (``notifications.endpoints.resolve_and_check``
+with the allow-private setting bound); raises (``ValueError``) for a host that must not be called."""
+
+
 class HttpPoster:
-    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+    """``resolve``: when given, each new connection goes to the first address it returns (the name is not
+    resolved a second time, so a DNS answer that changes after the check cannot redirect it; TLS still
+    verifies the certificate against the host name)."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None, resolve: Resolve | None = None) -> None:
         self._ssl = ssl_context or ssl.create_default_context()
+        self._resolve = resolve
         self._idle: dict[tuple[str, str, int], list[Connection]] = {}
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> Answer:
@@ -78,10 +88,16 @@ class HttpPoster:
 
     async def _connect(self, origin: tuple[str, str, int]) -> Connection:
         scheme, host, port = origin
+        address = host
+        if self._resolve is not None:
+            found = await self._resolve(host, port)
+            if not found:
+                raise HttpError(f"{host} resolves to no address")
+            address = str(found[0])
         try:
             if scheme == "https":
-                return await asyncio.open_connection(host, port, ssl=self._ssl, server_hostname=host, limit=MAX_HEAD)
-            return await asyncio.open_connection(host, port, limit=MAX_HEAD)
+                return await asyncio.open_connection(address, port, ssl=self._ssl, server_hostname=host, limit=MAX_HEAD)
+            return await asyncio.open_connection(address, port, limit=MAX_HEAD)
         except ssl.SSLError as exc:
             raise HttpError(f"TLS: {exc.reason or exc}") from exc
         except OSError as exc:

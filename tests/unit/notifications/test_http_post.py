@@ -134,3 +134,31 @@ def test_malformed_answer_refused_port_and_timeout() -> None:
         await poster.aclose()
 
     asyncio.run(main())
+
+
+def test_a_resolver_chooses_the_address_and_can_refuse() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        await writer.drain()
+        return True
+
+    asked: list[tuple[str, int]] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        if host == "refused.example":
+            raise ValueError("the host resolves to 10.0.0.1, a private address; not sent")
+        return ["127.0.0.1"]
+
+    async def main() -> None:
+        server, _ = await serving(handler)
+        port = server.sockets[0].getsockname()[1]
+        poster = HttpPoster(resolve=resolve)
+        assert (await poster.post(f"http://hooks.example:{port}/x", b"{}", {}, 2)).status == 204
+        with pytest.raises(ValueError, match="private"):
+            await poster.post(f"http://refused.example:{port}/x", b"{}", {}, 2)
+        await poster.aclose()
+        server.close()
+        assert asked == [("hooks.example", port), ("refused.example", port)]
+
+    asyncio.run(main())
