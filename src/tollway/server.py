@@ -28,11 +28,13 @@ from tollway.extproc.metering import Metering
 from tollway.extproc.problems import Refusals
 from tollway.lookup_cache import LastKnown
 from tollway.notifications.budgets import BudgetStore, budgets_request
+from tollway.notifications.dispatcher import DispatchSettings, build_dispatch
+from tollway.notifications.periodic import periodic_jobs
 from tollway.observability.tollway_metrics import MeasuredDecider, TollwayMetrics
 from tollway.plans.loader import load_compiled_catalog
 from tollway.plans.watcher import CatalogWatcher
 from tollway.ratelimit import PipelineCoalescer, RedisLimiter
-from tollway.redis_client import hot_path_client, subscriber_client
+from tollway.redis_client import admin_client, hot_path_client, subscriber_client
 from tollway.redis_types import RedisClient
 from tollway.settings import Settings
 from tollway.subscriptions.redis_store import RedisSubscriptionStore
@@ -176,6 +178,55 @@ def build_core(
         usage_headers,
         check_timeout_s=settings.check_deadline_ms / 1000,
     )
+
+
+def add_dispatcher(
+    settings: Settings,
+    metering: Metering | None,
+    background: Background,
+    clock: Clock,
+    catalog: LiveCatalog | None = None,
+) -> Callable[[], Coroutine[Any, Any, None]] | None:
+    """The process that loads usage (``tollway meter``, or a ``tollway serve`` whose loader is not off)
+    runs the webhook dispatcher (``TOLLWAY_DISPATCH``, on by default), the notification jobs (expiring
+    keys and grants; customers' budgets with a catalog) and, once this process's loader holds the
+    ClickHouse client, the delivery history writer; how to close them, or None."""
+    if not DispatchSettings().dispatch:
+        return None
+    redis = admin_client(settings)
+    live = catalog
+    for name, job in periodic_jobs(
+        redis, settings.redis_prefix, clock, (lambda: live.current) if live is not None else None
+    ):
+
+        async def periodic(job: Any = job) -> None:
+            await job(asyncio.Event())  # runs until cancelled with the other background tasks
+
+        periodic.__name__ = name.replace(" ", "_")
+        background.append(periodic)
+
+    def runs() -> Any:
+        sink = metering.sink if metering is not None else None
+        return sink.read if sink is not None else None
+
+    dispatcher, writer = build_dispatch(redis, settings, runs if metering is not None else None)
+
+    async def webhook_dispatcher() -> None:
+        await dispatcher.run()
+
+    async def close() -> None:
+        await dispatcher.aclose()
+        await redis.aclose()
+
+    background.append(webhook_dispatcher)
+    if writer is not None:
+        history = writer
+
+        async def webhook_history() -> None:
+            await history.run()
+
+        background.append(webhook_history)
+    return close
 
 
 async def follow_readiness(grpc_server: GrpcAuthzServer, ready: Readiness, interval_s: float = 1.0) -> None:
@@ -395,6 +446,12 @@ async def serve(
                 settings.reservation_sweep_s,
             )
             background.append(sweeper.run)
+    loads_usage = not checks or (metering is not None and settings.loader != "off")
+    close_dispatcher = (
+        add_dispatcher(settings, metering, background, clock, gate.catalog if gate is not None else None)
+        if loads_usage
+        else None
+    )
     reader = warehouse_reader(metering)
     report = build_caller_report(settings, redis, clock, gate, metering, reader)
     usage_headers = (
@@ -504,6 +561,8 @@ async def serve(
             reader.close()
         await redis.aclose()
         await subscriber.aclose()
+        if close_dispatcher is not None:
+            await close_dispatcher()
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)

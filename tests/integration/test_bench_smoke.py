@@ -9,12 +9,21 @@ from typing import Any
 
 import pytest
 
-from tollway.bench import billing_throughput, loader_throughput, metering_stats, redis_stats, report, scenarios, wrk
+from tollway.bench import (
+    billing_throughput,
+    loader_throughput,
+    metering_stats,
+    redis_stats,
+    report,
+    scenarios,
+    webhook_throughput,
+    wrk,
+)
 from tollway.bench.errors import BenchError
 from tollway.harness import envoy_config
 
 ROWS = ("A", "B", "H", "C", "Cg", "D", "G", "F", "E")
-RATIOS = ("C/H", "Cg/B", "D/H", "D/C", "E/D", "F/D", "G/D", "C/A", "H/A", "B/A", "E/A")
+RATIOS = ("C/H", "Cg/B", "D/H", "D/C", "E/D", "F/D", "G/D", "C/A", "H/A", "B/A", "E/A", "Dn/D")
 REDIS_RATES = {"round_trips_per_admitted_request", "checks_per_round_trip", "checks_per_admitted_request"}
 LOADER_ROWS = 3000
 BILLING_ROWS = 20_000
@@ -43,7 +52,7 @@ def test_bench_runs_every_row_and_writes_the_results(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     argv = [sys.executable, "-m", "tollway.bench", "--out", str(out), "--duration", "1", "--warmup", "1"]
     argv += ["--connections", "4", "--rounds", "1", "--work-dir", str(tmp_path / "logs")]
-    argv += ["--loader-rows", str(LOADER_ROWS), "--billing-rows", str(BILLING_ROWS)]
+    argv += ["--loader-rows", str(LOADER_ROWS), "--billing-rows", str(BILLING_ROWS), "--webhook-events", "500"]
     completed = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
 
@@ -154,9 +163,14 @@ def test_bench_runs_every_row_and_writes_the_results(tmp_path: Path) -> None:
     assert billing["target"]["min_rows_per_s"] == 10_000_000
     assert results["targets"]["billing_rows_per_s"]["met"] == billing["target"]["met"]
 
+    webhooks = results["webhooks"]
+    assert (webhooks["events"], webhooks["delivered"], webhooks["received"]) == (500, 500, 500)
+    assert results["targets"]["webhooks_per_s"]["met"] == webhooks["target"]["met"]
+
     assert tuple(results["ratios"]) == RATIOS
-    for value in results["ratios"].values():
-        assert isinstance(value, float)
+    for name, value in results["ratios"].items():
+        if name.split("/")[0] not in scenarios.PENDING_KEYS:  # a row not run by default has no ratio
+            assert isinstance(value, float)
     assert results["targets"]["D/H"]["min"] == 0.60
     assert isinstance(results["targets"]["D/H"]["met"], bool)
     assert results["targets"]["E/D"]["min"] == 0.90
@@ -269,6 +283,36 @@ def test_loader_rows_are_realistic_usage_rows() -> None:
     assert {row["request_id"] for row in completed} <= decided  # a response row completes a decided request
     again = [json.loads(line) for line in loader_throughput.usage_rows(2000, seed=3)]
     assert [row["request_id"] for row in again] == [row["request_id"] for row in rows]  # seeded
+
+
+def test_webhook_result_carries_its_target() -> None:
+    assert report.webhooks_json(None) is None
+    met = report.webhooks_json({"webhooks_per_s": 2500.0})
+    assert met is not None
+    assert met["target"] == {"min_per_s": 2_000, "met": True}
+    missed = report.webhooks_json({"webhooks_per_s": 1500.0})
+    assert missed is not None
+    assert missed["target"]["met"] is False
+
+
+@pytest.mark.integration
+def test_webhook_run_delivers_every_event_to_the_receiver(tmp_path: Path) -> None:
+    result = webhook_throughput.measure(tmp_path, 400)
+    assert (result["events"], result["delivered"], result["received"], result["pending_after"]) == (400, 400, 400, 0)
+    assert result["webhooks_per_s"] > 0
+    assert result["rss_growth_mib"] >= 0
+
+
+def test_the_alerts_row_declares_levels_on_every_limit_and_quota(tmp_path: Path) -> None:
+    import yaml
+
+    plan = yaml.safe_load(scenarios.alerts_catalog(tmp_path).read_text())["plans"][scenarios.BENCH_PLAN]
+    rules = [*plan["limits"], *plan["quotas"]]
+    assert len(rules) == 3
+    assert all(rule["alerts"] == [50, 80, 100] for rule in rules)
+    assert "Dn" in scenarios.SCENARIO_KEYS
+    assert "Dn" not in scenarios.DEFAULT_KEYS
+    assert report.TARGETS["Dn/D"] == 0.95
 
 
 def test_loader_result_carries_its_target() -> None:

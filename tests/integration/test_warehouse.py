@@ -40,6 +40,7 @@ ALL = [
     "0006_usage_row_ids",
     "0007_credit_ledger",
     "0008_usage_prices",
+    "0009_events_webhook_deliveries",
 ]
 
 
@@ -164,6 +165,7 @@ def test_migrating_twice_is_a_no_op(chdb_db: ChdbDatabase) -> None:
         "credit_ledger",
         "daily_usage",
         "error_rates",
+        "events",
         "invoice_lines",
         "invoices",
         "refused_by_reason",
@@ -173,6 +175,7 @@ def test_migrating_twice_is_a_no_op(chdb_db: ChdbDatabase) -> None:
         "usage",
         "usage_final",
         "usage_hourly",
+        "webhook_deliveries",
     ]
 
 
@@ -516,7 +519,7 @@ def cluster_statements(database: str) -> list[str]:
 
 def test_cluster_ddl_parses(chdb_client: Any) -> None:
     statements = cluster_statements("tollway")
-    assert len(statements) == 32
+    assert len(statements) == 36
     for statement in statements:
         formatted = chdb_client.query("SELECT formatQuery({q:String})", parameters={"q": statement}).result_rows
         # An INSERT has no ON CLUSTER: it goes through a Distributed table to every shard.
@@ -553,7 +556,7 @@ def test_cluster_tables_have_the_single_node_schema(warehouse: ChdbDatabase) -> 
                 f"SELECT partition_key, sorting_key FROM system.tables WHERE database = '{db}' AND name = '{table}'",
             )
 
-        for table in ("usage", "usage_hourly", "rollup_state", "credit_ledger"):
+        for table in ("usage", "usage_hourly", "rollup_state", "credit_ledger", "events", "webhook_deliveries"):
             clustered = table if table == "rollup_state" else f"{table}_local"
             assert describe(local, clustered) == describe(database, table) != []
             assert keys(local, clustered) == keys(database, table)

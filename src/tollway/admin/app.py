@@ -29,6 +29,7 @@ from tollway.admin.routes import (
     subscriptions,
     usage,
     webhook_endpoints,
+    webhook_events,
 )
 from tollway.admin.services import AdminServices
 from tollway.admin.strict_query import reject_unknown_query
@@ -214,7 +215,18 @@ def create_app(open_services: ServicesOpener) -> FastAPI:
     app.add_exception_handler(SubscriptionStoreUnavailable, _on_store)
     app.add_exception_handler(WarehouseError, _on_warehouse)
     app.add_exception_handler(Exception, _on_unexpected)
-    for module in (customers, keys, subscriptions, credits, usage, invoices, page, audit, webhook_endpoints):
+    for module in (
+        customers,
+        keys,
+        subscriptions,
+        credits,
+        usage,
+        invoices,
+        page,
+        audit,
+        webhook_endpoints,
+        webhook_events,
+    ):
         app.include_router(module.router)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app

@@ -24,6 +24,9 @@ from tollway.notifications.endpoint_store import EndpointStore
 from tollway.notifications.endpoint_store import url_policy as webhook_url_policy
 from tollway.notifications.endpoints import SecretBox, UrlPolicy
 from tollway.notifications.outbox import OutboxWriter
+from tollway.notifications.queue import DeliveryQueue
+from tollway.notifications.replay import WebhookActions
+from tollway.notifications.store_endpoints import StoreEndpoints
 from tollway.redis_client import admin_client
 from tollway.redis_types import RedisClient
 from tollway.settings import Settings
@@ -51,6 +54,7 @@ class AdminServices:
     webhook_endpoints: EndpointStore
     money: MoneySources | None = None  # balances, spend and customers' own caps (the customer page)
     events: OutboxWriter | None = None  # lifecycle events of the changes made (docs/notifications.md)
+    webhooks: WebhookActions | None = None  # replays and test events (webhook_events routes)
 
 
 def build_services(
@@ -70,6 +74,7 @@ def build_services(
     keys = RedisKeyStore(redis, prefix)
     admin = admin_settings or AdminSettings()
     events = OutboxWriter(redis, prefix)
+    endpoint_store = EndpointStore(redis, SecretBox(pepper), prefix, clock=clock, policy=url_policy or UrlPolicy())
     return AdminServices(
         keyring=Keyring(keys, digester, clock, events),
         keys=keys,
@@ -85,11 +90,10 @@ def build_services(
         problem_type_base=problem_type_base,
         page_link_ttl=timedelta(seconds=admin.page_link_ttl_s),
         page_link_max_ttl=timedelta(seconds=admin.page_link_max_ttl_s),
-        webhook_endpoints=EndpointStore(
-            redis, SecretBox(pepper), prefix, clock=clock, policy=url_policy or UrlPolicy()
-        ),
+        webhook_endpoints=endpoint_store,
         money=MoneySources.on(redis, prefix),
         events=events,
+        webhooks=WebhookActions(DeliveryQueue(redis, prefix), StoreEndpoints(endpoint_store), clock.now_ms),
     )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
-from tollway.bench import billing_throughput, loader_throughput, report, runner, scenarios, wrk
+from tollway.bench import billing_throughput, loader_throughput, report, runner, scenarios, webhook_throughput, wrk
 from tollway.bench.errors import BenchError
 from tollway.harness.envoy import envoy_binary
 from tollway.harness.errors import HarnessError
@@ -28,6 +28,7 @@ _STARTUP_ESTIMATE_S: Final = 2.0  # per scenario: Valkey, Tollway, CLI calls, En
 _METERING_ESTIMATE_S: Final = 4.0  # row E: the embedded ClickHouse opening, the loader catching up
 _LOADER_ROWS_PER_S_ESTIMATE: Final = 40_000  # rows generated, spooled and loaded per second of wall time
 _BILLING_ROWS_PER_S_ESTIMATE: Final = 500_000  # rows generated (most of it), aggregated, priced, twice
+_WEBHOOKS_PER_S_ESTIMATE: Final = 2_000  # events emitted, queued and delivered per second of wall time
 _BILLING_STARTUP_ESTIMATE_S: Final = 10.0  # engine, merges settling, pricing and storing 10,000 invoices
 
 
@@ -66,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-errors", type=_non_negative, default=10, help="tolerated errors per wrk run")
     parser.add_argument(
         "--scenarios",
-        default=",".join(scenarios.SCENARIO_KEYS),
-        help=f"comma-separated rows to run (default {','.join(scenarios.SCENARIO_KEYS)})",
+        default=",".join(scenarios.DEFAULT_KEYS),
+        help=f"comma-separated rows to run (default {','.join(scenarios.DEFAULT_KEYS)}; "
+        f"also: {','.join(sorted(scenarios.PENDING_KEYS))})",
     )
     parser.add_argument(
         "--loader",
@@ -93,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=billing_throughput.DEFAULT_ROWS,
         help=f"usage rows for the billing measurement (default {billing_throughput.DEFAULT_ROWS:,}; "
         f"{billing_throughput.DEFAULT_CUSTOMERS:,} customers)",
+    )
+    parser.add_argument(
+        "--webhooks",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the webhook dispatcher delivering to a local receiver (default: on)",
+    )
+    parser.add_argument(
+        "--webhook-events",
+        type=_positive,
+        default=webhook_throughput.DEFAULT_EVENTS,
+        help=f"events for the webhook measurement (default {webhook_throughput.DEFAULT_EVENTS:,})",
     )
     parser.add_argument("--work-dir", type=Path, help="keep process logs here (default: a temporary directory)")
     return parser
@@ -133,6 +147,14 @@ def _billing_progress(result: Mapping[str, object]) -> None:
     )
 
 
+def _webhooks_progress(result: Mapping[str, object]) -> None:
+    print(
+        f"  webhooks {result['webhooks_per_s']:>11,.0f} deliveries/s  {result['events']:,} events in "
+        f"{result['seconds']} s  {result['cpu_us_per_delivery']} CPU µs each  peak RSS +{result['rss_growth_mib']} MiB",
+        flush=True,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     generated_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -153,7 +175,11 @@ def run(args: argparse.Namespace) -> int:
         estimate += args.loader_rows / _LOADER_ROWS_PER_S_ESTIMATE + _STARTUP_ESTIMATE_S
     if args.billing:
         estimate += args.billing_rows / _BILLING_ROWS_PER_S_ESTIMATE + _BILLING_STARTUP_ESTIMATE_S
+    if args.webhooks:
+        estimate += args.webhook_events / _WEBHOOKS_PER_S_ESTIMATE + _STARTUP_ESTIMATE_S
     loader_text = f" + loader throughput ({args.loader_rows:,} rows)" if args.loader else ""
+    if args.webhooks:
+        loader_text += f" + webhook throughput ({args.webhook_events:,} events)"
     if args.billing:
         loader_text += f" + billing throughput ({args.billing_rows:,} rows)"
     print(
@@ -172,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
     succeeded = False
     loader: dict[str, object] | None = None
     billing: dict[str, object] | None = None
+    webhooks: dict[str, object] | None = None
     try:
         measurements = runner.run_all(selected, options, work_dir, on_measurement=_progress)
         if args.loader:
@@ -180,6 +207,9 @@ def run(args: argparse.Namespace) -> int:
         if args.billing:
             billing = billing_throughput.measure(work_dir, args.billing_rows)
             _billing_progress(billing)
+        if args.webhooks:
+            webhooks = webhook_throughput.measure(work_dir, args.webhook_events)
+            _webhooks_progress(webhooks)
         succeeded = True
     finally:
         if keep or not succeeded:
@@ -204,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
         },
         loader=loader,
         billing=billing,
+        webhooks=webhooks,
     )
     print()
     print(report.render(results))

@@ -28,13 +28,15 @@ RATIOS: Final = (
     ("H", "A"),
     ("B", "A"),
     ("E", "A"),
+    ("Dn", "D"),
 )
-TARGETS: Final = {"C/H": 0.85, "Cg/B": 0.90, "D/H": 0.60, "E/D": 0.90, "F/D": 0.95, "G/D": 0.90}
+TARGETS: Final = {"C/H": 0.85, "Cg/B": 0.90, "D/H": 0.60, "E/D": 0.90, "F/D": 0.95, "G/D": 0.90, "Dn/D": 0.95}
 LIMITER_ROW: Final = "D"
 METERING_ROW: Final = "E"
 METERING_BASELINE: Final = "D"
 LOADER_TARGET_ROWS_PER_S: Final = 100_000
 BILLING_TARGET_ROWS_PER_S: Final = 10_000_000
+WEBHOOKS_TARGET_PER_S: Final = 2_000
 ROUND_TRIPS_TARGET_MAX: Final = 1.0
 _ROLES: Final = ("envoy", "authz", "metering", "valkey")
 _REDIS_RATES: Final = ("round_trips_per_admitted_request", "checks_per_round_trip", "checks_per_admitted_request")
@@ -248,6 +250,14 @@ def billing_json(result: Mapping[str, Any] | None) -> Json | None:
     }
 
 
+def webhooks_json(result: Mapping[str, Any] | None) -> Json | None:
+    """The webhook dispatcher measurement (``webhook_throughput``) with its target."""
+    if result is None:
+        return None
+    rate = result.get("webhooks_per_s")
+    return {**result, "target": {"min_per_s": WEBHOOKS_TARGET_PER_S, "met": _met(rate, WEBHOOKS_TARGET_PER_S)}}
+
+
 def build(
     *,
     options: Options,
@@ -261,6 +271,7 @@ def build(
     machine: Json,
     loader: Mapping[str, Any] | None = None,
     billing: Mapping[str, Any] | None = None,
+    webhooks: Mapping[str, Any] | None = None,
 ) -> Json:
     rows = {s.key: row(s, measurements[s.key]) for s in scenarios if measurements.get(s.key)}
     computed = ratios(rows)
@@ -272,6 +283,9 @@ def build(
     billing_result = billing_json(billing)
     if billing_result is not None:
         targets["billing_rows_per_s"] = {"min": BILLING_TARGET_ROWS_PER_S, "met": billing_result["target"]["met"]}
+    webhooks_result = webhooks_json(webhooks)
+    if webhooks_result is not None:
+        targets["webhooks_per_s"] = {"min": WEBHOOKS_TARGET_PER_S, "met": webhooks_result["target"]["met"]}
     return {
         "generated_at": generated_at,
         "wall_time_s": round(wall_time_s, 1),
@@ -304,7 +318,10 @@ def build(
             "(`loader`) drains a pre-written spool into a fresh chdb in a subprocess of its own. The billing "
             "throughput (`billing`) generates a month of usage in a fresh chdb (not timed) and times the "
             "usage aggregation (`usage FINAL`) and pricing of every customer, as `tollway bill` does; "
-            "storing the invoices is timed apart (`store_s`)."
+            "storing the invoices is timed apart (`store_s`). The webhook throughput (`webhooks`, key "
+            "`webhooks_per_s`) emits events into a fresh Valkey's outboxes and times the dispatcher, in a "
+            "subprocess of its own, until each is delivered to a local receiver process (signatures made, "
+            "not verified there) and settled."
         ),
         "rows": rows,
         "ratios": computed,
@@ -313,6 +330,7 @@ def build(
         "metering": metering_summary(rows, computed),
         "loader": loader_result,
         "billing": billing_result,
+        "webhooks": webhooks_result,
     }
 
 
@@ -378,6 +396,9 @@ def render(results: Json) -> str:
     billing = results.get("billing")
     if billing is not None:
         lines += ["", *render_billing(billing)]
+    webhooks = results.get("webhooks")
+    if webhooks is not None:
+        lines += ["", *render_webhooks(webhooks)]
     return "\n".join(lines)
 
 
@@ -412,6 +433,16 @@ def render_loader(loader: Json) -> list[str]:
         f"(target ≥ {target['min_rows_per_s']:,}: {_verdict(target['met'])}); "
         f"{loader['batches']} batches of ≤ {loader['batch_bytes'] / (1 << 20):.0f} MiB; "
         f"peak RSS +{loader['rss_growth_mib']:.1f} MiB (from {loader['rss_before_mib']:.0f} MiB)",
+    ]
+
+
+def render_webhooks(webhooks: Json) -> list[str]:
+    target = webhooks["target"]
+    return [
+        f"Webhook throughput ({webhooks['events']:,} events, outbox → dispatcher → local receiver, one process):",
+        f"  {_num(webhooks['webhooks_per_s'], ',.0f')} deliveries/s in {webhooks['seconds']:.2f} s "
+        f"(target ≥ {target['min_per_s']:,}: {_verdict(target['met'])}); {webhooks['cpu_us_per_delivery']} CPU µs "
+        f"per delivery; ≤ {webhooks['max_in_flight']} in flight; peak RSS +{webhooks['rss_growth_mib']:.1f} MiB",
     ]
 
 

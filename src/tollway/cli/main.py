@@ -12,7 +12,21 @@ from redis.exceptions import RedisError
 
 from tollway import __version__, logs
 from tollway.auth.errors import KeyNotFound
-from tollway.cli import admin, bill, credits, db, keys, meter, plans, quote, serve, subscriptions, usage, webhooks
+from tollway.cli import (
+    admin,
+    bill,
+    credits,
+    db,
+    dispatch,
+    keys,
+    meter,
+    plans,
+    quote,
+    serve,
+    subscriptions,
+    usage,
+    webhooks,
+)
 from tollway.listen import ListenError
 from tollway.plans.errors import CatalogError
 from tollway.settings import Settings
@@ -28,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve.register(commands)
     meter.register(commands)
+    dispatch.register(commands)
     keys.register(commands)
     plans.register(commands)
     subscriptions.register(commands)
@@ -64,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve.run(args, settings)
         if args.command == "meter":
             return meter.run(args, settings)
+        if args.command == "dispatch":
+            return dispatch.run(args, settings)
         if args.command == "keys":
             return asyncio.run(keys.run(args, settings))
         if args.command == "plans":

@@ -22,6 +22,7 @@ import json
 import sys
 from typing import Any
 
+from tollway.cli import webhook_deliveries
 from tollway.cli.durations import parse_duration
 from tollway.clock import SystemClock
 from tollway.notifications.endpoint_store import (
@@ -93,11 +94,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     rotate.add_argument("--overlap", default="24h", help="how long the old secret keeps signing (default 24h, ≤ 7d)")
     rotate.add_argument("--json", action="store_true", help="print JSON")
 
-    # ---- LEAD: merge point for h3's delivery commands (events, attempts, replay, test) -------------------
-    # tollway.cli.webhook_deliveries does not exist on this branch; at merge, add here:
-    #     from tollway.cli import webhook_deliveries
-    #     webhook_deliveries.add_commands(sub)
-    # and dispatch its commands in run() below (see the LEAD mark there).
+    webhook_deliveries.add_commands(sub)  # events, attempts, replay, test
 
 
 def parse_events(text: str) -> list[str]:
@@ -163,7 +160,8 @@ def _fail(message: str, code: int) -> int:
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     command = args.webhooks_command
     if command not in _OWN_COMMANDS:
-        # ---- LEAD: dispatch h3's commands here: return await webhook_deliveries.run(args, settings)
+        if command in webhook_deliveries.COMMANDS:
+            return await webhook_deliveries.run(args, settings)
         return _fail(f"unknown webhooks command {command!r}", 2)
     endpoint_id = getattr(args, "endpoint_id", None)
     if endpoint_id is not None and not is_endpoint_id(endpoint_id):
