@@ -193,6 +193,11 @@ def add_dispatcher(
     ClickHouse client, the delivery history writer; how to close them, or None."""
     if not DispatchSettings().dispatch:
         return None
+    try:
+        settings.pepper_bytes()
+    except ValueError:
+        log.warning("webhook dispatcher off: no pepper to open the endpoints' signing secrets (TOLLWAY_PEPPER)")
+        return None
     redis = admin_client(settings)
     live = catalog
     for name, job in periodic_jobs(

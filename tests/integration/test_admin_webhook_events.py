@@ -15,7 +15,6 @@ from tests.support.chdb_engine import ChdbDatabase
 from tollway.admin.scopes import Scope
 from tollway.harness.valkey import ValkeyServer
 from tollway.notifications import keys
-from tollway.notifications.dispatcher import RedisEndpoints, Target
 from tollway.notifications.events import Event, event_id
 from tollway.notifications.history import table_rows
 from tollway.notifications.queue import event_row
@@ -56,17 +55,19 @@ def test_events_attempts_replay_and_test(valkey_fresh: ValkeyServer, chdb_db: Ch
         reader = await api.token("r", Scope.READ)
         writer = await api.token("w", Scope.WRITE)
         evs = events()
+        assert api.services.webhooks is not None
+        redis = api.services.webhooks.queue._redis
+        store = api.services.webhook_endpoints
+        ep = {
+            "a": (await store.create("https://a.example/hook")).endpoint.id,
+            "b": (await store.create("https://b.example/hook", event_types=["key.created"])).endpoint.id,
+            "off": (await store.create("https://c.example/hook", enabled=False)).endpoint.id,
+        }
         load(
             chdb_db,
             [event_row(e) for e in evs]
-            + [attempt("ep_a", evs[0], 1, "retry", 500), attempt("ep_a", evs[0], 2, "delivered", 200)],
+            + [attempt(ep["a"], evs[0], 1, "retry", 500), attempt(ep["a"], evs[0], 2, "delivered", 200)],
         )
-        assert api.services.webhooks is not None
-        redis = api.services.webhooks.queue._redis
-        endpoints = RedisEndpoints(redis, "tw:")
-        await endpoints.put(Target("ep_a", "https://a.example/hook", ("whsec_YQ==",)))
-        await endpoints.put(Target("ep_b", "https://b.example/hook", ("whsec_Yg==",), frozenset({"key.created"})))
-        await endpoints.put(Target("ep_off", "https://c.example/hook", ("whsec_Yw==",), enabled=False))
 
         page = await api.http.get("/webhooks/events", params={"customer_id": "acme", "limit": 3}, headers=reader)
         assert page.status_code == 200, page.text
@@ -86,7 +87,7 @@ def test_events_attempts_replay_and_test(valkey_fresh: ValkeyServer, chdb_db: Ch
         assert one.json()["data"] == {"customer_id": "acme", "key_id": f"key_{1:016x}"}
         assert one.json()["timestamp"].endswith("Z")
 
-        tried = await api.http.get("/webhooks/endpoints/ep_a/attempts", headers=reader)
+        tried = await api.http.get(f"/webhooks/endpoints/{ep['a']}/attempts", headers=reader)
         assert [(a["attempt"], a["outcome"], a["status"]) for a in tried.json()["items"]] == [
             (2, "delivered", 200),
             (1, "retry", 500),
@@ -97,9 +98,9 @@ def test_events_attempts_replay_and_test(valkey_fresh: ValkeyServer, chdb_db: Ch
         assert replayed.status_code == 202, replayed.text
         assert replayed.json() == {"events": 1, "deliveries_queued": 2}
         due = set(await redis.zrange(keys.due_key("tw:"), 0, -1))
-        assert due == {f"ep_a|{evs[1].id}", f"ep_b|{evs[1].id}"}
+        assert due == {f"{ep['a']}|{evs[1].id}", f"{ep['b']}|{evs[1].id}"}
         again = await api.http.post(
-            f"/webhooks/events/{evs[1].id}/replay", json={"endpoint_id": "ep_a"}, headers=writer
+            f"/webhooks/events/{evs[1].id}/replay", json={"endpoint_id": ep["a"]}, headers=writer
         )
         assert again.json()["deliveries_queued"] == 0  # already waiting: not queued twice
         # a time range
@@ -110,9 +111,9 @@ def test_events_attempts_replay_and_test(valkey_fresh: ValkeyServer, chdb_db: Ch
         )
         assert ranged.json() == {"events": 2, "deliveries_queued": 3}  # evs[8] (revoked) to ep_a; evs[9] to both
 
-        sent = await api.http.post("/webhooks/endpoints/ep_b/test", headers=writer)
+        sent = await api.http.post(f"/webhooks/endpoints/{ep['b']}/test", headers=writer)
         assert sent.status_code == 202, sent.text
-        assert f"ep_b|{sent.json()['event_id']}" in set(await redis.zrange(keys.due_key("tw:"), 0, -1))
+        assert f"{ep['b']}|{sent.json()['event_id']}" in set(await redis.zrange(keys.due_key("tw:"), 0, -1))
 
         # bad input: problems
         assert_problem(
@@ -138,7 +139,7 @@ def test_events_attempts_replay_and_test(valkey_fresh: ValkeyServer, chdb_db: Ch
             404,
             "not-found",
         )
-        assert_problem(await api.http.post("/webhooks/endpoints/ep_off/test", headers=writer), 409, "conflict")
+        assert_problem(await api.http.post(f"/webhooks/endpoints/{ep['off']}/test", headers=writer), 409, "conflict")
         assert_problem(await api.http.post("/webhooks/endpoints/ep_none/test", headers=writer), 404, "not-found")
         assert_problem(
             await api.http.post(

@@ -75,16 +75,28 @@ def test_webhooks_commands(valkey_fresh: ValkeyServer, tmp_path: Path) -> None:
     assert "#1  retry" in tried.stdout
     assert "HTTP 503" in tried.stdout
 
+    import asyncio
+
+    from redis.asyncio import Redis as AsyncRedis
+
+    from tests.integration.test_webhook_dispatch import PEPPER, sealed_endpoint
+
+    async def register() -> str:
+        async_client = AsyncRedis.from_url(valkey_fresh.url, decode_responses=True)
+        try:
+            return (await sealed_endpoint(async_client, "https://a.example/", "tw:"))[0]
+        finally:
+            await async_client.aclose()
+
+    env["TOLLWAY_PEPPER"] = PEPPER  # replay and test read the endpoints, their secrets sealed with it
+    endpoint_a = asyncio.run(register())
     client = redis.Redis.from_url(valkey_fresh.url, decode_responses=True)
-    client.hset(keys.endpoint_key("tw:", "ep_a"), mapping={"url": "https://a.example/", "secrets": '["whsec_YQ=="]'})
-    client.hset(keys.endpoint_key("tw:", "ep_a"), mapping={"types": "[]", "state": "enabled"})
-    client.sadd(keys.endpoints_key("tw:"), "ep_a")
     replayed = run(CLI, env, "replay", events[1].id)
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout.strip() == "replayed 1 event(s): 1 deliveries queued"
     ranged = run(CLI, env, "replay", "--since", "2026-01-01T00:00:00Z", "--until", "2100-01-01T00:00:00Z")
     assert ranged.stdout.strip() == "replayed 3 event(s): 2 deliveries queued"  # one was already waiting
-    tested = run(CLI, env, "test", "ep_a")
+    tested = run(CLI, env, "test", endpoint_a)
     assert tested.returncode == 0, tested.stderr
     assert len(client.zrange(keys.due_key("tw:"), 0, -1)) == 4
     client.close()
@@ -119,28 +131,28 @@ def test_tollway_meter_runs_the_dispatcher_and_writes_the_history(valkey_fresh: 
 
     from redis.asyncio import Redis
 
-    from tests.integration.test_webhook_dispatch import SECRET, emit, make_event
+    from tests.integration.test_webhook_dispatch import PEPPER, emit, make_event, sealed_endpoint
     from tollway.harness.tollway_server import TollwayServer
     from tollway.harness.webhook_receiver import WebhookReceiver
-    from tollway.notifications.dispatcher import RedisEndpoints, Target
     from tollway.notifications.queue import history_key
 
     chdb = f"chdb://{tmp_path / 'chdb'}"
     events = [make_event(n, f"cus_{n % 3}") for n in range(20)]
 
-    async def deliver() -> list[str]:
-        receiver = WebhookReceiver(secrets={"/ok": SECRET})
+    async def deliver() -> tuple[str, list[str]]:
+        receiver = WebhookReceiver()
         await receiver.start()
         redis = Redis.from_url(valkey_fresh.url, decode_responses=True)
-        await RedisEndpoints(redis, "tw:").put(Target("ep_m", receiver.url(), (SECRET,)))
+        endpoint_id, receiver.secrets["/ok"] = await sealed_endpoint(redis, receiver.url(), "tw:")
         meter = TollwayServer(
             tmp_path,
             redis_url=valkey_fresh.url,
-            pepper="",
+            pepper=PEPPER,
             extra_env={
                 "TOLLWAY_SPOOL_DIR": str(tmp_path / "spool"),
                 "TOLLWAY_CLICKHOUSE_DSN": chdb,
-                "TOLLWAY_WEBHOOK_ALLOW_PRIVATE": "true",
+                "TOLLWAY_WEBHOOKS_ALLOW_HTTP": "true",
+                "TOLLWAY_WEBHOOKS_ALLOW_PRIVATE": "true",
             },
             name="tollway-meter",
             command="meter",
@@ -158,14 +170,15 @@ def test_tollway_meter_runs_the_dispatcher_and_writes_the_history(valkey_fresh: 
             await receiver.stop()
             await redis.aclose()
         assert receiver.bad_signatures == 0
-        return receiver.ids()
+        return endpoint_id, receiver.ids()
 
-    assert sorted(asyncio.run(deliver())) == sorted(e.id for e in events)
+    endpoint_id, delivered = asyncio.run(deliver())
+    assert sorted(delivered) == sorted(e.id for e in events)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TOLLWAY_REDIS_URL": valkey_fresh.url}
     env["TOLLWAY_CLICKHOUSE_DSN"] = chdb
     listed = run(CLI, env, "events", "--json", "--limit", "100")
     assert listed.returncode == 0, listed.stderr
     assert sorted(json.loads(line)["id"] for line in listed.stdout.splitlines()) == sorted(e.id for e in events)
-    tried = run(CLI, env, "attempts", "ep_m", "--limit", "100")
+    tried = run(CLI, env, "attempts", endpoint_id, "--limit", "100")
     assert len(tried.stdout.splitlines()) == 20
     assert all("delivered 204" in line for line in tried.stdout.splitlines())

@@ -203,11 +203,28 @@ def test_failing_receivers_are_bounded_and_disabled_others_unaffected(valkey_fre
     asyncio.run(main())
 
 
+PEPPER = "p" * 32  # the dispatcher process opens the endpoints' sealed secrets with it
+
+
+async def sealed_endpoint(redis: Redis, url: str, prefix: str = PREFIX) -> tuple[str, str]:
+    """An endpoint registered as `tollway webhooks create` does (its secret sealed with ``PEPPER``), for a
+    dispatcher in another process: its id and its secret."""
+    from tollway.notifications.endpoint_store import EndpointStore
+    from tollway.notifications.endpoints import SecretBox, UrlPolicy
+
+    store = EndpointStore(redis, SecretBox(PEPPER.encode()), prefix, policy=UrlPolicy(True, True))
+    issued = await store.create(url)
+    return issued.endpoint.id, issued.secret
+
+
 def _dispatch_process(valkey: ValkeyServer, log: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT / "src"),
         "TOLLWAY_REDIS_URL": valkey.url,
+        "TOLLWAY_PEPPER": PEPPER,
+        "TOLLWAY_WEBHOOKS_ALLOW_HTTP": "true",
+        "TOLLWAY_WEBHOOKS_ALLOW_PRIVATE": "true",
         "TOLLWAY_WEBHOOK_ALLOW_PRIVATE": "true",
         "TOLLWAY_OUTBOX_SCAN_S": "0.5",
         "TOLLWAY_WEBHOOK_CLAIM_S": "2",
@@ -227,12 +244,11 @@ def test_kill_9_of_the_dispatcher_loses_nothing_and_duplicates_keep_their_id(
     valkey_fresh: ValkeyServer, tmp_path: Path
 ) -> None:
     async def main() -> None:
-        receiver = WebhookReceiver(secrets={"/ok": SECRET, "/two": SECRET}, modes={})
+        receiver = WebhookReceiver(modes={})
         await receiver.start()
         redis = Redis.from_url(valkey_fresh.url, decode_responses=True)
-        endpoints = RedisEndpoints(redis, PREFIX)
-        await endpoints.put(Target("ep_1", receiver.url("/ok"), (SECRET,)))
-        await endpoints.put(Target("ep_2", receiver.url("/two"), (SECRET,)))
+        for path in ("/ok", "/two"):
+            _, receiver.secrets[path] = await sealed_endpoint(redis, receiver.url(path))
         first = _dispatch_process(valkey_fresh, tmp_path / "dispatch.log")
         events = [make_event(n, f"cus_{n % 11}") for n in range(1500)]
         try:
