@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from tollway.auth import apikey
+from tollway.demo import notifications
+from tollway.demo.notifications import DemoReceiver
 from tollway.harness import envoy_config
 from tollway.harness.demo_upstream import DemoUpstream
 from tollway.harness.envoy import EnvoyProcess
@@ -59,6 +61,8 @@ BURST_MAX_REQUESTS: Final = 12
 _SHOWN_HEADERS: Final = ("retry-after", "ratelimit-policy", "ratelimit")
 _BALANCE_FIELD: Final = "tollway-balance"  # on admits of prepaid plans
 _LABEL_WIDTH: Final = 44
+EXPECTED_EVENTS: Final = ("key.created", "key.revoked", "subscription.changed")
+"""What the demo's receiver must have got by the end (each verified)."""
 
 
 @dataclass(frozen=True)
@@ -356,8 +360,13 @@ def main(argv: list[str] | None = None) -> int:
             "TOLLWAY_SPOOL_DIR": str(work / "spool"),
             "TOLLWAY_CLICKHOUSE_DSN": f"chdb://{work / 'chdb'}",
         }
+        # The demo's webhook receiver is on loopback over http: allowed only by these development settings.
+        webhook_env = {"TOLLWAY_WEBHOOKS_ALLOW_HTTP": "true", "TOLLWAY_WEBHOOKS_ALLOW_PRIVATE": "true"}
         tollway = TollwayServer(
-            work, redis_url=valkey.url, pepper=pepper, extra_env={"TOLLWAY_CATALOG": str(catalog), **metering_env}
+            work,
+            redis_url=valkey.url,
+            pepper=pepper,
+            extra_env={"TOLLWAY_CATALOG": str(catalog), **metering_env, **webhook_env},
         ).start()
         stack.callback(tollway.stop)
         upstream = DemoUpstream(work).start()
@@ -390,7 +399,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  upstream {upstream.url}")
         print(f"  envoy    {envoy.base_url} (admin {LOOPBACK}:{envoy.admin_port})\n")
 
-        env = {**os.environ, "TOLLWAY_REDIS_URL": valkey.url, "TOLLWAY_PEPPER": pepper}
+        env = {**os.environ, "TOLLWAY_REDIS_URL": valkey.url, "TOLLWAY_PEPPER": pepper, **webhook_env}
+        receiver = DemoReceiver().start()
+        stack.callback(receiver.stop)
+        endpoint = notifications.register(env, receiver)
+        print(f"  webhooks {receiver.url} (endpoint {endpoint}: every event, signed; the receiver verifies)\n")
         good = tollway_cli(env, "keys", "create", "--customer", CUSTOMER)
         doomed = tollway_cli(env, "keys", "create", "--customer", CUSTOMER, "--env", "test")
         tollway_cli(env, "keys", "revoke", str(doomed["key_id"]))
@@ -491,12 +504,16 @@ def main(argv: list[str] | None = None) -> int:
         # demo's once the server has stopped (with a ClickHouse server, the grant writes them at once).
         scratch = {**env, "TOLLWAY_CLICKHOUSE_DSN": f"chdb://{work / 'ledger-scratch'}"}
         failures += prepaid(envoy.base_url, scratch, catalog, str(hooli["api_key"]))
+        # The dispatcher runs in the Tollway process that loads usage: let it deliver before Stage 3 stops it.
+        receiver.wait_for(EXPECTED_EVENTS)
         print(f"\nStage 3: what was used? ({len(SENT)} requests sent through Envoy)")
         failures += show_usage(envoy, tollway, {**env, **metering_env})
         print(f"\nStage 4: what does it cost? ({PAYING}, plan pro, {month})")
         failures += show_invoice({**env, **metering_env, "TOLLWAY_CATALOG": str(catalog)}, month)
         print(f"\n  {PREPAID} (plan payg, prepaid in credits), {month}:")
         failures += show_prepaid({**env, **metering_env, "TOLLWAY_CATALOG": str(catalog)}, month)
+        print("\nNotifications: the events the demo's webhook receiver got (Standard Webhooks, signed)")
+        failures += notifications.show(receiver, EXPECTED_EVENTS)
     print(f"\nDemo finished in {time.monotonic() - started:.1f}s; every process it started is stopped.")
     if failures:
         print(f"{failures} answer(s) were not the expected ones.", file=sys.stderr)
