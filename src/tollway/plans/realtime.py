@@ -257,6 +257,11 @@ def _plan_money_problems(
         _cap_problems(out, (*base, "spend_cap", "amount"), cap.amount, currency, unit)
     if unit is None:
         return
+    if prepaid is not None and prepaid.alerts is not None:
+        for index, amount in enumerate(prepaid.alerts):
+            if _places(amount) > unit.decimals:
+                message = f"a balance alert is an amount of {unit.code}, which has {unit.decimals} decimal places"
+                out.append(_problem((*base, "prepaid", "alerts", index), message, amount))
     for index, charge in burning:
         for where, price in _prices(charge):
             why = _price_problem(charge.id, price, unit)
@@ -283,6 +288,11 @@ def _price_problem(charge_id: str, price: Decimal, unit: BalanceUnit) -> str | N
         f"charge '{charge_id}' burns in real time, in micro-units (0.000001) of {unit.code}: "
         f"{shown} is not a whole number of them"
     )
+
+
+def _places(amount: Decimal) -> int:
+    exponent = amount.normalize().as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
 
 
 def _plain(amount: Decimal, digits: int | None = None) -> str:
