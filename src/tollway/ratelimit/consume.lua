@@ -26,6 +26,15 @@ if not now then
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local n = #KEYS
+-- Alerts (tollway/ratelimit/alerts.py): only a check with alerting policies has more ARGV than KEYS + 2;
+-- then its last key is the customer's outbox stream, with the argument `6 plan feature customer`, and
+-- one argument `7 position period_start level:label,... name` per alerting policy follows (no key).
+local ev = nil
+if #ARGV > n + 2 then
+  ev = {key = KEYS[n], first = n + 3, appended = 0}
+  ev.plan, ev.feature, ev.cust = string.match(ARGV[n + 2], '^6 (%S+) (%S+) (.+)$')
+  n = n - 1
+end
 local m = 0
 while m < n and string.byte(ARGV[n - m + 2], 1) > 49 do m = m + 1 end
 n = n - m
@@ -352,6 +361,85 @@ if admit == 1 then
   end
 end
 
+-- BEGIN rfc3339 (tested against Python: tests/integration/test_limiter_alerts.py)
+-- UTC time of epoch milliseconds as RFC 3339 (whole seconds without a fraction), days to civil date by
+-- H. Hinnant's algorithm (days since 1970-01-01, any date from 1970 on).
+local function rfc3339(ms)
+  local s = math.floor(ms / 1000)
+  local frac = ms - s * 1000
+  local days = math.floor(s / 86400)
+  local secs = s - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local mo = mp + 3
+  if mp >= 10 then mo = mp - 9 end
+  if mo <= 2 then y = y + 1 end
+  local t = string.format('%04d-%02d-%02dT%02d:%02d:%02d', y, mo, d, math.floor(secs / 3600),
+    math.floor((secs % 3600) / 60), secs % 60)
+  if frac ~= 0 then t = t .. string.format('.%03d', frac) end
+  return t .. 'Z'
+end
+-- END rfc3339
+
+-- Threshold events: each level an admitted check made a policy's count cross (before < level <= after)
+-- becomes one outbox entry, once (the once-marker SET NX, kept until a day after the period ends).
+if ev and admit == 1 then
+  local DAY = 86400000
+  local esc = {['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t',
+               ['\b'] = '\\b', ['\f'] = '\\f'}
+  local function jstr(text)
+    local quoted = string.gsub(text, '[%z\1-\31"\\]', function(c)
+      return esc[c] or string.format('\\u%04x', string.byte(c))
+    end)
+    return '"' .. quoted .. '"'
+  end
+  local base = string.sub(ev.key, 1, #ev.key - #ev.cust - 5) .. 'evo:{' .. ev.cust .. '}:'
+  local head = '{"feature":' .. jstr(ev.feature) .. ',"limit":'
+  local plan = jstr(ev.plan)
+  for j = ev.first, #ARGV do
+    local i, ps, specs, name = string.match(ARGV[j], '^7 (%d+) (%d+) (%S+) (.+)$')
+    local p = P[tonumber(i)]
+    local before, after = p[7], p[7] + p[3]
+    if after > before then
+      local etype, start, finish, ttl
+      if p[1] == 0 then
+        local w = p[5] * p[6]
+        start = now - now % w
+        finish = start + w
+        etype = 'limit.threshold_crossed'
+        ttl = math.max(finish + DAY - now, DAY)
+      else
+        start, finish = tonumber(ps), p[5]
+        etype = 'quota.threshold_crossed'
+        ttl = math.max(finish + DAY - qnow, DAY)
+      end
+      local period = nil
+      for lvl, label in string.gmatch(specs, '(%d+):([^,]+)') do
+        local level = tonumber(lvl)
+        if before < level and level <= after then
+          local id = 'evt_' .. string.sub(redis.sha1hex(string.format('%s|%s|%s|%d|%d', etype, ev.cust, name, start,
+            level)), 1, 32)
+          if redis.call('SET', base .. id, '1', 'NX', 'PX', string.format('%d', ttl)) then
+            period = period or (',"period_end":' .. jstr(rfc3339(finish)) .. ',"period_start":' ..
+              jstr(rfc3339(start)) .. ',"plan":' .. plan .. ',"policy":' .. jstr(name))
+            local data = head .. string.format('%d', p[2]) .. period .. ',"threshold":' .. string.format('%d', level) ..
+              ',"threshold_label":' .. jstr(label) .. ',"used":' .. string.format('%d', after) .. '}'
+            redis.call('XADD', ev.key, '*', 'id', id, 'type', etype, 'ts', string.format('%d', now),
+              'customer', ev.cust, 'data', data)
+            ev.appended = ev.appended + 1
+          end
+        end
+      end
+    end
+  end
+end
+
 local out = {admit}
 for i = 1, n do
   local p = P[i]
@@ -393,5 +481,8 @@ if money then
   local r = money.rsv
   if r then out[3 * r.j - 1], out[3 * r.j], out[3 * r.j + 1] = admit, r.price or 0, 0 end
 end
-out[3 * (n + m) + 2] = now
+if ev then
+  out[3 * (n + m) + 2], out[3 * (n + m) + 3], out[3 * (n + m) + 4] = ev.appended, 0, 0
+end
+out[3 * #KEYS + 2] = now
 return out

@@ -11,7 +11,7 @@ outbox, in the same atomic step (docs/decisions/0007-exactly-once-threshold-even
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Self
 
 MIN_BUCKETS = 10
@@ -40,6 +40,8 @@ class Alerting:
     labels: tuple[str, ...]
     plan: str
     feature: str
+    spec: str = field(init=False, repr=False, compare=False)
+    """``<level>:<label>,…``: the levels as the limiter script reads them (built once)."""
 
     def __post_init__(self) -> None:
         if not self.levels or len(self.levels) != len(self.labels):
@@ -49,6 +51,8 @@ class Alerting:
         for text in (*self.labels, self.plan, self.feature):
             if not text or any(ch.isspace() or ch in ":," for ch in text):
                 raise ValueError(f"alert label or name {text!r} must be non-empty, without spaces, ':' or ','")
+        spec = ",".join(f"{level}:{label}" for level, label in zip(self.levels, self.labels, strict=True))
+        object.__setattr__(self, "spec", spec)
 
 
 def _check_name(name: str) -> None:
