@@ -17,11 +17,15 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from tests.support.limiter_suite import DAY, T0
+from tollway.credits.charges import RealTimeCharge
+from tollway.credits.grants import GrantState
 from tollway.harness.valkey import ValkeyServer
-from tollway.notifications.events import Event, threshold_event_id
+from tollway.notifications.events import Event, event_id, threshold_event_id
 from tollway.notifications.keys import once_key, ready_key, stream_key
 from tollway.ratelimit import MemoryLimiter, Policy, QuotaPolicy, RedisLimiter, WindowPolicy
 from tollway.ratelimit.alerts import rfc3339
+from tollway.ratelimit.keys import funding_key
+from tollway.ratelimit.money import Money, MoneyAlerts, SpendCap
 from tollway.ratelimit.policies import Alerting
 from tollway.ratelimit.refunds import Refund
 from tollway.ratelimit.script import SCRIPT
@@ -233,5 +237,77 @@ def test_the_script_emits_the_models_events_on_random_timelines(valkey_fresh: Va
                     assert customer in await redis.smembers(ready_key("tw:"))
                 kinds.update(e.type for e in got)
             assert kinds == {"quota.threshold_crossed", "limit.threshold_crossed"}
+
+    asyncio.run(main())
+
+
+def test_money_events_once_per_funding_and_cap_period(valkey_fresh: ValkeyServer) -> None:
+    """balance.low as the balance falls past each threshold, balance.exhausted at 0 and when a price is
+    refused, both again after a top-up (a new funding epoch), and spend_cap.reached when a hard cap refuses
+    and when a soft cap is passed: script and model alike, each once."""
+    calls = RealTimeCharge("calls", "per_unit", T0, T0 + 30 * DAY, unit=1_000_000)  # 1 USD per request
+    alerts = MoneyAlerts("USD", (1_000_000, 3_000_000))
+    prepaid = Money((calls,), (1,), T0, alerts=alerts)
+    model = MemoryLimiter()
+
+    async def main() -> None:
+        async with limiter(valkey_fresh) as (lim, redis):
+
+            async def grant(grant_id: str, amount: int) -> None:
+                state = GrantState(grant_id, amount, effective_ms=T0)
+                model.put_grant("m1", state)
+                await redis.hset("tw:cr:{m1}", grant_id, state.encode())
+                await redis.incr(funding_key("tw:", "m1"))
+
+            async def both(now: int, money: Money) -> None:
+                expected = model.check("m1", [], 0, now, money=money)
+                assert await lim.consume("m1", [], 0, now, money=money) == expected
+
+            await grant("g1", 4_000_000)
+            for k in range(6):  # 4 → 3 → 2 → 1 → 0, then refused twice
+                await both(T0 + k, prepaid)
+            await grant("g2", 5_000_000)  # a top-up: the thresholds may fire again
+            for k in range(6, 10):  # 5 → 4 → 3 → 2 → 1
+                await both(T0 + k, prepaid)
+            events = await outbox(redis, "m1")
+            assert events == model.events("m1")
+            assert [(e.type, dict(e.data)) for e in events] == [
+                ("balance.low", {"unit": "USD", "balance": "2", "threshold": "3"}),
+                ("balance.low", {"unit": "USD", "balance": "0", "threshold": "1"}),
+                ("balance.exhausted", {"unit": "USD", "balance": "0", "price": "1"}),
+                ("balance.low", {"unit": "USD", "balance": "2", "threshold": "3"}),
+            ]
+            assert events[0].id == event_id("balance.low", "m1", 3_000_000, 1)
+            assert events[3].id == event_id("balance.low", "m1", 3_000_000, 2)
+            # Empty after a first grant: the refusal reports the exhaustion of the current funding.
+            model.put_grant("m2", GrantState("g", 500_000, effective_ms=T0))
+            await redis.hset("tw:cr:{m2}", "g", GrantState("g", 500_000, effective_ms=T0).encode())
+            await redis.incr(funding_key("tw:", "m2"))
+            for k in range(2):
+                expected = model.check("m2", [], 0, T0 + k, money=prepaid)
+                assert await lim.consume("m2", [], 0, T0 + k, money=prepaid) == expected
+            [refused] = await outbox(redis, "m2")
+            assert refused == model.events("m2")[0]
+            assert dict(refused.data) == {"unit": "USD", "balance": "0.5", "price": "1"}
+
+            for hard, customer in ((True, "m3"), (False, "m4")):
+                cap = SpendCap(2_500_000, T0, T0 + 30 * DAY, hard=hard)
+                capped = Money((calls,), (1,), None, cap, alerts=MoneyAlerts("USD"))
+                for k in range(5):
+                    expected = model.check(customer, [], 0, T0 + k, money=capped)
+                    assert await lim.consume(customer, [], 0, T0 + k, money=capped) == expected
+                [reached] = await outbox(redis, customer)
+                assert [reached] == model.events(customer)
+                assert reached.type == "spend_cap.reached"
+                assert reached.id == event_id("spend_cap.reached", customer, T0, 2_500_000)
+                assert dict(reached.data) == {
+                    "currency": "USD",
+                    "cap": "2.5",
+                    "spent": "2",
+                    "price": "1",
+                    "soft": not hard,
+                    "period_start": "2100-01-01T00:00:00Z",
+                    "period_end": "2100-01-31T00:00:00Z",
+                }
 
     asyncio.run(main())

@@ -468,11 +468,17 @@ class PlanMoney:
     cap_amount: Decimal | None
     burning: tuple[BurningCharge, ...]
     settled_at_invoice: tuple[tuple[str, str], ...]
+    low_alerts: tuple[int, ...] = ()
+    """``prepaid.alerts`` in micro-units of ``unit``, ascending (``balance.low`` thresholds)."""
 
     def money(self, feature: str, period_ms: tuple[int, int], route_cost: int) -> Money:
         """The money part of one request's check: the charges it adds to (those it adds 0 to are left
         out) with their quantities, the balance (prepaid) and the spend cap, over ``period_ms``."""
-        from tollway.ratelimit.money import Money, SpendCap  # the dataclasses only; keeps redis out of plans
+        from tollway.ratelimit.money import (
+            Money,
+            MoneyAlerts,
+            SpendCap,
+        )  # the dataclasses only; keeps redis out of plans
 
         charges: list[RealTimeCharge] = []
         quantities: list[int] = []
@@ -487,9 +493,12 @@ class PlanMoney:
         if self.cap is not None:
             cap = SpendCap(self.cap, period_ms[0], period_ms[1], hard=not self.cap_soft)
         balance_start = period_ms[0] if self.prepaid else None
+        alerts = MoneyAlerts(self.unit.code, self.low_alerts)
         if not any(reserved):
-            return Money(tuple(charges), tuple(quantities), balance_start, cap)
-        return Money(tuple(charges), tuple(quantities), balance_start, cap, tuple(reserved), self.overrun)
+            return Money(tuple(charges), tuple(quantities), balance_start, cap, alerts=alerts)
+        return Money(
+            tuple(charges), tuple(quantities), balance_start, cap, tuple(reserved), self.overrun, alerts=alerts
+        )
 
 
 def compile_plan_money(plan_id: str, plan: Plan, catalog: Catalog) -> PlanMoney | None:
@@ -531,6 +540,7 @@ def compile_plan_money(plan_id: str, plan: Plan, catalog: Catalog) -> PlanMoney 
         cap.amount if cap is not None else None,
         tuple(burning),
         _settled_at_invoice(pricing, names, meter_units, listed is not None, reserve),
+        tuple(sorted({to_micros(a) for a in (plan.prepaid.alerts or ())})) if plan.prepaid is not None else (),
     )
 
 

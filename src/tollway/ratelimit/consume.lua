@@ -26,13 +26,20 @@ if not now then
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local n = #KEYS
--- Alerts (tollway/ratelimit/alerts.py): only a check with alerting policies has more ARGV than KEYS + 2;
--- then its last key is the customer's outbox stream, with the argument `6 plan feature customer`, and
--- one argument `7 position period_start level:label,... name` per alerting policy follows (no key).
+-- Alerts (tollway/ratelimit/alerts.py): only a check with alerting policies or money alerts has more
+-- ARGV than KEYS + 2; then its last key is the customer's outbox stream, with the argument
+-- `6 plan feature customer`, followed (no keys) by the money alerts `8 unit cap_start thresholds` and one
+-- argument `7 position period_start level:label,... name` per alerting policy.
 local ev = nil
 if #ARGV > n + 2 then
   ev = {key = KEYS[n], first = n + 3, appended = 0}
   ev.plan, ev.feature, ev.cust = string.match(ARGV[n + 2], '^6 (%S+) (%S+) (.+)$')
+  if string.byte(ARGV[n + 3], 1) == 56 then
+    local unit, cps, low = string.match(ARGV[n + 3], '^8 (%S+) (%-?%d+) (%S+)$')
+    ev.mon = {unit = unit, cps = tonumber(cps), low = {}}
+    for t in string.gmatch(low, '%d+') do ev.mon.low[#ev.mon.low + 1] = tonumber(t) end
+    ev.first = n + 4
+  end
   n = n - 1
 end
 local m = 0
@@ -275,6 +282,7 @@ if m > 0 then
     L = live_in_order(G)
     for _, g in ipairs(L) do balance = balance + g.rem end
   end
+  local fit = admit
   if price > 0 and ((G and balance < price) or (cap and cap.hard and spent + price > cap.cap)) then admit = 0 end
   local burned = 0
   if admit == 1 then
@@ -324,7 +332,8 @@ if m > 0 then
     end
     redis.call('HSET', KEYS[rsv.j], rsv.row, table.concat(lines, '\n'))
   end
-  money = {C = C, bal = bal, cap = cap, rsv = rsv, balance = balance, spent = spent, price = price, burned = burned}
+  money = {C = C, bal = bal, cap = cap, rsv = rsv, balance = balance, spent = spent, price = price, burned = burned,
+           fit = fit}
 end
 
 -- Milliseconds until `need` more units fit: the oldest counted buckets leave one by one, bucket idx at
@@ -387,9 +396,10 @@ local function rfc3339(ms)
 end
 -- END rfc3339
 
--- Threshold events: each level an admitted check made a policy's count cross (before < level <= after)
--- becomes one outbox entry, once (the once-marker SET NX, kept until a day after the period ends).
-if ev and admit == 1 then
+-- Events (tollway/ratelimit/alerts.py): each level an admitted check made a policy's count cross
+-- (before < level <= after), then the money events, each one outbox entry, once (the once-marker SET NX,
+-- kept until a day after its period ends; a balance's for ONCE_TTL_MS).
+if ev and (admit == 1 or (ev.mon and money and money.fit == 1)) then
   local DAY = 86400000
   local esc = {['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t',
                ['\b'] = '\\b', ['\f'] = '\\f'}
@@ -399,43 +409,99 @@ if ev and admit == 1 then
     end)
     return '"' .. quoted .. '"'
   end
-  local base = string.sub(ev.key, 1, #ev.key - #ev.cust - 5) .. 'evo:{' .. ev.cust .. '}:'
-  local head = '{"feature":' .. jstr(ev.feature) .. ',"limit":'
-  local plan = jstr(ev.plan)
-  for j = ev.first, #ARGV do
-    local i, ps, specs, name = string.match(ARGV[j], '^7 (%d+) (%d+) (%S+) (.+)$')
-    local p = P[tonumber(i)]
-    local before, after = p[7], p[7] + p[3]
-    if after > before then
-      local etype, start, finish, ttl
-      if p[1] == 0 then
-        local w = p[5] * p[6]
-        start = now - now % w
-        finish = start + w
-        etype = 'limit.threshold_crossed'
-        ttl = math.max(finish + DAY - now, DAY)
-      else
-        start, finish = tonumber(ps), p[5]
-        etype = 'quota.threshold_crossed'
-        ttl = math.max(finish + DAY - qnow, DAY)
-      end
-      local period = nil
-      for lvl, label in string.gmatch(specs, '(%d+):([^,]+)') do
-        local level = tonumber(lvl)
-        if before < level and level <= after then
-          local id = 'evt_' .. string.sub(redis.sha1hex(string.format('%s|%s|%s|%d|%d', etype, ev.cust, name, start,
-            level)), 1, 32)
-          if redis.call('SET', base .. id, '1', 'NX', 'PX', string.format('%d', ttl)) then
-            period = period or (',"period_end":' .. jstr(rfc3339(finish)) .. ',"period_start":' ..
-              jstr(rfc3339(start)) .. ',"plan":' .. plan .. ',"policy":' .. jstr(name))
-            local data = head .. string.format('%d', p[2]) .. period .. ',"threshold":' .. string.format('%d', level) ..
-              ',"threshold_label":' .. jstr(label) .. ',"used":' .. string.format('%d', after) .. '}'
-            redis.call('XADD', ev.key, '*', 'id', id, 'type', etype, 'ts', string.format('%d', now),
-              'customer', ev.cust, 'data', data)
-            ev.appended = ev.appended + 1
+  local prefix = string.sub(ev.key, 1, #ev.key - #ev.cust - 5)
+  local base = prefix .. 'evo:{' .. ev.cust .. '}:'
+  -- Appends the event `etype` whose id is over "etype|customer|rest" unless its marker exists.
+  local function emit(etype, rest, ttl, data)
+    local id = 'evt_' .. string.sub(redis.sha1hex(etype .. '|' .. ev.cust .. '|' .. rest), 1, 32)
+    if not redis.call('SET', base .. id, '1', 'NX', 'PX', string.format('%d', ttl)) then return end
+    redis.call('XADD', ev.key, '*', 'id', id, 'type', etype, 'ts', string.format('%d', now),
+      'customer', ev.cust, 'data', data())
+    ev.appended = ev.appended + 1
+  end
+  if admit == 1 then
+    local head = '{"feature":' .. jstr(ev.feature) .. ',"limit":'
+    local plan = jstr(ev.plan)
+    for j = ev.first, #ARGV do
+      local i, ps, specs, name = string.match(ARGV[j], '^7 (%d+) (%d+) (%S+) (.+)$')
+      local p = P[tonumber(i)]
+      local before, after = p[7], p[7] + p[3]
+      if after > before then
+        local etype, start, finish, ttl
+        if p[1] == 0 then
+          local w = p[5] * p[6]
+          start = now - now % w
+          finish = start + w
+          etype = 'limit.threshold_crossed'
+          ttl = math.max(finish + DAY - now, DAY)
+        else
+          start, finish = tonumber(ps), p[5]
+          etype = 'quota.threshold_crossed'
+          ttl = math.max(finish + DAY - qnow, DAY)
+        end
+        for lvl, label in string.gmatch(specs, '(%d+):([^,]+)') do
+          local level = tonumber(lvl)
+          if before < level and level <= after then
+            emit(etype, string.format('%s|%d|%d', name, start, level), ttl, function()
+              return head .. string.format('%d', p[2]) .. ',"period_end":' .. jstr(rfc3339(finish)) ..
+                ',"period_start":' .. jstr(rfc3339(start)) .. ',"plan":' .. plan .. ',"policy":' .. jstr(name) ..
+                ',"threshold":' .. string.format('%d', level) .. ',"threshold_label":' .. jstr(label) ..
+                ',"used":' .. string.format('%d', after) .. '}'
+            end)
           end
         end
       end
+    end
+  end
+  local price = money and money.price or 0
+  if ev.mon and money and money.fit == 1 and price > 0 then
+    local unit = jstr(ev.mon.unit)
+    -- Micro-units as a decimal string (credits/units.py format_micros).
+    local function dec(x)
+      if x < 0 then return '-' .. dec(-x) end
+      local whole = math.floor(x / 1000000)
+      local frac = x - whole * 1000000
+      if frac == 0 then return string.format('%d', whole) end
+      local text = string.gsub(string.format('%d.%06d', whole, frac), '0+$', '')
+      return text
+    end
+    local epoch = nil
+    local function funding()
+      epoch = epoch or tonumber(redis.call('GET', prefix .. 'cre:{' .. ev.cust .. '}') or '0')
+      return string.format('%d', epoch)
+    end
+    local ONCE = 400 * DAY
+    local before = money.balance
+    if money.bal then
+      if admit == 1 then
+        local after = before - price
+        for _, t in ipairs(ev.mon.low) do
+          if before >= t and t > after then
+            emit('balance.low', string.format('%d|', t) .. funding(), ONCE, function()
+              return '{"balance":"' .. dec(after) .. '","threshold":"' .. dec(t) .. '","unit":' .. unit .. '}'
+            end)
+          end
+        end
+        if after <= 0 and before > 0 then
+          emit('balance.exhausted', funding(), ONCE, function()
+            return '{"balance":"' .. dec(after) .. '","price":"' .. dec(price) .. '","unit":' .. unit .. '}'
+          end)
+        end
+      elseif before < price then
+        emit('balance.exhausted', funding(), ONCE, function()
+          return '{"balance":"' .. dec(before) .. '","price":"' .. dec(price) .. '","unit":' .. unit .. '}'
+        end)
+      end
+    end
+    local cap = money.cap
+    if cap and money.spent + price > cap.cap and ((cap.hard and admit == 0 and not (money.bal and before < price))
+        or (not cap.hard and admit == 1)) then
+      local cps = ev.mon.cps
+      emit('spend_cap.reached', string.format('%d|%d', cps, cap.cap), math.max(cap.pe + DAY - qnow, DAY), function()
+        return '{"cap":"' .. dec(cap.cap) .. '","currency":' .. unit .. ',"period_end":' .. jstr(rfc3339(cap.pe)) ..
+          ',"period_start":' .. jstr(rfc3339(cps)) .. ',"price":"' .. dec(price) .. '","soft":' ..
+          (cap.hard and 'false' or 'true') .. ',"spent":"' .. dec(money.spent) .. '"}'
+      end)
     end
   end
 end

@@ -22,7 +22,8 @@ period boundary is a fact, and applying it twice changes nothing), then the chec
 check adds quantities, burns grants and counts spend.
 
 Threshold events (``ratelimit.alerts``): an admitted check appends one event per alert level it made a
-policy's count cross to the customer's outbox (``events``), once per event id.
+policy's count cross to the customer's outbox (``events``), then its money events (balance low or
+exhausted, spend cap reached), once per event id.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from tollway.clock import Clock
 from tollway.credits.grants import REFUND_GRANT, GrantState, burn, burn_order, live_balance, refund_target
 from tollway.notifications.events import Event
 from tollway.notifications.keys import once_key
-from tollway.ratelimit.alerts import crossing_events
+from tollway.ratelimit.alerts import crossing_events, money_events
 from tollway.ratelimit.keys import charge_key, checked_costs, policy_key, spend_key
 from tollway.ratelimit.money import Money, MoneyState, decide
 from tollway.ratelimit.policies import Policy, QuotaPolicy, WindowPolicy
@@ -152,6 +153,7 @@ class MemoryLimiter:
         self._spent: dict[str, int] = {}
         self._reservations: dict[str, dict[str, str]] = {}
         self._outbox: dict[str, list[Event]] = {}
+        self._funding: dict[str, int] = {}
         self._once: set[str] = set()
 
     async def consume(
@@ -201,6 +203,7 @@ class MemoryLimiter:
             if policy.enforced and c > 0 and total + c > policy.limit:
                 admitted = False
         state: MoneyState | None = None
+        fit = admitted
         if money is not None:
             state = self._money(partition, money, refund, now_ms, admitted)
             admitted = state.refused is None and admitted
@@ -216,6 +219,10 @@ class MemoryLimiter:
                     self._windows[key] = dict(live)  # the stale buckets are dropped by the write
                 else:
                     self._quotas[key] = self._quotas.get(key, 0) + c
+        if money is not None and money.alerts is not None and state is not None:
+            epoch = self._funding.get(partition, 0)
+            for event in money_events(partition, money, state, fit, admitted, epoch, at_ms):
+                self._emit(event)
         counted: list[Counted] = []
         for policy, c, total, live in zip(policies, costs, totals, lives, strict=True):
             after = total + c if admitted else total
@@ -441,9 +448,12 @@ class MemoryLimiter:
         """A copy of every charge counter, grant and spend counter (keyed as in Redis; grants by partition)."""
         return dict(self._charges), {p: dict(g) for p, g in self._grants.items()}, dict(self._spent)
 
-    def put_grant(self, partition: str, grant: GrantState) -> None:
-        """Store ``grant`` (replacing one with its id), as an HSET of its record does in Redis."""
+    def put_grant(self, partition: str, grant: GrantState, *, funding: bool = True) -> None:
+        """Store ``grant`` (replacing one with its id), as an HSET of its record does in Redis; ``funding``:
+        a grant or top-up, which bumps the customer's funding epoch (``credits.store`` does both at once)."""
         self._grants.setdefault(partition, {})[grant.grant_id] = grant
+        if funding:
+            self._funding[partition] = self._funding.get(partition, 0) + 1
 
     def grants(self, partition: str) -> list[GrantState]:
         """The customer's grants, by grant id."""

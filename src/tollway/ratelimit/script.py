@@ -72,7 +72,7 @@ def script_keys_and_args(
             positions = ",".join(str(i + 1) for i, marked in enumerate(money.reserved) if marked)
             cap_start = cap.period_start_ms if cap is not None else -1
             args.append(f"{KIND_RESERVE} {money.row_id} {money.overrun} {cap_start} {positions}")
-    if alerting:
+    if alerting or (money is not None and money.alerts is not None):
         keys.append(stream_key(prefix, partition))
-        args.extend(alert_args(partition, policies))
+        args.extend(alert_args(partition, policies, money))
     return keys, args
