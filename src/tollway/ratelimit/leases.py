@@ -22,6 +22,9 @@ synchronously, until the lease *expires*. Three rules keep every guarantee of AD
   as used for other checks of the same counters (another process, or another feature sharing a limit)
   until the lease ends: at most 1/16 of the limit per lease, for at most one lease period — capacity
   briefly withheld, never a limit exceeded.
+* **Alert levels are crossed alone.** A lease stops one unit short of the next alert level of every
+  policy of its check, as of the last answer: the request that reaches the level is checked in the
+  script, which appends the crossing's event (docs/decisions/0007-exactly-once-threshold-events.md).
 * **Unused units go back.** When a lease ends, its unused units are given back to the bucket and period
   they came from: with the next check of the same counters, in the same atomic script call (so one
   process sees exactly what a lease-free limiter would), or by the background sweep when no request
@@ -49,6 +52,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from tollway.notifications.thresholds import units_below_next
 from tollway.ratelimit.money import Money, MoneyState
 from tollway.ratelimit.policies import Policy, WindowPolicy
 from tollway.ratelimit.refunds import Refund
@@ -84,7 +88,10 @@ def room(policies: Sequence[Policy], costs: Sequence[int], last: Verdict, money:
     """How many requests a lease may cover given the last answer ``last`` for this check: the largest
     ``n`` such that every policy keeps at least half its limit after ``n`` more requests, and no lease
     holds more than a sixteenth of any limit (so limits below 32 are never leased, and what one idle
-    lease can keep from other checks of the same counters is small).
+    lease can keep from other checks of the same counters is small). A policy with alert levels
+    (``Policy.alerting``) stops the lease short of its next level (``thresholds.units_below_next`` of the
+    count last seen), so the request that crosses it is checked alone, in the script, where the crossing
+    becomes its event.
 
     With ``money``, the lease also carves ``n`` requests' price: only when every charge is priced per unit
     (one price per request, whatever the period's quantity; tiered and package prices are checked request
@@ -95,6 +102,11 @@ def room(policies: Sequence[Policy], costs: Sequence[int], last: Verdict, money:
         if cost <= 0:
             continue
         spare = min(state.remaining - -(-policy.limit // 2), policy.limit // LEASE_SHARE)
+        alerting = policy.alerting
+        if alerting is not None:  # stop short of the next alert level: its crossing is checked alone
+            below = units_below_next(state.used, alerting.levels)
+            if below is not None:
+                spare = min(spare, below)
         if spare <= 0:
             return 0
         most = min(most, spare // cost)
