@@ -23,8 +23,10 @@ synchronously, until the lease *expires*. Three rules keep every guarantee of AD
   until the lease ends: at most 1/16 of the limit per lease, for at most one lease period — capacity
   briefly withheld, never a limit exceeded.
 * **Alert levels are crossed alone.** A lease stops one unit short of the next alert level of every
-  policy of its check, as of the last answer: the request that reaches the level is checked in the
-  script, which appends the crossing's event (docs/decisions/0007-exactly-once-threshold-events.md).
+  policy of its check, as of the last answer (``room``), and is taken with that level as the policy's
+  limit (``lease_policies``), so the script refuses it if another process counted since: the request
+  that reaches a level is always checked alone, in the script, which appends the crossing's event
+  (docs/decisions/0007-exactly-once-threshold-events.md).
 * **Unused units go back.** When a lease ends, its unused units are given back to the bucket and period
   they came from: with the next check of the same counters, in the same atomic script call (so one
   process sees exactly what a lease-free limiter would), or by the background sweep when no request
@@ -49,7 +51,7 @@ limiter's time it was counted at: the bucket its refund goes back to).
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from tollway.notifications.thresholds import units_below_next
@@ -125,6 +127,27 @@ def room(policies: Sequence[Policy], costs: Sequence[int], last: Verdict, money:
                 spare = min(cap - spent - -(-cap // 2), cap // LEASE_SHARE)
                 most = min(most, max(spare, 0) // price)
     return most
+
+
+def lease_policies(policies: tuple[Policy, ...], last: Verdict | None) -> tuple[Policy, ...]:
+    """The policies a lease is *taken* with: each policy with alert levels enforced, for this one call,
+    at one unit below its next level as of ``last`` (the last answer). ``room`` sized the lease to stop
+    short of that level on the count last seen; another process may have counted since, so the script
+    itself refuses a lease that would reach the level (the request is then checked alone, as for any
+    lease refused). A lease therefore never crosses a level: the request that does is checked alone, in
+    the script, which appends its event. Policies without alerts are returned as they are (the same
+    tuple when none has alerts)."""
+    if last is None or not any(p.alerting is not None for p in policies):
+        return policies
+    out: list[Policy] = []
+    for policy, state in zip(policies, last.states, strict=True):
+        alerting = policy.alerting
+        below = None if alerting is None else units_below_next(state.used, alerting.levels)
+        if below is None:
+            out.append(policy)
+        else:
+            out.append(replace(policy, limit=min(policy.limit, state.used + below), hard=True, shadow=False))
+    return tuple(out)
 
 
 def flat_price(money: Money) -> int | None:
@@ -312,6 +335,11 @@ class LeaseBook:
         wanted = min(-(-demand * lifetime_ms * HEADROOM_NUM // (self.max_lease_ms * HEADROOM_DEN)) + 1, self.max_size)
         size = min(wanted, room(policies, costs, entry.last, money))
         return size if size >= 2 else 1
+
+    def last(self, key: Hashable) -> Verdict | None:
+        """Redis's latest answer for ``key`` (None: none yet)."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.last
 
     def observe(self, key: Hashable, verdict: Verdict) -> None:
         """Remember Redis's latest answer for ``key`` (what the next lease is sized against)."""

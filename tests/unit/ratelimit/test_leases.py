@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tollway.ratelimit import MemoryLimiter, Policy, QuotaPolicy, Verdict, WindowPolicy
-from tollway.ratelimit.leases import Lease, LeaseBook, lease_expiry, room
+from tollway.ratelimit.leases import Lease, LeaseBook, lease_expiry, lease_policies, room
 from tollway.ratelimit.leasing import LeasingLimiter
 from tollway.ratelimit.model import Limiter
 from tollway.ratelimit.policies import Alerting
@@ -291,6 +291,20 @@ ALERT_QUOTA = QuotaPolicy("month", 20_000, T0, T0 + 30 * DAY, alerting=_alerting
 ALERT_POLICIES: tuple[Policy, ...] = (ALERT_WINDOW, ALERT_QUOTA)
 
 
+def test_a_lease_is_taken_with_its_next_levels_as_limits() -> None:
+    minute = WindowPolicy.sliding("per-minute", 6000, 60_000)
+    last = MemoryLimiter().check("c", (*ALERT_POLICIES, minute), 1, T0)  # used 1 of each
+    window, quota, plain = lease_policies((*ALERT_POLICIES, minute), last)
+    assert (window.limit, window.enforced) == (49, True)
+    assert (quota.limit, quota.enforced) == (9, True)
+    assert plain is minute
+    assert lease_policies(POLICIES, last) is POLICIES
+    assert lease_policies(ALERT_POLICIES, None) is ALERT_POLICIES
+    soft = QuotaPolicy("soft", 100, T0, T0 + DAY, hard=False, alerting=_alerting(200))
+    (lifted,) = lease_policies((soft,), MemoryLimiter().check("c", (soft,), 150, T0))
+    assert (lifted.limit, lifted.enforced) == (100, True), "never above the policy's own limit"
+
+
 def test_room_stops_a_lease_short_of_the_next_alert_level() -> None:
     fresh = MemoryLimiter().check("c", ALERT_POLICIES, 1, T0)  # used 1 of each
     assert room(ALERT_POLICIES, (1, 1), fresh) == 8  # the quota's level 10: 1 + 8 = 9 < 10
@@ -344,7 +358,7 @@ def test_with_leases_every_crossing_is_seen_once_at_the_request_that_makes_it() 
 @given(st.integers(1, 3), st.lists(st.sampled_from([0, 0, 1, 1, 2, 5, 20]), min_size=100, max_size=1500))
 def test_several_leasing_processes_report_each_crossing_exactly_once(processes: int, gaps: list[int]) -> None:
     """Processes with leases sharing the counters: every level the quota's count reached has exactly one
-    event, none it did not reach, whatever the interleaving."""
+    event, none it did not reach, each at the request that reached it, whatever the interleaving."""
     shared = MemoryLimiter()
     limiters = [LeasingLimiter(shared, max_lease_ms=100) for _ in range(processes)]
     requests: list[Request] = []
@@ -361,3 +375,6 @@ def test_several_leasing_processes_report_each_crossing_exactly_once(processes: 
     assert [e.data["threshold"] for e in events] == [lv for lv in ALERT_QUOTA.alerting.levels if lv <= reached]
     assert counted <= reached
     assert len({e.id for e in shared.events("c")}) == len(shared.events("c"))
+    # Each crossed by a request checked alone (cost 1: the count after it is the level), never by a lease,
+    # even when another process's stale view sized that lease.
+    assert all(e.data["used"] == e.data["threshold"] for e in shared.events("c"))
