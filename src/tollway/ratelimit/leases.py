@@ -98,7 +98,8 @@ def room(policies: Sequence[Policy], costs: Sequence[int], last: Verdict, money:
     With ``money``, the lease also carves ``n`` requests' price: only when every charge is priced per unit
     (one price per request, whatever the period's quantity; tiered and package prices are checked request
     by request), at most a sixteenth of the last balance seen, and, under a spend cap, the same rule as a
-    limit (half the cap left after it, at most a sixteenth of the cap)."""
+    limit (half the cap left after it, at most a sixteenth of the cap), and never past the next
+    ``balance.low`` threshold (``MoneyAlerts.low``) of the last balance seen."""
     most = DEFAULT_MAX_SIZE * 1000
     for policy, cost, state in zip(policies, costs, last.states, strict=True):
         if cost <= 0:
@@ -121,6 +122,11 @@ def room(policies: Sequence[Policy], costs: Sequence[int], last: Verdict, money:
             balance = told.balance_after
             if balance is not None:
                 most = min(most, balance // LEASE_SHARE // price)
+                alerts = money.alerts
+                if alerts is not None and alerts.low:  # stop above the next balance.low threshold
+                    passed = [t for t in alerts.low if t <= balance]
+                    if passed:
+                        most = min(most, (balance - passed[-1]) // price)
             if money.spend_cap is not None and told.spent is not None:
                 cap = money.spend_cap.cap
                 spent = told.spent + (0 if told.refused else told.price)
