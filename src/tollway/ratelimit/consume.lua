@@ -370,6 +370,30 @@ if admit == 1 then
   end
 end
 
+
+-- Events (tollway/ratelimit/alerts.py): each level an admitted check made a policy's count cross
+-- (before < level <= after), then the money events, each one outbox entry, once (the once-marker SET NX,
+-- kept until a day after its period ends; a balance's for ONCE_TTL_MS).
+local cross = nil
+if ev and admit == 1 then
+  -- First the levels crossed (most checks cross none: nothing more is built for them).
+  for j = ev.first, #ARGV do
+    local i, ps, specs, name = string.match(ARGV[j], '^7 (%d+) (%d+) (%S+) (.+)$')
+    local p = P[tonumber(i)]
+    local before, after = p[7], p[7] + p[3]
+    if after > before then
+      for lvl, label in string.gmatch(specs, '(%d+):([^,]+)') do
+        local level = tonumber(lvl)
+        if before < level and level <= after then
+          cross = cross or {}
+          cross[#cross + 1] = {p, tonumber(ps), name, level, label, after}
+        end
+      end
+    end
+  end
+end
+if ev and (cross or (ev.mon and money and money.fit == 1 and money.price > 0)) then
+  local DAY = 86400000
 -- BEGIN rfc3339 (tested against Python: tests/integration/test_limiter_alerts.py)
 -- UTC time of epoch milliseconds as RFC 3339 (whole seconds without a fraction), days to civil date by
 -- H. Hinnant's algorithm (days since 1970-01-01, any date from 1970 on).
@@ -395,12 +419,6 @@ local function rfc3339(ms)
   return t .. 'Z'
 end
 -- END rfc3339
-
--- Events (tollway/ratelimit/alerts.py): each level an admitted check made a policy's count cross
--- (before < level <= after), then the money events, each one outbox entry, once (the once-marker SET NX,
--- kept until a day after its period ends; a balance's for ONCE_TTL_MS).
-if ev and (admit == 1 or (ev.mon and money and money.fit == 1)) then
-  local DAY = 86400000
   local esc = {['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t',
                ['\b'] = '\\b', ['\f'] = '\\f'}
   local function jstr(text)
@@ -419,38 +437,29 @@ if ev and (admit == 1 or (ev.mon and money and money.fit == 1)) then
       'customer', ev.cust, 'data', data())
     ev.appended = ev.appended + 1
   end
-  if admit == 1 then
+  if cross then
     local head = '{"feature":' .. jstr(ev.feature) .. ',"limit":'
     local plan = jstr(ev.plan)
-    for j = ev.first, #ARGV do
-      local i, ps, specs, name = string.match(ARGV[j], '^7 (%d+) (%d+) (%S+) (.+)$')
-      local p = P[tonumber(i)]
-      local before, after = p[7], p[7] + p[3]
-      if after > before then
-        local etype, start, finish, ttl
-        if p[1] == 0 then
-          local w = p[5] * p[6]
-          start = now - now % w
-          finish = start + w
-          etype = 'limit.threshold_crossed'
-          ttl = math.max(finish + DAY - now, DAY)
-        else
-          start, finish = tonumber(ps), p[5]
-          etype = 'quota.threshold_crossed'
-          ttl = math.max(finish + DAY - qnow, DAY)
-        end
-        for lvl, label in string.gmatch(specs, '(%d+):([^,]+)') do
-          local level = tonumber(lvl)
-          if before < level and level <= after then
-            emit(etype, string.format('%s|%d|%d', name, start, level), ttl, function()
-              return head .. string.format('%d', p[2]) .. ',"period_end":' .. jstr(rfc3339(finish)) ..
-                ',"period_start":' .. jstr(rfc3339(start)) .. ',"plan":' .. plan .. ',"policy":' .. jstr(name) ..
-                ',"threshold":' .. string.format('%d', level) .. ',"threshold_label":' .. jstr(label) ..
-                ',"used":' .. string.format('%d', after) .. '}'
-            end)
-          end
-        end
+    for _, c in ipairs(cross) do
+      local p, name, level, label, after = c[1], c[3], c[4], c[5], c[6]
+      local etype, start, finish, ttl
+      if p[1] == 0 then
+        local w = p[5] * p[6]
+        start = now - now % w
+        finish = start + w
+        etype = 'limit.threshold_crossed'
+        ttl = math.max(finish + DAY - now, DAY)
+      else
+        start, finish = c[2], p[5]
+        etype = 'quota.threshold_crossed'
+        ttl = math.max(finish + DAY - qnow, DAY)
       end
+      emit(etype, string.format('%s|%d|%d', name, start, level), ttl, function()
+        return head .. string.format('%d', p[2]) .. ',"period_end":' .. jstr(rfc3339(finish)) ..
+          ',"period_start":' .. jstr(rfc3339(start)) .. ',"plan":' .. plan .. ',"policy":' .. jstr(name) ..
+          ',"threshold":' .. string.format('%d', level) .. ',"threshold_label":' .. jstr(label) ..
+          ',"used":' .. string.format('%d', after) .. '}'
+      end)
     end
   end
   local price = money and money.price or 0
