@@ -17,6 +17,13 @@ drive time, and processes run with an injected clock).
 Money (``ratelimit.money``), beside them: real-time charges' period quantities ``{p}cq:…``, the grants
 hash ``{p}cr:{<partition>}`` and the period's spend ``{p}sp:…``, read and written by the same script call;
 reservations ``{p}rv:{<partition>}`` (``ratelimit.reservations``), written by it and settled by ``settle.lua``.
+
+Events (``ratelimit.alerts``; docs/decisions/0007-exactly-once-threshold-events.md): a check whose policies
+have alert levels, or whose plan has money, also names the customer's outbox stream ``{p}ev:{<partition>}``;
+the script appends each level crossed and each money event there once (its once-marker
+``{p}evo:{<partition>}:<id>``, the funding epoch ``{p}cre:{<partition>}``, all in the customer's slot) and
+says how many it appended; then the customer is added to the ready set ``{p}ev:ready`` (another slot),
+in a task of its own, never delaying the verdict.
 """
 
 from __future__ import annotations
