@@ -282,8 +282,15 @@ def test_the_money_script_matches_the_model_on_random_timelines(
                 limit = plan.cap if step.cap_now is None else step.cap_now
                 cap = SpendCap(limit * plan.scale, ps, pe, plan.hard_cap) if step.cap and limit is not None else None
                 alerts = MoneyAlerts("USD", tuple(t * plan.scale for t in plan.low)) if plan.alerting else None
+                # Now and then a lease's balance floor (the next balance.low threshold): refused below it.
+                floor = plan.low[0] * plan.scale if plan.alerting and plan.low and step.dt % 3 == 0 else 0
                 money = Money(
-                    charges, step.quantities, ps if plan.prepaid and step.balance else None, cap, alerts=alerts
+                    charges,
+                    step.quantities,
+                    ps if plan.prepaid and step.balance else None,
+                    cap,
+                    alerts=alerts,
+                    floor=floor,
                 )
                 policies: list[Policy] = []
                 costs: list[int] = []

@@ -146,7 +146,7 @@ def money_events(
             if after <= 0 < before:
                 data = {"unit": alerts.unit, "balance": format_micros(after), "price": format_micros(price)}
                 add("balance.exhausted", (epoch,), data)
-        elif state.refused == "insufficient-credits":
+        elif state.refused == "insufficient-credits" and before < price:  # not a lease's floor
             data = {"unit": alerts.unit, "balance": format_micros(before), "price": format_micros(price)}
             add("balance.exhausted", (epoch,), data)
     cap = money.spend_cap

@@ -199,7 +199,8 @@ if m > 0 then
       end
       C[#C + 1] = c
     elseif kind == 51 then
-      bal = {j = j, ps = tonumber(string.match(arg, '^3 (%d+)$'))}
+      local ps, floor = string.match(arg, '^3 (%d+) ?(%d*)$')
+      bal = {j = j, ps = tonumber(ps), floor = tonumber(floor) or 0}
     elseif kind == 53 then
       local row, over, cps, pos = string.match(arg, '^5 (%S+) (%d+) (%-?%d+) ([%d,]+)$')
       if not pos or redis.call('HEXISTS', KEYS[j], row) == 1 then return redis.error_reply('bad reservation ' .. arg) end
@@ -283,7 +284,9 @@ if m > 0 then
     for _, g in ipairs(L) do balance = balance + g.rem end
   end
   local fit = admit
-  if price > 0 and ((G and balance < price) or (cap and cap.hard and spent + price > cap.cap)) then admit = 0 end
+  if price > 0 and ((G and balance - price < bal.floor) or (cap and cap.hard and spent + price > cap.cap)) then
+    admit = 0
+  end
   local burned = 0
   if admit == 1 then
     for _, c in ipairs(C) do
@@ -503,7 +506,8 @@ end
       end
     end
     local cap = money.cap
-    if cap and money.spent + price > cap.cap and ((cap.hard and admit == 0 and not (money.bal and before < price))
+    if cap and money.spent + price > cap.cap and ((cap.hard and admit == 0 and
+        not (money.bal and before - price < money.bal.floor))
         or (not cap.hard and admit == 1)) then
       local cps = ev.mon.cps
       emit('spend_cap.reached', string.format('%d|%d', cps, cap.cap), math.max(cap.pe + DAY - qnow, DAY), function()

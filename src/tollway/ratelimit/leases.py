@@ -156,6 +156,20 @@ def lease_policies(policies: tuple[Policy, ...], last: Verdict | None) -> tuple[
     return tuple(out)
 
 
+def lease_money(money: Money, size: int, last: Verdict | None) -> Money:
+    """The money of a lease of ``size`` requests, taken with a balance floor: the next ``balance.low``
+    threshold at or below the balance last seen (``room`` sized the lease to stay above it; the floor makes
+    the script refuse it if another process burned since, and the request is then checked alone)."""
+    alerts = money.alerts
+    told = None if last is None else last.money
+    balance = None if told is None else told.balance_after
+    floor = 0
+    if alerts is not None and alerts.low and balance is not None:
+        passed = [t for t in alerts.low if t <= balance]
+        floor = passed[-1] if passed else 0
+    return money.scaled(size, floor)
+
+
 def flat_price(money: Money) -> int | None:
     """The price of every request of a check whose charges are all per unit (micro-units); None when the
     price depends on the period's quantity (tiers, packages)."""

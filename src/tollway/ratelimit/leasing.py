@@ -29,6 +29,7 @@ from tollway.ratelimit.leases import (
     Lease,
     LeaseBook,
     lease_expiry,
+    lease_money,
     lease_policies,
 )
 from tollway.ratelimit.model import Limiter
@@ -118,7 +119,7 @@ class LeasingLimiter:
                 [c * size for c in costs],
                 now_ms,
                 refund,
-                None if money is None else money.scaled(size),
+                None if money is None else lease_money(money, size, self._book.last(key)),
             )
             if not leased.admitted:  # another process used the room: this request alone, exactly
                 verdict = await _by(deadline, self._limiter.consume(partition, policies, costs, now_ms, None, money))

@@ -118,6 +118,10 @@ class Money:
     overrun: int = 0
     row_id: str = ""
     alerts: MoneyAlerts | None = field(default=None, compare=False)
+    floor: int = 0
+    """A capacity lease's balance floor (micro-units): refused (insufficient credits) if the price would
+    take the live balance below it, so a lease never crosses a ``balance.low`` threshold (0: the price
+    must only be covered)."""
 
     def __post_init__(self) -> None:
         if len(self.charges) != len(self.quantities):
@@ -146,12 +150,15 @@ class Money:
     def prepaid(self) -> bool:
         return self.balance_period_start_ms is not None
 
-    def scaled(self, n: int) -> Money:
-        """The money of ``n`` requests at once (a capacity lease; never one with reservations)."""
+    def scaled(self, n: int, floor: int = 0) -> Money:
+        """The money of ``n`` requests at once (a capacity lease; never one with reservations), taken only
+        if it leaves at least ``floor`` of the balance."""
         if self.reserves:
             raise ValueError("a check with a reservation is never leased")
         quantities = tuple(q * n for q in self.quantities)
-        return Money(self.charges, quantities, self.balance_period_start_ms, self.spend_cap, alerts=self.alerts)
+        return Money(
+            self.charges, quantities, self.balance_period_start_ms, self.spend_cap, alerts=self.alerts, floor=floor
+        )
 
 
 class MoneyState(NamedTuple):
@@ -182,7 +189,7 @@ def money_refusal(money: Money, price: int, balance: int | None, spent: int | No
     A price of 0 always fits (even past a cap lowered below what was spent)."""
     if price <= 0:
         return None
-    if balance is not None and balance < price:
+    if balance is not None and balance - price < money.floor:
         return "insufficient-credits"
     cap = money.spend_cap
     if cap is not None and cap.hard and spent is not None and spent + price > cap.cap:

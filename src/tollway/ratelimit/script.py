@@ -62,7 +62,8 @@ def script_keys_and_args(
             args.append(f"{KIND_CHARGE} {quantity} {charge.period_end_ms} {charge.script_arg}{back}")
         if money.balance_period_start_ms is not None:
             keys.append(grants_key(prefix, partition))
-            args.append(f"{KIND_BALANCE} {money.balance_period_start_ms}")
+            floor = f" {money.floor}" if money.floor else ""
+            args.append(f"{KIND_BALANCE} {money.balance_period_start_ms}{floor}")
         cap = money.spend_cap
         if cap is not None:
             keys.append(spend_key(prefix, partition, cap.period_start_ms))

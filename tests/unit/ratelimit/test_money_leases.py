@@ -178,3 +178,31 @@ def test_a_lease_stops_above_the_next_balance_threshold() -> None:
     assert [e.data["balance"] for e in lows] == [format_micros(t - 1) for t in reversed(alerts.low)]
     assert [e.type for e in shared.events("c")][-1] == "balance.exhausted"
     assert leasing.book.requests_from_leases > 1000
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 3), st.lists(st.sampled_from([0, 0, 1, 2, 5]), min_size=200, max_size=1200))
+def test_several_processes_cross_each_balance_threshold_at_the_request_that_makes_it(
+    processes: int, gaps: list[int]
+) -> None:
+    """Leases are taken with the next balance.low threshold as a floor: with several processes and stale
+    views, no lease takes the balance past a threshold; each is crossed once, by a request checked alone
+    (the balance it reports is the first one below the threshold)."""
+    alerts = MoneyAlerts("USD", (100 * PRICE + 1, 500 * PRICE + 1, 1000 * PRICE + 1))
+    money = Money((FLAT,), (1,), balance_period_start_ms=T0, alerts=alerts)
+    shared = funded(1200 * PRICE)
+    limiters = [LeasingLimiter(shared, max_lease_ms=100) for _ in range(processes)]
+    requests: list[Request] = []
+    t = T0
+    for k, gap in enumerate(gaps):
+        t += gap
+        requests.append(Request(t, k % processes))
+    asyncio.run(run(limiters, requests, money))
+    for limiter in limiters:
+        asyncio.run(limiter.drain(t + 1))
+    lows = [e for e in shared.events("c") if e.type == "balance.low"]
+    left = balance(shared)
+    assert [e.data["threshold"] for e in lows] == [
+        format_micros(x) for x in sorted(alerts.low, reverse=True) if x > left
+    ]
+    assert all(e.data["balance"] == format_micros(int(e.data["threshold"].replace(".", "")) - 1) for e in lows)
