@@ -244,6 +244,24 @@ def test_the_same_id_is_the_existing_grant_and_limits_hold(valkey_fresh: ValkeyS
     run_store(valkey_fresh, scenario)
 
 
+def test_every_grant_made_bumps_the_funding_epoch_once(valkey_fresh: ValkeyServer) -> None:
+    """The funding epoch (part of balance.low / balance.exhausted event ids) moves with every grant or
+    top-up, in the grant's own script, and not when a retried grant id is found to exist."""
+
+    async def scenario(store: GrantStore, client: AsyncRedis) -> None:
+        await store.make("acme", info("g1"))
+        assert await client.get("tw:cre:{acme}") == "1"
+        await store.make("acme", info("g1"))  # a retry: the existing grant, no new funding
+        assert await client.get("tw:cre:{acme}") == "1"
+        await store.make("acme", info("top-up", "5"))
+        assert await client.get("tw:cre:{acme}") == "2"
+        with pytest.raises(ValueError, match="holds grants in USD"):
+            await store.make("acme", info("g3", unit="EUR"))
+        assert await client.get("tw:cre:{acme}") == "2"
+
+    run_store(valkey_fresh, scenario)
+
+
 def test_void_takes_only_what_remains_and_expiry_sweeps(valkey_fresh: ValkeyServer) -> None:
     async def scenario(store: GrantStore, client: AsyncRedis) -> None:
         await store.make("acme", info("keep"))

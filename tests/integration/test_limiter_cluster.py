@@ -125,3 +125,47 @@ def test_each_customers_windows_are_counted_on_its_shards_clock(valkey_cluster: 
                 await client.aclose()
 
     asyncio.run(main())
+
+
+def test_threshold_and_money_events_are_appended_in_the_customers_slot(valkey_cluster: ValkeyCluster) -> None:
+    """The outbox stream, the once-markers and the funding epoch carry the customer's hash tag: on a
+    cluster the script appends each crossing and money event on the customer's own master."""
+    from tollway.credits.charges import RealTimeCharge
+    from tollway.credits.grants import GrantState
+    from tollway.notifications.events import Event
+    from tollway.notifications.keys import once_key, ready_key, stream_key
+    from tollway.ratelimit.keys import funding_key, grants_key
+    from tollway.ratelimit.money import Money, MoneyAlerts
+    from tollway.ratelimit.policies import Alerting
+
+    async def main() -> None:
+        async with cluster_limiter(valkey_cluster) as (lim, redis, prefix):
+            alerting = Alerting((2, 4), ("50%", "100%"), "pro", "read")
+            calls = RealTimeCharge("calls", "per_unit", T0, T0 + DAY, unit=1_000_000)
+            for i in range(12):
+                customer = f"ev-{i}"
+                slot = await redis.cluster_keyslot(customer)
+                for key in (
+                    stream_key(prefix, customer),
+                    once_key(prefix, customer, "evt_x"),
+                    funding_key(prefix, customer),
+                ):
+                    assert await redis.cluster_keyslot(key) == slot
+                await redis.hset(grants_key(prefix, customer), "g", GrantState("g", 2_000_000).encode())
+                await redis.incr(funding_key(prefix, customer))
+                money = Money((calls,), (1,), T0, alerts=MoneyAlerts("USD", (1_000_000,)))
+                quota = QuotaPolicy("month", 4, T0, T0 + DAY, alerting=alerting)
+                for k in range(3):
+                    await lim.consume(customer, [quota], 2, T0 + k, money=money)
+                entries = await redis.xrange(stream_key(prefix, customer))
+                events = [Event.from_stream(fields) for _, fields in entries]
+                assert [e.type for e in events] == [
+                    "quota.threshold_crossed",
+                    "quota.threshold_crossed",
+                    "balance.low",
+                    "balance.exhausted",
+                ]
+            await asyncio.sleep(0.05)
+            assert {f"ev-{i}" for i in range(12)} <= await redis.smembers(ready_key(prefix))
+
+    asyncio.run(main())

@@ -18,9 +18,13 @@ from redis.asyncio import Redis
 from tollway.credits.charges import RealTimeCharge, TierMicros
 from tollway.credits.grants import NO_EXPIRY, NO_ROLLOVER, GrantState, decode_all
 from tollway.harness.valkey import ValkeyServer
+from tollway.notifications.events import Event
+from tollway.notifications.keys import stream_key
 from tollway.periods import BillingSchedule
 from tollway.ratelimit import MemoryLimiter, Policy, QuotaPolicy, RedisLimiter, WindowPolicy
-from tollway.ratelimit.money import Money, MoneyState, SpendCap
+from tollway.ratelimit.keys import funding_key
+from tollway.ratelimit.money import Money, MoneyAlerts, MoneyState, SpendCap
+from tollway.ratelimit.policies import Alerting
 from tollway.ratelimit.refunds import Refund
 
 pytestmark = pytest.mark.integration
@@ -101,6 +105,8 @@ class Plan:
     hard_cap: bool
     window: WindowPolicy | None
     quota: tuple[int, bool] | None  # limit, hard
+    low: tuple[int, ...] = ()  # balance.low thresholds (micro-units, before the scale)
+    alerting: bool = False  # the policies have alert levels and the money its events
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,15 @@ def plans(draw: st.DrawFn) -> Plan:
         draw(st.booleans()),
         window,
         quota,
+        tuple(sorted(draw(st.sets(st.integers(1, 60_000), max_size=3)))),
+        draw(st.booleans()),
     )
+
+
+def levels_of(limit: int) -> Alerting:
+    """Alert levels around a policy's limit (50 %, 100 %, and one past it for soft policies)."""
+    chosen = sorted({max(1, (limit + 1) // 2), max(1, limit), limit + 2})
+    return Alerting(tuple(chosen), tuple(f"{level}u" for level in chosen), "pro", "read")
 
 
 DTS = st.one_of(
@@ -229,7 +243,10 @@ def test_the_money_script_matches_the_model_on_random_timelines(
     refunds of leased units and charge units (with a check or alone), grants put at any time (priorities,
     future and past effective dates, expiries, rollover rules) and period boundaries of a customer in a
     timezone (a DST change inside) give identical verdicts, MoneyState included, from the Lua script and
-    the model; and the grants and counters left in Valkey are the model's."""
+    the model; and the grants and counters left in Valkey are the model's. With alerts (policy levels,
+    balance thresholds), the script's outbox holds exactly the model's events: threshold crossings,
+    re-crossings after refunds and in new periods, balance low and exhausted per funding epoch, spend caps
+    reached (ids, types, times, bodies)."""
     plan, timeline, start = case
     partition = f"m{next(PARTITIONS)}"
     model = MemoryLimiter()
@@ -257,20 +274,35 @@ def test_the_money_script_matches_the_model_on_random_timelines(
                     )
                     model.put_grant(partition, grant)
                     await redis.hset(f"tw:cr:{{{partition}}}", grant.grant_id, grant.encode())
+                    await redis.incr(funding_key("tw:", partition))  # as credits.store does with a grant
                     continue
                 ps, pe = period_of(plan.schedule, now)
                 seen.add(ps)
                 charges = tuple(spec.at(ps, pe, plan.scale) for spec in plan.charges)
                 limit = plan.cap if step.cap_now is None else step.cap_now
                 cap = SpendCap(limit * plan.scale, ps, pe, plan.hard_cap) if step.cap and limit is not None else None
-                money = Money(charges, step.quantities, ps if plan.prepaid and step.balance else None, cap)
+                alerts = MoneyAlerts("USD", tuple(t * plan.scale for t in plan.low)) if plan.alerting else None
+                # Now and then a lease's balance floor (the next balance.low threshold): refused below it.
+                floor = plan.low[0] * plan.scale if plan.alerting and plan.low and step.dt % 3 == 0 else 0
+                money = Money(
+                    charges,
+                    step.quantities,
+                    ps if plan.prepaid and step.balance else None,
+                    cap,
+                    alerts=alerts,
+                    floor=floor,
+                )
                 policies: list[Policy] = []
                 costs: list[int] = []
                 if plan.window is not None:
-                    policies.append(plan.window)
+                    window = plan.window
+                    if plan.alerting:
+                        window = replace(window, alerting=levels_of(window.limit))
+                    policies.append(window)
                     costs.append(step.costs[0])
                 if plan.quota is not None:
-                    policies.append(QuotaPolicy("q", plan.quota[0], ps, pe, hard=plan.quota[1]))
+                    q_alerts = levels_of(plan.quota[0]) if plan.alerting else None
+                    policies.append(QuotaPolicy("q", plan.quota[0], ps, pe, hard=plan.quota[1], alerting=q_alerts))
                     costs.append(step.costs[1])
                 refund = None
                 if step.refund is not None:
@@ -291,6 +323,11 @@ def test_the_money_script_matches_the_model_on_random_timelines(
                     assert got.money.price <= got.money.balance
             stored = decode_all(await redis.hgetall(f"tw:cr:{{{partition}}}"))
             assert sorted(stored, key=lambda g: g.grant_id) == model.grants(partition)
+            entries = await redis.xrange(stream_key("tw:", partition))
+            events = [Event.from_stream(fields) for _, fields in entries]
+            assert events == model.events(partition)
+            for kind in sorted({e.type for e in events}):
+                event(f"emitted {kind}")
             for ps in seen:
                 for spec in plan.charges:
                     key = f"tw:cq:{{{partition}}}:{spec.name}:{ps}"

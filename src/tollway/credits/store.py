@@ -15,6 +15,9 @@ script touches all three hashes and the limiter's counters in one slot)::
                                  what the record held when it was removed. Kept, so a retried grant id
                                  is still recognised and the ledger can be completed from Redis alone.
     {p}credit-customers    set   customers who ever had a grant (``sync`` and ``reconcile`` go through it)
+    {p}cre:{<customer>}    string the funding epoch: +1 with every grant made (a top-up is a grant), in the
+                                 same script; part of the ids of balance.low and balance.exhausted events
+                                 (``ratelimit.alerts``), so each funding may report them once
 
 A grant is made by one script (record and metadata together, a duplicate id or a ``MAX_GRANTS``-th
 grant refused); a void or an expiry sweep is one script that reads what the record still holds, deletes
@@ -37,6 +40,7 @@ from typing import Any, Final, Literal, cast
 
 from tollway.credits.grants import GRANT_ID, MAX_GRANTS, NO_EXPIRY, NO_ROLLOVER, REFUND_GRANT, GrantState
 from tollway.credits.units import from_micros, to_micros
+from tollway.ratelimit.keys import funding_key
 from tollway.redis_types import RedisClient
 
 GrantStatus = Literal["active", "scheduled", "expired", "voided"]
@@ -59,6 +63,7 @@ for _, other in ipairs(held) do
 end
 redis.call('HSET', KEYS[1], id, ARGV[2])
 redis.call('HSET', KEYS[2], id, ARGV[3])
+redis.call('INCR', KEYS[4])
 return {'created', ''}
 """
 
@@ -413,7 +418,7 @@ class GrantStore:
         await self._redis.sadd(self._index, customer_id)
         reply = await self._eval(
             _MAKE,
-            self._keys(customer_id),
+            [*self._keys(customer_id), funding_key(self._prefix, customer_id)],
             grant.grant_id,
             record.encode(),
             grant.to_json(),

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tollway.notifications.thresholds import Alert
+from tollway.plans.alerts import alert_labels
 from tollway.plans.catalog import CompiledCatalog
 from tollway.ratelimit import Policy, QuotaPolicy, WindowPolicy
+from tollway.ratelimit.policies import Alerting
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,11 +23,26 @@ class PolicyRule:
     shadow: bool
     counts_cost: bool  # a `cost` meter: the route's weight; otherwise one per request
     unit: str
+    alerts: tuple[Alert, ...] = ()
+    plan: str = ""
+    feature: str = ""
+
+    def alerting(self, limit: int) -> Alerting | None:
+        """The policy's alert levels for the customer's effective ``limit`` (None: no alerts)."""
+        if not self.alerts:
+            return None
+        levels, labels = alert_labels(self.alerts, limit)
+        return Alerting(levels, labels, self.plan, self.feature)
 
     def policy(self, limit: int, period_ms: tuple[int, int]) -> Policy:
+        alerting = self.alerting(limit) if self.alerts else None
         if self.window_ms:
-            return WindowPolicy.sliding(self.name, limit, self.window_ms, hard=self.hard, shadow=self.shadow)
-        return QuotaPolicy(self.name, limit, period_ms[0], period_ms[1], hard=self.hard, shadow=self.shadow)
+            return WindowPolicy.sliding(
+                self.name, limit, self.window_ms, hard=self.hard, shadow=self.shadow, alerting=alerting
+            )
+        return QuotaPolicy(
+            self.name, limit, period_ms[0], period_ms[1], hard=self.hard, shadow=self.shadow, alerting=alerting
+        )
 
 
 def rules_for(catalog: CompiledCatalog, plan_id: str, feature: str) -> Sequence[PolicyRule]:
@@ -40,11 +58,26 @@ def rules_for(catalog: CompiledCatalog, plan_id: str, feature: str) -> Sequence[
                 limit.shadow,
                 unit == "cost",
                 unit,
+                *_alerts(limit.alerts, plan_id, feature),
             )
         )
     for quota in catalog.quotas_for(plan_id, feature):
         unit = catalog.meter(quota.meter).unit if quota.meter else "requests"
         rules.append(
-            PolicyRule(quota.name, quota.limit, 0, quota.enforcement == "hard", quota.shadow, unit == "cost", unit)
+            PolicyRule(
+                quota.name,
+                quota.limit,
+                0,
+                quota.enforcement == "hard",
+                quota.shadow,
+                unit == "cost",
+                unit,
+                *_alerts(quota.alerts, plan_id, feature),
+            )
         )
     return rules
+
+
+def _alerts(alerts: Sequence[Alert] | None, plan_id: str, feature: str) -> tuple[tuple[Alert, ...], str, str]:
+    """A rule's alerts with the plan and feature its events name (left empty without alerts)."""
+    return (tuple(alerts), plan_id, feature) if alerts else ((), "", "")

@@ -10,10 +10,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Final
 
-from pydantic import Field, SerializerFunctionWrapHandler, StrictInt, field_validator, model_serializer
+from pydantic import AfterValidator, Field, SerializerFunctionWrapHandler, StrictInt, field_validator, model_serializer
 from pydantic_core import PydanticCustomError
 
 from tollway.credits.units import MAX_AMOUNT, PLACES
+from tollway.notifications.thresholds import MAX_ALERTS
 from tollway.plans.fields import Identifier, Money, StrictModel
 from tollway.plans.pricing import Currency
 
@@ -60,14 +61,27 @@ class Prepaid(StrictModel):
     charges: list[Identifier] | None = Field(default=None, min_length=1)
     overrun: Money = Decimal(0)
     reserve: dict[Identifier, Annotated[StrictInt, Field(ge=1)]] | None = Field(default=None, min_length=1)
+    # balance.low thresholds in ``unit`` (each above 0, at most the unit's places: plans.realtime).
+    alerts: list[Annotated[Money, AfterValidator(_above_zero)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_ALERTS
+    )
 
     @model_serializer(mode="wrap")
     def _without_unset_reserve(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        # A prepaid plan without reserves keeps the digest it had before reservations.
+        # A prepaid plan without reserves (or alerts) keeps the digest it had before they existed.
         data: dict[str, object] = handler(self)
         if self.reserve is None:
             data.pop("reserve", None)
+        if self.alerts is None:
+            data.pop("alerts", None)
         return data
+
+    @field_validator("alerts")
+    @classmethod
+    def _alerts(cls, value: list[Decimal] | None) -> list[Decimal] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise PydanticCustomError("alerts_repeated", "a balance alert is listed twice")
+        return value
 
     @field_validator("overrun")
     @classmethod

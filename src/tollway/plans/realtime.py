@@ -257,6 +257,11 @@ def _plan_money_problems(
         _cap_problems(out, (*base, "spend_cap", "amount"), cap.amount, currency, unit)
     if unit is None:
         return
+    if prepaid is not None and prepaid.alerts is not None:
+        for index, amount in enumerate(prepaid.alerts):
+            if _places(amount) > unit.decimals:
+                message = f"a balance alert is an amount of {unit.code}, which has {unit.decimals} decimal places"
+                out.append(_problem((*base, "prepaid", "alerts", index), message, amount))
     for index, charge in burning:
         for where, price in _prices(charge):
             why = _price_problem(charge.id, price, unit)
@@ -283,6 +288,11 @@ def _price_problem(charge_id: str, price: Decimal, unit: BalanceUnit) -> str | N
         f"charge '{charge_id}' burns in real time, in micro-units (0.000001) of {unit.code}: "
         f"{shown} is not a whole number of them"
     )
+
+
+def _places(amount: Decimal) -> int:
+    exponent = amount.normalize().as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
 
 
 def _plain(amount: Decimal, digits: int | None = None) -> str:
@@ -458,11 +468,17 @@ class PlanMoney:
     cap_amount: Decimal | None
     burning: tuple[BurningCharge, ...]
     settled_at_invoice: tuple[tuple[str, str], ...]
+    low_alerts: tuple[int, ...] = ()
+    """``prepaid.alerts`` in micro-units of ``unit``, ascending (``balance.low`` thresholds)."""
 
     def money(self, feature: str, period_ms: tuple[int, int], route_cost: int) -> Money:
         """The money part of one request's check: the charges it adds to (those it adds 0 to are left
         out) with their quantities, the balance (prepaid) and the spend cap, over ``period_ms``."""
-        from tollway.ratelimit.money import Money, SpendCap  # the dataclasses only; keeps redis out of plans
+        from tollway.ratelimit.money import (
+            Money,
+            MoneyAlerts,
+            SpendCap,
+        )  # the dataclasses only; keeps redis out of plans
 
         charges: list[RealTimeCharge] = []
         quantities: list[int] = []
@@ -477,9 +493,12 @@ class PlanMoney:
         if self.cap is not None:
             cap = SpendCap(self.cap, period_ms[0], period_ms[1], hard=not self.cap_soft)
         balance_start = period_ms[0] if self.prepaid else None
+        alerts = MoneyAlerts(self.unit.code, self.low_alerts)
         if not any(reserved):
-            return Money(tuple(charges), tuple(quantities), balance_start, cap)
-        return Money(tuple(charges), tuple(quantities), balance_start, cap, tuple(reserved), self.overrun)
+            return Money(tuple(charges), tuple(quantities), balance_start, cap, alerts=alerts)
+        return Money(
+            tuple(charges), tuple(quantities), balance_start, cap, tuple(reserved), self.overrun, alerts=alerts
+        )
 
 
 def compile_plan_money(plan_id: str, plan: Plan, catalog: Catalog) -> PlanMoney | None:
@@ -521,6 +540,7 @@ def compile_plan_money(plan_id: str, plan: Plan, catalog: Catalog) -> PlanMoney 
         cap.amount if cap is not None else None,
         tuple(burning),
         _settled_at_invoice(pricing, names, meter_units, listed is not None, reserve),
+        tuple(sorted({to_micros(a) for a in (plan.prepaid.alerts or ())})) if plan.prepaid is not None else (),
     )
 
 

@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from tollway.plans.alerts import Alerts
 from tollway.plans.fields import Identifier, NonNegativeInt, PositiveInt, StrictModel
 from tollway.plans.money import CreditUnit, Prepaid, SpendCap
 from tollway.plans.paths import PathPattern, parse_path, parse_prefix
@@ -223,6 +224,13 @@ class RateLimit(StrictModel):
     meter: Identifier | None = None
     features: list[Identifier] | None = None
     shadow: bool = False
+    # Threshold alerts (limit.threshold_crossed, once per level per aligned window; docs/notifications.md).
+    alerts: Alerts | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_alerts(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        # A catalog without alerts keeps the digest it had before policies could declare any.
+        return _drop_unset(handler(self), self, ("alerts",))
 
     @field_validator("window")
     @classmethod
@@ -257,6 +265,12 @@ class Quota(StrictModel):
     meter: Identifier | None = None
     features: list[Identifier] | None = None
     shadow: bool = False
+    # Threshold alerts (quota.threshold_crossed, once per level per billing period; docs/notifications.md).
+    alerts: Alerts | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_alerts(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        return _drop_unset(handler(self), self, ("alerts",))
 
 
 # --- plans and the catalog ---------------------------------------------------------------------------

@@ -26,6 +26,22 @@ if not now then
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local n = #KEYS
+-- Alerts (tollway/ratelimit/alerts.py): only a check with alerting policies or money alerts has more
+-- ARGV than KEYS + 2; then its last key is the customer's outbox stream, with the argument
+-- `6 plan feature customer`, followed (no keys) by the money alerts `8 unit cap_start thresholds` and one
+-- argument `7 position period_start level:label,... name` per alerting policy.
+local ev = nil
+if #ARGV > n + 2 then
+  ev = {key = KEYS[n], first = n + 3, appended = 0}
+  ev.plan, ev.feature, ev.cust = string.match(ARGV[n + 2], '^6 (%S+) (%S+) (.+)$')
+  if string.byte(ARGV[n + 3], 1) == 56 then
+    local unit, cps, low = string.match(ARGV[n + 3], '^8 (%S+) (%-?%d+) (%S+)$')
+    ev.mon = {unit = unit, cps = tonumber(cps), low = {}}
+    for t in string.gmatch(low, '%d+') do ev.mon.low[#ev.mon.low + 1] = tonumber(t) end
+    ev.first = n + 4
+  end
+  n = n - 1
+end
 local m = 0
 while m < n and string.byte(ARGV[n - m + 2], 1) > 49 do m = m + 1 end
 n = n - m
@@ -183,7 +199,8 @@ if m > 0 then
       end
       C[#C + 1] = c
     elseif kind == 51 then
-      bal = {j = j, ps = tonumber(string.match(arg, '^3 (%d+)$'))}
+      local ps, floor = string.match(arg, '^3 (%d+) ?(%d*)$')
+      bal = {j = j, ps = tonumber(ps), floor = tonumber(floor) or 0}
     elseif kind == 53 then
       local row, over, cps, pos = string.match(arg, '^5 (%S+) (%d+) (%-?%d+) ([%d,]+)$')
       if not pos or redis.call('HEXISTS', KEYS[j], row) == 1 then return redis.error_reply('bad reservation ' .. arg) end
@@ -266,7 +283,10 @@ if m > 0 then
     L = live_in_order(G)
     for _, g in ipairs(L) do balance = balance + g.rem end
   end
-  if price > 0 and ((G and balance < price) or (cap and cap.hard and spent + price > cap.cap)) then admit = 0 end
+  local fit = admit
+  if price > 0 and ((G and balance - price < bal.floor) or (cap and cap.hard and spent + price > cap.cap)) then
+    admit = 0
+  end
   local burned = 0
   if admit == 1 then
     for _, c in ipairs(C) do
@@ -315,7 +335,8 @@ if m > 0 then
     end
     redis.call('HSET', KEYS[rsv.j], rsv.row, table.concat(lines, '\n'))
   end
-  money = {C = C, bal = bal, cap = cap, rsv = rsv, balance = balance, spent = spent, price = price, burned = burned}
+  money = {C = C, bal = bal, cap = cap, rsv = rsv, balance = balance, spent = spent, price = price, burned = burned,
+           fit = fit}
 end
 
 -- Milliseconds until `need` more units fit: the oldest counted buckets leave one by one, bucket idx at
@@ -348,6 +369,152 @@ if admit == 1 then
         redis.call('INCRBY', KEYS[i], cost)
         redis.call('PEXPIRE', KEYS[i], math.max(p[5] - qnow, 0) + 86400000)
       end
+    end
+  end
+end
+
+
+-- Events (tollway/ratelimit/alerts.py): each level an admitted check made a policy's count cross
+-- (before < level <= after), then the money events, each one outbox entry, once (the once-marker SET NX,
+-- kept until a day after its period ends; a balance's for ONCE_TTL_MS).
+local cross = nil
+if ev and admit == 1 then
+  -- First the levels crossed (most checks cross none: nothing more is built for them).
+  for j = ev.first, #ARGV do
+    local i, ps, specs, name = string.match(ARGV[j], '^7 (%d+) (%d+) (%S+) (.+)$')
+    local p = P[tonumber(i)]
+    local before, after = p[7], p[7] + p[3]
+    if after > before then
+      for lvl, label in string.gmatch(specs, '(%d+):([^,]+)') do
+        local level = tonumber(lvl)
+        if before < level and level <= after then
+          cross = cross or {}
+          cross[#cross + 1] = {p, tonumber(ps), name, level, label, after}
+        end
+      end
+    end
+  end
+end
+if ev and (cross or (ev.mon and money and money.fit == 1 and money.price > 0)) then
+  local DAY = 86400000
+-- BEGIN rfc3339 (tested against Python: tests/integration/test_limiter_alerts.py)
+-- UTC time of epoch milliseconds as RFC 3339 (whole seconds without a fraction), days to civil date by
+-- H. Hinnant's algorithm (days since 1970-01-01, any date from 1970 on).
+local function rfc3339(ms)
+  local s = math.floor(ms / 1000)
+  local frac = ms - s * 1000
+  local days = math.floor(s / 86400)
+  local secs = s - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local mo = mp + 3
+  if mp >= 10 then mo = mp - 9 end
+  if mo <= 2 then y = y + 1 end
+  local t = string.format('%04d-%02d-%02dT%02d:%02d:%02d', y, mo, d, math.floor(secs / 3600),
+    math.floor((secs % 3600) / 60), secs % 60)
+  if frac ~= 0 then t = t .. string.format('.%03d', frac) end
+  return t .. 'Z'
+end
+-- END rfc3339
+  local esc = {['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t',
+               ['\b'] = '\\b', ['\f'] = '\\f'}
+  local function jstr(text)
+    local quoted = string.gsub(text, '[%z\1-\31"\\]', function(c)
+      return esc[c] or string.format('\\u%04x', string.byte(c))
+    end)
+    return '"' .. quoted .. '"'
+  end
+  local prefix = string.sub(ev.key, 1, #ev.key - #ev.cust - 5)
+  local base = prefix .. 'evo:{' .. ev.cust .. '}:'
+  -- Appends the event `etype` whose id is over "etype|customer|rest" unless its marker exists.
+  local function emit(etype, rest, ttl, data)
+    local id = 'evt_' .. string.sub(redis.sha1hex(etype .. '|' .. ev.cust .. '|' .. rest), 1, 32)
+    if not redis.call('SET', base .. id, '1', 'NX', 'PX', string.format('%d', ttl)) then return end
+    redis.call('XADD', ev.key, '*', 'id', id, 'type', etype, 'ts', string.format('%d', now),
+      'customer', ev.cust, 'data', data())
+    ev.appended = ev.appended + 1
+  end
+  if cross then
+    local head = '{"feature":' .. jstr(ev.feature) .. ',"limit":'
+    local plan = jstr(ev.plan)
+    for _, c in ipairs(cross) do
+      local p, name, level, label, after = c[1], c[3], c[4], c[5], c[6]
+      local etype, start, finish, ttl
+      if p[1] == 0 then
+        local w = p[5] * p[6]
+        start = now - now % w
+        finish = start + w
+        etype = 'limit.threshold_crossed'
+        ttl = math.max(finish + DAY - now, DAY)
+      else
+        start, finish = c[2], p[5]
+        etype = 'quota.threshold_crossed'
+        ttl = math.max(finish + DAY - qnow, DAY)
+      end
+      emit(etype, string.format('%s|%d|%d', name, start, level), ttl, function()
+        return head .. string.format('%d', p[2]) .. ',"period_end":' .. jstr(rfc3339(finish)) ..
+          ',"period_start":' .. jstr(rfc3339(start)) .. ',"plan":' .. plan .. ',"policy":' .. jstr(name) ..
+          ',"threshold":' .. string.format('%d', level) .. ',"threshold_label":' .. jstr(label) ..
+          ',"used":' .. string.format('%d', after) .. '}'
+      end)
+    end
+  end
+  local price = money and money.price or 0
+  if ev.mon and money and money.fit == 1 and price > 0 then
+    local unit = jstr(ev.mon.unit)
+    -- Micro-units as a decimal string (credits/units.py format_micros).
+    local function dec(x)
+      if x < 0 then return '-' .. dec(-x) end
+      local whole = math.floor(x / 1000000)
+      local frac = x - whole * 1000000
+      if frac == 0 then return string.format('%d', whole) end
+      local text = string.gsub(string.format('%d.%06d', whole, frac), '0+$', '')
+      return text
+    end
+    local epoch = nil
+    local function funding()
+      epoch = epoch or tonumber(redis.call('GET', prefix .. 'cre:{' .. ev.cust .. '}') or '0')
+      return string.format('%d', epoch)
+    end
+    local ONCE = 400 * DAY
+    local before = money.balance
+    if money.bal then
+      if admit == 1 then
+        local after = before - price
+        for _, t in ipairs(ev.mon.low) do
+          if before >= t and t > after then
+            emit('balance.low', string.format('%d|', t) .. funding(), ONCE, function()
+              return '{"balance":"' .. dec(after) .. '","threshold":"' .. dec(t) .. '","unit":' .. unit .. '}'
+            end)
+          end
+        end
+        if after <= 0 and before > 0 then
+          emit('balance.exhausted', funding(), ONCE, function()
+            return '{"balance":"' .. dec(after) .. '","price":"' .. dec(price) .. '","unit":' .. unit .. '}'
+          end)
+        end
+      elseif before < price then
+        emit('balance.exhausted', funding(), ONCE, function()
+          return '{"balance":"' .. dec(before) .. '","price":"' .. dec(price) .. '","unit":' .. unit .. '}'
+        end)
+      end
+    end
+    local cap = money.cap
+    if cap and money.spent + price > cap.cap and ((cap.hard and admit == 0 and
+        not (money.bal and before - price < money.bal.floor))
+        or (not cap.hard and admit == 1)) then
+      local cps = ev.mon.cps
+      emit('spend_cap.reached', string.format('%d|%d', cps, cap.cap), math.max(cap.pe + DAY - qnow, DAY), function()
+        return '{"cap":"' .. dec(cap.cap) .. '","currency":' .. unit .. ',"period_end":' .. jstr(rfc3339(cap.pe)) ..
+          ',"period_start":' .. jstr(rfc3339(cps)) .. ',"price":"' .. dec(price) .. '","soft":' ..
+          (cap.hard and 'false' or 'true') .. ',"spent":"' .. dec(money.spent) .. '"}'
+      end)
     end
   end
 end
@@ -393,5 +560,8 @@ if money then
   local r = money.rsv
   if r then out[3 * r.j - 1], out[3 * r.j], out[3 * r.j + 1] = admit, r.price or 0, 0 end
 end
-out[3 * (n + m) + 2] = now
+if ev then
+  out[3 * (n + m) + 2], out[3 * (n + m) + 3], out[3 * (n + m) + 4] = ev.appended, 0, 0
+end
+out[3 * #KEYS + 2] = now
 return out

@@ -58,3 +58,9 @@ def grants_key(prefix: str, partition: str) -> str:
 def spend_key(prefix: str, partition: str, period_start_ms: int) -> str:
     """Micro-units of real-time charges spent in the period."""
     return f"{prefix}sp:{{{partition}}}:{period_start_ms}"
+
+
+def funding_key(prefix: str, partition: str) -> str:
+    """The customer's funding epoch: bumped by every grant or top-up (``credits.store``), part of the ids
+    of ``balance.low`` and ``balance.exhausted`` (``ratelimit.alerts``), so each funding may fire them once."""
+    return f"{prefix}cre:{{{partition}}}"

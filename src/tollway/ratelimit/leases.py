@@ -22,6 +22,11 @@ synchronously, until the lease *expires*. Three rules keep every guarantee of AD
   as used for other checks of the same counters (another process, or another feature sharing a limit)
   until the lease ends: at most 1/16 of the limit per lease, for at most one lease period — capacity
   briefly withheld, never a limit exceeded.
+* **Alert levels are crossed alone.** A lease stops one unit short of the next alert level of every
+  policy of its check, as of the last answer (``room``), and is taken with that level as the policy's
+  limit (``lease_policies``), so the script refuses it if another process counted since: the request
+  that reaches a level is always checked alone, in the script, which appends the crossing's event
+  (docs/decisions/0007-exactly-once-threshold-events.md).
 * **Unused units go back.** When a lease ends, its unused units are given back to the bucket and period
   they came from: with the next check of the same counters, in the same atomic script call (so one
   process sees exactly what a lease-free limiter would), or by the background sweep when no request
@@ -46,9 +51,10 @@ limiter's time it was counted at: the bucket its refund goes back to).
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
+from tollway.notifications.thresholds import units_below_next
 from tollway.ratelimit.money import Money, MoneyState
 from tollway.ratelimit.policies import Policy, WindowPolicy
 from tollway.ratelimit.refunds import Refund
@@ -84,17 +90,26 @@ def room(policies: Sequence[Policy], costs: Sequence[int], last: Verdict, money:
     """How many requests a lease may cover given the last answer ``last`` for this check: the largest
     ``n`` such that every policy keeps at least half its limit after ``n`` more requests, and no lease
     holds more than a sixteenth of any limit (so limits below 32 are never leased, and what one idle
-    lease can keep from other checks of the same counters is small).
+    lease can keep from other checks of the same counters is small). A policy with alert levels
+    (``Policy.alerting``) stops the lease short of its next level (``thresholds.units_below_next`` of the
+    count last seen), so the request that crosses it is checked alone, in the script, where the crossing
+    becomes its event.
 
     With ``money``, the lease also carves ``n`` requests' price: only when every charge is priced per unit
     (one price per request, whatever the period's quantity; tiered and package prices are checked request
     by request), at most a sixteenth of the last balance seen, and, under a spend cap, the same rule as a
-    limit (half the cap left after it, at most a sixteenth of the cap)."""
+    limit (half the cap left after it, at most a sixteenth of the cap), and never past the next
+    ``balance.low`` threshold (``MoneyAlerts.low``) of the last balance seen."""
     most = DEFAULT_MAX_SIZE * 1000
     for policy, cost, state in zip(policies, costs, last.states, strict=True):
         if cost <= 0:
             continue
         spare = min(state.remaining - -(-policy.limit // 2), policy.limit // LEASE_SHARE)
+        alerting = policy.alerting
+        if alerting is not None:  # stop short of the next alert level: its crossing is checked alone
+            below = units_below_next(state.used, alerting.levels)
+            if below is not None:
+                spare = min(spare, below)
         if spare <= 0:
             return 0
         most = min(most, spare // cost)
@@ -107,12 +122,52 @@ def room(policies: Sequence[Policy], costs: Sequence[int], last: Verdict, money:
             balance = told.balance_after
             if balance is not None:
                 most = min(most, balance // LEASE_SHARE // price)
+                alerts = money.alerts
+                if alerts is not None and alerts.low:  # stop above the next balance.low threshold
+                    passed = [t for t in alerts.low if t <= balance]
+                    if passed:
+                        most = min(most, (balance - passed[-1]) // price)
             if money.spend_cap is not None and told.spent is not None:
                 cap = money.spend_cap.cap
                 spent = told.spent + (0 if told.refused else told.price)
                 spare = min(cap - spent - -(-cap // 2), cap // LEASE_SHARE)
                 most = min(most, max(spare, 0) // price)
     return most
+
+
+def lease_policies(policies: tuple[Policy, ...], last: Verdict | None) -> tuple[Policy, ...]:
+    """The policies a lease is *taken* with: each policy with alert levels enforced, for this one call,
+    at one unit below its next level as of ``last`` (the last answer). ``room`` sized the lease to stop
+    short of that level on the count last seen; another process may have counted since, so the script
+    itself refuses a lease that would reach the level (the request is then checked alone, as for any
+    lease refused). A lease therefore never crosses a level: the request that does is checked alone, in
+    the script, which appends its event. Policies without alerts are returned as they are (the same
+    tuple when none has alerts)."""
+    if last is None or not any(p.alerting is not None for p in policies):
+        return policies
+    out: list[Policy] = []
+    for policy, state in zip(policies, last.states, strict=True):
+        alerting = policy.alerting
+        below = None if alerting is None else units_below_next(state.used, alerting.levels)
+        if below is None:
+            out.append(policy)
+        else:
+            out.append(replace(policy, limit=min(policy.limit, state.used + below), hard=True, shadow=False))
+    return tuple(out)
+
+
+def lease_money(money: Money, size: int, last: Verdict | None) -> Money:
+    """The money of a lease of ``size`` requests, taken with a balance floor: the next ``balance.low``
+    threshold at or below the balance last seen (``room`` sized the lease to stay above it; the floor makes
+    the script refuse it if another process burned since, and the request is then checked alone)."""
+    alerts = money.alerts
+    told = None if last is None else last.money
+    balance = None if told is None else told.balance_after
+    floor = 0
+    if alerts is not None and alerts.low and balance is not None:
+        passed = [t for t in alerts.low if t <= balance]
+        floor = passed[-1] if passed else 0
+    return money.scaled(size, floor)
 
 
 def flat_price(money: Money) -> int | None:
@@ -300,6 +355,11 @@ class LeaseBook:
         wanted = min(-(-demand * lifetime_ms * HEADROOM_NUM // (self.max_lease_ms * HEADROOM_DEN)) + 1, self.max_size)
         size = min(wanted, room(policies, costs, entry.last, money))
         return size if size >= 2 else 1
+
+    def last(self, key: Hashable) -> Verdict | None:
+        """Redis's latest answer for ``key`` (None: none yet)."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.last
 
     def observe(self, key: Hashable, verdict: Verdict) -> None:
         """Remember Redis's latest answer for ``key`` (what the next lease is sized against)."""

@@ -23,7 +23,15 @@ import logging
 from collections.abc import Awaitable, Hashable, Sequence
 
 from tollway.ratelimit.errors import LimiterUnavailable
-from tollway.ratelimit.leases import DEFAULT_MAX_LEASE_MS, DEFAULT_MAX_SIZE, Lease, LeaseBook, lease_expiry
+from tollway.ratelimit.leases import (
+    DEFAULT_MAX_LEASE_MS,
+    DEFAULT_MAX_SIZE,
+    Lease,
+    LeaseBook,
+    lease_expiry,
+    lease_money,
+    lease_policies,
+)
 from tollway.ratelimit.model import Limiter
 from tollway.ratelimit.money import Money
 from tollway.ratelimit.policies import Policy
@@ -104,18 +112,26 @@ class LeasingLimiter:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._taking[key] = done
         try:
+            taken_with = lease_policies(policies, self._book.last(key))
             leased = await self._limiter.consume(
                 partition,
-                policies,
+                taken_with,
                 [c * size for c in costs],
                 now_ms,
                 refund,
-                None if money is None else money.scaled(size),
+                None if money is None else lease_money(money, size, self._book.last(key)),
             )
             if not leased.admitted:  # another process used the room: this request alone, exactly
                 verdict = await _by(deadline, self._limiter.consume(partition, policies, costs, now_ms, None, money))
                 self._book.observe(key, verdict)
                 return verdict
+            if taken_with is not policies:  # what the policies themselves leave (not the levels it was taken with)
+                leased = leased._replace(
+                    states=tuple(
+                        state._replace(limit=p.limit, remaining=max(p.limit - state.used, 0))
+                        for p, state in zip(policies, leased.states, strict=True)
+                    )
+                )
             self._book.observe(key, leased)
             self.clock_offset_ms = leased.at_ms - now_ms
             expires = lease_expiry(policies, now_ms, self._book.max_lease_ms, leased.at_ms)  # Redis's bucket

@@ -20,6 +20,10 @@ step. In order: refunds (policy units; charge units, whose price goes back to th
 spend counter), grant rollovers at the balance's period start (kept even if the check is refused: a
 period boundary is a fact, and applying it twice changes nothing), then the check; only an admitted
 check adds quantities, burns grants and counts spend.
+
+Threshold events (``ratelimit.alerts``): an admitted check appends one event per alert level it made a
+policy's count cross to the customer's outbox (``events``), then its money events (balance low or
+exhausted, spend cap reached), once per event id.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from typing import Protocol
 
 from tollway.clock import Clock
 from tollway.credits.grants import REFUND_GRANT, GrantState, burn, burn_order, live_balance, refund_target
+from tollway.notifications.events import Event
+from tollway.notifications.keys import once_key
+from tollway.ratelimit.alerts import crossing_events, money_events
 from tollway.ratelimit.keys import charge_key, checked_costs, policy_key, spend_key
 from tollway.ratelimit.money import Money, MoneyState, decide
 from tollway.ratelimit.policies import Policy, QuotaPolicy, WindowPolicy
@@ -145,6 +152,9 @@ class MemoryLimiter:
         self._grants: dict[str, dict[str, GrantState]] = {}
         self._spent: dict[str, int] = {}
         self._reservations: dict[str, dict[str, str]] = {}
+        self._outbox: dict[str, list[Event]] = {}
+        self._funding: dict[str, int] = {}
+        self._once: set[str] = set()
 
     async def consume(
         self,
@@ -193,19 +203,26 @@ class MemoryLimiter:
             if policy.enforced and c > 0 and total + c > policy.limit:
                 admitted = False
         state: MoneyState | None = None
+        fit = admitted
         if money is not None:
             state = self._money(partition, money, refund, now_ms, admitted)
             admitted = state.refused is None and admitted
         if admitted:
-            for policy, key, c, live in zip(policies, keys, costs, lives, strict=True):
+            for policy, key, c, live, total in zip(policies, keys, costs, lives, totals, strict=True):
                 if c == 0:
                     continue
+                if policy.alerting is not None:
+                    self._crossings(partition, policy, total, total + c, at_ms)
                 if isinstance(policy, WindowPolicy):
                     cur = at_ms // policy.bucket_ms
                     live[cur] = live.get(cur, 0) + c
                     self._windows[key] = dict(live)  # the stale buckets are dropped by the write
                 else:
                     self._quotas[key] = self._quotas.get(key, 0) + c
+        if money is not None and money.alerts is not None and state is not None:
+            epoch = self._funding.get(partition, 0)
+            for event in money_events(partition, money, state, fit, admitted, epoch, at_ms):
+                self._emit(event)
         counted: list[Counted] = []
         for policy, c, total, live in zip(policies, costs, totals, lives, strict=True):
             after = total + c if admitted else total
@@ -223,6 +240,22 @@ class MemoryLimiter:
                     retry = quota_ms(policy, now_ms)
             counted.append(Counted(total, reset, retry))
         return build_verdict(policies, costs, now_ms, admitted, counted, at_ms, state)
+
+    def _crossings(self, partition: str, policy: Policy, before: int, after: int, at_ms: int) -> None:
+        """Append the events of the levels a count going from ``before`` to ``after`` crosses, each once
+        (the once-marker, as the script's ``SET NX``; markers do not expire here)."""
+        for event, _end, _level in crossing_events(partition, policy, before, after, at_ms):
+            self._emit(event)
+
+    def _emit(self, event: Event) -> None:
+        marker = once_key(self._prefix, event.customer_id, event.id)
+        if marker not in self._once:
+            self._once.add(marker)
+            self._outbox.setdefault(event.customer_id, []).append(event)
+
+    def events(self, partition: str) -> list[Event]:
+        """The customer's outbox as the script appends it (tests: the model's ``XRANGE``)."""
+        return list(self._outbox.get(partition, ()))
 
     def _money(self, partition: str, money: Money, refund: Refund | None, now_ms: int, fit: bool) -> MoneyState:
         """The money part of a check (after the policies were read; ``fit``: they all fit): refunds of
@@ -415,9 +448,12 @@ class MemoryLimiter:
         """A copy of every charge counter, grant and spend counter (keyed as in Redis; grants by partition)."""
         return dict(self._charges), {p: dict(g) for p, g in self._grants.items()}, dict(self._spent)
 
-    def put_grant(self, partition: str, grant: GrantState) -> None:
-        """Store ``grant`` (replacing one with its id), as an HSET of its record does in Redis."""
+    def put_grant(self, partition: str, grant: GrantState, *, funding: bool = True) -> None:
+        """Store ``grant`` (replacing one with its id), as an HSET of its record does in Redis; ``funding``:
+        a grant or top-up, which bumps the customer's funding epoch (``credits.store`` does both at once)."""
         self._grants.setdefault(partition, {})[grant.grant_id] = grant
+        if funding:
+            self._funding[partition] = self._funding.get(partition, 0) + 1
 
     def grants(self, partition: str) -> list[GrantState]:
         """The customer's grants, by grant id."""

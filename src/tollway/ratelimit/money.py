@@ -55,7 +55,7 @@ them from the end, so a check without money pays one byte comparison. In order:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Final, Literal, NamedTuple
 
 from tollway.credits.charges import RealTimeCharge
@@ -82,6 +82,23 @@ class SpendCap:
 
 
 @dataclass(frozen=True, slots=True)
+class MoneyAlerts:
+    """The money events a check may emit (``ratelimit.alerts``): ``unit``, the code of the balance unit
+    (the currency for a postpaid plan) named in the bodies; ``low``: the ``balance.low`` thresholds in
+    micro-units (ascending). ``balance.exhausted`` (prepaid) and ``spend_cap.reached`` (a cap) need no
+    declaration."""
+
+    unit: str
+    low: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.unit or any(ch.isspace() for ch in self.unit):
+            raise ValueError(f"bad balance unit {self.unit!r}")
+        if any(t < 1 for t in self.low) or list(self.low) != sorted(set(self.low)):
+            raise ValueError(f"balance alerts must be distinct, ascending and above 0: {self.low}")
+
+
+@dataclass(frozen=True, slots=True)
 class Money:
     """``charges`` with the ``quantities`` one request adds to each; ``balance_period_start_ms``: the
     prepaid balance is checked and burned (the start of the customer's current period, for rollovers);
@@ -90,7 +107,8 @@ class Money:
     Reservations (see "Reservations" below): ``reserved`` marks the charges whose quantity is a reserve
     (a meter known only after the response; empty: none); ``overrun``: how far (micro-units) a
     settlement may take the balance below 0; ``row_id``: the usage row id the reservation is keyed by
-    (set per request with :meth:`for_row`; a check with reserved charges needs one)."""
+    (set per request with :meth:`for_row`; a check with reserved charges needs one). ``alerts``: the
+    money events the check reports (None: none; ``MoneyAlerts``)."""
 
     charges: tuple[RealTimeCharge, ...]
     quantities: tuple[int, ...]
@@ -99,6 +117,11 @@ class Money:
     reserved: tuple[bool, ...] = ()
     overrun: int = 0
     row_id: str = ""
+    alerts: MoneyAlerts | None = field(default=None, compare=False)
+    floor: int = 0
+    """A capacity lease's balance floor (micro-units): refused (insufficient credits) if the price would
+    take the live balance below it, so a lease never crosses a ``balance.low`` threshold (0: the price
+    must only be covered)."""
 
     def __post_init__(self) -> None:
         if len(self.charges) != len(self.quantities):
@@ -127,11 +150,15 @@ class Money:
     def prepaid(self) -> bool:
         return self.balance_period_start_ms is not None
 
-    def scaled(self, n: int) -> Money:
-        """The money of ``n`` requests at once (a capacity lease; never one with reservations)."""
+    def scaled(self, n: int, floor: int = 0) -> Money:
+        """The money of ``n`` requests at once (a capacity lease; never one with reservations), taken only
+        if it leaves at least ``floor`` of the balance."""
         if self.reserves:
             raise ValueError("a check with a reservation is never leased")
-        return Money(self.charges, tuple(q * n for q in self.quantities), self.balance_period_start_ms, self.spend_cap)
+        quantities = tuple(q * n for q in self.quantities)
+        return Money(
+            self.charges, quantities, self.balance_period_start_ms, self.spend_cap, alerts=self.alerts, floor=floor
+        )
 
 
 class MoneyState(NamedTuple):
@@ -162,7 +189,7 @@ def money_refusal(money: Money, price: int, balance: int | None, spent: int | No
     A price of 0 always fits (even past a cap lowered below what was spent)."""
     if price <= 0:
         return None
-    if balance is not None and balance < price:
+    if balance is not None and balance - price < money.floor:
         return "insufficient-credits"
     cap = money.spend_cap
     if cap is not None and cap.hard and spent is not None and spent + price > cap.cap:

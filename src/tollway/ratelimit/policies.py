@@ -2,11 +2,16 @@
 
 ``enforced = hard and not shadow``: an enforced policy refuses a request that would exceed it; a soft
 one (``hard=False``) admits and reports the overage for billing; a shadow one only counts and reports.
+
+``alerting``: the policy's threshold alerts (``notifications.thresholds``), resolved to levels in units
+with the customer's effective limit; None (the default, and every policy without ``alerts``) costs a
+check nothing. The limiter reports each level an admitted check crosses as one event in the customer's
+outbox, in the same atomic step (docs/decisions/0007-exactly-once-threshold-events.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Self
 
 MIN_BUCKETS = 10
@@ -25,6 +30,31 @@ def bucket_count(window_ms: int) -> int:
     return next(n for n in range(MAX_BUCKETS, MIN_BUCKETS - 1, -1) if window_ms % n == 0)
 
 
+@dataclass(frozen=True, slots=True)
+class Alerting:
+    """The alert levels of one policy (ascending, distinct, whole units ≥ 1) with the label of each
+    (``80%`` or ``9000``: the event's ``threshold_label``), and the plan and feature the check is for
+    (named in the event body; no spaces)."""
+
+    levels: tuple[int, ...]
+    labels: tuple[str, ...]
+    plan: str
+    feature: str
+    spec: str = field(init=False, repr=False, compare=False)
+    """``<level>:<label>,…``: the levels as the limiter script reads them (built once)."""
+
+    def __post_init__(self) -> None:
+        if not self.levels or len(self.levels) != len(self.labels):
+            raise ValueError("alert levels need one label each")
+        if any(a >= b for a, b in zip(self.levels, self.levels[1:], strict=False)) or self.levels[0] < 1:
+            raise ValueError(f"alert levels must be ascending and at least 1: {self.levels}")
+        for text in (*self.labels, self.plan, self.feature):
+            if not text or any(ch.isspace() or ch in ":," for ch in text):
+                raise ValueError(f"alert label or name {text!r} must be non-empty, without spaces, ':' or ','")
+        spec = ",".join(f"{level}:{label}" for level, label in zip(self.levels, self.labels, strict=True))
+        object.__setattr__(self, "spec", spec)
+
+
 def _check_name(name: str) -> None:
     if not name or any(ch in name for ch in "{}") or any(ch.isspace() for ch in name):
         raise ValueError(f"policy name {name!r} must be non-empty, without spaces or braces")
@@ -40,6 +70,7 @@ class WindowPolicy:
     buckets: int
     hard: bool = True
     shadow: bool = False
+    alerting: Alerting | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name)
@@ -49,9 +80,18 @@ class WindowPolicy:
             raise ValueError(f"policy {self.name}: the window ({self.window_ms} ms) must split into whole-ms buckets")
 
     @classmethod
-    def sliding(cls, name: str, limit: int, window_ms: int, *, hard: bool = True, shadow: bool = False) -> Self:
+    def sliding(
+        cls,
+        name: str,
+        limit: int,
+        window_ms: int,
+        *,
+        hard: bool = True,
+        shadow: bool = False,
+        alerting: Alerting | None = None,
+    ) -> Self:
         """A window policy with the bucket count of ``bucket_count``."""
-        return cls(name, limit, window_ms, bucket_count(window_ms), hard, shadow)
+        return cls(name, limit, window_ms, bucket_count(window_ms), hard, shadow, alerting)
 
     @property
     def bucket_ms(self) -> int:
@@ -76,6 +116,7 @@ class QuotaPolicy:
     period_end_ms: int
     hard: bool = True
     shadow: bool = False
+    alerting: Alerting | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name)

@@ -17,15 +17,24 @@ drive time, and processes run with an injected clock).
 Money (``ratelimit.money``), beside them: real-time charges' period quantities ``{p}cq:…``, the grants
 hash ``{p}cr:{<partition>}`` and the period's spend ``{p}sp:…``, read and written by the same script call;
 reservations ``{p}rv:{<partition>}`` (``ratelimit.reservations``), written by it and settled by ``settle.lua``.
+
+Events (``ratelimit.alerts``; docs/decisions/0007-exactly-once-threshold-events.md): a check whose policies
+have alert levels, or whose plan has money, also names the customer's outbox stream ``{p}ev:{<partition>}``;
+the script appends each level crossed and each money event there once (its once-marker
+``{p}evo:{<partition>}:<id>``, the funding epoch ``{p}cre:{<partition>}``, all in the customer's slot) and
+says how many it appended; then the customer is added to the ready set ``{p}ev:ready`` (another slot),
+in a task of its own, never delaying the verdict.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 
 from redis.exceptions import RedisError
 
+from tollway.notifications.keys import ready_key
 from tollway.ratelimit.coalescer import DEFAULT_MAX_BATCH, DirectRunner, PipelineCoalescer, ScriptRunner
 from tollway.ratelimit.errors import LimiterUnavailable
 from tollway.ratelimit.keys import charge_key, checked_costs, grants_key, spend_key
@@ -42,6 +51,8 @@ from tollway.ratelimit.reservations import (
 from tollway.ratelimit.script import SETTLE_SCRIPT, script_keys_and_args
 from tollway.ratelimit.verdict import Counted, Verdict, build_verdict
 from tollway.redis_types import RedisClient
+
+log = logging.getLogger(__name__)
 
 _FORGET = (
     "local v = redis.call('HGET', KEYS[1], ARGV[1]) "
@@ -69,6 +80,7 @@ class RedisLimiter:
         self._server_time = server_time
         self._redis = redis
         self._timeout = timeout_s
+        self._announcing: set[asyncio.Task[None]] = set()
         self._settle_runner = DirectRunner(redis, SETTLE_SCRIPT, timeout_s=timeout_s)
         self._runner: ScriptRunner = (
             PipelineCoalescer(redis, max_batch=max_batch, timeout_s=timeout_s)
@@ -111,11 +123,27 @@ class RedisLimiter:
         try:
             if len(reply) != 2 + len(keys) * 3:
                 raise ValueError(f"reply of {len(reply)} numbers for {len(keys)} policies and money arguments")
+            if len(args) > len(keys) + 2 and reply[-4] > 0:
+                self._announce(partition)  # the script appended threshold events to the customer's outbox
             counted = [Counted(*reply[1 + 3 * i : 4 + 3 * i]) for i in range(len(policies))]
             state = None if money is None else _money_state(money, policies, costs, counted, reply)
             return build_verdict(policies, costs, now_ms, reply[0] == 1, counted, reply[-1], state)
         except ValueError as exc:
             raise LimiterUnavailable(f"unexpected reply from the limiter script: {exc}") from exc
+
+    def _announce(self, partition: str) -> None:
+        """Add the customer to the outbox's ready set, off the check's path (fire and forget: the verdict
+        never waits for it; a lost announcement is found by the dispatcher's periodic stream scan)."""
+        task = asyncio.get_running_loop().create_task(self._add_ready(partition))
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+
+    async def _add_ready(self, partition: str) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._redis.sadd(ready_key(self._prefix), partition)
+        except Exception as exc:  # never let a lost announcement reach a check: the scan delivers late
+            log.warning("outbox announcement for customer %s failed: %s", partition, type(exc).__name__)
 
     async def refund(
         self, partition: str, policies: Sequence[Policy], refund: Refund, now_ms: int, money: Money | None = None
@@ -186,8 +214,10 @@ class RedisLimiter:
         }
 
     async def aclose(self) -> None:
-        """Wait for checks in flight. The Redis client is the caller's to close."""
+        """Wait for checks (and outbox announcements) in flight. The Redis client is the caller's to close."""
         await self._runner.aclose()
+        if self._announcing:
+            await asyncio.gather(*self._announcing, return_exceptions=True)
 
 
 def _money_state(

@@ -6,6 +6,8 @@ import hashlib
 from collections.abc import Sequence
 from importlib.resources import files
 
+from tollway.notifications.keys import stream_key
+from tollway.ratelimit.alerts import alert_args
 from tollway.ratelimit.keys import charge_key, grants_key, policy_key, spend_key
 from tollway.ratelimit.money import KIND_BALANCE, KIND_CAP, KIND_CHARGE, KIND_RESERVE, Money
 from tollway.ratelimit.policies import Policy, WindowPolicy
@@ -36,11 +38,15 @@ def script_keys_and_args(
     b = buckets; quota: a = period end), followed by " units bucket" when ``refund`` gives units back to
     that policy first (``refund.taken_ms`` is a window time: the one the lease was counted at); then
     ``money``'s arguments (``ratelimit.money``): each charge (" r<units>" when ``refund.charge_units``
-    gives some back), the balance, the spend cap, each with its key."""
+    gives some back), the balance, the spend cap, each with its key; last, only when a policy has
+    alerts, the customer's outbox stream and the alert arguments (``ratelimit.alerts``)."""
     keys: list[str] = []
     args: list[int | str] = [now_ms, "" if window_ms is None else window_ms]
+    alerting = False
     for i, (policy, cost) in enumerate(zip(policies, costs, strict=True)):
         keys.append(policy_key(prefix, partition, policy))
+        if policy.alerting is not None:
+            alerting = True
         if isinstance(policy, WindowPolicy):
             arg = f"{KIND_WINDOW} {policy.limit} {cost} {policy.enforced:d} {policy.bucket_ms} {policy.buckets}"
             back = f" {refund.units[i]} {refund.taken_ms // policy.bucket_ms}" if refund and refund.units[i] else ""
@@ -56,7 +62,8 @@ def script_keys_and_args(
             args.append(f"{KIND_CHARGE} {quantity} {charge.period_end_ms} {charge.script_arg}{back}")
         if money.balance_period_start_ms is not None:
             keys.append(grants_key(prefix, partition))
-            args.append(f"{KIND_BALANCE} {money.balance_period_start_ms}")
+            floor = f" {money.floor}" if money.floor else ""
+            args.append(f"{KIND_BALANCE} {money.balance_period_start_ms}{floor}")
         cap = money.spend_cap
         if cap is not None:
             keys.append(spend_key(prefix, partition, cap.period_start_ms))
@@ -66,4 +73,7 @@ def script_keys_and_args(
             positions = ",".join(str(i + 1) for i, marked in enumerate(money.reserved) if marked)
             cap_start = cap.period_start_ms if cap is not None else -1
             args.append(f"{KIND_RESERVE} {money.row_id} {money.overrun} {cap_start} {positions}")
+    if alerting or (money is not None and money.alerts is not None):
+        keys.append(stream_key(prefix, partition))
+        args.extend(alert_args(partition, policies, money))
     return keys, args

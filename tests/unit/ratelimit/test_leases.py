@@ -17,9 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tollway.ratelimit import MemoryLimiter, Policy, QuotaPolicy, Verdict, WindowPolicy
-from tollway.ratelimit.leases import Lease, LeaseBook, lease_expiry, room
+from tollway.ratelimit.leases import Lease, LeaseBook, lease_expiry, lease_policies, room
 from tollway.ratelimit.leasing import LeasingLimiter
 from tollway.ratelimit.model import Limiter
+from tollway.ratelimit.policies import Alerting
 from tollway.ratelimit.refunds import Refund
 
 T0 = 4_102_444_800_000  # 2100-01-01T00:00:00Z
@@ -279,3 +280,101 @@ def test_lease_expiry_converts_the_limiters_bucket_to_this_processs_clock() -> N
     assert taken is not None
     assert taken.at_ms == T0 + 16
     assert lease.refund() == Refund((2, 2, 2), T0 + 15)
+
+
+def _alerting(*levels: int) -> Alerting:
+    return Alerting(levels, tuple(str(level) for level in levels), "pro", "read")
+
+
+ALERT_WINDOW = WindowPolicy.sliding("per-second", 400, 1000, alerting=_alerting(50, 100, 200, 300))
+ALERT_QUOTA = QuotaPolicy("month", 20_000, T0, T0 + 30 * DAY, alerting=_alerting(10, 100, 500, 1000, 5000))
+ALERT_POLICIES: tuple[Policy, ...] = (ALERT_WINDOW, ALERT_QUOTA)
+
+
+def test_a_lease_is_taken_with_its_next_levels_as_limits() -> None:
+    minute = WindowPolicy.sliding("per-minute", 6000, 60_000)
+    last = MemoryLimiter().check("c", (*ALERT_POLICIES, minute), 1, T0)  # used 1 of each
+    window, quota, plain = lease_policies((*ALERT_POLICIES, minute), last)
+    assert (window.limit, window.enforced) == (49, True)
+    assert (quota.limit, quota.enforced) == (9, True)
+    assert plain is minute
+    assert lease_policies(POLICIES, last) is POLICIES
+    assert lease_policies(ALERT_POLICIES, None) is ALERT_POLICIES
+    soft = QuotaPolicy("soft", 100, T0, T0 + DAY, hard=False, alerting=_alerting(200))
+    (lifted,) = lease_policies((soft,), MemoryLimiter().check("c", (soft,), 150, T0))
+    assert (lifted.limit, lifted.enforced) == (100, True), "never above the policy's own limit"
+
+
+def test_room_stops_a_lease_short_of_the_next_alert_level() -> None:
+    fresh = MemoryLimiter().check("c", ALERT_POLICIES, 1, T0)  # used 1 of each
+    assert room(ALERT_POLICIES, (1, 1), fresh) == 8  # the quota's level 10: 1 + 8 = 9 < 10
+    assert room(POLICIES, (1, 1, 1), MemoryLimiter().check("c", POLICIES, 1, T0)) == 25
+    at_level = MemoryLimiter()
+    at_level.check("c", ALERT_POLICIES, (48, 20), T0)
+    assert room(ALERT_POLICIES, (1, 1), at_level.check("c", ALERT_POLICIES, 1, T0)) == 0, "49: the next is 50"
+    past = MemoryLimiter()
+    past.check("c", ALERT_POLICIES, (59, 20), T0)
+    assert room(ALERT_POLICIES, (1, 1), past.check("c", ALERT_POLICIES, 1, T0)) == 25, "60: 1/16 of 400 first"
+    below = MemoryLimiter()
+    below.check("c", ALERT_POLICIES, (10, 98), T0)
+    assert room(ALERT_POLICIES, (1, 1), below.check("c", ALERT_POLICIES, 1, T0)) == 0, "99: the next is 100"
+    assert room(ALERT_POLICIES, (1, 2), fresh) == 4  # 8 units below 10, at 2 a request
+
+
+def test_with_leases_every_crossing_is_seen_once_at_the_request_that_makes_it() -> None:
+    """One process with leases: each level's event appears at the very request whose count reaches it
+    (checked alone in the limiter, never inside a lease taken earlier), once; the verdicts are the
+    lease-free ones, and most requests are still answered from leases."""
+    times = [T0 + i for i in range(0, 12_000, 6)]
+    model = MemoryLimiter()
+    leasing = LeasingLimiter(model, max_lease_ms=100)
+    plain = MemoryLimiter()
+
+    async def main() -> None:
+        seen = 0
+        for at in times:
+            verdict = leasing.try_now("check", at)
+            if verdict is None:
+                verdict = await leasing.consume("check", "c", ALERT_POLICIES, (1, 1), at)
+            assert verdict == plain.check("c", ALERT_POLICIES, 1, at)
+            events = model.events("c")
+            for event in events[seen:]:
+                i = 0 if event.type == "limit.threshold_crossed" else 1
+                level = event.data["threshold"]
+                assert verdict.states[i].used == event.data["used"] == level, (at, event)
+                assert event.ts_ms == verdict.at_ms
+            seen = len(events)
+
+    asyncio.run(main())
+    events = model.events("c")
+    quota_levels = [e.data["threshold"] for e in events if e.type == "quota.threshold_crossed"]
+    assert quota_levels == [10, 100, 500, 1000]  # 2,000 requests: 5,000 is not reached
+    assert len({e.id for e in events}) == len(events)
+    assert {e.data["threshold"] for e in events if e.type == "limit.threshold_crossed"} == {50, 100}  # ~167 a second
+    assert leasing.book.requests_from_leases > 0.3 * len(times)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.lists(st.sampled_from([0, 0, 1, 1, 2, 5, 20]), min_size=100, max_size=1500))
+def test_several_leasing_processes_report_each_crossing_exactly_once(processes: int, gaps: list[int]) -> None:
+    """Processes with leases sharing the counters: every level the quota's count reached has exactly one
+    event, none it did not reach, each at the request that reached it, whatever the interleaving."""
+    shared = MemoryLimiter()
+    limiters = [LeasingLimiter(shared, max_lease_ms=100) for _ in range(processes)]
+    requests: list[Request] = []
+    t = T0
+    for k, gap in enumerate(gaps):
+        t += gap
+        requests.append(Request(t, k % processes))
+    results = asyncio.run(run(limiters, requests, ALERT_POLICIES, (1, 1)))
+    for limiter in limiters:
+        asyncio.run(limiter.drain(t + 1))
+    counted = shared.counted("c", ALERT_QUOTA, t + 1)
+    reached = max(v.states[1].used for _, v in results)
+    events = [e for e in shared.events("c") if e.type == "quota.threshold_crossed"]
+    assert [e.data["threshold"] for e in events] == [lv for lv in ALERT_QUOTA.alerting.levels if lv <= reached]
+    assert counted <= reached
+    assert len({e.id for e in shared.events("c")}) == len(shared.events("c"))
+    # Each crossed by a request checked alone (cost 1: the count after it is the level), never by a lease,
+    # even when another process's stale view sized that lease.
+    assert all(e.data["used"] == e.data["threshold"] for e in shared.events("c"))

@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from tests.unit.ratelimit.test_leases import Request
 from tollway.credits.charges import RealTimeCharge, TierMicros
 from tollway.credits.grants import GrantState
+from tollway.credits.units import format_micros
 from tollway.ratelimit import MemoryLimiter, Policy, QuotaPolicy, Verdict, WindowPolicy
 from tollway.ratelimit.leasing import LeasingLimiter
-from tollway.ratelimit.money import Money, SpendCap
+from tollway.ratelimit.money import Money, MoneyAlerts, SpendCap
 
 T0 = 4_102_444_800_000  # 2100-01-01T00:00:00Z
 DAY = 86_400_000
@@ -143,3 +144,65 @@ def test_several_processes_never_burn_more_than_the_balance(timeline: tuple[int,
         if verdict.admitted:
             assert verdict.money.price == PRICE
             assert (verdict.money.balance_after or 0) >= 0
+
+
+def test_a_lease_stops_above_the_next_balance_threshold() -> None:
+    """One process: each balance.low threshold is crossed by a request checked alone (the balance after it
+    is the first one below the threshold), never inside a lease, and once; the verdicts are the lease-free
+    ones and leases still answer most requests."""
+    alerts = MoneyAlerts("USD", (100 * PRICE + 1, 500 * PRICE + 1, 1000 * PRICE + 1))
+    money = Money((FLAT,), (1,), balance_period_start_ms=T0, alerts=alerts)
+    requests = [Request(T0 + i // 4, 0) for i in range(2500)]
+    plain = funded(2000 * PRICE)
+    shared = funded(2000 * PRICE)
+    leasing = LeasingLimiter(shared, max_lease_ms=100)
+
+    async def main() -> None:
+        seen = 0
+        for request in requests:
+            verdict = leasing.try_now("check", request.at_ms)
+            if verdict is None:
+                verdict = await leasing.consume("check", "c", POLICIES, (1, 1), request.at_ms, None, money)
+            assert verdict == plain.check("c", POLICIES, 1, request.at_ms, None, money)
+            events = shared.events("c")
+            for event in events[seen:]:
+                if event.type == "balance.low":
+                    assert verdict.money is not None
+                    assert verdict.money.balance_after is not None
+                    after = verdict.money.balance_after
+                    assert event.data["balance"] == format_micros(after)
+            seen = len(events)
+
+    asyncio.run(main())
+    lows = [e for e in shared.events("c") if e.type == "balance.low"]
+    assert [e.data["balance"] for e in lows] == [format_micros(t - 1) for t in reversed(alerts.low)]
+    assert [e.type for e in shared.events("c")][-1] == "balance.exhausted"
+    assert leasing.book.requests_from_leases > 1000
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 3), st.lists(st.sampled_from([0, 0, 1, 2, 5]), min_size=200, max_size=1200))
+def test_several_processes_cross_each_balance_threshold_at_the_request_that_makes_it(
+    processes: int, gaps: list[int]
+) -> None:
+    """Leases are taken with the next balance.low threshold as a floor: with several processes and stale
+    views, no lease takes the balance past a threshold; each is crossed once, by a request checked alone
+    (the balance it reports is the first one below the threshold)."""
+    alerts = MoneyAlerts("USD", (100 * PRICE + 1, 500 * PRICE + 1, 1000 * PRICE + 1))
+    money = Money((FLAT,), (1,), balance_period_start_ms=T0, alerts=alerts)
+    shared = funded(1200 * PRICE)
+    limiters = [LeasingLimiter(shared, max_lease_ms=100) for _ in range(processes)]
+    requests: list[Request] = []
+    t = T0
+    for k, gap in enumerate(gaps):
+        t += gap
+        requests.append(Request(t, k % processes))
+    asyncio.run(run(limiters, requests, money))
+    for limiter in limiters:
+        asyncio.run(limiter.drain(t + 1))
+    lows = [e for e in shared.events("c") if e.type == "balance.low"]
+    left = balance(shared)
+    assert [e.data["threshold"] for e in lows] == [
+        format_micros(x) for x in sorted(alerts.low, reverse=True) if x > left
+    ]
+    assert all(e.data["balance"] == format_micros(int(e.data["threshold"].replace(".", "")) - 1) for e in lows)
