@@ -22,7 +22,7 @@ from tollway.bench import (
 from tollway.bench.errors import BenchError
 from tollway.harness import envoy_config
 
-ROWS = ("A", "B", "H", "C", "Cg", "D", "G", "F", "E")
+ROWS = ("A", "B", "H", "C", "Cg", "D", "Dn", "G", "F", "E")
 RATIOS = ("C/H", "Cg/B", "D/H", "D/C", "E/D", "F/D", "G/D", "C/A", "H/A", "B/A", "E/A", "Dn/D")
 REDIS_RATES = {"round_trips_per_admitted_request", "checks_per_round_trip", "checks_per_admitted_request"}
 LOADER_ROWS = 3000
@@ -311,7 +311,7 @@ def test_the_alerts_row_declares_levels_on_every_limit_and_quota(tmp_path: Path)
     assert len(rules) == 3
     assert all(rule["alerts"] == [50, 80, 100] for rule in rules)
     assert "Dn" in scenarios.SCENARIO_KEYS
-    assert "Dn" not in scenarios.DEFAULT_KEYS
+    assert "Dn" in scenarios.DEFAULT_KEYS
     assert report.TARGETS["Dn/D"] == 0.95
 
 
