@@ -15,7 +15,11 @@ upstream and Envoy; creates keys and subscribes ``acme-corp`` to the ``free`` pl
 - stage 4, what it costs: ``initech``, on the priced ``pro`` plan since the start of the month, is
   billed with ``tollway bill``; the demo prints the invoice's lines and the path of its HTML page; then the
   prepaid ``hooli``: its invoice pays the calls from the credits and shows the balance (start, top-ups,
-  burned, end), and ``tollway credits reconcile`` finds Redis and the ledger equal.
+  burned, end), and ``tollway credits reconcile`` finds Redis and the ledger equal;
+- notifications: a local webhook receiver, registered with ``tollway webhooks create`` before anything
+  else, got every event of the demo as a signed Standard Webhooks delivery (keys created and revoked,
+  subscriptions, the free plan's burst limit crossing 80 % and 100 %, hooli's balance running low and
+  out); the demo prints them, each signature verified with the ``standardwebhooks`` library.
 
 Prints each status and problem; exits non-zero if any answer is not the expected one, or if the usage
 table does not hold exactly one row per request sent.
@@ -61,7 +65,14 @@ BURST_MAX_REQUESTS: Final = 12
 _SHOWN_HEADERS: Final = ("retry-after", "ratelimit-policy", "ratelimit")
 _BALANCE_FIELD: Final = "tollway-balance"  # on admits of prepaid plans
 _LABEL_WIDTH: Final = 44
-EXPECTED_EVENTS: Final = ("key.created", "key.revoked", "subscription.changed")
+EXPECTED_EVENTS: Final = (
+    "key.created",
+    "key.revoked",
+    "subscription.changed",
+    "limit.threshold_crossed",
+    "balance.low",
+    "balance.exhausted",
+)
 """What the demo's receiver must have got by the end (each verified)."""
 
 
