@@ -39,6 +39,7 @@ from typing import Any, Final, Literal, cast
 from redis.exceptions import RedisError
 
 from tollway.auth.records import format_instant
+from tollway.caller_json import BodyRefused, read_json_body
 from tollway.credits.units import BalanceUnit
 from tollway.currencies import MINOR_UNITS
 from tollway.plans.realtime import cap_micros
@@ -51,14 +52,8 @@ MAX_BODY_BYTES: Final = 4096
 _AMOUNT: Final = re.compile(r"[0-9]{1,10}(?:\.[0-9]{1,6})?")
 
 
-class CapRefused(ValueError):
+class CapRefused(BodyRefused):
     """A change the caller may not make: ``status`` (400, 409, 415, 422), ``slug`` (the problem type)."""
-
-    def __init__(self, status: int, slug: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.slug = slug
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,15 +106,9 @@ def parse_cap_patch(body: bytes, content_type: str, currency: str | None, plan_c
     ``{"spend_cap": {"amount": "5.00"}}`` sets, ``{"spend_cap": null}`` removes (JSON Merge Patch, RFC
     7396). ``currency``/``plan_cap``: the plan's (None: the plan has no spend cap). Raises
     :class:`CapRefused`; never anything else."""
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media not in _CONTENT_TYPES:
-        raise CapRefused(415, "unsupported-media-type", "Send the change as application/merge-patch+json.")
-    if len(body) > MAX_BODY_BYTES:
-        raise CapRefused(413, "body-too-large", f"The body may be at most {MAX_BODY_BYTES} bytes.")
-    try:
-        document = json.loads(body.decode("utf-8"), parse_float=str, parse_int=str, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
-        raise CapRefused(400, "invalid-body", f"The body is not JSON: {_short(exc)}") from None
+    document = read_json_body(
+        body, content_type, _CONTENT_TYPES, MAX_BODY_BYTES, CapRefused, "the change as application/merge-patch+json"
+    )
     if not isinstance(document, dict) or set(document) != {"spend_cap"}:
         detail = 'The body must be {"spend_cap": {"amount": "<decimal>"}} or {"spend_cap": null}.'
         raise CapRefused(422, "invalid-spend-cap", detail)
@@ -147,15 +136,6 @@ def parse_cap_patch(body: bytes, content_type: str, currency: str | None, plan_c
         detail = f"amount may be at most your plan's spend cap, {plain(plan_cap)} {currency}."
         raise CapRefused(422, "spend-cap-above-plan", detail)
     return amount
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number")
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]
 
 
 # --- the store ----------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from decimal import Decimal
 from typing import Any, Final, Literal, cast
 
 from tollway.auth.records import format_instant
+from tollway.caller_json import BodyRefused, read_json_body
 from tollway.clock import Clock
 from tollway.credits.units import from_micros, to_micros
 from tollway.currencies import MINOR_UNITS
@@ -60,14 +61,8 @@ _AMOUNT: Final = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,6})?")
 _CONTENT_TYPES: Final = ("application/json",)
 
 
-class BudgetRefused(ValueError):
+class BudgetRefused(BodyRefused):
     """A budget list the caller may not set: ``status`` (400, 409, 413, 415, 422), ``slug``."""
-
-    def __init__(self, status: int, slug: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.slug = slug
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +125,6 @@ def _plain(amount: Decimal) -> str:
     return text if text != "-0" else "0"
 
 
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a number")
-
-
 def _number_text(value: object) -> str | None:
     """A JSON number or string as its text (JSON parsed with numbers kept as text); None otherwise."""
     return value if isinstance(value, str) else None
@@ -142,15 +133,9 @@ def _number_text(value: object) -> str | None:
 def parse_budgets(body: bytes, content_type: str, terms: PlanBudgetTerms) -> tuple[Budget, ...]:
     """The budgets a ``PUT /tollway/v1/usage/budgets`` body sets: ``{"budgets": [...]}`` (``[]`` removes
     them all). Raises :class:`BudgetRefused`; never anything else."""
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media not in _CONTENT_TYPES:
-        raise BudgetRefused(415, "unsupported-media-type", "Send the budgets as application/json.")
-    if len(body) > MAX_BODY_BYTES:
-        raise BudgetRefused(413, "body-too-large", f"The body may be at most {MAX_BODY_BYTES} bytes.")
-    try:
-        document = json.loads(body.decode("utf-8"), parse_float=str, parse_int=str, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
-        raise BudgetRefused(400, "invalid-body", f"The body is not JSON: {str(exc)[:120]}") from None
+    document = read_json_body(
+        body, content_type, _CONTENT_TYPES, MAX_BODY_BYTES, BudgetRefused, "the budgets as application/json"
+    )
     if not isinstance(document, dict) or set(document) != {"budgets"} or not isinstance(document["budgets"], list):
         raise BudgetRefused(422, "invalid-budgets", 'The body must be {"budgets": [<budget>, ...]}.')
     items = document["budgets"]
