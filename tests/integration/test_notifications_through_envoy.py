@@ -1,0 +1,317 @@
+"""Issue 15 acceptance, end to end: through real Envoy, three ``tollway serve`` processes with capacity
+leases on count the requests and detect the threshold crossings; ``tollway keys create`` emits
+``key.created``; a ``tollway dispatch --no-history`` process beside them delivers every event to a real
+local receiver that verifies each signature with the standardwebhooks library, registered with
+``tollway webhooks create``.
+
+* exactly three ``quota.threshold_crossed`` deliveries for a customer pushed past 50/80/100 %, each once,
+  and the next period's crossings as new events;
+* the receiver down for 60 s while traffic keeps flowing, then up on the same port: every event delivered;
+* ``kill -9`` of the dispatcher and of a checking process mid-traffic, the ready-set announcements lost:
+  every event delivered, a duplicate only ever with the id of its event.
+
+Every event emitted leaves its once-marker (``keys.once_key``) in Valkey for months: the set of markers is
+the set of events that must arrive, compared with what the receiver got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Coroutine, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import redis
+
+from tests.conftest import EnvoyFactory, TollwayFactory
+from tests.integration.test_alerts_through_envoy import CATALOG, LIMIT, _one_month_before
+from tests.integration.test_credits_through_envoy import ITEM, burst
+from tests.support.tollway_cli import TEST_PEPPER, create_key, run_cli
+from tollway.harness.envoy import EnvoyProcess
+from tollway.harness.tollway_server import TollwayServer
+from tollway.harness.valkey import ValkeyServer
+from tollway.harness.webhook_receiver import Received, WebhookReceiver
+from tollway.notifications import keys
+from tollway.notifications.events import threshold_event_id
+from tollway.ratelimit.alerts import rfc3339
+
+pytestmark = pytest.mark.integration
+
+PREFIX = "tw:"
+ROOT = Path(__file__).resolve().parents[2]
+LEVELS = [200, 320, 400]  # alerts [50, "80%", 100] of a 400-request monthly quota
+LEASES = {"TOLLWAY_CATALOG": str(CATALOG), "TOLLWAY_LEASE_MAX_MS": "100"}
+WEBHOOKS_ENV = {"TOLLWAY_WEBHOOKS_ALLOW_HTTP": "true", "TOLLWAY_WEBHOOKS_ALLOW_PRIVATE": "true"}
+T = TypeVar("T")
+
+
+class Receiver:
+    """The harness receiver on its own event loop in a thread (the traffic helpers run their own loops):
+    stopped and started again on the same port, it keeps what it received across restarts."""
+
+    def __init__(self) -> None:
+        self.inner = WebhookReceiver()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    def start(self) -> None:
+        self._run(self.inner.start())
+
+    def stop(self) -> None:
+        self._run(self.inner.stop())
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    def received(self) -> list[Received]:
+        return list(self.inner.received)
+
+    def ids(self) -> set[str]:
+        return {r.webhook_id for r in self.received()}
+
+
+@contextlib.contextmanager
+def receiver_running() -> Iterator[Receiver]:
+    receiver = Receiver()
+    receiver.start()
+    try:
+        yield receiver
+    finally:
+        receiver.close()
+
+
+def register(valkey: ValkeyServer, receiver: Receiver) -> None:
+    """``tollway webhooks create`` (the secret sealed with the pepper), its secret given to the receiver."""
+    done = run_cli(valkey.url, "webhooks", "create", receiver.inner.url("/hook"), "--json", env=WEBHOOKS_ENV)
+    assert done.code == 0, done.stderr
+    receiver.inner.secrets["/hook"] = str(done.json()["secret"])
+
+
+class Dispatch:
+    """``tollway dispatch --no-history`` in a subprocess, its settings shrunk (docs/notifications-delivery.md)."""
+
+    def __init__(self, valkey: ValkeyServer, log: Path, **settings: str) -> None:
+        self.valkey = valkey
+        self.log = log
+        self.settings = {
+            "TOLLWAY_OUTBOX_SCAN_S": "0.5",
+            "TOLLWAY_WEBHOOK_CLAIM_S": "2",
+            "TOLLWAY_WEBHOOK_TIMEOUT_S": "5",
+            **settings,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Dispatch:
+        env = {
+            **os.environ,
+            **WEBHOOKS_ENV,
+            **self.settings,
+            "PYTHONPATH": str(ROOT / "src"),
+            "TOLLWAY_REDIS_URL": self.valkey.url,
+            "TOLLWAY_PEPPER": TEST_PEPPER,
+            "TOLLWAY_LOG_LEVEL": "INFO",
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tollway", "dispatch", "--no-history"],
+            env=env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        return self
+
+    def kill9(self) -> None:
+        assert self.process is not None and self.process.poll() is None, self.tail()
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(5)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def tail(self) -> str:
+        lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        return "\n".join(line for line in lines if "httpx" not in line)[-3000:]
+
+
+def once_markers(client: redis.Redis[str]) -> set[str]:
+    """The id of every event ever emitted (each leaves its once-marker ``{p}evo:{<cust>}:<id>``)."""
+    return {name.rsplit(":", 1)[1] for name in client.scan_iter(match=f"{PREFIX}evo:*", count=1000)}
+
+
+def until(condition: Callable[[], bool], timeout_s: float, what: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not met in {timeout_s} s: {what()}")
+        time.sleep(0.1)
+
+
+def subscribe(valkey: ValkeyServer, customer: str, *extra: str) -> None:
+    done = run_cli(valkey.url, "subscriptions", "set", "--customer", customer, "--plan", "alerting", *extra)
+    assert done.code == 0, done.stderr
+
+
+def push(envoy: EnvoyProcess, key: str, n: int, connections: int = 16) -> Counter[int]:
+    """``n`` GETs through Envoy over keep-alive connections, tolerating a dropped connection (a checking
+    process killed mid-traffic): the statuses seen, ``0`` for a request that got no answer."""
+    host, _, port = envoy.base_url.removeprefix("http://").partition(":")
+    request = f"GET {ITEM} HTTP/1.1\r\nhost: {host}:{port}\r\nauthorization: Bearer {key}\r\n\r\n".encode()
+    statuses: Counter[int] = Counter()
+    todo = iter(range(n))
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            for _ in todo:
+                try:
+                    writer.write(request)
+                    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                    length = next(
+                        (int(h.split(":", 1)[1]) for h in head if h.lower().startswith("content-length:")), 0
+                    )
+                    await reader.readexactly(length)
+                    statuses[int(head[0].split()[1])] += 1
+                except (ConnectionError, asyncio.IncompleteReadError):
+                    statuses[0] += 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, int(port))
+        finally:
+            writer.close()
+
+    async def run() -> None:
+        await asyncio.gather(*(connection() for _ in range(min(connections, n))))
+
+    asyncio.run(run())
+    return statuses
+
+
+def assert_counted(statuses: Counter[int], n: int, limit: int = LIMIT) -> None:
+    """``limit`` admitted, the rest refused; on a loaded machine a few checks may outlast Envoy's 200 ms
+    ext_authz timeout (503; such a check may still have been counted, and admitted by Tollway)."""
+    assert set(statuses) <= {200, 429, 503}, statuses
+    assert limit - statuses[503] <= statuses[200] <= limit, statuses
+    assert sum(statuses.values()) == n
+
+
+def crossings(received: list[Received]) -> dict[tuple[str, str, int], set[str]]:
+    """(customer, period start, level) → the webhook-ids it was delivered under."""
+    out: dict[tuple[str, str, int], set[str]] = defaultdict(set)
+    for r in received:
+        if r.type == "quota.threshold_crossed":
+            data = r.body["data"]
+            out[(data["customer_id"], data["period_start"], data["threshold"])].add(r.webhook_id)
+    return out
+
+
+def assert_same_event_per_id(received: list[Received]) -> None:
+    """A duplicate delivery is the same event: one body per webhook-id, the id the body's own id."""
+    bodies: dict[str, dict[str, Any]] = {}
+    for r in received:
+        assert bodies.setdefault(r.webhook_id, r.body) == r.body, f"two events under {r.webhook_id}"
+
+
+def assert_threshold_ids_deterministic(received: list[Received]) -> None:
+    for r in received:
+        if r.type == "quota.threshold_crossed":
+            data = r.body["data"]
+            start_ms = int(datetime.fromisoformat(data["period_start"].replace("Z", "+00:00")).timestamp() * 1000)
+            expected = threshold_event_id("quota.threshold_crossed", data["customer_id"], "monthly", start_ms, data["threshold"])
+            assert r.webhook_id == expected
+
+
+def test_a_customer_past_50_80_100_percent_gets_three_signed_deliveries_once_and_the_next_period_new_ones(
+    valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory, tmp_path: Path
+) -> None:
+    tollways = [tollway_factory(LEASES) for _ in range(3)]
+    envoy = envoy_factory("http", endpoints={"tollway_http": [t.http_endpoint for t in tollways]})
+    customer = "alerts-co"
+    client: redis.Redis[str] = redis.Redis.from_url(valkey_fresh.url, decode_responses=True)
+    with receiver_running() as receiver:
+        register(valkey_fresh, receiver)
+        dispatch = Dispatch(valkey_fresh, tmp_path / "dispatch.log").start()
+        try:
+            key = create_key(valkey_fresh.url, customer)
+            # An anniversary a few seconds ahead: the current period ends then.
+            boundary = (datetime.now(UTC) + timedelta(seconds=8)).replace(microsecond=0)
+            subscribe(valkey_fresh, customer, "--alignment", "anniversary", "--anchor", boundary.isoformat().replace("+00:00", "Z"))
+            boundary_ms = int(boundary.timestamp() * 1000)
+            start_ms = int((boundary - _one_month_before(boundary)).timestamp() * 1000)
+
+            result = burst(envoy, str(key["api_key"]), 700)
+            assert time.time() * 1000 < boundary_ms, "the burst ended within the first period"
+            assert_counted(result.statuses, 700)
+            thresholds = lambda: [r for r in receiver.received() if r.type == "quota.threshold_crossed"]  # noqa: E731
+            until(lambda: len(thresholds()) >= 3, 20, lambda: f"{thresholds()}\n{dispatch.tail()}")
+            time.sleep(1.0)  # a duplicate would arrive by now
+
+            # deliveries run concurrently: no order between events (docs/notifications-delivery.md)
+            got = sorted(thresholds(), key=lambda r: int(r.body["data"]["threshold"]))
+            assert receiver.inner.bad_signatures == 0
+            assert [r.body["data"]["threshold"] for r in got] == LEVELS
+            assert [r.body["data"]["used"] for r in got] == LEVELS, "each crossed by a request checked alone"
+            assert [r.body["data"]["threshold_label"] for r in got] == ["50%", "80%", "100%"]
+            assert [r.webhook_id for r in got] == [
+                threshold_event_id("quota.threshold_crossed", customer, "monthly", start_ms, level) for level in LEVELS
+            ]
+            assert len({r.webhook_id for r in got}) == 3
+            for r in got:
+                assert r.body["type"] == "quota.threshold_crossed"
+                assert {k: v for k, v in r.body["data"].items() if k not in ("threshold", "threshold_label", "used")} == {
+                    "customer_id": customer,
+                    "plan": "alerting",
+                    "feature": "items-read",
+                    "policy": "monthly",
+                    "limit": LIMIT,
+                    "period_start": rfc3339(start_ms),
+                    "period_end": rfc3339(boundary_ms),
+                }
+            # the setup's own lifecycle events, each once, and nothing else
+            assert Counter(r.type for r in receiver.received()) == Counter(
+                {"quota.threshold_crossed": 3, "key.created": 1, "subscription.changed": 1}
+            )
+            assert len(receiver.ids()) == 5
+            assert receiver.ids() == once_markers(client)
+
+            # The next period: counted from 0 again, a new event for its 50 %.
+            time.sleep(max(boundary_ms / 1000 - time.time(), 0) + 1.5)
+            again = burst(envoy, str(key["api_key"]), 250)
+            assert_counted(again.statuses, 250, limit=250)
+            until(lambda: len(thresholds()) >= 4, 20, lambda: f"{thresholds()}\n{dispatch.tail()}")
+            time.sleep(1.0)
+            fresh = [r for r in thresholds() if r.webhook_id not in {g.webhook_id for g in got}]
+            assert [(r.body["data"]["threshold"], r.body["data"]["period_start"]) for r in fresh] == [
+                (200, rfc3339(boundary_ms))
+            ]
+            assert fresh[0].webhook_id == threshold_event_id(
+                "quota.threshold_crossed", customer, "monthly", boundary_ms, 200
+            )
+            assert len(thresholds()) == 4 and len({r.webhook_id for r in thresholds()}) == 4
+            assert receiver.inner.bad_signatures == 0
+            assert receiver.ids() == once_markers(client)
+        finally:
+            dispatch.stop()
+            client.close()
