@@ -315,3 +315,152 @@ def test_a_customer_past_50_80_100_percent_gets_three_signed_deliveries_once_and
         finally:
             dispatch.stop()
             client.close()
+
+
+def start_checks(
+    valkey: ValkeyServer, tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory, customers: list[str]
+) -> tuple[list[TollwayServer], EnvoyProcess, dict[str, str]]:
+    """Three checking processes with leases behind one Envoy, and a key (``key.created``) and a
+    subscription to the alerting plan (``subscription.changed``) per customer."""
+    tollways = [tollway_factory(LEASES) for _ in range(3)]
+    envoy = envoy_factory("http", endpoints={"tollway_http": [t.http_endpoint for t in tollways]})
+    api_keys = {}
+    for customer in customers:
+        api_keys[customer] = str(create_key(valkey.url, customer)["api_key"])
+        subscribe(valkey, customer)
+    return tollways, envoy, api_keys
+
+
+def past_the_quota(envoy: EnvoyProcess, key: str) -> None:
+    """Push until refused by the quota (some checks may fail while a checking process is down)."""
+    for _ in range(10):
+        if push(envoy, key, 150)[429]:
+            return
+    raise AssertionError("never refused by the quota")
+
+
+def assert_everything_delivered_once_per_id(
+    receiver: Receiver, client: redis.Redis[str], customers: list[str]
+) -> None:
+    received = receiver.received()
+    assert receiver.inner.bad_signatures == 0
+    assert receiver.ids() == once_markers(client), "every event emitted delivered, nothing else"
+    assert_same_event_per_id(received)
+    assert_threshold_ids_deterministic(received)
+    by_crossing = crossings(received)
+    assert sorted((c, level) for c, _, level in by_crossing) == sorted((c, lv) for c in customers for lv in LEVELS)
+    assert all(len(ids) == 1 for ids in by_crossing.values()), "a crossing delivered under one id"
+    assert client.zcard(keys.due_key(PREFIX)) == 0, "no delivery left queued"
+
+
+def test_receiver_down_for_60_s_under_load_then_up_gets_every_event(
+    valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory, tmp_path: Path
+) -> None:
+    customers = [f"outage-{n}" for n in range(5)]
+    client: redis.Redis[str] = redis.Redis.from_url(valkey_fresh.url, decode_responses=True)
+    # attempts over ~2 minutes (documented schedule: 24 h and more): longer than the outage
+    dispatch = Dispatch(valkey_fresh, tmp_path / "dispatch.log", TOLLWAY_WEBHOOK_RETRY_SCHEDULE_S="0,0.5,1" + ",2" * 60)
+    with receiver_running() as receiver:
+        register(valkey_fresh, receiver)
+        dispatch.start()
+        try:
+            _, envoy, api_keys = start_checks(valkey_fresh, tollway_factory, envoy_factory, customers)
+            past_the_quota(envoy, api_keys[customers[0]])
+            until(lambda: len(receiver.ids()) == len(once_markers(client)), 20, dispatch.tail)
+            before = len(receiver.received())
+
+            receiver.stop()  # down: connections refused, open ones dropped
+            down_at = time.monotonic()
+            extra_keys = 0
+            rounds = 0
+            while time.monotonic() - down_at < 60:
+                for customer in customers[1:]:  # each crosses a level every other round or so
+                    push(envoy, api_keys[customer], 60)
+                create_key(valkey_fresh.url, customers[rounds % len(customers)])
+                extra_keys += 1
+                rounds += 1
+                time.sleep(2.0)
+            emitted_while_down = once_markers(client) - receiver.ids()
+            retried = [int(n) for n in client.hvals(keys.tries_key(PREFIX))]
+            assert len(receiver.received()) == before, "nothing reached a receiver that was down"
+            assert max(retried, default=0) >= 5, "deliveries were retried during the outage"
+            receiver.start()  # up again, on the same port
+
+            for customer in customers[1:]:
+                past_the_quota(envoy, api_keys[customer])
+            until(lambda: receiver.ids() >= once_markers(client), 30, dispatch.tail)
+            time.sleep(1.0)
+            assert_everything_delivered_once_per_id(receiver, client, customers)
+            assert emitted_while_down <= receiver.ids()
+            types = Counter(r.type for r in receiver.received() if r.webhook_id in emitted_while_down)
+            assert types["key.created"] == extra_keys and types["quota.threshold_crossed"] >= 4, types
+            assert Counter(r.type for r in receiver.received())["key.created"] >= len(customers) + extra_keys
+        finally:
+            dispatch.stop()
+            client.close()
+
+
+def test_kill_9_of_the_dispatcher_and_of_a_checking_process_mid_traffic_loses_nothing(
+    valkey_fresh: ValkeyServer, tollway_factory: TollwayFactory, envoy_factory: EnvoyFactory, tmp_path: Path
+) -> None:
+    customers = [f"crash-{n}" for n in range(4)]
+    victim = "crash-victim"
+    client: redis.Redis[str] = redis.Redis.from_url(valkey_fresh.url, decode_responses=True)
+    log = tmp_path / "dispatch.log"
+    with receiver_running() as receiver:
+        register(valkey_fresh, receiver)
+        first = Dispatch(valkey_fresh, log).start()
+        second = Dispatch(valkey_fresh, log)
+        try:
+            tollways, envoy, api_keys = start_checks(
+                valkey_fresh, tollway_factory, envoy_factory, [*customers, victim]
+            )
+            # the checking process that dies: the victim's requests reach it alone
+            lone = envoy_factory("http", endpoints={"tollway_http": [tollways[0].http_endpoint]})
+
+            def traffic() -> None:
+                for _ in range(5):
+                    for customer in customers:
+                        push(envoy, api_keys[customer], 100)
+
+            background = threading.Thread(target=traffic)
+            background.start()
+            until(lambda: len(receiver.ids()) >= 8, 30, first.tail)
+            first.kill9()  # mid-traffic: entries read and deliveries claimed, not all settled
+
+            victim_traffic = threading.Thread(target=push, args=(lone, api_keys[victim], 1000, 4))
+            victim_traffic.start()
+            victim_80 = threshold_event_id(
+                "quota.threshold_crossed", victim, "monthly", _month_start_ms(), 320
+            )
+            until(lambda: victim_80 in once_markers(client), 30, lambda: str(once_markers(client)))
+            tollways[0].process.send_signal(signal.SIGKILL)  # mid-traffic
+            made_by_the_dead = _ids_of(victim, client)  # its 50 % and 80 % crossings at least
+            assert len(made_by_the_dead) >= 2
+            victim_traffic.join(60)
+            background.join(120)
+            for customer in [*customers, victim]:
+                past_the_quota(envoy, api_keys[customer])
+            client.delete(keys.ready_key(PREFIX))  # every announcement lost: only the scan finds them
+
+            second.start()
+            until(lambda: receiver.ids() >= once_markers(client), 30, second.tail)
+            time.sleep(1.0)
+            assert made_by_the_dead <= receiver.ids()
+            assert_everything_delivered_once_per_id(receiver, client, [*customers, victim])
+        finally:
+            first.stop()
+            second.stop()
+            client.close()
+
+
+def _month_start_ms() -> int:
+    """The start of the current calendar month (the period of a subscription with calendar alignment)."""
+    now = datetime.now(UTC)
+    return int(now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp() * 1000)
+
+
+def _ids_of(customer: str, client: redis.Redis[str]) -> set[str]:
+    """The ids of the events emitted about ``customer`` (its once-markers)."""
+    pattern = f"{PREFIX}evo:{{{customer}}}:*"
+    return {name.rsplit(":", 1)[1] for name in client.scan_iter(match=pattern, count=1000)}
