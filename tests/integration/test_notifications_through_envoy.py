@@ -301,6 +301,13 @@ def test_a_customer_past_50_80_100_percent_gets_three_signed_deliveries_once_and
             assert len(receiver.ids()) == 5
             assert receiver.ids() == once_markers(client)
 
+            # A dispatcher restarted: its expiry job re-emits key.created for the keys of the last day (a
+            # retry of the keyring's emission); the once-marker keeps it from a second delivery.
+            dispatch.stop()
+            dispatch.start()
+            time.sleep(2.0)
+            assert Counter(r.type for r in receiver.received())["key.created"] == 1
+
             # The next period: counted from 0 again, a new event for its 50 %.
             time.sleep(max(boundary_ms / 1000 - time.time(), 0) + 1.5)
             again = burst(envoy, str(key["api_key"]), 250)
@@ -315,6 +322,7 @@ def test_a_customer_past_50_80_100_percent_gets_three_signed_deliveries_once_and
                 "quota.threshold_crossed", customer, "monthly", boundary_ms, 200
             )
             assert len(thresholds()) == 4 and len({r.webhook_id for r in thresholds()}) == 4
+            assert len(receiver.received()) == 6, "every event delivered once"
             assert receiver.inner.bad_signatures == 0
             assert receiver.ids() == once_markers(client)
         finally:
