@@ -139,7 +139,8 @@ class Dispatch:
         return self
 
     def kill9(self) -> None:
-        assert self.process is not None and self.process.poll() is None, self.tail()
+        assert self.process is not None
+        assert self.process.poll() is None, self.tail()
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(5)
 
@@ -195,9 +196,7 @@ def push(envoy: EnvoyProcess, key: str, n: int, connections: int = 16) -> Counte
                 try:
                     writer.write(request)
                     head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-                    length = next(
-                        (int(h.split(":", 1)[1]) for h in head if h.lower().startswith("content-length:")), 0
-                    )
+                    length = next((int(h.split(":", 1)[1]) for h in head if h.lower().startswith("content-length:")), 0)
                     await reader.readexactly(length)
                     statuses[int(head[0].split()[1])] += 1
                 except (ConnectionError, asyncio.IncompleteReadError):
@@ -244,7 +243,9 @@ def assert_threshold_ids_deterministic(received: list[Received]) -> None:
         if r.type == "quota.threshold_crossed":
             data = r.body["data"]
             start_ms = int(datetime.fromisoformat(data["period_start"].replace("Z", "+00:00")).timestamp() * 1000)
-            expected = threshold_event_id("quota.threshold_crossed", data["customer_id"], "monthly", start_ms, data["threshold"])
+            expected = threshold_event_id(
+                "quota.threshold_crossed", data["customer_id"], "monthly", start_ms, data["threshold"]
+            )
             assert r.webhook_id == expected
 
 
@@ -262,7 +263,14 @@ def test_a_customer_past_50_80_100_percent_gets_three_signed_deliveries_once_and
             key = create_key(valkey_fresh.url, customer)
             # An anniversary a few seconds ahead: the current period ends then.
             boundary = (datetime.now(UTC) + timedelta(seconds=8)).replace(microsecond=0)
-            subscribe(valkey_fresh, customer, "--alignment", "anniversary", "--anchor", boundary.isoformat().replace("+00:00", "Z"))
+            subscribe(
+                valkey_fresh,
+                customer,
+                "--alignment",
+                "anniversary",
+                "--anchor",
+                boundary.isoformat().replace("+00:00", "Z"),
+            )
             boundary_ms = int(boundary.timestamp() * 1000)
             start_ms = int((boundary - _one_month_before(boundary)).timestamp() * 1000)
 
@@ -285,7 +293,9 @@ def test_a_customer_past_50_80_100_percent_gets_three_signed_deliveries_once_and
             assert len({r.webhook_id for r in got}) == 3
             for r in got:
                 assert r.body["type"] == "quota.threshold_crossed"
-                assert {k: v for k, v in r.body["data"].items() if k not in ("threshold", "threshold_label", "used")} == {
+                assert {
+                    k: v for k, v in r.body["data"].items() if k not in ("threshold", "threshold_label", "used")
+                } == {
                     "customer_id": customer,
                     "plan": "alerting",
                     "feature": "items-read",
@@ -321,7 +331,8 @@ def test_a_customer_past_50_80_100_percent_gets_three_signed_deliveries_once_and
             assert fresh[0].webhook_id == threshold_event_id(
                 "quota.threshold_crossed", customer, "monthly", boundary_ms, 200
             )
-            assert len(thresholds()) == 4 and len({r.webhook_id for r in thresholds()}) == 4
+            assert len(thresholds()) == 4
+            assert len({r.webhook_id for r in thresholds()}) == 4
             assert len(receiver.received()) == 6, "every event delivered once"
             assert receiver.inner.bad_signatures == 0
             assert receiver.ids() == once_markers(client)
@@ -352,9 +363,7 @@ def past_the_quota(envoy: EnvoyProcess, key: str) -> None:
     raise AssertionError("never refused by the quota")
 
 
-def assert_everything_delivered_once_per_id(
-    receiver: Receiver, client: redis.Redis[str], customers: list[str]
-) -> None:
+def assert_everything_delivered_once_per_id(receiver: Receiver, client: redis.Redis[str], customers: list[str]) -> None:
     received = receiver.received()
     assert receiver.inner.bad_signatures == 0
     assert receiver.ids() == once_markers(client), "every event emitted delivered, nothing else"
@@ -406,7 +415,8 @@ def test_receiver_down_for_60_s_under_load_then_up_gets_every_event(
             assert_everything_delivered_once_per_id(receiver, client, customers)
             assert emitted_while_down <= receiver.ids()
             types = Counter(r.type for r in receiver.received() if r.webhook_id in emitted_while_down)
-            assert types["key.created"] == extra_keys and types["quota.threshold_crossed"] >= 4, types
+            assert types["key.created"] == extra_keys, types
+            assert types["quota.threshold_crossed"] >= 4, types
             assert Counter(r.type for r in receiver.received())["key.created"] >= len(customers) + extra_keys
         finally:
             dispatch.stop()
@@ -447,9 +457,7 @@ def test_kill_9_of_the_dispatcher_and_of_a_checking_process_mid_traffic_loses_no
 
             victim_traffic = threading.Thread(target=push, args=(lone, api_keys[victim], 1000, 4))
             victim_traffic.start()
-            victim_80 = threshold_event_id(
-                "quota.threshold_crossed", victim, "monthly", _month_start_ms(), 320
-            )
+            victim_80 = threshold_event_id("quota.threshold_crossed", victim, "monthly", _month_start_ms(), 320)
             until(lambda: victim_80 in once_markers(client), 30, lambda: str(once_markers(client)))
             tollways[0].process.send_signal(signal.SIGKILL)  # mid-traffic
             made_by_the_dead = _ids_of(victim, client)  # its 50 % and 80 % crossings at least
