@@ -43,6 +43,7 @@ class WebhookReceiver:
     hits: dict[str, int] = field(default_factory=dict)
     _server: asyncio.Server | None = None
     _verifiers: dict[str, Webhook] = field(default_factory=dict)
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._serve, self.host, self.port, backlog=1024)
@@ -50,8 +51,12 @@ class WebhookReceiver:
         return self.port
 
     async def stop(self) -> None:
+        """Stop listening and drop the open (keep-alive) connections: the receiver is down, new
+        connections are refused and no delivery reaches it over a connection opened before."""
         if self._server is not None:
             self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1)
             self._server = None
@@ -63,6 +68,7 @@ class WebhookReceiver:
         return [r.webhook_id for r in self.received if path is None or r.path == path]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -83,6 +89,7 @@ class WebhookReceiver:
         except asyncio.CancelledError:
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     async def _answer(self, path: str, headers: dict[str, str], body: bytes) -> int:
