@@ -331,6 +331,11 @@ class LeaseBook:
         lease = entry.lease
         if lease is None:
             return None
+        if not demand and now_ms < lease.taken_ms:
+            # A second try comes after a wait (for this very lease, often): the request is answered now,
+            # not when it arrived. Refusing the lease as "from the future" would send it to Redis beside
+            # a lease with units still in hand, and the numbers the two hand out would overlap.
+            now_ms = lease.taken_ms
         verdict = lease.take(now_ms)
         if verdict is not None:
             self.requests_from_leases += 1

@@ -378,3 +378,18 @@ def test_several_leasing_processes_report_each_crossing_exactly_once(processes: 
     # Each crossed by a request checked alone (cost 1: the count after it is the level), never by a lease,
     # even when another process's stale view sized that lease.
     assert all(e.data["used"] == e.data["threshold"] for e in shared.events("c"))
+
+
+def test_a_request_that_waited_for_a_lease_is_answered_from_it_even_if_it_arrived_before() -> None:
+    """A request that arrived (``now_ms``) before another took the lease it then waited for is answered
+    from that lease on its second try (``demand=False``), at the lease's time: sent to Redis instead, it
+    would be counted beside the lease's units still in hand, and the numbers the two hand out overlap.
+    A first try at a time before the lease (a clock that stepped back) still gets nothing from it."""
+    book = LeaseBook(max_lease_ms=100)
+    lease = Lease("c", POLICIES, (1, 1, 1), T0 + 10, T0 + 20, 3, (5, 5, 5))
+    book.store("k", lease)
+    assert book.take("k", T0 + 7) is None, "a first try from before the lease"
+    waited = book.take("k", T0 + 7, demand=False)
+    assert waited is not None
+    assert [s.used for s in waited.states] == [6, 6, 6]
+    assert lease.used == 1
