@@ -94,7 +94,7 @@ def test_no_plaintext_key_in_redis_or_in_any_log(
     key = create_key(valkey_fresh.url, "acme")
     secret = key["api_key"]
     assert check(server.http_port, secret) == 200
-    assert check(server.http_port, secret[:-1] + "0") in (401,)
+    assert check(server.http_port, secret[:-1] + ("1" if secret.endswith("0") else "0")) in (401,)
     assert run_cli(valkey_fresh.url, "keys", "rotate", key["key_id"], "--overlap", "1h").code == 0
     listing = run_cli(valkey_fresh.url, "keys", "list")
     assert secret not in listing.stdout + listing.stderr
