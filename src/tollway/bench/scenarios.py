@@ -283,7 +283,7 @@ def _start_tollway(
     if meter is not None:
         processes["metering"] = meter.process
     if alerts:
-        processes["dispatcher"] = _dispatcher(stack, work_dir, key, valkey.url)
+        processes["dispatcher"] = _dispatcher(stack, work_dir, key, valkey.url, pepper)
     return Stack(
         envoy=envoy,
         processes=processes,
@@ -313,9 +313,15 @@ def alerts_catalog(work_dir: Path) -> Path:
     return path
 
 
-def _dispatcher(stack: ExitStack, work_dir: Path, key: str, redis_url: str) -> ManagedProcess:
-    """``tollway dispatch`` (deliveries only: ClickHouse is not part of this row) on the row's Valkey."""
-    env = {"TOLLWAY_REDIS_URL": redis_url, "TOLLWAY_WEBHOOK_ALLOW_PRIVATE": "true", "TOLLWAY_LOG_LEVEL": "WARNING"}
+def _dispatcher(stack: ExitStack, work_dir: Path, key: str, redis_url: str, pepper: str) -> ManagedProcess:
+    """``tollway dispatch`` (deliveries only: ClickHouse is not part of this row) on the row's Valkey, with
+    the row's pepper (it opens the endpoints' sealed secrets)."""
+    env = {
+        "TOLLWAY_REDIS_URL": redis_url,
+        "TOLLWAY_PEPPER": pepper,
+        "TOLLWAY_WEBHOOKS_ALLOW_PRIVATE": "true",
+        "TOLLWAY_LOG_LEVEL": "WARNING",
+    }
     argv = [sys.executable, "-m", "tollway", "dispatch", "--no-history"]
     process = ManagedProcess(argv, log_dir=Path(work_dir), name=f"dispatcher-{key}", env=env)
     stack.callback(process.stop)
