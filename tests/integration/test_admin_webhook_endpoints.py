@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import standardwebhooks
 
-from tests.support.admin_api import PROBLEM, AdminApi, admin_api
+from tests.integration.test_admin_api import assert_problem, run
+from tests.support.admin_api import PROBLEM, AdminApi
 from tests.support.chdb_engine import ChdbDatabase
 from tollway.admin.scopes import Scope
 from tollway.harness.valkey import ValkeyServer
@@ -24,25 +25,6 @@ pytestmark = pytest.mark.integration
 
 URL = "https://hooks.example.com/tollway"
 BASE = "/webhooks/endpoints"
-
-
-def run(valkey: ValkeyServer, chdb_db: ChdbDatabase, scenario: Any) -> None:
-    async def go() -> None:
-        async with admin_api(valkey.url, chdb_db) as api:
-            await scenario(api)
-
-    asyncio.run(go())
-
-
-def assert_problem(response: Any, status: int, slug: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["type"].endswith("/" + slug), body
-    assert body["detail"]
-    assert body["instance"] == response.headers["x-request-id"]
-    return body
 
 
 def verifies(secret: str, signing: list[str]) -> bool:

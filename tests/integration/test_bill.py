@@ -476,7 +476,9 @@ def assert_one_line_failure(result: CliResult, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
-def test_the_command(valkey_fresh: ValkeyServer, tmp_path: Path) -> None:
+def command_setup(valkey: ValkeyServer, tmp_path: Path) -> dict[str, str]:
+    """The dataset loaded into an embedded ClickHouse under ``tmp_path``, the catalog beside it, the
+    subscriptions in ``valkey``: the environment for ``tollway bill`` run from ``tmp_path``."""
     engine = tmp_path / "chdb"
     (tmp_path / "usage.jsonl").write_bytes(b"".join(USAGE))
     (tmp_path / "catalog.yaml").write_text(CATALOG)
@@ -488,8 +490,12 @@ def test_the_command(valkey_fresh: ValkeyServer, tmp_path: Path) -> None:
         check=False,
     )
     assert loaded.returncode == 0, loaded.stderr
-    subscribe(valkey_fresh, SUBSCRIPTIONS)
-    env = cli_env(valkey_fresh, engine)
+    subscribe(valkey, SUBSCRIPTIONS)
+    return cli_env(valkey, engine)
+
+
+def test_the_command(valkey_fresh: ValkeyServer, tmp_path: Path) -> None:
+    env = command_setup(valkey_fresh, tmp_path)
 
     result = tollway(env, tmp_path, "bill", "--period", "2026-10", "--plans", "catalog.yaml")
     assert result.code == 0, result.stderr

@@ -3,8 +3,6 @@
 ``invoice.adjusted`` per adjusted invoice. With the billing tests' dataset, store and command."""
 
 import asyncio
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,14 +11,11 @@ import pytest
 from redis.asyncio import Redis as AsyncRedis
 
 from tests.integration.test_bill import (  # the billing tests' dataset and helpers
-    CATALOG,
-    LOAD_USAGE,
     NOW,
     SUBSCRIPTIONS,
-    USAGE,
     billed_db,  # noqa: F401 - a fixture
     catalog,
-    cli_env,
+    command_setup,
     row,
     subscribe,
     tollway,
@@ -121,19 +116,7 @@ def test_late_usage_adjusted_on_a_later_invoice_is_told_once(
 
 
 def test_the_command_finalizing_twice_emits_one_invoice_finalized(valkey_fresh: ValkeyServer, tmp_path: Path) -> None:
-    engine = tmp_path / "chdb"
-    (tmp_path / "usage.jsonl").write_bytes(b"".join(USAGE))
-    (tmp_path / "catalog.yaml").write_text(CATALOG)
-    loaded = subprocess.run(
-        [sys.executable, "-c", LOAD_USAGE, str(engine), str(tmp_path / "usage.jsonl")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert loaded.returncode == 0, loaded.stderr
-    subscribe(valkey_fresh, SUBSCRIPTIONS)
-    env = cli_env(valkey_fresh, engine)
+    env = command_setup(valkey_fresh, tmp_path)
     argv = ("bill", "--period", "2026-10", "--customer", "acme", "--plans", "catalog.yaml", "--finalize")
     for note in ("finalized", "already finalized, left unchanged"):
         done = tollway(env, tmp_path, *argv)
