@@ -222,6 +222,18 @@ def test_ratios_of_rows_not_run_are_null() -> None:
     assert report.limiter_summary({}, ratios) is None
 
 
+def test_a_ratio_pairs_the_rounds_measured_together() -> None:
+    """Machine drift between rounds moves both rows of a round: the ratio is the median of the rounds'
+    own ratios (0.95, 0.96, 0.75 -> 0.95), not the ratio of the medians (60 / 80 = 0.75)."""
+    d = {"requests_per_s": 80.0, "rounds": [{"requests_per_s": r} for r in (100.0, 50.0, 80.0)]}
+    g = {"requests_per_s": 60.0, "rounds": [{"requests_per_s": r} for r in (95.0, 48.0, 60.0)]}
+    assert report.ratios({"D": d, "G": g})["G/D"] == 0.95
+    assert report.ratios_of_medians({"D": d, "G": g})["G/D"] == 0.75
+    # A round that measured nothing on one side is left out of the pairing.
+    g["rounds"][0]["requests_per_s"] = 0.0
+    assert report.ratios({"D": d, "G": g})["G/D"] == round((0.96 + 0.75) / 2, 4)
+
+
 def test_round_trips_come_from_valkey_reads_and_evalsha_calls() -> None:
     before = redis_stats.RedisCounters(reads=100, evalsha_calls=40)
     after = redis_stats.RedisCounters(reads=126, evalsha_calls=340)

@@ -159,13 +159,41 @@ def metering_row(usages: Sequence[MeteringUsage]) -> Json | None:
 
 
 def ratios(rows: Mapping[str, Json]) -> dict[str, float | None]:
-    """requests/s ratios; None when a side was not run (or measured nothing)."""
+    """requests/s ratios; None when a side was not run (or measured nothing).
+
+    With several rounds a ratio is the median of the rounds' own ratios (round i of the top row over round
+    i of the bottom row, measured seconds apart), not the ratio of the two rows' medians: on a shared
+    machine whose speed drifts between rounds, pairing cancels the drift that both rows of a round saw
+    (``ratios_of_medians`` keeps the other figure)."""
+    out: dict[str, float | None] = {}
+    for top, bottom in RATIOS:
+        paired = [
+            a / b
+            for a, b in zip(_round_rates(rows.get(top, {})), _round_rates(rows.get(bottom, {})), strict=False)
+            if a and b
+        ]
+        if paired:
+            out[f"{top}/{bottom}"] = round(statistics.median(paired), 4)
+            continue
+        numerator = rows.get(top, {}).get("requests_per_s")
+        denominator = rows.get(bottom, {}).get("requests_per_s")
+        out[f"{top}/{bottom}"] = round(numerator / denominator, 4) if numerator and denominator else None
+    return out
+
+
+def ratios_of_medians(rows: Mapping[str, Json]) -> dict[str, float | None]:
+    """requests/s ratios of the rows' medians over rounds (None when a side was not run)."""
     out: dict[str, float | None] = {}
     for top, bottom in RATIOS:
         numerator = rows.get(top, {}).get("requests_per_s")
         denominator = rows.get(bottom, {}).get("requests_per_s")
         out[f"{top}/{bottom}"] = round(numerator / denominator, 4) if numerator and denominator else None
     return out
+
+
+def _round_rates(row: Json) -> list[float]:
+    """requests/s of each round of a row, in round order (empty: not run, or no rounds kept)."""
+    return [float(r.get("requests_per_s") or 0.0) for r in row.get("rounds", ())]
 
 
 def _met(value: float | None, target: float) -> bool | None:
@@ -301,7 +329,10 @@ def build(
         "envoy": {"version": envoy_version, "concurrency": envoy_concurrency},
         "machine": machine,
         "notes": (
-            "All routes are Envoy direct_response. CPU us/request = (utime+stime of the process over the "
+            "All routes are Envoy direct_response. Rounds run the rows interleaved, every other round in "
+            "reverse order; a ratio is the median over rounds of the ratio of the two rows measured in the same "
+            "round (`ratios_of_medians`: the ratio of the rows' medians). "
+            "CPU us/request = (utime+stime of the process over the "
             "measured window, warm-up excluded) / requests completed in that window. Every process shares "
             "the same CPUs as wrk, so requests/s is a box limit; CPU per request carries over. Row D's plan "
             "never refuses (limits of 10^9), so every request costs one limiter check; row F is row D with a "
@@ -325,6 +356,7 @@ def build(
         ),
         "rows": rows,
         "ratios": computed,
+        "ratios_of_medians": ratios_of_medians(rows),
         "targets": targets,
         "limiter": limiter,
         "metering": metering_summary(rows, computed),
@@ -367,8 +399,12 @@ def render(results: Json) -> str:
             f"{_num(cpu.get('metering'), '.1f'):>7}{_num(cpu.get('valkey'), '.1f'):>8}"
             f"{_num(redis.get('round_trips_per_admitted_request'), '.3f'):>8}  {data['description']}"
         )
-    lines += ["", "Ratios of requests/s:"]
-    lines += [f"  {name:<5} {_num(value, '.3f')}" for name, value in results["ratios"].items()]
+    lines += ["", "Ratios of requests/s (median of the rounds' own ratios; in brackets: ratio of the medians):"]
+    medians = results.get("ratios_of_medians", {})
+    lines += [
+        f"  {name:<5} {_num(value, '.3f')}  ({_num(medians.get(name), '.3f')})"
+        for name, value in results["ratios"].items()
+    ]
     lines.append("")
     for name, target in results["targets"].items():
         if name not in results["ratios"]:

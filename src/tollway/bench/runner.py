@@ -7,7 +7,8 @@ counters around it and waits for the loader to catch up afterwards (``metering_s
 not stretched for that: with continuous load the loader's lag at the window's start and end is alike).
 The authorization server's CPU is also split into its main thread (the event loop) and every other
 thread (for row E: the embedded ClickHouse's insert threads). With several rounds the scenarios are
-interleaved (A B H C Cg D F E, A B H C Cg D F E, ...) so slow drift on the machine affects every row alike.
+interleaved, every other round in reverse order (A B H ... E, E ... H B A, A B H ... E, ...), so slow drift
+on the machine affects every row alike and no row always runs right after the same other one.
 """
 
 from __future__ import annotations
@@ -307,7 +308,7 @@ def run_all(
     script = wrk.write_done_script(work_dir)
     measurements: dict[str, list[Measurement]] = {s.key: [] for s in scenarios}
     for round_index in range(options.rounds):
-        for scenario in scenarios:
+        for scenario in scenarios if round_index % 2 == 0 else reversed(scenarios):
             measurement = run_scenario(scenario, options, work_dir, script)
             measurements[scenario.key].append(measurement)
             if on_measurement is not None:

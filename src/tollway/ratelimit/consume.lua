@@ -395,7 +395,24 @@ if ev and admit == 1 then
     end
   end
 end
-if ev and (cross or (ev.mon and money and money.fit == 1 and money.price > 0)) then
+-- Whether a money event may fire (most checks of a prepaid plan: none, and nothing more is built for them).
+local mon = false
+if ev and ev.mon and money and money.fit == 1 and money.price > 0 then
+  local price, before, b, cap = money.price, money.balance, money.bal, money.cap
+  if b then
+    if admit == 1 then
+      local after = before - price
+      mon = after <= 0 and before > 0
+      for _, t in ipairs(ev.mon.low) do
+        if before >= t and t > after then mon = true end
+      end
+    else
+      mon = before < price
+    end
+  end
+  if cap and money.spent + price > cap.cap then mon = true end
+end
+if cross or mon then
   local DAY = 86400000
 -- BEGIN rfc3339 (tested against Python: tests/integration/test_limiter_alerts.py)
 -- UTC time of epoch milliseconds as RFC 3339 (whole seconds without a fraction), days to civil date by
@@ -466,7 +483,7 @@ end
     end
   end
   local price = money and money.price or 0
-  if ev.mon and money and money.fit == 1 and price > 0 then
+  if mon then
     local unit = jstr(ev.mon.unit)
     -- Micro-units as a decimal string (credits/units.py format_micros).
     local function dec(x)
