@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from tests.support.webhook_endpoints import RedisEndpoints
 from tollway.harness.valkey import ValkeyServer
 from tollway.harness.webhook_receiver import WebhookReceiver
 from tollway.notifications import keys
-from tollway.notifications.dispatcher import Dispatcher, DispatchSettings, RedisEndpoints, Target
+from tollway.notifications.dispatcher import Dispatcher, DispatchSettings, Target
 from tollway.notifications.events import Event, event_id
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,8 @@
 
 Not a wrk row: the bench starts a Valkey of its own and a receiver process (``WebhookReceiver``: HTTP/1.1
 keep-alive on a loopback port, answering 204; signatures not verified there, so the receiver is not the
-bottleneck — the integration tests verify every one), registers one endpoint, and writes ``events``
+bottleneck — the integration tests verify every one), registers one endpoint in the production endpoint
+store (its secret sealed with a random pepper), and writes ``events``
 events into 100 customers' outbox streams as the emitters do (append, then announce). Then a subprocess
 times the production :class:`Dispatcher` from its start until every delivery is settled — reading the
 outboxes, queueing, claiming, signing, POSTing, settling — and prints one JSON object: deliveries per
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import resource
@@ -35,7 +35,6 @@ from tollway.harness.valkey import ValkeyServer
 
 DEFAULT_EVENTS: Final = 30_000
 TARGET_PER_S: Final = 2_000
-SECRET: Final = "whsec_" + base64.b64encode(b"bench-secret-bench-secret").decode()
 _RESULT_KEYS: Final = ("events", "seconds", "webhooks_per_s", "rss_growth_mib", "pending_after")
 _TIMEOUT_S: Final = 600.0
 _CUSTOMERS: Final = 100
@@ -66,11 +65,18 @@ async def _fill(redis: Any, events: int) -> None:
 async def dispatch(redis_url: str, url: str, events: int) -> dict[str, Any]:
     from redis.asyncio import Redis
 
-    from tollway.notifications.dispatcher import Dispatcher, DispatchSettings, RedisEndpoints, Target
+    from tollway.notifications.dispatcher import Dispatcher, DispatchSettings
+    from tollway.notifications.endpoint_store import EndpointStore
+    from tollway.notifications.endpoints import SecretBox, UrlPolicy
+    from tollway.notifications.store_endpoints import StoreEndpoints
 
     redis = Redis.from_url(redis_url, decode_responses=True)
-    endpoints = RedisEndpoints(redis, _PREFIX)
-    await endpoints.put(Target("ep_bench", url, (SECRET,)))
+    # The production endpoint store: the secret is sealed with a pepper and opened by the dispatcher.
+    store = EndpointStore(
+        redis, SecretBox(os.urandom(32)), _PREFIX, policy=UrlPolicy(allow_http=True, allow_private=True)
+    )
+    await store.create(url)
+    endpoints = StoreEndpoints(store)
     await _fill(redis, events)
     settings = DispatchSettings(webhook_allow_private=True)
     dispatcher = Dispatcher(redis, _PREFIX, endpoints, settings)

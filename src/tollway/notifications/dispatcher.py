@@ -11,8 +11,8 @@ deliveries deferred), and the settle loop (outcomes written back in batches). An
 have failed, with no success in between, for ``disable_after_s`` is disabled and ``endpoint.disabled`` is
 queued for the other endpoints.
 
-Endpoints come from an :class:`EndpointDirectory`: h2's endpoint store in production (wired at merge),
-:class:`RedisEndpoints` (a minimal reader of the ``keys.endpoint_key`` hashes) until then and in tests.
+Endpoints come from an :class:`EndpointDirectory`: the pepper-sealed endpoint store
+(``notifications.endpoint_store``, seen through ``store_endpoints.StoreEndpoints``; :func:`endpoint_directory`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Protocol
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tollway.notifications import keys
 from tollway.notifications.delivery import SCHEDULE_S, AddressCheck, address_check, attempt, next_delay_s
 from tollway.notifications.endpoint_store import store_from_settings
 from tollway.notifications.endpoints import resolve_and_check
@@ -94,59 +93,6 @@ class EndpointDirectory(Protocol):
     async def disable(self, endpoint_id: str, reason: str, at_ms: int) -> bool:
         """Disable the endpoint; True if this call disabled it (False: already disabled or gone)."""
         ...
-
-
-_DISABLE = """
-if redis.call('HGET', KEYS[1], 'state') ~= 'enabled' then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'disabled', 'disabled_at', ARGV[1], 'disabled_reason', ARGV[2])
-return 1
-"""
-
-
-class RedisEndpoints:
-    """A minimal :class:`EndpointDirectory` over the ``keys.endpoint_key`` hashes: ``url``, ``secrets`` (JSON
-    list of ``whsec_`` strings), ``types`` (JSON list; empty = all), ``state`` (``enabled`` | ``disabled``)."""
-
-    def __init__(self, redis: RedisClient, prefix: str) -> None:
-        self._redis = redis
-        self._prefix = prefix
-        self._disable: Any = redis.register_script(_DISABLE)
-
-    async def put(self, target: Target) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(
-                keys.endpoint_key(self._prefix, target.id),
-                mapping={
-                    "url": target.url,
-                    "secrets": json.dumps(list(target.secrets)),
-                    "types": json.dumps(sorted(target.types)),
-                    "state": "enabled" if target.enabled else "disabled",
-                },
-            )
-            pipe.sadd(keys.endpoints_key(self._prefix), target.id)
-            await pipe.execute()
-
-    async def targets(self) -> Sequence[Target]:
-        ids = sorted(str(i) for i in await self._redis.smembers(keys.endpoints_key(self._prefix)))
-        out = []
-        for endpoint_id in ids:
-            row = await self._redis.hgetall(keys.endpoint_key(self._prefix, endpoint_id))
-            if not row:
-                continue
-            out.append(
-                Target(
-                    str(endpoint_id),
-                    str(row.get("url", "")),
-                    tuple(json.loads(row.get("secrets", "[]"))),
-                    frozenset(json.loads(row.get("types", "[]"))),
-                    row.get("state", "enabled") == "enabled",
-                )
-            )
-        return out
-
-    async def disable(self, endpoint_id: str, reason: str, at_ms: int) -> bool:
-        done = await self._disable(keys=[keys.endpoint_key(self._prefix, endpoint_id)], args=[str(at_ms), reason])
-        return bool(done)
 
 
 @dataclass

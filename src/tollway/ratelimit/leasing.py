@@ -47,6 +47,8 @@ class LeasingLimiter:
         self._limiter = limiter
         self._book = LeaseBook(max_lease_ms=max_lease_ms, max_size=max_size)
         self._taking: dict[Hashable, asyncio.Future[None]] = {}
+        self._alone: dict[Hashable, list[asyncio.Future[None]]] = {}
+        """Per check: one future per request in flight to the limiter alone (not with a lease)."""
         self.refunds_failed = 0
         self.clock_offset_ms = 0
         """The limiter's clock minus this process's, as last seen (``at_ms - now_ms`` of an answer: the
@@ -104,14 +106,21 @@ class LeasingLimiter:
         expires = lease_expiry(policies, now_ms, self._book.max_lease_ms, now_ms + self.clock_offset_ms)
         size = self._book.size_for(key, policies, costs, expires - now_ms, money)
         refund = self._book.release(key)
-        if size < 2:
-            verdict = await self._limiter.consume(partition, policies, costs, now_ms, refund, money)
-            self._book.observe(key, verdict)
-            self.clock_offset_ms = verdict.at_ms - now_ms
-            return verdict
+        if size < 2 and refund is None:
+            return await self._consume_alone(key, partition, policies, costs, now_ms, money)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._taking[key] = done
         try:
+            # The check's calls in flight alone are counted before this one: Redis may run calls sent on
+            # other connections in another order, and a request counted above a lease whose unused units
+            # later go back would share its place in the counts with a request of the next lease.
+            while alone := self._alone.get(key):
+                await asyncio.shield(alone[0])
+            if size < 2:  # alone, giving back the ended lease's units: the check's next calls wait for it
+                verdict = await self._limiter.consume(partition, policies, costs, now_ms, refund, money)
+                self._book.observe(key, verdict)
+                self.clock_offset_ms = verdict.at_ms - now_ms
+                return verdict
             taken_with = lease_policies(policies, self._book.last(key))
             leased = await self._limiter.consume(
                 partition,
@@ -156,6 +165,31 @@ class LeasingLimiter:
             self._taking.pop(key, None)
             done.set_result(None)
 
+    async def _consume_alone(
+        self,
+        key: Hashable,
+        partition: str,
+        policies: Sequence[Policy],
+        costs: Sequence[int],
+        now_ms: int,
+        money: Money | None,
+    ) -> Verdict:
+        """One request to the limiter alone, marked in flight until answered (a lease taken meanwhile
+        waits for it)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        in_flight = self._alone.setdefault(key, [])
+        in_flight.append(done)
+        try:
+            verdict = await self._limiter.consume(partition, policies, costs, now_ms, None, money)
+        finally:
+            in_flight.remove(done)
+            if not in_flight and self._alone.get(key) is in_flight:
+                del self._alone[key]
+            done.set_result(None)
+        self._book.observe(key, verdict)
+        self.clock_offset_ms = verdict.at_ms - now_ms
+        return verdict
+
     async def sweep(self, now_ms: int) -> int:
         """Refund the leases that ended with units left; the number refunded."""
         return await self._refund_all(self._book.expired(now_ms), now_ms)
@@ -175,6 +209,8 @@ class LeasingLimiter:
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._taking[key] = done
             try:
+                while alone := self._alone.get(key):  # counted before the units go back (see consume)
+                    await asyncio.shield(alone[0])
                 await self._limiter.refund(lease.partition, lease.policies, lease.refund(), now_ms, lease.money)
                 refunded += 1
             except LimiterUnavailable as exc:  # the units stay consumed: capacity wasted, no limit exceeded

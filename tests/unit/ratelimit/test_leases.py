@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -393,3 +394,89 @@ def test_a_request_that_waited_for_a_lease_is_answered_from_it_even_if_it_arrive
     assert waited is not None
     assert [s.used for s in waited.states] == [6, 6, 6]
     assert lease.used == 1
+
+
+class _HeldLimiter:
+    """A limiter whose next call is held back until released: a request whose Redis call is overtaken by
+    later ones (sent on another connection, which Redis may serve first)."""
+
+    def __init__(self, inner: MemoryLimiter) -> None:
+        self.inner = inner
+        self.hold_next = False
+        self.release = asyncio.Event()
+
+    async def consume(self, *args: Any, **kwargs: Any) -> Verdict:
+        if self.hold_next:
+            self.hold_next = False
+            await self.release.wait()
+        return await self.inner.consume(*args, **kwargs)
+
+    async def refund(self, *args: Any, **kwargs: Any) -> None:
+        await self.inner.refund(*args, **kwargs)
+
+
+def test_a_request_in_flight_alone_is_counted_before_a_lease_taken_after_it() -> None:
+    """A request sent alone, then a lease taken while that request's call is still in flight: the lease
+    waits for it. Had the lease been counted first, the request would sit above the lease's units, and
+    once the lease gives its unused units back, the next lease would hand out the request's place again."""
+    policies: tuple[Policy, ...] = (QuotaPolicy("month", 1_000_000, T0, T0 + 30 * DAY),)
+    held = _HeldLimiter(MemoryLimiter())
+    leasing = LeasingLimiter(held, max_lease_ms=100)  # type: ignore[arg-type]
+    used: list[int] = []
+
+    async def one(at_ms: int) -> None:
+        verdict = leasing.try_now("k", at_ms) or await leasing.consume("k", "c", policies, (1,), at_ms)
+        assert verdict.admitted
+        used.append(verdict.states[0].used)
+
+    async def scenario() -> None:
+        await one(T0 - 1000)  # the limiter's first answer (what leases are sized against), long before
+        held.hold_next = True
+        alone = asyncio.create_task(one(T0 + 1))  # demand is still low: sent alone, and held back
+        await asyncio.sleep(0)
+        for _ in range(8):  # demand grows: the next check takes a lease
+            assert leasing.try_now("k", T0 + 2) is None
+        leased = asyncio.create_task(one(T0 + 3))
+        await asyncio.sleep(0.01)
+        held.release.set()
+        await asyncio.gather(alone, leased)
+        assert leasing.book.leases_taken == 1, "the held request went alone, the next one took a lease"
+        await leasing.sweep(T0 + 500)  # the lease ended: its unused units go back
+        for i in range(30):
+            await one(T0 + 600 + i)
+
+    asyncio.run(scenario())
+    assert sorted(used) == list(range(1, len(used) + 1)), sorted(used)
+
+
+def test_a_request_giving_back_a_leases_units_is_counted_before_the_next_requests() -> None:
+    """A lease ended with units left; the next request goes alone and gives them back with its own call.
+    A request after it waits for that call: counted before the units went back, it would hold a place
+    the counts then hand out again."""
+    policies: tuple[Policy, ...] = (QuotaPolicy("month", 1_000_000, T0, T0 + 30 * DAY),)
+    held = _HeldLimiter(MemoryLimiter())
+    leasing = LeasingLimiter(held, max_lease_ms=100)  # type: ignore[arg-type]
+    used: list[int] = []
+
+    async def one(at_ms: int) -> None:
+        verdict = leasing.try_now("k", at_ms) or await leasing.consume("k", "c", policies, (1,), at_ms)
+        assert verdict.admitted
+        used.append(verdict.states[0].used)
+
+    async def scenario() -> None:
+        for i in range(20):  # demand: a lease is taken and left with units when it ends
+            await one(T0 + i)
+        assert leasing.book.leases_taken >= 1
+        later = T0 + 10_000  # the lease has ended, demand is low again: requests go alone
+        held.hold_next = True
+        giving_back = asyncio.create_task(one(later))  # carries the lease's unused units, held back
+        await asyncio.sleep(0)
+        after = asyncio.create_task(one(later + 1))
+        await asyncio.sleep(0.01)
+        held.release.set()
+        await asyncio.gather(giving_back, after)
+        for i in range(30):
+            await one(later + 2 + i)
+
+    asyncio.run(scenario())
+    assert sorted(used) == list(range(1, len(used) + 1)), sorted(used)
