@@ -233,6 +233,10 @@ def test_default_zero_usage_reproduces_lago_graduated(quantity: str, cents: str)
     default (``flat_fee_at_zero: false``). The issue notes Lago charges the flat fee at zero since July
     2026; the stored spec read here predates that, so the newer behaviour is Tollway's ``true``."""
     assert total(plan(LAGO_GRADUATED), quantity) == cents
+    written = LAGO_GRADUATED.replace("    meter: units\n", "    meter: units\n    flat_fee_at_zero: false\n")
+    assert total(plan(written), quantity) == cents  # the default, written out
+    charged = plan(written.replace("flat_fee_at_zero: false", "flat_fee_at_zero: true"))
+    assert total(charged, quantity) == ("0.02" if quantity == "0" else cents)  # only 0 changes: tier 1's 2¢
 
 
 LAGO_VOLUME = """\
@@ -259,6 +263,10 @@ def test_default_zero_usage_reproduces_lago_volume(quantity: str, amount: str) -
     (0), 1 → 12, 100 → 210, 101 → 101, 200 → 200, 300 → 200. Its prorated case (198.6 → 149.3) uses
     Lago's own proration of recurring metrics, which Tollway does not have; it is left out."""
     assert total(plan(LAGO_VOLUME), quantity) == amount
+    written = LAGO_VOLUME.replace("    meter: units\n", "    meter: units\n    flat_fee_at_zero: false\n")
+    assert total(plan(written), quantity) == amount  # the default, written out
+    charged = plan(written.replace("flat_fee_at_zero: false", "flat_fee_at_zero: true"))
+    assert total(charged, quantity) == ("10.00" if quantity == "0" else amount)  # only 0 changes
 
 
 OPENMETER_GRADUATED = """\
