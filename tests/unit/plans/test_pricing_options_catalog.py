@@ -4,6 +4,7 @@ catalog that leaves the options at their defaults, and the options that a prepai
 admission settling at invoice (or refused, when ``prepaid.charges`` lists the charge)."""
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -233,3 +234,14 @@ def test_listing_such_a_charge_in_prepaid_charges_is_refused_with_the_reason() -
     assert messages[0].startswith("plans.yaml:13:")
     assert "charge 'halves' cannot burn in real time: tiers[0].up_to 0.5 is not a whole number" in messages[0]
     assert "charge 'based' cannot burn in real time: flat_fee_at_zero bills the first tier's flat fee" in messages[1]
+
+
+def test_the_documented_rounding_example_loads_as_it_says() -> None:
+    section = (Path(__file__).parents[3] / "docs" / "catalog-reference.md").read_text().split("### Rounding\n", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    others = (
+        "  yen:\n    pricing: {currency: JPY, interval: month}\n  usd:\n    pricing: {currency: USD, interval: month}\n"
+    )
+    catalog = load_catalog_text(HEAD + example.replace("plans:\n", "plans:\n" + others), "plans.yaml")
+    modes = {plan_id: plan.pricing.effective_rounding for plan_id, plan in catalog.plans.items() if plan.pricing}
+    assert modes == {"yen": "half_even", "usd": "half_up", "pro": "half_even"}

@@ -24,12 +24,14 @@ class Band:
     lower: int | Decimal
     upper: int | Decimal | None
     tier: Tier
+    fractional: bool = False
+    """A bound of the charge is fractional: label every band by its bounds, not by whole units."""
 
     @property
     def label(self) -> str:
-        """``tier 2 (6–10)``, ``tier 3 (11+)``: the integer units the band covers. With a fractional bound
-        on either side: ``tier 1 (up to 0.5)``, ``tier 2 (above 0.5 to 2)``, ``tier 3 (above 2)``."""
-        if isinstance(self.lower, Decimal) or isinstance(self.upper, Decimal):
+        """``tier 2 (6–10)``, ``tier 3 (11+)``: the integer units the band covers. When a bound of the
+        charge is fractional: ``tier 1 (up to 0.5)``, ``tier 2 (above 0.5 to 10)``, ``tier 3 (above 10)``."""
+        if self.fractional:
             above = f"above {_plain(self.lower)}"
             if self.upper is None:
                 return f"tier {self.number} ({above})"
@@ -59,6 +61,7 @@ def bands(tiers: Sequence[Tier]) -> tuple[Band, ...]:
     Python without its checks): none, bounds not ascending, or a bounded last tier (a gap above it)."""
     result: list[Band] = []
     lower: int | Decimal = 0
+    fractional = any(isinstance(tier.up_to, Decimal) for tier in tiers)
     for number, tier in enumerate(tiers, start=1):
         last = number == len(tiers)
         upper = tier.up_to
@@ -67,7 +70,7 @@ def bands(tiers: Sequence[Tier]) -> tuple[Band, ...]:
                 "tiers must ascend and only the last may have up_to: null (the catalog checks this; "
                 f"got up_to {tier.up_to} in tier {number} of {len(tiers)})"
             )
-        result.append(Band(number, lower, upper, tier))
+        result.append(Band(number, lower, upper, tier, fractional))
         if upper is not None:
             lower = upper
     if not result:
