@@ -8,12 +8,13 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from tests.unit.billing.builders import graduated, per_unit, pricing, volume
 from tollway.billing.charges import PeriodContext, price_charge
 from tollway.billing.money import MINOR_UNITS, quantum, round_line
 from tollway.billing.rating import rate
-from tollway.plans.pricing import GraduatedCharge, PerUnitCharge
+from tollway.plans.pricing import GraduatedCharge, PerUnitCharge, Tier
 
 D = Decimal
 
@@ -126,3 +127,36 @@ def test_graduated_with_fractional_bounds_never_decreases(
     )
     low, high = sorted((a, b))
     assert price_charge(charge, low).amount <= price_charge(charge, high).amount
+
+
+bound_inputs = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@given(bound_inputs)
+def test_a_tier_bound_is_a_positive_exact_number_or_a_clear_error(value: object) -> None:
+    """Whatever ``up_to`` holds, the tier is valid with a bound above 0 (an ``int`` stays an ``int``, text
+    and decimals become exact ``Decimal``; a decimal above 0 with at most 9 places is always accepted) or
+    pydantic reports a validation error on ``up_to``: never a crash, never a float."""
+    refused = isinstance(value, bool | float) or not isinstance(value, int | str | Decimal | None)
+    exact = isinstance(value, Decimal) and value.is_finite() and value > 0 and value.as_tuple().exponent >= -9
+    try:
+        tier = Tier.model_validate({"up_to": value, "unit_amount": "1"})
+    except ValidationError as exc:
+        locations = [error["loc"][0] for error in exc.errors()]
+    else:
+        bound = tier.up_to
+        assert bound is None or (type(bound) in (int, Decimal) and bound > 0)
+        assert not refused, f"{value!r} should have been refused"
+        if isinstance(value, int):
+            assert type(bound) is int
+        return
+    assert locations == ["up_to"]
+    assert not exact, f"{value!r} is a valid bound"
