@@ -81,7 +81,8 @@ def _drop_defaults(data: dict[str, object], model: object, names: tuple[str, ...
     """``data`` without the options ``model`` leaves at their defaults (None or False), so a catalog that
     does not use them keeps the digest it had before they existed."""
     for name in names:
-        if getattr(model, name) in (None, False):
+        value = getattr(model, name)
+        if value is None or value is False:  # not ``in (None, False)``: Decimal(0) == False
             data.pop(name, None)
     return data
 

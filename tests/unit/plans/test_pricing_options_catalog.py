@@ -13,6 +13,7 @@ from tollway.plans.errors import CatalogError
 from tollway.plans.loader import compile_catalog_text, load_catalog_text
 from tollway.plans.pricing import GraduatedCharge
 from tollway.plans.realtime import explain
+from tollway.plans.schema import Catalog
 
 HEAD = """\
 apiVersion: tollway.dev/v1
@@ -245,3 +246,37 @@ def test_the_documented_rounding_example_loads_as_it_says() -> None:
     catalog = load_catalog_text(HEAD + example.replace("plans:\n", "plans:\n" + others), "plans.yaml")
     modes = {plan_id: plan.pricing.effective_rounding for plan_id, plan in catalog.plans.items() if plan.pricing}
     assert modes == {"yen": "half_even", "usd": "half_up", "pro": "half_even"}
+
+
+def test_a_zero_maximum_is_kept_in_the_canonical_form() -> None:
+    """``maximum_amount: "0"`` (a charge that costs nothing) is a change of meaning: it must change the
+    digest and survive a round trip through ``model_dump`` (Decimal 0 compares equal to False)."""
+    plain = (
+        HEAD
+        + """\
+plans:
+  pro:
+    pricing:
+      currency: USD
+      interval: month
+      charges:
+        - {id: calls, model: per_unit, meter: requests, unit_amount: "1"}
+"""
+    )
+    zero = plain.replace('unit_amount: "1"}', 'unit_amount: "1", maximum_amount: "0"}')
+    catalog = load_catalog_text(zero, "z.yaml")
+    assert catalog_digest(catalog) != catalog_digest(load_catalog_text(plain, "p.yaml"))
+    dumped = catalog.model_dump(mode="json", by_alias=True)
+    assert dumped["plans"]["pro"]["pricing"]["charges"][0]["maximum_amount"] == "0"
+
+
+def test_a_catalog_with_every_option_survives_a_json_round_trip() -> None:
+    """The canonical JSON (what the digest hashes) validates back to the same catalog: fractional bounds
+    as decimal strings, the options, the resolved rounding modes."""
+    text = GOOD.replace(
+        "model: graduated\n", 'model: graduated\n          flat_fee_at_zero: true\n          minimum_amount: "1"\n'
+    )
+    catalog = load_catalog_text(text + "rounding: {mode: half_up, currencies: {JPY: half_even}}\n", "plans.yaml")
+    again = Catalog.model_validate(catalog.model_dump(mode="json", by_alias=True))
+    assert again == catalog
+    assert catalog_digest(again) == catalog_digest(catalog)
