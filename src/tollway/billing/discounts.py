@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from tollway.billing.charges.result import PeriodContext
 from tollway.billing.money import exact, format_decimal, round_line
-from tollway.plans.pricing import INVOICE, Discount
+from tollway.plans.pricing import DEFAULT_ROUNDING, INVOICE, Discount, RoundingMode
 
 
 def active(discount: Discount, period: PeriodContext) -> bool:
@@ -26,9 +26,11 @@ def active(discount: Discount, period: PeriodContext) -> bool:
     return discount.periods is None or period.index < discount.periods
 
 
-def amount_off(discount: Discount, remaining: Decimal, currency: str) -> Decimal:
-    """What the discount takes off ``remaining`` (a rounded amount ≥ 0), rounded to ``currency``; at most
-    ``remaining``, so the result is never negative."""
+def amount_off(
+    discount: Discount, remaining: Decimal, currency: str, rounding: RoundingMode = DEFAULT_ROUNDING
+) -> Decimal:
+    """What the discount takes off ``remaining`` (a rounded amount ≥ 0), rounded to ``currency`` (by the
+    plan's ``rounding``); at most ``remaining``, so the result is never negative."""
     remaining = max(Decimal(0), remaining)
     with exact():
         if discount.percent is not None:
@@ -38,7 +40,7 @@ def amount_off(discount: Discount, remaining: Decimal, currency: str) -> Decimal
             off = discount.amount
     # The one rounding is of ``off``; the outer round_line only pads a capped, already rounded
     # ``remaining`` to the currency's places (0 → 0.00) and cannot change its value.
-    return round_line(min(round_line(off, currency), remaining), currency)
+    return round_line(min(round_line(off, currency, rounding), remaining), currency)
 
 
 def describe(discount: Discount) -> str:

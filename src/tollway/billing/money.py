@@ -10,7 +10,8 @@ Rules (docs/billing.md, "Money and rounding"):
   the currency (``0.0004``); their products are kept whole.
 * Each invoice line is rounded **once**, by ``round_line``, to the currency's minor unit with
   ``ROUND_HALF_EVEN`` (banker's rounding: a tie goes to the even digit, so ties do not bias totals
-  upwards across many lines). The invoice total is the sum of the rounded lines and is never rounded again.
+  upwards across many lines) unless the plan's pricing says ``rounding: half_up`` (a tie goes away from
+  zero, ``ROUND_HALF_UP``). The invoice total is the sum of the rounded lines and is never rounded again.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from __future__ import annotations
 import decimal
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from types import MappingProxyType
 from typing import Final
 
 from tollway.billing.errors import UnknownCurrency
 from tollway.currencies import MINOR_UNITS as CURRENCY_MINOR_UNITS
+from tollway.plans.pricing import DEFAULT_ROUNDING, RoundingMode
 
 MINOR_UNITS: Final[Mapping[str, int]] = CURRENCY_MINOR_UNITS
 """Currency code → number of decimal places of its minor unit (USD 2: cents; JPY 0; KWD 3: fils);
@@ -34,6 +36,8 @@ EXACT_DIGITS: Final = 200
 warehouse) times any catalog price; a result needing more raises rather than rounds."""
 
 ROUNDING: Final = ROUND_HALF_EVEN
+"""The default rounding (``RoundingMode`` ``half_even``)."""
+_MODES: Final[Mapping[RoundingMode, str]] = MappingProxyType({"half_even": ROUND_HALF_EVEN, "half_up": ROUND_HALF_UP})
 
 _EXACT: Final = decimal.Context(
     prec=EXACT_DIGITS,
@@ -70,9 +74,10 @@ def quantum(currency: str) -> Decimal:
         raise UnknownCurrency(currency) from None
 
 
-def round_line(amount: Decimal, currency: str) -> Decimal:
-    """``amount`` rounded to ``currency``'s minor unit, half to even; never a negative zero."""
-    rounded = amount.quantize(quantum(currency), rounding=ROUNDING, context=_ROUNDING)
+def round_line(amount: Decimal, currency: str, mode: RoundingMode = DEFAULT_ROUNDING) -> Decimal:
+    """``amount`` rounded to ``currency``'s minor unit, half to even (``mode`` ``half_up``: a tie away from
+    zero); never a negative zero."""
+    rounded = amount.quantize(quantum(currency), rounding=_MODES[mode], context=_ROUNDING)
     return rounded.copy_abs() if rounded.is_zero() else rounded
 
 

@@ -95,7 +95,7 @@ def settle(
             applied = payable
             why = "the burns cover the real-time charges: nothing is due for them"
         else:
-            applied = min(round_line(worth, currency), payable)
+            applied = min(round_line(worth, currency, pricing.effective_rounding), payable)
             covered = f"{format_amount(applied, currency)} of {format_amount(payable, currency)}"
             why = f"the burns cover {covered}: the rest is due"
         steps = (

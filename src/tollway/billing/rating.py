@@ -6,10 +6,10 @@ The order of the lines, and of the arithmetic:
 2. the minimum-commitment true-up, when the subtotal so far is below the (prorated) minimum;
 3. the discounts on the whole invoice, in catalog order.
 
-Every line is rounded once to the currency's minor unit (``money.round_line``, half to even) and the
-total is the sum of the rounded lines. Meters the pricing does not charge for are ignored here (the
-billing job passes every meter it aggregated); ``tollway.billing.quote`` is the strict entry point
-for typed-in usage. Pure: no I/O, no clock.
+Every line is rounded once to the currency's minor unit (``money.round_line``, half to even, or half up
+when the plan's ``pricing.rounding`` says so) and the total is the sum of the rounded lines. Meters the
+pricing does not charge for are ignored here (the billing job passes every meter it aggregated);
+``tollway.billing.quote`` is the strict entry point for typed-in usage. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tollway.billing.charges import FULL_PERIOD, ChargeResult, PeriodContext, Ti
 from tollway.billing.errors import AmountOutOfRange
 from tollway.billing.money import EXACT_DIGITS, exact, format_amount, format_decimal, minor_unit, round_line
 from tollway.billing.quantity import check_quantity
-from tollway.plans.pricing import INVOICE, Charge, Discount, FlatCharge, Pricing
+from tollway.plans.pricing import INVOICE, Charge, Discount, FlatCharge, Pricing, RoundingMode
 
 LineKind = Literal["charge", "minimum", "discount", "credits", "spend_cap"]
 """``credits`` and ``spend_cap`` lines are added to a draft by ``billing.prepaid.settle``, never by ``rate``."""
@@ -108,22 +108,23 @@ def rate(
 def _lines(pricing: Pricing, quantities: Mapping[str, Decimal], period: PeriodContext) -> list[InvoiceLine]:
     """The lines in order; called inside ``money.exact()``, so every sum and difference is exact."""
     currency = pricing.currency
+    mode = pricing.effective_rounding
     zero = round_line(Decimal(0), currency)  # 0.00 in USD: sums keep the currency's places
     lines: list[InvoiceLine] = []
     for charge in pricing.charges:
         quantity = Decimal(0) if isinstance(charge, FlatCharge) else _quantity(quantities, charge.meter)
-        line = _charge_line(charge, price_charge(charge, quantity, period), currency)
+        line = _charge_line(charge, price_charge(charge, quantity, period), currency, mode)
         lines.append(line)
         remaining = line.amount
         for discount in pricing.discounts:
             if discount.applies_to == charge.id and discounts.active(discount, period):
-                off = discounts.amount_off(discount, remaining, currency)
+                off = discounts.amount_off(discount, remaining, currency, mode)
                 lines.append(_discount_line(discount, off, remaining, line.timing))
                 remaining -= off
     if pricing.minimum_commitment is not None:
         subtotal = sum((line.amount for line in lines), zero)
         shortfall = minimum.true_up(pricing.minimum_commitment, subtotal, period)
-        amount = round_line(shortfall.amount, currency)
+        amount = round_line(shortfall.amount, currency, mode)
         if amount > 0:
             steps = tuple(str(step) for step in shortfall.breakdown)
             description = f"minimum commitment {format_decimal(pricing.minimum_commitment)}: true-up"
@@ -131,7 +132,8 @@ def _lines(pricing: Pricing, quantities: Mapping[str, Decimal], period: PeriodCo
     for discount in pricing.discounts:
         if discount.applies_to == INVOICE and discounts.active(discount, period):
             remaining = sum((line.amount for line in lines), zero)
-            lines.append(_discount_line(discount, discounts.amount_off(discount, remaining, currency), remaining))
+            off = discounts.amount_off(discount, remaining, currency, mode)
+            lines.append(_discount_line(discount, off, remaining))
     return lines
 
 
@@ -139,7 +141,7 @@ def _quantity(quantities: Mapping[str, Decimal], meter: str) -> Decimal:
     return check_quantity(quantities.get(meter, Decimal(0)), f"quantity of meter {meter!r}")
 
 
-def _charge_line(charge: Charge, result: ChargeResult, currency: str) -> InvoiceLine:
+def _charge_line(charge: Charge, result: ChargeResult, currency: str, mode: RoundingMode) -> InvoiceLine:
     meter = None if isinstance(charge, FlatCharge) else charge.meter
     model = charge.model.replace("_", "-")
     about = model if meter is None else f"{model}, {meter}"
@@ -149,7 +151,7 @@ def _charge_line(charge: Charge, result: ChargeResult, currency: str) -> Invoice
         charge.id,
         description,
         result.quantity,
-        round_line(result.amount, currency),
+        round_line(result.amount, currency, mode),
         tuple(str(step) for step in result.breakdown),
         meter,
         timing=result.timing,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Final
 
 from tollway.plans.errors import Path, Problem, format_path, render_value
@@ -186,6 +187,11 @@ def _pricing_problems(base: Path, plan: PlanParts, meters: Collection[str]) -> I
             yield _problem((*at, "meter"), _unknown("meter", charge.meter, meters), charge.meter)
         if isinstance(charge, GraduatedCharge | VolumeCharge):
             yield from _tier_problems((*at, "tiers"), charge.tiers)
+        if isinstance(charge, MeteredCharge):
+            low, high = charge.minimum_amount, charge.maximum_amount
+            if low is not None and high is not None and low > high:
+                message = f"maximum_amount must be at least minimum_amount ({low}): the charge cannot be both"
+                yield _problem((*at, "maximum_amount"), message, high)
     discount_ids: set[str] = set()
     for index, discount in enumerate(plan.discounts):
         if discount is None:
@@ -203,7 +209,7 @@ def _pricing_problems(base: Path, plan: PlanParts, meters: Collection[str]) -> I
 
 
 def _tier_problems(base: Path, tiers: Sequence[Tier]) -> Iterator[Problem]:
-    previous: int | None = None
+    previous: int | Decimal | None = None
     for index, tier in enumerate(tiers):
         at: Path = (*base, index, "up_to")
         last = index == len(tiers) - 1

@@ -1,8 +1,14 @@
 """Pricing as written in a plan: charges, tiers, minimum commitment, discounts. Schema only.
 
-The billing math (rating usage into invoice lines) is a later issue; these models fix what the
-catalog can say. Tier bounds: ``up_to`` is inclusive; a tier covers quantities above the previous
-tier's ``up_to`` up to and including its own; the last tier has ``up_to: null`` (no upper bound).
+The billing math lives in ``tollway.billing``; these models fix what the catalog can say. Tier bounds:
+``up_to`` is inclusive; a tier covers quantities above the previous tier's ``up_to`` up to and including
+its own; the last tier has ``up_to: null`` (no upper bound). A bound is a whole number (``1000``) or a
+decimal (``0.5``, for a meter counted in fractions such as GB).
+
+Per-charge options (docs/billing.md, "Per-charge options"): ``minimum_amount`` / ``maximum_amount`` on a
+metered charge, ``flat_fee_at_zero`` on a tiered charge; ``rounding`` on a plan's pricing (or for the
+whole catalog or a currency, ``schema.Catalog.rounding``). Every option left out prices as before it
+existed, and a catalog that writes none of them keeps its digest (the serializers drop them).
 """
 
 from __future__ import annotations
@@ -11,7 +17,15 @@ import re
 from decimal import Decimal
 from typing import Annotated, Final, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from tollway.currencies import MINOR_UNITS
@@ -21,10 +35,77 @@ _CURRENCY: Final = re.compile(r"[A-Z]{3}")
 INVOICE: Final = "invoice"
 """``applies_to`` value for a discount on the whole invoice (reserved: no charge may be called this)."""
 
+RoundingMode = Literal["half_even", "half_up"]
+"""How an invoice line is rounded to the currency's minor unit: ``half_even`` (banker's rounding, the
+default) or ``half_up`` (a tie goes away from zero: 0.005 → 0.01, as Flexprice and OpenMeter round)."""
+DEFAULT_ROUNDING: Final[RoundingMode] = "half_even"
+
+_BOUND_TEXT: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+BOUND_MAX_PLACES: Final = 9
+"""A tier bound has at most 9 decimal places, the places a quantity can have (``billing.quantity``)."""
+
+
+def _tier_bound(value: object) -> object:
+    """``up_to``: None, a whole number ≥ 1 (kept an ``int``) or a decimal above 0 (``0.5``, ``"0.5"``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise PydanticCustomError("tier_bound", "expected a number above 0, or null for the last tier")
+    if isinstance(value, int):
+        if value < 1:
+            raise PydanticCustomError("tier_bound", "must be above 0")
+        return value
+    if isinstance(value, float):  # only from data built in Python: the YAML loader turns floats into Decimal
+        raise PydanticCustomError("tier_bound", 'a tier bound must not be a binary float: write it as "0.5"')
+    if isinstance(value, str):
+        if not _BOUND_TEXT.fullmatch(value):
+            raise PydanticCustomError("tier_bound", 'a tier bound is a plain decimal such as 1000 or "0.5"')
+        value = Decimal(value)
+    if not isinstance(value, Decimal):
+        raise PydanticCustomError("tier_bound", "expected a number above 0, or null for the last tier")
+    if not value.is_finite() or value <= 0:
+        raise PydanticCustomError("tier_bound", "must be above 0")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -BOUND_MAX_PLACES:
+        raise PydanticCustomError(
+            "tier_bound", f"a tier bound has at most {BOUND_MAX_PLACES} decimal places (a quantity has no more)"
+        )
+    return value
+
+
+TierBound = Annotated[int | Decimal | None, BeforeValidator(_tier_bound)]
+"""``up_to``: an ``int`` as before, or a ``Decimal`` for a fractional bound (``0.5``)."""
+
+
+def _drop_defaults(data: dict[str, object], model: object, names: tuple[str, ...]) -> dict[str, object]:
+    """``data`` without the options ``model`` leaves at their defaults (None or False), so a catalog that
+    does not use them keeps the digest it had before they existed."""
+    for name in names:
+        value = getattr(model, name)
+        if value is None or value is False:  # not ``in (None, False)``: Decimal(0) == False
+            data.pop(name, None)
+    return data
+
+
+_SPEND_OPTIONS: Final = ("minimum_amount", "maximum_amount", "flat_fee_at_zero")
+
 
 class _Charge(StrictModel):
     id: Identifier
     display_name: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        return _drop_defaults(handler(self), self, tuple(n for n in _SPEND_OPTIONS if hasattr(self, n)))
+
+
+class _Metered(_Charge):
+    """A usage charge may have a spend floor and ceiling per period, prorated like a flat fee
+    (``billing.charges.spend``): the charge's amount is lifted to ``minimum_amount`` and cut to
+    ``maximum_amount``, each as its own breakdown step. ``checks`` refuses a minimum above the maximum."""
+
+    minimum_amount: Money | None = None
+    maximum_amount: Money | None = None
 
 
 class FlatCharge(_Charge):
@@ -35,7 +116,7 @@ class FlatCharge(_Charge):
     timing: Literal["in_advance", "in_arrears"] = "in_advance"
 
 
-class PerUnitCharge(_Charge):
+class PerUnitCharge(_Metered):
     """quantity × unit_amount."""
 
     model: Literal["per_unit"]
@@ -44,28 +125,33 @@ class PerUnitCharge(_Charge):
 
 
 class Tier(StrictModel):
-    up_to: PositiveInt | None
+    up_to: TierBound
     unit_amount: Money
     flat_amount: Money = Decimal(0)
 
 
-class GraduatedCharge(_Charge):
-    """Each band of the quantity at its own tier's price; every tier reached adds its flat amount."""
+class GraduatedCharge(_Metered):
+    """Each band of the quantity at its own tier's price; every tier reached adds its flat amount.
+    ``flat_fee_at_zero``: a quantity of 0 still pays the first tier's flat amount (default: it reaches
+    no tier and pays nothing)."""
 
     model: Literal["graduated"]
     meter: Identifier
     tiers: list[Tier] = Field(min_length=1)
+    flat_fee_at_zero: bool = False
 
 
-class VolumeCharge(_Charge):
-    """The whole quantity at the price of the tier it reaches, plus that tier's flat amount."""
+class VolumeCharge(_Metered):
+    """The whole quantity at the price of the tier it reaches, plus that tier's flat amount.
+    ``flat_fee_at_zero``: a quantity of 0 pays the first tier's flat amount (default: nothing)."""
 
     model: Literal["volume"]
     meter: Identifier
     tiers: list[Tier] = Field(min_length=1)
+    flat_fee_at_zero: bool = False
 
 
-class PackageCharge(_Charge):
+class PackageCharge(_Metered):
     """(quantity − free_units) in packages of ``package_size``, rounded up or down, × package_amount."""
 
     model: Literal["package"]
@@ -76,7 +162,7 @@ class PackageCharge(_Charge):
     free_units: NonNegativeInt = 0
 
 
-class AllowanceCharge(_Charge):
+class AllowanceCharge(_Metered):
     """``included`` units per period at no charge; each unit beyond costs overage_unit_amount."""
 
     model: Literal["allowance"]
@@ -140,8 +226,20 @@ Currency = Annotated[str, AfterValidator(_currency)]
 
 
 class Pricing(StrictModel):
+    """``rounding``: how this plan's invoice lines are rounded; None (not written) takes the catalog's
+    ``rounding`` for the currency, else ``half_even`` (``effective_rounding``)."""
+
     currency: Currency
     interval: Literal["month", "year"]
     charges: list[Charge] = Field(default_factory=list)
     minimum_commitment: Money | None = None
     discounts: list[Discount] = Field(default_factory=list)
+    rounding: RoundingMode | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_rounding(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        return _drop_defaults(handler(self), self, ("rounding",))
+
+    @property
+    def effective_rounding(self) -> RoundingMode:
+        return self.rounding or DEFAULT_ROUNDING

@@ -6,8 +6,10 @@ when its model prices the period's running quantity exactly request by request (
 ``graduated``, ``package``, ``allowance``: an allowance is a graduated charge whose first tier, up to
 ``included``, is free) and its meter is known when the request is admitted: ``requests`` (1 per request)
 or ``cost`` (the route's cost weight). Everything else settles at invoice: flat fees, volume tiers
-(their price depends on the period's final quantity), minimum commitments, discounts, and charges over
-meters known only later (request or response bytes, response fields).
+(their price depends on the period's final quantity), minimum commitments, discounts, charges over
+meters known only later (request or response bytes, response fields), and charges using an option known
+only at the period's end or finer than a unit (``minimum_amount``, ``maximum_amount``,
+``flat_fee_at_zero``, a fractional tier bound: ``_period_end_option``).
 
 Reservations: a prepaid plan's ``prepaid.reserve`` gives, per meter known only after the response
 (``response_bytes``, ``response_json``), the quantity a request reserves at admission. A charge over such
@@ -83,6 +85,9 @@ def not_real_time(
         return "a flat fee is billed once per period on the invoice, not per request"
     if isinstance(charge, VolumeCharge):
         return "a volume charge's unit price depends on the period's final quantity, so it settles at invoice"
+    option = _period_end_option(charge)
+    if option:
+        return option
     unit = meter_units.get(charge.meter)
     if unit is None:
         return ""
@@ -96,6 +101,34 @@ def not_real_time(
     if unit not in ADMISSION_UNITS:
         return f"its meter '{charge.meter}' ({unit}) does not burn at admission: only `requests` and `cost` meters do"
     return None
+
+
+def _period_end_option(charge: RealTimeModelCharge) -> str | None:
+    """Why a per-charge option keeps an otherwise real-time charge from burning at admission (None: none
+    does). The limiter burns each request's marginal price in whole units of ``requests`` or ``cost``:
+    a fractional tier bound falls inside a unit, and a minimum, a maximum or a flat fee due at zero usage
+    is known only when the period ends. Such a charge settles at invoice."""
+    if charge.minimum_amount is not None or charge.maximum_amount is not None:
+        return "its minimum_amount or maximum_amount is known only at the period's end, so it settles at invoice"
+    if isinstance(charge, GraduatedCharge):
+        if charge.flat_fee_at_zero:
+            return "flat_fee_at_zero bills the first tier's flat fee with no request to burn it: it settles at invoice"
+        for index, tier in enumerate(charge.tiers):
+            if tier.up_to is not None and tier.up_to != int(tier.up_to):
+                return (
+                    f"tiers[{index}].up_to {_plain(Decimal(tier.up_to))} is not a whole number: requests burn whole "
+                    "units at admission, so a fractional tier bound settles at invoice"
+                )
+    return None
+
+
+def _whole(bound: int | Decimal | None) -> int | None:
+    """A tier bound as the limiter's integer (``not_real_time`` refuses fractional bounds)."""
+    if bound is None:
+        return None
+    if bound != int(bound):
+        raise AmountError(f"tier bound {bound} is not a whole number: it cannot burn in real time")
+    return int(bound)
 
 
 def _prices(charge: RealTimeModelCharge) -> Iterator[tuple[Path, Decimal]]:
@@ -152,7 +185,7 @@ def real_time_charge(
         return RealTimeCharge(name, "per_unit", start, end, unit=price_micros(charge.unit_amount, unit))
     if isinstance(charge, GraduatedCharge):
         tiers = tuple(
-            TierMicros(t.up_to, price_micros(t.unit_amount, unit), price_micros(t.flat_amount, unit))
+            TierMicros(_whole(t.up_to), price_micros(t.unit_amount, unit), price_micros(t.flat_amount, unit))
             for t in charge.tiers
         )
         return RealTimeCharge(name, "graduated", start, end, tiers=tiers)

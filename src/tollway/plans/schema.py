@@ -26,7 +26,7 @@ from tollway.plans.alerts import Alerts
 from tollway.plans.fields import Identifier, NonNegativeInt, PositiveInt, StrictModel
 from tollway.plans.money import CreditUnit, Prepaid, SpendCap
 from tollway.plans.paths import PathPattern, parse_path, parse_prefix
-from tollway.plans.pricing import Pricing
+from tollway.plans.pricing import Currency, Pricing, RoundingMode
 
 _WINDOW: Final = re.compile(r"(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?")
 _STATUS: Final = re.compile(r"[1-5](?:xx|[0-9]{2})")
@@ -310,6 +310,17 @@ class Metadata(StrictModel):
     description: str | None = None
 
 
+class Rounding(StrictModel):
+    """How invoice lines are rounded, for the whole catalog (``mode``) and per currency (``currencies``,
+    which wins). A plan's own ``pricing.rounding`` wins over both. Default: ``half_even``."""
+
+    mode: RoundingMode | None = None
+    currencies: dict[Currency, RoundingMode] = Field(default_factory=dict)
+
+    def for_currency(self, currency: str) -> RoundingMode | None:
+        return self.currencies.get(currency, self.mode)
+
+
 class Catalog(StrictModel):
     """A whole catalog as validated structurally; ``loader`` adds the cross-reference checks."""
 
@@ -320,7 +331,26 @@ class Catalog(StrictModel):
     features: dict[Identifier, Feature] = Field(default_factory=dict)
     plans: dict[Identifier, Plan] = Field(min_length=1)
     credit_units: dict[Identifier, CreditUnit] = Field(default_factory=dict)
+    # Rounding of invoice lines for the catalog or per currency (docs/billing.md#rounding-mode).
+    rounding: Rounding | None = None
 
     @model_serializer(mode="wrap")
     def _without_unset_money(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        return _drop_unset(handler(self), self, ("credit_units",))
+        return _drop_unset(handler(self), self, ("credit_units", "rounding"))
+
+    @model_validator(mode="after")
+    def _resolve_rounding(self) -> Catalog:
+        """Each priced plan that does not say how to round gets the catalog's mode for its currency, so
+        that ``billing.rating.rate`` (which sees only the plan's pricing) rounds as the catalog says."""
+        rounding = self.rounding
+        if rounding is None:
+            return self
+        plans = dict(self.plans)
+        for plan_id, plan in self.plans.items():
+            pricing = plan.pricing
+            if pricing is None or pricing.rounding is not None:
+                continue
+            mode = rounding.for_currency(pricing.currency)
+            if mode is not None:
+                plans[plan_id] = plan.model_copy(update={"pricing": pricing.model_copy(update={"rounding": mode})})
+        return self.model_copy(update={"plans": plans})

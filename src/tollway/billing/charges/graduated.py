@@ -2,7 +2,8 @@
 quantity reaches adds that tier's flat amount (Stripe ``tiers_mode=graduated``; Lago "graduated").
 
 Stripe's example, tiers 1–5 at 7.00, 6–10 at 6.50, 11+ at 6.00: 6 units = 5 × 7.00 + 1 × 6.50 = 41.50.
-A tier is reached when some of the quantity falls in it, so a quantity of 0 costs nothing.
+A tier is reached when some of the quantity falls in it, so a quantity of 0 costs nothing, unless the
+charge says ``flat_fee_at_zero: true``: then 0 pays the first tier's flat amount (OpenMeter's rule).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ def price(charge: GraduatedCharge, quantity: Decimal, period: PeriodContext) -> 
         for band in bands(charge.tiers):
             part = band.part_of(quantity)
             if part == 0:
+                if quantity == 0 and charge.flat_fee_at_zero and band.tier.flat_amount:
+                    flat = band.tier.flat_amount
+                    steps.append(Step(f"{band.label} flat fee, due at zero usage", Decimal(1), flat, flat))
                 break
             steps.append(Step(band.label, part, band.tier.unit_amount, part * band.tier.unit_amount))
             if band.tier.flat_amount:
