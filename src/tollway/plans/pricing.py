@@ -11,7 +11,14 @@ import re
 from decimal import Decimal
 from typing import Annotated, Final, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from tollway.currencies import MINOR_UNITS
@@ -139,9 +146,55 @@ Currency = Annotated[str, AfterValidator(_currency)]
 """An ISO 4217 code Tollway can bill in (``tollway.currencies``)."""
 
 
+class Coupon(StrictModel):
+    """A fixed ``amount`` each subscriber of the plan may use up across invoices: each invoice takes what
+    it can (at most its amount due), the rest carries to the next one until none is left, or until the
+    subscription's first ``periods`` periods are over (then the rest expires). ``currency``, when
+    written, must be the plan's (a check, not a conversion). Applied by ``billing.coupons``."""
+
+    id: Identifier
+    amount: Money
+    currency: Currency | None = None
+    periods: PositiveInt | None = None
+
+    @field_validator("amount")
+    @classmethod
+    def _amount(cls, value: Decimal) -> Decimal:
+        if value <= 0:
+            raise PydanticCustomError("coupon_amount", "a coupon's amount must be above 0")
+        return value
+
+
+class ProgressiveBilling(StrictModel):
+    """Issue an interim invoice mid-period once what the period owes so far and no invoice has billed
+    yet reaches ``threshold`` (``tollway bill --progressive``; docs/billing.md). ``currency``, when
+    written, must be the plan's."""
+
+    threshold: Money
+    currency: Currency | None = None
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, value: Decimal) -> Decimal:
+        if value <= 0:
+            raise PydanticCustomError("progressive_threshold", "the progressive billing threshold must be above 0")
+        return value
+
+
 class Pricing(StrictModel):
     currency: Currency
     interval: Literal["month", "year"]
     charges: list[Charge] = Field(default_factory=list)
     minimum_commitment: Money | None = None
     discounts: list[Discount] = Field(default_factory=list)
+    coupons: list[Coupon] = Field(default_factory=list)
+    progressive_billing: ProgressiveBilling | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_invoicing(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        # Pricing without coupons or progressive billing keeps the catalog digest it had before them.
+        data: dict[str, object] = handler(self)
+        for name in ("coupons", "progressive_billing"):
+            if not getattr(self, name):
+                data.pop(name, None)
+        return data
