@@ -2,6 +2,11 @@
 
     tollway bill --period 2026-11 [--customer ID] [--finalize [--force-finalize]] [--out DIR] [--plans CATALOG]
     tollway bill --period 2026-11 --dry-run --plans NEW_CATALOG [--customer ID]
+    tollway bill --period 2026-11 --progressive [--customer ID] [--out DIR] [--plans CATALOG]
+
+``--progressive`` issues interim invoices (``progressive``): run it periodically (cron); it bills, for
+each customer whose plan has ``progressive_billing``, what the current period owes so far once that
+reaches the threshold, and never issues the same interim invoice twice.
 
 ``--dry-run`` re-rates: it prices the same usage under the current catalog (``TOLLWAY_CATALOG``) and
 under ``--plans``, prints per customer the old total, the new total and the difference, and writes
@@ -38,7 +43,15 @@ from typing import Any, Final
 
 from tollway.billing.errors import BillingError
 from tollway.billing.invoice_store import SaveResult, load_current, load_earlier_drafts, load_finalized, save
-from tollway.billing.invoices import CustomerNotBilled, Invoice, build_invoices, finalize_refusal, parse_month
+from tollway.billing.invoices import (
+    CustomerNotBilled,
+    Invoice,
+    build_invoices,
+    finalize_refusal,
+    interim_documents,
+    invoice_id,
+    parse_month,
+)
 from tollway.billing.money import format_amount
 from tollway.billing.render import OutputError, check_out_dir, check_targets, write
 from tollway.notifications.emitter import EventEmitter, emit_after_commit
@@ -127,6 +140,60 @@ def bill(
     return BillReport(month.label, tuple(results), files, tuple(skipped), ordered)
 
 
+def progressive(
+    client: Any,
+    database: str,
+    catalog: Catalog,
+    subscriptions: Sequence[Subscription],
+    period: str,
+    *,
+    now: datetime,
+    out_dir: Path | None = None,
+) -> BillReport:
+    """Issue the interim invoices due now for the periods starting in ``period`` (docs/billing.md,
+    "Progressive billing"). For each customer whose current plan has ``progressive_billing`` and whose
+    period has not ended, nor had its invoice finalized: price what the period owes so far less what its
+    interim invoices billed (``build_invoices(..., interim=True)``); when that reaches the threshold,
+    the next interim invoice is stored, finalized. Idempotent: the issued invoices are part of the
+    history the next pass reads, so a re-run (or a run after a crash, whatever was or was not written)
+    issues nothing twice. The period's earlier interim invoices are reported as ``unchanged`` (so
+    ``announce`` re-emits an event whose emission failed); a customer below the threshold is not
+    reported."""
+    month = parse_month(period, now)
+    if out_dir is not None:
+        check_out_dir(out_dir)
+    chosen = []
+    for subscription in subscriptions:
+        plan = catalog.plans.get(subscription.plan_id)
+        if plan is not None and plan.pricing is not None and plan.pricing.progressive_billing is not None:
+            chosen.append(subscription)
+    history = load_finalized(client, database, [s.customer_id for s in chosen])
+    failures: list[CustomerNotBilled] = []
+    invoices, skipped = build_invoices(
+        client, database, catalog, chosen, month, history, now=now, failures=failures, interim=True
+    )
+    issued: list[Invoice] = []
+    earlier: list[SaveResult] = []
+    for invoice in invoices:
+        past = history.get(invoice.customer_id, [])
+        for document in interim_documents(past, invoice.customer_id, invoice.period.start):
+            earlier.append(SaveResult(str(document["invoice_id"]), "unchanged", dict(document)))
+        pricing = catalog.plans[invoice.plan_id].pricing
+        terms = pricing.progressive_billing if pricing is not None else None
+        closed = any(d["invoice_id"] == invoice_id(invoice.customer_id, invoice.period.start) for d in past)
+        if terms is None or closed or invoice.period.end <= now:
+            continue  # the period's own invoice bills the rest
+        if invoice.subtotal >= terms.threshold:
+            issued.append(invoice)
+    if out_dir is not None:
+        for invoice in issued:
+            check_targets(invoice.invoice_id, out_dir)
+    results = earlier + save(client, database, issued, finalize=True, now=now)
+    files = tuple(write(result.document, out_dir) for result in results) if out_dir is not None else ()
+    ordered = tuple(sorted(failures, key=lambda failure: failure.customer_id))
+    return BillReport(month.label, tuple(results), files, tuple(skipped), ordered)
+
+
 @dataclass(frozen=True, slots=True)
 class Rerated:
     """One customer's period priced under the current catalog (``old``) and a new one."""
@@ -187,6 +254,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument("--out", type=Path, default=Path("invoices"), metavar="DIR", help="default ./invoices/")
     parser.add_argument("--plans", type=Path, metavar="CATALOG", help="the plan catalog (default: $TOLLWAY_CATALOG)")
+    parser.add_argument(
+        "--progressive",
+        action="store_true",
+        help="issue the interim invoices due now (plans with progressive_billing); run it periodically",
+    )
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -257,6 +329,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _fail("--dry-run compares TOLLWAY_CATALOG (current) with --plans (new): give both, without --finalize")
     if args.force_finalize and not args.finalize:
         return _fail("--force-finalize goes with --finalize")
+    if args.progressive and (args.finalize or args.dry_run):
+        return _fail("--progressive issues interim invoices (finalized when issued): without --finalize or --dry-run")
     current_path = settings.catalog if args.dry_run else None
     try:
         parse_month(args.period, now)  # before any connection
@@ -277,18 +351,23 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 rerated = rerate(client, warehouse.database, current, catalog, subscriptions, args.period, now=now)
                 _print_rerated(rerated)
                 return 0
-            report = bill(
-                client,
-                warehouse.database,
-                catalog,
-                subscriptions,
-                args.period,
-                now=now,
-                finalize=args.finalize,
-                force=args.force_finalize,
-                out_dir=args.out,
-                progress=_progress,
-            )
+            if args.progressive:
+                report = progressive(
+                    client, warehouse.database, catalog, subscriptions, args.period, now=now, out_dir=args.out
+                )
+            else:
+                report = bill(
+                    client,
+                    warehouse.database,
+                    catalog,
+                    subscriptions,
+                    args.period,
+                    now=now,
+                    finalize=args.finalize,
+                    force=args.force_finalize,
+                    out_dir=args.out,
+                    progress=_progress,
+                )
         finally:
             client.close()
     except (BillingError, WarehouseError, SubscriptionStoreUnavailable) as exc:
@@ -306,10 +385,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "finalized": "finalized",
             "unchanged": "already finalized, left unchanged",
         }[result.action]
+        if document.get("interim"):
+            sequence = document["interim"]["sequence"]
+            note = f"interim invoice {sequence} " + ("issued" if result.action == "finalized" else "issued earlier")
         print(
             f"{document['invoice_id']}  {document['customer_id']}  {report.month}  "
             f"{document['total']} {document['currency']}  {note}  {html_path}"
         )
+    if args.progressive and not report.results:
+        print(f"no interim invoice due for {report.month}")
     if report.skipped:
         print(f"nothing to bill for {report.month} (no period started in the month): {', '.join(report.skipped)}")
     for failure in report.failures:
