@@ -325,12 +325,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     catalog_path = args.plans or settings.catalog
     if catalog_path is None:
         return _fail("no catalog: pass --plans or set TOLLWAY_CATALOG")
+    if args.progressive and (args.finalize or args.dry_run):
+        return _fail("--progressive issues interim invoices (finalized when issued): without --finalize or --dry-run")
     if args.dry_run and (args.plans is None or settings.catalog is None or args.finalize):
         return _fail("--dry-run compares TOLLWAY_CATALOG (current) with --plans (new): give both, without --finalize")
     if args.force_finalize and not args.finalize:
         return _fail("--force-finalize goes with --finalize")
-    if args.progressive and (args.finalize or args.dry_run):
-        return _fail("--progressive issues interim invoices (finalized when issued): without --finalize or --dry-run")
     current_path = settings.catalog if args.dry_run else None
     try:
         parse_month(args.period, now)  # before any connection
