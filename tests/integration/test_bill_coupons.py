@@ -104,6 +104,7 @@ def test_the_documented_coupon_is_used_up_across_three_invoices_finalized_twice_
         )
     october = run(coupon_db, "2026-10")
     assert october["subtotal"] == "300.00"
+    assert "interim" not in october
     assert october["lines"][-1]["breakdown"] == [
         "500.00 left = 500.00 − 0.00 used before",
         "500.00 off 300.00 due: capped at 300.00",
@@ -112,6 +113,10 @@ def test_the_documented_coupon_is_used_up_across_three_invoices_finalized_twice_
 
 
 def test_a_draft_shows_the_balance_and_uses_none_of_it(coupon_db: ChdbDatabase) -> None:
+    # the same plan without its coupon writes the document it always wrote: no coupon line, no subtotal
+    plain = run(coupon_db, "2026-10", finalize=False, text=re.sub(r"\n      coupons:\n.*\n", "\n", COUPON_CATALOG))
+    assert (plain["total"], [line["kind"] for line in plain["lines"]]) == ("300.00", ["charge"])
+    assert "subtotal" not in plain
     for _ in range(2):
         draft = run(coupon_db, "2026-10", finalize=False)
         assert draft["status"] == "draft"
@@ -168,12 +173,3 @@ def test_a_coupon_with_periods_expires_with_what_it_has_left(coupon_db: ChdbData
         ["-250.00", "0.00", "50.00"],
         ["", "100.00", ""],
     ]
-
-
-def test_a_plan_without_coupons_writes_the_documents_it_always_wrote(coupon_db: ChdbDatabase) -> None:
-    plain = re.sub(r"\n      coupons:\n.*\n", "\n", COUPON_CATALOG)
-    document = run(coupon_db, "2026-10", text=plain)
-    assert document["total"] == "300.00"
-    assert "subtotal" not in document
-    assert "interim" not in document
-    assert [line["kind"] for line in document["lines"]] == ["charge"]
