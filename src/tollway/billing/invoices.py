@@ -415,6 +415,12 @@ def _pricing(catalog: Catalog, customer_id: str, plan_id: str) -> tuple[Pricing,
     return plan.pricing, rules
 
 
+def pricing_of(catalog: Catalog, customer_id: str, plan_id: str) -> Pricing:
+    """The pricing ``customer_id``'s invoices are priced by for ``plan_id`` (``PlanNotInCatalog``,
+    ``PlanNotPriced``): where its coupons and progressive billing terms are read."""
+    return _pricing(catalog, customer_id, plan_id)[0]
+
+
 def _check_plans(catalog: Catalog, subscription: Subscription) -> None:
     """``PlanNotInCatalog`` or ``PlanNotPriced`` for the first plan of the subscription's history that
     cannot be billed."""
@@ -511,8 +517,8 @@ def build_invoice(
         interim_credits=credits,
         sequence=sequence,
     )
-    last = catalog.plans[invoice.plan_id].pricing  # the coupons of the plan held at the period's end
-    if last is None or not last.coupons:
+    last = pricing_of(catalog, customer, invoice.plan_id)  # the coupons of the plan held at the period's end
+    if not last.coupons:
         return invoice
     used = used_before(history, customer, invoice.invoice_id, currency)
     uses = apply_coupons(last.coupons, invoice.subtotal, index, currency, used)

@@ -51,6 +51,7 @@ from tollway.billing.invoices import (
     interim_documents,
     invoice_id,
     parse_month,
+    pricing_of,
 )
 from tollway.billing.money import format_amount
 from tollway.billing.render import OutputError, check_out_dir, check_targets, write
@@ -178,8 +179,7 @@ def progressive(
         past = history.get(invoice.customer_id, [])
         for document in interim_documents(past, invoice.customer_id, invoice.period.start):
             earlier.append(SaveResult(str(document["invoice_id"]), "unchanged", dict(document)))
-        pricing = catalog.plans[invoice.plan_id].pricing
-        terms = pricing.progressive_billing if pricing is not None else None
+        terms = pricing_of(catalog, invoice.customer_id, invoice.plan_id).progressive_billing
         closed = any(d["invoice_id"] == invoice_id(invoice.customer_id, invoice.period.start) for d in past)
         if terms is None or closed or invoice.period.end <= now:
             continue  # the period's own invoice bills the rest
