@@ -46,6 +46,7 @@ from tollway.billing.invoice_store import SaveResult, load_current, load_earlier
 from tollway.billing.invoices import (
     CustomerNotBilled,
     Invoice,
+    billed_period,
     build_invoices,
     finalize_refusal,
     interim_documents,
@@ -169,21 +170,27 @@ def progressive(
         if plan is not None and plan.pricing is not None and plan.pricing.progressive_billing is not None:
             chosen.append(subscription)
     history = load_finalized(client, database, [s.customer_id for s in chosen])
+    earlier: list[SaveResult] = []
+    still_open = []
+    for subscription in chosen:
+        customer = subscription.customer_id
+        found = billed_period(subscription, month, now)
+        if found is None:
+            continue
+        past = history.get(customer, [])
+        for document in interim_documents(past, customer, found.start):
+            earlier.append(SaveResult(str(document["invoice_id"]), "unchanged", dict(document)))
+        closed = any(d["invoice_id"] == invoice_id(customer, found.start) for d in past)
+        if found.end > now and not closed:  # else the period's own invoice bills the rest
+            still_open.append(subscription)
     failures: list[CustomerNotBilled] = []
     invoices, skipped = build_invoices(
-        client, database, catalog, chosen, month, history, now=now, failures=failures, interim=True
+        client, database, catalog, still_open, month, history, now=now, failures=failures, interim=True
     )
     issued: list[Invoice] = []
-    earlier: list[SaveResult] = []
     for invoice in invoices:
-        past = history.get(invoice.customer_id, [])
-        for document in interim_documents(past, invoice.customer_id, invoice.period.start):
-            earlier.append(SaveResult(str(document["invoice_id"]), "unchanged", dict(document)))
         terms = pricing_of(catalog, invoice.customer_id, invoice.plan_id).progressive_billing
-        closed = any(d["invoice_id"] == invoice_id(invoice.customer_id, invoice.period.start) for d in past)
-        if terms is None or closed or invoice.period.end <= now:
-            continue  # the period's own invoice bills the rest
-        if invoice.subtotal >= terms.threshold:
+        if terms is not None and invoice.subtotal >= terms.threshold:
             issued.append(invoice)
     if out_dir is not None:
         for invoice in issued:
