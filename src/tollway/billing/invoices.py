@@ -37,6 +37,14 @@ cap still holds.
 **Prepaid plans and spend caps** (``billing.prepaid``): each part of such a plan gets its spend-cap and
 credits-applied lines; an invoice with a prepaid part carries the period's balance section.
 
+**Coupons and interim invoices** (``billing.coupons``). The coupons of the plan held at the period's end
+take what they have left off the amount due, the rest carrying to the next invoice; what is left is
+the coupon's amount less its lines on the customer's finalized invoices. A plan with
+``progressive_billing`` may get *interim* invoices mid-period (``tollway bill --progressive``: the
+period's next one is ``build_invoice(..., interim=True)``, id ``invoice_id(customer, start, n)``,
+finalized when issued); the period's invoice, and each later interim one, credits what the earlier
+interim invoices of the period billed before their coupons, so the period bills its total once.
+
 **Finalizing** (``finalize_refusal``): a period is finalized only once it has ended (unless forced)
 and while no earlier period of the customer is still a draft.
 """
@@ -46,13 +54,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, Literal
 
 from tollway.billing.aggregate import Quantities, QuantitySource, billable_quantities, billable_quantities_of
 from tollway.billing.charges import PeriodContext
+from tollway.billing.coupons import CouponUse, InterimCredit, apply_coupons, used_before
 from tollway.billing.errors import BillingError, PlanNotPriced
 from tollway.billing.money import format_amount, format_decimal, minor_unit
 from tollway.billing.prepaid import PeriodBalance, balance_of, burned_micros, settle
@@ -128,10 +137,27 @@ def billed_period(subscription: Subscription, month: BillingMonth, now: datetime
     return period
 
 
-def invoice_id(customer_id: str, period_start: datetime) -> str:
-    """``in_`` + 24 hex digits of SHA-256 over the customer id and the period's UTC start."""
-    digest = hashlib.sha256(f"{customer_id}\n{format_exact(period_start)}".encode()).hexdigest()
-    return f"in_{digest[:24]}"
+def invoice_id(customer_id: str, period_start: datetime, interim: int | None = None) -> str:
+    """``in_`` + 24 hex digits of SHA-256 over the customer id and the period's UTC start (and, for the
+    period's ``interim``-th interim invoice, that number)."""
+    text = f"{customer_id}\n{format_exact(period_start)}" + ("" if interim is None else f"\ninterim {interim}")
+    return f"in_{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+
+
+def interim_documents(
+    history: Sequence[Mapping[str, Any]], customer_id: str, period_start: datetime
+) -> list[Mapping[str, Any]]:
+    """The customer's finalized interim invoices of the period starting at ``period_start``, in order."""
+    start = format_exact(period_start)
+    found = [
+        d
+        for d in history
+        if d.get("customer_id") == customer_id
+        and d.get("status") == "finalized"
+        and d.get("interim")
+        and d["period"]["start"] == start
+    ]
+    return sorted(found, key=lambda d: int(d["interim"]["sequence"]))
 
 
 class CustomerNotBilled(BillingError):
@@ -279,6 +305,10 @@ class Invoice:
     finalized_at: datetime | None = field(default=None)
     adjustments: tuple[Adjustment, ...] = ()
     balance: PeriodBalance | None = None
+    interim_credits: tuple[InterimCredit, ...] = ()
+    coupons: tuple[CouponUse, ...] = ()
+    sequence: int | None = None
+    """The number of an interim invoice (1, 2, ...) in its period; None for the period's invoice."""
 
     @property
     def plan_id(self) -> str:
@@ -295,10 +325,17 @@ class Invoice:
         return tuple(line for part in self.parts for line in part.draft.lines)
 
     @property
-    def total(self) -> Decimal:
-        """The priced parts plus the adjustments: the sum of every line."""
+    def subtotal(self) -> Decimal:
+        """What is due before coupons: the priced parts plus the adjustments, less what the period's
+        earlier interim invoices billed."""
         priced = sum((part.draft.total for part in self.parts), Decimal(0))
-        return priced + sum((adjustment.amount for adjustment in self.adjustments), Decimal(0))
+        priced += sum((adjustment.amount for adjustment in self.adjustments), Decimal(0))
+        return priced - sum((credit.billed for credit in self.interim_credits), Decimal(0))
+
+    @property
+    def total(self) -> Decimal:
+        """The subtotal less the coupons: the sum of every line."""
+        return self.subtotal - sum((use.applied for use in self.coupons), Decimal(0))
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON document (stored in ``invoices.document`` and written by ``render``)."""
@@ -322,9 +359,11 @@ class Invoice:
                 }
             )
         lines.extend(adjustment.as_line() for adjustment in self.adjustments)
+        lines.extend(credit.as_line() for credit in self.interim_credits)
+        lines.extend(use.as_line() for use in self.coupons)
         local_start, local_end = self.period.local(self.timezone)
         first = self.parts[0].draft.period
-        return {
+        document: dict[str, Any] = {
             "invoice_id": self.invoice_id,
             "customer_id": self.customer_id,
             "status": self.status,
@@ -347,6 +386,15 @@ class Invoice:
             "generated_at": None if self.generated_at is None else format_exact(self.generated_at),
             "finalized_at": None if self.finalized_at is None else format_exact(self.finalized_at),
         }
+        # Only invoices that have them carry these keys: every other document is as it always was.
+        if self.sequence is not None or self.interim_credits or self.coupons:
+            document["subtotal"] = format_amount(self.subtotal, self.currency)
+        if self.sequence is not None:
+            document["interim"] = {
+                "sequence": self.sequence,
+                "period_invoice_id": invoice_id(self.customer_id, self.period.start),
+            }
+        return document
 
 
 def _pricing(catalog: Catalog, customer_id: str, plan_id: str) -> tuple[Pricing, dict[str, Billable]]:
@@ -367,6 +415,12 @@ def _pricing(catalog: Catalog, customer_id: str, plan_id: str) -> tuple[Pricing,
     return plan.pricing, rules
 
 
+def pricing_of(catalog: Catalog, customer_id: str, plan_id: str) -> Pricing:
+    """The pricing ``customer_id``'s invoices are priced by for ``plan_id`` (``PlanNotInCatalog``,
+    ``PlanNotPriced``): where its coupons and progressive billing terms are read."""
+    return _pricing(catalog, customer_id, plan_id)[0]
+
+
 def _check_plans(catalog: Catalog, subscription: Subscription) -> None:
     """``PlanNotInCatalog`` or ``PlanNotPriced`` for the first plan of the subscription's history that
     cannot be billed."""
@@ -384,12 +438,16 @@ def build_invoice(
     *,
     now: datetime | None = None,
     usage: Quantities | None = None,
+    interim: bool = False,
 ) -> Invoice | None:
     """Price ``subscription``'s period of ``month`` from its usage; None when it has none that month.
-    ``history``: the customer's finalized invoice documents, checked for late usage (``late_usage``);
-    ``now``: a period that has not begun by then is not billed; ``usage``: the period's quantities when
-    already summed (``build_invoices`` sums many customers at once; only for a period with one plan),
-    else they are queried here, per part.
+    ``history``: the customer's finalized invoice documents, checked for late usage (``late_usage``),
+    for the period's interim invoices (credited) and for what the coupons have left; ``now``: a period
+    that has not begun by then is not billed; ``usage``: the period's quantities when already summed
+    (``build_invoices`` sums many customers at once; only for a period with one plan), else they are
+    queried here, per part. ``interim``: the period's next interim invoice instead (what is due so far:
+    no minimum-commitment true-up, which only the period's end can tell, and no late-usage
+    adjustments, which the period's invoice carries); whether it is issued is the caller's decision.
 
     Raises ``PlanNotInCatalog``, ``PlanNotPriced`` and the errors of ``rating.rate``."""
     customer = subscription.customer_id
@@ -404,6 +462,8 @@ def build_invoice(
     prepaid: PlanMoney | None = None
     for term in terms:
         pricing, rules = _pricing(catalog, customer, term.plan_id)
+        if interim and pricing.minimum_commitment is not None:
+            pricing = pricing.model_copy(update={"minimum_commitment": None})
         money = plan_money(catalog, term.plan_id)
         burned = 0
         if money is not None and money.prepaid:
@@ -424,7 +484,7 @@ def build_invoice(
             )
         parts.append(PlanPart(term, draft, quantities.sources))
     currency = parts[-1].draft.currency
-    adjustments = late_usage(client, database, catalog, customer, period.start, history)
+    adjustments = () if interim else late_usage(client, database, catalog, customer, period.start, history)
     for adjustment in adjustments:
         if adjustment.currency != currency:
             raise BillingError(
@@ -434,8 +494,19 @@ def build_invoice(
     balance = None
     if prepaid is not None:
         balance = balance_of(client, database, customer, prepaid.unit, period.start, period.end)
-    return Invoice(
-        invoice_id(customer, period.start),
+    credits = tuple(
+        InterimCredit(str(d["invoice_id"]), int(d["interim"]["sequence"]), currency, Decimal(str(d["subtotal"])))
+        for d in interim_documents(history, customer, period.start)
+    )
+    for credit in credits:
+        if any(d["invoice_id"] == credit.invoice_id and d["currency"] != currency for d in history):
+            raise BillingError(
+                f"customer {customer!r}: interim invoice {credit.invoice_id} of {month.label} is not in "
+                f"{currency}, the invoice's currency"
+            )
+    sequence = len(credits) + 1 if interim else None
+    invoice = Invoice(
+        invoice_id(customer, period.start, sequence),
         customer,
         month.label,
         period,
@@ -443,7 +514,15 @@ def build_invoice(
         tuple(parts),
         adjustments=adjustments,
         balance=balance,
+        interim_credits=credits,
+        sequence=sequence,
     )
+    last = pricing_of(catalog, customer, invoice.plan_id)  # the coupons of the plan held at the period's end
+    if not last.coupons:
+        return invoice
+    used = used_before(history, customer, invoice.invoice_id, currency)
+    uses = apply_coupons(last.coupons, invoice.subtotal, index, currency, used)
+    return replace(invoice, coupons=uses)
 
 
 def plan_money(catalog: Catalog, plan_id: str) -> PlanMoney | None:
@@ -469,6 +548,7 @@ def build_invoices(
     now: datetime | None = None,
     progress: Callable[[int, int], None] | None = None,
     failures: list[CustomerNotBilled] | None = None,
+    interim: bool = False,
 ) -> tuple[list[Invoice], list[str]]:
     """The invoices of ``month`` for ``subscriptions`` (in customer order) and the customers with
     nothing to bill. Every plan is checked before any usage is read. Usage is summed with one query per
@@ -477,7 +557,8 @@ def build_invoices(
 
     A customer whose invoice cannot be priced (plan missing or unpriced, a currency Tollway cannot
     round, ...) raises its ``BillingError``; with ``failures``, it is appended there instead (as
-    ``CustomerNotBilled``) and the other customers are billed."""
+    ``CustomerNotBilled``) and the other customers are billed. ``interim``: each customer's next interim
+    invoice instead (``build_invoice``)."""
 
     def failed(subscription: Subscription, exc: BillingError) -> None:
         if failures is None:
@@ -518,7 +599,15 @@ def build_invoices(
         past = (history or {}).get(subscription.customer_id, ())
         try:
             invoice = build_invoice(
-                client, database, catalog, subscription, month, past, now=now, usage=usage.get(subscription.customer_id)
+                client,
+                database,
+                catalog,
+                subscription,
+                month,
+                past,
+                now=now,
+                usage=usage.get(subscription.customer_id),
+                interim=interim,
             )
         except BillingError as exc:
             failed(subscription, exc)
@@ -565,7 +654,10 @@ def late_usage(
     """Adjustments for the usage of ``customer_id``'s finalized invoices (of periods starting before
     ``before``) that no finalized invoice has billed yet (``Ledger``), one per part whose quantities
     changed. ``history``: the customer's finalized invoice documents, of every period."""
-    mine = [d for d in history if d["customer_id"] == customer_id and d["status"] == "finalized"]
+    # Interim invoices bill part of a period whose own invoice carries (and credits) them: not a period.
+    mine = [
+        d for d in history if d["customer_id"] == customer_id and d["status"] == "finalized" and not d.get("interim")
+    ]
     ledger = Ledger(mine)
     finalized = sorted((d for d in mine if _start(d) < before), key=_start)
     adjustments: list[Adjustment] = []

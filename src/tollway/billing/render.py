@@ -59,6 +59,9 @@ def to_html(document: dict[str, Any]) -> str:
             + "</tr>"
         )
     title = f"Invoice {escape(str(document['invoice_id']))}"
+    interim = document.get("interim")
+    if interim:  # an interim invoice (progressive billing): which one of its period
+        title += f" (interim invoice {escape(str(interim['sequence']))} of {escape(str(period['month']))})"
     balance = _balance_html(document.get("balance"))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -2,6 +2,11 @@
 
     tollway bill --period 2026-11 [--customer ID] [--finalize [--force-finalize]] [--out DIR] [--plans CATALOG]
     tollway bill --period 2026-11 --dry-run --plans NEW_CATALOG [--customer ID]
+    tollway bill --period 2026-11 --progressive [--customer ID] [--out DIR] [--plans CATALOG]
+
+``--progressive`` issues interim invoices (``progressive``): run it periodically (cron); it bills, for
+each customer whose plan has ``progressive_billing``, what the current period owes so far once that
+reaches the threshold, and never issues the same interim invoice twice.
 
 ``--dry-run`` re-rates: it prices the same usage under the current catalog (``TOLLWAY_CATALOG``) and
 under ``--plans``, prints per customer the old total, the new total and the difference, and writes
@@ -38,7 +43,17 @@ from typing import Any, Final
 
 from tollway.billing.errors import BillingError
 from tollway.billing.invoice_store import SaveResult, load_current, load_earlier_drafts, load_finalized, save
-from tollway.billing.invoices import CustomerNotBilled, Invoice, build_invoices, finalize_refusal, parse_month
+from tollway.billing.invoices import (
+    CustomerNotBilled,
+    Invoice,
+    billed_period,
+    build_invoices,
+    finalize_refusal,
+    interim_documents,
+    invoice_id,
+    parse_month,
+    pricing_of,
+)
 from tollway.billing.money import format_amount
 from tollway.billing.render import OutputError, check_out_dir, check_targets, write
 from tollway.notifications.emitter import EventEmitter, emit_after_commit
@@ -127,6 +142,65 @@ def bill(
     return BillReport(month.label, tuple(results), files, tuple(skipped), ordered)
 
 
+def progressive(
+    client: Any,
+    database: str,
+    catalog: Catalog,
+    subscriptions: Sequence[Subscription],
+    period: str,
+    *,
+    now: datetime,
+    out_dir: Path | None = None,
+) -> BillReport:
+    """Issue the interim invoices due now for the periods starting in ``period`` (docs/billing.md,
+    "Progressive billing"). For each customer whose current plan has ``progressive_billing`` and whose
+    period has not ended, nor had its invoice finalized: price what the period owes so far less what its
+    interim invoices billed (``build_invoices(..., interim=True)``); when that reaches the threshold,
+    the next interim invoice is stored, finalized. Idempotent: the issued invoices are part of the
+    history the next pass reads, so a re-run (or a run after a crash, whatever was or was not written)
+    issues nothing twice. The period's earlier interim invoices are reported as ``unchanged`` (so
+    ``announce`` re-emits an event whose emission failed); a customer below the threshold is not
+    reported."""
+    month = parse_month(period, now)
+    if out_dir is not None:
+        check_out_dir(out_dir)
+    chosen = []
+    for subscription in subscriptions:
+        plan = catalog.plans.get(subscription.plan_id)
+        if plan is not None and plan.pricing is not None and plan.pricing.progressive_billing is not None:
+            chosen.append(subscription)
+    history = load_finalized(client, database, [s.customer_id for s in chosen])
+    earlier: list[SaveResult] = []
+    still_open = []
+    for subscription in chosen:
+        customer = subscription.customer_id
+        found = billed_period(subscription, month, now)
+        if found is None:
+            continue
+        past = history.get(customer, [])
+        for document in interim_documents(past, customer, found.start):
+            earlier.append(SaveResult(str(document["invoice_id"]), "unchanged", dict(document)))
+        closed = any(d["invoice_id"] == invoice_id(customer, found.start) for d in past)
+        if found.end > now and not closed:  # else the period's own invoice bills the rest
+            still_open.append(subscription)
+    failures: list[CustomerNotBilled] = []
+    invoices, skipped = build_invoices(
+        client, database, catalog, still_open, month, history, now=now, failures=failures, interim=True
+    )
+    issued: list[Invoice] = []
+    for invoice in invoices:
+        terms = pricing_of(catalog, invoice.customer_id, invoice.plan_id).progressive_billing
+        if terms is not None and invoice.subtotal >= terms.threshold:
+            issued.append(invoice)
+    if out_dir is not None:
+        for invoice in issued:
+            check_targets(invoice.invoice_id, out_dir)
+    results = earlier + save(client, database, issued, finalize=True, now=now)
+    files = tuple(write(result.document, out_dir) for result in results) if out_dir is not None else ()
+    ordered = tuple(sorted(failures, key=lambda failure: failure.customer_id))
+    return BillReport(month.label, tuple(results), files, tuple(skipped), ordered)
+
+
 @dataclass(frozen=True, slots=True)
 class Rerated:
     """One customer's period priced under the current catalog (``old``) and a new one."""
@@ -187,6 +261,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument("--out", type=Path, default=Path("invoices"), metavar="DIR", help="default ./invoices/")
     parser.add_argument("--plans", type=Path, metavar="CATALOG", help="the plan catalog (default: $TOLLWAY_CATALOG)")
+    parser.add_argument(
+        "--progressive",
+        action="store_true",
+        help="issue the interim invoices due now (plans with progressive_billing); run it periodically",
+    )
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -253,6 +332,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     catalog_path = args.plans or settings.catalog
     if catalog_path is None:
         return _fail("no catalog: pass --plans or set TOLLWAY_CATALOG")
+    if args.progressive and (args.finalize or args.dry_run):
+        return _fail("--progressive issues interim invoices (finalized when issued): without --finalize or --dry-run")
     if args.dry_run and (args.plans is None or settings.catalog is None or args.finalize):
         return _fail("--dry-run compares TOLLWAY_CATALOG (current) with --plans (new): give both, without --finalize")
     if args.force_finalize and not args.finalize:
@@ -277,18 +358,23 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 rerated = rerate(client, warehouse.database, current, catalog, subscriptions, args.period, now=now)
                 _print_rerated(rerated)
                 return 0
-            report = bill(
-                client,
-                warehouse.database,
-                catalog,
-                subscriptions,
-                args.period,
-                now=now,
-                finalize=args.finalize,
-                force=args.force_finalize,
-                out_dir=args.out,
-                progress=_progress,
-            )
+            if args.progressive:
+                report = progressive(
+                    client, warehouse.database, catalog, subscriptions, args.period, now=now, out_dir=args.out
+                )
+            else:
+                report = bill(
+                    client,
+                    warehouse.database,
+                    catalog,
+                    subscriptions,
+                    args.period,
+                    now=now,
+                    finalize=args.finalize,
+                    force=args.force_finalize,
+                    out_dir=args.out,
+                    progress=_progress,
+                )
         finally:
             client.close()
     except (BillingError, WarehouseError, SubscriptionStoreUnavailable) as exc:
@@ -306,10 +392,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "finalized": "finalized",
             "unchanged": "already finalized, left unchanged",
         }[result.action]
+        if document.get("interim"):
+            sequence = document["interim"]["sequence"]
+            note = f"interim invoice {sequence} " + ("issued" if result.action == "finalized" else "issued earlier")
         print(
             f"{document['invoice_id']}  {document['customer_id']}  {report.month}  "
             f"{document['total']} {document['currency']}  {note}  {html_path}"
         )
+    if args.progressive and not report.results:
+        print(f"no interim invoice due for {report.month}")
     if report.skipped:
         print(f"nothing to bill for {report.month} (no period started in the month): {', '.join(report.skipped)}")
     for failure in report.failures:

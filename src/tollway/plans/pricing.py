@@ -225,6 +225,41 @@ Currency = Annotated[str, AfterValidator(_currency)]
 """An ISO 4217 code Tollway can bill in (``tollway.currencies``)."""
 
 
+class Coupon(StrictModel):
+    """A fixed ``amount`` each subscriber of the plan may use up across invoices: each invoice takes what
+    it can (at most its amount due), the rest carries to the next one until none is left, or until the
+    subscription's first ``periods`` periods are over (then the rest expires). ``currency``, when
+    written, must be the plan's (a check, not a conversion). Applied by ``billing.coupons``."""
+
+    id: Identifier
+    amount: Money
+    currency: Currency | None = None
+    periods: PositiveInt | None = None
+
+    @field_validator("amount")
+    @classmethod
+    def _amount(cls, value: Decimal) -> Decimal:
+        if value <= 0:
+            raise PydanticCustomError("coupon_amount", "a coupon's amount must be above 0")
+        return value
+
+
+class ProgressiveBilling(StrictModel):
+    """Issue an interim invoice mid-period once what the period owes so far and no invoice has billed
+    yet reaches ``threshold`` (``tollway bill --progressive``; docs/billing.md). ``currency``, when
+    written, must be the plan's."""
+
+    threshold: Money
+    currency: Currency | None = None
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, value: Decimal) -> Decimal:
+        if value <= 0:
+            raise PydanticCustomError("progressive_threshold", "the progressive billing threshold must be above 0")
+        return value
+
+
 class Pricing(StrictModel):
     """``rounding``: how this plan's invoice lines are rounded; None (not written) takes the catalog's
     ``rounding`` for the currency, else ``half_even`` (``effective_rounding``)."""
@@ -235,10 +270,16 @@ class Pricing(StrictModel):
     minimum_commitment: Money | None = None
     discounts: list[Discount] = Field(default_factory=list)
     rounding: RoundingMode | None = None
+    coupons: list[Coupon] = Field(default_factory=list)
+    progressive_billing: ProgressiveBilling | None = None
 
     @model_serializer(mode="wrap")
-    def _without_unset_rounding(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        return _drop_defaults(handler(self), self, ("rounding",))
+    def _without_unset_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        # Pricing without these options keeps the catalog digest it had before they existed.
+        data = _drop_defaults(handler(self), self, ("rounding", "progressive_billing"))
+        if not self.coupons:
+            data.pop("coupons", None)
+        return data
 
     @property
     def effective_rounding(self) -> RoundingMode:

@@ -21,6 +21,7 @@ from pydantic_core import ErrorDetails
 from tollway.plans.checks import GATEWAY_UNITS, PlanParts, check_catalog
 from tollway.plans.errors import Problem, format_path, render_value
 from tollway.plans.fields import Identifier
+from tollway.plans.invoicing import InvoicingParts, invoicing_problems
 from tollway.plans.money import CreditUnit, Prepaid, SpendCap
 from tollway.plans.pricing import Charge, Currency, Discount
 from tollway.plans.realtime import MoneyParts, money_problems
@@ -60,6 +61,7 @@ def validate_catalog(data: object) -> tuple[Catalog | None, list[Problem]]:
                 {plan_id: MoneyParts.of(plan) for plan_id, plan in catalog.plans.items()},
             )
         )
+        problems.extend(invoicing_problems({plan_id: InvoicingParts.of(p) for plan_id, p in catalog.plans.items()}))
     else:  # check what did validate, so one pass reports structural and reference problems together
         features = {name: _valid(_FEATURE, value) for name, value in _section(data, "features").items()}
         plans = {name: _plan_parts(value) for name, value in _section(data, "plans").items()}
@@ -79,6 +81,7 @@ def validate_catalog(data: object) -> tuple[Catalog | None, list[Problem]]:
                 {name: _money_parts(value) for name, value in _section(data, "plans").items()},
             )
         )
+        problems.extend(invoicing_problems({n: InvoicingParts.from_raw(v) for n, v in _section(data, "plans").items()}))
     return (catalog if not problems else None), problems
 
 
