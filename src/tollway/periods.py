@@ -301,11 +301,11 @@ class BillingSchedule:
     def _nominal(self, index: int) -> datetime:
         """The naive local wall-clock time at which period ``index`` starts."""
         if self.interval == "week":
-            day = date.fromordinal(7 * index + 1 + self._phase)  # 0001-01-01 is a Monday
+            monday_based = date.fromordinal(7 * index + 1 + self._phase)  # 0001-01-01 is a Monday
             if self.alignment == "calendar":
-                return datetime.combine(day, time())
+                return datetime.combine(monday_based, time())
             anchor = self.anchor.astimezone(self._tz)
-            return datetime.combine(day, time(anchor.hour, anchor.minute, anchor.second, anchor.microsecond))
+            return datetime.combine(monday_based, time(anchor.hour, anchor.minute, anchor.second, anchor.microsecond))
         year, month0 = divmod(index * MONTHS[self.interval] + self._phase, 12)
         month = month0 + 1
         if self.alignment == "calendar":

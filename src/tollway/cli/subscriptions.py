@@ -32,7 +32,7 @@ from tollway.clock import Clock, SystemClock
 from tollway.notifications.emitter import emit_after_commit
 from tollway.notifications.lifecycle import subscription_changed
 from tollway.notifications.outbox import OutboxWriter
-from tollway.periods import ALIGNMENTS, INTERVALS, load_timezone
+from tollway.periods import ADJECTIVES, ALIGNMENTS, INTERVALS, Interval, check_interval, load_timezone
 from tollway.redis_client import admin_client
 from tollway.settings import Settings
 from tollway.subscriptions.errors import SubscriptionNotFound, UnreadableSubscription
@@ -63,7 +63,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--effective",
         help="for a plan change: when the new plan takes effect, now (default) or an earlier ISO 8601 time",
     )
-    put.add_argument("--interval", choices=INTERVALS, help="billing interval (default: the plan's, else month)")
+    put.add_argument(
+        "--interval",
+        type=_interval,
+        metavar="{" + ",".join(INTERVALS) + "}",
+        help="billing interval: the plan's pricing interval (the default; else month)",
+    )
     put.add_argument(
         "--override",
         action="append",
@@ -85,6 +90,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     delete = sub.add_parser("delete", help="remove a customer's subscription, in every running Tollway")
     delete.add_argument("--customer", required=True, help="customer id")
     delete.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _interval(text: str) -> Interval:
+    try:
+        return check_interval(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 async def run(args: argparse.Namespace, settings: Settings, *, clock: Clock | None = None) -> int:
@@ -178,7 +190,7 @@ def _print(subscription: Subscription, now: datetime, as_json: bool, action: str
     print(f"started    {format_exact(subscription.started_at)}")
     print(f"timezone   {tz}")
     anchor = "" if subscription.alignment == "calendar" else f" (anchor {local_time(subscription.anchor, tz)})"
-    print(f"periods    {subscription.interval}ly, {subscription.alignment}{anchor}")
+    print(f"periods    {ADJECTIVES[subscription.interval]}, {subscription.alignment}{anchor}")
     print(f"overrides  {_overrides_text(subscription) or '-'}")
     for change in subscription.changes:
         print(f"changed    {format_exact(change.at)}: {change.previous_plan_id} → {change.plan_id}")

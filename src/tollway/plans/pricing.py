@@ -11,10 +11,11 @@ import re
 from decimal import Decimal
 from typing import Annotated, Final, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from tollway.currencies import MINOR_UNITS
+from tollway.periods import INTERVALS, Interval, interval_error
 from tollway.plans.fields import Identifier, Money, NonNegativeInt, PositiveInt, StrictModel
 
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
@@ -139,9 +140,19 @@ Currency = Annotated[str, AfterValidator(_currency)]
 """An ISO 4217 code Tollway can bill in (``tollway.currencies``)."""
 
 
+def _interval(value: object) -> object:
+    if isinstance(value, str) and value in INTERVALS:
+        return value
+    raise PydanticCustomError("interval", "{message}", {"message": interval_error(value)})
+
+
+PricingInterval = Annotated[Interval, BeforeValidator(_interval)]
+"""The length of the period every amount of the pricing is for (``tollway.periods.INTERVALS``)."""
+
+
 class Pricing(StrictModel):
     currency: Currency
-    interval: Literal["month", "year"]
+    interval: PricingInterval
     charges: list[Charge] = Field(default_factory=list)
     minimum_commitment: Money | None = None
     discounts: list[Discount] = Field(default_factory=list)
