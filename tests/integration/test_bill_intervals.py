@@ -48,6 +48,7 @@ from tests.support.usage_rows import usage_row
 from tollway.cli.bill import bill
 from tollway.plans.loader import load_catalog_text
 from tollway.subscriptions.model import Subscription
+from tollway.usage.caller_report import _warehouse_part
 from tollway.warehouse.connection import insert_json_rows
 from tollway.warehouse.migrations import Migrator
 
@@ -276,3 +277,36 @@ def test_a_subscription_billed_on_another_interval_than_its_plan_is_not_billed(d
     changed = CALQ.changed_to("weekly", datetime(2026, 5, 1, tzinfo=UTC))
     [failure] = bill(client, database, catalog, [changed], "2026-04", now=NOW).failures
     assert "plan 'weekly' is priced per week" in str(failure)
+
+
+def test_late_usage_of_a_week_is_adjusted_on_one_invoice_of_the_run(db: ChdbDatabase) -> None:
+    client, database = db
+    catalog = load_catalog_text(CATALOG, "intervals.yaml")
+    mid_march = datetime(2026, 3, 18, 12, tzinfo=UTC)
+    finalized = bill(client, database, catalog, [WK], "2026-03", now=mid_march, finalize=True).results
+    first_week = finalized[0].document["invoice_id"]
+    insert_json_rows(client, database, "usage", request("late", "2026-03-05 12:00:00.000", "wk"))  # week of Mar 2
+    weeks = [r.document for r in bill(client, database, catalog, [WK], "2026-03", now=NOW).results]
+    adjusted = [
+        (w["period"]["local_start"][:10], line["amount"])
+        for w in weeks
+        for line in w["lines"]
+        if line["kind"] == "adjustment" and line["adjusts"] == first_week
+    ]
+    assert adjusted == [("2026-03-30", "0.10")], "claimed once, by the run's latest week"
+    assert [w["total"] for w in weeks] == ["7.14", "10.10", "10.00", "10.20", "10.20"]
+
+
+def test_the_callers_usage_report_prices_the_current_week(db: ChdbDatabase) -> None:
+    """``GET /tollway/v1/usage``'s charges so far are the current period's invoice, not the first period
+    starting in the month (a weekly customer has five in March)."""
+    client, database = db
+    catalog = load_catalog_text(CATALOG, "intervals.yaml")
+    now = datetime(2026, 3, 29, 12, tzinfo=UTC)  # Sunday: the week of Mar 23, after the DST change
+    period = WK.current_period(now)
+    assert (period.start, period.end) == (datetime(2026, 3, 22, 23, tzinfo=UTC), datetime(2026, 3, 29, 22, tzinfo=UTC))
+    quantities, invoice, _ = _warehouse_part(catalog, WK, period.start, period.end, now)(client, database)
+    assert quantities["requests"] == 1  # w2; w3 comes later that day
+    assert invoice is not None
+    assert (invoice["period"]["start"], invoice["period"]["end"]) == ("2026-03-22T23:00:00Z", "2026-03-29T22:00:00Z")
+    assert invoice["total"] == "10.20"  # the invoice as billing would price the week: both its requests

@@ -26,7 +26,8 @@ An invoice id is derived from (customer, period start) only, so the same period 
 id: re-running a month writes a new version of the same invoices (see ``invoice_store``).
 
 **Late usage.** A finalized invoice never changes; usage that reaches ClickHouse for its period after
-it was finalized becomes an *adjustment line* on the next invoice built for the customer. For each of
+it was finalized becomes an *adjustment line* on the next invoice built for the customer (in a run that
+bills several periods of a customer, weeks, on the latest of them only). For each of
 the customer's finalized invoices before the billed period (the last ``ADJUSTMENT_LOOKBACK`` of them),
 the period's quantities are summed again and compared with what was billed so far according to the
 ``Ledger``: the invoice's own stored lines, then every adjustment line of it on *any* finalized invoice
@@ -578,13 +579,15 @@ def build_invoices(
                 build_invoice(client, database, catalog, subscription, month, past, now=now)  # checks its plans
                 skipped.append(customer)
             for period in periods[customer]:
+                # Late usage goes on one invoice of the run, the customer's latest (weekly: the last week).
+                last = period == periods[customer][-1]
                 built = build_invoice(
                     client,
                     database,
                     catalog,
                     subscription,
                     month,
-                    past,
+                    past if last else (),
                     now=now,
                     usage=usage.get((customer, max(period.start, subscription.started_at))),
                     period=period,
