@@ -4,12 +4,16 @@ containment, the boundary rule, anniversary clamping without drift, DST, and bad
 import calendar
 import itertools
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tollway.billing.charges import PeriodContext, price_charge
+from tollway.billing.money import round_line
+from tollway.billing.proration import period_fraction
 from tollway.periods import (
     INTERVALS,
     MONTHS,
@@ -19,6 +23,7 @@ from tollway.periods import (
     Interval,
     check_interval,
 )
+from tollway.plans.pricing import FlatCharge
 
 ZONES = ["UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "Pacific/Chatham"]
 PARIS = ZoneInfo("Europe/Paris")
@@ -242,3 +247,29 @@ def test_interval_names_are_nouns_and_synonyms_are_refused_with_the_right_name()
         check_interval("fortnight")
     with pytest.raises(ValueError, match="interval 'semiannual'"):
         BillingSchedule(utc(2026, 1, 1), "UTC", "semiannual", "calendar")  # type: ignore[arg-type]
+
+
+# --- in-advance flat fees over every interval (billing's proration of these periods) ------------------
+
+
+@settings(max_examples=300)
+@given(
+    at=instants,
+    anchor=instants,
+    zone=zones,
+    interval=st.sampled_from(["week", "quarter", "half_year"]),
+    alignment=alignments,
+    cut=st.floats(min_value=0.0, max_value=1.0),
+)
+def test_a_flat_fee_split_at_a_plan_change_adds_up_to_the_fee(
+    at: datetime, anchor: datetime, zone: str, interval: Interval, alignment: Alignment, cut: float
+) -> None:
+    """Whatever the interval, the parts of a period cut at a plan change (or a start) pay fractions of
+    an in-advance fee that add up to the whole fee, to the cent (each line rounded once)."""
+    period = BillingSchedule(anchor, zone, interval, alignment).period_containing(at)
+    change = period.start + (period.end - period.start) * cut
+    before, after = period_fraction(period, period.start, change), period_fraction(period, change, period.end)
+    assert abs(before + after - 1) <= Decimal("1e-12")
+    fee = FlatCharge(id="platform", model="flat", amount=Decimal("300.00"))
+    parts = [price_charge(fee, Decimal(0), PeriodContext(f)).amount for f in (before, after) if f]
+    assert abs(sum(round_line(p, "USD") for p in parts) - Decimal("300.00")) <= Decimal("0.01")
