@@ -11,6 +11,10 @@ then (``docs/billing.md``, proration). ``--start`` with a new start begins a new
 plan history starts afresh. A new subscription or a plan change emits ``subscription.changed``
 (``docs/notifications.md``); re-running the same ``set`` emits nothing new.
 
+Intervals: ``--interval`` is ``week``, ``month``, ``quarter``, ``half_year`` or ``year``; with
+``--catalog`` it must be the plan's pricing interval (the default), and a running subscription keeps
+its interval (a new ``--start`` may change it). Anything else is refused (``docs/billing.md``, Intervals).
+
 Times: ``now`` or ISO 8601. A time with no UTC offset (``2026-03-01`` or ``2026-03-01T09:00``) is a
 wall-clock time in the subscription's timezone (resolved like a period boundary: first occurrence if
 repeated, end of the gap if skipped).
