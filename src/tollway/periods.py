@@ -1,4 +1,5 @@
-"""Billing periods: calendar or anniversary months and years, in the customer's timezone, returned in UTC.
+"""Billing periods: calendar or anniversary weeks, months, quarters, half-years and years, in the
+customer's timezone, returned in UTC.
 
 Pure (no I/O, no clock): every function takes the instant it reasons about. Billing, quotas and the
 CLI share this one definition, so a quota window and the invoice that bills it always agree.
@@ -10,12 +11,16 @@ Definitions
   periods tile time: the ``end`` of one is the ``start`` of the next, with no gap and no overlap.
 * Boundaries are *local wall-clock* times in the customer's IANA timezone (``zoneinfo``):
 
-  - ``calendar``: 00:00 on the 1st of the month (``month``) or on January 1st (``year``).
-  - ``anniversary``: the anchor's local day-of-month and local time-of-day (and, for ``year``, its
-    local month). A day the month does not have falls on the month's last day, and each month is
-    computed from the anchor, not from the previous boundary, so the day never drifts:
-    an anchor on Jan 31 gives Feb 28 (29 in leap years), Mar 31, Apr 30, May 31, ...
-    A yearly anniversary of Feb 29 falls on Feb 28 in non-leap years.
+  - ``calendar``: 00:00 on Monday (``week``: ISO weeks, Monday to Sunday), on the 1st of the month
+    (``month``), on the 1st of January, April, July and October (``quarter``), of January and July
+    (``half_year``), or on January 1st (``year``).
+  - ``anniversary``: the anchor's local time-of-day and, for ``week``, its local weekday; for the
+    others its local day-of-month, in every month (``month``), every third month (``quarter``),
+    every sixth (``half_year``) or every twelfth (``year``) counted from the anchor's local month.
+    A day the month does not have falls on the month's last day, and each boundary is computed from
+    the anchor, not from the previous boundary, so the day never drifts: an anchor on Jan 31 gives
+    Feb 28 (29 in leap years), Mar 31, Apr 30, May 31, ... monthly, and Apr 30, Jul 31, Oct 31,
+    Jan 31 quarterly. A yearly anniversary of Feb 29 falls on Feb 28 in non-leap years.
 
 * The wall-clock time of a boundary may not exist or may happen twice on DST days. The rule is one:
   **a boundary is the first instant at which the customer's wall clock reads the nominal time or later.**
@@ -29,12 +34,19 @@ Definitions
 * The anchor only fixes the day and time of day; periods extend without limit before and after it.
   An anchor that is itself the second occurrence of an ambiguous local time is a boundary's nominal
   time whose first occurrence is an hour earlier: its period starts there (the anchor stays inside).
-* Period lengths therefore vary: 28-31 days for months, 365-366 days for years, plus or minus the
-  DST shift in months that contain one (an hour; 30 minutes on Lord Howe Island).
+* Period lengths therefore vary: 7 days for weeks, 28-31 days for months, 89-92 for quarters,
+  181-184 for half-years, 365-366 for years, plus or minus the DST shift in periods that contain one
+  (an hour; 30 minutes on Lord Howe Island; more in the rare zones that moved across the date line).
 
-``BillingPeriod.index`` numbers periods absolutely: for months ``year * 12 + month - 1`` of the local
-month the period starts in (its nominal month), for years the local year. It is the same for every
+``BillingPeriod.index`` numbers periods absolutely, by the local date the period nominally starts on:
+for months ``year * 12 + month - 1``; for quarters, half-years and years that month number divided by
+3, 6 or 12 (rounded down: for years the local year, as before); for weeks the number of the Monday-to-
+Sunday week since 0001-01-01 (a Monday), ``(date.toordinal() - 1) // 7``. It is the same for every
 process and stable across restarts, so it can key counters (``quota:<customer>:<index>``).
+
+Interval names (``INTERVALS``) are nouns: ``week``, ``month``, ``quarter``, ``half_year``, ``year``.
+``check_interval`` refuses anything else, naming the right word for the usual synonyms (``weekly``,
+``semiannual``, ``annual``, ...).
 """
 
 from __future__ import annotations
@@ -42,16 +54,48 @@ from __future__ import annotations
 import calendar
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Final, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-Interval = Literal["month", "year"]
+Interval = Literal["week", "month", "quarter", "half_year", "year"]
 Alignment = Literal["calendar", "anniversary"]
 
 INTERVALS: Final[tuple[Interval, ...]] = get_args(Interval)
 ALIGNMENTS: Final[tuple[Alignment, ...]] = get_args(Alignment)
+MONTHS: Final[dict[Interval, int]] = {"month": 1, "quarter": 3, "half_year": 6, "year": 12}
+"""How many months a period of each interval spans (``week`` is not made of months)."""
+ADJECTIVES: Final[dict[Interval, str]] = {
+    "week": "weekly",
+    "month": "monthly",
+    "quarter": "quarterly",
+    "half_year": "half-yearly",
+    "year": "yearly",
+}
+"""How an interval reads in a sentence ("billed quarterly")."""
+_SYNONYMS: Final[dict[str, Interval]] = {
+    "weekly": "week",
+    "weeks": "week",
+    "monthly": "month",
+    "months": "month",
+    "quarterly": "quarter",
+    "quarters": "quarter",
+    "semiannual": "half_year",
+    "semi_annual": "half_year",
+    "semi-annual": "half_year",
+    "semiannually": "half_year",
+    "biannual": "half_year",
+    "half-year": "half_year",
+    "halfyear": "half_year",
+    "half_yearly": "half_year",
+    "half-yearly": "half_year",
+    "six_months": "half_year",
+    "yearly": "year",
+    "years": "year",
+    "annual": "year",
+    "annually": "year",
+}
 
 _SECOND: Final = timedelta(seconds=1)
 
@@ -74,11 +118,23 @@ def _load_timezone(name: str) -> ZoneInfo:
 
 
 def check_interval(value: str) -> Interval:
-    if value == "month":
-        return "month"
-    if value == "year":
-        return "year"
-    raise ValueError(f"interval {value!r} is not one of {', '.join(INTERVALS)}")
+    """``value`` as an ``Interval``; ``ValueError`` listing the intervals (and the right name for a
+    synonym such as ``semiannual``) otherwise."""
+    for interval in INTERVALS:
+        if value == interval:
+            return interval
+    raise ValueError(interval_error(value))
+
+
+def interval_error(value: object) -> str:
+    """Why ``value`` is not an interval, naming the right one for a known synonym."""
+    message = f"interval {value!r} is not one of {', '.join(INTERVALS)}"
+    suggestion = _SYNONYMS.get(value.strip().lower()) if isinstance(value, str) else None
+    if suggestion is None and isinstance(value, str) and value.strip().lower() in INTERVALS:
+        suggestion = check_interval(value.strip().lower())
+    if suggestion is not None:
+        message += f" (write {suggestion!r})"
+    return message
 
 
 def check_alignment(value: str) -> Alignment:
@@ -184,9 +240,13 @@ class BillingSchedule:
     def period_containing(self, at: datetime) -> BillingPeriod:
         at = require_aware("at", at).astimezone(UTC)
         local = at.astimezone(self._tz)
-        index = local.year * 12 + local.month - 1 if self.interval == "month" else local.year
-        # The guess is the local month (year) of ``at``; it is off by one before the anchor day of the
-        # month, and (only in zones falling back across a boundary) just after one.
+        if self.interval == "week":
+            index = (local.toordinal() - 1 - self._phase) // 7
+        else:
+            index = (local.year * 12 + local.month - 1 - self._phase) // MONTHS[self.interval]
+        # The guess is the period whose nominal start is on or before the local date of ``at``; it is
+        # off by one before the anchor's time of day, and (only in zones falling back across a
+        # boundary) just after one.
         start, end = self.boundary(index), self.boundary(index + 1)
         while at < start:
             index -= 1
@@ -227,18 +287,30 @@ class BillingSchedule:
             raise ValueError(f"the period starting {period.start.isoformat()} is not one of this schedule's")
         return index
 
+    @property
+    def _phase(self) -> int:
+        """Where in its cycle period 0 starts: for weeks the weekday (0 = Monday), else the month
+        (``year * 12 + month - 1``) modulo the interval's months. 0 for calendar periods."""
+        if self.alignment == "calendar":
+            return 0
+        anchor = self.anchor.astimezone(self._tz)
+        if self.interval == "week":
+            return anchor.weekday()
+        return (anchor.year * 12 + anchor.month - 1) % MONTHS[self.interval]
+
     def _nominal(self, index: int) -> datetime:
         """The naive local wall-clock time at which period ``index`` starts."""
-        if self.interval == "month":
-            year, month0 = divmod(index, 12)
-            month = month0 + 1
-        else:
-            year, month = index, 1
+        if self.interval == "week":
+            monday_based = date.fromordinal(7 * index + 1 + self._phase)  # 0001-01-01 is a Monday
+            if self.alignment == "calendar":
+                return datetime.combine(monday_based, time())
+            anchor = self.anchor.astimezone(self._tz)
+            return datetime.combine(monday_based, time(anchor.hour, anchor.minute, anchor.second, anchor.microsecond))
+        year, month0 = divmod(index * MONTHS[self.interval] + self._phase, 12)
+        month = month0 + 1
         if self.alignment == "calendar":
             return datetime(year, month, 1)
         anchor = self.anchor.astimezone(self._tz)
-        if self.interval == "year":
-            month = anchor.month
         day = min(anchor.day, calendar.monthrange(year, month)[1])
         clock = time(anchor.hour, anchor.minute, anchor.second, anchor.microsecond)
         return datetime.combine(datetime(year, month, day).date(), clock)

@@ -266,8 +266,8 @@ def test_invalid_inputs_are_clear_errors() -> None:
     schedule = BillingSchedule(utc(2026, 1, 1), "UTC")
     with pytest.raises(ValueError, match="at must be timezone-aware"):
         schedule.period_containing(datetime(2026, 1, 1))
-    with pytest.raises(ValueError, match="interval 'week'"):
-        BillingSchedule(utc(2026, 1, 1), "UTC", "week", "calendar")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="interval 'fortnight'"):
+        BillingSchedule(utc(2026, 1, 1), "UTC", "fortnight", "calendar")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="alignment 'fiscal'"):
         BillingSchedule(utc(2026, 1, 1), "UTC", "month", "fiscal")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="must end after"):

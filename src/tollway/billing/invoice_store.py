@@ -87,19 +87,26 @@ def load_finalized(client: Any, database: str, customer_ids: Sequence[str]) -> d
 
 def load_earlier_drafts(client: Any, database: str, invoices: Sequence[Invoice]) -> dict[str, list[str]]:
     """Invoice id → the months of its customer's draft invoices of periods starting before its own (an
-    invoice with none is absent): what ``invoices.finalize_refusal`` refuses to finalize past."""
+    invoice with none is absent): what ``invoices.finalize_refusal`` refuses to finalize past. The
+    drafts of ``invoices`` themselves are left out (a weekly customer has several in one run; the
+    caller decides them in order)."""
     found: dict[str, list[str]] = {}
     if not invoices:
         return found
     rows = query_rows(
         client,
-        "SELECT customer_id, period_start, period FROM {db:Identifier}.invoices FINAL "
+        "SELECT customer_id, period_start, period, invoice_id FROM {db:Identifier}.invoices FINAL "
         "WHERE customer_id IN {customers:Array(String)} AND status = 'draft' ORDER BY period_start",
         {"db": check_identifier(database), "customers": sorted({invoice.customer_id for invoice in invoices})},
     )
+    billed = {invoice.invoice_id for invoice in invoices}
     for invoice in invoices:
         start = invoice.period.start
-        months = [str(r[2]) for r in rows if str(r[0]) == invoice.customer_id and _utc(r[1]) < start]
+        months = [
+            str(r[2])
+            for r in rows
+            if str(r[0]) == invoice.customer_id and _utc(r[1]) < start and str(r[3]) not in billed
+        ]
         if months:
             found[invoice.invoice_id] = months
     return found

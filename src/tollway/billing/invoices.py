@@ -1,14 +1,19 @@
 """Invoices for a billed month: each subscribed customer's billing period, usage summed in ClickHouse
 (``aggregate``), priced by ``rating.rate``.
 
-Which period ``--period YYYY-MM`` bills, per customer, in the customer's timezone: **the period of
-their schedule that starts (local wall-clock time) in that month**. For calendar months that is the
-local month itself (00:00 on the 1st to 00:00 on the next 1st, in their timezone, stored in UTC); for
-an anniversary schedule it is the period starting on the anchor day of that month; a yearly schedule
-is billed only in the month its period starts. A customer whose subscription starts after the period
-ends, or whose period has not begun yet (an anniversary later in the current month), is not
-billed; one that starts inside it pays the fraction it covered of the flat fees and the
+Which periods ``--period YYYY-MM`` bills, per customer, in the customer's timezone: **the periods of
+their schedule that start (local wall-clock time) in that month** (``billed_periods``). For calendar
+months that is the local month itself (00:00 on the 1st to 00:00 on the next 1st, in their timezone,
+stored in UTC); for an anniversary schedule it is the period starting on the anchor day of that month;
+a quarterly, half-yearly or yearly schedule is billed only in the months its periods start; a weekly
+one gets an invoice for each week starting in the month (four or five). A customer whose subscription
+starts after the period ends, or whose period has not begun yet (an anniversary later in the current
+month), is not billed; one that starts inside it pays the fraction it covered of the flat fees and the
 minimum (``proration.period_fraction``) and its usage, and its coupons count periods from its start.
+
+**Intervals.** Every amount of a plan is for one period of its ``pricing.interval``; a subscription is
+billed on its own interval, which must be its plans' (``IntervalMismatch`` otherwise: the subscription
+tools refuse to create one, this catches one stored before that check or edited by hand).
 
 **Plan changes.** A subscription whose plan changed inside the period (``Subscription.terms``) has one
 *part* per plan held: each part is priced by its own plan over the time it was held, its flat fees
@@ -21,7 +26,8 @@ An invoice id is derived from (customer, period start) only, so the same period 
 id: re-running a month writes a new version of the same invoices (see ``invoice_store``).
 
 **Late usage.** A finalized invoice never changes; usage that reaches ClickHouse for its period after
-it was finalized becomes an *adjustment line* on the next invoice built for the customer. For each of
+it was finalized becomes an *adjustment line* on the next invoice built for the customer (in a run that
+bills several periods of a customer, weeks, on the latest of them only). For each of
 the customer's finalized invoices before the billed period (the last ``ADJUSTMENT_LOOKBACK`` of them),
 the period's quantities are summed again and compared with what was billed so far according to the
 ``Ledger``: the invoice's own stored lines, then every adjustment line of it on *any* finalized invoice
@@ -57,6 +63,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Final, Literal
 
 from tollway.billing.aggregate import Quantities, QuantitySource, billable_quantities, billable_quantities_of
@@ -67,7 +74,7 @@ from tollway.billing.money import format_amount, format_decimal, minor_unit
 from tollway.billing.prepaid import PeriodBalance, balance_of, burned_micros, settle
 from tollway.billing.proration import period_fraction
 from tollway.billing.rating import InvoiceDraft, InvoiceLine, rate
-from tollway.periods import BillingPeriod, load_timezone
+from tollway.periods import ADJECTIVES, BillingPeriod, resolve_local
 from tollway.plans.pricing import FlatCharge, Pricing
 from tollway.plans.realtime import PlanMoney, compile_plan_money
 from tollway.plans.schema import Billable, Catalog
@@ -92,6 +99,10 @@ class InvalidBillingPeriod(BillingError):
 
 class PlanNotInCatalog(BillingError):
     """A subscription names a plan the catalog does not have."""
+
+
+class IntervalMismatch(BillingError):
+    """A subscription's interval is not the pricing interval of a plan it holds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,17 +135,42 @@ def parse_month(text: str, now: datetime) -> BillingMonth:
     return month
 
 
-def billed_period(subscription: Subscription, month: BillingMonth, now: datetime | None = None) -> BillingPeriod | None:
-    """The customer's period starting (local time) in ``month``, or None (see the module docstring):
-    none starts in the month, the subscription starts after it, or it has not begun at ``now``."""
+def billed_periods(
+    subscription: Subscription, month: BillingMonth, now: datetime | None = None
+) -> tuple[BillingPeriod, ...]:
+    """The customer's periods starting (local time) in ``month``, in order (see the module docstring):
+    none when none starts in the month (a quarter starting in another month), the subscription starts
+    after it, or it has not begun at ``now``; one for every interval but ``week``, which has four or five."""
     schedule = subscription.schedule
-    period = schedule.period(month.index if subscription.interval == "month" else month.year)
-    local_start = period.start.astimezone(load_timezone(subscription.timezone))
-    if (local_start.year, local_start.month) != (month.year, month.month):
-        return None
-    if period.end <= subscription.started_at or (now is not None and period.start > now):
-        return None
-    return period
+    first, last = _local_month(month.year, month.month, subscription.timezone)
+    # A boundary is the first instant the local clock reads its time or later, so a period starts in
+    # the local month exactly when its start is in [first, last).
+    index = schedule.index_of(first)
+    if schedule.boundary(index) < first:
+        index += 1
+    periods: list[BillingPeriod] = []
+    while (start := schedule.boundary(index)) < last:
+        period = schedule.period(index)
+        index += 1
+        if period.end <= subscription.started_at:
+            continue
+        if now is not None and start > now:
+            break
+        periods.append(period)
+    return tuple(periods)
+
+
+@lru_cache(maxsize=4096)
+def _local_month(year: int, month: int, timezone: str) -> tuple[datetime, datetime]:
+    """The UTC instants the local month begins and ends (a bill run asks it of every customer)."""
+    following = datetime(year + month // 12, month % 12 + 1, 1)
+    return resolve_local(datetime(year, month, 1), timezone), resolve_local(following, timezone)
+
+
+def billed_period(subscription: Subscription, month: BillingMonth, now: datetime | None = None) -> BillingPeriod | None:
+    """The customer's first period starting (local time) in ``month`` (``billed_periods``), or None."""
+    periods = billed_periods(subscription, month, now)
+    return periods[0] if periods else None
 
 
 def invoice_id(customer_id: str, period_start: datetime, interim: int | None = None) -> str:
@@ -422,10 +458,20 @@ def pricing_of(catalog: Catalog, customer_id: str, plan_id: str) -> Pricing:
 
 
 def _check_plans(catalog: Catalog, subscription: Subscription) -> None:
-    """``PlanNotInCatalog`` or ``PlanNotPriced`` for the first plan of the subscription's history that
-    cannot be billed."""
+    """``PlanNotInCatalog``, ``PlanNotPriced`` or ``IntervalMismatch`` for the first plan of the
+    subscription's history that cannot be billed."""
     for plan_id in (subscription.first_plan_id, *(change.plan_id for change in subscription.changes)):
-        _pricing(catalog, subscription.customer_id, plan_id)
+        pricing, _ = _pricing(catalog, subscription.customer_id, plan_id)
+        _check_interval(subscription, plan_id, pricing)
+
+
+def _check_interval(subscription: Subscription, plan_id: str, pricing: Pricing) -> None:
+    if pricing.interval != subscription.interval:
+        raise IntervalMismatch(
+            f"customer {subscription.customer_id!r} is billed {ADJECTIVES[subscription.interval]}, but plan "
+            f"{plan_id!r} is priced per {pricing.interval}: its amounts do not fit the subscription's periods "
+            "(a subscription's interval must be its plans')"
+        )
 
 
 def build_invoice(
@@ -439,6 +485,8 @@ def build_invoice(
     now: datetime | None = None,
     usage: Quantities | None = None,
     interim: bool = False,
+    period: BillingPeriod | None = None,
+    adjust_late: bool = True,
 ) -> Invoice | None:
     """Price ``subscription``'s period of ``month`` from its usage; None when it has none that month.
     ``history``: the customer's finalized invoice documents, checked for late usage (``late_usage``),
@@ -448,10 +496,15 @@ def build_invoice(
     queried here, per part. ``interim``: the period's next interim invoice instead (what is due so far:
     no minimum-commitment true-up, which only the period's end can tell, and no late-usage
     adjustments, which the period's invoice carries); whether it is issued is the caller's decision.
+    ``period``: which of the month's periods (``billed_periods``: a weekly subscription has several), by
+    default the first; ``adjust_late``: False leaves late usage to another invoice of the run.
 
-    Raises ``PlanNotInCatalog``, ``PlanNotPriced`` and the errors of ``rating.rate``."""
+    Raises ``PlanNotInCatalog``, ``PlanNotPriced``, ``IntervalMismatch`` and the errors of ``rating.rate``."""
     customer = subscription.customer_id
-    period = billed_period(subscription, month, now)
+    if period is None:
+        period = billed_period(subscription, month, now)
+    elif period.end <= subscription.started_at or (now is not None and period.start > now):
+        period = None
     if period is None:
         _check_plans(catalog, subscription)  # a bad plan is an error whatever the month
         return None
@@ -462,6 +515,7 @@ def build_invoice(
     prepaid: PlanMoney | None = None
     for term in terms:
         pricing, rules = _pricing(catalog, customer, term.plan_id)
+        _check_interval(subscription, term.plan_id, pricing)
         if interim and pricing.minimum_commitment is not None:
             pricing = pricing.model_copy(update={"minimum_commitment": None})
         money = plan_money(catalog, term.plan_id)
@@ -484,7 +538,9 @@ def build_invoice(
             )
         parts.append(PlanPart(term, draft, quantities.sources))
     currency = parts[-1].draft.currency
-    adjustments = () if interim else late_usage(client, database, catalog, customer, period.start, history)
+    adjustments = (
+        () if interim or not adjust_late else late_usage(client, database, catalog, customer, period.start, history)
+    )
     for adjustment in adjustments:
         if adjustment.currency != currency:
             raise BillingError(
@@ -578,44 +634,62 @@ def build_invoices(
             ordered.append(subscription)
     groups: dict[tuple[datetime, datetime, tuple[tuple[str, tuple[str, ...]], ...]], list[str]] = {}
     group_rules: dict[tuple[datetime, datetime, tuple[tuple[str, tuple[str, ...]], ...]], dict[str, Billable]] = {}
+    periods: dict[str, tuple[BillingPeriod, ...]] = {}
     for subscription in ordered:
-        period = billed_period(subscription, month, now)
-        # A period with a plan change is summed per part, in build_invoice.
-        if period is not None and len(terms := subscription.terms(period.start, period.end)) == 1:
-            (term,) = terms
-            _, rules = _pricing(catalog, subscription.customer_id, term.plan_id)
-            key = (term.start, term.end, tuple((m, tuple(r.exclude_statuses)) for m, r in sorted(rules.items())))
-            groups.setdefault(key, []).append(subscription.customer_id)
-            group_rules[key] = rules
-    usage: dict[str, Quantities] = {}
+        found = billed_periods(subscription, month, now)
+        if interim:  # only a period still open gets an interim invoice (a week that ended has its own)
+            found = tuple(period for period in found if now is None or period.end > now)
+        periods[subscription.customer_id] = found
+        for period in periods[subscription.customer_id]:
+            # A period with a plan change is summed per part, in build_invoice.
+            if len(terms := subscription.terms(period.start, period.end)) == 1:
+                (term,) = terms
+                _, rules = _pricing(catalog, subscription.customer_id, term.plan_id)
+                key = (term.start, term.end, tuple((m, tuple(r.exclude_statuses)) for m, r in sorted(rules.items())))
+                groups.setdefault(key, []).append(subscription.customer_id)
+                group_rules[key] = rules
+    usage: dict[tuple[str, datetime], Quantities] = {}  # (customer, period start) → quantities
     for key, customers in groups.items():
         start, end, _ = key
         for first in range(0, len(customers), QUERY_CUSTOMERS):
             chunk = customers[first : first + QUERY_CUSTOMERS]
-            usage.update(billable_quantities_of(client, database, chunk, start, end, group_rules[key]))
+            for customer, quantities in billable_quantities_of(
+                client, database, chunk, start, end, group_rules[key]
+            ).items():
+                usage[customer, start] = quantities  # start: the period's, or the subscription's
     invoices: list[Invoice] = []
     skipped: list[str] = []
     for done, subscription in enumerate(ordered, start=1):
-        past = (history or {}).get(subscription.customer_id, ())
+        customer = subscription.customer_id
+        past = (history or {}).get(customer, ())
         try:
-            invoice = build_invoice(
-                client,
-                database,
-                catalog,
-                subscription,
-                month,
-                past,
-                now=now,
-                usage=usage.get(subscription.customer_id),
-                interim=interim,
-            )
+            if not periods[customer]:
+                build_invoice(client, database, catalog, subscription, month, past, now=now)  # checks its plans
+                skipped.append(customer)
+            for period in periods[customer]:
+                # Late usage goes on one invoice of the run, the customer's latest (weekly: the last week).
+                built = build_invoice(
+                    client,
+                    database,
+                    catalog,
+                    subscription,
+                    month,
+                    past,
+                    now=now,
+                    usage=usage.get((customer, max(period.start, subscription.started_at))),
+                    interim=interim,
+                    period=period,
+                    adjust_late=period == periods[customer][-1],
+                )
+                assert built is not None  # the period is one of the month's
+                invoices.append(built)
+                if built.coupons and all(d.get("invoice_id") != built.invoice_id for d in past):
+                    # The run's later periods (weeks) see what this one's coupons take, as they will
+                    # once the run finalizes the periods in order.
+                    past = (*past, {**built.as_dict(), "status": "finalized"})
         except BillingError as exc:
             failed(subscription, exc)
-        else:
-            if invoice is None:
-                skipped.append(subscription.customer_id)
-            else:
-                invoices.append(invoice)
+            invoices = [invoice for invoice in invoices if invoice.customer_id != customer]
         if progress is not None:
             progress(done, len(ordered))
     return invoices, skipped

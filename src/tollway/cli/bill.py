@@ -46,7 +46,7 @@ from tollway.billing.invoice_store import SaveResult, load_current, load_earlier
 from tollway.billing.invoices import (
     CustomerNotBilled,
     Invoice,
-    billed_period,
+    billed_periods,
     build_invoices,
     finalize_refusal,
     interim_documents,
@@ -101,7 +101,8 @@ def bill(
     out_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> BillReport:
-    """Price every subscription's period of ``period`` (``YYYY-MM``), then store and render them.
+    """Price every subscription's periods of ``period`` (``YYYY-MM``: those starting in the month, one per
+    customer but for weekly subscriptions), then store and render them.
 
     Raises ``BillingError`` for a bad period or output directory, before writing anything. A customer
     that cannot be priced, or (with ``finalize``) may not be finalized yet (``finalize_refusal``;
@@ -124,13 +125,15 @@ def bill(
         drafts = load_earlier_drafts(client, database, invoices)
         stored = load_current(client, database, [invoice.invoice_id for invoice in invoices])
         allowed = []
-        for invoice in invoices:
+        left: dict[str, list[str]] = {}  # customer → the months of this run's invoices left drafts
+        for invoice in invoices:  # a customer's periods in order (several for weekly subscriptions)
             done = invoice.invoice_id in stored and stored[invoice.invoice_id].status == "finalized"
-            earlier = drafts.get(invoice.invoice_id, ())
+            earlier = [*drafts.get(invoice.invoice_id, ()), *left.get(invoice.customer_id, ())]
             refusal = None if done else finalize_refusal(invoice, now, earlier, force=force)
             if refusal is None:
                 allowed.append(invoice)
             else:
+                left.setdefault(invoice.customer_id, []).append(invoice.month)
                 failures.append(CustomerNotBilled(invoice.customer_id, refusal))
         invoices = allowed
     if out_dir is not None:
@@ -174,15 +177,14 @@ def progressive(
     still_open = []
     for subscription in chosen:
         customer = subscription.customer_id
-        found = billed_period(subscription, month, now)
-        if found is None:
-            continue
         past = history.get(customer, [])
-        for document in interim_documents(past, customer, found.start):
-            earlier.append(SaveResult(str(document["invoice_id"]), "unchanged", dict(document)))
-        closed = any(d["invoice_id"] == invoice_id(customer, found.start) for d in past)
-        if found.end > now and not closed:  # else the period's own invoice bills the rest
-            still_open.append(subscription)
+        for found in billed_periods(subscription, month, now):  # a weekly plan has several in the month
+            for document in interim_documents(past, customer, found.start):
+                earlier.append(SaveResult(str(document["invoice_id"]), "unchanged", dict(document)))
+            closed = any(d["invoice_id"] == invoice_id(customer, found.start) for d in past)
+            if found.end > now and not closed:  # else the period's own invoice bills the rest
+                still_open.append(subscription)
+                break
     failures: list[CustomerNotBilled] = []
     invoices, skipped = build_invoices(
         client, database, catalog, still_open, month, history, now=now, failures=failures, interim=True
@@ -229,8 +231,12 @@ def rerate(
     month = parse_month(period, now)
     old, _ = build_invoices(client, database, current, subscriptions, month, now=now)
     priced, _ = build_invoices(client, database, new, subscriptions, month, now=now)
-    by_customer = {invoice.customer_id: invoice for invoice in priced}
-    return [Rerated(invoice.customer_id, invoice, by_customer[invoice.customer_id]) for invoice in old]
+    by_id = {invoice.invoice_id: invoice for invoice in priced}  # a weekly customer has several
+    return [
+        Rerated(invoice.customer_id, invoice, by_id[invoice.invoice_id])
+        for invoice in old
+        if invoice.invoice_id in by_id
+    ]
 
 
 def _print_rerated(rerated: Sequence[Rerated]) -> None:

@@ -11,6 +11,10 @@ then (``docs/billing.md``, proration). ``--start`` with a new start begins a new
 plan history starts afresh. A new subscription or a plan change emits ``subscription.changed``
 (``docs/notifications.md``); re-running the same ``set`` emits nothing new.
 
+Intervals: ``--interval`` is ``week``, ``month``, ``quarter``, ``half_year`` or ``year``; with
+``--catalog`` it must be the plan's pricing interval (the default), and a running subscription keeps
+its interval (a new ``--start`` may change it). Anything else is refused (``docs/billing.md``, Intervals).
+
 Times: ``now`` or ISO 8601. A time with no UTC offset (``2026-03-01`` or ``2026-03-01T09:00``) is a
 wall-clock time in the subscription's timezone (resolved like a period boundary: first occurrence if
 repeated, end of the gap if skipped).
@@ -32,7 +36,7 @@ from tollway.clock import Clock, SystemClock
 from tollway.notifications.emitter import emit_after_commit
 from tollway.notifications.lifecycle import subscription_changed
 from tollway.notifications.outbox import OutboxWriter
-from tollway.periods import ALIGNMENTS, INTERVALS, load_timezone
+from tollway.periods import ADJECTIVES, ALIGNMENTS, INTERVALS, Interval, check_interval, load_timezone
 from tollway.redis_client import admin_client
 from tollway.settings import Settings
 from tollway.subscriptions.errors import SubscriptionNotFound, UnreadableSubscription
@@ -63,7 +67,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--effective",
         help="for a plan change: when the new plan takes effect, now (default) or an earlier ISO 8601 time",
     )
-    put.add_argument("--interval", choices=INTERVALS, help="billing interval (default: the plan's, else month)")
+    put.add_argument(
+        "--interval",
+        type=_interval,
+        metavar="{" + ",".join(INTERVALS) + "}",
+        help="billing interval: the plan's pricing interval (the default; else month)",
+    )
     put.add_argument(
         "--override",
         action="append",
@@ -85,6 +94,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     delete = sub.add_parser("delete", help="remove a customer's subscription, in every running Tollway")
     delete.add_argument("--customer", required=True, help="customer id")
     delete.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _interval(text: str) -> Interval:
+    try:
+        return check_interval(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 async def run(args: argparse.Namespace, settings: Settings, *, clock: Clock | None = None) -> int:
@@ -178,7 +194,7 @@ def _print(subscription: Subscription, now: datetime, as_json: bool, action: str
     print(f"started    {format_exact(subscription.started_at)}")
     print(f"timezone   {tz}")
     anchor = "" if subscription.alignment == "calendar" else f" (anchor {local_time(subscription.anchor, tz)})"
-    print(f"periods    {subscription.interval}ly, {subscription.alignment}{anchor}")
+    print(f"periods    {ADJECTIVES[subscription.interval]}, {subscription.alignment}{anchor}")
     print(f"overrides  {_overrides_text(subscription) or '-'}")
     for change in subscription.changes:
         print(f"changed    {format_exact(change.at)}: {change.previous_plan_id} → {change.plan_id}")

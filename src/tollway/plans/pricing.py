@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from tollway.currencies import MINOR_UNITS
+from tollway.periods import INTERVALS, Interval, interval_error
 from tollway.plans.fields import Identifier, Money, NonNegativeInt, PositiveInt, StrictModel
 
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
@@ -260,12 +261,22 @@ class ProgressiveBilling(StrictModel):
         return value
 
 
+def _interval(value: object) -> object:
+    if isinstance(value, str) and value in INTERVALS:
+        return value
+    raise PydanticCustomError("interval", "{message}", {"message": interval_error(value)})
+
+
+PricingInterval = Annotated[Interval, BeforeValidator(_interval)]
+"""The length of the period every amount of the pricing is for (``tollway.periods.INTERVALS``)."""
+
+
 class Pricing(StrictModel):
     """``rounding``: how this plan's invoice lines are rounded; None (not written) takes the catalog's
     ``rounding`` for the currency, else ``half_even`` (``effective_rounding``)."""
 
     currency: Currency
-    interval: Literal["month", "year"]
+    interval: PricingInterval
     charges: list[Charge] = Field(default_factory=list)
     minimum_commitment: Money | None = None
     discounts: list[Discount] = Field(default_factory=list)

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from tollway.periods import check_interval, load_timezone, require_aware, resolve_local
+from tollway.periods import ADJECTIVES, Interval, check_interval, load_timezone, require_aware, resolve_local
 from tollway.subscriptions.model import Subscription, format_exact
 
 
@@ -22,7 +22,11 @@ def build_subscription(
     overrides: Mapping[str, int],
     catalog_interval: str | None = None,
 ) -> Subscription:
-    """The subscription ``set`` writes, from its options and the one it replaces (if any)."""
+    """The subscription ``set`` writes, from its options and the one it replaces (if any).
+
+    ``ValueError`` when its interval is not the plan's pricing interval (``catalog_interval``, when the
+    catalog is known: ``check_plan_interval``), or when it would change the interval of a running
+    subscription (same start): its periods, and the invoices already cut from them, would change."""
     timezone = args.timezone or (previous.timezone if previous else "UTC")
     load_timezone(timezone)
     if args.start is not None:
@@ -37,6 +41,15 @@ def build_subscription(
         anchor = started_at
     interval = check_interval(args.interval or catalog_interval or (previous.interval if previous else "month"))
     continued = previous is not None and previous.started_at == started_at
+    if catalog_interval is not None:
+        check_plan_interval(args.plan, catalog_interval, interval)
+    if continued and previous is not None and interval != previous.interval:
+        raise ValueError(
+            f"the subscription of {args.customer!r} is billed {ADJECTIVES[previous.interval]} since "
+            f"{format_exact(previous.started_at)}, and a running subscription keeps its interval (its periods, and "
+            f"the invoices cut from them, would change): start a new subscription (--start) to bill it "
+            f"{ADJECTIVES[interval]}"
+        )
     effective = getattr(args, "effective", None)
     if effective is not None and (previous is None or not continued or previous.plan_id == args.plan):
         raise ValueError("--effective dates a plan change: give it with a new --plan for an existing subscription")
@@ -57,6 +70,20 @@ def build_subscription(
     if at > now:
         raise ValueError(f"--effective {effective}: a plan change takes effect now or at an earlier time, not later")
     return subscription.changed_to(args.plan, at)
+
+
+def check_plan_interval(plan_id: str, plan_interval: str, interval: str) -> None:
+    """``ValueError`` unless a subscription billed every ``interval`` can be on plan ``plan_id``, whose
+    pricing is per ``plan_interval``: every amount of a plan (flat fees, minimum, allowances, tiers) is
+    for one period of its interval, so the subscription's periods must be the plan's."""
+    if interval == plan_interval:
+        return
+    wanted: Interval = check_interval(plan_interval)
+    given: Interval = check_interval(interval)
+    raise ValueError(
+        f"plan {plan_id!r} is priced per {wanted}: a subscription to it is billed {ADJECTIVES[wanted]}, not "
+        f"{ADJECTIVES[given]} (--interval {given}): its amounts are per {wanted}"
+    )
 
 
 def parse_time(option: str, text: str, timezone: str, now: datetime) -> datetime:

@@ -22,7 +22,7 @@ from tollway.billing.invoices import BillingMonth, build_invoice
 from tollway.billing.money import format_decimal
 from tollway.entitlements.errors import NoSubscription, PlanUnavailable
 from tollway.entitlements.live_catalog import LiveCatalog
-from tollway.periods import load_timezone
+from tollway.periods import BillingPeriod, load_timezone
 from tollway.plans.schema import Catalog
 from tollway.ratelimit import Limiter, Policy, QuotaPolicy
 from tollway.subscriptions.model import Subscription, format_exact
@@ -51,9 +51,9 @@ def _warehouse_part(
         quantities = billable_quantities(client, database, subscription.customer_id, start, now, rules).quantities
         local = start.astimezone(load_timezone(subscription.timezone))
         try:
-            invoice = build_invoice(
-                client, database, catalog, subscription, BillingMonth(local.year, local.month), now=now
-            )
+            month = BillingMonth(local.year, local.month)
+            current = BillingPeriod(start, end)  # the month's period starting at ``start`` (several: weeks)
+            invoice = build_invoice(client, database, catalog, subscription, month, now=now, period=current)
         except BillingError:
             invoice = None
         burned = (

@@ -65,8 +65,10 @@ def test_set_defaults_for_a_new_subscription() -> None:
     assert sub == Subscription.new("acme", "pro", NOW.replace(microsecond=0))
     yearly = build("--customer", "acme", "--plan", "pro", catalog_interval="year")
     assert yearly.interval == "year"
-    explicit = build("--customer", "acme", "--plan", "pro", "--interval", "month", catalog_interval="year")
+    explicit = build("--customer", "acme", "--plan", "pro", "--interval", "month")
     assert explicit.interval == "month"
+    quarterly = build("--customer", "acme", "--plan", "pro", "--interval", "quarter", catalog_interval="quarter")
+    assert quarterly.interval == "quarter"
     paris = build(
         "--customer", "acme", "--plan", "pro", "--timezone", "Europe/Paris", "--start", "2026-01-31T10:00",
         "--alignment", "anniversary", "--override", "rpm=5",
@@ -92,7 +94,11 @@ def test_set_on_an_existing_subscription_keeps_the_cycle_and_replaces_overrides(
     assert dict(changed.overrides) == {}
     restarted = build("--customer", "acme", "--plan", "pro", "--start", "now", previous=previous)
     assert restarted.started_at == restarted.anchor == NOW.replace(microsecond=0)
-    assert build("--customer", "acme", "--plan", "pro", catalog_interval="month", previous=previous).interval == "month"
+    assert build("--customer", "acme", "--plan", "pro", catalog_interval="year", previous=previous).interval == "year"
+    monthly = build(
+        "--customer", "acme", "--plan", "pro", "--start", "now", catalog_interval="month", previous=previous
+    )
+    assert monthly.interval == "month", "a new start may take the new plan's interval"
 
 
 def test_unknown_timezone_is_a_clean_error() -> None:
@@ -203,3 +209,38 @@ def test_bad_plan_change_times_are_clean_errors() -> None:
         build("--customer", "acme", "--plan", "pro", "--effective", "2026-04-01T00:00Z")
     with pytest.raises(ValueError, match="--effective dates a plan change"):
         build("--customer", "acme", "--plan", "pro", "--effective", "2026-04-02T00:00Z", previous=dated)
+
+
+# --- intervals against the plan's pricing interval (issue 16, item 4) ---------------------------------
+
+
+def test_an_interval_the_plan_is_not_priced_per_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"plan 'pro' is priced per month: a subscription to it is billed monthly, "
+                       r"not weekly \(--interval week\)"):  # fmt: skip
+        build("--customer", "acme", "--plan", "pro", "--interval", "week", catalog_interval="month")
+    with pytest.raises(ValueError, match=r"priced per quarter: .* billed quarterly, not half-yearly"):
+        build("--customer", "acme", "--plan", "pro", "--interval", "half_year", catalog_interval="quarter")
+
+
+def test_a_running_subscription_keeps_its_interval() -> None:
+    previous = Subscription.new("acme", "free", datetime(2026, 1, 31, tzinfo=UTC), interval="quarter")
+    # A plan change to a plan priced per month would cut the running quarter into months.
+    with pytest.raises(ValueError, match=r"billed quarterly since 2026-01-31T00:00:00Z, and a running subscription "
+                       r"keeps its interval .* start a new subscription \(--start\) to bill it monthly"):  # fmt: skip
+        build("--customer", "acme", "--plan", "pro", catalog_interval="month", previous=previous)
+    with pytest.raises(ValueError, match="keeps its interval"):
+        build("--customer", "acme", "--plan", "free", "--interval", "week", previous=previous)
+    assert build("--customer", "acme", "--plan", "pro", catalog_interval="quarter", previous=previous).interval == (
+        "quarter"
+    )
+
+
+def test_interval_names_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("week", "month", "quarter", "half_year", "year"):
+        assert parse("set", "--customer", "a", "--plan", "p", "--interval", name).interval == name
+    with pytest.raises(SystemExit) as exit_info:
+        parse("set", "--customer", "a", "--plan", "p", "--interval", "semiannual")
+    assert exit_info.value.code == 2
+    assert "interval 'semiannual' is not one of week, month, quarter, half_year, year (write 'half_year')" in (
+        capsys.readouterr().err
+    )

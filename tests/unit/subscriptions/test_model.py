@@ -52,8 +52,9 @@ def test_from_fields_fills_optional_fields_and_rejects_broken_ones() -> None:
         Subscription.from_fields({**minimal, "overrides": "[1]"})
     with pytest.raises(ValueError, match="whole number"):
         Subscription.from_fields({**minimal, "overrides": '{"x": 1.5}'})
-    with pytest.raises(ValueError, match="interval 'week'"):
-        Subscription.from_fields({**minimal, "interval": "week"})
+    with pytest.raises(ValueError, match="interval 'fortnight'"):
+        Subscription.from_fields({**minimal, "interval": "fortnight"})
+    assert Subscription.from_fields({**minimal, "interval": "quarter"}).interval == "quarter"
     with pytest.raises(ValueError, match="unknown timezone"):
         Subscription.from_fields({**minimal, "timezone": "Nowhere/Special"})
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from tollway.admin.customer_directory import require_known
 from tollway.admin.dependencies import Reader, Recorder, Services
@@ -21,9 +21,16 @@ from tollway.admin.problems import ProblemError, conflict, invalid, not_found, p
 from tollway.admin.services import AdminServices
 from tollway.notifications.emitter import emit_after_commit
 from tollway.notifications.lifecycle import subscription_changed
+from tollway.periods import INTERVALS, Interval, interval_error
 from tollway.subscriptions.errors import UnreadableSubscription
 from tollway.subscriptions.model import Subscription
-from tollway.subscriptions.requests import build_subscription, check_against_catalog, parse_time, subscription_json
+from tollway.subscriptions.requests import (
+    build_subscription,
+    check_against_catalog,
+    check_plan_interval,
+    parse_time,
+    subscription_json,
+)
 
 router = APIRouter(tags=["subscriptions"])
 
@@ -36,6 +43,15 @@ OverrideLimit = Annotated[int, Field(ge=0, le=MAX_OVERRIDE)]
 # An override is a whole JSON object of name -> limit: names outside the pattern are refused too.
 OVERRIDES_SCHEMA: dict[str, Any] = {"additionalProperties": False}
 TimeText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+def _interval(value: object) -> object:
+    if isinstance(value, str) and value in INTERVALS:
+        return value
+    raise ValueError(interval_error(value))
+
+
+IntervalName = Annotated[Interval, BeforeValidator(_interval)]
 
 
 class PlanChangeOut(BaseModel):
@@ -62,7 +78,7 @@ class SubscriptionOut(BaseModel):
     alignment: Literal["calendar", "anniversary"]
     anchor: str
     anchor_local: str
-    interval: Literal["month", "year"]
+    interval: Interval
     overrides: dict[str, int]
     plan_changes: list[PlanChangeOut]
     current_period: CurrentPeriod
@@ -82,7 +98,7 @@ class SubscriptionPut(BaseModel):
     )
     alignment: Literal["calendar", "anniversary"] | None = None
     anchor: TimeText | None = Field(default=None, description="anniversary anchor (default: the start)")
-    interval: Literal["month", "year"] | None = None
+    interval: IntervalName | None = Field(default=None, description="default: the plan's pricing interval, else month")
     overrides: dict[OverrideName, OverrideLimit] = Field(default_factory=dict, json_schema_extra=OVERRIDES_SCHEMA)
 
 
@@ -210,7 +226,12 @@ async def change_plan(
     if body.plan_id == previous.plan_id:
         raise conflict(f"Customer {customer_id!r} is on plan {body.plan_id!r} already.")
     now = services.clock.now()
-    _check_catalog(services, body.plan_id, previous.overrides)
+    plan_interval = _check_catalog(services, body.plan_id, previous.overrides)
+    if plan_interval is not None:
+        try:
+            check_plan_interval(body.plan_id, plan_interval, previous.interval)
+        except ValueError as exc:
+            raise invalid(str(exc).replace(f" (--interval {previous.interval})", ""), ["body", "plan_id"]) from None
     try:
         at = parse_time("effective", body.effective, previous.timezone, now)
         if at > now:
