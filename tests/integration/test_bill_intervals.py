@@ -87,6 +87,14 @@ plans:
       charges:
         - {id: platform, model: flat, amount: "10.00"}
         - {id: calls, model: per_unit, meter: requests, unit_amount: "0.10"}
+  weekly_coupon:
+    pricing:
+      currency: USD
+      interval: week
+      coupons: [{id: welcome, amount: "25.00"}]
+      charges:
+        - {id: platform, model: flat, amount: "10.00"}
+        - {id: calls, model: per_unit, meter: requests, unit_amount: "0.10"}
 """
 
 ANNIV = Subscription.new(
@@ -247,6 +255,24 @@ def test_a_weekly_subscription_gets_an_invoice_for_each_week_starting_in_the_mon
         "2026-04-20",
         "2026-04-27",
     ]
+
+
+def test_a_coupon_is_carried_across_the_weeks_of_one_run(db: ChdbDatabase) -> None:
+    """The five weeks of March are built in one run: each week's coupon sees what the earlier weeks of
+    the run take (7.14, 10.10, then 7.76 of the 25.00), drafts and finalized alike, and a second run
+    changes nothing."""
+    client, database = db
+    catalog = load_catalog_text(CATALOG, "intervals.yaml")
+    wk = Subscription.new(
+        "wk", "weekly_coupon", datetime(2026, 3, 3, 23, 0, tzinfo=UTC), timezone="Europe/Paris", interval="week"
+    )
+    for finalize in (False, True, True):
+        report = bill(client, database, catalog, [wk], "2026-03", now=NOW, finalize=finalize)
+        assert not report.failures, report.failures
+        weeks = [r.document for r in report.results]
+        assert [w["total"] for w in weeks] == ["0.00", "0.00", "2.24", "10.20", "10.10"], finalize
+    coupon = [line["amount"] for w in weeks for line in w["lines"] if line["kind"] == "coupon"]
+    assert coupon == ["-7.14", "-10.10", "-7.76"]
 
 
 def test_finalizing_weeks_stops_at_the_first_that_has_not_ended(db: ChdbDatabase) -> None:
