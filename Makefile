@@ -35,7 +35,7 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk >/dev/null; }
-	$(BIN)/python -m tollway.bench --rounds 3 --out bench-results.json
+	$(BIN)/python -m tollway.bench --rounds 5 --out bench-results.json
 
 # What the Dockerfile installs (`pip install .`, no extras), checked in a throwaway venv: no Docker
 # engine is needed. The image's entrypoint must start and refuse to run without a pepper.
