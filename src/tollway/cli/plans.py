@@ -8,7 +8,8 @@ from pathlib import Path
 
 from tollway.plans.catalog import CompiledCatalog
 from tollway.plans.errors import CatalogError
-from tollway.plans.loader import load_compiled_catalog
+from tollway.plans.loader import load_compiled_catalog, read_yaml_file
+from tollway.plans.publish import publish
 from tollway.plans.realtime import explain
 from tollway.settings import Settings
 
@@ -19,6 +20,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     validate = sub.add_parser("validate", help="check catalog files; print every problem with file:line:column")
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
+
+    publish = sub.add_parser(
+        "publish",
+        help="stamp every plan version not yet published with its digest (in place): from then on it is immutable",
+    )
+    publish.add_argument("file", type=Path, metavar="FILE")
 
     routes = sub.add_parser("routes", help="print a catalog's route table in precedence order")
     routes.add_argument("file", type=Path, metavar="FILE")
@@ -54,6 +61,37 @@ def _validate(files: list[Path]) -> int:
     return 1 if failed else 0
 
 
+def _publish(path: Path) -> int:
+    """Stamp the unpublished versions of ``path``; nothing is written when the catalog is not valid."""
+    try:
+        text = read_yaml_file(path)
+        stamped, stamps = publish(text, str(path))
+    except CatalogError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return 1
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"{path}: cannot read: {exc}", file=sys.stderr)
+        return 1
+    if stamped != text:
+        temporary = path.with_name(f".{path.name}.publishing")
+        try:
+            temporary.write_text(stamped, encoding="utf-8", newline="")
+            temporary.replace(path)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            print(f"{path}: cannot write: {exc}", file=sys.stderr)
+            return 1
+    for stamp in stamps:
+        if stamp.line:
+            print(f"{path}:{stamp.line}: published {stamp.plan_id} ({stamp.where}) as {stamp.digest}")
+        else:
+            print(f"{path}: {stamp.plan_id} not published: {stamp.reason}", file=sys.stderr)
+    if not stamps:
+        print(f"{path}: every plan version is already published")
+    return 1 if any(not stamp.line for stamp in stamps) else 0
+
+
 def _routes(path: Path) -> int:
     compiled = _load(path)
     if compiled is None:
@@ -70,6 +108,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Exit status: 0 when every file is valid, 1 otherwise. ``settings`` is unused (no Redis needed)."""
     if args.plans_command == "validate":
         return _validate(list(args.files))
+    if args.plans_command == "publish":
+        return _publish(args.file)
     if args.plans_command == "routes":
         return _routes(args.file)
     raise ValueError(f"unknown plans command {args.plans_command!r}")
