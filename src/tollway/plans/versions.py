@@ -156,11 +156,15 @@ def versions_of(plans: Mapping[str, Plan], plan_id: str) -> list[int]:
     return sorted(int(key[len(prefix) :]) for key in plans if key.startswith(prefix))
 
 
-def pin(plans: Mapping[str, Plan], plan_id: str) -> str:
+def pin(plans: Mapping[str, Plan], plan_id: str, held: str | None = None) -> str:
     """The id a new subscription (or a plan change) to ``plan_id`` stores: a bare id of a versioned plan
-    becomes its latest version (``pro`` → ``pro@3``); any other id that the catalog has stays as it is.
-    ``UnknownPlan`` when the catalog lacks it; ``ValueError`` for a malformed version."""
+    becomes its latest version (``pro`` → ``pro@3``), unless the customer already ``held`` a version of
+    that plan, which they keep (moving between versions is a migration, never a side effect); any other
+    id that the catalog has stays as it is. ``UnknownPlan`` when the catalog lacks it; ``ValueError`` for
+    a malformed version."""
     base, version = split_plan_id(plan_id)
+    if version is None and held is not None and split_plan_id(held)[0] == base and held in plans:
+        return held
     if version is None:
         numbers = versions_of(plans, base)
         if numbers:
