@@ -11,6 +11,7 @@ from tollway.plans.errors import CatalogError
 from tollway.plans.loader import load_compiled_catalog, read_yaml_file
 from tollway.plans.publish import publish
 from tollway.plans.realtime import explain
+from tollway.plans.versions import SEPARATOR, versions_of
 from tollway.settings import Settings
 
 
@@ -50,14 +51,25 @@ def _validate(files: list[Path]) -> int:
             failed = True
             continue
         catalog = compiled.catalog
+        bare = [plan_id for plan_id in catalog.plans if SEPARATOR not in plan_id]
+        versioned = {plan_id: versions_of(catalog.plans, plan_id) for plan_id in bare}
+        counted = len({plan_id.split(SEPARATOR)[0] for plan_id in catalog.plans})
+        shown = "; ".join(f"{p} versions {', '.join(map(str, n))}" for p, n in versioned.items() if n)
         print(
-            f"{path}: ok — catalog {compiled.name} version {compiled.version}, {len(catalog.plans)} plans, "
-            f"{len(catalog.features)} features, digest {compiled.digest}"
+            f"{path}: ok — catalog {compiled.name} version {compiled.version}, {counted} plans"
+            f"{f' ({shown})' if shown else ''}, {len(catalog.features)} features, digest {compiled.digest}"
         )
         for plan_id in catalog.plans:  # prepaid or spend-capped plans: what burns per request, what waits
+            if versioned.get(plan_id):
+                continue  # a versioned plan's bare id is its version 1, shown as such
             terms = compiled.money_terms(plan_id)
             if terms is not None:
                 print("\n".join(explain(terms)))
+        drafts = [
+            plan_id for plan_id, plan in catalog.plans.items() if not versioned.get(plan_id) and not plan.published
+        ]
+        if shown and drafts:  # a catalog with versions: say which may still change
+            print(f"  not published yet (editable until `tollway plans publish`): {', '.join(drafts)}")
     return 1 if failed else 0
 
 
