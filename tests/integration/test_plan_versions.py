@@ -23,10 +23,12 @@ import pytest
 from redis.asyncio import Redis as AsyncRedis
 
 from tests.conftest import EnvoyFactory
+from tests.support.admin_api import AdminApi, admin_api, insert_usage
 from tests.support.chdb_engine import ChdbDatabase
 from tests.support.inprocess_tollway import inprocess_tollway
 from tests.support.tollway_cli import create_key
 from tests.support.usage_rows import usage_row
+from tollway.admin.scopes import Scope
 from tollway.billing.invoices import BillingMonth, build_invoices
 from tollway.cli import subscriptions as cli
 from tollway.clock import ManualClock
@@ -288,3 +290,68 @@ def test_the_gateway_enforces_each_subscribers_version(
     assert {c: admitted(client, key) for c, key in keys.items()} == {"alice": 3, "bob": 3, "carol": 5}
     clock.set(NOVEMBER_START)  # bob's next period: version 2 from its first instant
     assert {c: admitted(client, key) for c, key in keys.items()} == {"alice": 3, "bob": 5, "carol": 5}
+
+
+def test_the_admin_api_pins_new_subscribers_and_previews_then_migrates(
+    valkey_fresh: ValkeyServer, chdb_db: ChdbDatabase, catalogs: Path
+) -> None:
+    async def scenario(api: AdminApi) -> None:
+        writer = await api.token("ops", Scope.WRITE)
+        for customer, plan in (("bob", "pro@1"), ("carol", "pro")):
+            assert (
+                await api.http.post("/customers", json={"customer_id": customer}, headers=writer)
+            ).status_code == 201
+            put = await api.http.put(
+                f"/customers/{customer}/subscription",
+                json={"plan_id": plan, "started_at": "2026-09-01"},
+                headers=writer,
+            )
+            assert put.status_code == 201, put.text
+        assert (await api.http.get("/customers/carol/subscription", headers=writer)).json()["plan_id"] == "pro@2"
+        insert_usage(chdb_db, [usage("bob", 2, "2026-10-06")])
+        path = "/customers/bob/subscription"
+        bob = (await api.http.get(path, headers=writer)).json()
+
+        for body, status, slug, fragment in (
+            ({"to": "pro@9"}, 422, "validation-error", "no such plan version (plan 'pro' has versions 1, 2)"),
+            ({"to": "pro@2", "effective": "2026-10-01"}, 422, "validation-error", "takes effect now or later"),
+            ({"to": "pro@2", "colour": "red"}, 422, "validation-error", "colour"),
+        ):
+            refused = await api.http.post(path + "/migrations", json=body, headers=writer)
+            assert refused.status_code == status, refused.text
+            assert refused.json()["type"].endswith("/" + slug)
+            assert fragment in json.dumps(refused.json())
+        already = await api.http.post("/customers/carol/subscription/migrations", json={"to": "pro"}, headers=writer)
+        assert already.status_code == 409, already.text
+
+        preview = await api.http.post(path + "/migrations", json={"to": "pro@2", "preview": True}, headers=writer)
+        assert preview.status_code == 200, preview.text
+        shown = preview.json()
+        assert (shown["from"], shown["to"], shown["effective_at"], shown["scheduled"]) == (
+            "pro@1",
+            "pro@2",
+            "2026-11-01T00:00:00Z",
+            True,
+        )
+        assert [(p["period"], p["before"]["total"], p["after"]["total"]) for p in shown["invoices"]] == [
+            ("current", "10.20", "10.20"),
+            ("next", "10.00", "12.00"),
+        ]
+        assert (await api.http.get(path, headers=writer)).json() == bob  # a preview writes nothing
+
+        done = await api.http.post(path + "/migrations", json={"to": "pro@2"}, headers=writer)
+        assert done.status_code == 201, done.text
+        assert done.json()["invoices"] is None
+        now = (await api.http.get(path, headers=writer)).json()
+        assert now["plan_changes"] == [{"at": "2026-11-01T00:00:00Z", "from": "pro@1", "to": "pro@2"}]
+        actions = [e["action"] for e in (await api.http.get("/audit", headers=writer)).json()["items"]]
+        assert actions.count("subscription.migrate") == 1
+        again = await api.http.post(path + "/migrations", json={"to": "pro@2"}, headers=writer)
+        assert again.status_code == 422
+        assert "already has a plan change scheduled" in again.text
+
+    async def go() -> None:
+        async with admin_api(valkey_fresh.url, chdb_db, catalog=catalogs / "after.yaml", now=PREVIEW_DAY) as api:
+            await scenario(api)
+
+    asyncio.run(go())

@@ -54,6 +54,7 @@ from tollway.subscriptions.requests import (
     subscription_json,
 )
 from tollway.warehouse.connection import quiet_driver_logs
+from tollway.warehouse.errors import WarehouseError
 from tollway.warehouse.settings import WarehouseSettings
 
 _OVERRIDE: Final = re.compile(r"^\s*([^=\s]+)\s*=\s*([0-9][0-9_]*)\s*$")
@@ -254,14 +255,17 @@ def _print_preview(
 ) -> None:
     """Each customer's current and next invoice before and after (usage from ClickHouse); writes nothing."""
     quiet_driver_logs()
-    warehouse = WarehouseSettings()
-    client = open_warehouse(warehouse)
     try:
-        previews = [
-            (m, preview_migration(client, warehouse.database, catalog, m.before, m.after, now)) for m in migrations
-        ]
-    finally:
-        client.close()
+        warehouse = WarehouseSettings()
+        client = open_warehouse(warehouse)
+        try:
+            previews = [
+                (m, preview_migration(client, warehouse.database, catalog, m.before, m.after, now)) for m in migrations
+            ]
+        finally:
+            client.close()
+    except WarehouseError as exc:
+        raise ValueError(f"--preview reads usage from ClickHouse: {exc}") from None
     if as_json:
         body = [{**m.as_dict(now), "invoices": [p.as_dict() for p in periods]} for m, periods in previews]
         print(json.dumps({"preview": body, "unchanged": list(unchanged)}))
