@@ -11,7 +11,7 @@ from tollway.plans.errors import CatalogError
 from tollway.plans.loader import load_compiled_catalog, read_yaml_file
 from tollway.plans.publish import publish
 from tollway.plans.realtime import explain
-from tollway.plans.versions import SEPARATOR, versions_of
+from tollway.plans.versions import SEPARATOR, version_digest, versions_of
 from tollway.settings import Settings
 
 
@@ -70,6 +70,9 @@ def _validate(files: list[Path]) -> int:
         ]
         if shown and drafts:  # a catalog with versions: say which may still change
             print(f"  not published yet (editable until `tollway plans publish`): {', '.join(drafts)}")
+        for plan_id, plan in catalog.plans.items():
+            if plan.correction and not versioned.get(plan_id) and plan.published != version_digest(plan):
+                print(f"  {plan_id} corrected in place ({plan.correction}): it now digests to {version_digest(plan)}")
     return 1 if failed else 0
 
 

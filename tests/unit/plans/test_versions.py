@@ -132,15 +132,25 @@ def test_an_edit_in_place_of_a_published_version_is_refused_with_file_and_line()
     assert "correction" in found
 
 
-def test_a_correction_may_edit_a_published_version() -> None:
+def test_a_correction_may_edit_a_published_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lines = published(VERSIONED).replace('amount: "12.00"', 'amount: "11.00"').splitlines(keepends=True)
     at = stamp_line("".join(lines), 2)
     lines.insert(at, '        correction: "the launch price was 11.00, mistyped as 12.00"\n')
     catalog = load_catalog_text("".join(lines), "c.yaml")
     assert catalog.plans["pro@2"].correction == "the launch price was 11.00, mistyped as 12.00"
-    # publish leaves a corrected version's stamp as it was published
+    # publish leaves a corrected version's stamp as it was published; validate shows its digest now
     stamped, stamps = publish("".join(lines), "c.yaml")
     assert (stamped, stamps) == ("".join(lines), [])
+    path = tmp_path / "c.yaml"
+    path.write_text(stamped)
+    parser = argparse.ArgumentParser(prog="tollway")
+    plans_cli.register(parser.add_subparsers(dest="command", required=True))
+    assert plans_cli.run(parser.parse_args(["plans", "validate", str(path)]), Settings()) == 0
+    digest = version_digest(catalog.plans["pro@2"])
+    assert (
+        f"  pro@2 corrected in place (the launch price was 11.00, mistyped as 12.00): it now digests to {digest}"
+        in (capsys.readouterr().out.splitlines())
+    )
 
 
 def test_the_digest_is_what_a_version_prices_and_enforces() -> None:
