@@ -112,3 +112,36 @@ def test_a_migration_that_cannot_apply_to_every_subscriber_is_refused() -> None:
     ):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             plan_migration([fine, other], "pro@2", effective, NOW)
+
+
+def test_the_callers_usage_report_shows_the_version_in_force_not_the_scheduled_one() -> None:
+    import asyncio
+    from typing import Any
+
+    from tollway.entitlements.live_catalog import LiveCatalog
+    from tollway.plans.catalog import CompiledCatalog
+    from tollway.ratelimit.model import MemoryLimiter
+    from tollway.usage.caller_report import caller_report
+
+    text = CATALOG.replace("1: {usage_headers: false}", "1: {quotas: [{name: monthly, limit: 3}]}").replace(
+        "2: {usage_headers: true}", "2: {quotas: [{name: monthly, limit: 5}]}"
+    )
+    live = LiveCatalog(CompiledCatalog.build(load_catalog_text(text, "c.yaml")))
+    bob = Subscription.new("bob", "pro", START).changed_to("pro@2", NOVEMBER)
+
+    class Subscriptions:
+        async def get(self, customer_id: str) -> Subscription:
+            return bob
+
+    async def warehouse(query: Any) -> Any:
+        return {}, None, None
+
+    async def report(now: datetime) -> dict[str, Any]:
+        return await caller_report(
+            "bob", subscriptions=Subscriptions(), live=live, limiter=MemoryLimiter(), warehouse=warehouse, now=now
+        )
+
+    october = asyncio.run(report(NOW))
+    assert (october["plan"], october["quotas"][0]["limit"]) == ("pro", 3)
+    november = asyncio.run(report(NOVEMBER + timedelta(days=1)))
+    assert (november["plan"], november["quotas"][0]["limit"]) == ("pro@2", 5)
