@@ -257,6 +257,36 @@ def test_a_migration_to_a_version_that_does_not_exist_is_refused_and_writes_noth
         assert store_raw(valkey_fresh) == state, argv
 
 
+def test_set_pins_the_latest_version_for_a_new_plan_and_keeps_the_one_a_customer_holds(
+    valkey_fresh: ValkeyServer, catalogs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    subscribe_all(valkey_fresh, catalogs)
+    after = str(catalogs / "after.yaml")
+    # Changing alice's overrides with the bare id keeps her version (1, stored as "pro"): never a migration.
+    assert run_cli(valkey_fresh, PREVIEW_DAY, "set", "--customer", "alice", "--plan", "pro", "--override", "monthly=4",
+                   "--catalog", after) == 0  # fmt: skip
+    alice = stored(valkey_fresh)["alice"]
+    assert (alice.plan_id, dict(alice.overrides), alice.changes) == ("pro", {"monthly": 4}, ())
+    # An unknown version is refused before anything is written.
+    state = store_raw(valkey_fresh)
+    for plan in ("pro@3", "pro@0"):
+        with pytest.raises(ValueError, match=re.escape(f"plan {plan!r} is not in the catalog")):
+            run_cli(valkey_fresh, PREVIEW_DAY, "set", "--customer", "dave", "--plan", plan, "--catalog", after)
+    assert store_raw(valkey_fresh) == state
+    # Every subscriber of version 1 (stored as "pro"), to the latest version, from each one's next period.
+    capsys.readouterr()
+    assert run_cli(valkey_fresh, PREVIEW_DAY, "migrate", "--from", "pro@1", "--to", "pro", "--catalog", after) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "migrated alice: pro → pro@2 scheduled from 2026-11-01T00:00:00Z",
+        "migrated bob: pro → pro@2 scheduled from 2026-11-01T00:00:00Z",
+    ]
+    assert {c: s.plan_id for c, s in stored(valkey_fresh).items()} == {
+        "alice": "pro@2",
+        "bob": "pro@2",
+        "carol": "pro@2",
+    }
+
+
 @pytest.fixture
 def gateway_stack(
     valkey_fresh: ValkeyServer, envoy_factory: EnvoyFactory, catalogs: Path

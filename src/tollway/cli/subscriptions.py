@@ -325,7 +325,8 @@ def _print(subscription: Subscription, now: datetime, as_json: bool, action: str
     print(f"periods    {subscription.interval}ly, {subscription.alignment}{anchor}")
     print(f"overrides  {_overrides_text(subscription) or '-'}")
     for change in subscription.changes:
-        print(f"changed    {format_exact(change.at)}: {change.previous_plan_id} → {change.plan_id}")
+        scheduled = " (scheduled)" if change.at > now else ""
+        print(f"changed    {format_exact(change.at)}: {change.previous_plan_id} → {change.plan_id}{scheduled}")
     print(f"period     {format_exact(period.start)} .. {format_exact(period.end)} (UTC)")
     print(f"           {local_time(period.start, tz)} .. {local_time(period.end, tz)} ({tz})")
 
