@@ -280,3 +280,12 @@ def test_pin_a_new_subscription_to_the_latest_version_and_keep_a_held_one() -> N
     for missing in ("pro@3", "team", "free@2"):
         with pytest.raises(UnknownPlan):
             pin(plans, missing)
+
+
+def test_the_catalog_references_example_is_valid_and_its_stamp_true() -> None:
+    section = (Path(__file__).parents[3] / "docs" / "catalog-reference.md").read_text().split("## Plan versions", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    catalog = load_catalog_text(HEADER + example, "catalog-reference.md")
+    one = catalog.plans["pro@1"]
+    assert one.published == version_digest(one)
+    assert catalog.plans["pro@2"].published is None

@@ -332,6 +332,8 @@ async def migrate(
     if unchanged:
         raise conflict(f"Customer {customer_id!r} is on {target!r} already.")
     [migration] = migrations
+    if not migration.at < LATEST:
+        raise invalid("effective must be before 2200", ["body", "effective"])
     shown = migration.as_dict(now)
     invoices = None
     if body.preview:
