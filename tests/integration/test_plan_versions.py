@@ -216,6 +216,7 @@ def test_a_price_change_grandfathers_existing_subscribers_and_a_migration_moves_
                 "to": "pro@2",
                 "effective_at": "2026-11-01T00:00:00Z",
                 "scheduled": True,
+                "cancelled": False,
             }
         ],
         "unchanged": [],
@@ -379,6 +380,11 @@ def test_the_admin_api_pins_new_subscribers_and_previews_then_migrates(
         again = await api.http.post(path + "/migrations", json={"to": "pro@2"}, headers=writer)
         assert again.status_code == 422
         assert "already has a plan change scheduled" in again.text
+        # Back to the version held: the scheduled change is cancelled.
+        back = await api.http.post(path + "/migrations", json={"to": "pro@1"}, headers=writer)
+        assert back.status_code == 201, back.text
+        assert (back.json()["cancelled"], back.json()["scheduled"]) == (True, False)
+        assert (await api.http.get(path, headers=writer)).json()["plan_changes"] == []
 
     async def go() -> None:
         async with admin_api(valkey_fresh.url, chdb_db, catalog=catalogs / "after.yaml", now=PREVIEW_DAY) as api:

@@ -242,6 +242,11 @@ def _print_migrations(migrations: Sequence[Migration], unchanged: Sequence[str],
         return
     for migration in migrations:
         row = migration.as_dict(now)
+        if migration.cancelled:
+            print(
+                f"cancelled {migration.customer_id}'s change scheduled at {row['effective_at']}: stays on {row['to']}"
+            )
+            continue
         when = "scheduled from" if row["scheduled"] else "from"
         print(f"migrated {migration.customer_id}: {row['from']} → {row['to']} {when} {row['effective_at']}")
     if unchanged:

@@ -5,7 +5,8 @@ catalog and the subscriptions, show the preview (``billing.migration``) or write
 A migration is a plan change (``Subscription.changed_to``) to another version of the same plan, effective
 at the start of the customer's next period (the default), now, or a later instant: billing prorates it
 like any plan change, and a change after now is *scheduled* — the gateway keeps enforcing the version
-held until it takes effect (``Subscription.as_of``). Every subscription is checked before anything is
+held until it takes effect (``Subscription.as_of``). A migration back to the version held while a change
+is scheduled cancels that change. Every subscription is checked before anything is
 written: one that cannot move makes the whole migration fail, with a message naming it.
 """
 
@@ -32,6 +33,7 @@ class Migration:
     before: Subscription
     after: Subscription
     at: datetime
+    cancelled: bool = False  # the migration takes back a scheduled change (``at``: when it was due)
 
     @property
     def customer_id(self) -> str:
@@ -43,7 +45,8 @@ class Migration:
             "from": self.before.as_of(_ms(now)).plan_id,
             "to": self.after.plan_id,
             "effective_at": format_exact(self.at),
-            "scheduled": self.at > now,
+            "scheduled": self.at > now and not self.cancelled,
+            "cancelled": self.cancelled,
         }
 
 
@@ -79,10 +82,14 @@ def plan_migration(
         customer = subscription.customer_id
         held = subscription.as_of(now_ms)
         pending = subscription.scheduled(now)
+        if pending and same_version(held.plan_id, target):  # back to the version held: cancel what is scheduled
+            migrations.append(Migration(subscription, held, pending[0].at, cancelled=True))
+            continue
         if pending:
             raise ValueError(
                 f"customer {customer!r} already has a plan change scheduled at {format_exact(pending[0].at)} "
-                f"(to {pending[0].plan_id!r}); it takes effect before another can"
+                f"(to {pending[0].plan_id!r}); it takes effect before another can (a migration to "
+                f"{held.plan_id!r}, the version held, cancels it)"
             )
         if same_version(held.plan_id, target):
             unchanged.append(customer)

@@ -95,6 +95,7 @@ def test_a_migration_from_the_next_period_of_each_customer() -> None:
         "to": "pro@2",
         "effective_at": "2026-10-31T23:00:00Z",
         "scheduled": True,
+        "cancelled": False,
     }
     [now] = plan_migration([paris], "pro@2", "now", NOW)[0]
     assert now.at == NOW
@@ -145,3 +146,18 @@ def test_the_callers_usage_report_shows_the_version_in_force_not_the_scheduled_o
     assert (october["plan"], october["quotas"][0]["limit"]) == ("pro", 3)
     november = asyncio.run(report(NOVEMBER + timedelta(days=1)))
     assert (november["plan"], november["quotas"][0]["limit"]) == ("pro@2", 5)
+
+
+def test_a_migration_back_to_the_version_held_cancels_the_scheduled_one() -> None:
+    scheduled = Subscription.new("bob", "pro", START).changed_to("pro@2", NOVEMBER)
+    [cancel], unchanged = plan_migration([scheduled], "pro@1", NEXT_PERIOD, NOW)
+    assert unchanged == []
+    assert (cancel.cancelled, cancel.at, cancel.after.plan_id, cancel.after.changes) == (True, NOVEMBER, "pro", ())
+    assert cancel.as_dict(NOW) == {
+        "customer_id": "bob",
+        "from": "pro",
+        "to": "pro",
+        "effective_at": "2026-11-01T00:00:00Z",
+        "scheduled": False,
+        "cancelled": True,
+    }

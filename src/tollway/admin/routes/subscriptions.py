@@ -142,6 +142,7 @@ class MigrationOut(BaseModel):
     to: str
     effective_at: str
     scheduled: bool
+    cancelled: bool = Field(description="the migration took back a scheduled change (effective_at: when it was due)")
     preview: bool
     invoices: list[PeriodPreviewOut] | None = Field(default=None, description="with preview: true")
     subscription: SubscriptionOut = Field(description="as it stands after the migration (with preview: as it would)")
@@ -332,7 +333,7 @@ async def migrate(
     if unchanged:
         raise conflict(f"Customer {customer_id!r} is on {target!r} already.")
     [migration] = migrations
-    if not migration.at < LATEST:
+    if not migration.cancelled and not migration.at < LATEST:
         raise invalid("effective must be before 2200", ["body", "effective"])
     shown = migration.as_dict(now)
     invoices = None
