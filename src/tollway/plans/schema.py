@@ -291,6 +291,10 @@ PublishedDigest = Annotated[str, AfterValidator(_published)]
 """``sha256:`` + hex of a published plan version's priced and enforced content (``plans.versions``)."""
 
 
+VersionNumber = Annotated[int, Field(ge=1, le=1_000_000)]
+"""A plan version's number: ``pro@<n>`` (``plans.versions.MAX_VERSION``)."""
+
+
 class PlanVersion(StrictModel):
     """One version of a plan: what a subscription sold at it is priced and entitled by (``plans.versions``).
 
@@ -333,7 +337,7 @@ class Plan(StrictModel):
     # plan without `versions` is its own version 1, which `published` / `correction` may protect.
     published: PublishedDigest | None = None
     correction: str | None = Field(default=None, min_length=1)
-    versions: dict[PositiveInt, PlanVersion] | None = Field(default=None, min_length=1)
+    versions: dict[VersionNumber, PlanVersion] | None = Field(default=None, min_length=1)
 
     @model_serializer(mode="wrap")
     def _without_unset_money(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:

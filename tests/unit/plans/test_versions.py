@@ -109,6 +109,8 @@ def test_a_versions_problem_points_at_the_version() -> None:
     )
     bad_number = VERSIONED.replace("      2:\n", "      0:\n")
     assert any("plans.pro.versions[0]" in issue and "must be at least 1" in issue for issue in issues(bad_number))
+    too_big = VERSIONED.replace("      2:\n", "      1000001:\n")
+    assert any("must be at most 1000000" in issue for issue in issues(too_big))
 
 
 # --- published versions are immutable ------------------------------------------------------------------
