@@ -313,7 +313,7 @@ async def _announce(settings: Settings, report: BillReport) -> None:
         await redis.aclose()
 
 
-def _open_warehouse(warehouse: WarehouseSettings) -> Any:
+def open_warehouse(warehouse: WarehouseSettings) -> Any:
     client = connect(warehouse.dsn)
     if warehouse.dsn.startswith("chdb://"):
         Migrator(client, warehouse.database).migrate()
@@ -358,7 +358,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         subscriptions = asyncio.run(_subscriptions(settings, args.customer))
         warehouse = WarehouseSettings()
-        client = _open_warehouse(warehouse)
+        client = open_warehouse(warehouse)
         try:
             if args.dry_run:
                 rerated = rerate(client, warehouse.database, current, catalog, subscriptions, args.period, now=now)

@@ -32,17 +32,34 @@ from pathlib import Path
 from typing import Final
 
 from tollway.auth.records import check_identifier
+from tollway.billing.migration import preview_migration
+from tollway.cli.bill import open_warehouse
 from tollway.clock import Clock, SystemClock
 from tollway.notifications.emitter import emit_after_commit
 from tollway.notifications.lifecycle import subscription_changed
 from tollway.notifications.outbox import OutboxWriter
 from tollway.periods import ADJECTIVES, ALIGNMENTS, INTERVALS, Interval, check_interval, load_timezone
+from tollway.plans.errors import CatalogError
+from tollway.plans.loader import load_catalog
+from tollway.plans.schema import Catalog
+from tollway.plans.versions import same_version, split_plan_id
 from tollway.redis_client import admin_client
 from tollway.settings import Settings
 from tollway.subscriptions.errors import SubscriptionNotFound, UnreadableSubscription
+from tollway.subscriptions.migration import NEXT_PERIOD, Migration, plan_migration, target_version
 from tollway.subscriptions.model import MAX_LIMIT, Subscription, format_exact
 from tollway.subscriptions.redis_store import RedisSubscriptionStore
-from tollway.subscriptions.requests import build_subscription, check_against_catalog, local_time, subscription_json
+from tollway.subscriptions.requests import (
+    build_subscription,
+    check_against_catalog,
+    local_time,
+    parse_time,
+    pinned_plan,
+    subscription_json,
+)
+from tollway.warehouse.connection import quiet_driver_logs
+from tollway.warehouse.errors import WarehouseError
+from tollway.warehouse.settings import WarehouseSettings
 
 _OVERRIDE: Final = re.compile(r"^\s*([^=\s]+)\s*=\s*([0-9][0-9_]*)\s*$")
 
@@ -91,6 +108,27 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     listing.add_argument("--plan", help="only this plan's subscribers")
     listing.add_argument("--json", action="store_true", help="print JSON")
 
+    migrate = sub.add_parser(
+        "migrate",
+        help="move subscribers to another version of their plan (preview with --preview)",
+        description="Move one customer, or every subscriber of a plan version, to another version of the "
+        "plan, from the start of each one's next period (default), now, or a later instant. Every "
+        "subscription is checked first: if one cannot move, nothing is written. --preview prints each "
+        "customer's current and next invoice before and after, and writes nothing.",
+    )
+    who = migrate.add_mutually_exclusive_group(required=True)
+    who.add_argument("--customer", help="the customer to move")
+    who.add_argument("--from", dest="from_plan", metavar="PLAN@VERSION", help="every subscriber of this version")
+    migrate.add_argument("--to", required=True, metavar="PLAN@VERSION", help="the version to move to (bare: latest)")
+    migrate.add_argument(
+        "--effective",
+        default=NEXT_PERIOD,
+        help="next-period (default: the start of each customer's next billing period), now, or an ISO 8601 time",
+    )
+    migrate.add_argument("--preview", action="store_true", help="show the invoices before and after; write nothing")
+    migrate.add_argument("--catalog", type=Path, help="plan catalog file (default: $TOLLWAY_CATALOG)")
+    migrate.add_argument("--json", action="store_true", help="print JSON")
+
     delete = sub.add_parser("delete", help="remove a customer's subscription, in every running Tollway")
     delete.add_argument("--customer", required=True, help="customer id")
     delete.add_argument("--json", action="store_true", help="print JSON")
@@ -119,6 +157,8 @@ async def run(args: argparse.Namespace, settings: Settings, *, clock: Clock | No
             load_timezone(args.timezone)
     elif command == "list" and args.plan is not None:
         check_identifier("plan id", args.plan)
+    elif command == "migrate":
+        return await _migrate(args, settings, clock)
     redis = admin_client(settings)
     try:
         store = RedisSubscriptionStore(redis, settings.redis_prefix)
@@ -129,6 +169,11 @@ async def run(args: argparse.Namespace, settings: Settings, *, clock: Clock | No
             except UnreadableSubscription as exc:
                 print(f"tollway: replacing an unreadable subscription ({exc})", file=sys.stderr)
                 previous = None
+            if args.catalog:  # a bare id of a versioned plan: its latest version, or the one the customer holds
+                pinned = pinned_plan(args.catalog, args.plan, previous.plan_id if previous else None)
+                if pinned != args.plan:
+                    catalog_interval = check_against_catalog(args.catalog, pinned, overrides)
+                    args.plan = pinned
             subscription = build_subscription(args, now, previous, overrides, catalog_interval)
             await store.put(subscription)
             change = subscription_changed(previous, subscription, now)
@@ -156,6 +201,112 @@ async def run(args: argparse.Namespace, settings: Settings, *, clock: Clock | No
         return 1
     finally:
         await redis.aclose()
+
+
+async def _migrate(args: argparse.Namespace, settings: Settings, clock: Clock) -> int:
+    """``subscriptions migrate``: every check before anything is written; ``--preview`` writes nothing."""
+    target = args.to
+    check_identifier("plan id", target)
+    split_plan_id(target)
+    if args.from_plan is not None:
+        check_identifier("plan id", args.from_plan)
+        split_plan_id(args.from_plan)
+    path = args.catalog or settings.catalog
+    if path is None:
+        raise ValueError("migrate needs the plan catalog: pass --catalog or set TOLLWAY_CATALOG")
+    if args.effective != NEXT_PERIOD:
+        parse_time("--effective", args.effective, "UTC", clock.now())  # its form, before connecting
+    try:
+        catalog = load_catalog(path)
+    except CatalogError as exc:
+        raise ValueError(f"the catalog {path} is not valid:\n{exc}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read the catalog {path}: {exc.strerror or exc}") from None
+    target = target_version(catalog.plans, target)
+    redis = admin_client(settings)
+    try:
+        store = RedisSubscriptionStore(redis, settings.redis_prefix)
+        now = clock.now()
+        if args.customer is not None:
+            found = await store.get(args.customer)
+            if found is None:
+                raise SubscriptionNotFound(args.customer)
+            chosen = [found]
+        else:
+            now_ms = int(now.timestamp() * 1000)
+            chosen = [s for s in await store.list() if same_version(s.as_of(now_ms).plan_id, args.from_plan)]
+        pricing = catalog.plans[target].pricing
+        interval = pricing.interval if pricing is not None else None
+        migrations, unchanged = plan_migration(chosen, target, args.effective, now, interval)
+        if args.preview:
+            _print_preview(catalog, migrations, unchanged, now, args.json)
+            return 0
+        for migration in migrations:
+            await store.put(migration.after)
+        events = [subscription_changed(m.before, m.after, now) for m in migrations]
+        await emit_after_commit(OutboxWriter(redis, settings.redis_prefix), [e for e in events if e is not None])
+        _print_migrations(migrations, unchanged, now, args.json)
+        return 0
+    except (SubscriptionNotFound, UnreadableSubscription) as exc:
+        print(f"tollway: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await redis.aclose()
+
+
+def _print_migrations(migrations: Sequence[Migration], unchanged: Sequence[str], now: datetime, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"migrated": [m.as_dict(now) for m in migrations], "unchanged": list(unchanged)}))
+        return
+    for migration in migrations:
+        row = migration.as_dict(now)
+        if migration.cancelled:
+            print(
+                f"cancelled {migration.customer_id}'s change scheduled at {row['effective_at']}: stays on {row['to']}"
+            )
+            continue
+        when = "scheduled from" if row["scheduled"] else "from"
+        print(f"migrated {migration.customer_id}: {row['from']} → {row['to']} {when} {row['effective_at']}")
+    if unchanged:
+        print(f"already on the version: {', '.join(unchanged)}")
+    if not migrations and not unchanged:
+        print("no subscriber to migrate")
+
+
+def _print_preview(
+    catalog: Catalog, migrations: Sequence[Migration], unchanged: Sequence[str], now: datetime, as_json: bool
+) -> None:
+    """Each customer's current and next invoice before and after (usage from ClickHouse); writes nothing."""
+    quiet_driver_logs()
+    try:
+        warehouse = WarehouseSettings()
+        client = open_warehouse(warehouse)
+        try:
+            previews = [
+                (m, preview_migration(client, warehouse.database, catalog, m.before, m.after, now)) for m in migrations
+            ]
+        finally:
+            client.close()
+    except WarehouseError as exc:
+        raise ValueError(f"--preview reads usage from ClickHouse: {exc}") from None
+    if as_json:
+        body = [{**m.as_dict(now), "invoices": [p.as_dict() for p in periods]} for m, periods in previews]
+        print(json.dumps({"preview": body, "unchanged": list(unchanged)}))
+        return
+    print(f"{'CUSTOMER':<20} {'PERIOD':<8} {'START':<21} {'BEFORE':>14} {'AFTER':>14} {'DIFFERENCE':>14}  PLANS")
+    for migration, periods in previews:
+        for period in periods:
+            row = period.as_dict()
+            before, after = row["before"], row["after"]
+            old = before["total"] if isinstance(before, dict) else "-"
+            new = after["total"] if isinstance(after, dict) else "-"
+            plans = f"{migration.as_dict(now)['from']} → {migration.after.plan_id}"
+            print(
+                f"{migration.customer_id:<20} {period.which:<8} {row['start']!s:<21} {old!s:>14} {new!s:>14} "
+                f"{row['difference'] or '-'!s:>14}  {plans}"
+            )
+    if unchanged:
+        print(f"already on the version: {', '.join(unchanged)}")
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, int]:
@@ -197,7 +348,8 @@ def _print(subscription: Subscription, now: datetime, as_json: bool, action: str
     print(f"periods    {ADJECTIVES[subscription.interval]}, {subscription.alignment}{anchor}")
     print(f"overrides  {_overrides_text(subscription) or '-'}")
     for change in subscription.changes:
-        print(f"changed    {format_exact(change.at)}: {change.previous_plan_id} → {change.plan_id}")
+        scheduled = " (scheduled)" if change.at > now else ""
+        print(f"changed    {format_exact(change.at)}: {change.previous_plan_id} → {change.plan_id}{scheduled}")
     print(f"period     {format_exact(period.start)} .. {format_exact(period.end)} (UTC)")
     print(f"           {local_time(period.start, tz)} .. {local_time(period.end, tz)} ({tz})")
 

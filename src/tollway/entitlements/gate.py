@@ -1,8 +1,10 @@
 """The entitlement gate: an authenticated customer and a request in, an :class:`Admission` out, or a
 typed refusal. Decision order:
 
-1. the customer's subscription (cached ≤ 1 s; none → :class:`NoSubscription`);
-2. the plan it names in the live catalog (missing → :class:`PlanUnavailable`);
+1. the customer's subscription (cached ≤ 1 s; none → :class:`NoSubscription`), as it stands now (a plan
+   change scheduled for later, e.g. a migration to another plan version, is not in force yet);
+2. the plan (or plan version, ``pro@2``: ``plans.versions``) it names in the live catalog (missing →
+   :class:`PlanUnavailable`);
 3. route → feature, pure and in-process (no feature covers it → :class:`RouteNotGranted`: deny by default);
    for a bearer-token caller, the token must grant every scope the feature requires (→ :class:`MissingScope`;
    API keys carry no scopes and skip this);
@@ -136,6 +138,8 @@ class EntitlementGate:
             return None
         if found is None:
             raise NoSubscription("This account has no subscription to a plan.")
+        if found.changes:  # a plan change may be scheduled (a migration from the next period on)
+            found = found.as_of(self._clock.now_ms())
         catalog, match, rules = self._route(found, method, path, scopes)
         if not rules and catalog.money_terms(found.plan_id) is None:
             return Admission(customer_id, found.plan_id, match.feature, match.route, rules, None, True, match.cost)
@@ -316,6 +320,8 @@ class EntitlementGate:
                 raise EntitlementsUnavailable(str(exc)) from exc
         if found is None:
             raise NoSubscription("This account has no subscription to a plan.")
+        if found.changes:  # a plan change may be scheduled (a migration from the next period on)
+            return found.as_of(self._clock.now_ms())
         return found
 
     def forget_customer_cap(self, customer_id: str) -> None:

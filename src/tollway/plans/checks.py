@@ -15,7 +15,7 @@ from typing import Final
 
 from tollway.plans.errors import Path, Problem, format_path, render_value
 from tollway.plans.pricing import INVOICE, Charge, Discount, GraduatedCharge, MeteredCharge, Tier, VolumeCharge
-from tollway.plans.schema import Feature, Plan, Quota, RateLimit
+from tollway.plans.schema import Feature, Plan, PlanVersion, Quota, RateLimit
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,7 @@ class PlanParts:
     charge_ids: frozenset[str] | None = None  # ids of all charges, valid or not (default: of the valid ones)
 
     @classmethod
-    def of(cls, plan: Plan) -> PlanParts:
+    def of(cls, plan: Plan | PlanVersion) -> PlanParts:
         pricing = plan.pricing
         return cls(
             plan.features,
@@ -52,14 +52,17 @@ def check_catalog(
     plans: Mapping[str, PlanParts],
     gateway_meters: Collection[str] | None = None,
     meter_features: Mapping[str, Sequence[str | None]] | None = None,
+    bases: Mapping[str, Path] | None = None,
 ) -> list[Problem]:
     """Cross-object problems. ``features`` maps every defined name to its model (``None`` if it is invalid);
     ``gateway_meters`` are the meters a limit or quota may count (default: all); ``meter_features`` maps a
-    ``response_json`` meter to its ``features`` list (``None`` for an entry that is not an identifier)."""
+    ``response_json`` meter to its ``features`` list (``None`` for an entry that is not an identifier);
+    ``bases``: where a plan body is written when not at ``plans.<id>`` (a version: ``plans.pro.versions[2]``)."""
     problems = list(_meter_problems(meter_features or {}, features))
     problems.extend(_route_conflicts(features))
     for plan_id, plan in plans.items():
-        problems.extend(_plan_problems(("plans", plan_id), plan, meters, features, gateway_meters))
+        base = (bases or {}).get(plan_id, ("plans", plan_id))
+        problems.extend(_plan_problems(base, plan, meters, features, gateway_meters))
     return problems
 
 

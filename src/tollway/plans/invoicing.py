@@ -20,7 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 from tollway.currencies import MINOR_UNITS
 from tollway.plans.errors import Path, Problem, format_path, render_value
 from tollway.plans.pricing import Coupon, Currency, ProgressiveBilling
-from tollway.plans.schema import Plan
+from tollway.plans.schema import Plan, PlanVersion
 
 _T = TypeVar("_T")
 _COUPON: Final = TypeAdapter(Coupon)
@@ -38,7 +38,7 @@ class InvoicingParts:
     progressive: ProgressiveBilling | None = None
 
     @classmethod
-    def of(cls, plan: Plan) -> InvoicingParts:
+    def of(cls, plan: Plan | PlanVersion) -> InvoicingParts:
         pricing = plan.pricing
         if pricing is None:
             return cls()
@@ -75,11 +75,13 @@ def _valid(adapter: TypeAdapter[_T], value: object) -> _T | None:
         return None
 
 
-def invoicing_problems(plans: Mapping[str, InvoicingParts]) -> list[Problem]:
-    """Every problem of the plans' coupons and progressive billing (see the module docstring)."""
+def invoicing_problems(plans: Mapping[str, InvoicingParts], bases: Mapping[str, Path] | None = None) -> list[Problem]:
+    """Every problem of the plans' coupons and progressive billing (see the module docstring); ``bases``:
+    where a plan's body is written (a plan version: ``plans.<id>.versions[<n>]``)."""
     problems: list[Problem] = []
     for plan_id, parts in plans.items():
-        problems.extend(_plan_problems(("plans", plan_id, "pricing"), parts))
+        base = (bases or {}).get(plan_id, ("plans", plan_id))
+        problems.extend(_plan_problems((*base, "pricing"), parts))
     return problems
 
 

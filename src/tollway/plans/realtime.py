@@ -58,7 +58,7 @@ from tollway.plans.pricing import (
 )
 
 if TYPE_CHECKING:
-    from tollway.plans.schema import Catalog, Plan
+    from tollway.plans.schema import Catalog, Plan, PlanVersion
     from tollway.ratelimit.money import Money
 
 REALTIME_MODELS: Final = ("per_unit", "graduated", "package", "allowance")
@@ -224,7 +224,7 @@ class MoneyParts:
     charge_ids: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, plan: Plan) -> MoneyParts:
+    def of(cls, plan: Plan | PlanVersion) -> MoneyParts:
         pricing = plan.pricing
         if pricing is None:
             return cls(plan.prepaid, plan.spend_cap)
@@ -245,13 +245,15 @@ def money_problems(
     credit_units: Mapping[str, CreditUnit | None],
     meter_units: Mapping[str, str | None],
     plans: Mapping[str, MoneyParts],
+    bases: Mapping[str, Path] | None = None,
 ) -> list[Problem]:
     """Cross-object problems of prepaid plans and spend caps. ``credit_units`` and ``meter_units`` name
     every defined credit unit and meter (``None``: one that did not validate: it exists, but is not
     checked against)."""
     problems: list[Problem] = []
     for plan_id, parts in plans.items():
-        _plan_money_problems(problems, ("plans", plan_id), parts, credit_units, meter_units)
+        base = (bases or {}).get(plan_id, ("plans", plan_id))  # a plan version: plans.<id>.versions[<n>]
+        _plan_money_problems(problems, base, parts, credit_units, meter_units)
     return problems
 
 

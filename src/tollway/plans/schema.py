@@ -276,6 +276,49 @@ class Quota(StrictModel):
 # --- plans and the catalog ---------------------------------------------------------------------------
 
 
+_DIGEST: Final = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _published(value: str) -> str:
+    if not _DIGEST.fullmatch(value):
+        raise PydanticCustomError(
+            "published_digest", "expected the digest `tollway plans publish` stamps: sha256: and 64 hex digits"
+        )
+    return value
+
+
+PublishedDigest = Annotated[str, AfterValidator(_published)]
+"""``sha256:`` + hex of a published plan version's priced and enforced content (``plans.versions``)."""
+
+
+VersionNumber = Annotated[int, Field(ge=1, le=1_000_000)]
+"""A plan version's number: ``pro@<n>`` (``plans.versions.MAX_VERSION``)."""
+
+
+class PlanVersion(StrictModel):
+    """One version of a plan: what a subscription sold at it is priced and entitled by (``plans.versions``).
+
+    ``published``: the digest stamped when the version was published; from then on its content may not
+    change unless ``correction`` says why (``tollway plans validate`` refuses an edit in place)."""
+
+    display_name: str | None = None
+    description: str | None = None
+    features: list[Identifier] = Field(default_factory=list)
+    outage_policy: Literal["fail_closed", "fail_open"] = "fail_closed"
+    limits: list[RateLimit] = Field(default_factory=list)
+    quotas: list[Quota] = Field(default_factory=list)
+    pricing: Pricing | None = None
+    usage_headers: bool = False
+    prepaid: Prepaid | None = None
+    spend_cap: SpendCap | None = None
+    published: PublishedDigest | None = None
+    correction: str | None = Field(default=None, min_length=1)
+
+    @model_serializer(mode="wrap")
+    def _without_unset_money(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        return _drop_unset(handler(self), self, ("prepaid", "spend_cap", "published", "correction"))
+
+
 class Plan(StrictModel):
     display_name: str | None = None
     description: str | None = None
@@ -290,11 +333,16 @@ class Plan(StrictModel):
     # Money at the gateway (docs/catalog-reference.md#prepaid-plans-and-spend-caps; checks in plans.realtime).
     prepaid: Prepaid | None = None
     spend_cap: SpendCap | None = None
+    # Plan versions (docs/catalog-reference.md#plan-versions; rules and compilation in plans.versions): a
+    # plan without `versions` is its own version 1, which `published` / `correction` may protect.
+    published: PublishedDigest | None = None
+    correction: str | None = Field(default=None, min_length=1)
+    versions: dict[VersionNumber, PlanVersion] | None = Field(default=None, min_length=1)
 
     @model_serializer(mode="wrap")
     def _without_unset_money(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        # A plan without them keeps the digest it had before plans could be prepaid or capped.
-        return _drop_unset(handler(self), self, ("prepaid", "spend_cap"))
+        # A plan without them keeps the digest it had before plans could be prepaid, capped or versioned.
+        return _drop_unset(handler(self), self, ("prepaid", "spend_cap", "published", "correction", "versions"))
 
 
 def _drop_unset(data: dict[str, object], model: object, names: tuple[str, ...]) -> dict[str, object]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import date
 from decimal import Decimal
 from typing import Any, Final, TypeVar
@@ -18,8 +18,9 @@ from typing import Any, Final, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
+from tollway.plans import versions
 from tollway.plans.checks import GATEWAY_UNITS, PlanParts, check_catalog
-from tollway.plans.errors import Problem, format_path, render_value
+from tollway.plans.errors import Path, Problem, format_path, render_value
 from tollway.plans.fields import Identifier
 from tollway.plans.invoicing import InvoicingParts, invoicing_problems
 from tollway.plans.money import CreditUnit, Prepaid, SpendCap
@@ -50,27 +51,33 @@ def validate_catalog(data: object) -> tuple[Catalog | None, list[Problem]]:
         problems.extend(_translate(error, data) for error in exc.errors())
     if catalog is not None:
         features: Mapping[str, Feature | None] = catalog.features
-        plans = {plan_id: PlanParts.of(plan) for plan_id, plan in catalog.plans.items()}
+        written = list(versions.bodies(catalog.plans))  # a versioned plan: each version, at its own path
+        bases = {plan_id: base for plan_id, base, _ in written}
+        plans = {plan_id: PlanParts.of(body) for plan_id, _, body in written}
         gateway = {name for name, meter in catalog.meters.items() if meter.unit in GATEWAY_UNITS}
         read = {name: meter.features for name, meter in catalog.meters.items() if meter.features}
-        problems.extend(check_catalog(catalog.meters.keys(), features, plans, gateway, read))
+        problems.extend(check_catalog(catalog.meters.keys(), features, plans, gateway, read, bases))
         problems.extend(
             money_problems(
                 catalog.credit_units,
                 {name: meter.unit for name, meter in catalog.meters.items()},
-                {plan_id: MoneyParts.of(plan) for plan_id, plan in catalog.plans.items()},
+                {plan_id: MoneyParts.of(body) for plan_id, _, body in written},
+                bases,
             )
         )
-        problems.extend(invoicing_problems({plan_id: InvoicingParts.of(p) for plan_id, p in catalog.plans.items()}))
+        problems.extend(invoicing_problems({plan_id: InvoicingParts.of(body) for plan_id, _, body in written}, bases))
+        problems.extend(versions.version_problems(catalog.plans))
     else:  # check what did validate, so one pass reports structural and reference problems together
         features = {name: _valid(_FEATURE, value) for name, value in _section(data, "features").items()}
-        plans = {name: _plan_parts(value) for name, value in _section(data, "plans").items()}
+        raw_plans = dict(_raw_bodies(_section(data, "plans")))
+        bases = {plan_id: base for plan_id, (base, _) in raw_plans.items()}
+        plans = {plan_id: _plan_parts(value) for plan_id, (_, value) in raw_plans.items()}
         meters = _section(data, "meters")
         gateway = {
             name for name, meter in meters.items() if isinstance(meter, dict) and meter.get("unit") in GATEWAY_UNITS
         }
         listed = {name: _items(_IDENTIFIER, m.get("features")) for name, m in meters.items() if isinstance(m, dict)}
-        problems.extend(check_catalog(meters.keys(), features, plans, gateway, listed))
+        problems.extend(check_catalog(meters.keys(), features, plans, gateway, listed, bases))
         problems.extend(
             money_problems(
                 {name: _valid(_CREDIT_UNIT, value) for name, value in _section(data, "credit_units").items()},
@@ -78,11 +85,28 @@ def validate_catalog(data: object) -> tuple[Catalog | None, list[Problem]]:
                     name: _valid(_METER_UNIT, m.get("unit") if isinstance(m, dict) else None)
                     for name, m in meters.items()
                 },
-                {name: _money_parts(value) for name, value in _section(data, "plans").items()},
+                {plan_id: _money_parts(value) for plan_id, (_, value) in raw_plans.items()},
+                bases,
             )
         )
-        problems.extend(invoicing_problems({n: InvoicingParts.from_raw(v) for n, v in _section(data, "plans").items()}))
-    return (catalog if not problems else None), problems
+        problems.extend(
+            invoicing_problems({plan_id: InvoicingParts.from_raw(v) for plan_id, (_, v) in raw_plans.items()}, bases)
+        )
+    if problems or catalog is None:
+        return None, problems
+    return versions.expand(catalog), problems
+
+
+def _raw_bodies(plans: Mapping[str, object]) -> Iterator[tuple[str, tuple[Path, object]]]:
+    """The plan bodies of plans that did not all validate, like ``versions.bodies``."""
+    for plan_id, raw in plans.items():
+        listed = raw.get("versions") if isinstance(raw, dict) else None
+        if not isinstance(listed, dict):
+            yield plan_id, (("plans", plan_id), raw)
+            continue
+        for number, body in listed.items():
+            if isinstance(number, int) and not isinstance(number, bool):
+                yield versions.versioned_id(plan_id, number), (("plans", plan_id, "versions", number), body)
 
 
 _FEATURE: Final = TypeAdapter(Feature)

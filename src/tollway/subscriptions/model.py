@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Final
 
@@ -25,6 +25,7 @@ from tollway.periods import (
 MAX_LIMIT: Final = 2**63 - 1  # what a Redis integer holds
 
 _EMPTY: Final[Mapping[str, int]] = MappingProxyType({})
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,10 @@ class Subscription:
     overrides: Mapping[str, int] = field(default_factory=lambda: _EMPTY, hash=False)
     changes: tuple[PlanChange, ...] = ()
     _memo: BillingPeriod | None = field(default=None, init=False, repr=False, compare=False)
+    # Epoch ms of the last plan change (0: none); a change may be scheduled after the time it is written
+    # (a migration from the next period on): :meth:`as_of` gives the subscription in force before it.
+    _last_change_ms: int = field(default=0, init=False, repr=False, compare=False)
+    _view: tuple[int, int, Subscription] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_identifier("customer id", self.customer_id)
@@ -87,6 +92,8 @@ class Subscription:
         object.__setattr__(self, "anchor", require_aware("anchor", self.anchor).astimezone(UTC))
         object.__setattr__(self, "overrides", check_overrides(self.overrides))
         check_changes(self.plan_id, self.started_at, self.changes)
+        if self.changes:
+            object.__setattr__(self, "_last_change_ms", _epoch_ms(self.changes[-1].at))
 
     @classmethod
     def new(
@@ -137,6 +144,28 @@ class Subscription:
         before the start or the last change, or the plan is the current one."""
         change = PlanChange(at, self.plan_id, plan_id)
         return replace(self, plan_id=plan_id, changes=(*self.changes, change))
+
+    def as_of(self, now_ms: int) -> Subscription:
+        """The subscription in force at ``now_ms`` (epoch ms): itself, unless a plan change is scheduled
+        after ``now_ms``; then the subscription without the changes still to come (its ``plan_id`` the plan
+        held at ``now_ms``), the same object until the next change. One comparison when nothing is
+        scheduled: the gate calls it on every request of a customer whose plan ever changed."""
+        if now_ms >= self._last_change_ms:
+            return self
+        view = self._view
+        if view is not None and view[0] <= now_ms < view[1]:
+            return view[2]
+        held = tuple(change for change in self.changes if _epoch_ms(change.at) <= now_ms)
+        since = _epoch_ms(held[-1].at) if held else -(2**63)
+        until = _epoch_ms(self.changes[len(held)].at)
+        plan_id = held[-1].plan_id if held else self.first_plan_id
+        current = replace(self, plan_id=plan_id, changes=held)
+        object.__setattr__(self, "_view", (since, until, current))
+        return current
+
+    def scheduled(self, now: datetime) -> tuple[PlanChange, ...]:
+        """The plan changes that take effect after ``now``."""
+        return tuple(change for change in self.changes if change.at > now)
 
     def terms(self, start: datetime, end: datetime) -> tuple[PlanTerm, ...]:
         """The plans held during ``[start, end)`` from the subscription's start on, in time order: one
@@ -235,6 +264,10 @@ def check_changes(plan_id: str, started_at: datetime, changes: tuple[PlanChange,
         since = change.at
     if changes and changes[-1].plan_id != plan_id:
         raise ValueError(f"the last plan change is to {changes[-1].plan_id!r}, not to the current plan {plan_id!r}")
+
+
+def _epoch_ms(value: datetime) -> int:
+    return (value - _EPOCH) // timedelta(milliseconds=1)
 
 
 def format_exact(value: datetime) -> str:

@@ -139,6 +139,34 @@ def check_against_catalog(path: Path, plan_id: str, overrides: Mapping[str, int]
     return str(getattr(interval, "value", interval))
 
 
+def pinned_plan(path: Path, plan_id: str, held: str | None) -> str:
+    """The plan id to store for ``plan_id`` (``plans.versions.pin``): a bare id of a versioned plan is
+    its latest version, unless the customer ``held`` a version of it (kept). ``ValueError`` when the
+    catalog lacks it."""
+    catalog = _catalog(path)
+    versions: Any = importlib.import_module("tollway.plans.versions")
+    errors: Any = importlib.import_module("tollway.plans.errors")
+    try:
+        return str(versions.pin(catalog.plans, plan_id, held))
+    except errors.UnknownPlan:
+        known = ", ".join(sorted(catalog.plans)) or "none"
+        raise ValueError(f"plan {plan_id!r} is not in the catalog {path} (plans: {known})") from None
+
+
+def _catalog(path: Path) -> Any:
+    try:
+        loader = importlib.import_module("tollway.plans.loader")
+        errors = importlib.import_module("tollway.plans.errors")
+    except ImportError:
+        raise ValueError("--catalog needs the plan catalog support (tollway.plans), which is not installed") from None
+    try:
+        return loader.load_catalog(path)
+    except errors.CatalogError as exc:
+        raise ValueError(f"the catalog {path} is not valid:\n{exc}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read the catalog {path}: {exc.strerror or exc}") from None
+
+
 def _names(items: Sequence[_Named]) -> set[str]:
     return {str(item.name) for item in items}
 

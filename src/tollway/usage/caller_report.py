@@ -82,6 +82,7 @@ async def caller_report(
     subscription = await subscriptions.get(customer_id)
     if subscription is None:
         raise NoSubscription("This account has no subscription to a plan.")
+    subscription = subscription.as_of(int(now.timestamp() * 1000))  # a scheduled plan change: not yet
     compiled = live.current
     plan = compiled.plans.get(subscription.plan_id)
     if plan is None:

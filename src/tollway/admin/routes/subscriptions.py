@@ -19,16 +19,22 @@ from tollway.admin.identifiers import IDENTIFIER, CustomerId
 from tollway.admin.instants import EARLIEST, LATEST
 from tollway.admin.problems import ProblemError, conflict, invalid, not_found, problem_responses
 from tollway.admin.services import AdminServices
+from tollway.billing.errors import BillingError
+from tollway.billing.migration import preview_migration
 from tollway.notifications.emitter import emit_after_commit
 from tollway.notifications.lifecycle import subscription_changed
 from tollway.periods import INTERVALS, Interval, interval_error
+from tollway.plans.errors import CatalogError
+from tollway.plans.loader import load_catalog
 from tollway.subscriptions.errors import UnreadableSubscription
+from tollway.subscriptions.migration import NEXT_PERIOD, plan_migration, target_version
 from tollway.subscriptions.model import Subscription
 from tollway.subscriptions.requests import (
     build_subscription,
     check_against_catalog,
     check_plan_interval,
     parse_time,
+    pinned_plan,
     subscription_json,
 )
 
@@ -109,6 +115,50 @@ class PlanChangeCreate(BaseModel):
     effective: TimeText = Field(default="now", description="now or an earlier instant, after the last change")
 
 
+class MigrationCreate(BaseModel):
+    """Move the customer to another version of their plan (docs/billing.md, plan versions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: PlanId = Field(description="the version to move to, e.g. pro@2 (a bare plan id: its latest version)")
+    effective: TimeText = Field(
+        default=NEXT_PERIOD,
+        description="next-period (the start of the customer's next period), now, or a later instant",
+    )
+    preview: bool = Field(
+        default=False, description="show the current and next invoice before and after; write nothing"
+    )
+
+
+class InvoicePreview(BaseModel):
+    plans: list[str]
+    total: str
+
+
+class PeriodPreviewOut(BaseModel):
+    period: Literal["current", "next"]
+    start: str
+    end: str
+    currency: str | None
+    before: InvoicePreview | None
+    after: InvoicePreview | None
+    difference: str | None
+
+
+class MigrationOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    customer_id: str
+    from_plan: str = Field(alias="from")
+    to: str
+    effective_at: str
+    scheduled: bool
+    cancelled: bool = Field(description="the migration took back a scheduled change (effective_at: when it was due)")
+    preview: bool
+    invoices: list[PeriodPreviewOut] | None = Field(default=None, description="with preview: true")
+    subscription: SubscriptionOut = Field(description="as it stands after the migration (with preview: as it would)")
+
+
 class OverridesPut(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -141,6 +191,16 @@ async def _announce(services: AdminServices, previous: Subscription | None, curr
     change = subscription_changed(previous, current, services.clock.now())
     if change is not None:
         await emit_after_commit(services.events, [change])
+
+
+def _pinned(services: AdminServices, plan_id: str, held: str | None) -> str:
+    """A bare id of a versioned plan: its latest version, unless the customer holds one (``plans.versions``)."""
+    if services.catalog_path is None:
+        return plan_id
+    try:
+        return pinned_plan(services.catalog_path, plan_id, held)
+    except ValueError as exc:
+        raise invalid(str(exc), ["body", "plan_id"]) from None
 
 
 def _within_range(subscription: Subscription) -> Subscription:
@@ -181,10 +241,11 @@ async def put_subscription(
         previous = await services.subscriptions.get(customer_id)
     except UnreadableSubscription:
         previous = None  # replaced, as `tollway subscriptions set` does
-    catalog_interval = _check_catalog(services, body.plan_id, body.overrides)
+    plan_id = _pinned(services, body.plan_id, previous.plan_id if previous else None)
+    catalog_interval = _check_catalog(services, plan_id, body.overrides)
     args = argparse.Namespace(
         customer=customer_id,
-        plan=body.plan_id,
+        plan=plan_id,
         start=body.started_at,
         timezone=body.timezone,
         alignment=body.alignment,
@@ -223,20 +284,21 @@ async def change_plan(
     """Move the customer to another plan from `effective` on (now or earlier, after the start and the
     last change). The invoice of that period has one part per plan, each prorated (docs/billing.md)."""
     previous = await _current(services, customer_id)
-    if body.plan_id == previous.plan_id:
-        raise conflict(f"Customer {customer_id!r} is on plan {body.plan_id!r} already.")
+    plan_id = _pinned(services, body.plan_id, previous.plan_id)
+    if plan_id == previous.plan_id:
+        raise conflict(f"Customer {customer_id!r} is on plan {plan_id!r} already.")
     now = services.clock.now()
-    plan_interval = _check_catalog(services, body.plan_id, previous.overrides)
+    plan_interval = _check_catalog(services, plan_id, previous.overrides)
     if plan_interval is not None:
         try:
-            check_plan_interval(body.plan_id, plan_interval, previous.interval)
+            check_plan_interval(plan_id, plan_interval, previous.interval)
         except ValueError as exc:
             raise invalid(str(exc).replace(f" (--interval {previous.interval})", ""), ["body", "plan_id"]) from None
     try:
         at = parse_time("effective", body.effective, previous.timezone, now)
         if at > now:
             raise ValueError(f"effective {body.effective}: a plan change takes effect now or earlier, not later")
-        changed = previous.changed_to(body.plan_id, at)
+        changed = previous.changed_to(plan_id, at)
     except (ValueError, OverflowError) as exc:
         raise invalid(str(exc), ["body", "effective"]) from None
     await services.subscriptions.put(changed)
@@ -250,6 +312,72 @@ async def change_plan(
         after=_as_dict(changed, services),
     )
     return to_out(changed, services)
+
+
+@router.post(
+    "/customers/{customer_id}/subscription/migrations",
+    response_model=MigrationOut,
+    responses={
+        201: {"description": "Migrated", "model": MigrationOut},
+        **problem_responses(401, 403, 404, 409, 422, 503),
+    },
+)
+async def migrate(
+    customer_id: CustomerId, body: MigrationCreate, response: Response, services: Services, record: Recorder
+) -> MigrationOut:
+    """Move the customer to another version of their plan from `effective` on (default: their next period;
+    a later instant is scheduled: the gateway enforces the version held until then). With `preview`, the
+    answer (200) shows the current and next invoice before and after, from the usage so far, and nothing
+    is written; else the change is stored (201). Needs `TOLLWAY_CATALOG`; a version the catalog does not
+    have is a 422, the version held already a 409."""
+    previous = await _current(services, customer_id)
+    if services.catalog_path is None:
+        raise invalid("a migration needs the plan catalog: set TOLLWAY_CATALOG", ["body", "to"])
+    now = services.clock.now()
+    try:
+        catalog = load_catalog(services.catalog_path)
+    except (CatalogError, OSError) as exc:
+        raise invalid(f"the catalog cannot be read: {exc}", ["body", "to"]) from None
+    try:
+        target = target_version(catalog.plans, body.to)
+    except ValueError as exc:
+        raise invalid(str(exc), ["body", "to"]) from None
+    try:
+        pricing = catalog.plans[target].pricing
+        interval = pricing.interval if pricing is not None else None
+        migrations, unchanged = plan_migration([previous], target, body.effective, now, interval)
+    except (ValueError, OverflowError) as exc:
+        raise invalid(str(exc).replace("--", ""), ["body", "effective"]) from None
+    if unchanged:
+        raise conflict(f"Customer {customer_id!r} is on {target!r} already.")
+    [migration] = migrations
+    if not migration.cancelled and not migration.at < LATEST:
+        raise invalid("effective must be before 2200", ["body", "effective"])
+    shown = migration.as_dict(now)
+    invoices = None
+    if body.preview:
+        try:
+            periods = await services.warehouse.run(
+                lambda client, database: preview_migration(client, database, catalog, previous, migration.after, now)
+            )
+        except BillingError as exc:  # e.g. a version without pricing: nothing to preview
+            raise invalid(str(exc), ["body", "to"]) from None
+        invoices = [PeriodPreviewOut.model_validate(period.as_dict()) for period in periods]
+    else:
+        await services.subscriptions.put(_within_range(migration.after))
+        await _announce(services, previous, migration.after)
+        await record(
+            "subscription.migrate",
+            "subscription",
+            customer_id,
+            customer_id=customer_id,
+            before=_as_dict(previous, services),
+            after=_as_dict(migration.after, services),
+        )
+        response.status_code = 201
+    return MigrationOut.model_validate(
+        {**shown, "preview": body.preview, "invoices": invoices, "subscription": to_out(migration.after, services)}
+    )
 
 
 @router.put(
