@@ -382,7 +382,8 @@ end
 
 -- Events (tollway/ratelimit/alerts.py): each level an admitted check made a policy's count cross
 -- (before < level <= after), then the money events, each one outbox entry, once (the once-marker SET NX,
--- kept until a day after its period ends; a balance's for ONCE_TTL_MS).
+-- kept until a day after its period ends; a balance's for ONCE_TTL_MS), written by `outbox` (outbox.lua,
+-- which script.py prepends to this script and to settle.lua).
 local cross = nil
 if ev and admit == 1 then
   -- First the levels crossed (most checks cross none: nothing more is built for them).
