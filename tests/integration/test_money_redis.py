@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from tollway.credits.charges import RealTimeCharge, TierMicros
-from tollway.credits.grants import NO_EXPIRY, NO_ROLLOVER, GrantState, decode_all
+from tollway.credits.grants import NO_EXPIRY, NO_ROLLOVER, GrantState, decode_all, live_balance
 from tollway.harness.valkey import ValkeyServer
-from tollway.notifications.events import Event
+from tollway.notifications.events import Event, event_id
 from tollway.notifications.keys import stream_key
 from tollway.periods import BillingSchedule
 from tollway.ratelimit import MemoryLimiter, Policy, QuotaPolicy, RedisLimiter, WindowPolicy
@@ -478,6 +478,8 @@ def reservation_timelines(draw: st.DrawFn) -> tuple[Plan, list[Check | Grant | R
     plan = draw(plans())
     if draw(st.integers(0, 3)):
         plan = replace(plan, prepaid=True)
+    if draw(st.integers(0, 3)):
+        plan = replace(plan, alerting=True)
     base = draw(steps(plan))[:15]
     checks = [s for s in base if isinstance(s, Check)]
     if not checks:
@@ -516,7 +518,10 @@ def test_reservations_in_the_script_match_the_model_on_random_timelines(
     balance as the debt record), duplicate settlements (answered from the marker, nothing changes),
     releases (0 of each) after days, and settlements of unknown row ids: identical verdicts and
     settlements from the scripts and the model, and identical grants, counters, spend and reservations
-    left in Valkey."""
+    left in Valkey. With money alerts, the script's outbox holds exactly the model's events, and after
+    every settlement whose overrun burned took the balance below a ``balance.low`` threshold, to 0 or
+    below, or the spend past the cap, the outbox holds that event (its id in the funding epoch; a
+    settlement, its admission or an earlier one may have appended it)."""
     plan, timeline, start, overrun = case
     partition = f"r{next(PARTITIONS)}"
     model = MemoryLimiter()
@@ -526,17 +531,45 @@ def test_reservations_in_the_script_match_the_model_on_random_timelines(
             now = start
             seen: set[int] = set()
             rows: list[str] = []
+            reserved: dict[str, tuple[bool, SpendCap | None]] = {}  # row -> (prepaid, cap) of its check
+            low = tuple(t * plan.scale for t in plan.low)
+            alerts = MoneyAlerts("USD", low) if plan.alerting else None
+
+            async def outbox() -> list[Event]:
+                entries = await redis.xrange(stream_key("tw:", partition))
+                return [Event.from_stream(fields) for _, fields in entries]
+
             for step in timeline:
                 if isinstance(step, Settle):
                     now += step.dt
                     row = rows[step.which % len(rows)] if rows else "unknown-row"
                     actual = (0,) if step.actual is None else (step.actual,)
+                    prepaid, cap = reserved.get(row, (False, None))
+                    before = live_balance(model.grants(partition), now)
+                    spent = model.spent(partition, cap.period_start_ms) if cap is not None else 0
                     expected = model.settle_now(partition, row, actual, now)
                     got = await lim.settle(partition, row, actual, now)
                     assert got == expected, (now, step)
                     event(
                         f"settle: {got.status}{', overrun' if got.burned else ''}{', forgiven' if got.forgiven else ''}"
                     )
+                    if alerts is None or got.status != "settled" or got.burned <= 0:
+                        continue
+                    # One reserved charge: an overrun gives nothing back, so these are the amounts it burned from.
+                    assert got.back == 0
+                    epoch = int(await redis.get(funding_key("tw:", partition)) or 0)
+                    owed: list[str] = []
+                    if prepaid:
+                        after = before - got.burned
+                        owed += [event_id("balance.low", partition, t, epoch) for t in low if before >= t > after]
+                        if after <= 0 < before:
+                            owed.append(event_id("balance.exhausted", partition, epoch))
+                    if cap is not None and spent + got.burned > cap.cap:
+                        owed.append(event_id("spend_cap.reached", partition, cap.period_start_ms, cap.cap))
+                    ids = {e.id for e in await outbox()}
+                    assert set(owed) <= ids, (now, step, owed)
+                    if owed:
+                        event("settle: an overrun crossed a money alert")
                     continue
                 if isinstance(step, Grant):
                     now += step.dt
@@ -552,6 +585,7 @@ def test_reservations_in_the_script_match_the_model_on_random_timelines(
                     )
                     model.put_grant(partition, grant)
                     await redis.hset(f"tw:cr:{{{partition}}}", grant.grant_id, grant.encode())
+                    await redis.incr(funding_key("tw:", partition))  # as credits.store does with a grant
                     continue
                 reserve = isinstance(step, Reserve)
                 check = step.check if isinstance(step, Reserve) else step
@@ -561,11 +595,11 @@ def test_reservations_in_the_script_match_the_model_on_random_timelines(
                 charges = tuple(spec.at(ps, pe, plan.scale) for spec in plan.charges)
                 cap = SpendCap(plan.cap * plan.scale, ps, pe, plan.hard_cap) if check.cap and plan.cap else None
                 balance = ps if plan.prepaid and check.balance else None
-                money = Money(charges, check.quantities, balance, cap)
+                money = Money(charges, check.quantities, balance, cap, alerts=alerts)
                 if reserve:
                     marks = tuple(i == len(charges) - 1 for i in range(len(charges)))
                     row = f"row-{len(rows)}"
-                    money = Money(charges, check.quantities, balance, cap, marks, overrun, row)
+                    money = Money(charges, check.quantities, balance, cap, marks, overrun, row, alerts)
                 policies: list[Policy] = []
                 costs: list[int] = []
                 if plan.window is not None:
@@ -576,6 +610,7 @@ def test_reservations_in_the_script_match_the_model_on_random_timelines(
                 assert got_verdict == expected_verdict, (now, step)
                 if reserve and got_verdict.admitted:
                     rows.append(money.row_id)
+                    reserved[money.row_id] = (balance is not None, cap)
                 if reserve:
                     event(f"reserve: admitted {got_verdict.admitted}")
             stored = decode_all(await redis.hgetall(f"tw:cr:{{{partition}}}"))
@@ -583,6 +618,10 @@ def test_reservations_in_the_script_match_the_model_on_random_timelines(
             if any(g.grant_id == "debt" and g.remaining < 0 for g in stored):
                 event("a debt")
             assert await lim.reservations(partition) == model.reservations(partition)
+            events = await outbox()
+            assert events == model.events(partition)
+            for kind in sorted({e.type for e in events}):
+                event(f"emitted {kind}")
             for ps in seen:
                 for spec in plan.charges:
                     key = f"tw:cq:{{{partition}}}:{spec.name}:{ps}"

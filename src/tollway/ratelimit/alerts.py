@@ -27,6 +27,11 @@ policies' in the outbox, all with ``ts`` the limiter's time and amounts as decim
   refused a price, or a soft cap was passed (``spent + price > cap``, admitted); ``spent`` before the
   check, ``currency`` the unit the cap is counted in; id (customer, cap period start ms, cap micros).
 
+A reservation's settlement (``settle.lua``, ``settlement_events``) reports its overrun burned the same
+way, as a burn of ``price`` = the overrun burned, from the balance and spend left after the settlement's
+returns: ``balance.low`` and ``balance.exhausted`` as for an admitted price, ``spend_cap.reached`` when
+it takes the spend past the cap (soft or hard: an overrun is burned, never refused), with the same ids.
+
 The funding epoch (``ratelimit.keys.funding_key``) is bumped by every grant or top-up (credits.store), so
 a top-up that lifts the balance back above a threshold lets it fire again. Balance markers live
 ``ONCE_TTL_MS``; a cap's until its period ends plus a day.
@@ -51,6 +56,7 @@ from tollway.notifications.events import Event, event_id, threshold_event_id
 from tollway.notifications.thresholds import window_start_ms
 from tollway.ratelimit.money import Money, MoneyState
 from tollway.ratelimit.policies import Policy, WindowPolicy
+from tollway.ratelimit.reservations import ReservedAlerts
 
 KIND_ALERTS: Final = 6
 KIND_ALERTING_POLICY: Final = 7
@@ -131,40 +137,82 @@ def money_events(
     if alerts is None or not fit or price <= 0:
         return []
     out: list[Event] = []
-
-    def add(kind: str, parts: tuple[str | int, ...], data: dict[str, Any]) -> None:
-        out.append(Event(event_id(kind, customer_id, *parts), kind, at_ms, customer_id, data))
-
     before = state.balance
     if before is not None:
         if admitted:
-            after = before - price
-            for threshold in alerts.low:
-                if before >= threshold > after:
-                    data = {"unit": alerts.unit, "balance": format_micros(after), "threshold": format_micros(threshold)}
-                    add("balance.low", (threshold, epoch), data)
-            if after <= 0 < before:
-                data = {"unit": alerts.unit, "balance": format_micros(after), "price": format_micros(price)}
-                add("balance.exhausted", (epoch,), data)
+            out += _burn_events(customer_id, alerts.unit, alerts.low, before, before - price, price, epoch, at_ms)
         elif state.refused == "insufficient-credits" and before < price:  # not a lease's floor
-            data = {"unit": alerts.unit, "balance": format_micros(before), "price": format_micros(price)}
-            add("balance.exhausted", (epoch,), data)
+            out.append(_exhausted(customer_id, alerts.unit, before, price, epoch, at_ms))
     cap = money.spend_cap
     spent = state.spent
     if cap is not None and spent is not None and spent + price > cap.cap:
         soft = not cap.hard
         if (soft and admitted) or (not soft and state.refused == "spend-cap-reached"):
-            body: dict[str, Any] = {
-                "currency": alerts.unit,
-                "cap": format_micros(cap.cap),
-                "spent": format_micros(spent),
-                "price": format_micros(price),
-                "soft": soft,
-                "period_start": rfc3339(cap.period_start_ms),
-                "period_end": rfc3339(cap.period_end_ms),
-            }
-            add("spend_cap.reached", (cap.period_start_ms, cap.cap), body)
+            period = (cap.period_start_ms, cap.period_end_ms)
+            out.append(_cap_reached(customer_id, alerts.unit, period, cap.cap, cap.hard, spent, price, at_ms))
     return out
+
+
+def settlement_events(
+    customer_id: str,
+    alerts: ReservedAlerts,
+    balance: int | None,
+    spent: int | None,
+    cap_period: tuple[int, int] | None,
+    burned: int,
+    epoch: int,
+    at_ms: int,
+) -> list[Event]:
+    """The money events of a reservation's settlement that burned ``burned`` (its overrun) from the live
+    ``balance`` (None: not prepaid) and onto the cap period's ``spent`` (None: no cap), both as they were
+    after the settlement's returns; ``epoch``: the customer's funding epoch; ``at_ms``: the settling time."""
+    if burned <= 0:
+        return []
+    unit = alerts.alerts.unit
+    out: list[Event] = []
+    if balance is not None:
+        out += _burn_events(customer_id, unit, alerts.alerts.low, balance, balance - burned, burned, epoch, at_ms)
+    if alerts.cap is not None and cap_period is not None and spent is not None and spent + burned > alerts.cap:
+        out.append(_cap_reached(customer_id, unit, cap_period, alerts.cap, alerts.hard, spent, burned, at_ms))
+    return out
+
+
+def _burn_events(
+    customer_id: str, unit: str, low: Sequence[int], before: int, after: int, price: int, epoch: int, at_ms: int
+) -> list[Event]:
+    """A burn of ``price`` that took the live balance from ``before`` to ``after``: ``balance.low`` per
+    threshold it went below, then ``balance.exhausted`` if it reached 0 or below."""
+    out: list[Event] = []
+    for threshold in low:
+        if before >= threshold > after:
+            data = {"unit": unit, "balance": format_micros(after), "threshold": format_micros(threshold)}
+            out.append(
+                Event(event_id("balance.low", customer_id, threshold, epoch), "balance.low", at_ms, customer_id, data)
+            )
+    if after <= 0 < before:
+        out.append(_exhausted(customer_id, unit, after, price, epoch, at_ms))
+    return out
+
+
+def _exhausted(customer_id: str, unit: str, balance: int, price: int, epoch: int, at_ms: int) -> Event:
+    data = {"unit": unit, "balance": format_micros(balance), "price": format_micros(price)}
+    return Event(event_id("balance.exhausted", customer_id, epoch), "balance.exhausted", at_ms, customer_id, data)
+
+
+def _cap_reached(
+    customer_id: str, unit: str, period: tuple[int, int], cap: int, hard: bool, spent: int, price: int, at_ms: int
+) -> Event:
+    body: dict[str, Any] = {
+        "currency": unit,
+        "cap": format_micros(cap),
+        "spent": format_micros(spent),
+        "price": format_micros(price),
+        "soft": not hard,
+        "period_start": rfc3339(period[0]),
+        "period_end": rfc3339(period[1]),
+    }
+    kind = "spend_cap.reached"
+    return Event(event_id(kind, customer_id, period[0], cap), kind, at_ms, customer_id, body)
 
 
 def alert_args(partition: str, policies: Sequence[Policy], money: Money | None = None) -> list[str]:

@@ -36,7 +36,7 @@ if #ARGV > n + 2 then
   ev.plan, ev.feature, ev.cust = string.match(ARGV[n + 2], '^6 (%S+) (%S+) (.+)$')
   if string.byte(ARGV[n + 3], 1) == 56 then
     local unit, cps, low = string.match(ARGV[n + 3], '^8 (%S+) (%-?%d+) (%S+)$')
-    ev.mon = {unit = unit, cps = tonumber(cps), low = {}}
+    ev.mon = {unit = unit, cps = tonumber(cps), low = {}, spec = low}
     for t in string.gmatch(low, '%d+') do ev.mon.low[#ev.mon.low + 1] = tonumber(t) end
     ev.first = n + 4
   end
@@ -323,8 +323,14 @@ if m > 0 then
   end
   -- A reservation (ratelimit/reservations.py): the reserved charges' quantities and prices, keyed by row id.
   if rsv and admit == 1 then
-    local lines = {string.format('R %d %s %d %s %s %d', qnow, rsv.over, bal and 1 or 0, rsv.cps,
-      cap and string.format('%d', cap.pe) or '-1', price)}
+    local head = string.format('R %d %s %d %s %s %d', qnow, rsv.over, bal and 1 or 0, rsv.cps,
+      cap and string.format('%d', cap.pe) or '-1', price)
+    if ev and ev.mon then
+      -- The money alerts, for the events of its settlement (settle.lua): unit, cap, hard, thresholds.
+      head = head .. string.format(' %s %s %d %s', ev.mon.unit, cap and string.format('%d', cap.cap) or '-1',
+        (cap and cap.hard) and 1 or 0, ev.mon.spec)
+    end
+    local lines = {head}
     rsv.price = 0
     for p in string.gmatch(rsv.pos, '%d+') do
       local c = C[tonumber(p)]
@@ -376,7 +382,8 @@ end
 
 -- Events (tollway/ratelimit/alerts.py): each level an admitted check made a policy's count cross
 -- (before < level <= after), then the money events, each one outbox entry, once (the once-marker SET NX,
--- kept until a day after its period ends; a balance's for ONCE_TTL_MS).
+-- kept until a day after its period ends; a balance's for ONCE_TTL_MS), written by `outbox` (outbox.lua,
+-- which script.py prepends to this script and to settle.lua).
 local cross = nil
 if ev and admit == 1 then
   -- First the levels crossed (most checks cross none: nothing more is built for them).
@@ -414,50 +421,9 @@ if ev and ev.mon and money and money.fit == 1 and money.price > 0 then
 end
 if cross or mon then
   local DAY = 86400000
--- BEGIN rfc3339 (tested against Python: tests/integration/test_limiter_alerts.py)
--- UTC time of epoch milliseconds as RFC 3339 (whole seconds without a fraction), days to civil date by
--- H. Hinnant's algorithm (days since 1970-01-01, any date from 1970 on).
-local function rfc3339(ms)
-  local s = math.floor(ms / 1000)
-  local frac = ms - s * 1000
-  local days = math.floor(s / 86400)
-  local secs = s - days * 86400
-  local z = days + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
-  local y = yoe + era * 400
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local d = doy - math.floor((153 * mp + 2) / 5) + 1
-  local mo = mp + 3
-  if mp >= 10 then mo = mp - 9 end
-  if mo <= 2 then y = y + 1 end
-  local t = string.format('%04d-%02d-%02dT%02d:%02d:%02d', y, mo, d, math.floor(secs / 3600),
-    math.floor((secs % 3600) / 60), secs % 60)
-  if frac ~= 0 then t = t .. string.format('.%03d', frac) end
-  return t .. 'Z'
-end
--- END rfc3339
-  local esc = {['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t',
-               ['\b'] = '\\b', ['\f'] = '\\f'}
-  local function jstr(text)
-    local quoted = string.gsub(text, '[%z\1-\31"\\]', function(c)
-      return esc[c] or string.format('\\u%04x', string.byte(c))
-    end)
-    return '"' .. quoted .. '"'
-  end
-  local prefix = string.sub(ev.key, 1, #ev.key - #ev.cust - 5)
-  local base = prefix .. 'evo:{' .. ev.cust .. '}:'
-  -- Appends the event `etype` whose id is over "etype|customer|rest" unless its marker exists.
-  local function emit(etype, rest, ttl, data)
-    local id = 'evt_' .. string.sub(redis.sha1hex(etype .. '|' .. ev.cust .. '|' .. rest), 1, 32)
-    if not redis.call('SET', base .. id, '1', 'NX', 'PX', string.format('%d', ttl)) then return end
-    redis.call('XADD', ev.key, '*', 'id', id, 'type', etype, 'ts', string.format('%d', now),
-      'customer', ev.cust, 'data', data())
-    ev.appended = ev.appended + 1
-  end
+  local o = outbox(ev.key, ev.cust, now)
   if cross then
+    local jstr, rfc3339 = o.jstr, o.rfc3339
     local head = '{"feature":' .. jstr(ev.feature) .. ',"limit":'
     local plan = jstr(ev.plan)
     for _, c in ipairs(cross) do
@@ -474,7 +440,7 @@ end
         etype = 'quota.threshold_crossed'
         ttl = math.max(finish + DAY - qnow, DAY)
       end
-      emit(etype, string.format('%s|%d|%d', name, start, level), ttl, function()
+      o.emit(etype, string.format('%s|%d|%d', name, start, level), ttl, function()
         return head .. string.format('%d', p[2]) .. ',"period_end":' .. jstr(rfc3339(finish)) ..
           ',"period_start":' .. jstr(rfc3339(start)) .. ',"plan":' .. plan .. ',"policy":' .. jstr(name) ..
           ',"threshold":' .. string.format('%d', level) .. ',"threshold_label":' .. jstr(label) ..
@@ -482,58 +448,23 @@ end
       end)
     end
   end
-  local price = money and money.price or 0
   if mon then
-    local unit = jstr(ev.mon.unit)
-    -- Micro-units as a decimal string (credits/units.py format_micros).
-    local function dec(x)
-      if x < 0 then return '-' .. dec(-x) end
-      local whole = math.floor(x / 1000000)
-      local frac = x - whole * 1000000
-      if frac == 0 then return string.format('%d', whole) end
-      local text = string.gsub(string.format('%d.%06d', whole, frac), '0+$', '')
-      return text
-    end
-    local epoch = nil
-    local function funding()
-      epoch = epoch or tonumber(redis.call('GET', prefix .. 'cre:{' .. ev.cust .. '}') or '0')
-      return string.format('%d', epoch)
-    end
-    local ONCE = 400 * DAY
-    local before = money.balance
+    local price, before, unit = money.price, money.balance, ev.mon.unit
     if money.bal then
       if admit == 1 then
-        local after = before - price
-        for _, t in ipairs(ev.mon.low) do
-          if before >= t and t > after then
-            emit('balance.low', string.format('%d|', t) .. funding(), ONCE, function()
-              return '{"balance":"' .. dec(after) .. '","threshold":"' .. dec(t) .. '","unit":' .. unit .. '}'
-            end)
-          end
-        end
-        if after <= 0 and before > 0 then
-          emit('balance.exhausted', funding(), ONCE, function()
-            return '{"balance":"' .. dec(after) .. '","price":"' .. dec(price) .. '","unit":' .. unit .. '}'
-          end)
-        end
+        o.burn(unit, ev.mon.low, before, before - price, price)
       elseif before < price then
-        emit('balance.exhausted', funding(), ONCE, function()
-          return '{"balance":"' .. dec(before) .. '","price":"' .. dec(price) .. '","unit":' .. unit .. '}'
-        end)
+        o.exhausted(unit, before, price)
       end
     end
     local cap = money.cap
     if cap and money.spent + price > cap.cap and ((cap.hard and admit == 0 and
         not (money.bal and before - price < money.bal.floor))
         or (not cap.hard and admit == 1)) then
-      local cps = ev.mon.cps
-      emit('spend_cap.reached', string.format('%d|%d', cps, cap.cap), math.max(cap.pe + DAY - qnow, DAY), function()
-        return '{"cap":"' .. dec(cap.cap) .. '","currency":' .. unit .. ',"period_end":' .. jstr(rfc3339(cap.pe)) ..
-          ',"period_start":' .. jstr(rfc3339(cps)) .. ',"price":"' .. dec(price) .. '","soft":' ..
-          (cap.hard and 'false' or 'true') .. ',"spent":"' .. dec(money.spent) .. '"}'
-      end)
+      o.cap(unit, ev.mon.cps, cap.pe, cap.cap, cap.hard, qnow, money.spent, price)
     end
   end
+  ev.appended = o.appended
 end
 
 local out = {admit}

@@ -23,7 +23,8 @@ check adds quantities, burns grants and counts spend.
 
 Threshold events (``ratelimit.alerts``): an admitted check appends one event per alert level it made a
 policy's count cross to the customer's outbox (``events``), then its money events (balance low or
-exhausted, spend cap reached), once per event id.
+exhausted, spend cap reached), once per event id; a reservation's settlement appends the money events its
+overrun burned makes (``settle_now``, as ``settle.lua``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from tollway.clock import Clock
 from tollway.credits.grants import REFUND_GRANT, GrantState, burn, burn_order, live_balance, refund_target
 from tollway.notifications.events import Event
 from tollway.notifications.keys import once_key
-from tollway.ratelimit.alerts import crossing_events, money_events
+from tollway.ratelimit.alerts import crossing_events, money_events, settlement_events
 from tollway.ratelimit.keys import charge_key, checked_costs, policy_key, spend_key
 from tollway.ratelimit.money import Money, MoneyState, decide
 from tollway.ratelimit.policies import Policy, QuotaPolicy, WindowPolicy
@@ -46,6 +47,7 @@ from tollway.ratelimit.reservations import (
     DEBT_GRANT,
     DEBT_PRIORITY,
     Reservation,
+    ReservedAlerts,
     ReservedCharge,
     Settlement,
     check_reservation,
@@ -315,7 +317,16 @@ class MemoryLimiter:
                 if marked
             )
             cap_period = None if cap is None else (cap.period_start_ms, cap.period_end_ms)
-            record = Reservation(money.row_id, now_ms, money.overrun, money.prepaid, cap_period, reserved, price)
+            record = Reservation(
+                money.row_id,
+                now_ms,
+                money.overrun,
+                money.prepaid,
+                cap_period,
+                reserved,
+                price,
+                ReservedAlerts.of(money),
+            )
             self._reservations.setdefault(partition, {})[money.row_id] = record.encode()
         return state
 
@@ -351,6 +362,8 @@ class MemoryLimiter:
                 over += charge.total(have + d) - charge.total(have)
                 self._charges[key] = have + d
         burned = over
+        before: int | None = None  # the live balance and the spend after the returns, before the burn
+        spent_before: int | None = None
         if record.prepaid and (back > 0 or over > 0):
             grants = dict(self._grants.get(partition, {}))
             if back > 0:
@@ -362,6 +375,7 @@ class MemoryLimiter:
             if over > 0:
                 balance = live_balance(grants.values(), now_ms)
                 burned = min(over, max(balance + record.overrun, 0))
+                before = balance
                 left = burned
                 for grant in burn_order(grants.values(), now_ms):
                     if left <= 0:
@@ -378,6 +392,7 @@ class MemoryLimiter:
             key = spend_key(self._prefix, partition, record.cap_period[0])
             spent = self._spent.get(key, 0)
             net = burned - min(back, spent)
+            spent_before = spent - min(back, spent)
             if net:
                 self._spent[key] = spent + net
         settled = Settlement(
@@ -391,6 +406,12 @@ class MemoryLimiter:
             record.admitted_price - back + burned,
         )
         held[row_id] = settled.encode()
+        if record.alerts is not None:
+            epoch = self._funding.get(partition, 0)
+            for event in settlement_events(
+                partition, record.alerts, before, spent_before, record.cap_period, burned, epoch, now_ms
+            ):
+                self._emit(event)
         return settled
 
     async def held_reservations(self) -> dict[str, dict[str, str]]:

@@ -23,7 +23,8 @@ have alert levels, or whose plan has money, also names the customer's outbox str
 the script appends each level crossed and each money event there once (its once-marker
 ``{p}evo:{<partition>}:<id>``, the funding epoch ``{p}cre:{<partition>}``, all in the customer's slot) and
 says how many it appended; then the customer is added to the ready set ``{p}ev:ready`` (another slot),
-in a task of its own, never delaying the verdict.
+in a task of its own, never delaying the verdict. A settlement (``settle.lua``) of a reservation whose
+record carries its check's money alerts names the stream too and appends the money events of its overrun.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from collections.abc import Mapping, Sequence
 
 from redis.exceptions import RedisError
 
-from tollway.notifications.keys import ready_key
+from tollway.notifications.keys import ready_key, stream_key
 from tollway.ratelimit.coalescer import DEFAULT_MAX_BATCH, DirectRunner, PipelineCoalescer, ScriptRunner
 from tollway.ratelimit.errors import LimiterUnavailable
 from tollway.ratelimit.keys import charge_key, checked_costs, grants_key, spend_key
@@ -159,8 +160,10 @@ class RedisLimiter:
     ) -> Settlement:
         """Settle the reservation of ``row_id`` with the ``actual`` quantities (one per reserved charge, in
         the record's order), exactly once (``ratelimit.reservations``). Two round trips: the record is
-        read to name the keys, then ``settle.lua`` settles it if it is still open. Raises
-        ``LimiterUnavailable`` if Redis cannot be reached (nothing or everything was settled: call again)."""
+        read to name the keys, then ``settle.lua`` settles it if it is still open (and appends the money
+        events of its overrun to the customer's outbox when the record carries its check's money alerts;
+        then the customer is announced, as by ``consume``). Raises ``LimiterUnavailable`` if Redis cannot
+        be reached (nothing or everything was settled: call again)."""
         key = reservations_key(self._prefix, partition)
         try:
             async with asyncio.timeout(self._timeout):
@@ -183,10 +186,16 @@ class RedisLimiter:
             spend_key(self._prefix, partition, cap_start) if cap_start is not None else key,
             *(charge_key(self._prefix, partition, c.charge.name, c.charge.period_start_ms) for c in record.charges),
         ]
-        reply = await self._settle_runner.run(keys, [now_ms, row_id, " ".join(str(q) for q in quantities)])
+        args: list[int | str] = [now_ms, row_id, " ".join(str(q) for q in quantities)]
+        if record.alerts is not None:
+            keys.append(stream_key(self._prefix, partition))
+            args.append(partition)
+        reply = await self._settle_runner.run(keys, args)
         status = {1: "settled", 0: "already"}.get(reply[0], "unknown")
         if status == "unknown":
             return Settlement(row_id, "unknown")
+        if len(reply) > 7 and reply[7] > 0:
+            self._announce(partition)  # the settlement appended money events to the customer's outbox
         return Settlement(row_id, "settled" if status == "settled" else "already", *reply[1:7])
 
     async def held_reservations(self) -> dict[str, dict[str, str]]:

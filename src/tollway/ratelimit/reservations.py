@@ -10,8 +10,12 @@ atomic call, writes one record in the customer's reservations hash, keyed by the
 
 Open record (``Reservation.encode``): a header line, then one line per reserved charge::
 
-    R <created_ms> <overrun> <prepaid 0|1> <cap_period_start_ms|-1> <cap_period_end_ms|-1> <admission price>
+    R <created_ms> <overrun> <prepaid 0|1> <cap_period_start_ms|-1> <cap_period_end_ms|-1> <admission price>[ <alerts>]
     <charge> <period_start_ms> <period_end_ms> <reserved quantity> <reserved price> <model args>
+
+``<alerts>`` (``ReservedAlerts``; only when the check had money alerts, ``Money.alerts``): the money
+alerts its settlement reports, ``<unit> <cap micros|-1> <hard 0|1> <threshold>,…|-``. A record without it
+(written before settlements had events) settles without events.
 
 Settlement marker (``Settlement.encode``), written over the record by the settling call::
 
@@ -34,6 +38,13 @@ actual − reserved and ``Q`` its counter now:
   money pays it first; a burn never takes from a negative record). A negative live balance refuses
   every priced request (402) until a top-up covers it.
 
+Events (``ratelimit.alerts.settlement_events``): the overrun burned is a burn like a check's price.
+If it takes the live balance (after the returns) from at or above a ``balance.low`` threshold to below it,
+or to 0 or below, or the spend (after the returns) past the cap, the settling call appends
+``balance.low`` / ``balance.exhausted`` / ``spend_cap.reached`` to the customer's outbox with the ids of
+a check's (so a threshold already announced in the funding epoch, at admission or by another settlement,
+is not announced again; a settlement answered from its marker appends nothing). Returns cross nothing.
+
 The final price of the request is its admission price ``− given back + overrun burned``: what its usage
 row (version 2) carries, so the reconcile identity holds (the debt record is one of the held records). The
 settle call reads no rollover and no policy. Markers are deleted by :func:`forget`-style cleanup
@@ -47,7 +58,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from tollway.credits.charges import MODEL_GRADUATED, MODEL_PER_UNIT, RealTimeCharge, TierMicros
-from tollway.ratelimit.money import Money
+from tollway.ratelimit.money import Money, MoneyAlerts
 
 DEBT_GRANT: Final = "debt"
 """The grant record that holds a negative balance left by settled overruns (priority ``DEBT_PRIORITY``)."""
@@ -88,9 +99,40 @@ class ReservedCharge:
 
 
 @dataclass(frozen=True, slots=True)
+class ReservedAlerts:
+    """The money alerts of the check that reserved, kept in its record for the settlement's events:
+    ``alerts`` (unit and ``balance.low`` thresholds) and the spend cap it was checked against (``cap``
+    micro-units, None: none; ``hard``)."""
+
+    alerts: MoneyAlerts
+    cap: int | None = None
+    hard: bool = False
+
+    def encode(self) -> str:
+        low = ",".join(str(t) for t in self.alerts.low) or "-"
+        cap = -1 if self.cap is None else self.cap
+        return f"{self.alerts.unit} {cap} {int(self.hard and self.cap is not None)} {low}"
+
+    @classmethod
+    def decode(cls, fields: Sequence[str]) -> ReservedAlerts:
+        unit, cap, hard, low = fields
+        thresholds = () if low == "-" else tuple(int(t) for t in low.split(","))
+        return cls(MoneyAlerts(unit, thresholds), None if int(cap) < 0 else int(cap), hard == "1")
+
+    @classmethod
+    def of(cls, money: Money) -> ReservedAlerts | None:
+        """What a record of a check with ``money`` keeps (None: the check has no money alerts)."""
+        if money.alerts is None:
+            return None
+        cap = money.spend_cap
+        return cls(money.alerts, None if cap is None else cap.cap, cap is not None and cap.hard)
+
+
+@dataclass(frozen=True, slots=True)
 class Reservation:
     """An open reservation. ``cap_period``: the spend counter's period (None: the check had no cap).
-    ``admitted_price``: the whole price the check burned (reserved charges and those known at admission)."""
+    ``admitted_price``: the whole price the check burned (reserved charges and those known at admission).
+    ``alerts``: the money alerts of its settlement (None: none)."""
 
     row_id: str
     created_ms: int
@@ -99,6 +141,7 @@ class Reservation:
     cap_period: tuple[int, int] | None
     charges: tuple[ReservedCharge, ...]
     admitted_price: int = 0
+    alerts: ReservedAlerts | None = None
 
     @property
     def price(self) -> int:
@@ -106,7 +149,10 @@ class Reservation:
 
     def encode(self) -> str:
         cap = self.cap_period or (-1, -1)
-        lines = [f"R {self.created_ms} {self.overrun} {int(self.prepaid)} {cap[0]} {cap[1]} {self.admitted_price}"]
+        head = f"R {self.created_ms} {self.overrun} {int(self.prepaid)} {cap[0]} {cap[1]} {self.admitted_price}"
+        if self.alerts is not None:
+            head += " " + self.alerts.encode()
+        lines = [head]
         for c in self.charges:
             ch = c.charge
             lines.append(f"{ch.name} {ch.period_start_ms} {ch.period_end_ms} {c.quantity} {c.price} {ch.script_arg}")
@@ -115,7 +161,7 @@ class Reservation:
     @classmethod
     def decode(cls, row_id: str, text: str) -> Reservation:
         head, *rest = text.split("\n")
-        kind, created, overrun, prepaid, cap_start, cap_end, admitted = head.split(" ")
+        kind, created, overrun, prepaid, cap_start, cap_end, admitted, *tail = head.split(" ")
         if kind != "R":
             raise ValueError(f"reservation {row_id!r} is not open")
         charges = []
@@ -124,7 +170,8 @@ class Reservation:
             charge = charge_from_arg(name, int(start), int(end), arg)
             charges.append(ReservedCharge(charge, int(quantity), int(price)))
         cap = None if int(cap_start) < 0 else (int(cap_start), int(cap_end))
-        return cls(row_id, int(created), int(overrun), prepaid == "1", cap, tuple(charges), int(admitted))
+        alerts = ReservedAlerts.decode(tail) if tail else None
+        return cls(row_id, int(created), int(overrun), prepaid == "1", cap, tuple(charges), int(admitted), alerts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,7 @@
-"""The Lua script (package data) and its SHA-1, computed once."""
+"""The Lua scripts (package data) and the check's SHA-1, computed once.
+
+``outbox.lua`` holds the outbox helpers both scripts share (the event writer: ids, once-markers, bodies);
+it is prepended to ``consume.lua`` and to ``settle.lua`` at load, and every SHA is over the final text."""
 
 from __future__ import annotations
 
@@ -14,9 +17,15 @@ from tollway.ratelimit.policies import Policy, WindowPolicy
 from tollway.ratelimit.refunds import Refund
 from tollway.ratelimit.reservations import reservations_key
 
-SCRIPT = files("tollway.ratelimit").joinpath("consume.lua").read_text(encoding="utf-8")
+
+def _load(name: str) -> str:
+    return files("tollway.ratelimit").joinpath(name).read_text(encoding="utf-8")
+
+
+OUTBOX_LUA = _load("outbox.lua")
+SCRIPT = OUTBOX_LUA + _load("consume.lua")
 SHA = hashlib.sha1(SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
-SETTLE_SCRIPT = files("tollway.ratelimit").joinpath("settle.lua").read_text(encoding="utf-8")
+SETTLE_SCRIPT = OUTBOX_LUA + _load("settle.lua")
 
 KIND_WINDOW = 0
 KIND_QUOTA = 1

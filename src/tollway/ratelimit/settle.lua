@@ -5,30 +5,48 @@
 -- reserved charges, in the record's order; all with the customer's hash tag.
 -- ARGV[1] now_ms (the caller's clock), ARGV[2] the row id, ARGV[3] the actual quantities, in the record's
 -- order, separated by spaces.
+-- Events (tollway/ratelimit/alerts.py, settlement_events): when the record carries the money alerts of
+-- its check (the header's tail `unit cap|-1 hard thresholds|-`), the caller adds one more key, last, the
+-- customer's outbox stream, and ARGV[4], the customer; an overrun burned that takes the balance below a
+-- balance.low threshold or to 0 or below, or the spend past the cap, appends the same events (same ids,
+-- same once-markers, per funding epoch) as a check's burn in consume.lua.
 -- Reply: {status (1 settled now, 0 settled before, -1 unknown), final price, given back, overrun burned,
--- forgiven, settled_ms, the request's final price}. Amounts are integers (micro-units) below 2^53, written through '%d'.
+-- forgiven, settled_ms, the request's final price, events appended}. Amounts are integers (micro-units)
+-- below 2^53, written through '%d'.
 local now = tonumber(ARGV[1])
 local row = ARGV[2]
 local rec = redis.call('HGET', KEYS[1], row)
-if not rec then return {-1, 0, 0, 0, 0, 0, 0} end
+if not rec then return {-1, 0, 0, 0, 0, 0, 0, 0} end
 if string.sub(rec, 1, 1) == 'S' then
   local p, b, o, f, at, t = string.match(rec, '^S (%-?%d+) (%d+) (%d+) (%d+) (%d+) (%-?%d+)$')
-  return {0, tonumber(p), tonumber(b), tonumber(o), tonumber(f), tonumber(at), tonumber(t)}
+  return {0, tonumber(p), tonumber(b), tonumber(o), tonumber(f), tonumber(at), tonumber(t), 0}
 end
 local DAY = 86400000
 local NOEXP = 2 ^ 62
 
 local lines = {}
 for line in string.gmatch(rec, '[^\n]+') do lines[#lines + 1] = line end
-local created, overrun, prepaid, cps, cpe, admitted =
-  string.match(lines[1], '^R (%d+) (%d+) ([01]) (%-?%d+) (%-?%d+) (%d+)$')
+local created, overrun, prepaid, cps, cpe, admitted, tail =
+  string.match(lines[1], '^R (%d+) (%d+) ([01]) (%-?%d+) (%-?%d+) (%d+) ?(.*)$')
 if not created then return redis.error_reply('malformed reservation ' .. row) end
 overrun, prepaid, cps, cpe = tonumber(overrun), prepaid == '1', tonumber(cps), tonumber(cpe)
 admitted = tonumber(admitted)
+local alerts = nil
+if tail ~= '' then
+  local unit, cap, hard, low = string.match(tail, '^(%S+) (%-?%d+) ([01]) (%S+)$')
+  if not unit then return redis.error_reply('malformed reservation ' .. row) end
+  alerts = {unit = unit, cap = tonumber(cap), hard = hard == '1', low = {}}
+  for t in string.gmatch(low, '%d+') do alerts.low[#alerts.low + 1] = tonumber(t) end
+end
+local nk, ev = #KEYS, nil
+if ARGV[4] then
+  ev = {key = KEYS[nk], cust = ARGV[4]}
+  nk = nk - 1
+end
 local actual = {}
 for a in string.gmatch(ARGV[3], '%d+') do actual[#actual + 1] = tonumber(a) end
-if #actual ~= #lines - 1 or #KEYS ~= #lines + 2 then
-  return redis.error_reply('settle: ' .. #actual .. ' quantities and ' .. #KEYS .. ' keys for ' .. (#lines - 1) .. ' charges')
+if #actual ~= #lines - 1 or nk ~= #lines + 2 then
+  return redis.error_reply('settle: ' .. #actual .. ' quantities and ' .. nk .. ' keys for ' .. (#lines - 1) .. ' charges')
 end
 
 -- What the period's invoice charges for quantity q (as consume.lua and credits/charges.py).
@@ -91,6 +109,7 @@ end
 
 -- The balance: returns to the refund target, the overrun burned within the allowance, then as debt.
 local burned = over
+local before, spent_before = nil, nil  -- the balance and the spend after the returns, before the burn
 if prepaid and (back > 0 or over > 0) then
   local function id_lt(a, b)
     for k = 1, math.min(#a, #b) do
@@ -150,6 +169,7 @@ if prepaid and (back > 0 or over > 0) then
     local balance = 0
     for _, g in ipairs(L) do balance = balance + g.rem end
     burned = math.min(over, math.max(balance + overrun, 0))
+    before = balance
     local left = burned
     for _, g in ipairs(L) do
       if left <= 0 then break end
@@ -179,6 +199,7 @@ local forgiven = over - burned
 if cps >= 0 and (back > 0 or burned > 0) then
   local spent = tonumber(redis.call('GET', KEYS[3]) or '0')
   local net = burned - math.min(back, spent)
+  spent_before = spent - math.min(back, spent)
   if net ~= 0 then redis.call('INCRBY', KEYS[3], string.format('%d', net)) end
   if burned > 0 then redis.call('PEXPIRE', KEYS[3], string.format('%d', math.max(cpe - now, 0) + DAY)) end
 end
@@ -186,4 +207,25 @@ end
 local price = reserved_price - back + burned
 local final = admitted - back + burned
 redis.call('HSET', KEYS[1], row, string.format('S %d %d %d %d %d %d', price, back, burned, forgiven, now, final))
-return {1, price, back, burned, forgiven, now, final}
+
+-- Events: the overrun burned is a burn like a check's price (returns cross nothing downward and re-arm
+-- nothing: the once-markers are per funding epoch, and only a grant or top-up bumps it).
+local appended = 0
+if ev and alerts and burned > 0 then
+  local mon, after = false, nil
+  if before then
+    after = before - burned
+    mon = after <= 0 and before > 0
+    for _, t in ipairs(alerts.low) do
+      if before >= t and t > after then mon = true end
+    end
+  end
+  local capped = alerts.cap >= 0 and spent_before ~= nil and spent_before + burned > alerts.cap
+  if mon or capped then
+    local o = outbox(ev.key, ev.cust, now)
+    if mon then o.burn(alerts.unit, alerts.low, before, after, burned) end
+    if capped then o.cap(alerts.unit, cps, cpe, alerts.cap, alerts.hard, now, spent_before, burned) end
+    appended = o.appended
+  end
+end
+return {1, price, back, burned, forgiven, now, final, appended}

@@ -11,8 +11,9 @@ import pytest
 
 from tollway.credits.charges import RealTimeCharge
 from tollway.credits.grants import GrantState
+from tollway.notifications.events import Event, event_id
 from tollway.ratelimit import MemoryLimiter
-from tollway.ratelimit.money import Money
+from tollway.ratelimit.money import Money, MoneyAlerts, SpendCap
 from tollway.ratelimit.reservations import DEBT_GRANT, DEBT_PRIORITY, Reservation, Settlement
 
 T0 = 4_102_444_800_000  # 2100-01-01
@@ -96,3 +97,44 @@ def test_a_reservation_needs_a_row_id_and_a_row_id_reserves_once() -> None:
         lim.check("c", [], 0, T0, None, reserving("r"))
     with pytest.raises(ValueError, match="1 reserved charges"):
         lim.settle_now("c", "r", (1, 2), T0)
+
+
+def test_an_overrun_past_the_spend_cap_is_announced_once_and_a_give_back_announces_nothing() -> None:
+    """A settlement's overrun is a burn like a check's price: past a hard cap (an overrun is never
+    refused) it announces ``spend_cap.reached`` (``spent`` after the returns, ``price`` the overrun
+    burned), once per cap period; a balance it does not take below a threshold announces nothing; a
+    give-back announces nothing; a replayed settlement nothing more."""
+    lim = MemoryLimiter()
+    lim.put_grant("c", GrantState("g1", 100_000, effective_ms=T0))
+    cap = SpendCap(50_000, T0, P1, hard=True)
+    alerts = MoneyAlerts("USD", (30_000,))
+    money = Money((CALLS, TOKENS), (1, 4_000), T0, cap, (False, True), 20_000, "row-1", alerts)
+    assert lim.check("c", [], 0, T0 + 1, None, money).admitted  # spent 41_000, balance 59_000
+    assert lim.events("c") == []
+    assert lim.settle_now("c", "row-1", (5_000,), T0 + 2).burned == 10_000  # spent 51_000, balance 49_000
+    expected = Event(
+        event_id("spend_cap.reached", "c", T0, 50_000),
+        "spend_cap.reached",
+        T0 + 2,
+        "c",
+        {
+            "currency": "USD",
+            "cap": "0.05",
+            "spent": "0.041",
+            "price": "0.01",
+            "soft": False,
+            "period_start": "2100-01-01T00:00:00Z",
+            "period_end": "2100-02-01T00:00:00Z",
+        },
+    )
+    assert lim.events("c") == [expected]
+    assert lim.settle_now("c", "row-1", (9_000,), T0 + 3).status == "already"
+    assert not lim.check("c", [], 0, T0 + 3, None, money.for_row("row-2")).admitted  # the hard cap refuses
+    assert lim.events("c") == [expected]  # the same id: announced once
+    # A give-back (another reservation, released) crosses nothing.
+    lim.put_grant("c", GrantState("g2", 100_000, effective_ms=T0))
+    wide = Money((CALLS, TOKENS), (1, 4_000), T0, None, (False, True), 20_000, "row-3", alerts)
+    assert lim.check("c", [], 0, T0 + 4, None, wide).admitted
+    before = lim.events("c")
+    assert lim.settle_now("c", "row-3", (0,), T0 + 5).back == 40_000
+    assert lim.events("c") == before
