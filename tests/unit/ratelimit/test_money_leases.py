@@ -187,7 +187,11 @@ def test_several_processes_cross_each_balance_threshold_at_the_request_that_make
 ) -> None:
     """Leases are taken with the next balance.low threshold as a floor: with several processes and stale
     views, no lease takes the balance past a threshold; each is crossed once, by a request checked alone
-    (the balance it reports is the first one below the threshold)."""
+    (the balance it reports is the first one below the threshold), and none is missed.
+
+    A threshold may be announced while another process's lease still holds money it later gives back
+    (about 2 % of these timelines): the balance then ends above that threshold, but it was below it in
+    Redis, which counts a lease's money as burned until the lease ends (decision 7)."""
     alerts = MoneyAlerts("USD", (100 * PRICE + 1, 500 * PRICE + 1, 1000 * PRICE + 1))
     money = Money((FLAT,), (1,), balance_period_start_ms=T0, alerts=alerts)
     shared = funded(1200 * PRICE)
@@ -198,11 +202,14 @@ def test_several_processes_cross_each_balance_threshold_at_the_request_that_make
         t += gap
         requests.append(Request(t, k % processes))
     asyncio.run(run(limiters, requests, money))
+    held = balance(shared)  # the leases' unused money still counted as burned
     for limiter in limiters:
         asyncio.run(limiter.drain(t + 1))
     lows = [e for e in shared.events("c") if e.type == "balance.low"]
     left = balance(shared)
-    assert [e.data["threshold"] for e in lows] == [
-        format_micros(x) for x in sorted(alerts.low, reverse=True) if x > left
-    ]
+    crossed = [int(e.data["threshold"].replace(".", "")) for e in lows]
+    descending = sorted(alerts.low, reverse=True)
+    assert crossed == descending[: len(crossed)], "each once, the highest first"
+    assert {x for x in descending if x > left} <= set(crossed), "none missed"
+    assert set(crossed) <= {x for x in descending if x > min(left, held)}, "none the balance never went below"
     assert all(e.data["balance"] == format_micros(int(e.data["threshold"].replace(".", "")) - 1) for e in lows)
