@@ -319,24 +319,13 @@ class PlanVersion(StrictModel):
         return _drop_unset(handler(self), self, ("prepaid", "spend_cap", "published", "correction"))
 
 
-class Plan(StrictModel):
-    display_name: str | None = None
-    description: str | None = None
-    features: list[Identifier] = Field(default_factory=list)
-    outage_policy: Literal["fail_closed", "fail_open"] = "fail_closed"
-    limits: list[RateLimit] = Field(default_factory=list)
-    quotas: list[Quota] = Field(default_factory=list)
-    pricing: Pricing | None = None
-    # Tell callers on every admitted response what this period has used and cost so far
-    # (Tollway-Usage and Tollway-Cost structured fields; docs/entitlements.md).
-    usage_headers: bool = False
-    # Money at the gateway (docs/catalog-reference.md#prepaid-plans-and-spend-caps; checks in plans.realtime).
-    prepaid: Prepaid | None = None
-    spend_cap: SpendCap | None = None
-    # Plan versions (docs/catalog-reference.md#plan-versions; rules and compilation in plans.versions): a
-    # plan without `versions` is its own version 1, which `published` / `correction` may protect.
-    published: PublishedDigest | None = None
-    correction: str | None = Field(default=None, min_length=1)
+class Plan(PlanVersion):
+    """A plan: its body (the fields of :class:`PlanVersion`) is its own version 1, which ``published`` /
+    ``correction`` may protect, unless it lists ``versions`` (docs/catalog-reference.md#plan-versions;
+    rules and compilation in ``plans.versions``). ``usage_headers``: tell callers on every admitted
+    response what this period has used and cost so far (docs/entitlements.md); ``prepaid`` and
+    ``spend_cap``: money at the gateway (docs/catalog-reference.md#prepaid-plans-and-spend-caps)."""
+
     versions: dict[VersionNumber, PlanVersion] | None = Field(default=None, min_length=1)
 
     @model_serializer(mode="wrap")
