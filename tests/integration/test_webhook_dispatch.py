@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from tests.support.webhook_endpoints import RedisEndpoints
 from tollway.harness.valkey import ValkeyServer
 from tollway.harness.webhook_receiver import WebhookReceiver
-from tollway.notifications import keys
+from tollway.notifications import keys, outbox
 from tollway.notifications.dispatcher import Dispatcher, DispatchSettings, Target
 from tollway.notifications.events import Event, event_id
 
@@ -40,7 +40,7 @@ async def emit(redis: Redis, event: Event, *, announce: bool = True) -> None:
     if await redis.set(keys.once_key(PREFIX, event.customer_id, event.id), "1", nx=True, px=keys.ONCE_TTL_MS):
         await redis.xadd(keys.stream_key(PREFIX, event.customer_id), event.stream_fields())  # type: ignore[arg-type]
         if announce:
-            await redis.sadd(keys.ready_key(PREFIX), event.customer_id)
+            await outbox.announce(redis, PREFIX, event.customer_id)
 
 
 def make_event(n: int, customer: str = "cus_a", kind: str = "key.created") -> Event:
@@ -324,6 +324,44 @@ def test_entries_read_by_a_dead_dispatcher_are_reclaimed(valkey_fresh: ValkeySer
         assert got == [e.id for e in events]
         assert (await redis.xpending(stream, keys.GROUP))["pending"] == 0
         assert await redis.xlen(stream) == 0
+        await redis.aclose()
+
+    asyncio.run(main())
+
+
+def test_an_idle_reader_waits_without_polling_and_an_announcement_wakes_it(valkey_fresh: ValkeyServer) -> None:
+    """With nothing announced the reader blocks on the wake token (no ``SPOP`` every few milliseconds: an
+    idle dispatcher costs no CPU); an event written by the outbox writer wakes it at once, long before its
+    30 s wait would end; ``stop`` ends the wait too."""
+    from tollway.notifications.outbox import OutboxWriter
+    from tollway.notifications.outbox_reader import OutboxReader
+
+    async def spops(redis: Redis) -> int:
+        stats = await redis.info("commandstats")
+        return int(stats.get("cmdstat_spop", {}).get("calls", 0))
+
+    async def main() -> None:
+        redis = Redis.from_url(valkey_fresh.url, decode_responses=True)
+        got = asyncio.Event()
+        seen: list[str] = []
+
+        async def handle(batch: list[Event]) -> None:
+            seen.extend(e.id for e in batch)
+            got.set()
+
+        reader = OutboxReader(redis, PREFIX, handle, poll_s=30.0, scan_s=3600.0)  # type: ignore[arg-type]
+        stop = asyncio.Event()
+        task = asyncio.create_task(reader.run(stop))
+        await asyncio.sleep(0.3)  # the first scan done, now idle
+        before = await spops(redis)
+        await asyncio.sleep(1.0)
+        assert await spops(redis) == before  # blocked, not polling the ready set
+        event = make_event(1)
+        assert await OutboxWriter(redis, PREFIX).emit(event)
+        await asyncio.wait_for(got.wait(), 5.0)
+        assert seen == [event.id]
+        stop.set()
+        await asyncio.wait_for(task, 5.0)
         await redis.aclose()
 
     asyncio.run(main())

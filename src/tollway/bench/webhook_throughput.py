@@ -44,6 +44,7 @@ _PREFIX: Final = "tw:"
 async def _fill(redis: Any, events: int) -> None:
     from tollway.notifications import keys
     from tollway.notifications.events import Event, event_id
+    from tollway.notifications.outbox import announce
 
     now = int(time.time() * 1000)
     for start in range(0, events, 1000):
@@ -58,8 +59,8 @@ async def _fill(redis: Any, events: int) -> None:
                     {"policy": "requests", "limit": 10_000, "used": n, "threshold": 80, "threshold_label": "80%"},
                 )
                 pipe.xadd(keys.stream_key(_PREFIX, customer), event.stream_fields())
-                pipe.sadd(keys.ready_key(_PREFIX), customer)
             await pipe.execute()
+        await announce(redis, _PREFIX, *{f"cus_{n % _CUSTOMERS}" for n in range(start, min(events, start + 1000))})
 
 
 async def dispatch(redis_url: str, url: str, events: int) -> dict[str, Any]:

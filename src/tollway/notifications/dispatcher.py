@@ -42,6 +42,9 @@ from tollway.settings import Settings
 
 log = logging.getLogger(__name__)
 
+IDLE_MIN_S = 0.05
+IDLE_MAX_S = 1.0
+
 
 class DispatchSettings(BaseSettings):
     """``TOLLWAY_*`` settings of the dispatcher (docs/notifications-delivery.md)."""
@@ -143,6 +146,7 @@ class Dispatcher:
         self._in_flight: dict[str, int] = {}
         self._total_in_flight = 0
         self._settled: list[Settled] = []
+        self._has_settled = asyncio.Event()
         self._wake = asyncio.Event()
         self._on_settled = on_settled
         self.stats = DispatchStats()
@@ -164,6 +168,7 @@ class Dispatcher:
         targets = (await self.targets()).values()
         batch = [(event, [t.id for t in targets if t.admits(event.type)]) for event in events]
         await self.queue.enqueue_many(batch, self._now_ms())
+        self._wake.set()
 
     # the loops -------------------------------------------------------------------------------------
 
@@ -217,13 +222,29 @@ class Dispatcher:
                     continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 0.05)
+                await asyncio.wait_for(self._wake.wait(), await self._idle_s())
+
+    async def _idle_s(self) -> float:
+        """How long the delivery loop may wait when nothing it can claim is due: until the earliest queued
+        delivery (a retry, or a claim that expires) is due, at most ``IDLE_MAX_S``, at least ``IDLE_MIN_S``.
+        Events this dispatcher routes and attempts it ends wake it at once; deliveries queued by another
+        process (a replay from the admin API, another dispatcher) are seen within ``IDLE_MAX_S``."""
+        if self._total_in_flight:
+            return IDLE_MIN_S
+        due = await self.queue.next_due_ms()
+        if due is None:
+            return IDLE_MAX_S
+        return min(max((due - self._now_ms()) / 1000, IDLE_MIN_S), IDLE_MAX_S)
 
     async def _settle_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await asyncio.sleep(0.005 if len(self._settled) < 512 else 0)
-            if self._settled:
-                await self._flush()
+            if not self._settled:  # idle: no wake-ups until an attempt ends (or once a second, to see `stop`)
+                self._has_settled.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._has_settled.wait(), 1.0)
+                continue
+            await asyncio.sleep(0.005 if len(self._settled) < 512 else 0)  # outcomes gather into one batch
+            await self._flush()
 
     async def _flush(self) -> None:
         batch, self._settled = self._settled, []
@@ -238,6 +259,7 @@ class Dispatcher:
             settled = await self._attempt(claimed)
             if settled is not None:
                 self._settled.append(settled)
+                self._has_settled.set()
         except Exception:
             log.exception("webhook delivery %s failed unexpectedly (retried when its claim expires)", claimed.member)
         finally:

@@ -12,6 +12,9 @@ Emitting (the limiter script for crossings, ``notifications.outbox`` for lifecyc
   (not in the script: another slot); a dispatcher that finds it empty still scans every ``{p}ev:{*}``
   stream every ``TOLLWAY_OUTBOX_SCAN_S``, so an entry whose announcement was lost (``kill -9`` between the
   two) is delivered late, never lost.
+* ``{p}ev:wake``               list     at most one token, pushed after each announcement (``LPUSH`` then
+  ``LTRIM 0 0``): an idle dispatcher blocks on it (``BLPOP``) instead of polling the ready set, so it
+  costs nothing while no event comes and reads an announced one at once.
 
 Dispatching (one hash slot ``{wh}`` for all its keys, so its own scripts may touch them together):
 
@@ -47,6 +50,10 @@ def once_key(prefix: str, customer_id: str, event_id: str) -> str:
 
 def ready_key(prefix: str) -> str:
     return f"{prefix}ev:ready"
+
+
+def wake_key(prefix: str) -> str:
+    return f"{prefix}ev:wake"
 
 
 def stream_pattern(prefix: str) -> str:

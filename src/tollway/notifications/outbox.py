@@ -4,9 +4,10 @@ the dispatcher delivers them.
 One script call per event, in the customer's hash slot: ``SET <once-marker> NX PX ONCE_TTL_MS`` and,
 only if that set it, ``XADD <customer's stream> * id … type … ts … customer … data …``. Both or neither:
 a second emission of the same id (a job re-run, a racing process) finds the marker and appends nothing.
-Then ``SADD <ready> <customer>`` (another slot under Redis Cluster, so a separate call; sent even when the
-event was not new, so a re-emission repairs a lost announcement): a process killed between the two
-leaves an entry the dispatcher's periodic scan of every stream still finds.
+Then ``SADD <ready> <customer>`` and a wake token for an idle dispatcher (:func:`announce`; another slot
+under Redis Cluster, so a separate call; sent even when the event was not new, so a re-emission repairs a
+lost announcement): a process killed between the two leaves an entry the dispatcher's periodic scan of
+every stream still finds.
 
 Durability is Redis's: an emission is as durable as the Redis it went to (AOF ``appendfsync`` as
 configured for the limiter's counters, docs/operations.md).
@@ -28,6 +29,16 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
 end
 return 0
 """
+
+
+async def announce(redis: RedisClient, prefix: str, *customers: str) -> None:
+    """Tell the dispatchers that the outboxes of ``customers`` may hold new entries: add them to the ready
+    set, then leave a wake token (one at most) for a dispatcher blocked waiting (``keys.wake_key``)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.sadd(keys.ready_key(prefix), *customers)
+        pipe.lpush(keys.wake_key(prefix), "1")
+        pipe.ltrim(keys.wake_key(prefix), 0, 0)
+        await pipe.execute()
 
 
 class OutboxWriter:
@@ -54,7 +65,7 @@ class OutboxWriter:
             ],
         )
         # Even when not new: a re-run then repairs an announcement lost by a process killed right here.
-        await self._redis.sadd(keys.ready_key(self._prefix), customer or keys.NO_CUSTOMER)
+        await announce(self._redis, self._prefix, customer or keys.NO_CUSTOMER)
         return bool(added)
 
     async def emit_many(self, events: Iterable[Event]) -> list[bool]:

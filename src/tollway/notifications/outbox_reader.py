@@ -4,7 +4,9 @@ Each outbox stream (``keys.stream_key``) is read with the consumer group ``keys.
 with ``MKSTREAM``; ``BUSYGROUP`` tolerated), one consumer name per dispatcher process. Which streams:
 
 * fast path: customers announced in ``keys.ready_key`` (``SPOP``; an announcement popped by a dispatcher
-  killed before reading is covered by the next point);
+  killed before reading is covered by the next point); when none is, the reader blocks on the wake token
+  an announcement leaves (``BLPOP keys.wake_key``, at most ``poll_s``), so an idle dispatcher neither
+  polls nor burns CPU;
 * safety net: every ``TOLLWAY_OUTBOX_SCAN_S`` a ``SCAN MATCH keys.stream_pattern`` of every stream, which
   also ``XAUTOCLAIM``s entries a dead dispatcher read but never acknowledged (idle ``claim_idle_ms``).
 
@@ -17,7 +19,6 @@ A corrupt entry (not an event) is logged and acknowledged: it could never be del
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -59,7 +60,7 @@ class OutboxReader:
         batch: int = 200,
         scan_s: float = 30.0,
         claim_idle_ms: int = 60_000,
-        poll_s: float = 0.05,
+        poll_s: float = 1.0,
     ) -> None:
         self._redis = redis
         self._prefix = prefix
@@ -83,8 +84,21 @@ class OutboxReader:
                 next_scan = loop.time() + self._scan_s
             read = await self.ready_once()
             if not read:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._poll_s)
+                await self._idle(stop, max(min(self._poll_s, next_scan - loop.time()), 0.01))
+
+    async def _idle(self, stop: asyncio.Event, seconds: float) -> None:
+        """Wait up to ``seconds`` for an announcement's wake token (``BLPOP``: no CPU while no event comes)
+        or for ``stop``."""
+        woken = asyncio.ensure_future(self._redis.blpop([keys.wake_key(self._prefix)], timeout=seconds))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((woken, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (woken, stopped):
+                task.cancel()
+            await asyncio.gather(woken, stopped, return_exceptions=True)
+        if woken.done() and not woken.cancelled() and (error := woken.exception()) is not None:
+            raise error
 
     async def ready_once(self) -> int:
         """Read the streams of announced customers; the events handled."""

@@ -35,7 +35,8 @@ from collections.abc import Mapping, Sequence
 
 from redis.exceptions import RedisError
 
-from tollway.notifications.keys import ready_key, stream_key
+from tollway.notifications.keys import stream_key
+from tollway.notifications.outbox import announce
 from tollway.ratelimit.coalescer import DEFAULT_MAX_BATCH, DirectRunner, PipelineCoalescer, ScriptRunner
 from tollway.ratelimit.errors import LimiterUnavailable
 from tollway.ratelimit.keys import charge_key, checked_costs, grants_key, spend_key
@@ -142,7 +143,7 @@ class RedisLimiter:
     async def _add_ready(self, partition: str) -> None:
         try:
             async with asyncio.timeout(self._timeout):
-                await self._redis.sadd(ready_key(self._prefix), partition)
+                await announce(self._redis, self._prefix, partition)
         except Exception as exc:  # never let a lost announcement reach a check: the scan delivers late
             log.warning("outbox announcement for customer %s failed: %s", partition, type(exc).__name__)
 
