@@ -47,7 +47,8 @@ def test_stage_5_shows_versions_a_quarterly_coupon_and_progressive_invoicing(
     )
     subprocess.run([sys.executable, "-c", LOAD_USAGE, str(engine), str(rows)], check=True, timeout=120)
     env = {**cli_env(valkey_fresh, engine), "TOLLWAY_CATALOG": str(CATALOG), "TOLLWAY_PEPPER": "p" * 64}
-    # stage 4's paying customer, as the demo subscribes it
+    # stage 1's customer on the free plan (no pricing) and stage 4's paying customer, as the demo subscribes them
+    billing.cli(env, "subscriptions", "set", "--customer", "acme-corp", "--plan", "free")
     billing.cli(env, "subscriptions", "set", "--customer", billing.EXISTING, "--plan", "pro",
                 "--start", billing.month_start(now))  # fmt: skip
     key = billing.subscribe(env, CATALOG, now)
@@ -59,6 +60,7 @@ def test_stage_5_shows_versions_a_quarterly_coupon_and_progressive_invoicing(
     assert failures == 0, out
     assert "UNEXPECTED" not in out
     for shown in [
+        "tollway: not re-rated for {month}: customer 'acme-corp': plan 'free' has no pricing: nothing to quote",
         "wayne is sold pro@2  [ok]",
         "the new version re-prices nobody: initech and the others stay on version 1  [ok]",
         "wayne pays 59.00  [ok]",
@@ -69,7 +71,7 @@ def test_stage_5_shows_versions_a_quarterly_coupon_and_progressive_invoicing(
         "interim invoice 1: 101.00 USD, finalized when issued  [ok]",
         "the month's invoice: 150.00 in all, less the interim 101.00: 49.00 still due  [ok]",
     ]:
-        assert shown in out, out
+        assert shown.format(month=f"{now:%Y-%m}") in out, out
     # version 1 is pro as it was (same digest); version 2 has its own stamp
     published = load_catalog(tmp_path / "catalog-pro-2.yaml").plans
     assert published["pro@1"].published == version_digest(load_catalog(CATALOG).plans["pro"])

@@ -104,7 +104,10 @@ def publish_price_change(catalog: Path, target: Path) -> None:
     """``catalog`` with ``pro``'s body moved under ``versions: {1: …}`` and a version 2 at the new fee,
     written to ``target`` (a plain catalog file, not a ConfigMap)."""
     document = yaml.safe_load(catalog.read_text())
-    plan = document["plans"][PRICED]
+    plans = document.get("plans") if isinstance(document, dict) else None
+    if not isinstance(plans, dict) or not isinstance(plans.get(PRICED), dict):
+        raise SystemExit(f"{catalog}: stage 5 needs a plain catalog file (not a ConfigMap) with plan {PRICED!r}")
+    plan = plans[PRICED]
     body = {name: plan.pop(name) for name in BODY_FIELDS if name in plan}
     newer = copy.deepcopy(body)
     (platform,) = [c for c in newer["pricing"]["charges"] if c["id"] == "platform"]
@@ -154,9 +157,11 @@ def versions(env: dict[str, str], catalog: Path, work: Path, invoices: Path, now
     failures = verdict("every version stamped (published: sha256:…)", None if done.code == 0 else done.err)
     priced = {**env, "TOLLWAY_CATALOG": str(catalog)}
     done = cli(priced, "bill", "--period", month, "--dry-run", "--plans", str(published))
-    print("\n".join(f"    {line}" for line in done.out.splitlines()))
+    print("\n".join(f"    {line}" for line in [*done.out.splitlines(), *done.err.splitlines()]))
     rows = {line.split()[0]: line.split() for line in done.out.splitlines()[1:] if line.strip()}
-    unchanged = done.code == 0 and rows and all(row[3] == "0.00" for row in rows.values())
+    # a customer on a plan without pricing (acme-corp on free) has nothing to re-rate: reported, exit status 1
+    free = all(line.endswith("has no pricing: nothing to quote") for line in done.err.splitlines())
+    unchanged = done.code in (0, 1) and free and EXISTING in rows and all(r[3] == "0.00" for r in rows.values())
     failures += verdict(
         f"the new version re-prices nobody: {EXISTING} and the others stay on version 1",
         None if unchanged else f"got {done.out or done.err}",
