@@ -15,10 +15,12 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -461,6 +463,90 @@ def test_bill_job_runs_one_at_a_time_on_last_month() -> None:
     )
     assert re.fullmatch(r"--period \d{4}-\d{2} --finalize --out /tmp/invoices\n", done.stdout), done.stdout
     assert _one("Job", "tollway-migrate")["spec"]["template"]["spec"]["containers"][0]["args"] == ["db", "migrate"]
+
+
+PROGRESSIVE = "tollway-bill-progressive"
+
+
+def _progressive_pass(now: str, tmp_path: Path) -> list[str]:
+    """What the progressive CronJob's script runs at ``now`` (UTC): its output with ``tollway bill`` replaced
+    by ``echo`` and the clock set by a ``date`` on PATH that answers ``date -u +%s`` with ``now``."""
+    (container,) = _one("CronJob", PROGRESSIVE)["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    script = container["args"][0].replace("$$", "$").replace("tollway bill ", "echo ")
+    real_date = shutil.which("date")
+    assert real_date is not None
+    epoch = int(datetime.fromisoformat(now).replace(tzinfo=UTC).timestamp())
+    shim = tmp_path / "date"
+    shim.write_text(f'#!/bin/sh\nif [ "$*" = "-u +%s" ]; then echo {epoch}; else exec {real_date} "$@"; fi\n')
+    shim.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    done = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def _months(first: str, last: str) -> list[str]:
+    year, month = map(int, first.split("-"))
+    found = []
+    while f"{year:04d}-{month:02d}" <= last:
+        found.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("now", "months"),
+    [
+        # this month and the 12 before: a yearly period started 12 months ago may still be open
+        ("2026-12-07T16:30:00", _months("2025-12", "2026-12")),
+        ("2026-01-15T00:00:00", _months("2025-01", "2026-01")),
+        # next month once it has begun in UTC+14 (10:00 UTC on the last day), not before
+        ("2026-01-31T09:59:59", _months("2025-01", "2026-01")),
+        ("2026-01-31T10:00:00", _months("2025-01", "2026-02")),
+        ("2026-12-31T23:45:00", _months("2025-12", "2027-01")),
+        # up to the monthly bill's window (the 2nd, 05:45 to 07:59 UTC) and after it
+        ("2026-03-02T05:44:59", _months("2025-03", "2026-03")),
+        ("2026-03-02T08:00:00", _months("2025-03", "2026-03")),
+        ("2026-03-01T06:00:00", _months("2025-03", "2026-03")),
+        # in the window: no pass
+        ("2026-03-02T05:45:00", []),
+        ("2026-03-02T06:00:00", []),
+        ("2026-03-02T07:59:59", []),
+    ],
+)
+def test_progressive_job_passes_every_month_whose_periods_may_be_open(
+    now: str, months: list[str], tmp_path: Path
+) -> None:
+    """docs/operations.md: a `tollway bill --progressive` pass for each month a period still open may have
+    started in, skipped while the monthly bill runs."""
+    lines = _progressive_pass(now, tmp_path)
+    if not months:
+        assert lines == ["the monthly bill's window: no pass"]
+    else:
+        assert lines == [f"--period {month} --progressive --out /tmp/invoices" for month in months]
+
+
+def test_progressive_job_never_overlaps_the_monthly_bill() -> None:
+    """One pass at a time; the last pass that may start before the monthly bill's window is killed before
+    the monthly run starts (06:00 on the 2nd): window start + activeDeadlineSeconds <= 06:00."""
+    cron = _one("CronJob", PROGRESSIVE)["spec"]
+    monthly = _one("CronJob", "tollway-bill")["spec"]
+    assert cron["concurrencyPolicy"] == "Forbid"
+    assert cron["timeZone"] == monthly["timeZone"] == "Etc/UTC"
+    assert cron["schedule"] == "*/15 * * * *"
+    assert monthly["schedule"] == "0 6 2 * *"
+    job = cron["jobTemplate"]["spec"]
+    window_start_s = 5 * 3600 + 45 * 60
+    assert window_start_s + job["activeDeadlineSeconds"] <= 6 * 3600
+    assert job["activeDeadlineSeconds"] < 15 * 60  # done before the next pass is due
+    (container,) = job["template"]["spec"]["containers"]
+    assert (
+        container["envFrom"]
+        == _one("CronJob", "tollway-bill")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0][
+            "envFrom"
+        ]
+    )
+    assert "--finalize" not in container["args"][0]  # --progressive refuses it
 
 
 def test_plans_config_map_is_the_repository_catalog_and_validates() -> None:

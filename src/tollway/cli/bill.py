@@ -226,11 +226,14 @@ def rerate(
     period: str,
     *,
     now: datetime,
+    failures: list[CustomerNotBilled] | None = None,
 ) -> list[Rerated]:
-    """Price every subscription's period of ``period`` under both catalogs; writes nothing."""
+    """Price every subscription's period of ``period`` under both catalogs; writes nothing. With
+    ``failures``, a customer that cannot be priced under either catalog (an unpriced or missing plan) is
+    left out and listed there, once per catalog, and the others are re-rated; without, its error is raised."""
     month = parse_month(period, now)
-    old, _ = build_invoices(client, database, current, subscriptions, month, now=now)
-    priced, _ = build_invoices(client, database, new, subscriptions, month, now=now)
+    old, _ = build_invoices(client, database, current, subscriptions, month, now=now, failures=failures)
+    priced, _ = build_invoices(client, database, new, subscriptions, month, now=now, failures=failures)
     by_id = {invoice.invoice_id: invoice for invoice in priced}  # a weekly customer has several
     return [
         Rerated(invoice.customer_id, invoice, by_id[invoice.invoice_id])
@@ -361,9 +364,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         client = open_warehouse(warehouse)
         try:
             if args.dry_run:
-                rerated = rerate(client, warehouse.database, current, catalog, subscriptions, args.period, now=now)
+                unpriced: list[CustomerNotBilled] = []
+                rerated = rerate(
+                    client, warehouse.database, current, catalog, subscriptions, args.period, now=now, failures=unpriced
+                )
                 _print_rerated(rerated)
-                return 0
+                for reason in dict.fromkeys(str(f) for f in unpriced):  # once, when both catalogs refuse it
+                    print(f"tollway: not re-rated for {args.period}: {reason}", file=sys.stderr)
+                return EXIT_SOME_FAILED if unpriced else 0
             if args.progressive:
                 report = progressive(
                     client, warehouse.database, catalog, subscriptions, args.period, now=now, out_dir=args.out

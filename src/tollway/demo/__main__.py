@@ -16,6 +16,11 @@ upstream and Envoy; creates keys and subscribes ``acme-corp`` to the ``free`` pl
   billed with ``tollway bill``; the demo prints the invoice's lines and the path of its HTML page; then the
   prepaid ``hooli``: its invoice pays the calls from the credits and shows the balance (start, top-ups,
   burned, end), and ``tollway credits reconcile`` finds Redis and the ledger equal;
+- stage 5, how SaaS teams bill (``tollway.demo.billing``): a price change published as a new version of
+  ``pro`` that re-prices nobody, a new subscriber sold the new version, a migration preview then the
+  migration of ``initech`` from its next period; ``umbrella``'s quarterly plan with a coupon carried from
+  last quarter's invoice to this one's; ``stark``'s calls (stage 2) crossing its plan's threshold: an
+  interim invoice with ``tollway bill --progressive``, then the month's invoice less it;
 - notifications: a local webhook receiver, registered with ``tollway webhooks create`` before anything
   else, got every event of the demo as a signed Standard Webhooks delivery (keys created and revoked,
   subscriptions, the free plan's burst limit crossing 80 % and 100 %, hooli's balance running low and
@@ -39,11 +44,12 @@ import urllib.error
 import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from tollway.auth import apikey
-from tollway.demo import notifications
+from tollway.demo import billing, notifications
 from tollway.demo.notifications import DemoReceiver
 from tollway.harness import envoy_config
 from tollway.harness.demo_upstream import DemoUpstream
@@ -104,7 +110,8 @@ class Case:
     status: int
     problem: str = ""  # the expected problem type slug of a refusal
     show_limits: bool = False  # print the RateLimit headers of the answer
-    paid: bool = False  # a call of the paying customer (pro plan)
+    paid: bool = False  # a call of a paying customer (plan `plan`)
+    plan: str = "pro"
     hidden: tuple[str, ...] = ()  # headers the upstream must not see
 
 
@@ -148,10 +155,10 @@ def paying_headers(created: dict[str, object]) -> dict[str, str]:
     return {"authorization": f"Bearer {created['api_key']}"}
 
 
-def verdict(answer: Answer, status: int, problem: str, paid: bool = False) -> str | None:
+def verdict(answer: Answer, status: int, problem: str, paid: bool = False, plan: str = "pro") -> str | None:
     """None if the answer is the expected one, else what was expected."""
     if paid:
-        return None if answer.status == status and answer.seen("x-tollway-plan") == "pro" else f"wanted {status}"
+        return None if answer.status == status and answer.seen("x-tollway-plan") == plan else f"wanted {status}"
     if answer.status != status:
         return f"wanted {status}" + (f" {problem}" if problem else "")
     if problem and answer.problem != problem:
@@ -177,7 +184,7 @@ def run_cases(base_url: str, cases: list[Case]) -> int:
     for case in cases:
         answer = call(base_url + case.path, case.headers, case.method)
         SENT.append(answer.status)
-        wrong = verdict(answer, case.status, case.problem, case.paid)
+        wrong = verdict(answer, case.status, case.problem, case.paid, case.plan)
         seen = [name for name in case.hidden if answer.seen(name) is not None]
         if wrong is None and seen:
             wrong = f"the upstream saw {', '.join(seen)}"
@@ -427,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         hooli = tollway_cli(env, "keys", "create", "--customer", PREPAID)
         tollway_cli(env, "subscriptions", "set", "--customer", PREPAID, "--plan", "payg", "--catalog", str(catalog))
+        now = datetime.now(UTC)
+        stark = billing.subscribe(env, catalog, now)  # stage 5's customers; stark calls in stage 2
         print()
 
         good_key = str(good["api_key"])
@@ -509,6 +518,23 @@ def main(argv: list[str] | None = None) -> int:
             ]
             + [Case(f"GET /v1/search ({PAYING})", "GET", "/v1/search?q=x", paying_headers(paying), 200, paid=True)],
         )
+        customer, plan = billing.PROGRESSIVE
+        print(f"\n  {customer} (plan {plan}, invoiced as it goes in stage 5) calls the API:")
+        failures += run_cases(
+            envoy.base_url,
+            [
+                Case(
+                    f"GET /v1/items/{n} ({customer})",
+                    "GET",
+                    f"/v1/items/{n}",
+                    paying_headers(stark),
+                    200,
+                    paid=True,
+                    plan=plan,
+                )
+                for n in range(1, billing.PROGRESSIVE_CALLS + 1)
+            ],
+        )
         print(f"\n  {PREPAID} (plan payg) prepays in credits, 1 credit per call, burned at the gateway:")
         # The demo's embedded ClickHouse belongs to the running server (one process per chdb path), so the
         # grants write their ledger entries to a scratch one; `tollway credits sync` writes them into the
@@ -523,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
         failures += show_invoice({**env, **metering_env, "TOLLWAY_CATALOG": str(catalog)}, month)
         print(f"\n  {PREPAID} (plan payg, prepaid in credits), {month}:")
         failures += show_prepaid({**env, **metering_env, "TOLLWAY_CATALOG": str(catalog)}, month)
+        print("\nStage 5: how SaaS teams bill: plan versions, a quarterly plan, coupons, progressive invoicing")
+        failures += billing.run({**env, **metering_env}, catalog, work, INVOICES, now)
         print("\nNotifications: the events the demo's webhook receiver got (Standard Webhooks, signed)")
         failures += notifications.show(receiver, EXPECTED_EVENTS)
     print(f"\nDemo finished in {time.monotonic() - started:.1f}s; every process it started is stopped.")

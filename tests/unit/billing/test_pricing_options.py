@@ -443,6 +443,34 @@ def test_minimum_and_maximum_reproduce_openmeter_graduated() -> None:
     assert maximum.amount == D("170.00")
 
 
+@pytest.mark.parametrize(
+    ("units", "steps", "amount"),
+    [
+        (
+            "1000",
+            ["units, per unit: 1000 × 1.00 = 1000.00", "maximum amount 50.00: cap: 1 × -950.00 = -950.00"],
+            "50.00",
+        ),
+        ("1", ["units, per unit: 1 × 1.00 = 1.00"], "1.00"),
+    ],
+)
+def test_maximum_reproduces_polars_metered_price_cap(units: str, steps: list[str], amount: str) -> None:
+    """Polar's spend cap on a metered unit price (``cap_amount``, the most a billing period's usage of the
+    price costs): polarsource/polar ``server/tests/models/test_product_price.py``
+    (01e41dfc1a05e04521fc2c2d0bc360dfc9993f0c), test_get_amount_and_label: $1.00 a unit with a $50.00 cap,
+    1000 units → $50.00 ("(1,000 consumed units) × $1.00 — Capped at $50.00"; 1000 × 1.00 = 1000.00, less
+    a cap of 950.00), and 1 unit → $1.00 (below the cap, no cap shown). Polar keeps amounts in cents
+    (unit_amount 100, cap 5000, expected 5000 and 100); Tollway's catalog writes them in dollars. Polar
+    labels the capped amount; Tollway shows the usage price and the cap as two steps of the line."""
+    pricing = plan(
+        "currency: USD\ninterval: month\ncharges:\n"
+        "  - {id: calls, model: per_unit, meter: units, unit_amount: '1.00', maximum_amount: '50.00'}\n"
+    )
+    line = billed(pricing, units=units).lines[0]
+    assert list(line.breakdown) == steps
+    assert format_amount(line.amount, "USD") == amount
+
+
 def test_minimum_is_prorated_like_lagos_min_amount_cents() -> None:
     """Lago's charge minimum (``min_amount_cents``) with no usage, 17 days of a 31-day period: getlago/lago-api
     ``spec/services/fees/charge_service_spec.rb`` (01eeda9d8bf794f3a6fd5ee7aeccc23150689fff), "with true-up

@@ -1,0 +1,263 @@
+"""Stage 5 of ``make demo``: how SaaS teams bill (issue 16), with the CLI on the demo's Valkey and ClickHouse.
+
+Runs once the servers have stopped (the embedded ClickHouse belongs to one process at a time), after
+stage 4 billed ``initech`` on ``pro``:
+
+- **a price change is a new plan version**: the demo publishes ``pro`` version 2 (the platform fee 49.00
+  → 59.00) in a copy of the catalog (``tollway plans publish`` stamps both versions); ``bill --dry-run``
+  shows that it re-prices nobody; a new subscriber (``wayne``) is sold ``pro@2``; ``subscriptions migrate
+  --preview`` shows initech's current and next invoice before and after, then the migration moves
+  initech to ``pro@2`` from its next period on, its current invoice unchanged;
+- **a quarterly plan and a coupon carried across invoices**: ``umbrella`` on ``team`` (per calendar
+  quarter, a 300.00 welcome coupon) since the start of last quarter: last quarter's invoice, finalized,
+  uses 270.00 of the coupon; this quarter's uses the 30.00 left;
+- **progressive (threshold) invoicing**: ``stark`` on ``scale`` (an interim invoice whenever 100.00 is
+  owed) called the API in stage 2; ``bill --progressive`` issues an interim invoice for what the month
+  owes so far, and the month's invoice bills the rest (its total less the interim invoice).
+
+Each step prints what it shows and ``[ok]`` or ``[UNEXPECTED, …]``; :func:`run` returns the number of
+unexpected results.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from tollway.plans.versions import BODY_FIELDS
+
+PRICED: Final = "pro"  # the plan whose price changes
+OLD_FEE: Final = Decimal("49.00")
+NEW_FEE: Final = Decimal("59.00")
+EXISTING: Final = "initech"  # on pro since the start of the month (stage 4)
+NEWCOMER: Final = "wayne"  # subscribes after the price change
+QUARTERLY: Final = ("umbrella", "team")
+PROGRESSIVE: Final = ("stark", "scale")
+PROGRESSIVE_CALLS: Final = 4  # stark's calls through Envoy in stage 2: 99.00 + 4 × 0.50 = 101.00 ≥ 100.00
+_WIDTH: Final = 52
+
+
+@dataclass(frozen=True)
+class Done:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+def cli(env: dict[str, str], *args: str) -> Done:
+    """``tollway ARGS`` as a user would type it (printed), in the demo's environment."""
+    print(f"  $ tollway {' '.join(a for a in args if a != '--json')}")
+    done = subprocess.run(
+        [sys.executable, "-m", "tollway", *args], env=env, capture_output=True, text=True, check=False
+    )
+    return Done(done.returncode, done.stdout, done.stderr.strip())
+
+
+def verdict(label: str, wrong: str | None) -> int:
+    print(f"  {label}  [{'ok' if wrong is None else 'UNEXPECTED, ' + wrong}]")
+    return int(wrong is not None)
+
+
+def month_start(now: datetime) -> str:
+    return f"{now:%Y-%m}-01T00:00:00Z"
+
+
+def quarter_months(now: datetime) -> tuple[str, str]:
+    """The first months of last calendar quarter and of this one: ``(2026-07, 2026-10)`` in December 2026."""
+    first = (now.month - 1) // 3 * 3 + 1
+    year, previous = (now.year, first - 3) if first > 3 else (now.year - 1, first + 9)
+    return f"{year:04d}-{previous:02d}", f"{now.year:04d}-{first:02d}"
+
+
+def subscribe(env: dict[str, str], catalog: Path, now: datetime) -> dict[str, object]:
+    """Before stage 1: the stage's customers subscribe (and stark gets the key it calls with in stage 2)."""
+    last_quarter, _ = quarter_months(now)
+    customer, plan = QUARTERLY
+    _json(cli(env, "subscriptions", "set", "--customer", customer, "--plan", plan, "--catalog", str(catalog),
+              "--start", f"{last_quarter}-01T00:00:00Z", "--json"))  # fmt: skip
+    customer, plan = PROGRESSIVE
+    key: dict[str, object] = _json(cli(env, "keys", "create", "--customer", customer, "--json"))
+    _json(cli(env, "subscriptions", "set", "--customer", customer, "--plan", plan, "--catalog", str(catalog),
+              "--start", month_start(now), "--json"))  # fmt: skip
+    return key
+
+
+def _json(done: Done) -> Any:
+    if done.code != 0:
+        raise SystemExit(f"tollway failed: {done.err}")
+    return done.json()
+
+
+def publish_price_change(catalog: Path, target: Path) -> None:
+    """``catalog`` with ``pro``'s body moved under ``versions: {1: …}`` and a version 2 at the new fee,
+    written to ``target`` (a plain catalog file, not a ConfigMap)."""
+    document = yaml.safe_load(catalog.read_text())
+    plans = document.get("plans") if isinstance(document, dict) else None
+    if not isinstance(plans, dict) or not isinstance(plans.get(PRICED), dict):
+        raise SystemExit(f"{catalog}: stage 5 needs a plain catalog file (not a ConfigMap) with plan {PRICED!r}")
+    plan = plans[PRICED]
+    body = {name: plan.pop(name) for name in BODY_FIELDS if name in plan}
+    newer = copy.deepcopy(body)
+    (platform,) = [c for c in newer["pricing"]["charges"] if c["id"] == "platform"]
+    if Decimal(str(platform["amount"])) != OLD_FEE:
+        raise SystemExit(f"{catalog}: plan {PRICED}'s platform fee is not {OLD_FEE}")
+    platform["amount"] = str(NEW_FEE)
+    plan["versions"] = {1: body, 2: newer}
+    document["metadata"]["version"] = f"{document['metadata']['version']}+{PRICED}-2"
+    target.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+
+
+def invoice(env: dict[str, str], invoices: Path, *args: str) -> dict[str, Any] | None:
+    """``tollway bill ARGS --out INVOICES``; the (last) invoice document it wrote, its lines printed."""
+    done = cli(env, "bill", *args, "--out", str(invoices))
+    if done.code != 0 or not done.out.strip():
+        print(f"  [UNEXPECTED, tollway bill failed] {done.err}")
+        return None
+    path = invoices / f"{done.out.splitlines()[-1].split()[0]}.json"
+    if not path.is_file():
+        print(f"  [UNEXPECTED, no invoice] {done.out.strip()}")
+        return None
+    document: dict[str, Any] = json.loads(path.read_text())
+    for line in document["lines"]:
+        print(f"    {line['description']:<{_WIDTH}} {line['quantity'] or '':>8} {line['amount']:>10}")
+    print(f"    {'total':<{_WIDTH}} {'':>8} {document['total']:>10} {document['currency']}")
+    return document
+
+
+def _platform(document: dict[str, Any] | None) -> Decimal | None:
+    if document is None:
+        return None
+    amounts = [Decimal(line["amount"]) for line in document["lines"] if line.get("charge_id") == "platform"]
+    return amounts[0] if len(amounts) == 1 else None
+
+
+def versions(env: dict[str, str], catalog: Path, work: Path, invoices: Path, now: datetime) -> tuple[int, Path]:
+    """The price change, grandfathering, a new subscriber on the new version, a migration preview and the
+    migration. Returns the failures and the catalog with the new version (the one in force from now on)."""
+    month = f"{now:%Y-%m}"
+    published = work / "catalog-pro-2.yaml"
+    publish_price_change(catalog, published)
+    print(f"  {PRICED} version 2 ({published.name}): the platform fee {OLD_FEE} → {NEW_FEE} a month")
+    done = cli(env, "plans", "publish", str(published))
+    stamps = done.out.splitlines()
+    print("\n".join(f"    {line.split(': ', 1)[-1]}" for line in stamps if f"{PRICED}@" in line))
+    print(f"    (and {sum(f'{PRICED}@' not in line for line in stamps)} unversioned plans, each its own version 1)")
+    failures = verdict("every version stamped (published: sha256:…)", None if done.code == 0 else done.err)
+    priced = {**env, "TOLLWAY_CATALOG": str(catalog)}
+    done = cli(priced, "bill", "--period", month, "--dry-run", "--plans", str(published))
+    print("\n".join(f"    {line}" for line in [*done.out.splitlines(), *done.err.splitlines()]))
+    rows = {line.split()[0]: line.split() for line in done.out.splitlines()[1:] if line.strip()}
+    # a customer on a plan without pricing (acme-corp on free) has nothing to re-rate: reported, exit status 1
+    free = all(line.endswith("has no pricing: nothing to quote") for line in done.err.splitlines())
+    unchanged = done.code in (0, 1) and free and EXISTING in rows and all(r[3] == "0.00" for r in rows.values())
+    failures += verdict(
+        f"the new version re-prices nobody: {EXISTING} and the others stay on version 1",
+        None if unchanged else f"got {done.out or done.err}",
+    )
+
+    after = {**env, "TOLLWAY_CATALOG": str(published)}
+    sold = cli(after, "subscriptions", "set", "--customer", NEWCOMER, "--plan", PRICED, "--catalog", str(published),
+               "--start", month_start(now), "--json")  # fmt: skip
+    plan_id = sold.json().get("plan_id") if sold.code == 0 else sold.err
+    failures += verdict(f"{NEWCOMER} is sold {plan_id}", None if plan_id == f"{PRICED}@2" else f"wanted {PRICED}@2")
+    newcomer = invoice(after, invoices, "--period", month, "--customer", NEWCOMER)
+    failures += verdict(
+        f"{NEWCOMER} pays {NEW_FEE}", None if _platform(newcomer) == NEW_FEE else f"platform {_platform(newcomer)}"
+    )
+
+    target = f"{PRICED}@2"
+    preview = cli(after, "subscriptions", "migrate", "--customer", EXISTING, "--to", target, "--preview", "--json")
+    periods = preview.json()["preview"][0]["invoices"] if preview.code == 0 else []
+    for period in periods:
+        old, new = period["before"], period["after"]
+        print(
+            f"    {period['period']:<8} period from {period['start']}: "
+            f"{old['total'] if old else '-'} → {new['total'] if new else '-'} (difference {period['difference']})"
+        )
+    shape = [(p["period"], p["difference"] == "0.00") for p in periods]
+    failures += verdict(
+        "preview: the current invoice unchanged, the next one at the new price (nothing written)",
+        None if shape == [("current", True), ("next", False)] else f"got {preview.out or preview.err}",
+    )
+    moved = cli(after, "subscriptions", "migrate", "--customer", EXISTING, "--to", target, "--json")
+    migrated = moved.json()["migrated"] if moved.code == 0 else []
+    when = migrated[0]["effective_at"] if migrated else moved.err
+    next_month = f"{now.year + now.month // 12:04d}-{now.month % 12 + 1:02d}-01T00:00:00Z"
+    failures += verdict(
+        f"{EXISTING} moves to {target} from {when}, its next period",
+        None if migrated and migrated[0]["scheduled"] and when == next_month else f"wanted {next_month}",
+    )
+    return failures, published
+
+
+def quarterly_coupon(env: dict[str, str], invoices: Path, now: datetime) -> int:
+    """A quarterly subscription; its welcome coupon used on last quarter's invoice, the rest on this one's."""
+    customer, plan = QUARTERLY
+    last_quarter, this_quarter = quarter_months(now)
+    print(f"  {customer} on {plan} (calendar quarters, a 300.00 welcome coupon) since {last_quarter}-01:")
+    first = invoice(env, invoices, "--period", last_quarter, "--customer", customer, "--finalize")
+    second = invoice(env, invoices, "--period", this_quarter, "--customer", customer)
+    earlier, later = _coupon(first), _coupon(second)
+    if earlier is None or later is None:
+        return verdict("the coupon on both invoices", "a coupon line is missing")
+    (before, left), (carried, rest) = earlier, later
+    wrong = None if before == Decimal("300.00") and carried == left > 0 else f"balances {earlier}, {later}"
+    return verdict(f"coupon: {before} before the first invoice, {left} carried to the next, {rest} left", wrong)
+
+
+def _coupon(document: dict[str, Any] | None) -> tuple[Decimal, Decimal] | None:
+    if document is None:
+        return None
+    found = [line["coupon"] for line in document["lines"] if line.get("kind") == "coupon"]
+    if len(found) != 1:
+        return None
+    return Decimal(found[0]["balance_before"]), Decimal(found[0]["balance_after"])
+
+
+def progressive(env: dict[str, str], invoices: Path, now: datetime) -> int:
+    """An interim invoice for what the month owes so far, then the month's invoice less it."""
+    customer, plan = PROGRESSIVE
+    month = f"{now:%Y-%m}"
+    print(f"  {customer} on {plan} (99.00 a month, 0.50 a call, at least 150.00; interim invoice at 100.00):")
+    interim = invoice(env, invoices, "--period", month, "--customer", customer, "--progressive")
+    if interim is None or not interim.get("interim"):
+        return verdict("an interim invoice", "none was issued")
+    failures = verdict(f"interim invoice 1: {interim['total']} {interim['currency']}, finalized when issued", None)
+    final = invoice(env, invoices, "--period", month, "--customer", customer)
+    if final is None:
+        return failures + 1
+    full = sum(Decimal(line["amount"]) for line in final["lines"] if line.get("kind") != "interim")
+    billed = Decimal(interim["total"])
+    wrong = None if Decimal(final["total"]) == full - billed else f"total {final['total']}"
+    return failures + verdict(
+        f"the month's invoice: {full} in all, less the interim {billed}: {final['total']} still due", wrong
+    )
+
+
+def run(env: dict[str, str], catalog: Path, work: Path, invoices: Path, now: datetime) -> int:
+    """Stage 5. ``env`` reaches the demo's Valkey and ClickHouse (``TOLLWAY_REDIS_URL``,
+    ``TOLLWAY_CLICKHOUSE_DSN``); ``catalog`` is the demo's plan catalog."""
+    print(f"\n  A price change: {PRICED} gets a version 2; who pays what?")
+    failures, current = versions(env, catalog, work, invoices, now)
+    env = {**env, "TOLLWAY_CATALOG": str(current)}  # the catalog in force after the price change
+    # --- Phases: trials and ramps (issue 16 item 2): their steps go here (a trial that converts, one that
+    # --- ends early by an upgrade), billed with the same `invoice` helper.
+    # --- Add-ons and several subscriptions per customer (issue 16 item 3): their steps go here (an add-on
+    # --- bought mid-period, one invoice with a section per subscription).
+    print("\n  A quarterly plan and a coupon carried across invoices:")
+    failures += quarterly_coupon(env, invoices, now)
+    print("\n  Progressive invoicing: an interim invoice when the amount due crosses a threshold:")
+    failures += progressive(env, invoices, now)
+    return failures
