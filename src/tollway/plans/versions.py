@@ -36,6 +36,7 @@ BODY_FIELDS: Final = (
     "usage_headers",
     "prepaid",
     "spend_cap",
+    "phases",
 )
 """What a version prices and enforces: a versioned plan keeps these in each version, never beside them."""
 _NOT_DIGESTED: Final = frozenset({"display_name", "description", "published", "correction", "versions"})
