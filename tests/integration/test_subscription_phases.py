@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -216,6 +215,16 @@ def test_overlapping_gapped_and_unknown_phases_are_refused_and_write_nothing(
     assert run_cli(valkey_fresh, UPGRADE_DAY, "set", "--customer", "carol", "--plan", "pro", "--start", "2026-11-02",
                    "--phase", "pro:trial=7d", "--catalog", str(catalog)) == 0  # fmt: skip
     assert store_raw(valkey_fresh) == state
+    # --end-phase converts early: the trial ends at --effective and the plan starts then (no ramp).
+    assert run_cli(valkey_fresh, UPGRADE_DAY, "set", "--customer", "alice", "--plan", "pro", "--end-phase",
+                   "--effective", "2026-11-08T12:00:00Z", "--catalog", str(catalog)) == 0  # fmt: skip
+    assert [c.as_dict() for c in stored(valkey_fresh)["alice"].changes] == [
+        {"at": "2026-11-08T12:00:00Z", "from": "pro:trial", "to": "pro"}
+    ]
+    code = main(["subscriptions", "set", "--customer", "alice", "--plan", "pro", "--end-phase",
+                 "--catalog", str(catalog)])  # fmt: skip
+    assert code == 2
+    assert "with no phase after" in capsys.readouterr().err
 
 
 def test_the_admin_api_takes_phases_refuses_overlaps_and_ends_a_trial_by_a_plan_change(
@@ -223,7 +232,7 @@ def test_the_admin_api_takes_phases_refuses_overlaps_and_ends_a_trial_by_a_plan_
 ) -> None:
     async def scenario(api: AdminApi) -> None:
         writer = await api.token("ops", Scope.WRITE)
-        for customer in ("dave", "erin"):
+        for customer in ("dave", "erin", "fred"):
             created = await api.http.post("/customers", json={"customer_id": customer}, headers=writer)
             assert created.status_code == 201
         path = "/customers/dave/subscription"
@@ -265,6 +274,19 @@ def test_the_admin_api_takes_phases_refuses_overlaps_and_ends_a_trial_by_a_plan_
         )
         assert change.status_code == 201, change.text
         assert change.json()["plan_changes"] == [{"at": "2026-11-08T12:00:00Z", "from": "pro:trial", "to": "team"}]
+        # Naming the plan the phases lead to converts early; without phases it is a conflict, as before.
+        fred = "/customers/fred/subscription"
+        created = await api.http.put(fred, json={"plan_id": "pro", "started_at": "2026-11-02"}, headers=writer)
+        assert created.status_code == 201, created.text
+        early = await api.http.post(
+            fred + "/plan-changes", json={"plan_id": "pro", "effective": "2026-11-08T00:00:00Z"}, headers=writer
+        )
+        assert early.status_code == 201, early.text
+        assert early.json()["plan_changes"] == [{"at": "2026-11-08T00:00:00Z", "from": "pro:trial", "to": "pro"}]
+        for who in ("fred", "erin"):
+            again = await api.http.post(f"/customers/{who}/subscription/plan-changes", json={"plan_id": "pro"},
+                                        headers=writer)  # fmt: skip
+            assert again.status_code == 409, again.text
 
     async def go() -> None:
         async with admin_api(valkey_fresh.url, chdb_db, catalog=catalog, now=UPGRADE_DAY) as api:

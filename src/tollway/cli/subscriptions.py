@@ -15,6 +15,11 @@ Intervals: ``--interval`` is ``week``, ``month``, ``quarter``, ``half_year`` or 
 ``--catalog`` it must be the plan's pricing interval (the default), and a running subscription keeps
 its interval (a new ``--start`` may change it). Anything else is refused (``docs/billing.md``, Intervals).
 
+Phases (trials, ramps; ``docs/billing.md``): a new subscription gets the plan's catalog phases, or
+``--phase PLAN=LENGTH`` (repeatable, in order; ``14d``, ``3periods`` or ``START..END``), or none with
+``--no-phases``; each phase's end is a scheduled plan change. A plan change during a phase ends it then
+and drops the phases to come; ``--end-phase`` converts early to the plan the phases lead to.
+
 Times: ``now`` or ISO 8601. A time with no UTC offset (``2026-03-01`` or ``2026-03-01T09:00``) is a
 wall-clock time in the subscription's timezone (resolved like a period boundary: first occurrence if
 repeated, end of the gap if skipped).
@@ -110,6 +115,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "periods (3periods) or START..END (ISO 8601); e.g. pro:trial=14d. Default: the plan's catalog phases",
     )
     put.add_argument("--no-phases", action="store_true", help="a new subscription without the plan's catalog phases")
+    put.add_argument(
+        "--end-phase",
+        action="store_true",
+        help="end the phase in force at --effective (default now) and move to --plan, dropping the phases to "
+        "come (a trial converting early)",
+    )
 
     show = sub.add_parser("show", help="a customer's subscription and current billing period")
     show.add_argument("--customer", required=True, help="customer id")

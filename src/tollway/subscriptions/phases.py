@@ -167,17 +167,28 @@ def phases_of(subscription: Subscription) -> tuple[ResolvedPhase, ...]:
 def change_plan(subscription: Subscription, plan_id: str, at: datetime) -> Subscription:
     """``subscription`` moved to ``plan_id`` from ``at`` on, like ``Subscription.changed_to``, except
     that the phase ends after ``at`` are dropped first: the phase in force ends at ``at`` (an upgrade
-    during a trial ends the trial then) and the phases after it never begin. ``ValueError`` as
+    during a trial ends the trial then) and the phases after it never begin. ``plan_id`` may be the
+    plan the phases lead to (a trial converting early). ``ValueError`` as
     ``changed_to`` (a change before the start, or before a change that is not a phase end)."""
     kept = subscription.changes
     while kept and kept[-1].phase and kept[-1].at > at:
         kept = kept[:-1]
+    if kept == subscription.changes and plan_id == subscription.plan_id:
+        raise ValueError(
+            f"the subscription of {subscription.customer_id!r} is on {plan_id!r} with no phase after "
+            f"{format_exact(at)} to end"
+        )
     if kept != subscription.changes:
         held = kept[-1].plan_id if kept else subscription.first_plan_id
         subscription = replace(subscription, plan_id=held, changes=kept)
         if held == plan_id:
             raise ValueError(f"plan {plan_id!r} is the plan held at {format_exact(at)} (the phase in force)")
     return subscription.changed_to(plan_id, at)
+
+
+def in_phase(subscription: Subscription, at: datetime) -> bool:
+    """Whether a phase of ``subscription`` is in force at ``at`` or still to come (a phase end after it)."""
+    return any(change.phase and change.at > at for change in subscription.changes)
 
 
 def same_phases(subscription: Subscription, phases: Sequence[ResolvedPhase]) -> bool:

@@ -53,7 +53,12 @@ def build_subscription(
             f"{ADJECTIVES[interval]}"
         )
     effective = getattr(args, "effective", None)
-    if effective is not None and (previous is None or not continued or previous.plan_id == args.plan):
+    end_phase = bool(getattr(args, "end_phase", False))
+    if end_phase and (previous is None or not continued):
+        raise ValueError("--end-phase ends a phase of a running subscription: it has none to end")
+    if effective is not None and (
+        previous is None or not continued or (previous.plan_id == args.plan and not end_phase)
+    ):
         raise ValueError("--effective dates a plan change: give it with a new --plan for an existing subscription")
     subscription = Subscription(
         customer_id=args.customer,
@@ -69,7 +74,7 @@ def build_subscription(
     phased = _phased(args, subscription, previous if continued else None)
     if phased is not None:
         return phased
-    if subscription.plan_id == args.plan:
+    if subscription.plan_id == args.plan and not end_phase:
         return subscription
     at = now.replace(microsecond=0) if effective is None else parse_time("--effective", effective, timezone, now)
     if at > now:

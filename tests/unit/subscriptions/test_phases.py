@@ -4,6 +4,7 @@ lengths refused), a plan change ending the phase in force, stored records unchan
 enforcing a prepaid plan's trial without any money check."""
 
 import asyncio
+import itertools
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -192,8 +193,9 @@ def test_overlaps_gaps_and_bad_lengths_are_refused_naming_the_phase() -> None:
     subscription = paris()
     at = datetime(2026, 10, 27, tzinfo=UTC)
     cases = [
-        ([PhaseRequest("t", end=at), PhaseRequest("i", start=at.replace(day=26), days=3)], "phase 2 (i for 3 day(s))"
-         " overlaps the phase before it: it starts at 2026-10-26T00:00:00Z, before phase 1 ends (2026-10-27T00:00:00Z)"),
+        ([PhaseRequest("t", end=at), PhaseRequest("i", start=at.replace(day=26), days=3)],
+         "phase 2 (i for 3 day(s)) overlaps the phase before it: it starts at 2026-10-26T00:00:00Z, before "
+         "phase 1 ends (2026-10-27T00:00:00Z)"),
         ([PhaseRequest("t", end=at), PhaseRequest("i", start=at.replace(day=28), days=3)], "leaves a gap"),
         ([PhaseRequest("t", start=datetime(2026, 10, 19, tzinfo=UTC), days=3)], "before the subscription's start"),
         ([PhaseRequest("t", end=START)], "not after it starts"),
@@ -223,7 +225,7 @@ def test_any_lengths_resolve_to_consecutive_phases_from_the_start(lengths: list[
     ]
     phases = resolve_phases(requests, subscription, "pro@2")
     assert phases[0].start == subscription.started_at
-    assert all(a.end == b.start for a, b in zip(phases, phases[1:], strict=False))
+    assert all(a.end == b.start for a, b in itertools.pairwise(phases))
     assert all(p.start < p.end for p in phases)
     phased = with_phases(subscription, phases)
     assert phases_of(phased) == phases
@@ -244,6 +246,13 @@ def test_a_plan_change_during_a_phase_ends_it_then_and_drops_the_phases_to_come(
     # During the ramp: the trial's end stays (it is history), the ramp ends at the change.
     later = change_plan(phased, "team", datetime(2026, 12, 1, tzinfo=UTC))
     assert [(c.plan_id, c.phase) for c in later.changes] == [("pro@2:intro", True), ("team", False)]
+    # The plan the phases lead to: the trial converts early, the ramp never begins.
+    converted = change_plan(phased, "pro@2", upgrade)
+    assert [c.as_dict() for c in converted.changes] == [
+        {"at": "2026-10-24T13:15:00Z", "from": "pro@2:trial", "to": "pro@2"}
+    ]
+    with pytest.raises(ValueError, match="with no phase after 2026-10-25T00:00:00Z to end"):
+        change_plan(converted, "pro@2", datetime(2026, 10, 25, tzinfo=UTC))
     # Back to the plan in force is no change.
     with pytest.raises(ValueError, match="the plan held at"):
         change_plan(phased, "pro@2:trial", upgrade)
@@ -295,3 +304,16 @@ def test_a_catalog_file_with_phases_loads(tmp_path: Path) -> None:
     from tollway.plans.loader import load_catalog
 
     assert "pro@2:trial" in load_catalog(path).plans
+
+
+def test_the_catalog_reference_example_loads() -> None:
+    """docs/catalog-reference.md, "Phases": the example compiles to the plans it says."""
+    section = (Path(__file__).parents[3] / "docs" / "catalog-reference.md").read_text().split("## Phases", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    header = CATALOG.split("plans:\n", 1)[0].replace("path: /v1/items", "prefix: /v1/items")
+    catalog = load_catalog_text(header + example, "catalog-reference.md")
+    assert sorted(catalog.plans) == ["pro", "pro:intro", "pro:trial"]
+    intro = catalog.plans["pro:intro"].pricing
+    assert intro is not None
+    assert intro.discounts[-1].percent == Decimal(50)
+    assert catalog.plans["pro:trial"].pricing.charges == []  # type: ignore[union-attr]

@@ -350,12 +350,15 @@ async def change_plan(
     customer_id: CustomerId, body: PlanChangeCreate, services: Services, record: Recorder
 ) -> SubscriptionOut:
     """Move the customer to another plan from `effective` on (now or earlier, after the start and the
-    last change). The invoice of that period has one part per plan, each prorated (docs/billing.md)."""
+    last change). The invoice of that period has one part per plan, each prorated (docs/billing.md).
+    During a phase (a trial, a ramp), the phase in force ends at `effective` and those to come are
+    dropped; naming the plan the phases lead to converts early."""
     previous = await _current(services, customer_id)
     plan_id = _pinned(services, body.plan_id, previous.plan_id)
-    if plan_id == previous.plan_id:
-        raise conflict(f"Customer {customer_id!r} is on plan {plan_id!r} already.")
     now = services.clock.now()
+    # The plan the customer's phases lead to ends the phase in force (a trial converting early).
+    if plan_id == previous.plan_id and not subscription_phases.in_phase(previous, now):
+        raise conflict(f"Customer {customer_id!r} is on plan {plan_id!r} already.")
     plan_interval = _check_catalog(services, plan_id, previous.overrides)
     if plan_interval is not None:
         try:
