@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.subscriptions.fakes import MemorySubscriptionStore
@@ -215,6 +215,7 @@ def test_overlaps_gaps_and_bad_lengths_are_refused_naming_the_phase() -> None:
     assert phase_length("--phase", "t", "14days") == PhaseRequest("t", days=14)
 
 
+@settings(deadline=None)  # a shared machine: no timing in a correctness property
 @given(st.lists(st.one_of(st.integers(1, 40).map(lambda d: ("d", d)), st.integers(1, 4).map(lambda p: ("p", p))),
                 min_size=1, max_size=6))  # fmt: skip
 def test_any_lengths_resolve_to_consecutive_phases_from_the_start(lengths: list[tuple[str, int]]) -> None:
@@ -298,12 +299,24 @@ def test_the_gate_enforces_a_prepaid_plans_trial_without_touching_money_then_the
     ]
 
 
-def test_a_catalog_file_with_phases_loads(tmp_path: Path) -> None:
+def test_a_versioned_plans_phases_are_pinned_to_the_version_sold(tmp_path: Path) -> None:
+    """The faces' catalog checks: a new subscriber of ``pro`` gets ``pro@2`` and its phases; a phase
+    named with the bare id is pinned too; one the catalog lacks is refused naming it."""
+    from tollway.subscriptions.requests import catalog_phases, pinned_plan
+
     path = tmp_path / "catalog.yaml"
     path.write_text(CATALOG)
-    from tollway.plans.loader import load_catalog
-
-    assert "pro@2:trial" in load_catalog(path).plans
+    assert pinned_plan(path, "pro", None) == "pro@2"
+    assert catalog_phases(path, "pro@2", None, "month") == (
+        None,
+        [PhaseRequest("pro@2:trial", days=7), PhaseRequest("pro@2:intro", periods=2)],
+    )
+    asked, _ = catalog_phases(path, "pro@2", [PhaseRequest("pro:intro", days=3)], "month")
+    assert asked == [PhaseRequest("pro@2:intro", days=3)]
+    with pytest.raises(ValueError, match=r"phase 1: plan 'pro:nope' is not in the catalog"):
+        catalog_phases(path, "pro@2", [PhaseRequest("pro:nope", days=3)], "month")
+    with pytest.raises(ValueError, match="priced per month, the subscription's plan per year"):
+        catalog_phases(path, "pro@2", [PhaseRequest("pro@2:trial", days=3)], "year")
 
 
 def test_the_catalog_reference_example_loads() -> None:
@@ -317,3 +330,19 @@ def test_the_catalog_reference_example_loads() -> None:
     assert intro is not None
     assert intro.discounts[-1].percent == Decimal(50)
     assert catalog.plans["pro:trial"].pricing.charges == []  # type: ignore[union-attr]
+
+
+def test_a_customer_in_a_phase_is_not_a_subscriber_of_the_version_to_migrate() -> None:
+    """``migrate --from pro@2`` compares the plan in force with the version: a phase plan is only itself
+    (before: ``pro@2:trial`` was parsed as a version and the command failed for everyone)."""
+    from tollway.plans.versions import pin, same_version
+    from tollway.subscriptions.migration import plan_migration
+
+    assert not same_version("pro@2:trial", "pro@2")
+    assert same_version("pro@2:trial", "pro@2:trial")
+    assert same_version("pro", "pro@1")
+    plans = load_catalog_text(CATALOG, "catalog.yaml").plans
+    assert pin(plans, "pro", held="pro@2:trial") == "pro@2"
+    phased = with_phases(paris(), resolve_phases([PhaseRequest("pro@2:trial", days=14)], paris(), "pro@2"))
+    with pytest.raises(ValueError, match="already has a plan change scheduled"):
+        plan_migration([phased], "pro@1", "next-period", START)

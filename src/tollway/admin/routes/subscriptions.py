@@ -274,6 +274,8 @@ def _within_range(subscription: Subscription) -> Subscription:
     for name, value in (("started_at", subscription.started_at), ("anchor", subscription.anchor)):
         if not EARLIEST <= value < LATEST:
             raise invalid(f"{name} must be from 1970 to 2199", ["body", name])
+    if any(change.phase and change.at >= LATEST for change in subscription.changes):
+        raise invalid("phases must end before 2200", ["body", "phases"])
     return subscription
 
 
