@@ -15,6 +15,11 @@ Intervals: ``--interval`` is ``week``, ``month``, ``quarter``, ``half_year`` or 
 ``--catalog`` it must be the plan's pricing interval (the default), and a running subscription keeps
 its interval (a new ``--start`` may change it). Anything else is refused (``docs/billing.md``, Intervals).
 
+Phases (trials, ramps; ``docs/billing.md``): a new subscription gets the plan's catalog phases, or
+``--phase PLAN=LENGTH`` (repeatable, in order; ``14d``, ``3periods`` or ``START..END``), or none with
+``--no-phases``; each phase's end is a scheduled plan change. A plan change during a phase ends it then
+and drops the phases to come; ``--end-phase`` converts early to the plan the phases lead to.
+
 Times: ``now`` or ISO 8601. A time with no UTC offset (``2026-03-01`` or ``2026-03-01T09:00``) is a
 wall-clock time in the subscription's timezone (resolved like a period boundary: first occurrence if
 repeated, end of the gap if skipped).
@@ -48,9 +53,11 @@ from tollway.settings import Settings
 from tollway.subscriptions.errors import SubscriptionNotFound, UnreadableSubscription
 from tollway.subscriptions.migration import NEXT_PERIOD, Migration, plan_migration, target_version
 from tollway.subscriptions.model import MAX_LIMIT, Subscription, format_exact
+from tollway.subscriptions.phases import PhaseRequest, phase_length, phases_of
 from tollway.subscriptions.redis_store import RedisSubscriptionStore
 from tollway.subscriptions.requests import (
     build_subscription,
+    catalog_phases,
     check_against_catalog,
     local_time,
     parse_time,
@@ -99,6 +106,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     put.add_argument("--catalog", type=Path, help="plan catalog file: check the plan and the override names")
     put.add_argument("--json", action="store_true", help="print JSON")
+    put.add_argument(
+        "--phase",
+        action="append",
+        default=[],
+        metavar="PLAN=LENGTH",
+        help="a new subscription's phase before --plan, in order (repeatable): LENGTH is days (14d), billing "
+        "periods (3periods) or START..END (ISO 8601); e.g. pro:trial=14d. Default: the plan's catalog phases",
+    )
+    put.add_argument("--no-phases", action="store_true", help="a new subscription without the plan's catalog phases")
+    put.add_argument(
+        "--end-phase",
+        action="store_true",
+        help="end the phase in force at --effective (default now) and move to --plan, dropping the phases to "
+        "come (a trial converting early)",
+    )
 
     show = sub.add_parser("show", help="a customer's subscription and current billing period")
     show.add_argument("--customer", required=True, help="customer id")
@@ -155,6 +177,10 @@ async def run(args: argparse.Namespace, settings: Settings, *, clock: Clock | No
         catalog_interval = check_against_catalog(args.catalog, args.plan, overrides) if args.catalog else None
         if args.timezone is not None:
             load_timezone(args.timezone)
+        if args.phase and args.no_phases:
+            raise ValueError("--phase and --no-phases do not go together")
+        for item in args.phase:  # their form, before connecting (times again in the customer's timezone)
+            parse_phase(item, args.timezone or "UTC", clock.now())
     elif command == "list" and args.plan is not None:
         check_identifier("plan id", args.plan)
     elif command == "migrate":
@@ -174,6 +200,11 @@ async def run(args: argparse.Namespace, settings: Settings, *, clock: Clock | No
                 if pinned != args.plan:
                     catalog_interval = check_against_catalog(args.catalog, pinned, overrides)
                     args.plan = pinned
+            timezone = args.timezone or (previous.timezone if previous else "UTC")
+            args.phases = [] if args.no_phases else [parse_phase(item, timezone, now) for item in args.phase] or None
+            if args.catalog:
+                asked = args.phases
+                args.phases, args.default_phases = catalog_phases(args.catalog, args.plan, asked, catalog_interval)
             subscription = build_subscription(args, now, previous, overrides, catalog_interval)
             await store.put(subscription)
             change = subscription_changed(previous, subscription, now)
@@ -309,6 +340,29 @@ def _print_preview(
         print(f"already on the version: {', '.join(unchanged)}")
 
 
+def parse_phase(item: str, timezone: str, now: datetime) -> PhaseRequest:
+    """``pro:trial=14d``, ``pro@2:intro=3periods`` or ``pro:trial=2026-03-01..2026-03-15`` → a
+    ``PhaseRequest``; ``ValueError`` saying what is wrong."""
+    plan, separator, length = item.partition("=")
+    plan = plan.strip()
+    if not separator or not plan or not length.strip():
+        raise ValueError(
+            f"--phase {item!r} is not PLAN=LENGTH (e.g. pro:trial=14d, pro:intro=3periods or "
+            "pro:trial=2026-03-01..2026-03-15)"
+        )
+    check_identifier("--phase plan id", plan)
+    if ".." not in length:
+        return phase_length("--phase", plan, length)
+    start, _, end = length.partition("..")
+    if not end.strip():
+        raise ValueError(f"--phase {item!r}: START..END needs an END")
+    return PhaseRequest(
+        plan,
+        start=parse_time("--phase", start, timezone, now) if start.strip() else None,
+        end=parse_time("--phase", end, timezone, now),
+    )
+
+
 def parse_overrides(items: Iterable[str]) -> dict[str, int]:
     """``["requests_per_minute=600", ...]`` → ``{"requests_per_minute": 600}``; ``ValueError`` on the first bad one."""
     overrides: dict[str, int] = {}
@@ -347,6 +401,8 @@ def _print(subscription: Subscription, now: datetime, as_json: bool, action: str
     anchor = "" if subscription.alignment == "calendar" else f" (anchor {local_time(subscription.anchor, tz)})"
     print(f"periods    {ADJECTIVES[subscription.interval]}, {subscription.alignment}{anchor}")
     print(f"overrides  {_overrides_text(subscription) or '-'}")
+    for phase in phases_of(subscription):
+        print(f"phase      {format_exact(phase.start)} .. {format_exact(phase.end)}: {phase.plan_id}")
     for change in subscription.changes:
         scheduled = " (scheduled)" if change.at > now else ""
         print(f"changed    {format_exact(change.at)}: {change.previous_plan_id} → {change.plan_id}{scheduled}")

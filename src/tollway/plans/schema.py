@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Annotated, Final, Literal
 
 from pydantic import (
@@ -23,7 +24,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from tollway.plans.alerts import Alerts
-from tollway.plans.fields import Identifier, NonNegativeInt, PositiveInt, StrictModel
+from tollway.plans.fields import Identifier, Money, NonNegativeInt, PositiveInt, StrictModel
 from tollway.plans.money import CreditUnit, Prepaid, SpendCap
 from tollway.plans.paths import PathPattern, parse_path, parse_prefix
 from tollway.plans.pricing import Currency, Pricing, RoundingMode
@@ -295,6 +296,52 @@ VersionNumber = Annotated[int, Field(ge=1, le=1_000_000)]
 """A plan version's number: ``pro@<n>`` (``plans.versions.MAX_VERSION``)."""
 
 
+MAX_PHASE_LENGTH: Final = 3660
+"""A phase is at most this many days or periods long (ten years of days)."""
+
+
+class Phase(StrictModel):
+    """A phase a new subscription to the plan runs through before the plan itself (``plans.phases``):
+    ``days`` (local days from its start) or ``periods`` (intervals of the subscription's billing
+    period from its start) long; ``free`` (a trial: the plan's features, limits and quotas at no
+    charge, with no prepaid balance or spend cap) or ``percent_off`` (a ramp: the plan's pricing with
+    that discount off each invoice part). Compiled into the plan ``<plan id>:<id>``."""
+
+    id: Identifier
+    days: PositiveInt | None = None
+    periods: PositiveInt | None = None
+    free: Literal[True] | None = None
+    percent_off: Money | None = None
+
+    @field_validator("days", "periods")
+    @classmethod
+    def _length(cls, value: int | None) -> int | None:
+        if value is not None and value > MAX_PHASE_LENGTH:
+            raise PydanticCustomError("phase_length", f"a phase is at most {MAX_PHASE_LENGTH} days or periods long")
+        return value
+
+    @field_validator("percent_off")
+    @classmethod
+    def _percent(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None and not Decimal(0) < value < Decimal(100):
+            raise PydanticCustomError(
+                "phase_percent", "percent_off must be above 0 and below 100 (a phase at no charge is `free: true`)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_length_one_price(self) -> Phase:
+        if (self.days is None) == (self.periods is None):
+            raise PydanticCustomError("phase_length", "a phase needs exactly one of `days` or `periods`")
+        if (self.free is None) == (self.percent_off is None):
+            raise PydanticCustomError("phase_price", "a phase needs exactly one of `free: true` or `percent_off`")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        return _drop_unset(handler(self), self, ("days", "periods", "free", "percent_off"))
+
+
 class PlanVersion(StrictModel):
     """One version of a plan: what a subscription sold at it is priced and entitled by (``plans.versions``).
 
@@ -313,10 +360,12 @@ class PlanVersion(StrictModel):
     spend_cap: SpendCap | None = None
     published: PublishedDigest | None = None
     correction: str | None = Field(default=None, min_length=1)
+    # Trials and ramps a new subscription runs through first (docs/catalog-reference.md#phases).
+    phases: list[Phase] | None = Field(default=None, min_length=1)
 
     @model_serializer(mode="wrap")
     def _without_unset_money(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        return _drop_unset(handler(self), self, ("prepaid", "spend_cap", "published", "correction"))
+        return _drop_unset(handler(self), self, ("prepaid", "spend_cap", "published", "correction", "phases"))
 
 
 class Plan(PlanVersion):
@@ -331,7 +380,9 @@ class Plan(PlanVersion):
     @model_serializer(mode="wrap")
     def _without_unset_money(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
         # A plan without them keeps the digest it had before plans could be prepaid, capped or versioned.
-        return _drop_unset(handler(self), self, ("prepaid", "spend_cap", "published", "correction", "versions"))
+        return _drop_unset(
+            handler(self), self, ("prepaid", "spend_cap", "published", "correction", "versions", "phases")
+        )
 
 
 def _drop_unset(data: dict[str, object], model: object, names: tuple[str, ...]) -> dict[str, object]:

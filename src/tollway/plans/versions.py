@@ -36,10 +36,12 @@ BODY_FIELDS: Final = (
     "usage_headers",
     "prepaid",
     "spend_cap",
+    "phases",
 )
 """What a version prices and enforces: a versioned plan keeps these in each version, never beside them."""
 _NOT_DIGESTED: Final = frozenset({"display_name", "description", "published", "correction", "versions"})
 MAX_VERSION: Final = 1_000_000
+_PHASE: Final = ":"  # plans.phases.SEPARATOR: a phase plan's id (pro@2:trial)
 
 
 def versioned_id(plan_id: str, version: int) -> str:
@@ -153,7 +155,7 @@ def unpublished(plans: Mapping[str, Plan]) -> list[tuple[str, Path, str]]:
 def versions_of(plans: Mapping[str, Plan], plan_id: str) -> list[int]:
     """The version numbers of ``plan_id`` (a bare id) in a loaded catalog, ascending; [] when unversioned."""
     prefix = plan_id + SEPARATOR
-    return sorted(int(key[len(prefix) :]) for key in plans if key.startswith(prefix))
+    return sorted(int(key[len(prefix) :]) for key in plans if key.startswith(prefix) and _PHASE not in key)
 
 
 def pin(plans: Mapping[str, Plan], plan_id: str, held: str | None = None) -> str:
@@ -163,7 +165,8 @@ def pin(plans: Mapping[str, Plan], plan_id: str, held: str | None = None) -> str
     id that the catalog has stays as it is. ``UnknownPlan`` when the catalog lacks it; ``ValueError`` for
     a malformed version."""
     base, version = split_plan_id(plan_id)
-    if version is None and held is not None and split_plan_id(held)[0] == base and held in plans:
+    held_base = None if held is None or _PHASE in held else split_plan_id(held)[0]  # a phase plan: not a version
+    if version is None and held is not None and held_base == base and held in plans:
         return held
     if version is None:
         numbers = versions_of(plans, base)
@@ -175,7 +178,10 @@ def pin(plans: Mapping[str, Plan], plan_id: str, held: str | None = None) -> str
 
 
 def same_version(plan_id: str, other: str) -> bool:
-    """Whether two stored plan ids name one version: ``pro`` is ``pro@1``."""
+    """Whether two stored plan ids name one version: ``pro`` is ``pro@1``. A phase plan (``pro@1:trial``,
+    ``plans.phases``) is only itself."""
+    if _PHASE in plan_id or _PHASE in other:
+        return plan_id == other
     return _normal(plan_id) == _normal(other)
 
 

@@ -30,19 +30,28 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True, slots=True)
 class PlanChange:
-    """From ``at`` (UTC) on, the customer is on ``plan_id`` instead of ``previous_plan_id``."""
+    """From ``at`` (UTC) on, the customer is on ``plan_id`` instead of ``previous_plan_id``.
+
+    ``phase``: the change is the end of a phase the subscription was given when it started (a trial, a
+    ramp: ``subscriptions.phases``); a plan change before it drops it (and the phases after it)."""
 
     at: datetime
     previous_plan_id: str
     plan_id: str
+    phase: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "at", require_aware("plan change time", self.at).astimezone(UTC))
         check_identifier("plan id", self.previous_plan_id)
         check_identifier("plan id", self.plan_id)
+        if not isinstance(self.phase, bool):
+            raise ValueError(f"a plan change's phase flag must be true or false, not {self.phase!r}")
 
-    def as_dict(self) -> dict[str, str]:
-        return {"at": format_exact(self.at), "from": self.previous_plan_id, "to": self.plan_id}
+    def as_dict(self) -> dict[str, str | bool]:
+        found: dict[str, str | bool] = {"at": format_exact(self.at), "from": self.previous_plan_id, "to": self.plan_id}
+        if self.phase:  # only phase ends carry the key: every other record is stored as it always was
+            found["phase"] = True
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +223,8 @@ class Subscription:
             if not isinstance(raw_changes, list):
                 raise ValueError("plan_changes is not a JSON list")
             changes = tuple(
-                PlanChange(_parse_exact(change["at"]), change["from"], change["to"]) for change in raw_changes
+                PlanChange(_parse_exact(change["at"]), change["from"], change["to"], change.get("phase", False))
+                for change in raw_changes
             )
             return cls(
                 customer_id=fields["customer_id"],

@@ -7,12 +7,14 @@ from __future__ import annotations
 import argparse
 import importlib
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from tollway.periods import ADJECTIVES, Interval, check_interval, load_timezone, require_aware, resolve_local
 from tollway.subscriptions.model import Subscription, format_exact
+from tollway.subscriptions.phases import PhaseRequest, change_plan, resolve_phases, same_phases, with_phases
 
 
 def build_subscription(
@@ -51,7 +53,12 @@ def build_subscription(
             f"{ADJECTIVES[interval]}"
         )
     effective = getattr(args, "effective", None)
-    if effective is not None and (previous is None or not continued or previous.plan_id == args.plan):
+    end_phase = bool(getattr(args, "end_phase", False))
+    if end_phase and (previous is None or not continued):
+        raise ValueError("--end-phase ends a phase of a running subscription: it has none to end")
+    if effective is not None and (
+        previous is None or not continued or (previous.plan_id == args.plan and not end_phase)
+    ):
         raise ValueError("--effective dates a plan change: give it with a new --plan for an existing subscription")
     subscription = Subscription(
         customer_id=args.customer,
@@ -64,12 +71,36 @@ def build_subscription(
         overrides=overrides,
         changes=previous.changes if continued and previous is not None else (),
     )
-    if subscription.plan_id == args.plan:
+    phased = _phased(args, subscription, previous if continued else None)
+    if phased is not None:
+        return phased
+    if subscription.plan_id == args.plan and not end_phase:
         return subscription
     at = now.replace(microsecond=0) if effective is None else parse_time("--effective", effective, timezone, now)
     if at > now:
         raise ValueError(f"--effective {effective}: a plan change takes effect now or at an earlier time, not later")
-    return subscription.changed_to(args.plan, at)
+    return change_plan(subscription, args.plan, at)  # ends the phase in force, drops those to come
+
+
+def _phased(args: argparse.Namespace, subscription: Subscription, running: Subscription | None) -> Subscription | None:
+    """A new subscription with its phases (``args.phases``, asked for; else ``args.default_phases``, the
+    catalog's), or None when it has none. On a ``running`` one, phases asked for must be the ones it has
+    (re-running the command that started it): phases begin with a subscription (``subscriptions.phases``)."""
+    asked: Sequence[PhaseRequest] | None = getattr(args, "phases", None)
+    if running is not None:
+        if asked and not (
+            running.plan_id == args.plan
+            and same_phases(running, resolve_phases(asked, replace(running, changes=()), args.plan))
+        ):
+            raise ValueError(
+                f"the subscription of {args.customer!r} is running: phases are given when a subscription starts "
+                "(a new --start); a plan change (--plan) ends the phase in force and drops those to come"
+            )
+        return None
+    requests = asked if asked is not None else getattr(args, "default_phases", None) or ()
+    if not requests:
+        return None
+    return with_phases(subscription, resolve_phases(requests, subscription, args.plan))
 
 
 def check_plan_interval(plan_id: str, plan_interval: str, interval: str) -> None:
@@ -197,3 +228,45 @@ def subscription_json(subscription: Subscription, now: datetime) -> dict[str, ob
             "end_local": local_time(period.end, tz),
         },
     }
+
+
+def catalog_phases(
+    path: Path, plan_id: str, asked: Sequence[PhaseRequest] | None, plan_interval: str | None
+) -> tuple[list[PhaseRequest] | None, list[PhaseRequest]]:
+    """The phases asked for, their plans pinned (``pro:trial`` → ``pro@2:trial`` for a versioned plan)
+    and checked against the catalog at ``path`` (each must be a plan of it, priced per the plan's
+    interval), and the plan's own phases from the catalog (the default for a new subscription).
+    ``ValueError`` naming the phase the catalog cannot price."""
+    from tollway.plans.errors import UnknownPlan
+    from tollway.plans.phases import default_phases, phase_plan_id, split_phase
+    from tollway.plans.versions import pin
+
+    plans: Mapping[str, Any] = _catalog(path).plans
+    defaults = [
+        PhaseRequest(phase_id, days=phase.days, periods=phase.periods)
+        for phase_id, phase in default_phases(plans, plan_id)
+    ]
+    if asked is None:
+        return None, defaults
+    checked: list[PhaseRequest] = []
+    for number, request in enumerate(asked, start=1):
+        base, phase = split_phase(request.plan_id)
+        try:
+            pinned = pin(plans, base)
+            pinned = pinned if phase is None else phase_plan_id(pinned, phase)
+            if pinned not in plans:
+                raise UnknownPlan(pinned)
+        except (UnknownPlan, ValueError):
+            known = ", ".join(sorted(plans)) or "none"
+            raise ValueError(
+                f"phase {number}: plan {request.plan_id!r} is not in the catalog {path} (plans: {known})"
+            ) from None
+        pricing = getattr(plans[pinned], "pricing", None)
+        interval = None if pricing is None else str(pricing.interval)
+        if plan_interval is not None and interval is not None and interval != plan_interval:
+            raise ValueError(
+                f"phase {number}: plan {pinned!r} is priced per {interval}, the subscription's plan per "
+                f"{plan_interval}: every phase is billed on the subscription's periods"
+            )
+        checked.append(replace(request, plan_id=pinned))
+    return checked, defaults

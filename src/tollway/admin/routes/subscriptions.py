@@ -11,7 +11,15 @@ from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+)
 
 from tollway.admin.customer_directory import require_known
 from tollway.admin.dependencies import Reader, Recorder, Services
@@ -26,11 +34,14 @@ from tollway.notifications.lifecycle import subscription_changed
 from tollway.periods import INTERVALS, Interval, interval_error
 from tollway.plans.errors import CatalogError
 from tollway.plans.loader import load_catalog
+from tollway.subscriptions import phases as subscription_phases
 from tollway.subscriptions.errors import UnreadableSubscription
 from tollway.subscriptions.migration import NEXT_PERIOD, plan_migration, target_version
 from tollway.subscriptions.model import Subscription
+from tollway.subscriptions.phases import MAX_LENGTH, MAX_PHASES, PhaseRequest
 from tollway.subscriptions.requests import (
     build_subscription,
+    catalog_phases,
     check_against_catalog,
     check_plan_interval,
     parse_time,
@@ -66,6 +77,28 @@ class PlanChangeOut(BaseModel):
     at: str
     from_plan: str = Field(alias="from")
     to: str
+    phase: bool = Field(default=False, description="the end of a phase (trial, ramp); present only when true")
+
+    @model_serializer(mode="wrap")
+    def _phase_only_when_true(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        data: dict[str, object] = handler(self)
+        if not self.phase:
+            data.pop("phase", None)
+        return data
+
+
+class PhaseIn(BaseModel):
+    """One phase of a new subscription, before its `plan_id`: a plan (e.g. `pro:trial`, a phase the
+    catalog compiled) and exactly one of `days`, `periods` or `end` (`start`, if given, must be where
+    the previous phase ends)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan_id: PlanId
+    days: Annotated[int, Field(ge=1, le=MAX_LENGTH)] | None = None
+    periods: Annotated[int, Field(ge=1, le=MAX_LENGTH)] | None = None
+    start: TimeText | None = None
+    end: TimeText | None = None
 
 
 class CurrentPeriod(BaseModel):
@@ -106,6 +139,12 @@ class SubscriptionPut(BaseModel):
     anchor: TimeText | None = Field(default=None, description="anniversary anchor (default: the start)")
     interval: IntervalName | None = Field(default=None, description="default: the plan's pricing interval, else month")
     overrides: dict[OverrideName, OverrideLimit] = Field(default_factory=dict, json_schema_extra=OVERRIDES_SCHEMA)
+    phases: list[PhaseIn] | None = Field(
+        default=None,
+        max_length=MAX_PHASES,
+        description="a new subscription's phases before plan_id, in order (default: the plan's catalog phases; "
+        "[]: none). On a running subscription, only the phases it has (docs/billing.md, phases)",
+    )
 
 
 class PlanChangeCreate(BaseModel):
@@ -203,10 +242,40 @@ def _pinned(services: AdminServices, plan_id: str, held: str | None) -> str:
         raise invalid(str(exc), ["body", "plan_id"]) from None
 
 
+def _phases(
+    services: AdminServices,
+    body: SubscriptionPut,
+    plan_id: str,
+    previous: Subscription | None,
+    plan_interval: str | None,
+) -> tuple[list[PhaseRequest] | None, list[PhaseRequest]]:
+    """The phases asked for (times in the subscription's timezone) and the catalog's defaults for the
+    plan; with a catalog, each phase's plan pinned and checked (``requests.catalog_phases``). ``ValueError``."""
+    timezone = body.timezone or (previous.timezone if previous else "UTC")
+    now = services.clock.now()
+    asked = None
+    if body.phases is not None:
+        asked = [
+            PhaseRequest(
+                phase.plan_id,
+                days=phase.days,
+                periods=phase.periods,
+                start=None if phase.start is None else parse_time("start", phase.start, timezone, now),
+                end=None if phase.end is None else parse_time("end", phase.end, timezone, now),
+            )
+            for phase in body.phases
+        ]
+    if services.catalog_path is None:
+        return asked, []
+    return catalog_phases(services.catalog_path, plan_id, asked, plan_interval)
+
+
 def _within_range(subscription: Subscription) -> Subscription:
     for name, value in (("started_at", subscription.started_at), ("anchor", subscription.anchor)):
         if not EARLIEST <= value < LATEST:
             raise invalid(f"{name} must be from 1970 to 2199", ["body", name])
+    if any(change.phase and change.at >= LATEST for change in subscription.changes):
+        raise invalid("phases must end before 2200", ["body", "phases"])
     return subscription
 
 
@@ -254,6 +323,7 @@ async def put_subscription(
         effective=None,
     )
     try:
+        args.phases, args.default_phases = _phases(services, body, plan_id, previous, catalog_interval)
         subscription = _within_range(
             build_subscription(args, services.clock.now(), previous, body.overrides, catalog_interval)
         )
@@ -282,12 +352,15 @@ async def change_plan(
     customer_id: CustomerId, body: PlanChangeCreate, services: Services, record: Recorder
 ) -> SubscriptionOut:
     """Move the customer to another plan from `effective` on (now or earlier, after the start and the
-    last change). The invoice of that period has one part per plan, each prorated (docs/billing.md)."""
+    last change). The invoice of that period has one part per plan, each prorated (docs/billing.md).
+    During a phase (a trial, a ramp), the phase in force ends at `effective` and those to come are
+    dropped; naming the plan the phases lead to converts early."""
     previous = await _current(services, customer_id)
     plan_id = _pinned(services, body.plan_id, previous.plan_id)
-    if plan_id == previous.plan_id:
-        raise conflict(f"Customer {customer_id!r} is on plan {plan_id!r} already.")
     now = services.clock.now()
+    # The plan the customer's phases lead to ends the phase in force (a trial converting early).
+    if plan_id == previous.plan_id and not subscription_phases.in_phase(previous, now):
+        raise conflict(f"Customer {customer_id!r} is on plan {plan_id!r} already.")
     plan_interval = _check_catalog(services, plan_id, previous.overrides)
     if plan_interval is not None:
         try:
@@ -298,7 +371,7 @@ async def change_plan(
         at = parse_time("effective", body.effective, previous.timezone, now)
         if at > now:
             raise ValueError(f"effective {body.effective}: a plan change takes effect now or earlier, not later")
-        changed = previous.changed_to(plan_id, at)
+        changed = subscription_phases.change_plan(previous, plan_id, at)  # ends the phase in force, drops those to come
     except (ValueError, OverflowError) as exc:
         raise invalid(str(exc), ["body", "effective"]) from None
     await services.subscriptions.put(changed)
