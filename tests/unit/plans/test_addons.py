@@ -1,0 +1,164 @@
+"""Add-ons in the catalog: which plans allow which, the problems reported at file:line, and the combined
+plan the gateway enforces (quotas add × quantity, features union, strictest rate limit unless the
+add-on replaces it), built once per combined id by the compiled catalog."""
+
+import pytest
+
+from tollway.plans.catalog import catalog_digest
+from tollway.plans.errors import CatalogError, UnknownPlan
+from tollway.plans.loader import compile_catalog_text, load_catalog_text
+
+CATALOG = """\
+apiVersion: tollway.dev/v1
+kind: PlanCatalog
+metadata: {name: addons, version: "1"}
+meters:
+  requests: {unit: requests}
+features:
+  search:
+    routes: [{methods: [GET], path: /v1/search}]
+  export:
+    routes: [{methods: [GET], path: /v1/export}]
+plans:
+  pro:
+    features: [search]
+    addons: [calls_pack, exports, burst, throttle]
+    limits:
+      - {name: per_second, limit: 10, per: second}
+    quotas:
+      - {name: monthly, limit: 1000}
+    pricing:
+      currency: USD
+      interval: month
+      charges:
+        - {id: platform, model: flat, amount: "49.00"}
+  calls_pack:
+    addon: {max_quantity: 10}
+    quotas:
+      - {name: monthly, limit: 500}
+    pricing:
+      currency: USD
+      interval: month
+      charges:
+        - {id: pack, model: flat, amount: "20.00"}
+  exports:
+    addon: {}
+    features: [export]
+    quotas:
+      - {name: exports_monthly, limit: 50, features: [export]}
+  burst:
+    addon: {limits: replace}
+    limits:
+      - {name: per_second, limit: 100, per: second}
+  throttle:
+    addon: {}
+    limits:
+      - {name: per_second, limit: 3, per: second}
+      - {name: per_day, limit: 5000, per: day}
+"""
+
+
+def test_quotas_add_times_the_quantity_on_the_same_policy_name() -> None:
+    catalog = compile_catalog_text(CATALOG, "addons.yaml")
+    # 1000 + 3 × 500 = 2500, under the base plan's policy name `monthly` (the same counter).
+    [monthly] = catalog.quotas_for("pro+calls_pack*3", "search")
+    assert (monthly.name, monthly.limit) == ("monthly", 2500)
+    assert [q.limit for q in catalog.quotas_for("pro", "search")] == [1000]  # the base plan is untouched
+
+
+def test_features_union_and_an_add_on_quota_of_its_own() -> None:
+    catalog = compile_catalog_text(CATALOG, "addons.yaml")
+    assert not catalog.plan_grants("pro", "export")
+    assert catalog.plan_grants("pro+exports", "export")
+    assert catalog.plan_grants("pro+exports", "search")
+    assert [(q.name, q.limit) for q in catalog.quotas_for("pro+exports", "export")] == [
+        ("monthly", 1000),
+        ("exports_monthly", 50),
+    ]
+    assert [q.name for q in catalog.quotas_for("pro+exports", "search")] == ["monthly"]
+
+
+def test_the_strictest_rate_limit_wins_unless_the_add_on_replaces_it() -> None:
+    catalog = compile_catalog_text(CATALOG, "addons.yaml")
+    limits = {limit.name: limit.limit for limit in catalog.limits_for("pro+throttle", "search")}
+    assert limits == {"per_second": 3, "per_day": 5000}  # min(10, 3); a new limit is added
+    assert {x.name: x.limit for x in catalog.limits_for("pro+burst", "search")} == {"per_second": 100}
+    # Together: the replacement holds for per_second, the strictest for the rest.
+    both = {x.name: x.limit for x in catalog.limits_for("pro+burst+throttle", "search")}
+    assert both == {"per_second": 100, "per_day": 5000}
+
+
+def test_a_combined_plan_is_built_once_and_keeps_the_base_plans_terms() -> None:
+    catalog = compile_catalog_text(CATALOG, "addons.yaml")
+    first = catalog.plan("pro+calls_pack*2")
+    assert catalog.plan("pro+calls_pack*2") is first
+    assert first.pricing == catalog.plan("pro").pricing
+    assert catalog.money_terms("pro+calls_pack*2") is catalog.money_terms("pro")
+    assert "pro+calls_pack*2" not in catalog.plans  # not a plan of the catalog: listings are unchanged
+    with pytest.raises(UnknownPlan):
+        catalog.plan("pro+missing")
+    with pytest.raises(UnknownPlan):
+        catalog.plan("pro+pro")  # a plan, not an add-on
+
+
+def test_a_catalog_without_add_ons_digests_as_before() -> None:
+    text = CATALOG.split("  calls_pack:")[0].replace("    addons: [calls_pack, exports, burst, throttle]\n", "")
+    plain = load_catalog_text(text, "plain.yaml")
+    assert "addon" not in plain.model_dump(mode="json")["plans"]["pro"]
+    assert catalog_digest(plain) == catalog_digest(load_catalog_text(text + "\n", "again.yaml"))
+
+
+BAD = """\
+apiVersion: tollway.dev/v1
+kind: PlanCatalog
+metadata: {name: bad-addons, version: "1"}
+meters:
+  requests: {unit: requests}
+plans:
+  pro:
+    addons: [seats, nothing, basic, seats, euros]
+    pricing:
+      currency: USD
+      interval: month
+      charges:
+        - {id: platform, model: flat, amount: "49.00"}
+  basic: {}
+  seats:
+    addon: {max_quantity: 0}
+    addons: [seats]
+    pricing:
+      currency: USD
+      interval: month
+      minimum_commitment: "5.00"
+      charges:
+        - {id: seat, model: per_unit, meter: requests, unit_amount: "1.00"}
+  euros:
+    addon: {}
+    pricing:
+      currency: EUR
+      interval: month
+      charges:
+        - {id: fee, model: flat, amount: "1.00"}
+"""
+
+
+def test_add_on_problems_are_reported_at_file_and_line() -> None:
+    with pytest.raises(CatalogError) as info:
+        load_catalog_text(BAD, "bad.yaml")
+    text = str(info.value)
+    assert "bad.yaml:16:27: plans.seats.addon.max_quantity: must be at least 1" in text  # structural: first, alone
+    fixed = BAD.replace("max_quantity: 0", "max_quantity: 5")
+    with pytest.raises(CatalogError) as info:
+        load_catalog_text(fixed, "bad.yaml")
+    issues = [f"{issue.line}: {issue.message}" for issue in info.value.issues]
+    assert issues == [
+        "8: plans.pro.addons[1]: add-on 'nothing' is not in the catalog (add-ons: euros, seats)",
+        "8: plans.pro.addons[2]: add-on 'basic' is a plan without `addon:` terms (add-ons: euros, seats)",
+        "8: plans.pro.addons[3]: add-on 'seats' is listed twice",
+        "8: plans.pro.addons[4]: add-on 'euros' is priced in EUR per month, plan 'pro' in USD per month: an add-on "
+        "bills on its plan's invoice and periods",
+        "17: plans.seats.addons: an add-on cannot itself list add-ons",
+        "21: plans.seats.pricing.minimum_commitment: an add-on has no minimum_commitment (the base plan's applies)",
+        "23: plans.seats.pricing.charges[0]: an add-on is priced by flat fees only (times its quantity); usage is "
+        "priced by the base plan",
+    ]
