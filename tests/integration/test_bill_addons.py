@@ -18,7 +18,8 @@ line is the flat fee × quantity × fraction, rounded once to cents:
     total         49.40 + 4.50 + 15.42 + 7.33                                = 76.65
 
 December: pro 49.00 (no usage) + calls_pack all month 20.00 = 69.00. ``plain`` (pro, no add-ons) is
-billed in the same run exactly as before add-ons existed.
+billed in the same run exactly as before add-ons existed. The catalog and the sections are
+docs/billing.md's worked example ("Add-ons"), read from the page.
 """
 
 from datetime import UTC, datetime
@@ -42,40 +43,26 @@ pytestmark = pytest.mark.integration
 
 NOW = datetime(2027, 1, 5, tzinfo=UTC)
 
-CATALOG = """\
-apiVersion: tollway.dev/v1
-kind: PlanCatalog
-metadata: {name: addons-billing, version: "1"}
-meters:
-  requests: {unit: requests}
-plans:
-  pro:
-    addons: [seats, calls_pack]
-    quotas:
-      - {name: monthly, limit: 1000}
-    pricing:
-      currency: USD
-      interval: month
-      charges:
-        - {id: platform, model: flat, amount: "49.00"}
-        - {id: calls, model: per_unit, meter: requests, unit_amount: "0.10"}
-  seats:
-    addon: {max_quantity: 20}
-    pricing:
-      currency: USD
-      interval: month
-      charges:
-        - {id: seat, display_name: Seat, model: flat, amount: "10.00"}
-  calls_pack:
-    addon: {}
-    quotas:
-      - {name: monthly, limit: 500}
-    pricing:
-      currency: USD
-      interval: month
-      charges:
-        - {id: pack, model: flat, amount: "20.00"}
-"""
+DOC = Path(__file__).parents[2] / "docs" / "billing.md"
+
+
+def cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def doc_example() -> tuple[str, list[tuple[object, ...]], str]:
+    """docs/billing.md's add-on example: its catalog, its sections and its total."""
+    section = DOC.read_text().split("<!-- addons-example -->", 1)[1].split("\n## ", 1)[0]
+    catalog = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    rows = [cells(line) for line in section.splitlines() if line.startswith("|")][2:]
+    sections = [
+        (name, int(q) if q else None, start, end, fraction, subtotal)
+        for name, q, start, end, fraction, _, subtotal in rows[:-1]
+    ]
+    return catalog, sections, rows[-1][-1]
+
+
+CATALOG, SECTIONS, TOTAL = doc_example()
 
 
 def at(text: str) -> datetime:
@@ -128,6 +115,8 @@ def test_an_add_on_bought_mid_period_and_removed_later_is_charged_for_the_time_h
         ("seats", 5, "2026-11-15T00:00:00Z", "2026-11-24T06:00:00Z", "0.308333333333", "15.42"),
         ("calls_pack", 1, "2026-11-20T00:00:00Z", "2026-12-01T00:00:00Z", "0.366666666667", "7.33"),
     ]
+    assert sections(november) == SECTIONS  # the page shows what billing does
+    assert TOTAL == "76.65"
     assert [(line["part"], line["charge_id"], line["description"], line["amount"]) for line in november["lines"]] == [
         (0, "platform", "platform (flat)", "49.00"),
         (0, "calls", "calls (per-unit, requests)", "0.40"),
