@@ -162,3 +162,21 @@ def test_add_on_problems_are_reported_at_file_and_line() -> None:
         "23: plans.seats.pricing.charges[0]: an add-on is priced by flat fees only (times its quantity); usage is "
         "priced by the base plan",
     ]
+
+
+def test_the_catalog_references_add_on_example_is_valid() -> None:
+    from pathlib import Path
+
+    page = (Path(__file__).parents[3] / "docs" / "catalog-reference.md").read_text()
+    example = page.split("## Add-ons\n", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    header = (
+        'apiVersion: tollway.dev/v1\nkind: PlanCatalog\nmetadata: {name: reference, version: "1"}\n'
+        "features:\n  search: {routes: [{methods: [GET], path: /s}]}\n"
+        "  export: {routes: [{methods: [GET], path: /e}]}\n"
+    )
+    catalog = compile_catalog_text(header + example, "catalog-reference.md")
+    assert catalog.plans["seats"].addon is not None
+    assert catalog.plans["seats"].addon.max_quantity == 50
+    assert [q.limit for q in catalog.quotas_for("pro+calls_pack", "search")] == [1500]
+    assert [x.limit for x in catalog.limits_for("pro+burst", "search")] == [100]
+    assert catalog.plan_grants("pro+exports+seats*7", "export")
