@@ -119,3 +119,33 @@ def test_an_add_on_missing_from_the_live_catalog_makes_the_plan_unavailable() ->
             await gate.admit("acme", "GET", "/v1/items")
 
     asyncio.run(scenario())
+
+
+def test_the_callers_usage_report_shows_the_quota_the_gateway_enforces() -> None:
+    """GET /v1/usage (the callers' own report): `monthly` is the plan's 2 before the pack, 2 + 2 × 3 = 8
+    while it is held, and 2 again after its removal — the limits the gate enforces."""
+    from typing import Any
+
+    from tollway.usage.caller_report import caller_report
+
+    live = LiveCatalog(compile_catalog_text(CATALOG, "catalog.yaml"))
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    held = with_quantity(Subscription.new("acme", "small", start), "pack", 2, datetime(2026, 11, 10, tzinfo=UTC))
+    held = with_quantity(held, "pack", 0, datetime(2026, 11, 20, tzinfo=UTC))
+
+    class Subscriptions:
+        async def get(self, customer_id: str) -> Subscription:
+            return held
+
+    async def warehouse(query: Any) -> Any:
+        return {}, None, None
+
+    async def limit_on(day: int) -> int:
+        now = datetime(2026, 11, day, 12, tzinfo=UTC)
+        report = await caller_report(
+            "acme", subscriptions=Subscriptions(), live=live, limiter=MemoryLimiter(), warehouse=warehouse, now=now
+        )
+        assert report["plan"] == "small"
+        return int(report["quotas"][0]["limit"])
+
+    assert [asyncio.run(limit_on(day)) for day in (5, 15, 25)] == [2, 8, 2]
