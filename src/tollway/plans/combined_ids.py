@@ -31,8 +31,8 @@ def split_combined_id(text: str) -> tuple[str, tuple[tuple[str, int], ...]]:
     base, *rest = text.split(PLUS)
     held: list[tuple[str, int]] = []
     for item in rest:
-        addon, _, quantity = item.partition(TIMES)
-        if not addon or (quantity and not quantity.isdigit()):
+        addon, times, quantity = item.partition(TIMES)
+        if not addon or (times and not quantity.isdigit()):
             raise ValueError(f"{text!r} is not a combined plan id")
         held.append((addon, int(quantity) if quantity else 1))
     if not base or not held:

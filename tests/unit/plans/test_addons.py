@@ -3,8 +3,11 @@ plan the gateway enforces (quotas add × quantity, features union, strictest rat
 add-on replaces it), built once per combined id by the compiled catalog."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tollway.plans.catalog import catalog_digest
+from tollway.plans.combined_ids import combined_plan_id, split_combined_id
 from tollway.plans.errors import CatalogError, UnknownPlan
 from tollway.plans.loader import compile_catalog_text, load_catalog_text
 
@@ -180,3 +183,44 @@ def test_the_catalog_references_add_on_example_is_valid() -> None:
     assert [q.limit for q in catalog.quotas_for("pro+calls_pack", "search")] == [1500]
     assert [x.limit for x in catalog.limits_for("pro+burst", "search")] == [100]
     assert catalog.plan_grants("pro+exports+seats*7", "export")
+
+
+IDENT = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
+
+
+@given(
+    base=IDENT,
+    held=st.lists(st.tuples(IDENT, st.integers(min_value=1, max_value=10**6)), max_size=5),
+)
+def test_a_combined_id_is_one_per_combination_and_reads_back(base: str, held: list[tuple[str, int]]) -> None:
+    combined = combined_plan_id(base, held)
+    totals: dict[str, int] = {}
+    for name, quantity in held:
+        totals[name] = totals.get(name, 0) + quantity
+    assert combined_plan_id(base, list(reversed(held))) == combined  # order does not matter
+    if not held:
+        assert combined == base
+        return
+    assert split_combined_id(combined) == (base, tuple(sorted(totals.items())))
+
+
+@settings(deadline=None, max_examples=25)
+@given(
+    packs=st.lists(st.integers(min_value=1, max_value=10), min_size=0, max_size=2),
+    limits=st.lists(st.integers(min_value=1, max_value=1000), min_size=2, max_size=2),
+)
+def test_quotas_add_and_the_strictest_limit_wins_for_any_quantities(packs: list[int], limits: list[int]) -> None:
+    catalog = compile_catalog_text(CATALOG.replace("limit: 3, per: second", f"limit: {limits[0]}, per: second"), "x")
+    held = [("calls_pack", packs[0])] if packs else []
+    held += [("throttle", 1)]
+    combined = combined_plan_id("pro", held)
+    [monthly] = catalog.quotas_for(combined, "search")
+    assert monthly.limit == 1000 + 500 * sum(packs[:1])
+    per_second = next(x for x in catalog.limits_for(combined, "search") if x.name == "per_second")
+    assert per_second.limit == min(10, limits[0])
+
+
+@pytest.mark.parametrize("text", ["pro", "pro+", "+a", "pro+a*", "pro+a*x", "pro+*2"])
+def test_a_malformed_combined_id_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not a combined plan id"):
+        split_combined_id(text)
