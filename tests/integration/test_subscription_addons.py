@@ -2,21 +2,28 @@
 ``PUT /customers/{id}/subscription/addons/{addon}``. An add-on the plan does not allow (or a quantity
 out of range, or a removal of one not held) is refused with a clear error — CLI exit 2 and a message,
 a 422 RFC 9457 problem — and nothing is written; a plan change that would drop an allowed add-on is
-refused the same way; a sale is stored and read back."""
+refused the same way; a sale is stored and read back, and reaches the gateway (through Envoy) within
+a second, raising the quota of the counter already in use."""
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from redis.asyncio import Redis as AsyncRedis
 
+from tests.conftest import EnvoyFactory
 from tests.support.admin_api import AdminApi, admin_api
 from tests.support.chdb_engine import ChdbDatabase
+from tests.support.inprocess_tollway import inprocess_tollway
+from tests.support.tollway_cli import create_key
 from tests.unit.test_gate_addons import CATALOG
 from tollway.admin.scopes import Scope
 from tollway.cli.main import main
+from tollway.clock import ManualClock
 from tollway.harness.valkey import ValkeyServer
 from tollway.subscriptions.model import AddOn, Subscription
 from tollway.subscriptions.redis_store import RedisSubscriptionStore
@@ -159,3 +166,34 @@ def test_the_admin_api_sells_an_add_on_and_answers_problems_for_the_rest(
             await scenario(api)
 
     asyncio.run(go())
+
+
+def test_a_pack_sold_mid_period_reaches_the_gateway_within_a_second(
+    valkey_fresh: ValkeyServer, envoy_factory: EnvoyFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through Envoy and a real Valkey limiter: `small` admits 2 requests a month; `subscriptions addon`
+    sells 2 packs of 3 (and the export feature); within a second the gateway admits 2 + 2 × 3 = 8 on
+    the same `monthly` counter (6 more), and the export route."""
+    monkeypatch.setenv("TOLLWAY_REDIS_URL", valkey_fresh.url)
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(WITH_LONE)
+    put(valkey_fresh, Subscription.new("acme", "small", datetime(2026, 11, 1, tzinfo=UTC)))
+    key = str(create_key(valkey_fresh.url, "acme")["api_key"])
+    headers = {"authorization": f"Bearer {key}"}
+    with inprocess_tollway(valkey_fresh.url, catalog, clock=ManualClock(NOW)) as tollway:
+        envoy = envoy_factory("http", endpoints={"tollway_http": [tollway.http_endpoint]})
+        with httpx.Client(base_url=envoy.base_url, timeout=5) as client:
+            statuses = [client.get("/v1/items", headers=headers).status_code for _ in range(3)]
+            assert statuses == [200, 200, 429]
+            assert client.get("/v1/export", headers=headers).status_code == 403
+            for addon, quantity in (("pack", "2"), ("exports", "1")):
+                code = main(["subscriptions", "addon", "--customer", "acme", "--addon", addon, "--quantity",
+                             quantity, "--effective", "2026-11-10T12:00:00Z", "--catalog", str(catalog)])  # fmt: skip
+                assert code == 0
+            sold = time.monotonic()
+            while (status := client.get("/v1/export", headers=headers).status_code) == 403:
+                assert time.monotonic() - sold < 1.5, "the sale did not reach the gateway within a second"
+                time.sleep(0.05)
+            assert status == 200  # one of the 6 more: `monthly` counts every feature
+            statuses = [client.get("/v1/items", headers=headers).status_code for _ in range(6)]
+            assert statuses == [200, 200, 200, 200, 200, 429]
