@@ -149,3 +149,15 @@ def test_the_callers_usage_report_shows_the_quota_the_gateway_enforces() -> None
         return int(report["quotas"][0]["limit"])
 
     assert [asyncio.run(limit_on(day)) for day in (5, 15, 25)] == [2, 8, 2]
+
+
+def test_usage_budgets_are_on_the_quota_the_gateway_enforces() -> None:
+    """A budget of a share of `monthly` (docs/notifications.md) is measured against 2 + 2 × 3 = 8 while
+    two packs are held, the plan's 2 before."""
+    from tollway.notifications.budgets import plan_terms
+
+    compiled = compile_catalog_text(CATALOG, "catalog.yaml")
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    held = with_quantity(Subscription.new("acme", "small", start), "pack", 2, datetime(2026, 11, 10, tzinfo=UTC))
+    assert plan_terms(compiled, held, datetime(2026, 11, 5, tzinfo=UTC)).quotas == {"monthly": 2}
+    assert plan_terms(compiled, held, datetime(2026, 11, 15, tzinfo=UTC)).quotas == {"monthly": 8}
