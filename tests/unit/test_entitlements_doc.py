@@ -91,3 +91,35 @@ def test_example_catalogs_load(name: str) -> None:
     from tollway.plans.loader import load_compiled_catalog
 
     assert load_compiled_catalog(Path(__file__).parents[2] / "plans" / name).plans
+
+
+def addons_example() -> tuple[str, list[list[str]]]:
+    text = DOC.read_text()
+    catalog = text.split("<!-- addons-example-catalog -->", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    table = text.split("<!-- addons-example-table -->", 1)[1].split("\n\n", 1)[0]
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table.strip().splitlines()]
+    return catalog, rows[2:]
+
+
+def test_the_add_on_combination_rules_as_the_page_shows_them() -> None:
+    """docs/entitlements.md#add-ons: each row's add-ons → the combined id, the features granted and each
+    policy's limit for a `search` request, computed by the compiled catalog the gate uses."""
+    from tollway.plans.combined_ids import combined_plan_id
+
+    text, rows = addons_example()
+    catalog = compile_catalog_text(text, "addons-example.yaml")
+    assert len(rows) >= 6
+    for held, combined, features, per_second, per_day, monthly, _ in rows:
+        addons = []
+        for item in held.split(", ") if held != "none" else []:
+            name, _, quantity = item.partition(" × ")
+            addons.append((name, int(quantity or 1)))
+        assert combined_plan_id("pro", addons) == combined, held
+        granted = [f for f in ("search", "export") if catalog.plan_grants(combined, f)]
+        assert granted == features.split(", "), held
+        limits = {
+            p.name: str(p.limit)
+            for p in (*catalog.limits_for(combined, "search"), *catalog.quotas_for(combined, "search"))
+        }
+        expected = {"per_second": per_second, "per_day": per_day, "monthly": monthly}
+        assert limits == {name: value for name, value in expected.items() if value}, held

@@ -78,7 +78,7 @@ from tollway.periods import ADJECTIVES, BillingPeriod, resolve_local
 from tollway.plans.pricing import FlatCharge, Pricing
 from tollway.plans.realtime import PlanMoney, compile_plan_money
 from tollway.plans.schema import Billable, Catalog
-from tollway.subscriptions.model import PlanTerm, Subscription, format_exact
+from tollway.subscriptions.model import AddOn, PlanTerm, Subscription, format_exact
 
 Status = Literal["draft", "finalized"]
 _MONTH: Final = re.compile(r"([0-9]{4})-([0-9]{2})")
@@ -324,6 +324,8 @@ class PlanPart:
     term: PlanTerm
     draft: InvoiceDraft
     sources: Mapping[str, QuantitySource]
+    addon: AddOn | None = None
+    """The add-on this part prices (its section of the invoice: ``addon_parts``); None for the plan."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,8 +350,8 @@ class Invoice:
 
     @property
     def plan_id(self) -> str:
-        """The plan at the end of the period."""
-        return self.parts[-1].draft.plan_id
+        """The plan at the end of the period (add-ons, after the plan's parts, are not plans)."""
+        return next(part for part in reversed(self.parts) if part.addon is None).draft.plan_id
 
     @property
     def currency(self) -> str:
@@ -392,6 +394,8 @@ class Invoice:
                     "end": format_exact(part.term.end),
                     "fraction": format_decimal(part.draft.period.fraction),
                     "subtotal": draft["total"],
+                    # Only an add-on's section has these keys: a plan's is as it always was.
+                    **({} if part.addon is None else {"addon": True, "quantity": part.addon.quantity}),
                 }
             )
         lines.extend(adjustment.as_line() for adjustment in self.adjustments)
@@ -463,6 +467,8 @@ def _check_plans(catalog: Catalog, subscription: Subscription) -> None:
     for plan_id in (subscription.first_plan_id, *(change.plan_id for change in subscription.changes)):
         pricing, _ = _pricing(catalog, subscription.customer_id, plan_id)
         _check_interval(subscription, plan_id, pricing)
+    for addon in subscription.addons:
+        addon_pricing(catalog, subscription, addon)
 
 
 def _check_interval(subscription: Subscription, plan_id: str, pricing: Pricing) -> None:
@@ -537,6 +543,8 @@ def build_invoice(
                 "cannot change the currency within a period"
             )
         parts.append(PlanPart(term, draft, quantities.sources))
+    if subscription.addons:
+        parts.extend(addon_parts(catalog, subscription, period, index, parts[0].draft.currency))
     currency = parts[-1].draft.currency
     adjustments = (
         () if interim or not adjust_late else late_usage(client, database, catalog, customer, period.start, history)
@@ -787,3 +795,62 @@ def finalize_refusal(
             "after now (--force-finalize finalizes it anyway)"
         )
     return None
+
+
+def addon_pricing(catalog: Catalog, subscription: Subscription, addon: AddOn) -> Pricing | None:
+    """The pricing of one add-on the subscription holds (None: the add-on is free). ``PlanNotInCatalog``
+    when the catalog lacks it, ``IntervalMismatch`` when it is priced on another interval."""
+    plan = catalog.plans.get(addon.addon_id)
+    if plan is None or plan.addon is None:
+        raise PlanNotInCatalog(
+            f"customer {subscription.customer_id!r} holds add-on {addon.addon_id!r}, which the catalog "
+            f"{'does not have' if plan is None else 'has as a plan, not an add-on'}"
+        )
+    if plan.pricing is not None:
+        _check_interval(subscription, addon.addon_id, plan.pricing)
+    return plan.pricing
+
+
+def addon_parts(
+    catalog: Catalog, subscription: Subscription, period: BillingPeriod, index: int, currency: str
+) -> list[PlanPart]:
+    """One section per add-on held in ``period`` (docs/billing.md#add-ons), in the order bought: its flat
+    fees times its quantity, prorated by the part of the period it was held
+    (``proration.period_fraction`` of ``[max(start, period start), min(end, period end))``) and rounded
+    once per line, as a plan's are. A free add-on (no pricing) has no section. Raises ``BillingError``
+    for an add-on in another currency than the plan's."""
+    parts: list[PlanPart] = []
+    for addon in subscription.addons_held(period.start, period.end):
+        pricing = addon_pricing(catalog, subscription, addon)
+        if pricing is None:
+            continue
+        if pricing.currency != currency:
+            raise BillingError(
+                f"customer {subscription.customer_id!r}: add-on {addon.addon_id!r} bills in {pricing.currency}, "
+                f"the plan in {currency}"
+            )
+        start = max(addon.started_at, period.start)
+        end = period.end if addon.ended_at is None else min(addon.ended_at, period.end)
+        whole = start == period.start and end == period.end
+        fraction = Decimal(1) if whole else period_fraction(period, start, end)
+        draft = rate(addon.addon_id, _times(pricing, addon.quantity), {}, PeriodContext(fraction, index))
+        parts.append(PlanPart(PlanTerm(addon.addon_id, start, end), draft, {}, addon))
+    return parts
+
+
+def _times(pricing: Pricing, quantity: int) -> Pricing:
+    """An add-on's pricing for ``quantity`` of it: each flat fee times the quantity (named so on its line)."""
+    if quantity == 1:
+        return pricing
+    charges = [
+        charge.model_copy(
+            update={
+                "amount": charge.amount * quantity,
+                "display_name": f"{charge.display_name or charge.id} × {quantity}",
+            }
+        )
+        if isinstance(charge, FlatCharge)
+        else charge
+        for charge in pricing.charges
+    ]
+    return pricing.model_copy(update={"charges": charges})

@@ -44,7 +44,8 @@ def to_html(document: dict[str, Any]) -> str:
         part = line.get("part")
         if len(parts) > 1 and part is not None and part != heading:  # a plan change: a heading per plan held
             held = parts[part]
-            text = f"Plan {held['plan']} from {held['start']} to {held['end']} ({held['fraction']} of the period)"
+            what = f"Add-on {held['plan']} × {held['quantity']}" if held.get("addon") else f"Plan {held['plan']}"
+            text = f"{what} from {held['start']} to {held['end']} ({held['fraction']} of the period)"
             rows.append(f'<tr class="part"><th colspan="4">{escape(text)}</th></tr>')
             heading = part
         steps = "".join(f"<li>{escape(str(step))}</li>" for step in line["breakdown"])

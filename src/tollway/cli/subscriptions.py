@@ -1,4 +1,5 @@
-"""``tollway subscriptions``: set, show, list, delete a customer's subscription.
+"""``tollway subscriptions``: set, show, list, delete a customer's subscription; ``addon`` buys, re-sizes
+or removes one of its add-ons (``docs/billing.md#add-ons``).
 
 ``set`` creates or replaces. On a customer who already has a subscription, the options not given keep
 their current values (``--start``, ``--timezone``, ``--alignment``, ``--anchor`` and ``--interval``),
@@ -50,14 +51,16 @@ from tollway.plans.schema import Catalog
 from tollway.plans.versions import same_version, split_plan_id
 from tollway.redis_client import admin_client
 from tollway.settings import Settings
+from tollway.subscriptions.addons import check_sale, with_quantity
 from tollway.subscriptions.errors import SubscriptionNotFound, UnreadableSubscription
 from tollway.subscriptions.migration import NEXT_PERIOD, Migration, plan_migration, target_version
-from tollway.subscriptions.model import MAX_LIMIT, Subscription, format_exact
+from tollway.subscriptions.model import MAX_ADDON_QUANTITY, MAX_LIMIT, Subscription, format_exact
 from tollway.subscriptions.phases import PhaseRequest, phase_length, phases_of
 from tollway.subscriptions.redis_store import RedisSubscriptionStore
 from tollway.subscriptions.requests import (
     build_subscription,
     catalog_phases,
+    check_addons_kept,
     check_against_catalog,
     local_time,
     parse_time,
@@ -151,9 +154,30 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     migrate.add_argument("--catalog", type=Path, help="plan catalog file (default: $TOLLWAY_CATALOG)")
     migrate.add_argument("--json", action="store_true", help="print JSON")
 
+    addon = sub.add_parser(
+        "addon",
+        help="buy, re-size or remove an add-on of a customer's subscription",
+        description="Hold QUANTITY of an add-on from --effective on (default now; 0 removes it). The plan "
+        "held then must allow the add-on (the catalog's `addons`), checked before anything is written. "
+        "Billing prices the add-on over the time each quantity was held; the gateway enforces the "
+        "combined entitlements within a second (docs/billing.md#add-ons).",
+    )
+    addon.add_argument("--customer", required=True, help="customer id")
+    addon.add_argument("--addon", required=True, help="add-on id (a plan of the catalog with `addon:` terms)")
+    addon.add_argument("--quantity", type=_quantity, default=1, help="how many to hold (default 1; 0 removes it)")
+    addon.add_argument("--effective", default="now", help="from when: now (default) or an ISO 8601 time")
+    addon.add_argument("--catalog", type=Path, help="plan catalog file (default: $TOLLWAY_CATALOG)")
+    addon.add_argument("--json", action="store_true", help="print JSON")
+
     delete = sub.add_parser("delete", help="remove a customer's subscription, in every running Tollway")
     delete.add_argument("--customer", required=True, help="customer id")
     delete.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _quantity(text: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,7}", text.strip()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 0 to {MAX_ADDON_QUANTITY}")
+    return int(text)
 
 
 def _interval(text: str) -> Interval:
@@ -185,6 +209,8 @@ async def run(args: argparse.Namespace, settings: Settings, *, clock: Clock | No
         check_identifier("plan id", args.plan)
     elif command == "migrate":
         return await _migrate(args, settings, clock)
+    elif command == "addon":
+        return await _addon(args, settings, clock)
     redis = admin_client(settings)
     try:
         store = RedisSubscriptionStore(redis, settings.redis_prefix)
@@ -206,6 +232,8 @@ async def run(args: argparse.Namespace, settings: Settings, *, clock: Clock | No
                 asked = args.phases
                 args.phases, args.default_phases = catalog_phases(args.catalog, args.plan, asked, catalog_interval)
             subscription = build_subscription(args, now, previous, overrides, catalog_interval)
+            if args.catalog and previous is not None and previous.plan_id != subscription.plan_id:
+                check_addons_kept(args.catalog, subscription)
             await store.put(subscription)
             change = subscription_changed(previous, subscription, now)
             if change is not None:
@@ -277,6 +305,40 @@ async def _migrate(args: argparse.Namespace, settings: Settings, clock: Clock) -
         events = [subscription_changed(m.before, m.after, now) for m in migrations]
         await emit_after_commit(OutboxWriter(redis, settings.redis_prefix), [e for e in events if e is not None])
         _print_migrations(migrations, unchanged, now, args.json)
+        return 0
+    except (SubscriptionNotFound, UnreadableSubscription) as exc:
+        print(f"tollway: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await redis.aclose()
+
+
+async def _addon(args: argparse.Namespace, settings: Settings, clock: Clock) -> int:
+    """``subscriptions addon``: every check (the catalog allows it, the quantity, the instant) before
+    anything is written."""
+    check_identifier("add-on id", args.addon)
+    path = args.catalog or settings.catalog
+    if path is None:
+        raise ValueError("addon needs the plan catalog: pass --catalog or set TOLLWAY_CATALOG")
+    try:
+        catalog = load_catalog(path)
+    except CatalogError as exc:
+        raise ValueError(f"the catalog {path} is not valid:\n{exc}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read the catalog {path}: {exc.strerror or exc}") from None
+    redis = admin_client(settings)
+    try:
+        store = RedisSubscriptionStore(redis, settings.redis_prefix)
+        now = clock.now()
+        found = await store.get(args.customer)
+        if found is None:
+            raise SubscriptionNotFound(args.customer)
+        at = parse_time("--effective", args.effective, found.timezone, now)
+        check_sale(catalog.plans, found, args.addon, args.quantity, at)
+        updated = with_quantity(found, args.addon, args.quantity, at)
+        if updated is not found:
+            await store.put(updated)
+        _print(updated, now, args.json, action="updated" if updated is not found else "unchanged")
         return 0
     except (SubscriptionNotFound, UnreadableSubscription) as exc:
         print(f"tollway: {exc}", file=sys.stderr)
@@ -406,6 +468,9 @@ def _print(subscription: Subscription, now: datetime, as_json: bool, action: str
     for change in subscription.changes:
         scheduled = " (scheduled)" if change.at > now else ""
         print(f"changed    {format_exact(change.at)}: {change.previous_plan_id} → {change.plan_id}{scheduled}")
+    for held in subscription.addons:
+        until = "" if held.ended_at is None else f" until {format_exact(held.ended_at)}"
+        print(f"add-on     {held.addon_id} × {held.quantity} from {format_exact(held.started_at)}{until}")
     print(f"period     {format_exact(period.start)} .. {format_exact(period.end)} (UTC)")
     print(f"           {local_time(period.start, tz)} .. {local_time(period.end, tz)} ({tz})")
 

@@ -56,6 +56,7 @@ from tollway.entitlements.errors import (
 from tollway.entitlements.live_catalog import LiveCatalog
 from tollway.entitlements.rules import PolicyRule, rules_for
 from tollway.plans.catalog import CompiledCatalog
+from tollway.plans.errors import UnknownPlan
 from tollway.plans.routes import RouteMatch
 from tollway.ratelimit import Limiter, LimiterUnavailable, Verdict, epoch_ms
 from tollway.ratelimit.leasing import LeasingLimiter
@@ -305,11 +306,21 @@ class EntitlementGate:
             if required and not required <= scopes:
                 missing = tuple(sorted(required - scopes))
                 raise MissingScope(missing, subscription.plan_id, match.feature, match.route)
-        if not catalog.plan_grants(subscription.plan_id, match.feature):
+        # With add-ons, the plan combined with those held now (``pro+boost*2``, ``plans.addons``): one
+        # memoised comparison, and only for customers who ever held an add-on.
+        entitled = subscription.entitled_plan(self._clock.now_ms()) if subscription.addons else subscription.plan_id
+        try:
+            granted = catalog.plan_grants(entitled, match.feature)
+        except UnknownPlan as exc:  # an add-on the live catalog lacks (the plan itself was checked above)
+            log.warning(
+                "customer %s holds add-on %r, which the live catalog lacks", subscription.customer_id, exc.plan_id
+            )
+            raise PlanUnavailable(f"The add-on '{exc.plan_id}' of this account is not available.") from None
+        if not granted:
             raise FeatureNotEntitled(
                 f"The {plan.display_name or subscription.plan_id} plan does not include the '{match.feature}' feature."
             )
-        return catalog, match, self._rules_for(catalog, subscription.plan_id, match.feature)
+        return catalog, match, self._rules_for(catalog, entitled, match.feature)
 
     async def _subscription(self, customer_id: str, deadline: float | None = None) -> Subscription:
         found = self._subscriptions.cached(customer_id)
@@ -372,10 +383,12 @@ class EntitlementGate:
         customer_id = subscription.customer_id
         recent_key = (customer_id, feature, route_cost)
         recent = self._recent.get(recent_key)
+        # The id the rules were built for: the plan, or the plan combined with the add-ons held now.
+        entitled = subscription.entitled_plan(now_ms) if subscription.addons else subscription.plan_id
         if recent is not None and recent[0] is subscription and recent[1] is catalog and recent[3] is cap:
             lease_key = recent[2]
             start_ms, end_ms = lease_key[1].period_ms
-            if start_ms <= now_ms < end_ms:
+            if start_ms <= now_ms < end_ms and (not subscription.addons or lease_key[1].key[1] == entitled):
                 return lease_key
         period = subscription.current_period(self._clock.now())
         period_ms = (int(period.start.timestamp() * 1000), int(period.end.timestamp() * 1000))
@@ -387,7 +400,7 @@ class EntitlementGate:
             terms = catalog.money_terms(subscription.plan_id)
             if money is not None and terms is not None:
                 own_cap, money = customer_money(money, cap, terms.unit)
-        key = (catalog.digest, subscription.plan_id, feature, route_cost, limits, period_ms, own_cap)
+        key = (catalog.digest, entitled, feature, route_cost, limits, period_ms, own_cap)
         check = self._checks.get(key)
         if check is None:
             if len(self._checks) > _MEMO_MAX_ENTRIES:

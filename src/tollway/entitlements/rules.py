@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from tollway.notifications.thresholds import Alert
 from tollway.plans.alerts import alert_labels
 from tollway.plans.catalog import CompiledCatalog
+from tollway.plans.combined_ids import PLUS
 from tollway.ratelimit import Policy, QuotaPolicy, WindowPolicy
 from tollway.ratelimit.policies import Alerting
 
@@ -79,5 +80,6 @@ def rules_for(catalog: CompiledCatalog, plan_id: str, feature: str) -> Sequence[
 
 
 def _alerts(alerts: Sequence[Alert] | None, plan_id: str, feature: str) -> tuple[tuple[Alert, ...], str, str]:
-    """A rule's alerts with the plan and feature its events name (left empty without alerts)."""
-    return (tuple(alerts), plan_id, feature) if alerts else ((), "", "")
+    """A rule's alerts with the plan (the base plan of one combined with add-ons) and feature its events
+    name (left empty without alerts)."""
+    return (tuple(alerts), plan_id.partition(PLUS)[0], feature) if alerts else ((), "", "")

@@ -47,6 +47,7 @@ from tollway.notifications.jobs import NotifySettings, run_every
 from tollway.notifications.lifecycle import ms, rfc3339
 from tollway.notifications.thresholds import MAX_ALERTS, Alert
 from tollway.plans.catalog import CompiledCatalog
+from tollway.plans.errors import UnknownPlan
 from tollway.ratelimit.keys import quota_key, spend_key
 from tollway.redis_types import RedisClient
 from tollway.subscriptions.model import Subscription
@@ -107,10 +108,17 @@ class PlanBudgetTerms:
     spend_places: int = 2
 
 
-def plan_terms(compiled: CompiledCatalog, subscription: Subscription) -> PlanBudgetTerms:
+def plan_terms(compiled: CompiledCatalog, subscription: Subscription, now: datetime | None = None) -> PlanBudgetTerms:
+    """``now``: with add-ons, the quotas are those of the plan combined with the add-ons held then (as
+    the gateway enforces them); without ``now``, the plan's."""
     plan = compiled.plans.get(subscription.plan_id)
     if plan is None:
         raise PlanUnavailable(f"The plan '{subscription.plan_id}' of this account is not available.")
+    if subscription.addons and now is not None:
+        try:
+            plan = compiled.plan(subscription.entitled_plan(ms(now)))
+        except UnknownPlan as exc:
+            raise PlanUnavailable(f"The add-on '{exc.plan_id}' of this account is not available.") from None
     quotas = {q.name: subscription.limit(q.name, q.limit) for q in plan.quotas}
     money = compiled.money_terms(subscription.plan_id)
     if money is None or money.cap is None:
@@ -237,7 +245,7 @@ async def budgets_request(
     if subscription is None:
         raise NoSubscription("This account has no subscription to a plan.")
     if method == "PUT":
-        budgets = parse_budgets(body, content_type, plan_terms(catalog, subscription))
+        budgets = parse_budgets(body, content_type, plan_terms(catalog, subscription, now))
         await store.put(customer_id, budgets, now)
     elif method == "DELETE":
         budgets = ()
@@ -293,7 +301,7 @@ class BudgetEvaluator:
             return []
         compiled = self._catalog()
         try:
-            terms = plan_terms(compiled, subscription)
+            terms = plan_terms(compiled, subscription, now)
         except PlanUnavailable:
             return []
         period = subscription.current_period(now)

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 from tollway.credits.units import BalanceUnit
 from tollway.currencies import MINOR_UNITS
+from tollway.plans.addons import combine
+from tollway.plans.combined_ids import PLUS, split_combined_id
 from tollway.plans.errors import UnknownMeter, UnknownPlan
 from tollway.plans.realtime import PlanMoney, compile_plan_money, credit_balance_unit, currency_unit
 from tollway.plans.routes import RouteTable
@@ -41,7 +43,18 @@ def catalog_digest(catalog: Catalog) -> str:
 class CompiledCatalog:
     """Immutable once built; swap the whole object to change catalogs."""
 
-    __slots__ = ("_grants", "_limits", "_money", "_money_memo", "_quotas", "_scopes", "catalog", "digest", "routes")
+    __slots__ = (
+        "_combined",
+        "_grants",
+        "_limits",
+        "_money",
+        "_money_memo",
+        "_quotas",
+        "_scopes",
+        "catalog",
+        "digest",
+        "routes",
+    )
 
     def __init__(self, catalog: Catalog, routes: RouteTable, digest: str) -> None:
         self.catalog = catalog
@@ -62,6 +75,8 @@ class CompiledCatalog:
             plan_id: compile_plan_money(plan_id, plan, catalog) for plan_id, plan in catalog.plans.items()
         }
         self._money_memo: dict[tuple[str, str, tuple[int, int], int], Money | None] = {}
+        # A plan combined with add-ons (``pro+boost*2``, ``plans.addons``), built on first use.
+        self._combined: dict[str, Plan] = {}
 
     @classmethod
     def build(cls, catalog: Catalog) -> CompiledCatalog:
@@ -80,16 +95,59 @@ class CompiledCatalog:
         return self.catalog.plans
 
     def plan(self, plan_id: str) -> Plan:
+        """A plan of the catalog, or a plan combined with add-ons (``pro+boost*2``: :meth:`combined`)."""
         try:
             return self.catalog.plans[plan_id]
         except KeyError:
+            if PLUS in plan_id:
+                return self.combined(plan_id)
             raise UnknownPlan(plan_id) from None
+
+    def combined(self, combined_id: str) -> Plan:
+        """The plan ``pro+boost*2`` names: the base plan combined with its add-ons (``plans.addons.combine``),
+        compiled once per catalog, after which every look-up by that id is a dict look-up like a plan's.
+        Raises ``UnknownPlan`` when the base plan or an add-on is not in the catalog (or is not an add-on).
+        Whether the base plan *allows* the add-on is checked when it is sold, not here: a subscriber keeps
+        an add-on the catalog stops offering, as they keep a plan version."""
+        found = self._combined.get(combined_id)
+        if found is not None:
+            return found
+        try:
+            base_id, held = split_combined_id(combined_id)
+        except ValueError:
+            raise UnknownPlan(combined_id) from None
+        base = self.catalog.plans.get(base_id)
+        if base is None:
+            raise UnknownPlan(base_id)
+        addons = []
+        for addon_id, quantity in held:
+            addon = self.catalog.plans.get(addon_id)
+            if addon is None or addon.addon is None:
+                raise UnknownPlan(addon_id)
+            addons.append((addon, quantity))
+        plan = combine(base, addons)
+        if len(self._combined) >= _MONEY_CACHE_MAX:  # bounded: start over (each is rebuilt on its next use)
+            for stale in self._combined:
+                self._grants.pop(stale, None)
+                self._money.pop(stale, None)
+            self._limits = {k: v for k, v in self._limits.items() if k[0] not in self._combined}
+            self._quotas = {k: v for k, v in self._quotas.items() if k[0] not in self._combined}
+            self._combined.clear()
+        self._combined[combined_id] = plan
+        self._grants[combined_id] = frozenset(plan.features)
+        for feature in self.catalog.features:
+            self._limits[(combined_id, feature)] = _applying(plan.limits, feature)
+            self._quotas[(combined_id, feature)] = _applying(plan.quotas, feature)
+        self._money[combined_id] = self._money.get(base_id)  # the base plan's money terms
+        return plan
 
     def plan_grants(self, plan_id: str, feature: str) -> bool:
         """Whether the plan grants the feature. Raises ``UnknownPlan`` for a plan the catalog lacks."""
         try:
             return feature in self._grants[plan_id]
         except KeyError:
+            if PLUS in plan_id:
+                return feature in self.combined(plan_id).features
             raise UnknownPlan(plan_id) from None
 
     def scopes_for(self, feature: str) -> frozenset[str]:
@@ -116,6 +174,9 @@ class CompiledCatalog:
         try:
             return self._money[plan_id]
         except KeyError:
+            if PLUS in plan_id:
+                self.combined(plan_id)
+                return self._money[plan_id]
             raise UnknownPlan(plan_id) from None
 
     def balance_unit(self, plan_id: str) -> BalanceUnit | None:

@@ -368,20 +368,43 @@ class PlanVersion(StrictModel):
         return _drop_unset(handler(self), self, ("prepaid", "spend_cap", "published", "correction", "phases"))
 
 
+MAX_ADDON_QUANTITY: Final = 1_000_000
+"""The most of one add-on a subscription may hold (and the default ``max_quantity``)."""
+
+
+class AddOnTerms(StrictModel):
+    """What makes a plan an add-on (docs/catalog-reference.md#add-ons): bought on top of a base plan that
+    lists it in ``addons``, held with a ``quantity`` (1 to ``max_quantity``). Its quotas add (times the
+    quantity) to the base plan's quotas of the same name, its features join the base plan's, and each of
+    its rate limits either is combined with the base plan's limit of the same name by the strictest
+    (``limits: strictest``, the default) or replaces it (``limits: replace``)."""
+
+    max_quantity: Annotated[int, Field(ge=1, le=MAX_ADDON_QUANTITY)] = 1
+    limits: Literal["strictest", "replace"] = "strictest"
+
+
 class Plan(PlanVersion):
     """A plan: its body (the fields of :class:`PlanVersion`) is its own version 1, which ``published`` /
     ``correction`` may protect, unless it lists ``versions`` (docs/catalog-reference.md#plan-versions;
     rules and compilation in ``plans.versions``). ``usage_headers``: tell callers on every admitted
     response what this period has used and cost so far (docs/entitlements.md); ``prepaid`` and
-    ``spend_cap``: money at the gateway (docs/catalog-reference.md#prepaid-plans-and-spend-caps)."""
+    ``spend_cap``: money at the gateway (docs/catalog-reference.md#prepaid-plans-and-spend-caps).
+    ``addon``: this plan is an add-on; ``addons``: the add-ons a subscriber of this plan may buy
+    (docs/catalog-reference.md#add-ons; rules in ``plans.addons``). Both are the plan's, whatever its
+    versions."""
 
     versions: dict[VersionNumber, PlanVersion] | None = Field(default=None, min_length=1)
+    addon: AddOnTerms | None = None
+    addons: list[Identifier] | None = None
 
     @model_serializer(mode="wrap")
     def _without_unset_money(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        # A plan without them keeps the digest it had before plans could be prepaid, capped or versioned.
+        # A plan without them keeps the digest it had before plans could be prepaid, capped, versioned,
+        # phased or sold with add-ons.
         return _drop_unset(
-            handler(self), self, ("prepaid", "spend_cap", "published", "correction", "versions", "phases")
+            handler(self),
+            self,
+            ("prepaid", "spend_cap", "published", "correction", "versions", "phases", "addon", "addons"),
         )
 
 

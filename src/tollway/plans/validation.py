@@ -19,6 +19,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from tollway.plans import phases, versions
+from tollway.plans.addons import addon_problems
 from tollway.plans.checks import GATEWAY_UNITS, PlanParts, check_catalog
 from tollway.plans.errors import Path, Problem, format_path, render_value
 from tollway.plans.fields import Identifier
@@ -68,6 +69,7 @@ def validate_catalog(data: object) -> tuple[Catalog | None, list[Problem]]:
         problems.extend(invoicing_problems({plan_id: InvoicingParts.of(body) for plan_id, _, body in written}, bases))
         problems.extend(versions.version_problems(catalog.plans))
         problems.extend(phases.phase_problems({plan_id: (base, body) for plan_id, base, body in written}))
+        problems.extend(addon_problems(catalog.plans))
     else:  # check what did validate, so one pass reports structural and reference problems together
         features = {name: _valid(_FEATURE, value) for name, value in _section(data, "features").items()}
         raw_plans = dict(_raw_bodies(_section(data, "plans")))

@@ -39,9 +39,12 @@ BODY_FIELDS: Final = (
     "phases",
 )
 """What a version prices and enforces: a versioned plan keeps these in each version, never beside them."""
-_NOT_DIGESTED: Final = frozenset({"display_name", "description", "published", "correction", "versions"})
+_NOT_DIGESTED: Final = frozenset({"display_name", "description", "published", "correction", "versions", "addons"})
+"""``addons`` (which add-ons a plan may be sold with) is the plan's, not what a version prices or enforces."""
 MAX_VERSION: Final = 1_000_000
 _PHASE: Final = ":"  # plans.phases.SEPARATOR: a phase plan's id (pro@2:trial)
+_PLAN_WIDE: Final = ("addon", "addons")
+"""Fields of a plan that every version shares (add-ons: ``plans.addons``)."""
 
 
 def versioned_id(plan_id: str, version: int) -> str:
@@ -109,6 +112,7 @@ def _as_plan(plan: Plan, version: PlanVersion) -> Plan:
         published=version.published,
         correction=version.correction,
         **values,
+        **{name: getattr(plan, name) for name in _PLAN_WIDE if getattr(plan, name) is not None},
     )
 
 

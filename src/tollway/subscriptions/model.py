@@ -21,6 +21,7 @@ from tollway.periods import (
     load_timezone,
     require_aware,
 )
+from tollway.plans.combined_ids import combined_plan_id
 
 MAX_LIMIT: Final = 2**63 - 1  # what a Redis integer holds
 
@@ -63,6 +64,46 @@ class PlanTerm:
     end: datetime
 
 
+MAX_ADDON_QUANTITY: Final = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class AddOn:
+    """``quantity`` of add-on ``addon_id`` held during ``[started_at, ended_at)`` (``ended_at`` None: still
+    held). A change of quantity ends one and starts another at the same instant (``subscriptions.addons``)."""
+
+    addon_id: str
+    quantity: int
+    started_at: datetime
+    ended_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        check_identifier("add-on id", self.addon_id)
+        quantity = self.quantity
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_ADDON_QUANTITY:
+            raise ValueError(f"the quantity of add-on {self.addon_id!r} must be from 1 to {MAX_ADDON_QUANTITY}")
+        object.__setattr__(self, "started_at", require_aware("add-on start", self.started_at).astimezone(UTC))
+        if self.ended_at is not None:
+            ended = require_aware("add-on end", self.ended_at).astimezone(UTC)
+            if ended <= self.started_at:
+                raise ValueError(
+                    f"add-on {self.addon_id!r} must end after it starts ({format_exact(self.started_at)}), "
+                    f"not at {format_exact(ended)}"
+                )
+            object.__setattr__(self, "ended_at", ended)
+
+    def held_at(self, at: datetime) -> bool:
+        return self.started_at <= at and (self.ended_at is None or at < self.ended_at)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "addon": self.addon_id,
+            "quantity": self.quantity,
+            "start": format_exact(self.started_at),
+            "end": None if self.ended_at is None else format_exact(self.ended_at),
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class Subscription:
     """``overrides`` maps a plan's limit or quota name to this customer's own limit (a non-negative
@@ -85,11 +126,15 @@ class Subscription:
     interval: Interval = "month"
     overrides: Mapping[str, int] = field(default_factory=lambda: _EMPTY, hash=False)
     changes: tuple[PlanChange, ...] = ()
+    # Add-ons bought on top of the plan, in the order bought (``subscriptions.addons``; none by default).
+    addons: tuple[AddOn, ...] = ()
     _memo: BillingPeriod | None = field(default=None, init=False, repr=False, compare=False)
     # Epoch ms of the last plan change (0: none); a change may be scheduled after the time it is written
     # (a migration from the next period on): :meth:`as_of` gives the subscription in force before it.
     _last_change_ms: int = field(default=0, init=False, repr=False, compare=False)
     _view: tuple[int, int, Subscription] | None = field(default=None, init=False, repr=False, compare=False)
+    # Epoch ms [since, until) and the id entitling the customer then (``entitled_plan``).
+    _entitled: tuple[int, int, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_identifier("customer id", self.customer_id)
@@ -103,6 +148,8 @@ class Subscription:
         check_changes(self.plan_id, self.started_at, self.changes)
         if self.changes:
             object.__setattr__(self, "_last_change_ms", _epoch_ms(self.changes[-1].at))
+        if self.addons:
+            check_addons(self.started_at, self.addons)
 
     @classmethod
     def new(
@@ -194,6 +241,39 @@ class Subscription:
         terms.append(PlanTerm(plan, since, end))
         return tuple(terms)
 
+    def entitled_plan(self, now_ms: int) -> str:
+        """The id the gateway looks up for this subscription at ``now_ms`` (epoch ms): ``plan_id`` while no
+        add-on is held, else the plan combined with the add-ons held then (``pro+boost*2``,
+        ``plans.combined_ids``). Memoised until the next add-on starts or ends: one comparison per call.
+        The gate calls it only for subscriptions with add-ons (``if subscription.addons:``)."""
+        memo = self._entitled
+        if memo is not None and memo[0] <= now_ms < memo[1]:
+            return memo[2]
+        since, until = -(2**63), 2**63
+        held: list[tuple[str, int]] = []
+        for addon in self.addons:
+            for edge in (addon.started_at, addon.ended_at):
+                if edge is None:
+                    continue
+                edge_ms = _epoch_ms(edge)
+                if edge_ms <= now_ms:
+                    since = max(since, edge_ms)
+                else:
+                    until = min(until, edge_ms)
+            if _epoch_ms(addon.started_at) <= now_ms and (addon.ended_at is None or now_ms < _epoch_ms(addon.ended_at)):
+                held.append((addon.addon_id, addon.quantity))
+        entitled = combined_plan_id(self.plan_id, held)
+        object.__setattr__(self, "_entitled", (since, until, entitled))
+        return entitled
+
+    def addons_held(self, start: datetime, end: datetime) -> tuple[AddOn, ...]:
+        """The add-ons held at some time in ``[start, end)``, in the order bought."""
+        return tuple(
+            addon
+            for addon in self.addons
+            if addon.started_at < end and (addon.ended_at is None or addon.ended_at > start)
+        )
+
     def limit(self, name: str, plan_limit: int) -> int:
         """The limit that applies to this customer: the override for ``name`` if any, else the plan's."""
         return self.overrides.get(name, plan_limit)
@@ -209,6 +289,7 @@ class Subscription:
             "interval": self.interval,
             "overrides": json.dumps(dict(self.overrides), separators=(",", ":"), sort_keys=True),
             "plan_changes": json.dumps([c.as_dict() for c in self.changes], separators=(",", ":")),
+            "addons": json.dumps([a.as_dict() for a in self.addons], separators=(",", ":")),
         }
 
     @classmethod
@@ -236,6 +317,7 @@ class Subscription:
                 interval=check_interval(fields.get("interval") or "month"),
                 overrides=raw_overrides,
                 changes=changes,
+                addons=_decode_addons(fields.get("addons") or "[]"),
             )
         except KeyError as exc:
             raise ValueError(f"stored subscription has no {exc.args[0]!r} field") from None
@@ -274,6 +356,41 @@ def check_changes(plan_id: str, started_at: datetime, changes: tuple[PlanChange,
         since = change.at
     if changes and changes[-1].plan_id != plan_id:
         raise ValueError(f"the last plan change is to {changes[-1].plan_id!r}, not to the current plan {plan_id!r}")
+
+
+def check_addons(started_at: datetime, addons: tuple[AddOn, ...]) -> None:
+    """Add-ons are held from the subscription's start on, and one add-on's spans do not overlap (a change
+    of quantity ends one span where the next starts). ``ValueError`` saying what breaks."""
+    last_end: dict[str, datetime | None] = {}
+    for addon in sorted(addons, key=lambda a: (a.addon_id, a.started_at)):
+        if addon.started_at < started_at:
+            raise ValueError(
+                f"add-on {addon.addon_id!r} starts at {format_exact(addon.started_at)}, before the subscription "
+                f"({format_exact(started_at)})"
+            )
+        if addon.addon_id in last_end:
+            previous = last_end[addon.addon_id]
+            if previous is None or previous > addon.started_at:
+                raise ValueError(
+                    f"add-on {addon.addon_id!r} is held twice at {format_exact(addon.started_at)}: "
+                    "change its quantity instead"
+                )
+        last_end[addon.addon_id] = addon.ended_at
+
+
+def _decode_addons(text: str) -> tuple[AddOn, ...]:
+    raw = json.loads(text)
+    if not isinstance(raw, list):
+        raise ValueError("addons is not a JSON list")
+    return tuple(
+        AddOn(
+            item["addon"],
+            item["quantity"],
+            _parse_exact(item["start"]),
+            _parse_exact(item["end"]) if item.get("end") else None,
+        )
+        for item in raw
+    )
 
 
 def _epoch_ms(value: datetime) -> int:

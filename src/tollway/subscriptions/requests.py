@@ -70,6 +70,8 @@ def build_subscription(
         interval=interval,
         overrides=overrides,
         changes=previous.changes if continued and previous is not None else (),
+        # A running subscription keeps its add-ons; a new start begins without any.
+        addons=previous.addons if continued and previous is not None else (),
     )
     phased = _phased(args, subscription, previous if continued else None)
     if phased is not None:
@@ -220,6 +222,8 @@ def subscription_json(subscription: Subscription, now: datetime) -> dict[str, ob
         "interval": subscription.interval,
         "overrides": dict(subscription.overrides),
         "plan_changes": [change.as_dict() for change in subscription.changes],
+        # Only a subscription that ever held an add-on has the key: every other one reads as it did.
+        **({"addons": [addon.as_dict() for addon in subscription.addons]} if subscription.addons else {}),
         "current_period": {
             "index": period.index,
             "start": format_exact(period.start),
@@ -270,3 +274,13 @@ def catalog_phases(
             )
         checked.append(replace(request, plan_id=pinned))
     return checked, defaults
+
+
+def check_addons_kept(path: Path, subscription: Subscription) -> None:
+    """``ValueError`` when the plan ``subscription`` changed to (its last plan change) does not allow an
+    add-on it holds from then on (``subscriptions.addons``)."""
+    if not subscription.addons or not subscription.changes:
+        return
+    addons: Any = importlib.import_module("tollway.subscriptions.addons")
+    last = subscription.changes[-1]
+    addons.check_plan_allows_held(_catalog(path).plans, subscription, last.plan_id, last.at)

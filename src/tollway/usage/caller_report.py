@@ -23,6 +23,7 @@ from tollway.billing.money import format_decimal
 from tollway.entitlements.errors import NoSubscription, PlanUnavailable
 from tollway.entitlements.live_catalog import LiveCatalog
 from tollway.periods import BillingPeriod, load_timezone
+from tollway.plans.errors import UnknownPlan
 from tollway.plans.schema import Catalog
 from tollway.ratelimit import Limiter, Policy, QuotaPolicy
 from tollway.subscriptions.model import Subscription, format_exact
@@ -89,6 +90,11 @@ async def caller_report(
         raise PlanUnavailable(f"The plan '{subscription.plan_id}' of this account is not available.")
     period = subscription.current_period(now)
     start_ms, end_ms = int(period.start.timestamp() * 1000), int(period.end.timestamp() * 1000)
+    if subscription.addons:  # the quotas the gateway enforces: the plan combined with the add-ons held
+        try:
+            plan = compiled.plan(subscription.entitled_plan(int(now.timestamp() * 1000)))
+        except UnknownPlan as exc:
+            raise PlanUnavailable(f"The add-on '{exc.plan_id}' of this account is not available.") from None
     policies: list[Policy] = [
         QuotaPolicy(q.name, subscription.limit(q.name, q.limit), start_ms, end_ms) for q in plan.quotas
     ]

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response
+from fastapi import Path as PathParam
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -35,13 +36,15 @@ from tollway.periods import INTERVALS, Interval, interval_error
 from tollway.plans.errors import CatalogError
 from tollway.plans.loader import load_catalog
 from tollway.subscriptions import phases as subscription_phases
+from tollway.subscriptions.addons import check_sale, with_quantity
 from tollway.subscriptions.errors import UnreadableSubscription
 from tollway.subscriptions.migration import NEXT_PERIOD, plan_migration, target_version
-from tollway.subscriptions.model import Subscription
+from tollway.subscriptions.model import MAX_ADDON_QUANTITY, Subscription
 from tollway.subscriptions.phases import MAX_LENGTH, MAX_PHASES, PhaseRequest
 from tollway.subscriptions.requests import (
     build_subscription,
     catalog_phases,
+    check_addons_kept,
     check_against_catalog,
     check_plan_interval,
     parse_time,
@@ -56,6 +59,7 @@ MAX_OVERRIDE = 10**15
 
 PlanId = Annotated[str, StringConstraints(pattern=IDENTIFIER, max_length=128)]
 OverrideName = Annotated[str, StringConstraints(pattern=IDENTIFIER, max_length=128)]
+AddOnId = Annotated[str, PathParam(pattern=IDENTIFIER, max_length=128, description="an add-on of the catalog")]
 OverrideLimit = Annotated[int, Field(ge=0, le=MAX_OVERRIDE)]
 # An override is a whole JSON object of name -> limit: names outside the pattern are refused too.
 OVERRIDES_SCHEMA: dict[str, Any] = {"additionalProperties": False}
@@ -109,6 +113,13 @@ class CurrentPeriod(BaseModel):
     end_local: str
 
 
+class AddOnOut(BaseModel):
+    addon: str
+    quantity: int
+    start: str
+    end: str | None = Field(description="null: still held")
+
+
 class SubscriptionOut(BaseModel):
     customer_id: str
     plan_id: str
@@ -121,6 +132,9 @@ class SubscriptionOut(BaseModel):
     overrides: dict[str, int]
     plan_changes: list[PlanChangeOut]
     current_period: CurrentPeriod
+    addons: list[AddOnOut] = Field(
+        default_factory=list, description="the add-ons held, each quantity over its span (docs/billing.md#add-ons)"
+    )
 
 
 class SubscriptionPut(BaseModel):
@@ -198,6 +212,16 @@ class MigrationOut(BaseModel):
     subscription: SubscriptionOut = Field(description="as it stands after the migration (with preview: as it would)")
 
 
+class AddOnPut(BaseModel):
+    """Hold `quantity` of the add-on from `effective` on (0: stop holding it). The plan held then must
+    allow it (the catalog's `addons`); needs `TOLLWAY_CATALOG`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    quantity: Annotated[int, Field(ge=0, le=MAX_ADDON_QUANTITY)] = 1
+    effective: TimeText = Field(default="now", description="now or an ISO 8601 instant")
+
+
 class OverridesPut(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -211,7 +235,9 @@ def to_out(subscription: Subscription, services: AdminServices) -> SubscriptionO
 def _as_dict(subscription: Subscription | None, services: AdminServices) -> dict[str, Any] | None:
     if subscription is None:
         return None
-    return to_out(subscription, services).model_dump(by_alias=True, exclude={"current_period"})
+    # The audit trail of a subscription without add-ons reads as it always did.
+    exclude = {"current_period"} if subscription.addons else {"current_period", "addons"}
+    return to_out(subscription, services).model_dump(by_alias=True, exclude=exclude)
 
 
 def _check_catalog(services: AdminServices, plan_id: str, overrides: Mapping[str, int]) -> str | None:
@@ -327,6 +353,8 @@ async def put_subscription(
         subscription = _within_range(
             build_subscription(args, services.clock.now(), previous, body.overrides, catalog_interval)
         )
+        if services.catalog_path is not None and previous is not None and previous.plan_id != subscription.plan_id:
+            check_addons_kept(services.catalog_path, subscription)
     except (ValueError, OverflowError) as exc:
         raise invalid(str(exc).replace("--", "")) from None
     await services.subscriptions.put(subscription)
@@ -374,6 +402,11 @@ async def change_plan(
         changed = subscription_phases.change_plan(previous, plan_id, at)  # ends the phase in force, drops those to come
     except (ValueError, OverflowError) as exc:
         raise invalid(str(exc), ["body", "effective"]) from None
+    if services.catalog_path is not None:
+        try:
+            check_addons_kept(services.catalog_path, changed)
+        except ValueError as exc:
+            raise invalid(str(exc), ["body", "plan_id"]) from None
     await services.subscriptions.put(changed)
     await _announce(services, previous, changed)
     await record(
@@ -451,6 +484,52 @@ async def migrate(
     return MigrationOut.model_validate(
         {**shown, "preview": body.preview, "invoices": invoices, "subscription": to_out(migration.after, services)}
     )
+
+
+@router.put(
+    "/customers/{customer_id}/subscription/addons/{addon_id}",
+    response_model=SubscriptionOut,
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
+async def put_addon(
+    customer_id: CustomerId, addon_id: AddOnId, body: AddOnPut, services: Services, record: Recorder
+) -> SubscriptionOut:
+    """Buy, re-size or remove (`quantity: 0`) an add-on from `effective` on. Billing prices each quantity
+    over the time it was held, on the add-on's own section of the invoice; the gateway enforces the
+    combination (docs/entitlements.md#add-ons) within a second. An add-on the plan does not allow, or a
+    quantity out of its range, is a 422 and nothing is written."""
+    previous = await _current(services, customer_id)
+    if services.catalog_path is None:
+        raise invalid("an add-on needs the plan catalog: set TOLLWAY_CATALOG", ["path", "addon_id"])
+    try:
+        catalog = load_catalog(services.catalog_path)
+    except (CatalogError, OSError) as exc:
+        raise invalid(f"the catalog cannot be read: {exc}", ["path", "addon_id"]) from None
+    try:
+        at = parse_time("effective", body.effective, previous.timezone, services.clock.now())
+    except (ValueError, OverflowError) as exc:
+        raise invalid(str(exc), ["body", "effective"]) from None
+    if not EARLIEST <= at < LATEST:
+        raise invalid("effective must be from 1970 to 2199", ["body", "effective"])
+    try:
+        check_sale(catalog.plans, previous, addon_id, body.quantity, at)
+    except ValueError as exc:
+        raise invalid(str(exc), ["path", "addon_id"]) from None
+    try:
+        updated = with_quantity(previous, addon_id, body.quantity, at)
+    except ValueError as exc:
+        raise invalid(str(exc), ["body", "effective"]) from None
+    if updated is not previous:
+        await services.subscriptions.put(updated)
+        await record(
+            "subscription.addon",
+            "subscription",
+            customer_id,
+            customer_id=customer_id,
+            before=_as_dict(previous, services),
+            after=_as_dict(updated, services),
+        )
+    return to_out(updated, services)
 
 
 @router.put(
