@@ -161,3 +161,63 @@ def test_usage_budgets_are_on_the_quota_the_gateway_enforces() -> None:
     held = with_quantity(Subscription.new("acme", "small", start), "pack", 2, datetime(2026, 11, 10, tzinfo=UTC))
     assert plan_terms(compiled, held, datetime(2026, 11, 5, tzinfo=UTC)).quotas == {"monthly": 2}
     assert plan_terms(compiled, held, datetime(2026, 11, 15, tzinfo=UTC)).quotas == {"monthly": 8}
+
+
+TRIAL_CATALOG = """
+apiVersion: tollway.dev/v1
+kind: PlanCatalog
+metadata: {name: gate-addons-trial, version: "1"}
+meters:
+  requests: {unit: requests}
+features:
+  items:
+    routes: [{methods: [GET], path: /v1/items}]
+plans:
+  small:
+    features: [items]
+    addons: [pack]
+    quotas:
+      - {name: monthly, limit: 2}
+    phases:
+      - {id: trial, days: 14, free: true}
+    pricing:
+      currency: USD
+      interval: month
+      charges:
+        - {id: platform, model: flat, amount: "10.00"}
+  pack:
+    addon: {max_quantity: 5}
+    quotas:
+      - {name: monthly, limit: 3}
+    pricing:
+      currency: USD
+      interval: month
+      charges:
+        - {id: pack, model: flat, amount: "5.00"}
+"""
+
+
+def test_an_add_on_is_sold_and_enforced_during_a_trial_phase() -> None:
+    """A subscriber in the trial of a plan that allows an add-on may buy it then (the phase plan
+    `small:trial` allows what `small` allows), and the gate enforces the trial's quota plus the pack."""
+    from tollway.subscriptions.addons import check_sale
+    from tollway.subscriptions.phases import PhaseRequest, resolve_phases, with_phases
+
+    compiled = compile_catalog_text(TRIAL_CATALOG, "catalog.yaml")
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    new = Subscription.new("acme", "small", start)
+    subscription = with_phases(new, resolve_phases([PhaseRequest("small:trial", days=14)], new, "small"))
+    bought_at = datetime(2026, 11, 5, tzinfo=UTC)
+    assert subscription.as_of(int(bought_at.timestamp() * 1000)).plan_id == "small:trial"
+    check_sale(compiled.catalog.plans, subscription, "pack", 1, bought_at)  # allowed during the trial
+
+    async def scenario() -> list[str]:
+        clock = ManualClock(bought_at)
+        store = MemorySubscriptionStore()
+        await store.put(with_quantity(subscription, "pack", 1, bought_at))
+        gate = EntitlementGate(
+            LiveCatalog(compiled), SubscriptionResolver(store, SubscriptionCache(clock.monotonic)), MemoryLimiter(), clock
+        )
+        return [await outcome(gate) for _ in range(6)]
+
+    assert asyncio.run(scenario()) == [f"200 monthly {n}/5" for n in (4, 3, 2, 1, 0)] + ["429"]

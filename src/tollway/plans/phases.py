@@ -90,6 +90,8 @@ def phase_plan(plan: Plan, phase: Phase) -> Plan:
         correction=None,
         phases=None,
         versions=None,
+        addon=None,
+        addons=plan.addons,  # add-ons may be bought during a phase, as on the plan it leads to
     )
 
 
