@@ -34,8 +34,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path

@@ -74,7 +74,7 @@ from tollway.billing.money import format_amount, format_decimal, minor_unit
 from tollway.billing.prepaid import PeriodBalance, balance_of, burned_micros, settle
 from tollway.billing.proration import period_fraction
 from tollway.billing.rating import InvoiceDraft, InvoiceLine, rate
-from tollway.periods import ADJECTIVES, BillingPeriod, resolve_local
+from tollway.periods import ADJECTIVES, BillingPeriod, BillingSchedule, resolve_local
 from tollway.plans.pricing import FlatCharge, Pricing
 from tollway.plans.realtime import PlanMoney, compile_plan_money
 from tollway.plans.schema import Billable, Catalog
@@ -512,7 +512,7 @@ def build_invoice(
         _check_plans(catalog, subscription)  # a bad plan is an error whatever the month
         return None
     schedule = subscription.schedule
-    index = max(0, schedule.index_of(period.start) - schedule.index_of(subscription.started_at))
+    index = max(0, _number(schedule, period) - _index_of(schedule, subscription.started_at))
     terms = subscription.terms(period.start, period.end)
     parts: list[PlanPart] = []
     prepaid: PlanMoney | None = None
@@ -584,6 +584,19 @@ def build_invoice(
     used = used_before(history, customer, invoice.invoice_id, currency)
     uses = apply_coupons(last.coupons, invoice.subtotal, index, currency, used)
     return replace(invoice, coupons=uses)
+
+
+def _number(schedule: BillingSchedule, period: BillingPeriod) -> int:
+    """``schedule.index_of(period.start)``: the period's own number when it is one of the schedule's."""
+    if period.index is not None and schedule.boundary(period.index) == period.start:
+        return period.index
+    return schedule.index_of(period.start)
+
+
+@lru_cache(maxsize=4096)
+def _index_of(schedule: BillingSchedule, at: datetime) -> int:
+    """``schedule.index_of(at)``, remembered (a bill run asks it of every customer's start)."""
+    return schedule.index_of(at)
 
 
 def plan_money(catalog: Catalog, plan_id: str) -> PlanMoney | None:
@@ -664,7 +677,15 @@ def build_invoices(
             for customer, quantities in billable_quantities_of(
                 client, database, chunk, start, end, group_rules[key]
             ).items():
-                summed.setdefault(customer, {})[start, end] = quantities
+                own = summed.setdefault(customer, {})
+                earlier = own.get((start, end))
+                if earlier is not None:  # the same span under other rules: the union (a meter has one rule)
+                    quantities = replace(
+                        quantities,
+                        quantities={**earlier.quantities, **quantities.quantities},
+                        sources={**earlier.sources, **quantities.sources},
+                    )
+                own[start, end] = quantities
     invoices: list[Invoice] = []
     skipped: list[str] = []
     for done, subscription in enumerate(ordered, start=1):
