@@ -350,7 +350,20 @@ def test_billing_run_prices_every_customer_from_generated_usage(tmp_path: Path) 
     assert result["rows_per_s"] > 0
     assert result["aggregation_s"] + result["pricing_s"] == pytest.approx(result["seconds"], abs=0.002)
     assert 0 < result["query_s"] <= result["aggregation_s"]
-    assert result["queries"] >= 1
+    # One customer in three on pro, a plan with two versions; of those, one in four each: legacy pro, pro@1
+    # migrated to pro@2 mid-month (two parts), sold at pro@2, migrated from the next period. Customers
+    # 1, 4, 7, ... 499 (167) are on pro, the k-th of them (k = 0..166) in cohort k % 4: 42, 42, 42, 41.
+    assert result["cohorts"] == {
+        "pro-2": 42,
+        "pro-legacy": 42,
+        "pro-migrated": 42,
+        "pro-next": 41,
+        "scale": 166,
+        "starter": 167,
+    }
+    assert result["plan_parts"] == 500 + 42
+    # The month for everyone else, and each side of the migration instant for the 42: three queries.
+    assert result["queries"] == 3
     assert result["warm_seconds"] > 0
     assert result["generate_s"] > 0
     assert result["store_s"] > 0
@@ -361,6 +374,7 @@ def test_billing_run_prices_every_customer_from_generated_usage(tmp_path: Path) 
     assert "Billing throughput (20,000 usage rows, 500 customers" in rendered
     assert "target ≥ 10,000,000" in rendered
     assert "usage queries" in rendered
+    assert "dataset: 167 customers on the versioned plan pro (42 migrated pro@1 → pro@2 mid-month: 542" in rendered
 
 
 def test_billing_result_carries_its_target() -> None:

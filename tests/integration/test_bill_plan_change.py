@@ -29,6 +29,7 @@ import pytest
 
 from tests.support.chdb_engine import ChdbDatabase
 from tests.support.usage_rows import usage_row
+from tollway.billing.invoices import build_invoice, build_invoices, parse_month
 from tollway.billing.render import to_html
 from tollway.cli.bill import bill
 from tollway.plans.loader import load_catalog_text
@@ -187,3 +188,56 @@ def test_every_plan_of_the_history_must_be_in_the_catalog(db: ChdbDatabase) -> N
     catalog = load_catalog_text(CATALOG.replace("  basic:", "  basic2:"), "plan-change.yaml")
     [failure] = bill(client, database, catalog, [SWITCH], "2026-12", now=NOW).failures
     assert "plan 'basic', which the catalog does not have" in str(failure)
+
+
+class CountingClient:
+    """The client, counting the queries sent through it."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.queries: list[str] = []
+
+    def query(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        self.queries.append(sql)
+        return self._client.query(sql, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_customers_changing_plan_at_one_instant_are_summed_together_per_part(db: ChdbDatabase) -> None:
+    """``switch`` and ``twin`` move from basic to pro at CHANGE, ``stay`` keeps basic: a bill run sums
+    usage with one query per span shared by customers (the month; before the change; after it), not
+    one per customer and part, and every invoice is the one ``build_invoice`` builds for the customer
+    alone (``switch``: 26.93, the module docstring's arithmetic; ``twin`` 1 basic and 2 pro calls:
+    4.83 + 0.50 + (9.6644295302 − 5.33 = 4.3344295302 → 4.33) + 16.02 + 0.50 = 26.18; ``stay``, 2 calls on
+    basic all month: 10.00 + 1.00 + a 9.00 true-up to the 20.00 minimum = 20.00)."""
+    client, database = db
+    insert_json_rows(
+        client,
+        database,
+        "usage",
+        b"".join(
+            (
+                request("t1", "2026-10-01 12:00:00.000", customer="twin"),  # basic
+                request("t2", "2026-10-15 22:00:00.000", customer="twin"),  # pro: the change instant
+                request("t3", "2026-10-30 12:00:00.000", customer="twin"),  # pro
+                request("s1", "2026-10-02 12:00:00.000", customer="stay"),
+                request("s2", "2026-10-29 12:00:00.000", customer="stay"),
+            )
+        ),
+    )
+    catalog = load_catalog_text(CATALOG, "plan-change.yaml")
+    started = datetime(2026, 1, 1, tzinfo=UTC)
+    twin = Subscription.new("twin", "basic", started, timezone="Europe/Paris").changed_to("pro", CHANGE)
+    stay = Subscription.new("stay", "basic", started, timezone="Europe/Paris")
+    month = parse_month("2026-10", NOW)
+    counting = CountingClient(client)
+    invoices, skipped = build_invoices(counting, database, catalog, [SWITCH, twin, stay], month, now=NOW)
+    assert skipped == []
+    assert len(counting.queries) == 3  # the month (stay), before the change, after it (switch and twin)
+    assert {i.customer_id: str(i.total) for i in invoices} == {"stay": "20.00", "switch": "26.93", "twin": "26.18"}
+    for invoice, subscription in zip(invoices, [stay, SWITCH, twin], strict=True):
+        alone = build_invoice(client, database, catalog, subscription, month, now=NOW)
+        assert alone is not None
+        assert invoice.as_dict() == alone.as_dict()

@@ -11,9 +11,12 @@ some answered 5xx, 429 or 404; meters ``requests``, ``egress`` (response bytes) 
 
 Then it subscribes ``customers`` customers in memory (no Redis: ``build_invoices`` takes
 subscriptions as values) to three priced plans (flat fee, per-unit, graduated and volume tiers,
-package, allowance, a discount, a minimum commitment) and times ``invoices.build_invoices`` — what
+package, allowance, a discount, a minimum commitment), one of them with two versions (``COHORTS``:
+legacy ``pro``, ``pro@2``, ``pro@1`` migrated to ``pro@2`` in the middle of the month — two parts,
+``plan_parts`` counts them — or from the next period), and times ``invoices.build_invoices`` — what
 ``tollway bill`` runs before storing: the usage queries (``usage FINAL``, one per group of customers
-sharing a period and rules) and ``rating.rate`` for every customer. ``aggregation_s`` is the time
+sharing a span and rules: the month, and each side of the migration) and ``rating.rate`` for every
+part of every customer. Phases and add-ons join the dataset in ``with_phases_and_addons``. ``aggregation_s`` is the time
 until the first customer is priced (grouping the customers by period and rules, the queries and
 their rows turned into quantities), ``query_s`` the part of it spent in the queries (inside the
 engine), ``pricing_s`` the rest (``rate`` and the invoice of each customer). The headline
@@ -31,14 +34,18 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from tollway.bench.errors import BenchError
 from tollway.bench.subprocess_json import run_json
+
+if TYPE_CHECKING:
+    from tollway.subscriptions.model import Subscription
 
 DEFAULT_ROWS: Final = 100_000_000
 """The target's own size (100 M rows in ≤ 10 s): the pricing of 10,000 customers (~0.7 s) is the same
@@ -50,7 +57,6 @@ _RESULT_KEYS: Final = ("rows", "seconds", "rows_per_s", "customers", "invoices_p
 _SETTLE_TIMEOUT_S: Final = 120.0
 _SETTLE_QUIET_S: Final = 1.0
 _DUPLICATE_EVERY: Final = 100  # one request in 100 also has its (superseded) decision row
-_PLANS: Final = ("starter", "pro", "scale")
 
 CATALOG: Final = """\
 apiVersion: tollway.dev/v1
@@ -75,28 +81,49 @@ plans:
         - {id: search, model: per_unit, meter: search-units, unit_amount: "0.002"}
         - {id: egress, model: per_unit, meter: egress, unit_amount: "0.0000001"}
   pro:
-    pricing:
-      currency: USD
-      interval: month
-      charges:
-        - {id: platform, model: flat, amount: "49.00", timing: in_advance}
-        - id: calls
-          model: graduated
-          meter: requests
-          tiers:
-            - {up_to: 500, unit_amount: "0"}
-            - {up_to: 1000, unit_amount: "0.0003", flat_amount: "1.00"}
-            - {up_to: null, unit_amount: "0.0002"}
-        - id: search
-          model: package
-          meter: search-units
-          package_size: 100
-          package_amount: "0.25"
-          rounding: up
-          free_units: 50
-        - {id: egress, model: allowance, meter: egress, included: 5000000, overage_unit_amount: "0.00000009"}
-      discounts:
-        - {id: launch, percent: "20", applies_to: invoice, periods: 3}
+    versions:
+      1:
+        pricing:
+          currency: USD
+          interval: month
+          charges:
+            - {id: platform, model: flat, amount: "49.00", timing: in_advance}
+            - id: calls
+              model: graduated
+              meter: requests
+              tiers:
+                - {up_to: 500, unit_amount: "0"}
+                - {up_to: 1000, unit_amount: "0.0003", flat_amount: "1.00"}
+                - {up_to: null, unit_amount: "0.0002"}
+            - id: search
+              model: package
+              meter: search-units
+              package_size: 100
+              package_amount: "0.25"
+              rounding: up
+              free_units: 50
+            - {id: egress, model: allowance, meter: egress, included: 5000000, overage_unit_amount: "0.00000009"}
+          discounts:
+            - {id: launch, percent: "20", applies_to: invoice, periods: 3}
+      2:
+        pricing:
+          currency: USD
+          interval: month
+          charges:
+            - {id: platform, model: flat, amount: "59.00", timing: in_advance}
+            - id: calls
+              model: graduated
+              meter: requests
+              tiers:
+                - {up_to: 1000, unit_amount: "0"}
+                - {up_to: null, unit_amount: "0.00025"}
+            - id: search
+              model: package
+              meter: search-units
+              package_size: 100
+              package_amount: "0.20"
+              rounding: up
+            - {id: egress, model: allowance, meter: egress, included: 10000000, overage_unit_amount: "0.00000008"}
   scale:
     pricing:
       currency: USD
@@ -126,6 +153,34 @@ def customer_id(number: int) -> str:
     return f"cus_{number:05d}"
 
 
+Cohort = Literal["starter", "scale", "pro-legacy", "pro-migrated", "pro-2", "pro-next"]
+COHORTS: Final[tuple[Cohort, ...]] = ("starter", "scale", "pro-legacy", "pro-migrated", "pro-2", "pro-next")
+"""Who is on what (``cohort``). One customer in three is on ``pro``, a versioned plan; of those, one in
+four each: ``pro-legacy`` (the bare ``pro``, a subscription stored before pro had versions: version 1),
+``pro-migrated`` (``pro@1``, migrated to ``pro@2`` in the middle of the billed month: two parts, each
+summed and priced on its own), ``pro-2`` (sold at ``pro@2``), ``pro-next`` (``pro@1``, a migration to
+``pro@2`` scheduled for the next period: billed at ``pro@1``)."""
+
+
+def cohort(number: int) -> Cohort:
+    """The cohort of customer ``number`` (see ``COHORTS``; ``cohort_sql`` is the same in SQL)."""
+    if number % 3 == 0:
+        return "starter"
+    if number % 3 == 2:
+        return "scale"
+    return ("pro-legacy", "pro-migrated", "pro-2", "pro-next")[number // 3 % 4]
+
+
+def cohort_sql(number: str) -> str:
+    """``cohort`` as a ClickHouse expression of the customer number ``number`` (an index into ``COHORTS``)."""
+    return f"multiIf({number} % 3 = 0, 0, {number} % 3 = 2, 1, 2 + intDiv({number}, 3) % 4)"
+
+
+def migration_instant(start: datetime) -> datetime:
+    """When the ``pro-migrated`` customers move from ``pro@1`` to ``pro@2``: 14.5 days into the month."""
+    return start + timedelta(days=14, hours=12)
+
+
 def _split(rows: int) -> tuple[int, int]:
     """(requests, duplicate decision rows) adding up to ``rows``: about one duplicate per 100 requests."""
     duplicates = rows // (_DUPLICATE_EVERY + 1)
@@ -145,14 +200,19 @@ def generation_sql(
     requests, duplicates = _split(rows)
     span_ms = int((end - start).total_seconds() * 1000)
     begin = start.strftime("%Y-%m-%d %H:%M:%S")
-    plans = "[" + ", ".join(f"'{p}'" for p in _PLANS) + "]"
+    migrated = migration_instant(start).strftime("%Y-%m-%d %H:%M:%S")
+    # The plan each request was decided under (what the gateway writes in `plan`), by cohort.
+    plan = (
+        f"['starter', 'scale', 'pro', if(ts < toDateTime64('{migrated}', 3, 'UTC'), 'pro@1', 'pro@2'), "
+        f"'pro@2', 'pro@1'][{cohort_sql(f'(n % {customers})')} + 1]"
+    )
     # One request per number n: customer n % customers, evenly over the month, time order = n order.
     request = f"""
         'req_' || toString(n) AS request_id,
         addMilliseconds(toDateTime64('{begin}', 3, 'UTC'), intDiv(n * {span_ms}, {requests})) AS ts,
         'cus_' || leftPad(toString(n % {customers}), 5, '0') AS customer_id,
         'key_' || leftPad(toString(n % {customers}), 5, '0') AS subject,
-        {plans}[(n % {customers}) % {len(_PLANS)} + 1] AS plan,
+        {plan} AS plan,
         if(n % 3 = 0, 'search', 'items-read') AS feature,
         if(n % 3 = 0, '/v1/search', '/v1/items') AS route,
         'GET' AS method"""
@@ -236,11 +296,37 @@ def _settle(client: Any, database: str) -> float:
     return time.perf_counter() - started
 
 
-def _subscriptions(customers: int, start: datetime) -> list[Any]:
+def subscriptions(customers: int, start: datetime, end: datetime) -> list[Subscription]:
+    """The customers' subscriptions (``COHORTS``), started a year before the billed month ``[start, end)``."""
     from tollway.subscriptions.model import Subscription
 
     started = start.replace(year=start.year - 1)
-    return [Subscription.new(customer_id(c), _PLANS[c % len(_PLANS)], started) for c in range(customers)]
+    found: list[Subscription] = []
+    for number in range(customers):
+        held = cohort(number)
+        if held in ("starter", "scale"):
+            found.append(Subscription.new(customer_id(number), held, started))
+        elif held == "pro-legacy":
+            found.append(Subscription.new(customer_id(number), "pro", started))
+        elif held == "pro-2":
+            found.append(Subscription.new(customer_id(number), "pro@2", started))
+        else:
+            at = migration_instant(start) if held == "pro-migrated" else end
+            found.append(Subscription.new(customer_id(number), "pro@1", started).changed_to("pro@2", at))
+    return with_phases_and_addons(found, start, end)
+
+
+def with_phases_and_addons(found: list[Subscription], start: datetime, end: datetime) -> list[Subscription]:
+    """PHASES AND ADD-ONS GO HERE (issue 16 items 2 and 3, built alongside this dataset).
+
+    Today: ``found`` unchanged. When subscriptions have phases (a trial, a ramp) and add-ons (a second
+    subscription of the same customer), give a share of the customers one of each here, e.g. ``pro-2``
+    customers a 14-day trial phase ending inside ``[start, end)`` and ``scale`` customers an add-on
+    bought mid-month, and count them in ``run``'s result like ``cohorts``. Their usage rows need no
+    change (usage is per customer, whatever the subscription); a plan an add-on prices goes in
+    ``CATALOG``. ``build_invoices`` sums every part of every period with one query per shared span and
+    rules, so phase boundaries and add-on periods shared by many customers stay a few queries."""
+    return found
 
 
 def run(
@@ -283,7 +369,9 @@ def run(
                 {"db": database},
             )[0][0]
         )
-        subscriptions = _subscriptions(customers, start)
+        subscribed = subscriptions(customers, start, end)
+        cohorts = Counter(cohort(number) for number in range(customers))
+        plan_parts = sum(len(s.terms(start, end)) for s in subscribed)
         month = parse_month(label, now)
         first_priced: list[float] = []
 
@@ -294,14 +382,14 @@ def run(
         timed = _TimedClient(client)
         started = time.perf_counter()
         invoices, skipped = build_invoices(
-            timed, database, catalog, subscriptions, month, None, now=now, progress=progress
+            timed, database, catalog, subscribed, month, None, now=now, progress=progress
         )
         seconds = time.perf_counter() - started
         aggregation_s = (first_priced[0] if first_priced else time.perf_counter()) - started
         # The same run again, warm (the engine's caches filled, the Python code paths hot): for comparison.
         warm = _TimedClient(client)
         again = time.perf_counter()
-        build_invoices(warm, database, catalog, subscriptions, month, None, now=now)
+        build_invoices(warm, database, catalog, subscribed, month, None, now=now)
         warm_s = time.perf_counter() - again
         billed_requests = sum(
             (line.quantity or Decimal(0) for i in invoices for line in i.lines if line.meter == "requests"),
@@ -329,6 +417,8 @@ def run(
         "customers_with_usage": int(counted[1]),
         "month": label,
         "parts": parts,
+        "cohorts": dict(sorted(cohorts.items())),
+        "plan_parts": plan_parts,
         "seconds": round(seconds, 3),
         "aggregation_s": round(aggregation_s, 3),
         "pricing_s": round(seconds - aggregation_s, 3),

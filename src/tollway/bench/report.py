@@ -497,6 +497,19 @@ def render_billing(billing: Json) -> list[str]:
         f"{billing['pricing_s']:.2f} s; run again warm: {billing['warm_seconds']:.2f} s "
         f"({_num(billing['warm_rows_per_s'], ',.0f')} rows/s)",
         f"  not counted: generating the rows {billing['generate_s']:.2f} s; storing the invoices {stored}",
+        *_billing_dataset(billing),
+    ]
+
+
+def _billing_dataset(billing: Json) -> list[str]:
+    """Who the customers are (a result written before plan versions were in the dataset has no cohorts)."""
+    cohorts = billing.get("cohorts")
+    if not cohorts:
+        return []
+    versioned = sum(n for name, n in cohorts.items() if name.startswith("pro"))
+    return [
+        f"  dataset: {versioned:,} customers on the versioned plan pro ({cohorts.get('pro-migrated', 0):,} migrated "
+        f"pro@1 → pro@2 mid-month: {billing['plan_parts']:,} plan parts priced)"
     ]
 
 

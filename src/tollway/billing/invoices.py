@@ -74,7 +74,7 @@ from tollway.billing.money import format_amount, format_decimal, minor_unit
 from tollway.billing.prepaid import PeriodBalance, balance_of, burned_micros, settle
 from tollway.billing.proration import period_fraction
 from tollway.billing.rating import InvoiceDraft, InvoiceLine, rate
-from tollway.periods import ADJECTIVES, BillingPeriod, resolve_local
+from tollway.periods import ADJECTIVES, BillingPeriod, BillingSchedule, resolve_local
 from tollway.plans.pricing import FlatCharge, Pricing
 from tollway.plans.realtime import PlanMoney, compile_plan_money
 from tollway.plans.schema import Billable, Catalog
@@ -493,6 +493,7 @@ def build_invoice(
     interim: bool = False,
     period: BillingPeriod | None = None,
     adjust_late: bool = True,
+    summed: Mapping[tuple[datetime, datetime], Quantities] | None = None,
 ) -> Invoice | None:
     """Price ``subscription``'s period of ``month`` from its usage; None when it has none that month.
     ``history``: the customer's finalized invoice documents, checked for late usage (``late_usage``),
@@ -504,6 +505,8 @@ def build_invoice(
     adjustments, which the period's invoice carries); whether it is issued is the caller's decision.
     ``period``: which of the month's periods (``billed_periods``: a weekly subscription has several), by
     default the first; ``adjust_late``: False leaves late usage to another invoice of the run.
+    ``summed``: quantities already summed, by ``(start, end)`` of a part (``build_invoices`` sums the
+    parts of many customers at once too); a part not in it is queried here.
 
     Raises ``PlanNotInCatalog``, ``PlanNotPriced``, ``IntervalMismatch`` and the errors of ``rating.rate``."""
     customer = subscription.customer_id
@@ -515,7 +518,7 @@ def build_invoice(
         _check_plans(catalog, subscription)  # a bad plan is an error whatever the month
         return None
     schedule = subscription.schedule
-    index = max(0, schedule.index_of(period.start) - schedule.index_of(subscription.started_at))
+    index = max(0, _number(schedule, period) - _index_of(schedule, subscription.started_at))
     terms = subscription.terms(period.start, period.end)
     parts: list[PlanPart] = []
     prepaid: PlanMoney | None = None
@@ -532,6 +535,8 @@ def build_invoice(
         whole = term.start == period.start and term.end == period.end
         fraction = Decimal(1) if whole else period_fraction(period, term.start, term.end)
         quantities = usage if usage is not None and len(terms) == 1 else None
+        if quantities is None and summed is not None:
+            quantities = summed.get((term.start, term.end))
         if quantities is None:
             quantities = billable_quantities(client, database, customer, term.start, term.end, rules)
         draft = rate(term.plan_id, pricing, quantities.quantities, PeriodContext(fraction, index))
@@ -589,6 +594,19 @@ def build_invoice(
     return replace(invoice, coupons=uses)
 
 
+def _number(schedule: BillingSchedule, period: BillingPeriod) -> int:
+    """``schedule.index_of(period.start)``: the period's own number when it is one of the schedule's."""
+    if period.index is not None and schedule.boundary(period.index) == period.start:
+        return period.index
+    return schedule.index_of(period.start)
+
+
+@lru_cache(maxsize=4096)
+def _index_of(schedule: BillingSchedule, at: datetime) -> int:
+    """``schedule.index_of(at)``, remembered (a bill run asks it of every customer's start)."""
+    return schedule.index_of(at)
+
+
 def plan_money(catalog: Catalog, plan_id: str) -> PlanMoney | None:
     """The plan's prepaid balance and spend cap as the gateway enforces them (``plans.realtime``); None
     when it has neither."""
@@ -616,8 +634,10 @@ def build_invoices(
 ) -> tuple[list[Invoice], list[str]]:
     """The invoices of ``month`` for ``subscriptions`` (in customer order) and the customers with
     nothing to bill. Every plan is checked before any usage is read. Usage is summed with one query per
-    group of up to ``QUERY_CUSTOMERS`` customers sharing a period and billable rules (all the UTC
-    calendar customers of a plan family: one query). ``progress(done, total)`` after each customer.
+    group of up to ``QUERY_CUSTOMERS`` customers sharing a span and billable rules: a whole period, or
+    the part of one before or after a plan change or version migration at the same instant (all the UTC
+    calendar customers of a plan family: one query; those migrated on one date: one more per part).
+    ``progress(done, total)`` after each customer.
 
     A customer whose invoice cannot be priced (plan missing or unpriced, a currency Tollway cannot
     round, ...) raises its ``BillingError``; with ``failures``, it is appended there instead (as
@@ -649,14 +669,15 @@ def build_invoices(
             found = tuple(period for period in found if now is None or period.end > now)
         periods[subscription.customer_id] = found
         for period in periods[subscription.customer_id]:
-            # A period with a plan change is summed per part, in build_invoice.
-            if len(terms := subscription.terms(period.start, period.end)) == 1:
-                (term,) = terms
+            # Each part of the period (one per plan held: a plan change or a version migration inside
+            # the period cuts it) is summed with the other customers' parts of the same span and rules.
+            for term in subscription.terms(period.start, period.end):
                 _, rules = _pricing(catalog, subscription.customer_id, term.plan_id)
                 key = (term.start, term.end, tuple((m, tuple(r.exclude_statuses)) for m, r in sorted(rules.items())))
                 groups.setdefault(key, []).append(subscription.customer_id)
                 group_rules[key] = rules
-    usage: dict[tuple[str, datetime], Quantities] = {}  # (customer, period start) → quantities
+    # customer → (part start, part end) → quantities
+    summed: dict[str, dict[tuple[datetime, datetime], Quantities]] = {}
     for key, customers in groups.items():
         start, end, _ = key
         for first in range(0, len(customers), QUERY_CUSTOMERS):
@@ -664,7 +685,15 @@ def build_invoices(
             for customer, quantities in billable_quantities_of(
                 client, database, chunk, start, end, group_rules[key]
             ).items():
-                usage[customer, start] = quantities  # start: the period's, or the subscription's
+                own = summed.setdefault(customer, {})
+                earlier = own.get((start, end))
+                if earlier is not None:  # the same span under other rules: the union (a meter has one rule)
+                    quantities = replace(
+                        quantities,
+                        quantities={**earlier.quantities, **quantities.quantities},
+                        sources={**earlier.sources, **quantities.sources},
+                    )
+                own[start, end] = quantities
     invoices: list[Invoice] = []
     skipped: list[str] = []
     for done, subscription in enumerate(ordered, start=1):
@@ -684,7 +713,7 @@ def build_invoices(
                     month,
                     past,
                     now=now,
-                    usage=usage.get((customer, max(period.start, subscription.started_at))),
+                    summed=summed.get(customer),
                     interim=interim,
                     period=period,
                     adjust_late=period == periods[customer][-1],
