@@ -216,7 +216,10 @@ def test_an_add_on_is_sold_and_enforced_during_a_trial_phase() -> None:
         store = MemorySubscriptionStore()
         await store.put(with_quantity(subscription, "pack", 1, bought_at))
         gate = EntitlementGate(
-            LiveCatalog(compiled), SubscriptionResolver(store, SubscriptionCache(clock.monotonic)), MemoryLimiter(), clock
+            LiveCatalog(compiled),
+            SubscriptionResolver(store, SubscriptionCache(clock.monotonic)),
+            MemoryLimiter(),
+            clock,
         )
         return [await outcome(gate) for _ in range(6)]
 
