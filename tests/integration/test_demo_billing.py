@@ -11,6 +11,12 @@ Hand-computed (USD), with the example catalog ``plans/catalog.yaml``:
 - stark on scale (99.00 a month, 0.50 a call, minimum 150.00, interim invoice at 100.00), 4 calls: owed so
   far 99.00 + 2.00 = 101.00 ≥ 100.00 → interim invoice 1 of 101.00; the month: 101.00 + the minimum's
   true-up 49.00 = 150.00, less 101.00 → 49.00.
+- soylent on startup (30.00 a month, a 14-day free trial) from 1 November 2026 (30 days, 720 h): the trial
+  would end on 15 November; ``set --end-phase --effective 2026-11-08T12:00:00Z`` ends it after 7.5 days.
+  3 calls packs (10.00 each a month) held from 11 November to 26 November: 15 of 30 days. November's
+  invoice, a section per subscription: startup:trial 0.00 (free, 1–8 November 12:00); startup 30.00 ×
+  22.5/30 = 22.50 (8 November 12:00 – 1 December, no usage); calls-pack × 3: 3 × 10.00 × 15/30 = 15.00;
+  total 0.00 + 22.50 + 15.00 = 37.50.
 """
 
 import subprocess
@@ -32,7 +38,7 @@ pytestmark = pytest.mark.integration
 CATALOG = Path(__file__).resolve().parents[2] / "plans" / "catalog.yaml"
 
 
-def test_stage_5_shows_versions_a_quarterly_coupon_and_progressive_invoicing(
+def test_stage_5_shows_versions_phases_add_ons_a_quarterly_coupon_and_progressive_invoicing(
     valkey_fresh: ValkeyServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     now = datetime.now(UTC)
@@ -70,6 +76,11 @@ def test_stage_5_shows_versions_a_quarterly_coupon_and_progressive_invoicing(
         "coupon: 300.00 before the first invoice, 30.00 carried to the next, 0.00 left  [ok]",
         "interim invoice 1: 101.00 USD, finalized when issued  [ok]",
         "the month's invoice: 150.00 in all, less the interim 101.00: 49.00 still due  [ok]",
+        "soylent gets startup's 14-day trial: startup:trial from 2026-11-01T00:00:00Z until "
+        "2026-11-15T00:00:00Z, then startup  [ok]",
+        "it converts early: the trial ends at 2026-11-08T12:00:00Z, startup from then on  [ok]",
+        "soylent holds calls-pack × 3 from 2026-11-11T00:00:00Z until 2026-11-26T00:00:00Z  [ok]",
+        "a section each: the trial 0.00, startup prorated from the conversion, the packs prorated: 37.50  [ok]",
     ]:
         assert shown.format(month=f"{now:%Y-%m}") in out, out
     # version 1 is pro as it was (same digest); version 2 has its own stamp

@@ -18,9 +18,11 @@ upstream and Envoy; creates keys and subscribes ``acme-corp`` to the ``free`` pl
   burned, end), and ``tollway credits reconcile`` finds Redis and the ledger equal;
 - stage 5, how SaaS teams bill (``tollway.demo.billing``): a price change published as a new version of
   ``pro`` that re-prices nobody, a new subscriber sold the new version, a migration preview then the
-  migration of ``initech`` from its next period; ``umbrella``'s quarterly plan with a coupon carried from
-  last quarter's invoice to this one's; ``stark``'s calls (stage 2) crossing its plan's threshold: an
-  interim invoice with ``tollway bill --progressive``, then the month's invoice less it;
+  migration of ``initech`` from its next period; ``soylent``'s free trial on ``startup`` converted early
+  and calls packs bought and removed mid-month, its invoice a section each; ``umbrella``'s quarterly
+  plan with a coupon carried from last quarter's invoice to this one's; ``stark``'s calls (stage 2)
+  crossing its plan's threshold: an interim invoice with ``tollway bill --progressive``, then the month's
+  invoice less it;
 - notifications: a local webhook receiver, registered with ``tollway webhooks create`` before anything
   else, got every event of the demo as a signed Standard Webhooks delivery (keys created and revoked,
   subscriptions, the free plan's burst limit crossing 80 % and 100 %, hooli's balance running low and
@@ -549,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         failures += show_invoice({**env, **metering_env, "TOLLWAY_CATALOG": str(catalog)}, month)
         print(f"\n  {PREPAID} (plan payg, prepaid in credits), {month}:")
         failures += show_prepaid({**env, **metering_env, "TOLLWAY_CATALOG": str(catalog)}, month)
-        print("\nStage 5: how SaaS teams bill: plan versions, a quarterly plan, coupons, progressive invoicing")
+        print("\nStage 5: how SaaS teams bill: plan versions, trials, add-ons, coupons, progressive invoicing")
         failures += billing.run({**env, **metering_env}, catalog, work, INVOICES, now)
         print("\nNotifications: the events the demo's webhook receiver got (Standard Webhooks, signed)")
         failures += notifications.show(receiver, EXPECTED_EVENTS)

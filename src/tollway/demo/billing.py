@@ -8,6 +8,11 @@ stage 4 billed ``initech`` on ``pro``:
   shows that it re-prices nobody; a new subscriber (``wayne``) is sold ``pro@2``; ``subscriptions migrate
   --preview`` shows initech's current and next invoice before and after, then the migration moves
   initech to ``pro@2`` from its next period on, its current invoice unchanged;
+- **a trial converted early, and an add-on**: ``soylent`` subscribes to ``startup`` on 1 November 2026
+  and gets its catalog trial (``startup:trial``, 14 days, free); ``set --end-phase`` converts it on the
+  8th at 12:00; 3 calls packs (an add-on) are held from the 11th to the 26th. November's invoice has a
+  section per subscription: the trial 0.00, ``startup`` prorated from the conversion, the packs
+  prorated (a past month, so the figures are the same whenever the demo runs);
 - **a quarterly plan and a coupon carried across invoices**: ``umbrella`` on ``team`` (per calendar
   quarter, a 300.00 welcome coupon) since the start of last quarter: last quarter's invoice, finalized,
   uses 270.00 of the coupon; this quarter's uses the 30.00 left;
@@ -43,6 +48,16 @@ NEWCOMER: Final = "wayne"  # subscribes after the price change
 QUARTERLY: Final = ("umbrella", "team")
 PROGRESSIVE: Final = ("stark", "scale")
 PROGRESSIVE_CALLS: Final = 4  # stark's calls through Envoy in stage 2: 99.00 + 4 × 0.50 = 101.00 ≥ 100.00
+# Phases and add-ons: a past month of 30 days (720 h), so the figures are fixed whenever the demo runs.
+TRIAL: Final = ("soylent", "startup")  # startup: a 14-day free trial, then 30.00 a month; calls packs on top
+TRIAL_MONTH: Final = "2026-11"
+CONVERTED: Final = "2026-11-08T12:00:00Z"  # the trial ends early: 7.5 of its 14 days
+PACKS: Final = (3, "2026-11-11T00:00:00Z", "2026-11-26T00:00:00Z")  # 3 calls packs (10.00 each) for 15 days
+TRIAL_SECTIONS: Final = [  # (section, subtotal): the trial free, the plan 30.00 × 22.5/30, packs 3 × 10.00 × 15/30
+    ("startup:trial", Decimal("0.00")),
+    ("startup", Decimal("22.50")),
+    ("calls-pack × 3", Decimal("15.00")),
+]
 _WIDTH: Final = 52
 
 
@@ -202,6 +217,65 @@ def versions(env: dict[str, str], catalog: Path, work: Path, invoices: Path, now
     return failures, published
 
 
+def trial(env: dict[str, str], catalog: Path) -> int:
+    """A new subscriber gets its plan's catalog trial (``startup:trial``, 14 days), then converts early with
+    ``set --end-phase``: the trial ends then and the plan is charged from then on."""
+    customer, plan = TRIAL
+    start = f"{TRIAL_MONTH}-01T00:00:00Z"
+    sold = cli(env, "subscriptions", "set", "--customer", customer, "--plan", plan, "--catalog", str(catalog),
+               "--start", start, "--json")  # fmt: skip
+    changes = sold.json()["plan_changes"] if sold.code == 0 else []
+    ends = [(c["from"], c["at"], c["to"]) for c in changes if c.get("phase")]
+    shown = ", ".join(f"{held} from {start} until {at}, then {to}" for held, at, to in ends) or sold.err
+    failures = verdict(
+        f"{customer} gets {plan}'s 14-day trial: {shown}",
+        None if ends == [(f"{plan}:trial", f"{TRIAL_MONTH}-15T00:00:00Z", plan)] else "wanted a 14-day trial",
+    )
+    converted = cli(env, "subscriptions", "set", "--customer", customer, "--plan", plan, "--end-phase",
+                    "--effective", CONVERTED, "--catalog", str(catalog), "--json")  # fmt: skip
+    changes = converted.json()["plan_changes"] if converted.code == 0 else []
+    ended = [(c["from"], c["at"], c["to"]) for c in changes]
+    return failures + verdict(
+        f"it converts early: the trial ends at {CONVERTED}, {plan} from then on",
+        None if ended == [(f"{plan}:trial", CONVERTED, plan)] else f"got {converted.out or converted.err}",
+    )
+
+
+def addon(env: dict[str, str], invoices: Path) -> int:
+    """The trial's customer buys calls packs mid-month and removes them later; the month's invoice has a
+    section per subscription: the trial (free), the plan from the conversion and the packs, each prorated."""
+    customer, _ = TRIAL
+    quantity, bought, removed = PACKS
+    cli(env, "subscriptions", "addon", "--customer", customer, "--addon", "calls-pack",
+        "--quantity", str(quantity), "--effective", bought)  # fmt: skip
+    done = cli(env, "subscriptions", "addon", "--customer", customer, "--addon", "calls-pack",
+               "--quantity", "0", "--effective", removed, "--json")  # fmt: skip
+    spans = (
+        [(a["addon"], a["quantity"], a["start"], a["end"]) for a in done.json().get("addons", [])]
+        if done.code == 0
+        else []
+    )
+    failures = verdict(
+        f"{customer} holds calls-pack × {quantity} from {bought} until {removed}",
+        None if spans == [("calls-pack", quantity, bought, removed)] else f"got {done.out or done.err}",
+    )
+    document = invoice(env, invoices, "--period", TRIAL_MONTH, "--customer", customer)
+    sections = [] if document is None else [
+        (p["plan"] + (f" × {p['quantity']}" if p.get("addon") else ""), Decimal(p["subtotal"]))
+        for p in document["plans"]
+    ]  # fmt: skip
+    for part, (name, subtotal) in zip(document["plans"] if document else [], sections, strict=True):
+        held = f"{part['start'][5:16]} .. {part['end'][5:16]}"
+        print(f"    section {name:<16} {held:<{_WIDTH - 25}} {part['fraction']:>17} {subtotal:>10}")
+    total = sum((amount for _, amount in TRIAL_SECTIONS), Decimal(0))
+    wrong = None if sections == TRIAL_SECTIONS and document and Decimal(document["total"]) == total else "see above"
+    return failures + verdict(
+        f"a section each: the trial {sections[0][1] if sections else '-'}, {TRIAL[1]} prorated from the conversion, "
+        f"the packs prorated: {total}",
+        wrong,
+    )
+
+
 def quarterly_coupon(env: dict[str, str], invoices: Path, now: datetime) -> int:
     """A quarterly subscription; its welcome coupon used on last quarter's invoice, the rest on this one's."""
     customer, plan = QUARTERLY
@@ -252,10 +326,9 @@ def run(env: dict[str, str], catalog: Path, work: Path, invoices: Path, now: dat
     print(f"\n  A price change: {PRICED} gets a version 2; who pays what?")
     failures, current = versions(env, catalog, work, invoices, now)
     env = {**env, "TOLLWAY_CATALOG": str(current)}  # the catalog in force after the price change
-    # --- Phases: trials and ramps (issue 16 item 2): their steps go here (a trial that converts, one that
-    # --- ends early by an upgrade), billed with the same `invoice` helper.
-    # --- Add-ons and several subscriptions per customer (issue 16 item 3): their steps go here (an add-on
-    # --- bought mid-period, one invoice with a section per subscription).
+    print(f"\n  A free trial converted early, and an add-on bought mid-month and removed ({TRIAL_MONTH}):")
+    failures += trial(env, current)
+    failures += addon(env, invoices)
     print("\n  A quarterly plan and a coupon carried across invoices:")
     failures += quarterly_coupon(env, invoices, now)
     print("\n  Progressive invoicing: an interim invoice when the amount due crosses a threshold:")

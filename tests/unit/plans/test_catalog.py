@@ -65,5 +65,5 @@ def test_routes_of_the_example(compiled: CompiledCatalog) -> None:
 
 def test_identity(compiled: CompiledCatalog) -> None:
     assert compiled.name == "acme-data-api"
-    assert compiled.version == "2026-11-25.1"
+    assert compiled.version == "2026-12-07.1"
     assert compiled.digest in repr(compiled)

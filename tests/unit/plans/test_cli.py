@@ -25,7 +25,7 @@ def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out.splitlines()
     digest = load_compiled_catalog(catalog).digest
     assert out[0] == (
-        f"{catalog}: ok — catalog acme-data-api version 2026-11-25.1, 6 plans, 5 features, digest {digest}"
+        f"{catalog}: ok — catalog acme-data-api version 2026-12-07.1, 9 plans, 5 features, digest {digest}"
     )
     assert out[1:4] == [
         "  plan payg: prepaid in credits (worth 0.01 USD each)",

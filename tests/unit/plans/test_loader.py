@@ -41,7 +41,17 @@ def _issues(text: str, filename: str = "c.yaml") -> list[CatalogIssue]:
 def test_example_catalogs_load(name: str) -> None:
     compiled = load_compiled_catalog(PLANS / name)
     assert compiled.name == "acme-data-api"
-    assert set(compiled.catalog.plans) == {"free", "pro", "payg", "enterprise", "team", "scale"}
+    assert set(compiled.catalog.plans) == {
+        "free",
+        "pro",
+        "payg",
+        "enterprise",
+        "team",
+        "scale",
+        "startup",
+        "startup:trial",
+        "calls-pack",
+    }
     assert compiled.digest.startswith("sha256:")
     assert len(compiled.digest) == 7 + 64
 
