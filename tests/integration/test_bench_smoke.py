@@ -361,9 +361,15 @@ def test_billing_run_prices_every_customer_from_generated_usage(tmp_path: Path) 
         "scale": 166,
         "starter": 167,
     }
-    assert result["plan_parts"] == 500 + 42
-    # The month for everyone else, and each side of the migration instant for the 42: three queries.
-    assert result["queries"] == 3
+    # The 42 pro-2 customers subscribed 7 days before the month with a 14-day free trial on pro@2:trial,
+    # ending 7 days into it (two parts); the 166 scale customers bought 3 seats (an add-on) mid-month.
+    assert result["phases"] == {"pro@2:trial": 42}
+    assert result["addons"] == {"seats": 166}
+    assert result["plan_parts"] == 500 + 42 + 42
+    # The month for everyone else, each side of the migration instant for the 42 migrated, and pro@2 after
+    # the trial for the 42 on trial: four queries. The trial's part prices no meter and the seats are flat
+    # fees: neither asks ClickHouse anything.
+    assert result["queries"] == 4
     assert result["warm_seconds"] > 0
     assert result["generate_s"] > 0
     assert result["store_s"] > 0
@@ -374,7 +380,8 @@ def test_billing_run_prices_every_customer_from_generated_usage(tmp_path: Path) 
     assert "Billing throughput (20,000 usage rows, 500 customers" in rendered
     assert "target ≥ 10,000,000" in rendered
     assert "usage queries" in rendered
-    assert "dataset: 167 customers on the versioned plan pro (42 migrated pro@1 → pro@2 mid-month: 542" in rendered
+    assert "dataset: 167 customers on the versioned plan pro (42 migrated pro@1 → pro@2 mid-month: 584" in rendered
+    assert "; 42 ending a free trial in the month; 166 add-on spans bought mid-month" in rendered
 
 
 def test_billing_result_carries_its_target() -> None:

@@ -16,7 +16,9 @@ legacy ``pro``, ``pro@2``, ``pro@1`` migrated to ``pro@2`` in the middle of the 
 ``plan_parts`` counts them — or from the next period), and times ``invoices.build_invoices`` — what
 ``tollway bill`` runs before storing: the usage queries (``usage FINAL``, one per group of customers
 sharing a span and rules: the month, and each side of the migration) and ``rating.rate`` for every
-part of every customer. Phases and add-ons join the dataset in ``with_phases_and_addons``. ``aggregation_s`` is the time
+part of every customer. Phases and add-ons are in the dataset too (``with_phases_and_addons``: the
+``pro-2`` customers end a free trial 7 days into the month, the ``scale`` customers buy seats, an
+add-on, in its middle; ``phases`` and ``addons`` count them). ``aggregation_s`` is the time
 until the first customer is priced (grouping the customers by period and rules, the queries and
 their rows turned into quantities), ``query_s`` the part of it spent in the queries (inside the
 engine), ``pricing_s`` the rest (``rate`` and the invoice of each customer). The headline
@@ -106,6 +108,8 @@ plans:
           discounts:
             - {id: launch, percent: "20", applies_to: invoice, periods: 3}
       2:
+        phases:
+          - {id: trial, days: 14, free: true}
         pricing:
           currency: USD
           interval: month
@@ -125,6 +129,7 @@ plans:
               rounding: up
             - {id: egress, model: allowance, meter: egress, included: 10000000, overage_unit_amount: "0.00000008"}
   scale:
+    addons: [seats]
     pricing:
       currency: USD
       interval: month
@@ -139,6 +144,13 @@ plans:
         - {id: search, model: per_unit, meter: search-units, unit_amount: "0.0015"}
         - {id: egress, model: per_unit, meter: egress, unit_amount: "0.00000008"}
       minimum_commitment: "300.00"
+  seats:
+    addon: {max_quantity: 20}
+    pricing:
+      currency: USD
+      interval: month
+      charges:
+        - {id: seat, model: flat, amount: "10.00"}
 """
 
 
@@ -181,6 +193,20 @@ def migration_instant(start: datetime) -> datetime:
     return start + timedelta(days=14, hours=12)
 
 
+TRIAL_PLAN: Final = "pro@2:trial"
+"""The phase plan of the ``pro-2`` customers' trial (``CATALOG``: ``pro`` version 2's 14-day free trial)."""
+TRIAL_DAYS: Final = 14
+TRIAL_BEFORE: Final = timedelta(days=7)
+"""The trial customers subscribe this long before the billed month: their trial ends 7 days into it."""
+ADDON: Final = "seats"
+ADDON_QUANTITY: Final = 3
+
+
+def trial_ends(start: datetime) -> datetime:
+    """When the ``pro-2`` customers' trial ends: 7 days into the month (UTC: no DST)."""
+    return start - TRIAL_BEFORE + timedelta(days=TRIAL_DAYS)
+
+
 def _split(rows: int) -> tuple[int, int]:
     """(requests, duplicate decision rows) adding up to ``rows``: about one duplicate per 100 requests."""
     duplicates = rows // (_DUPLICATE_EVERY + 1)
@@ -201,10 +227,12 @@ def generation_sql(
     span_ms = int((end - start).total_seconds() * 1000)
     begin = start.strftime("%Y-%m-%d %H:%M:%S")
     migrated = migration_instant(start).strftime("%Y-%m-%d %H:%M:%S")
+    trial_end = trial_ends(start).strftime("%Y-%m-%d %H:%M:%S")
     # The plan each request was decided under (what the gateway writes in `plan`), by cohort.
     plan = (
         f"['starter', 'scale', 'pro', if(ts < toDateTime64('{migrated}', 3, 'UTC'), 'pro@1', 'pro@2'), "
-        f"'pro@2', 'pro@1'][{cohort_sql(f'(n % {customers})')} + 1]"
+        f"if(ts < toDateTime64('{trial_end}', 3, 'UTC'), '{TRIAL_PLAN}', 'pro@2'), "
+        f"'pro@1'][{cohort_sql(f'(n % {customers})')} + 1]"
     )
     # One request per number n: customer n % customers, evenly over the month, time order = n order.
     request = f"""
@@ -316,17 +344,36 @@ def subscriptions(customers: int, start: datetime, end: datetime) -> list[Subscr
     return with_phases_and_addons(found, start, end)
 
 
-def with_phases_and_addons(found: list[Subscription], start: datetime, end: datetime) -> list[Subscription]:
-    """PHASES AND ADD-ONS GO HERE (issue 16 items 2 and 3, built alongside this dataset).
+def addon_instant(start: datetime) -> datetime:
+    """When the ``scale`` customers buy their seats: with the ``pro-migrated`` customers' migration."""
+    return migration_instant(start)
 
-    Today: ``found`` unchanged. When subscriptions have phases (a trial, a ramp) and add-ons (a second
-    subscription of the same customer), give a share of the customers one of each here, e.g. ``pro-2``
-    customers a 14-day trial phase ending inside ``[start, end)`` and ``scale`` customers an add-on
-    bought mid-month, and count them in ``run``'s result like ``cohorts``. Their usage rows need no
-    change (usage is per customer, whatever the subscription); a plan an add-on prices goes in
-    ``CATALOG``. ``build_invoices`` sums every part of every period with one query per shared span and
-    rules, so phase boundaries and add-on periods shared by many customers stay a few queries."""
-    return found
+
+def with_phases_and_addons(found: list[Subscription], start: datetime, end: datetime) -> list[Subscription]:
+    """Phases and add-ons in the dataset (issue 16 items 2 and 3).
+
+    Every ``pro-2`` customer subscribed ``TRIAL_BEFORE`` before the billed month with a 14-day free trial
+    (``TRIAL_PLAN``), so the trial ends inside ``[start, end)``: two parts, the trial's (free: no meter,
+    no usage query) and ``pro@2``'s, prorated. Every ``scale`` customer bought ``ADDON_QUANTITY`` seats
+    (an add-on ``scale`` allows) at ``addon_instant`` and keeps them: an add-on section priced by flat
+    fees over the rest of the month, no usage query either. All of them share the instants, so the
+    whole dataset stays a few usage queries (``build_invoices`` groups parts by span and rules)."""
+    from tollway.subscriptions.addons import with_quantity
+    from tollway.subscriptions.model import Subscription
+    from tollway.subscriptions.phases import PhaseRequest, resolve_phases, with_phases
+
+    bought = addon_instant(start)
+    changed: list[Subscription] = []
+    for subscription in found:
+        held = cohort(int(subscription.customer_id.removeprefix("cus_")))
+        if held == "pro-2":
+            fresh = Subscription.new(subscription.customer_id, subscription.plan_id, start - TRIAL_BEFORE)
+            phases = resolve_phases([PhaseRequest(TRIAL_PLAN, days=TRIAL_DAYS)], fresh, fresh.plan_id)
+            subscription = with_phases(fresh, phases)
+        elif held == "scale":
+            subscription = with_quantity(subscription, ADDON, ADDON_QUANTITY, bought)
+        changed.append(subscription)
+    return changed
 
 
 def run(
@@ -372,6 +419,8 @@ def run(
         subscribed = subscriptions(customers, start, end)
         cohorts = Counter(cohort(number) for number in range(customers))
         plan_parts = sum(len(s.terms(start, end)) for s in subscribed)
+        phases = Counter(term.plan_id for s in subscribed for term in s.terms(start, end) if ":" in term.plan_id)
+        addons = Counter(a.addon_id for s in subscribed for a in s.addons_held(start, end))
         month = parse_month(label, now)
         first_priced: list[float] = []
 
@@ -401,11 +450,18 @@ def run(
             storing = time.perf_counter()
             save(client, database, invoices, finalize=False, now=now)
             store_s = time.perf_counter() - storing
+        # Billable: admitted, not 5xx or 429, and not during a trial (free: no line counts requests).
+        trial = COHORTS.index("pro-2")
+        number = cohort_sql("toUInt32(substring(customer_id, 5))")
+        sql = (
+            "SELECT countIf(outcome = 'admitted' AND intDiv(status, 100) != 5 AND status != 429 "  # noqa: S608 - fixed
+            f"AND NOT ({number} = {trial} AND ts < {{trial_end:DateTime64(3, 'UTC')}})) "
+            "FROM {db:Identifier}.usage FINAL"
+        )
         expected_requests = query_rows(
             client,
-            "SELECT countIf(outcome = 'admitted' AND intDiv(status, 100) != 5 AND status != 429) "
-            "FROM {db:Identifier}.usage FINAL",
-            {"db": database},
+            sql,
+            {"db": database, "trial_end": trial_ends(start).strftime("%Y-%m-%d %H:%M:%S")},
         )[0][0]
     finally:
         client.close()
@@ -419,6 +475,8 @@ def run(
         "parts": parts,
         "cohorts": dict(sorted(cohorts.items())),
         "plan_parts": plan_parts,
+        "phases": dict(sorted(phases.items())),
+        "addons": dict(sorted(addons.items())),
         "seconds": round(seconds, 3),
         "aggregation_s": round(aggregation_s, 3),
         "pricing_s": round(seconds - aggregation_s, 3),

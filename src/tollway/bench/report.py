@@ -507,9 +507,14 @@ def _billing_dataset(billing: Json) -> list[str]:
     if not cohorts:
         return []
     versioned = sum(n for name, n in cohorts.items() if name.startswith("pro"))
+    # A result written before phases and add-ons were in the dataset has neither.
+    trials = sum((billing.get("phases") or {}).values())
+    addons = sum((billing.get("addons") or {}).values())
+    extra = f"; {trials:,} ending a free trial in the month" if trials else ""
+    extra += f"; {addons:,} add-on spans bought mid-month" if addons else ""
     return [
         f"  dataset: {versioned:,} customers on the versioned plan pro ({cohorts.get('pro-migrated', 0):,} migrated "
-        f"pro@1 → pro@2 mid-month: {billing['plan_parts']:,} plan parts priced)"
+        f"pro@1 → pro@2 mid-month: {billing['plan_parts']:,} plan parts priced){extra}"
     ]
 
 

@@ -157,7 +157,9 @@ def billable_quantities_of(
     ordered = sorted(rules.items())
     sql, meters = customers_query(ordered)
     base = {"db": check_identifier(database), "start": format_instant(start), "end": format_instant(end)}
-    rows = query_rows(client, sql, {**base, **meters, "customers": list(customer_ids)}) if customer_ids else []
+    # No meter priced (a free trial's part): zeros for everyone, nothing to ask.
+    asked = customer_ids and ordered
+    rows = query_rows(client, sql, {**base, **meters, "customers": list(customer_ids)}) if asked else []
     found = {str(r[0]): r[1:] for r in rows}
     # The same for every customer (built once: this runs for thousands of customers per query).
     queries = [(meter, meter_query(rule)) for meter, rule in ordered]

@@ -461,10 +461,25 @@ def pricing_of(catalog: Catalog, customer_id: str, plan_id: str) -> Pricing:
     return _pricing(catalog, customer_id, plan_id)[0]
 
 
+def _priced(catalog: Catalog, customer_id: str, plan_id: str) -> bool:
+    """Whether ``plan_id`` has pricing (a free plan has none: its time is not billed);
+    ``PlanNotInCatalog`` when the catalog does not have it."""
+    plan = catalog.plans.get(plan_id)
+    if plan is None:
+        _pricing(catalog, customer_id, plan_id)  # raises PlanNotInCatalog
+    return plan is not None and plan.pricing is not None
+
+
+def _priced_plans(catalog: Catalog, subscription: Subscription) -> tuple[str, ...]:
+    """The priced plans of the subscription's history (``PlanNotInCatalog`` for one the catalog lacks)."""
+    history = (subscription.first_plan_id, *(change.plan_id for change in subscription.changes))
+    return tuple(plan_id for plan_id in history if _priced(catalog, subscription.customer_id, plan_id))
+
+
 def _check_plans(catalog: Catalog, subscription: Subscription) -> None:
-    """``PlanNotInCatalog``, ``PlanNotPriced`` or ``IntervalMismatch`` for the first plan of the
-    subscription's history that cannot be billed."""
-    for plan_id in (subscription.first_plan_id, *(change.plan_id for change in subscription.changes)):
+    """``PlanNotInCatalog`` or ``IntervalMismatch`` for the first plan of the subscription's history
+    that cannot be billed (a plan without pricing can: its time is not billed)."""
+    for plan_id in _priced_plans(catalog, subscription):
         pricing, _ = _pricing(catalog, subscription.customer_id, plan_id)
         _check_interval(subscription, plan_id, pricing)
     for addon in subscription.addons:
@@ -508,7 +523,11 @@ def build_invoice(
     ``summed``: quantities already summed, by ``(start, end)`` of a part (``build_invoices`` sums the
     parts of many customers at once too); a part not in it is queried here.
 
-    Raises ``PlanNotInCatalog``, ``PlanNotPriced``, ``IntervalMismatch`` and the errors of ``rating.rate``."""
+    The parts of the period on a plan without pricing (a free plan) are not billed: None when the
+    whole period is (nothing to bill), else the invoice of the priced parts, each prorated as usual.
+
+    Raises ``PlanNotInCatalog``, ``PlanNotPriced`` (a period on free plans only, with a priced add-on),
+    ``IntervalMismatch`` and the errors of ``rating.rate``."""
     customer = subscription.customer_id
     if period is None:
         period = billed_period(subscription, month, now)
@@ -519,7 +538,14 @@ def build_invoice(
         return None
     schedule = subscription.schedule
     index = max(0, _number(schedule, period) - _index_of(schedule, subscription.started_at))
-    terms = subscription.terms(period.start, period.end)
+    held = subscription.terms(period.start, period.end)
+    terms = [term for term in held if _priced(catalog, customer, term.plan_id)]
+    if not terms:
+        _check_plans(catalog, subscription)
+        for addon in subscription.addons_held(period.start, period.end):
+            if addon_pricing(catalog, subscription, addon) is not None:
+                raise PlanNotPriced(held[-1].plan_id)  # an add-on's section needs the plan's currency
+        return None
     parts: list[PlanPart] = []
     prepaid: PlanMoney | None = None
     for term in terms:
@@ -633,13 +659,15 @@ def build_invoices(
     interim: bool = False,
 ) -> tuple[list[Invoice], list[str]]:
     """The invoices of ``month`` for ``subscriptions`` (in customer order) and the customers with
-    nothing to bill. Every plan is checked before any usage is read. Usage is summed with one query per
-    group of up to ``QUERY_CUSTOMERS`` customers sharing a span and billable rules: a whole period, or
-    the part of one before or after a plan change or version migration at the same instant (all the UTC
-    calendar customers of a plan family: one query; those migrated on one date: one more per part).
+    nothing to bill (no period in the month, or only plans without pricing in it). Every plan is
+    checked before any usage is read. Usage is summed with one query per group of up to
+    ``QUERY_CUSTOMERS`` customers sharing a span and billable rules: a whole period, or the part of one
+    before or after a plan change or version migration at the same instant (all the UTC calendar
+    customers of a plan family: one query; those migrated on one date: one more per part; a part on a
+    free plan, or pricing no meter, none).
     ``progress(done, total)`` after each customer.
 
-    A customer whose invoice cannot be priced (plan missing or unpriced, a currency Tollway cannot
+    A customer whose invoice cannot be priced (plan missing, a currency Tollway cannot
     round, ...) raises its ``BillingError``; with ``failures``, it is appended there instead (as
     ``CustomerNotBilled``) and the other customers are billed. ``interim``: each customer's next interim
     invoice instead (``build_invoice``)."""
@@ -653,7 +681,7 @@ def build_invoices(
     for subscription in sorted(subscriptions, key=lambda s: s.customer_id):
         try:
             _check_plans(catalog, subscription)
-            for plan_id in (subscription.first_plan_id, *(change.plan_id for change in subscription.changes)):
+            for plan_id in _priced_plans(catalog, subscription):
                 pricing, _ = _pricing(catalog, subscription.customer_id, plan_id)
                 minor_unit(pricing.currency)
         except BillingError as exc:
@@ -672,6 +700,8 @@ def build_invoices(
             # Each part of the period (one per plan held: a plan change or a version migration inside
             # the period cuts it) is summed with the other customers' parts of the same span and rules.
             for term in subscription.terms(period.start, period.end):
+                if not _priced(catalog, subscription.customer_id, term.plan_id):
+                    continue  # a free plan's part: not billed
                 _, rules = _pricing(catalog, subscription.customer_id, term.plan_id)
                 key = (term.start, term.end, tuple((m, tuple(r.exclude_statuses)) for m, r in sorted(rules.items())))
                 groups.setdefault(key, []).append(subscription.customer_id)
@@ -703,6 +733,7 @@ def build_invoices(
             if not periods[customer]:
                 build_invoice(client, database, catalog, subscription, month, past, now=now)  # checks its plans
                 skipped.append(customer)
+            billed = 0
             for period in periods[customer]:
                 # Late usage goes on one invoice of the run, the customer's latest (weekly: the last week).
                 built = build_invoice(
@@ -718,12 +749,16 @@ def build_invoices(
                     period=period,
                     adjust_late=period == periods[customer][-1],
                 )
-                assert built is not None  # the period is one of the month's
+                if built is None:  # the period is on plans without pricing only (free): nothing to bill
+                    continue
+                billed += 1
                 invoices.append(built)
                 if built.coupons and all(d.get("invoice_id") != built.invoice_id for d in past):
                     # The run's later periods (weeks) see what this one's coupons take, as they will
                     # once the run finalizes the periods in order.
                     past = (*past, {**built.as_dict(), "status": "finalized"})
+            if periods[customer] and not billed:
+                skipped.append(customer)
         except BillingError as exc:
             failed(subscription, exc)
             invoices = [invoice for invoice in invoices if invoice.customer_id != customer]

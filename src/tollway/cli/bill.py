@@ -17,8 +17,11 @@ Subscriptions come from Redis (``TOLLWAY_REDIS_URL``), the catalog from ``--plan
 engine (``chdb://``) is migrated on the spot; a server must have been migrated (``tollway db migrate``).
 Every invoice is priced, and every output path checked, before anything is written, so bad input
 writes nothing. Bad input (a malformed or future period, an unknown customer, no catalog, an ``--out``
-that is not a writable directory) is one line on stderr and exit status 2. A customer whose invoice
-cannot be priced (plan missing from the catalog or without pricing, ...) or finalized (its period has
+that is not a writable directory) is one line on stderr and exit status 2. A customer with nothing to
+bill (no period started in the month, or the period on plans without pricing only: a free plan) gets
+no invoice and is listed on stdout; one whose plan changed between a free and a priced plan in the
+period is billed for the priced part. A customer whose invoice
+cannot be priced (plan missing from the catalog, ...) or finalized (its period has
 not ended, an earlier period is still a draft: ``invoices.finalize_refusal``) is reported on stderr,
 one line each, and the others are billed: exit status 1 at the end. ``bill`` is the Python entry point
 the command wraps.
@@ -84,7 +87,7 @@ class BillReport:
     month: str
     results: tuple[SaveResult, ...]
     files: tuple[tuple[Path, Path], ...]
-    skipped: tuple[str, ...]  # customers with no period to bill: none started in the month (yet)
+    skipped: tuple[str, ...]  # customers with nothing to bill: no period started in the month (yet), or free
     failures: tuple[CustomerNotBilled, ...] = ()  # customers not billed (or not finalized), and why
 
 
@@ -229,8 +232,10 @@ def rerate(
     failures: list[CustomerNotBilled] | None = None,
 ) -> list[Rerated]:
     """Price every subscription's period of ``period`` under both catalogs; writes nothing. With
-    ``failures``, a customer that cannot be priced under either catalog (an unpriced or missing plan) is
-    left out and listed there, once per catalog, and the others are re-rated; without, its error is raised."""
+    ``failures``, a customer that cannot be priced under either catalog (a missing plan, ...) is left out
+    and listed there, once per catalog, and the others are re-rated; without, its error is raised. A
+    customer with nothing to bill under either catalog (no period in the month, or free: only plans
+    without pricing) is left out too, and is no failure."""
     month = parse_month(period, now)
     old, _ = build_invoices(client, database, current, subscriptions, month, now=now, failures=failures)
     priced, _ = build_invoices(client, database, new, subscriptions, month, now=now, failures=failures)
@@ -416,7 +421,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.progressive and not report.results:
         print(f"no interim invoice due for {report.month}")
     if report.skipped:
-        print(f"nothing to bill for {report.month} (no period started in the month): {', '.join(report.skipped)}")
+        reason = "no period started in the month, or its plans have no pricing"
+        print(f"nothing to bill for {report.month} ({reason}): {', '.join(report.skipped)}")
     for failure in report.failures:
         print(f"tollway: not billed for {report.month}: {failure}", file=sys.stderr)
     if report.failures:

@@ -174,9 +174,9 @@ def versions(env: dict[str, str], catalog: Path, work: Path, invoices: Path, now
     done = cli(priced, "bill", "--period", month, "--dry-run", "--plans", str(published))
     print("\n".join(f"    {line}" for line in [*done.out.splitlines(), *done.err.splitlines()]))
     rows = {line.split()[0]: line.split() for line in done.out.splitlines()[1:] if line.strip()}
-    # a customer on a plan without pricing (acme-corp on free) has nothing to re-rate: reported, exit status 1
-    free = all(line.endswith("has no pricing: nothing to quote") for line in done.err.splitlines())
-    unchanged = done.code in (0, 1) and free and EXISTING in rows and all(r[3] == "0.00" for r in rows.values())
+    # a customer on a plan without pricing (acme-corp on free) has nothing to re-rate: not a row, exit status 0
+    free = not done.err.strip()
+    unchanged = done.code == 0 and free and EXISTING in rows and all(r[3] == "0.00" for r in rows.values())
     failures += verdict(
         f"the new version re-prices nobody: {EXISTING} and the others stay on version 1",
         None if unchanged else f"got {done.out or done.err}",
