@@ -66,7 +66,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Final, Literal
 
-from tollway.billing.aggregate import Quantities, QuantitySource, billable_quantities, billable_quantities_of
+from tollway.billing.aggregate import Quantities, QuantitySource, billable_quantities, part_quantities_of
 from tollway.billing.charges import PeriodContext
 from tollway.billing.coupons import CouponUse, InterimCredit, apply_coupons, used_before
 from tollway.billing.errors import BillingError, PlanNotPriced
@@ -688,8 +688,14 @@ def build_invoices(
             failed(subscription, exc)
         else:
             ordered.append(subscription)
-    groups: dict[tuple[datetime, datetime, tuple[tuple[str, tuple[str, ...]], ...]], list[str]] = {}
-    group_rules: dict[tuple[datetime, datetime, tuple[tuple[str, tuple[str, ...]], ...]], dict[str, Billable]] = {}
+    RulesKey = tuple[tuple[str, tuple[str, ...]], ...]
+    # One scan per period span, rules and chunk of customers: the parts of a customer's period (a plan
+    # change, a migration, the end of a trial, the subscription's start) are cut in SQL, from the same
+    # scan (``aggregate.part_quantities_of``); only a period whose parts price under different rules is
+    # summed per part span (a union of meters with one rule each).
+    groups: dict[tuple[datetime, datetime, RulesKey], list[str]] = {}
+    group_rules: dict[tuple[datetime, datetime, RulesKey], dict[str, Billable]] = {}
+    cuts: dict[tuple[datetime, datetime, RulesKey], dict[str, list[datetime]]] = {}
     periods: dict[str, tuple[BillingPeriod, ...]] = {}
     for subscription in ordered:
         found = billed_periods(subscription, month, now)
@@ -697,13 +703,25 @@ def build_invoices(
             found = tuple(period for period in found if now is None or period.end > now)
         periods[subscription.customer_id] = found
         for period in periods[subscription.customer_id]:
-            # Each part of the period (one per plan held: a plan change or a version migration inside
-            # the period cuts it) is summed with the other customers' parts of the same span and rules.
-            for term in subscription.terms(period.start, period.end):
+            terms = subscription.terms(period.start, period.end)
+            priced = []
+            for term in terms:
                 if not _priced(catalog, subscription.customer_id, term.plan_id):
                     continue  # a free plan's part: not billed
                 _, rules = _pricing(catalog, subscription.customer_id, term.plan_id)
-                key = (term.start, term.end, tuple((m, tuple(r.exclude_statuses)) for m, r in sorted(rules.items())))
+                priced.append((term, rules, tuple((m, tuple(r.exclude_statuses)) for m, r in sorted(rules.items()))))
+            if not priced:
+                continue
+            if len({rules_key for _, _, rules_key in priced}) == 1:
+                key = (period.start, period.end, priced[0][2])
+                groups.setdefault(key, []).append(subscription.customer_id)
+                group_rules[key] = priced[0][1]
+                edges = sorted({term.start for term in terms if term.start > period.start})
+                if edges:
+                    cuts.setdefault(key, {})[subscription.customer_id] = edges
+                continue
+            for term, rules, rules_key in priced:
+                key = (term.start, term.end, rules_key)
                 groups.setdefault(key, []).append(subscription.customer_id)
                 group_rules[key] = rules
     # customer → (part start, part end) → quantities
@@ -712,18 +730,19 @@ def build_invoices(
         start, end, _ = key
         for first in range(0, len(customers), QUERY_CUSTOMERS):
             chunk = customers[first : first + QUERY_CUSTOMERS]
-            for customer, quantities in billable_quantities_of(
-                client, database, chunk, start, end, group_rules[key]
-            ).items():
+            by_part = part_quantities_of(client, database, chunk, start, end, group_rules[key], cuts.get(key, {}))
+            for customer, parts in by_part.items():
                 own = summed.setdefault(customer, {})
-                earlier = own.get((start, end))
-                if earlier is not None:  # the same span under other rules: the union (a meter has one rule)
-                    quantities = replace(
-                        quantities,
-                        quantities={**earlier.quantities, **quantities.quantities},
-                        sources={**earlier.sources, **quantities.sources},
-                    )
-                own[start, end] = quantities
+                for quantities in parts:
+                    span = (quantities.start, quantities.end)
+                    earlier = own.get(span)
+                    if earlier is not None:  # the same span under other rules: the union (a meter has one rule)
+                        quantities = replace(
+                            quantities,
+                            quantities={**earlier.quantities, **quantities.quantities},
+                            sources={**earlier.sources, **quantities.sources},
+                        )
+                    own[span] = quantities
     invoices: list[Invoice] = []
     skipped: list[str] = []
     for done, subscription in enumerate(ordered, start=1):
