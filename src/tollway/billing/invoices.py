@@ -697,6 +697,7 @@ def build_invoices(
     group_rules: dict[tuple[datetime, datetime, RulesKey], dict[str, Billable]] = {}
     cuts: dict[tuple[datetime, datetime, RulesKey], dict[str, list[datetime]]] = {}
     periods: dict[str, tuple[BillingPeriod, ...]] = {}
+    wanted: dict[str, dict[tuple[datetime, datetime], set[str]]] = {}  # the meters each part prices
     for subscription in ordered:
         found = billed_periods(subscription, month, now)
         if interim:  # only a period still open gets an interim invoice (a week that ended has its own)
@@ -713,9 +714,17 @@ def build_invoices(
             if not priced:
                 continue
             if len({rules_key for _, _, rules_key in priced}) == 1:
-                key = (period.start, period.end, priced[0][2])
+                # Every customer of the span in one scan, the columns the union of their meters' rules
+                # (a meter's rule is the catalog's, so plans rarely disagree; if they do, a group apart).
+                key: tuple[datetime, datetime, RulesKey] = (period.start, period.end, ())
+                union = group_rules.setdefault(key, {})
+                if any(union.get(meter, rule) != rule for meter, rule in priced[0][1].items()):
+                    key = (period.start, period.end, priced[0][2])
+                    union = group_rules.setdefault(key, {})
+                union.update(priced[0][1])
                 groups.setdefault(key, []).append(subscription.customer_id)
-                group_rules[key] = priced[0][1]
+                for term, _, _ in priced:
+                    wanted.setdefault(subscription.customer_id, {})[term.start, term.end] = set(priced[0][1])
                 edges = sorted({term.start for term in terms if term.start > period.start})
                 if edges:
                     cuts.setdefault(key, {})[subscription.customer_id] = edges
@@ -733,8 +742,16 @@ def build_invoices(
             by_part = part_quantities_of(client, database, chunk, start, end, group_rules[key], cuts.get(key, {}))
             for customer, parts in by_part.items():
                 own = summed.setdefault(customer, {})
+                meters = wanted.get(customer, {})
                 for quantities in parts:
                     span = (quantities.start, quantities.end)
+                    keep = meters.get(span)
+                    if keep is not None and len(keep) < len(quantities.quantities):  # the union's other meters
+                        quantities = replace(
+                            quantities,
+                            quantities={m: q for m, q in quantities.quantities.items() if m in keep},
+                            sources={m: q for m, q in quantities.sources.items() if m in keep},
+                        )
                     earlier = own.get(span)
                     if earlier is not None:  # the same span under other rules: the union (a meter has one rule)
                         quantities = replace(
