@@ -241,3 +241,91 @@ def test_customers_changing_plan_at_one_instant_are_summed_together_per_part(db:
         alone = build_invoice(client, database, catalog, subscription, month, now=NOW)
         assert alone is not None
         assert invoice.as_dict() == alone.as_dict()
+
+
+METERS_CATALOG = """\
+apiVersion: tollway.dev/v1
+kind: PlanCatalog
+metadata: {name: parts-meters, version: "1"}
+meters:
+  requests:
+    unit: requests
+    billable: {exclude_statuses: ["5xx"]}
+  bytes:
+    unit: response_bytes
+    billable: {exclude_statuses: ["429"]}
+plans:
+  calls:
+    pricing:
+      currency: EUR
+      interval: month
+      charges:
+        - {id: calls, model: per_unit, meter: requests, unit_amount: "0.50"}
+  volume:
+    pricing:
+      currency: EUR
+      interval: month
+      charges:
+        - {id: volume, model: per_unit, meter: bytes, unit_amount: "0.01"}
+        - {id: calls, model: per_unit, meter: requests, unit_amount: "0.10"}
+  free:
+    limits: []
+"""
+
+
+def test_customers_cut_at_different_instants_pricing_different_meters_share_one_scan(db: ChdbDatabase) -> None:
+    """Four UTC customers of October, one scan: ``mover`` goes calls → volume at 10-10 06:00:00.250 (the
+    millisecond row at .249 is the old plan's, the one at .250 the new one's); ``late`` subscribes on the
+    20th (its rows before that are not billed); ``freed`` goes volume → free on the 5th then free → calls
+    on the 25th (the free part is not billed); ``plain`` keeps volume. Each part sums its own plan's meters
+    under their rules (a 5xx is not a billable request, a 429 is not billable bytes), and every invoice
+    is the one ``build_invoice`` builds alone, part by part."""
+    client, database = db
+
+    def row(request_id: str, instant: str, customer: str, status: int = 200) -> bytes:
+        return usage_row(request_id, instant, customer, {"requests": 1, "bytes": 1000}, status=status, plan="any")
+
+    insert_json_rows(
+        client,
+        database,
+        "usage",
+        b"".join(
+            (
+                row("m1", "2026-10-10 06:00:00.249", "mover"),  # calls: 0.50
+                row("m2", "2026-10-10 06:00:00.250", "mover"),  # volume: 0.10 + 10.00
+                row("m3", "2026-10-12 06:00:00.000", "mover", status=503),  # volume: bytes only, 10.00
+                row("m4", "2026-10-01 00:00:00.000", "mover", status=503),  # calls: not billable
+                row("l1", "2026-10-19 23:59:59.999", "late"),  # before its subscription: not billed
+                row("l2", "2026-10-20 00:00:00.000", "late", status=429),  # calls: 0.50
+                row("f1", "2026-10-02 00:00:00.000", "freed"),  # volume: 0.10 + 10.00
+                row("f2", "2026-10-06 00:00:00.000", "freed"),  # free: not billed
+                row("f3", "2026-10-26 00:00:00.000", "freed"),  # calls: 0.50
+                row("p1", "2026-10-15 00:00:00.000", "plain", status=429),  # volume: 0.10, no bytes
+            )
+        ),
+    )
+    catalog = load_catalog_text(METERS_CATALOG, "parts-meters.yaml")
+    started = datetime(2026, 1, 1, tzinfo=UTC)
+    subscriptions = [
+        Subscription.new("freed", "volume", started)
+        .changed_to("free", datetime(2026, 10, 5, tzinfo=UTC))
+        .changed_to("calls", datetime(2026, 10, 25, tzinfo=UTC)),
+        Subscription.new("late", "calls", datetime(2026, 10, 20, tzinfo=UTC)),
+        Subscription.new("mover", "calls", started).changed_to("volume", datetime(2026, 10, 10, 6, 0, 0, 250_000, UTC)),
+        Subscription.new("plain", "volume", started),
+    ]
+    month = parse_month("2026-10", NOW)
+    counting = CountingClient(client)
+    invoices, skipped = build_invoices(counting, database, catalog, subscriptions, month, now=NOW)
+    assert skipped == []
+    assert len(counting.queries) == 1
+    assert {i.customer_id: str(i.total) for i in invoices} == {
+        "freed": "10.60",
+        "late": "0.50",
+        "mover": "20.60",
+        "plain": "0.10",
+    }
+    for invoice, subscription in zip(invoices, subscriptions, strict=True):
+        alone = build_invoice(client, database, catalog, subscription, month, now=NOW)
+        assert alone is not None
+        assert invoice.as_dict() == alone.as_dict()

@@ -145,40 +145,6 @@ def billable_quantities(
     return Quantities(customer_id, start, end, quantities, sources)
 
 
-def billable_quantities_of(
-    client: Any,
-    database: str,
-    customer_ids: Sequence[str],
-    start: datetime,
-    end: datetime,
-    rules: Mapping[str, Billable],
-) -> dict[str, Quantities]:
-    """``billable_quantities`` for many customers sharing the period ``[start, end)`` and the rules, in
-    one query; a customer without usage gets zeros."""
-    ordered = sorted(rules.items())
-    sql, meters = customers_query(ordered)
-    base = {"db": check_identifier(database), "start": format_instant(start), "end": format_instant(end)}
-    # No meter priced (a free trial's part): zeros for everyone, nothing to ask.
-    asked = customer_ids and ordered
-    rows = query_rows(client, sql, {**base, **meters, "customers": list(customer_ids)}) if asked else []
-    found = {str(r[0]): r[1:] for r in rows}
-    # The same for every customer (built once: this runs for thousands of customers per query).
-    queries = [(meter, meter_query(rule)) for meter, rule in ordered]
-    zeros = {meter: Decimal(0) for meter, _ in ordered}
-    result: dict[str, Quantities] = {}
-    for customer_id in customer_ids:
-        values = found.get(customer_id)
-        own = {"db": base["db"], "customer": customer_id, "start": base["start"], "end": base["end"]}
-        quantities = (
-            {meter: plain(Decimal(str(values[n]))) for n, (meter, _) in enumerate(queries)}
-            if values is not None
-            else dict(zeros)
-        )
-        sources = {meter: QuantitySource(sql, {**own, "meter": meter}) for meter, sql in queries}
-        result[customer_id] = Quantities(customer_id, start, end, quantities, sources)
-    return result
-
-
 _NO_BOUNDARY: Final = 2**63 - 1
 
 
@@ -195,24 +161,37 @@ _MICROSECOND: Final = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - datetime(19
 def part_quantities_of(
     client: Any,
     database: str,
-    customer_ids: Sequence[str],
     start: datetime,
     end: datetime,
-    rules: Mapping[str, Billable],
-    boundaries: Mapping[str, Sequence[datetime]],
+    parts: Mapping[str, Sequence[tuple[datetime, datetime, Mapping[str, Billable]]]],
 ) -> dict[str, list[Quantities]]:
-    """Like ``billable_quantities_of``, with each customer's ``[start, end)`` cut at its ``boundaries``
-    (sorted instants inside it; none: one part): per customer, one ``Quantities`` per part, in time
-    order, from **one** scan. Each row's part is computed in SQL (``transform``: a hashed look-up of the
-    customer's n-th boundary, one per boundary the customers of the chunk have at most), so customers
-    whose periods are cut at different instants (trials ending 14 days after each one's start) still
-    share one query instead of one per span."""
-    ordered = sorted(rules.items())
+    """Each customer's ``parts`` of ``[start, end)`` (spans inside it, in time order, each with its plan's
+    meters and rules) summed from **one** scan: one ``Quantities`` per part, in the same order.
+
+    Each row's part is computed in SQL: ``transform`` (a hashed look-up of the customer's n-th
+    boundary, one per boundary the customers have at most) cuts the period at every part's start and
+    end, so customers whose periods are cut at different instants (trials ending 14 days after each
+    one's start, plan changes) still share the scan. The columns are the distinct (meter, rule) pairs of
+    all the parts: a meter that two plans bill under different rules is summed twice, each part takes
+    its own. Rows outside every part (before a subscription's start) are summed and dropped."""
+    columns: dict[tuple[str, tuple[str, ...]], int] = {}
+    ordered: list[tuple[str, Billable]] = []
+    cut: dict[str, list[int]] = {}
+    for customer_id, spans in parts.items():
+        edges: set[datetime] = set()
+        for part_start, part_end, rules in spans:
+            edges.update(at for at in (part_start, part_end) if start < at < end)
+            for meter, rule in sorted(rules.items()):
+                key = (meter, tuple(rule.exclude_statuses))
+                if key not in columns:
+                    columns[key] = len(ordered)
+                    ordered.append((meter, rule))
+        if edges:
+            cut[customer_id] = [_boundary_ms(at) for at in sorted(edges)]
     sql, meters = customers_query(ordered)
     base = {"db": check_identifier(database), "start": format_instant(start), "end": format_instant(end)}
-    cut = {c: [_boundary_ms(b) for b in boundaries.get(c, ())] for c in customer_ids if boundaries.get(c)}
+    parameters: dict[str, Any] = {**base, **meters, "customers": sorted(parts)}
     most = max((len(v) for v in cut.values()), default=0)
-    parameters: dict[str, Any] = {**base, **meters, "customers": list(customer_ids)}
     if most:
         keys = sorted(cut)
         parameters["cut_keys"] = keys
@@ -223,35 +202,35 @@ def part_quantities_of(
                 f"(toUnixTimestamp64Milli(ts) >= transform(customer_id, {{cut_keys:Array(String)}}, "
                 f"{{cut_{n}:Array(Int64)}}, toInt64({_NO_BOUNDARY})))"
             )
-        part = " + ".join(terms)
-        sql = sql.replace("SELECT customer_id,", f"SELECT customer_id, toUInt32({part}) AS part,", 1)
+        sql = sql.replace("SELECT customer_id,", f"SELECT customer_id, toUInt32({' + '.join(terms)}) AS part,", 1)
         sql = sql.replace("GROUP BY customer_id", "GROUP BY customer_id, part")
-    asked = customer_ids and ordered
-    rows = query_rows(client, sql, parameters) if asked else []
+    rows = query_rows(client, sql, parameters) if parts and ordered else []
     width = 2 if most else 1
     found = {(str(r[0]), int(r[1]) if most else 0): r[width:] for r in rows}
-    queries = [(meter, meter_query(rule)) for meter, rule in ordered]
-    zeros = {meter: Decimal(0) for meter, _ in ordered}
     result: dict[str, list[Quantities]] = {}
-    for customer_id in customer_ids:
-        edges = [start, *boundaries.get(customer_id, ()), end]
-        parts = []
-        for index, (part_start, part_end) in enumerate(pairwise(edges)):
-            values = found.get((customer_id, index))
+    queries: dict[tuple[str, tuple[str, ...]], str] = {}  # each (meter, rule)'s one-customer query
+    for customer_id, spans in parts.items():
+        edges_of = [start, *sorted({at for s, e, _ in spans for at in (s, e) if start < at < end}), end]
+        index_of = {span: n for n, span in enumerate(pairwise(edges_of))}
+        quantities_of: list[Quantities] = []
+        for part_start, part_end, rules in spans:
+            values = found.get((customer_id, index_of[part_start, part_end]))
             own = {
                 "db": base["db"],
                 "customer": customer_id,
                 "start": format_instant(part_start),
                 "end": format_instant(part_end),
             }
-            quantities = (
-                {meter: plain(Decimal(str(values[n]))) for n, (meter, _) in enumerate(queries)}
-                if values is not None
-                else dict(zeros)
-            )
-            sources = {meter: QuantitySource(q, {**own, "meter": meter}) for meter, q in queries}
-            parts.append(Quantities(customer_id, part_start, part_end, quantities, sources))
-        result[customer_id] = parts
+            quantities: dict[str, Decimal] = {}
+            sources: dict[str, QuantitySource] = {}
+            for meter, rule in sorted(rules.items()):
+                key = (meter, tuple(rule.exclude_statuses))
+                quantities[meter] = plain(Decimal(str(values[columns[key]]))) if values is not None else Decimal(0)
+                if key not in queries:
+                    queries[key] = meter_query(rule)
+                sources[meter] = QuantitySource(queries[key], {**own, "meter": meter})
+            quantities_of.append(Quantities(customer_id, part_start, part_end, quantities, sources))
+        result[customer_id] = quantities_of
     return result
 
 

@@ -660,11 +660,10 @@ def build_invoices(
 ) -> tuple[list[Invoice], list[str]]:
     """The invoices of ``month`` for ``subscriptions`` (in customer order) and the customers with
     nothing to bill (no period in the month, or only plans without pricing in it). Every plan is
-    checked before any usage is read. Usage is summed with one query per group of up to
-    ``QUERY_CUSTOMERS`` customers sharing a span and billable rules: a whole period, or the part of one
-    before or after a plan change or version migration at the same instant (all the UTC calendar
-    customers of a plan family: one query; those migrated on one date: one more per part; a part on a
-    free plan, or pricing no meter, none).
+    checked before any usage is read. Usage is summed with one query per period span and chunk of up
+    to ``QUERY_CUSTOMERS`` customers: each customer's parts (before and after a plan change, a version
+    migration, the end of a trial) are cut in SQL, each part summing its own plan's meters under its
+    rules (``aggregate.part_quantities_of``); a part on a free plan is not read.
     ``progress(done, total)`` after each customer.
 
     A customer whose invoice cannot be priced (plan missing, a currency Tollway cannot
@@ -688,78 +687,35 @@ def build_invoices(
             failed(subscription, exc)
         else:
             ordered.append(subscription)
-    RulesKey = tuple[tuple[str, tuple[str, ...]], ...]
-    # One scan per period span, rules and chunk of customers: the parts of a customer's period (a plan
-    # change, a migration, the end of a trial, the subscription's start) are cut in SQL, from the same
-    # scan (``aggregate.part_quantities_of``); only a period whose parts price under different rules is
-    # summed per part span (a union of meters with one rule each).
-    groups: dict[tuple[datetime, datetime, RulesKey], list[str]] = {}
-    group_rules: dict[tuple[datetime, datetime, RulesKey], dict[str, Billable]] = {}
-    cuts: dict[tuple[datetime, datetime, RulesKey], dict[str, list[datetime]]] = {}
+    # One scan per period span and chunk of customers: the parts of each customer's period (a plan
+    # change, a migration, the end of a trial, the subscription's start) are cut in SQL, and each part
+    # takes its own plan's meters and rules from the same scan (``aggregate.part_quantities_of``).
+    groups: dict[tuple[datetime, datetime], dict[str, list[tuple[datetime, datetime, Mapping[str, Billable]]]]] = {}
     periods: dict[str, tuple[BillingPeriod, ...]] = {}
-    wanted: dict[str, dict[tuple[datetime, datetime], set[str]]] = {}  # the meters each part prices
     for subscription in ordered:
         found = billed_periods(subscription, month, now)
         if interim:  # only a period still open gets an interim invoice (a week that ended has its own)
             found = tuple(period for period in found if now is None or period.end > now)
         periods[subscription.customer_id] = found
-        for period in periods[subscription.customer_id]:
-            terms = subscription.terms(period.start, period.end)
-            priced = []
-            for term in terms:
+        for period in found:
+            priced: list[tuple[datetime, datetime, Mapping[str, Billable]]] = []
+            for term in subscription.terms(period.start, period.end):
                 if not _priced(catalog, subscription.customer_id, term.plan_id):
                     continue  # a free plan's part: not billed
                 _, rules = _pricing(catalog, subscription.customer_id, term.plan_id)
-                priced.append((term, rules, tuple((m, tuple(r.exclude_statuses)) for m, r in sorted(rules.items()))))
-            if not priced:
-                continue
-            if len({rules_key for _, _, rules_key in priced}) == 1:
-                # Every customer of the span in one scan, the columns the union of their meters' rules
-                # (a meter's rule is the catalog's, so plans rarely disagree; if they do, a group apart).
-                key: tuple[datetime, datetime, RulesKey] = (period.start, period.end, ())
-                union = group_rules.setdefault(key, {})
-                if any(union.get(meter, rule) != rule for meter, rule in priced[0][1].items()):
-                    key = (period.start, period.end, priced[0][2])
-                    union = group_rules.setdefault(key, {})
-                union.update(priced[0][1])
-                groups.setdefault(key, []).append(subscription.customer_id)
-                for term, _, _ in priced:
-                    wanted.setdefault(subscription.customer_id, {})[term.start, term.end] = set(priced[0][1])
-                edges = sorted({term.start for term in terms if term.start > period.start})
-                if edges:
-                    cuts.setdefault(key, {})[subscription.customer_id] = edges
-                continue
-            for term, rules, rules_key in priced:
-                key = (term.start, term.end, rules_key)
-                groups.setdefault(key, []).append(subscription.customer_id)
-                group_rules[key] = rules
+                priced.append((term.start, term.end, rules))
+            if priced:
+                groups.setdefault((period.start, period.end), {})[subscription.customer_id] = priced
     # customer → (part start, part end) → quantities
     summed: dict[str, dict[tuple[datetime, datetime], Quantities]] = {}
-    for key, customers in groups.items():
-        start, end, _ = key
-        for first in range(0, len(customers), QUERY_CUSTOMERS):
-            chunk = customers[first : first + QUERY_CUSTOMERS]
-            by_part = part_quantities_of(client, database, chunk, start, end, group_rules[key], cuts.get(key, {}))
-            for customer, parts in by_part.items():
+    for (start, end), customers in groups.items():
+        chosen = sorted(customers)
+        for first in range(0, len(chosen), QUERY_CUSTOMERS):
+            chunk = {customer: customers[customer] for customer in chosen[first : first + QUERY_CUSTOMERS]}
+            for customer, parts in part_quantities_of(client, database, start, end, chunk).items():
                 own = summed.setdefault(customer, {})
-                meters = wanted.get(customer, {})
                 for quantities in parts:
-                    span = (quantities.start, quantities.end)
-                    keep = meters.get(span)
-                    if keep is not None and len(keep) < len(quantities.quantities):  # the union's other meters
-                        quantities = replace(
-                            quantities,
-                            quantities={m: q for m, q in quantities.quantities.items() if m in keep},
-                            sources={m: q for m, q in quantities.sources.items() if m in keep},
-                        )
-                    earlier = own.get(span)
-                    if earlier is not None:  # the same span under other rules: the union (a meter has one rule)
-                        quantities = replace(
-                            quantities,
-                            quantities={**earlier.quantities, **quantities.quantities},
-                            sources={**earlier.sources, **quantities.sources},
-                        )
-                    own[span] = quantities
+                    own[quantities.start, quantities.end] = quantities
     invoices: list[Invoice] = []
     skipped: list[str] = []
     for done, subscription in enumerate(ordered, start=1):
