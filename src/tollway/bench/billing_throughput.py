@@ -14,12 +14,12 @@ subscriptions as values) to three priced plans (flat fee, per-unit, graduated an
 package, allowance, a discount, a minimum commitment), one of them with two versions (``COHORTS``:
 legacy ``pro``, ``pro@2``, ``pro@1`` migrated to ``pro@2`` in the middle of the month — two parts,
 ``plan_parts`` counts them — or from the next period), and times ``invoices.build_invoices`` — what
-``tollway bill`` runs before storing: the usage queries (``usage FINAL``, one per group of customers
-sharing a span and rules: the month, and each side of the migration) and ``rating.rate`` for every
+``tollway bill`` runs before storing: the usage queries (``usage FINAL``, one scan per period span and chunk
+of customers, each customer's parts cut in SQL: ``aggregate.part_quantities_of``) and ``rating.rate`` for every
 part of every customer. Phases and add-ons are in the dataset too (``with_phases_and_addons``: the
 ``pro-2`` customers end a free trial 7 days into the month, the ``scale`` customers buy seats, an
 add-on, in its middle; ``phases`` and ``addons`` count them). ``aggregation_s`` is the time
-until the first customer is priced (grouping the customers by period and rules, the queries and
+until the first customer is priced (grouping the customers by period, the queries and
 their rows turned into quantities), ``query_s`` the part of it spent in the queries (inside the
 engine), ``pricing_s`` the rest (``rate`` and the invoice of each customer). The headline
 ``seconds`` is that first, cold run; the same run again is reported as ``warm_seconds``. Storing the invoices in
@@ -356,8 +356,8 @@ def with_phases_and_addons(found: list[Subscription], start: datetime, end: date
     (``TRIAL_PLAN``), so the trial ends inside ``[start, end)``: two parts, the trial's (free: no meter,
     no usage query) and ``pro@2``'s, prorated. Every ``scale`` customer bought ``ADDON_QUANTITY`` seats
     (an add-on ``scale`` allows) at ``addon_instant`` and keeps them: an add-on section priced by flat
-    fees over the rest of the month, no usage query either. All of them share the instants, so the
-    whole dataset stays a few usage queries (``build_invoices`` groups parts by span and rules)."""
+    fees over the rest of the month, no usage query either. The parts are cut in SQL, so the whole
+    dataset is one scan of the month (two queries: two chunks of customers), whatever the instants."""
     from tollway.subscriptions.addons import with_quantity
     from tollway.subscriptions.model import Subscription
     from tollway.subscriptions.phases import PhaseRequest, resolve_phases, with_phases
