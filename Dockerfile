@@ -11,6 +11,10 @@ RUN python -m venv /opt/tollway \
  && /opt/tollway/bin/python -m pip install --no-cache-dir .
 
 FROM python:3.11-slim
+# WeasyPrint renders invoice PDFs with the system's Pango (and needs a font): Debian's packages.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/*
 # A fixed numeric user (10001): Kubernetes' runAsNonRoot can check it, and volumes can be owned by it.
 RUN groupadd --system --gid 10001 tollway \
  && useradd --system --uid 10001 --gid tollway --home-dir /nonexistent --shell /usr/sbin/nologin tollway

@@ -44,7 +44,7 @@ image-check:
 	.tollway/image-venv/bin/python -m pip install --quiet --upgrade pip
 	.tollway/image-venv/bin/python -m pip install --quiet .
 	.tollway/image-venv/bin/tollway --version
-	.tollway/image-venv/bin/python -c 'import tollway.server, tollway.extproc.grpc_server, tollway.extproc.http_server'
+	.tollway/image-venv/bin/python -c 'import tollway.server, tollway.extproc.grpc_server, tollway.extproc.http_server, weasyprint, stripe'
 	.tollway/image-venv/bin/tollway plans validate plans/catalog.yaml plans/configmap.yaml deploy/plans.yaml
 	.tollway/image-venv/bin/tollway db migrate --dsn chdb://.tollway/image-chdb
 	.tollway/image-venv/bin/tollway db migrate --dsn chdb://.tollway/image-chdb | grep -q 'up to date'
