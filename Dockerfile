@@ -13,7 +13,7 @@ RUN python -m venv /opt/tollway \
 FROM python:3.11-slim
 # WeasyPrint renders invoice PDFs with the system's Pango (and needs a font): Debian's packages.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core \
+ && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fontconfig fonts-dejavu-core \
  && rm -rf /var/lib/apt/lists/*
 # A fixed numeric user (10001): Kubernetes' runAsNonRoot can check it, and volumes can be owned by it.
 RUN groupadd --system --gid 10001 tollway \
