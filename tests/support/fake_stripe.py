@@ -47,6 +47,7 @@ class Recorded:
     idempotency_key: str | None
     status: int
     replayed: bool
+    error_type: str | None = None  # the error's type when it failed: idempotency_error, invalid_request_error…
 
 
 @dataclass
@@ -91,12 +92,16 @@ class FakeStripe:
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)  # id → object, in creation order
     failures: list[Failure] = field(default_factory=list)
     held: threading.Event = field(default_factory=threading.Event)
+    # Stripe's search is eventually consistent ("data is searchable in less than a minute"): a customer
+    # is found by search only this long after its creation (lists and retrievals see it at once).
+    search_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._numbers = itertools.count(1)
         self._idempotent: dict[str, _Stored] = {}
+        self._born: dict[str, float] = {}
         self._hold_at: int | None = None
         self._released = threading.Event()
         self._arrived = 0
@@ -167,7 +172,8 @@ class FakeStripe:
             self._released.wait(timeout=60)
         with self._lock:
             status, answer, replayed = self._answer(method, parts.path, pairs, params, headers, key)
-            self.requests.append(Recorded(method, parts.path, params, key, status, replayed))
+            error = answer.get("error", {}).get("type") if status >= 400 else None
+            self.requests.append(Recorded(method, parts.path, params, key, status, replayed, error))
         return status, answer, replayed
 
     def _answer(
@@ -244,6 +250,7 @@ class FakeStripe:
             "metadata": params.get("metadata", {}),
         }
         self.objects[created["id"]] = created
+        self._born[created["id"]] = time.monotonic()
         return dict(created)
 
     def _get(self, object_id: str, kind: str) -> dict[str, Any]:
@@ -293,7 +300,9 @@ class FakeStripe:
         found = [
             dict(o)
             for o in self.objects.values()
-            if o["object"] == "customer" and o["metadata"].get("tollway_customer_id") == wanted
+            if o["object"] == "customer"
+            and o["metadata"].get("tollway_customer_id") == wanted
+            and time.monotonic() - self._born[o["id"]] >= self.search_delay_s
         ]
         url = "/v1/customers/search"
         return {"object": "search_result", "data": found, "has_more": False, "next_page": None, "url": url}

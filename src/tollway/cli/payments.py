@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any, Final
@@ -62,6 +63,8 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     quiet_driver_logs()
+    for chatty in ("stripe", "httpx", "httpcore"):  # a line per request: the command prints the outcomes
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         stripe_settings = StripePushSettings()
     except ValidationError as exc:
