@@ -36,6 +36,7 @@ from tollway.payments.stripe_push import (
     PushResult,
     StripeKeyRefused,
     StripePusher,
+    StripeUnreachable,
     finalized_documents,
     stripe_client,
 )
@@ -314,6 +315,41 @@ def test_a_wrong_key_is_refused_and_nothing_is_recorded(
     assert stripe_state(valkey_fresh) == {}
     assert fake.objects == {}
     assert {r.status for r in fake.requests} == {401}
+
+
+def test_stripe_out_of_reach_stops_the_run_and_what_was_pushed_stands(
+    invoices_db: ChdbDatabase, valkey_fresh: ValkeyServer, fake: FakeStripe
+) -> None:
+    client, database = invoices_db
+    documents = finalized_documents(client, database)
+    fake.fail(Failure("POST", "/v1/invoices", {"metadata[tollway_invoice_id]": KIWI}, status=500, type="api_error"))
+    with pytest.raises(StripeUnreachable, match="Stripe could not be reached or failed: injected failure"):
+        push(valkey_fresh, fake, documents)
+    state = stripe_state(valkey_fresh)
+    assert state[f"tw:stripe:invoice:{{acme}}:{ACME}"]["status"] == "finalized"
+    assert "tw:stripe:customer:{kiwi}" in state  # the customer was created, the invoice not: resumed next run
+
+    closed = FakeStripe()  # never started: nothing listens on its URL
+    with closed:
+        url = closed.url
+    settings = StripePushSettings(api_key=SecretStr(fake.api_key), api_base=url, max_network_retries=0)
+    with pytest.raises(StripeUnreachable, match="Stripe could not be reached"):
+        asyncio.run(_push_with(settings, valkey_fresh, documents[1:]))
+
+    fake.failures.clear()
+    assert [r.outcome for r in push(valkey_fresh, fake, documents)] == ["already pushed", "pushed"]
+    assert_each_object_once(fake, LINES)
+
+
+async def _push_with(
+    settings: StripePushSettings, valkey: ValkeyServer, documents: Sequence[dict[str, Any]]
+) -> list[PushResult]:
+    client = AsyncRedis.from_url(valkey.url, decode_responses=True)
+    try:
+        pusher = StripePusher(stripe_client(settings), PushState(client, "tw:"), settings.options())
+        return await pusher.push_all(documents)
+    finally:
+        await client.aclose()
 
 
 # --- the command, in a process of its own (its own chdb path) --------------------------------------

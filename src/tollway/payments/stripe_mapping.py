@@ -48,6 +48,8 @@ LINE_KEY: Final = "tollway_line"
 """The 1-based number of the line in the document's ``lines``: how a resumed push recognizes the
 invoice items an earlier attempt created."""
 
+MAX_ITEMS: Final = 250
+"""Stripe takes at most this many invoice items on one invoice."""
 _DESCRIPTION_MAX: Final = 500
 _METADATA_VALUE_MAX: Final = 500
 
@@ -119,6 +121,10 @@ def plan_invoice(document: Mapping[str, Any], options: PushOptions) -> InvoicePl
     lines = document.get("lines")
     if not isinstance(lines, list):
         raise NotPushable(f"invoice {invoice_id}: the document has no list of lines")
+    if len(lines) > MAX_ITEMS:
+        raise NotPushable(
+            f"invoice {invoice_id}: {len(lines)} lines, Stripe takes at most {MAX_ITEMS} items per invoice"
+        )
     try:
         total = to_minor_units(_text(document, "total", invoice_id), currency)
         amounts = [to_minor_units(_text(line, "amount", invoice_id), currency) for line in lines]

@@ -107,6 +107,7 @@ def test_number_due_date_and_buyer_are_passed_when_the_document_has_them() -> No
         ({"due_on": "31/12/2026"}, "not an ISO date"),
         ({"lines": None}, "no list of lines"),
         ({"customer_id": None}, "'customer_id' is missing"),
+        ({"lines": [{"amount": "0.00", "description": "x"}] * 251, "total": "0.00"}, "at most 250 items"),
     ],
 )
 def test_a_document_that_cannot_be_pushed_is_refused_with_its_reason(change: dict[str, Any], message: str) -> None:
