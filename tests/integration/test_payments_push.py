@@ -153,16 +153,18 @@ def push(
     valkey: ValkeyServer, fake: FakeStripe, documents: Sequence[dict[str, Any]], key: str | None = None
 ) -> list[PushResult]:
     settings = StripePushSettings(api_key=SecretStr(key or fake.api_key), api_base=fake.url, max_network_retries=0)
+    return asyncio.run(push_with(settings, valkey, documents))
 
-    async def go() -> list[PushResult]:
-        client = AsyncRedis.from_url(valkey.url, decode_responses=True)
-        try:
-            pusher = StripePusher(stripe_client(settings), PushState(client, "tw:"), settings.options())
-            return await pusher.push_all(documents)
-        finally:
-            await client.aclose()
 
-    return asyncio.run(go())
+async def push_with(
+    settings: StripePushSettings, valkey: ValkeyServer, documents: Sequence[dict[str, Any]]
+) -> list[PushResult]:
+    client = AsyncRedis.from_url(valkey.url, decode_responses=True)
+    try:
+        pusher = StripePusher(stripe_client(settings), PushState(client, "tw:"), settings.options())
+        return await pusher.push_all(documents)
+    finally:
+        await client.aclose()
 
 
 def stripe_state(valkey: ValkeyServer) -> dict[str, Any]:
@@ -334,22 +336,11 @@ def test_stripe_out_of_reach_stops_the_run_and_what_was_pushed_stands(
         url = closed.url
     settings = StripePushSettings(api_key=SecretStr(fake.api_key), api_base=url, max_network_retries=0)
     with pytest.raises(StripeUnreachable, match="Stripe could not be reached"):
-        asyncio.run(_push_with(settings, valkey_fresh, documents[1:]))
+        asyncio.run(push_with(settings, valkey_fresh, documents[1:]))
 
     fake.failures.clear()
     assert [r.outcome for r in push(valkey_fresh, fake, documents)] == ["already pushed", "pushed"]
     assert_each_object_once(fake, LINES)
-
-
-async def _push_with(
-    settings: StripePushSettings, valkey: ValkeyServer, documents: Sequence[dict[str, Any]]
-) -> list[PushResult]:
-    client = AsyncRedis.from_url(valkey.url, decode_responses=True)
-    try:
-        pusher = StripePusher(stripe_client(settings), PushState(client, "tw:"), settings.options())
-        return await pusher.push_all(documents)
-    finally:
-        await client.aclose()
 
 
 # --- the command, in a process of its own (its own chdb path) --------------------------------------

@@ -15,7 +15,7 @@ by listing the customer's invoices, items by listing the invoice's items) before
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Final
 
 from tollway.redis_types import RedisClient
@@ -50,12 +50,3 @@ class PushState:
     async def record(self, customer_id: str, invoice_id: str, fields: Mapping[str, str]) -> None:
         mapping: dict[Any, Any] = dict(fields)
         await self._redis.hset(self.invoice_key(customer_id, invoice_id), mapping=mapping)
-
-    async def finalized(self, invoices: Sequence[tuple[str, str]]) -> set[str]:
-        """The ids among ``(customer_id, invoice_id)`` whose push is complete."""
-        found: set[str] = set()
-        for customer_id, invoice_id in invoices:  # one slot per customer: no cross-slot pipeline
-            status = await self._redis.hget(self.invoice_key(customer_id, invoice_id), "status")
-            if status == FINALIZED:
-                found.add(invoice_id)
-        return found
