@@ -20,6 +20,7 @@ from tollway.cli import (
     dispatch,
     keys,
     meter,
+    payments,
     plans,
     quote,
     serve,
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     bill.register(commands)
     admin.register(commands)
     webhooks.register(commands)
+    payments.register(commands)
     return parser
 
 
@@ -101,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return admin.run(args, settings)
         if args.command == "webhooks":
             return asyncio.run(webhooks.run(args, settings))
+        if args.command == "payments":
+            return payments.run(args, settings)
     except CatalogError as exc:
         return _fail(f"invalid catalog ({len(exc.issues)} problem(s)):\n{exc}")
     except KeyNotFound as exc:

@@ -1,0 +1,1 @@
+"""Hand-off to a payment provider: finalized invoices pushed to Stripe (docs/payments.md)."""
