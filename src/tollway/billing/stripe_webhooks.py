@@ -80,6 +80,8 @@ def parse_signature_header(header: str) -> SignatureHeader:
     for item in header.split(","):
         key, separator, value = item.partition("=")
         if not separator:
+            if key in ("t", SCHEME):  # the SDK refuses these too
+                raise BadSignature(f"the Stripe-Signature header's {key} has no value")
             continue
         if key == "t" and timestamp is None:
             if not _TIMESTAMP.fullmatch(value):
