@@ -49,7 +49,9 @@ def assert_problem(response: Any, status: int, slug: str) -> dict[str, Any]:
     assert response.headers["content-type"] == PROBLEM
     body: dict[str, Any] = response.json()
     assert body["type"].endswith("/" + slug), body
-    assert body["status"] == status and body["title"] and body["detail"]
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
     return body
 
 
@@ -104,8 +106,11 @@ def test_payment_failed_then_paid_marks_and_clears_the_customer_overdue(
             "detail": None,
         }
         announced = await pubsub.get_message(timeout=2)
-        assert announced is not None and announced["data"] == "acme"  # every gateway process evicts acme now
+        assert announced is not None
+        assert announced["data"] == "acme"
         assert await redis.hget("tw:subscription:{acme}", "overdue") == '["in_acacacacacacacacacac0010"]'
+        held = (await api.http.get("/customers/acme/subscription", headers=writer)).json()
+        assert (held["plan_id"], held["overdue"]) == ("pro", ["in_acacacacacacacacacac0010"])
         shown = (await api.http.get("/customers/acme/invoices/in_acacacacacacacacacac0010", headers=writer)).json()
         assert shown["payment_status"]["status"] == "payment_failed"
         assert shown["payment_status"]["event_id"] == "evt_f1"
@@ -149,7 +154,8 @@ def test_payment_failed_then_paid_marks_and_clears_the_customer_overdue(
         assert (await post(api, done)).json()["overdue_changed"] is True
         assert "overdue" not in await redis.hgetall("tw:subscription:{acme}")
         subscription = await api.services.subscriptions.get("acme")
-        assert subscription is not None and subscription.overdue == ()
+        assert subscription is not None
+        assert subscription.overdue == ()
 
         # A plan change through the API keeps (never overwrites) the overdue flag.
         again_failed = invoice_event(

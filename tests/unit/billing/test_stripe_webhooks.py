@@ -1,6 +1,7 @@
 """Stripe webhook signatures and events (``billing.stripe_webhooks``): checked exactly as Stripe signs, and as
 the ``stripe`` SDK verifies (``WebhookSignature.verify_header``), with the clock injected."""
 
+import contextlib
 import json
 import time
 from unittest import mock
@@ -151,10 +152,8 @@ def test_any_header_text_is_refused_or_read_never_a_crash(text: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=400))
 def test_any_body_is_an_event_or_malformed_never_a_crash(payload: bytes) -> None:
-    try:
+    with contextlib.suppress(MalformedEvent):
         parse_event(payload)
-    except MalformedEvent:
-        pass
 
 
 def test_invoice_events_are_read_with_tollways_ids_and_other_types_ignored() -> None:

@@ -98,3 +98,15 @@ def test_an_overdue_plan_may_be_a_version_but_not_an_addon() -> None:
     addon = CATALOG.replace("  free:\n", "  free:\n    addon: {}\n")
     with pytest.raises(CatalogError, match="overdue plan 'free' is an add-on"):
         compile_catalog_text(addon, "c.yaml")
+
+
+def test_the_documented_example_loads_with_its_policies() -> None:
+    docs = (ROOT / "docs" / "catalog-reference.md").read_text()
+    example = docs.split("<!-- overdue-example -->", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    header = (
+        'apiVersion: tollway.dev/v1\nkind: PlanCatalog\nmetadata: {name: acme, version: "1"}\n'
+        "features:\n  items-read:\n    routes: [{methods: [GET], path: /v1/items}]\n"
+        "  search:\n    routes: [{methods: [GET], path: /v1/search}]\n"
+    )
+    plans = compile_catalog_text(header + example, "plans.yaml").plans
+    assert [overdue_answer(plans[p]) for p in ("free", "pro", "enterprise")] == [None, "free", True]

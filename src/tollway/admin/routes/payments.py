@@ -60,7 +60,7 @@ class WebhookReceived(BaseModel):
 @router.post(
     "/payments/stripe/webhook",
     response_model=WebhookReceived,
-    responses=problem_responses(400, 503),
+    responses=problem_responses(400, 422, 503),
     openapi_extra={"security": []},
 )
 async def stripe_webhook(
