@@ -193,3 +193,13 @@ def test_a_malformed_invoice_event_is_refused(change: object, message: str) -> N
         parse_event(json.dumps(event).encode())
     with pytest.raises(MalformedEvent, match="not JSON"):
         parse_event(b"{not json")
+
+
+def test_the_documented_signature_example_is_what_sign_gives() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).parents[3] / "docs" / "payments.md").read_text()
+    example = docs.split("<!-- signature-example -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    call, shown = (line for line in example.splitlines() if line.startswith(("sign(", "# '")))
+    namespace: dict[str, object] = {"sign": sign}
+    assert eval(call, namespace) == shown.removeprefix("# ").strip("'")

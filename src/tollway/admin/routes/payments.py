@@ -6,7 +6,8 @@ Not behind the admin bearer credential (Stripe cannot send one): every request m
 
 Answers (Stripe retries any non-2xx for up to three days, so a 2xx means "never send this again"):
 
-* 400 ``invalid-signature`` / ``malformed-event``: nothing is read or recorded (a redelivery cannot fix it).
+* 400 ``invalid-signature`` / ``malformed-event``: nothing is recorded (Stripe retries, re-signing each attempt:
+  a wrong secret or clock fixed meanwhile lets the retry through).
 * 503 ``payments-not-configured`` (no secret set: Stripe keeps the events and retries until it is), or
   ``store-unavailable`` / ``warehouse-unavailable``: retried by Stripe; each step is idempotent.
 * 200 ``applied``, ``stale`` (older than the status in force), ``duplicate`` (seen before), ``ignored``
