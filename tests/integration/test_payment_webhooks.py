@@ -17,6 +17,8 @@ from tests.support.chdb_engine import ChdbDatabase
 from tests.support.stripe_events import SECRET, insert_invoice, invoice_event, signed
 from tollway.admin.scopes import Scope
 from tollway.billing.payment_status import read_history
+from tollway.billing.stripe_webhooks import InvoiceEvent
+from tollway.harness.valkey_cluster import ValkeyCluster
 
 pytestmark = pytest.mark.integration
 
@@ -260,3 +262,39 @@ def test_without_a_secret_the_webhook_is_503_and_records_nothing(
             await scenario(api)
 
     asyncio.run(go())
+
+
+def test_the_payment_script_runs_on_a_redis_cluster(valkey_cluster: ValkeyCluster) -> None:
+    """Every key of one event is in the customer's slot: the script runs on a cluster, the subscription's
+    overdue field included."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from redis.asyncio.cluster import RedisCluster
+
+    from tollway.billing.payment_status import PaymentStatusStore
+    from tollway.billing.stripe_webhooks import parse_event
+    from tollway.subscriptions.model import Subscription
+    from tollway.subscriptions.redis_store import RedisSubscriptionStore
+
+    async def scenario() -> None:
+        prefix = f"pay{uuid.uuid4().hex[:8]}:"
+        redis = RedisCluster.from_url(valkey_cluster.url, decode_responses=True, socket_timeout=2)
+        try:
+            subscriptions = RedisSubscriptionStore(redis, prefix)
+            await subscriptions.put(Subscription.new("acme", "pro", datetime(2026, 1, 1, tzinfo=UTC)))
+            store = PaymentStatusStore(redis, subscriptions, prefix)
+            failed = parse_event(invoice_event("evt_c1", "invoice.payment_failed", AT, invoice_id="in_x"))
+            assert isinstance(failed, InvoiceEvent)
+            recorded = await store.record(failed, "in_x", "acme", NOW)
+            assert (recorded.outcome, recorded.overdue_changed) == ("applied", True)
+            assert (await subscriptions.get("acme")).overdue == ("in_x",)  # type: ignore[union-attr]
+            assert (await store.record(failed, "in_x", "acme", NOW)).outcome == "duplicate"
+            paid = parse_event(invoice_event("evt_c2", "invoice.paid", AT + 1, invoice_id="in_x"))
+            assert isinstance(paid, InvoiceEvent)
+            assert (await store.record(paid, "in_x", "acme", NOW)).overdue_changed
+            assert (await subscriptions.get("acme")).overdue == ()  # type: ignore[union-attr]
+        finally:
+            await redis.aclose()
+
+    asyncio.run(scenario())

@@ -401,15 +401,9 @@ def check_addons(started_at: datetime, addons: tuple[AddOn, ...]) -> None:
         last_end[addon.addon_id] = addon.ended_at
 
 
-MAX_OVERDUE: Final = 1000
-"""The most overdue invoices a subscription record lists (``billing.payment_status`` keeps it far below)."""
-
-
 def check_overdue(invoice_ids: tuple[str, ...]) -> tuple[str, ...]:
     """The overdue invoice ids sorted and without repeats, each a string of 1 to 128 characters;
     ``ValueError`` otherwise."""
-    if len(invoice_ids) > MAX_OVERDUE:
-        raise ValueError(f"a subscription lists at most {MAX_OVERDUE} overdue invoices, not {len(invoice_ids)}")
     for invoice_id in invoice_ids:
         if not isinstance(invoice_id, str) or not 1 <= len(invoice_id) <= 128:
             raise ValueError(f"an overdue invoice id must be a string of 1 to 128 characters, not {invoice_id!r}")
