@@ -211,6 +211,15 @@ def test_bad_signatures_malformed_events_and_unknown_invoices_change_nothing(
         assert_problem(await api.http.post(URL, content=tampered, headers=signed(body, AT)), 400, "invalid-signature")
         for malformed in (b"{not json", b"[]", b'{"id": "evt_x", "type": "invoice.paid", "created": 1}'):
             assert_problem(await post(api, malformed), 400, "malformed-event")
+        huge = b"{" + b" " * (1 << 20) + b"}"
+        assert_problem(await post(api, huge), 413, "body-too-large")
+
+        async def streamed() -> Any:
+            for _ in range(20):
+                yield b" " * 65536
+
+        chunked = await api.http.post(URL, content=streamed(), headers={"Stripe-Signature": f"t={AT},v1=00"})
+        assert_problem(chunked, 413, "body-too-large")
         assert await raw_state(valkey_fresh.url) == state
 
         # Events Tollway cannot match: 200 (a retry cannot fix them), recorded as unmatched, nothing changed.

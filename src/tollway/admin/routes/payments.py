@@ -79,12 +79,7 @@ async def stripe_webhook(
             title="Payments not configured",
             headers={"Retry-After": "3600"},
         )
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise ProblemError(
-            413, "body-too-large", f"A Stripe event is at most {MAX_BODY_BYTES} bytes.", title="Body too large"
-        )
-    body = await request.body()
+    body = await _bounded_body(request)
     try:
         verify_signature(body, stripe_signature, secret.get_secret_value(), services.clock.now().timestamp())
         event = parse_event(body)
@@ -96,6 +91,23 @@ async def stripe_webhook(
         log.info("Stripe event %s of type %s ignored", event.event_id, event.type)
         return WebhookReceived(event_id=event.event_id, type=event.type, outcome="ignored")
     return await _invoice_event(services, event)
+
+
+async def _bounded_body(request: Request) -> bytes:
+    """The raw body (what Stripe signed), at most ``MAX_BODY_BYTES``: this route takes no credential, so a
+    larger body is refused as it streams in (413), never read whole."""
+    too_large = ProblemError(
+        413, "body-too-large", f"A Stripe event is at most {MAX_BODY_BYTES} bytes.", title="Body too large"
+    )
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large
+    return bytes(body)
 
 
 async def _invoice_event(services: AdminServices, event: InvoiceEvent) -> WebhookReceived:
