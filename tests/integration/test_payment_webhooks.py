@@ -159,6 +159,21 @@ def test_payment_failed_then_paid_marks_and_clears_the_customer_overdue(
         assert subscription is not None
         assert subscription.overdue == ()
 
+        # A voided invoice is no longer owed: it ends the overdue like a payment (and a late failure is stale).
+        void_failed = invoice_event(
+            "evt_v0", "invoice.payment_failed", AT - 4, invoice_id="in_acacacacacacacacacac0011"
+        )
+        assert (await post(api, void_failed)).json()["outcome"] == "applied"
+        assert await redis.hget("tw:subscription:{acme}", "overdue") == '["in_acacacacacacacacacac0011"]'
+        voided = invoice_event("evt_v1", "invoice.voided", AT - 3, invoice_id="in_acacacacacacacacacac0011")
+        answer = await post(api, voided)
+        assert (answer.json()["status"], answer.json()["overdue_changed"]) == ("voided", True)
+        assert "overdue" not in await redis.hgetall("tw:subscription:{acme}")
+        same_second = invoice_event(
+            "evt_v2", "invoice.payment_failed", AT - 3, invoice_id="in_acacacacacacacacacac0011"
+        )
+        assert (await post(api, same_second)).json()["outcome"] == "stale"
+
         # A plan change through the API keeps (never overwrites) the overdue flag.
         again_failed = invoice_event(
             "evt_f3", "invoice.payment_failed", AT - 1, invoice_id="in_9b9b9b9b9b9b9b9b9b9b0011"

@@ -1,6 +1,6 @@
-"""The payment status of finalized invoices, as the payment provider reports it (Stripe's ``invoice.paid`` and
-``invoice.payment_failed`` webhooks: ``billing.stripe_webhooks``), and the overdue flag it sets on the
-customer's subscription (docs/payments.md).
+"""The payment status of finalized invoices, as the payment provider reports it (Stripe's ``invoice.paid``,
+``invoice.payment_failed`` and ``invoice.voided`` webhooks: ``billing.stripe_webhooks``), and the overdue flag
+it sets on the customer's subscription (docs/payments.md).
 
 A finalized invoice's document never changes: its payment status lives beside it.
 
@@ -13,9 +13,10 @@ Redis (``{p}`` the prefix, ``{c}`` the customer id as a Redis Cluster hash tag: 
                                        gateway knows at no extra cost (``Subscription.overdue``)
 
 One script applies an event atomically: a redelivered event (same id) changes nothing; an event older than the
-status in force (Stripe's ``created``, seconds; at the same second ``paid`` wins: a paid invoice is never
-retried) is recorded as ``stale`` and changes nothing; else the status is replaced and the invoice joins or
-leaves the overdue list. When the list changed, the customer is announced on the subscription change channel,
+status in force (Stripe's ``created``, seconds; at the same second ``paid`` or ``voided`` wins over
+``payment_failed``: Stripe never retries a paid or voided invoice) is recorded as ``stale`` and changes nothing;
+else the status is replaced and the invoice joins (``payment_failed``) or leaves (``paid``, ``voided``) the
+overdue list. When the list changed, the customer is announced on the subscription change channel,
 so every gateway process evicts its cached subscription at once.
 
 ClickHouse ``payment_events`` (migration 0012) keeps the history: one row per event id, written after Redis
@@ -46,12 +47,12 @@ if marker then return {'duplicate', marker, 0} end
 local invoice, status, created = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ttl = tonumber(ARGV[5])
 local rank = 0
-if status == 'paid' then rank = 1 end
+if status ~= 'payment_failed' then rank = 1 end
 local current = redis.call('HGET', KEYS[1], invoice)
 if current then
   local held = cjson.decode(current)
   local held_rank = 0
-  if held['status'] == 'paid' then held_rank = 1 end
+  if held['status'] ~= 'payment_failed' then held_rank = 1 end
   if held['created'] > created or (held['created'] == created and held_rank >= rank) then
     redis.call('SET', KEYS[2], 'stale', 'EX', ttl)
     return {'stale', 'stale', 0}
@@ -72,7 +73,7 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
     table.insert(listed, invoice)
     table.sort(listed)
     changed = 1
-  elseif status == 'paid' and at then
+  elseif status ~= 'payment_failed' and at then
     table.remove(listed, at)
     changed = 1
   end
@@ -93,7 +94,7 @@ class PaymentStatus:
     """An invoice's payment status in force: from which provider event, created when (provider's clock)."""
 
     invoice_id: str
-    status: str  # paid | payment_failed
+    status: str  # paid | payment_failed | voided
     event_id: str
     event_type: str
     created: datetime

@@ -12,10 +12,11 @@ replayed later. :func:`verify_signature` decides exactly as the ``stripe`` SDK's
 each other), with the clock injected and stricter header parsing: a header the SDK would read leniently
 (``t= 12``, ``t=1_000``) is refused.
 
-:func:`parse_event` reads the event (after the signature passed): the two invoice events Tollway acts on
-(``invoice.paid``, ``invoice.payment_failed``) as :class:`InvoiceEvent`, any other type as :class:`OtherEvent`
-(acknowledged and ignored). Tollway's invoice and customer come from the Stripe invoice's ``metadata``
-(``tollway_invoice_id``, ``tollway_customer_id``), which the Stripe push sets.
+:func:`parse_event` reads the event (after the signature passed): the invoice events Tollway acts on
+(``invoice.paid``, ``invoice.payment_failed``, and ``invoice.voided``: an invoice no longer owed) as
+:class:`InvoiceEvent`, any other type as :class:`OtherEvent` (acknowledged and ignored). Tollway's invoice and
+customer come from the Stripe invoice's ``metadata`` (``tollway_invoice_id``, ``tollway_customer_id``), which the
+Stripe push sets.
 """
 
 from __future__ import annotations
@@ -34,15 +35,19 @@ MAX_SIGNATURES: Final = 64
 MAX_BODY_BYTES: Final = 1 << 20
 """The largest event body read (Stripe's invoice events are far smaller; lines beyond 10 are not inlined)."""
 SCHEME: Final = "v1"
-HANDLED: Final = ("invoice.paid", "invoice.payment_failed")
-STATUS_OF: Final = {"invoice.paid": "paid", "invoice.payment_failed": "payment_failed"}
 
 _TIMESTAMP: Final = re.compile(r"[0-9]{1,15}")
 _EVENT_ID: Final = re.compile(r"evt_[A-Za-z0-9_]{1,250}")
 _STRIPE_ID: Final = re.compile(r"[A-Za-z0-9_]{1,250}")
 _TOLLWAY_ID: Final = re.compile(r"[A-Za-z0-9._:@+-]{1,128}")
 
-PaymentStatus = Literal["paid", "payment_failed"]
+PaymentStatus = Literal["paid", "payment_failed", "voided"]
+STATUS_OF: Final[dict[str, PaymentStatus]] = {
+    "invoice.paid": "paid",
+    "invoice.payment_failed": "payment_failed",
+    "invoice.voided": "voided",  # no longer owed: like paid, it ends the invoice's overdue
+}
+HANDLED: Final = tuple(STATUS_OF)
 
 
 class WebhookRejected(Exception):
@@ -131,8 +136,8 @@ def verify_signature(
 
 @dataclass(frozen=True, slots=True)
 class InvoiceEvent:
-    """``invoice.paid`` or ``invoice.payment_failed``; ``invoice_id`` / ``customer_id`` are Tollway's (from the
-    Stripe invoice's metadata; ``None`` when absent: not an invoice Tollway pushed)."""
+    """``invoice.paid``, ``invoice.payment_failed`` or ``invoice.voided``; ``invoice_id`` / ``customer_id`` are
+    Tollway's (from the Stripe invoice's metadata; ``None`` when absent: not an invoice Tollway pushed)."""
 
     event_id: str
     type: str
@@ -189,7 +194,7 @@ def parse_event(payload: bytes) -> InvoiceEvent | OtherEvent:
     return InvoiceEvent(
         event_id=event_id,
         type=kind,
-        status="paid" if kind == "invoice.paid" else "payment_failed",
+        status=STATUS_OF[kind],
         created=created,
         livemode=event.get("livemode") is True,
         stripe_invoice_id=stripe_invoice_id,

@@ -1,4 +1,5 @@
-"""``POST /payments/stripe/webhook``: Stripe's signed ``invoice.paid`` / ``invoice.payment_failed`` events, recorded
+"""``POST /payments/stripe/webhook``: Stripe's signed ``invoice.paid`` / ``invoice.payment_failed`` (and
+``invoice.voided``) events, recorded
 on Tollway's invoices (docs/payments.md#payment-status-from-stripe-webhooks).
 
 Not behind the admin bearer credential (Stripe cannot send one): every request must carry a valid
@@ -53,7 +54,7 @@ class WebhookReceived(BaseModel):
     outcome: str = Field(description="applied, stale, duplicate, ignored or unmatched")
     invoice_id: str | None = None
     customer_id: str | None = None
-    status: str | None = Field(default=None, description="paid or payment_failed (invoice events)")
+    status: str | None = Field(default=None, description="paid, payment_failed or voided (invoice events)")
     overdue_changed: bool = Field(default=False, description="the customer's overdue flag changed at the gateway")
     detail: str | None = None
 
