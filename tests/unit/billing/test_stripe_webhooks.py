@@ -172,6 +172,8 @@ def test_invoice_events_are_read_with_tollways_ids_and_other_types_ignored() -> 
     paid["type"] = "invoice.paid"
     paid["data"]["object"]["metadata"] = {}
     assert parse_event(json.dumps(paid).encode()).status == "paid"  # type: ignore[union-attr]
+    paid["type"] = "invoice.voided"
+    assert parse_event(json.dumps(paid).encode()).status == "voided"  # type: ignore[union-attr]
     other = {"id": "evt_2", "type": "customer.created", "data": {"object": {"object": "customer"}}}
     assert parse_event(json.dumps(other).encode()) == OtherEvent("evt_2", "customer.created")
 
