@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"  # one JSON object per line (with request_id), or text
 
+    # Stripe's signed webhooks (docs/payments.md#payment-status-from-stripe-webhooks): the endpoint's signing
+    # secret (whsec_…). Unset: the management API answers POST /payments/stripe/webhook with 503, records nothing.
+    stripe_webhook_secret: SecretStr | None = None
+
     @field_validator("key_headers", mode="before")
     @classmethod
     def _split_headers(cls, value: object) -> object:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from pydantic import SecretStr
 from redis.asyncio import Redis as AsyncRedis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -41,7 +42,9 @@ CONTEXT: dict[str, Any] = {}
 async def open_services() -> AsyncIterator[AdminServices]:
     redis = AsyncRedis.from_url(CONTEXT["redis_url"], decode_responses=True, socket_timeout=5)
     try:
-        yield build_services(redis, TEST_PEPPER.encode(), CONTEXT["warehouse"])
+        # With a Stripe webhook secret, as in production: its route answers what it documents (400 unsigned).
+        secret = SecretStr("whsec_schemathesis")
+        yield build_services(redis, TEST_PEPPER.encode(), CONTEXT["warehouse"], stripe_webhook_secret=secret)
     finally:
         await redis.aclose()
 

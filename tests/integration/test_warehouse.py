@@ -41,7 +41,9 @@ ALL = [
     "0007_credit_ledger",
     "0008_usage_prices",
     "0009_events_webhook_deliveries",
+    "0012_payment_events",
 ]
+LATEST = int(ALL[-1][:4])  # versions may skip numbers (issue 17 gave its lanes 0010 to 0013)
 
 
 @pytest.fixture
@@ -152,10 +154,10 @@ def test_migrating_twice_is_a_no_op(chdb_db: ChdbDatabase) -> None:
 
     first = migrator.migrate()
     assert [m.label for m in first.applied] == ALL
-    assert (first.up_to_date, first.version) == (False, len(ALL))
+    assert (first.up_to_date, first.version) == (False, LATEST)
 
     second = migrator.migrate()
-    assert (second.applied, second.up_to_date, second.version) == ((), True, len(ALL))
+    assert (second.applied, second.up_to_date, second.version) == ((), True, LATEST)
     status = migrator.status()
     assert status.up_to_date
     assert [(a.label, a.checksum) for a in status.applied] == [(m.label, m.checksum) for m in load_migrations()]
@@ -168,6 +170,7 @@ def test_migrating_twice_is_a_no_op(chdb_db: ChdbDatabase) -> None:
         "events",
         "invoice_lines",
         "invoices",
+        "payment_events",
         "refused_by_reason",
         "rollup_state",
         "schema_migrations",
@@ -185,7 +188,7 @@ def test_migrate_creates_an_absent_database(chdb_engine: ChdbEngine, chdb_client
     try:
         migrator = Migrator(chdb_client, database)
         assert migrator.status().applied == ()
-        assert migrator.migrate().version == len(ALL)
+        assert migrator.migrate().version == LATEST
         assert rows(chdb_client, f"SELECT count() FROM system.databases WHERE name = '{database}'") == [(1,)]
     finally:
         chdb_engine.drop_database(database)
@@ -519,7 +522,7 @@ def cluster_statements(database: str) -> list[str]:
 
 def test_cluster_ddl_parses(chdb_client: Any) -> None:
     statements = cluster_statements("tollway")
-    assert len(statements) == 36
+    assert len(statements) == 38
     for statement in statements:
         formatted = chdb_client.query("SELECT formatQuery({q:String})", parameters={"q": statement}).result_rows
         # An INSERT has no ON CLUSTER: it goes through a Distributed table to every shard.

@@ -95,12 +95,24 @@ def prepare_warehouse(chdb_db: ChdbDatabase) -> Warehouse:
 
 @asynccontextmanager
 async def admin_api(
-    redis_url: str, chdb_db: ChdbDatabase, *, catalog: Path | None = None, now: datetime = NOW
+    redis_url: str,
+    chdb_db: ChdbDatabase,
+    *,
+    catalog: Path | None = None,
+    now: datetime = NOW,
+    stripe_webhook_secret: str | None = None,
 ) -> AsyncIterator[AdminApi]:
+    from pydantic import SecretStr
+
     redis = AsyncRedis.from_url(redis_url, decode_responses=True, socket_timeout=2, socket_connect_timeout=2)
     clock = ManualClock(now)
     services = build_services(
-        redis, TEST_PEPPER.encode(), prepare_warehouse(chdb_db), clock=clock, catalog_path=catalog
+        redis,
+        TEST_PEPPER.encode(),
+        prepare_warehouse(chdb_db),
+        clock=clock,
+        catalog_path=catalog,
+        stripe_webhook_secret=None if stripe_webhook_secret is None else SecretStr(stripe_webhook_secret),
     )
 
     @asynccontextmanager

@@ -26,6 +26,7 @@ from tollway.admin.routes import (
     invoices,
     keys,
     page,
+    payments,
     subscriptions,
     usage,
     webhook_endpoints,
@@ -226,6 +227,7 @@ def create_app(open_services: ServicesOpener) -> FastAPI:
         audit,
         webhook_endpoints,
         webhook_events,
+        payments,
     ):
         app.include_router(module.router)
     app.openapi = _openapi(app)  # type: ignore[method-assign]

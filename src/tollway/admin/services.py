@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from tollway.admin.audit import AuditLog
 from tollway.admin.credentials import RedisCredentialStore
 from tollway.admin.customers import RedisCustomerStore
@@ -18,6 +20,7 @@ from tollway.admin.warehouse_access import Warehouse
 from tollway.auth.digest import KeyDigester
 from tollway.auth.keyring import Keyring
 from tollway.auth.redis_store import RedisKeyStore
+from tollway.billing.payment_status import PaymentStatusStore
 from tollway.clock import Clock, SystemClock
 from tollway.credits.store import GrantStore
 from tollway.notifications.endpoint_store import EndpointStore
@@ -55,6 +58,8 @@ class AdminServices:
     money: MoneySources | None = None  # balances, spend and customers' own caps (the customer page)
     events: OutboxWriter | None = None  # lifecycle events of the changes made (docs/notifications.md)
     webhooks: WebhookActions | None = None  # replays and test events (webhook_events routes)
+    payments: PaymentStatusStore | None = None  # invoices' payment status (the Stripe webhook, docs/payments.md)
+    stripe_webhook_secret: SecretStr | None = None  # TOLLWAY_STRIPE_WEBHOOK_SECRET (None: the webhook answers 503)
 
 
 def build_services(
@@ -68,6 +73,7 @@ def build_services(
     problem_type_base: str = "https://tollway.dev/problems/",
     admin_settings: AdminSettings | None = None,
     url_policy: UrlPolicy | None = None,
+    stripe_webhook_secret: SecretStr | None = None,
 ) -> AdminServices:
     clock = clock or SystemClock()
     digester = KeyDigester(pepper)
@@ -75,10 +81,11 @@ def build_services(
     admin = admin_settings or AdminSettings()
     events = OutboxWriter(redis, prefix)
     endpoint_store = EndpointStore(redis, SecretBox(pepper), prefix, clock=clock, policy=url_policy or UrlPolicy())
+    subscriptions = RedisSubscriptionStore(redis, prefix)
     return AdminServices(
         keyring=Keyring(keys, digester, clock, events),
         keys=keys,
-        subscriptions=RedisSubscriptionStore(redis, prefix),
+        subscriptions=subscriptions,
         customers=RedisCustomerStore(redis, prefix),
         grants=GrantStore(redis, prefix),
         credentials=RedisCredentialStore(redis, digester, prefix),
@@ -94,6 +101,8 @@ def build_services(
         money=MoneySources.on(redis, prefix),
         events=events,
         webhooks=WebhookActions(DeliveryQueue(redis, prefix), StoreEndpoints(endpoint_store), clock.now_ms),
+        payments=PaymentStatusStore(redis, subscriptions, prefix),
+        stripe_webhook_secret=stripe_webhook_secret,
     )
 
 
@@ -115,6 +124,7 @@ async def open_services(
             problem_type_base=settings.problem_type_base,
             admin_settings=admin_settings,
             url_policy=webhook_url_policy(settings),
+            stripe_webhook_secret=settings.stripe_webhook_secret,
         )
     finally:
         await redis.aclose()

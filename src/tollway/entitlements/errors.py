@@ -23,6 +23,18 @@ class NoSubscription(EntitlementError):
     reason = "no-subscription"
 
 
+class PaymentOverdue(EntitlementError):
+    """An invoice of the customer is overdue and their plan's overdue policy refuses (``refuse: true``):
+    the edge answers 402 (``extproc.problems.Refusals.payment_overdue``)."""
+
+    reason = "payment-overdue"
+
+    def __init__(self, detail: str, plan_id: str = "", invoices: int = 0) -> None:
+        super().__init__(detail)
+        self.plan_id = plan_id
+        self.invoices = invoices
+
+
 class PlanUnavailable(EntitlementError):
     """The subscription names a plan the live catalog does not have."""
 

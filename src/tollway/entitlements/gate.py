@@ -2,7 +2,9 @@
 typed refusal. Decision order:
 
 1. the customer's subscription (cached ≤ 1 s; none → :class:`NoSubscription`), as it stands now (a plan
-   change scheduled for later, e.g. a migration to another plan version, is not in force yet);
+   change scheduled for later, e.g. a migration to another plan version, is not in force yet); while an
+   invoice of the customer is overdue, the plan's overdue policy (``plans.overdue``): its overdue plan in
+   force instead, or :class:`PaymentOverdue` (the flag travels with the cached subscription: no I/O);
 2. the plan (or plan version, ``pro@2``: ``plans.versions``) it names in the live catalog (missing →
    :class:`PlanUnavailable`);
 3. route → feature, pure and in-process (no feature covers it → :class:`RouteNotGranted`: deny by default);
@@ -49,6 +51,7 @@ from tollway.entitlements.errors import (
     LimitExceeded,
     MissingScope,
     NoSubscription,
+    PaymentOverdue,
     PaymentRequired,
     PlanUnavailable,
     RouteNotGranted,
@@ -139,8 +142,8 @@ class EntitlementGate:
             return None
         if found is None:
             raise NoSubscription("This account has no subscription to a plan.")
-        if found.changes:  # a plan change may be scheduled (a migration from the next period on)
-            found = found.as_of(self._clock.now_ms())
+        if found.needs_view:  # a plan change may be scheduled, or an invoice is overdue
+            found = self._in_force(found)
         catalog, match, rules = self._route(found, method, path, scopes)
         if not rules and catalog.money_terms(found.plan_id) is None:
             return Admission(customer_id, found.plan_id, match.feature, match.route, rules, None, True, match.cost)
@@ -331,8 +334,28 @@ class EntitlementGate:
                 raise EntitlementsUnavailable(str(exc)) from exc
         if found is None:
             raise NoSubscription("This account has no subscription to a plan.")
-        if found.changes:  # a plan change may be scheduled (a migration from the next period on)
-            return found.as_of(self._clock.now_ms())
+        if found.needs_view:  # a plan change may be scheduled, or an invoice is overdue
+            return self._in_force(found)
+        return found
+
+    def _in_force(self, found: Subscription) -> Subscription:
+        """The subscription the gateway enforces now: without the plan changes still to come (a migration
+        from the next period on), and, while an invoice is overdue, as the plan's overdue policy says (its
+        overdue plan, or :class:`PaymentOverdue`). Called only for subscriptions that need it."""
+        if found.changes:
+            found = found.as_of(self._clock.now_ms())
+        if found.overdue:
+            plan = self._catalog.current.plans.get(found.plan_id)
+            policy = plan.overdue if plan is not None else None  # a plan the catalog lacks: refused by _route
+            if policy is not None:
+                if policy.refuse:
+                    raise PaymentOverdue(
+                        "Payment of an invoice of this account is overdue: the account is suspended until it is paid.",
+                        found.plan_id,
+                        len(found.overdue),
+                    )
+                if policy.plan is not None:
+                    return found.while_overdue(policy.plan)
         return found
 
     def forget_customer_cap(self, customer_id: str) -> None:

@@ -23,6 +23,7 @@ from tollway.entitlements.errors import (
     EntitlementsUnavailable,
     LimitExceeded,
     MissingScope,
+    PaymentOverdue,
     PaymentRequired,
 )
 from tollway.entitlements.gate import Admission, EntitlementGate
@@ -160,6 +161,8 @@ class DecisionCore:
             return self._refused(self._refusals.unauthenticated(error, request.request_id), error.reason, request)
         except MissingScope as error:
             return self._insufficient_scope(error, request, caller)
+        except PaymentOverdue as error:
+            return self._payment_overdue(error, request, caller)
         except EntitlementError as error:
             return self._refused(
                 self._refusals.forbidden(error.reason, error.detail, request.request_id), error.reason, request, caller
@@ -191,6 +194,8 @@ class DecisionCore:
             return self._refused(self._refusals.unauthenticated(error, request_id), error.reason, request)
         except MissingScope as error:
             return self._insufficient_scope(error, request, caller)
+        except PaymentOverdue as error:
+            return self._payment_overdue(error, request, caller)
         except EntitlementError as error:
             return self._refused(
                 self._refusals.forbidden(error.reason, error.detail, request_id), error.reason, request, caller
@@ -260,6 +265,10 @@ class DecisionCore:
             request.request_id,
         )
         return self._refused(deny, error.reason, request, caller, error.plan_id, error.feature, error.route, error.cost)
+
+    def _payment_overdue(self, error: PaymentOverdue, request: CheckRequest, caller: Authenticated | None) -> Deny:
+        deny = self._refusals.payment_overdue(error.detail, request.request_id)
+        return self._refused(deny, error.reason, request, caller, error.plan_id)
 
     def _insufficient_scope(self, error: MissingScope, request: CheckRequest, caller: Authenticated | None) -> Deny:
         deny = self._refusals.insufficient_scope(error.scopes, error.detail, request.request_id)

@@ -155,6 +155,11 @@ class Refusals:
         problem.extensions.update(extensions)
         return self.deny(problem)
 
+    def payment_overdue(self, detail: str, request_id: str) -> Deny:
+        """402 for a customer with an overdue invoice whose plan refuses them meanwhile (``overdue: {refuse:
+        true}``, docs/payments.md#overdue-customers-at-the-gateway)."""
+        return self.deny(self.problem(402, "payment-overdue", "Payment overdue", detail, request_id))
+
     def internal_error(self, request_id: str) -> Deny:
         problem = self.problem(500, "internal-error", "Internal error", "The request could not be checked.", request_id)
         return self.deny(problem)

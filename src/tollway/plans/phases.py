@@ -92,6 +92,7 @@ def phase_plan(plan: Plan, phase: Phase) -> Plan:
         versions=None,
         addon=None,
         addons=plan.addons,  # add-ons may be bought during a phase, as on the plan it leads to
+        overdue=plan.overdue,  # an overdue customer in a phase gets what the plan declares
     )
 
 

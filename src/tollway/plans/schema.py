@@ -383,6 +383,38 @@ class AddOnTerms(StrictModel):
     limits: Literal["strictest", "replace"] = "strictest"
 
 
+OVERDUE_PLAN_ID: Final = re.compile(r"[a-z0-9][a-z0-9_-]*(?:@[1-9][0-9]{0,6})?")
+
+
+def _overdue_plan_id(value: str) -> str:
+    if not OVERDUE_PLAN_ID.fullmatch(value):
+        raise PydanticCustomError(
+            "overdue_plan", "expected a plan id of this catalog (e.g. free, or a version such as free@2)"
+        )
+    return value
+
+
+class Overdue(StrictModel):
+    """What a customer of the plan gets at the gateway while one of their invoices is overdue (its payment
+    failed: docs/payments.md#overdue-customers-at-the-gateway): the answers of another plan of the catalog
+    (``plan: free``), or a 402 refusal (``refuse: true``). Exactly one of them."""
+
+    plan: Annotated[str, AfterValidator(_overdue_plan_id)] | None = None
+    refuse: Literal[True] | None = None
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> Overdue:
+        if (self.plan is None) == (self.refuse is None):
+            raise PydanticCustomError(
+                "overdue_answer", "overdue needs exactly one of `plan: <plan id>` or `refuse: true`"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        return _drop_unset(handler(self), self, ("plan", "refuse"))
+
+
 class Plan(PlanVersion):
     """A plan: its body (the fields of :class:`PlanVersion`) is its own version 1, which ``published`` /
     ``correction`` may protect, unless it lists ``versions`` (docs/catalog-reference.md#plan-versions;
@@ -390,21 +422,24 @@ class Plan(PlanVersion):
     response what this period has used and cost so far (docs/entitlements.md); ``prepaid`` and
     ``spend_cap``: money at the gateway (docs/catalog-reference.md#prepaid-plans-and-spend-caps).
     ``addon``: this plan is an add-on; ``addons``: the add-ons a subscriber of this plan may buy
-    (docs/catalog-reference.md#add-ons; rules in ``plans.addons``). Both are the plan's, whatever its
+    (docs/catalog-reference.md#add-ons; rules in ``plans.addons``). ``overdue``: what a customer with an
+    overdue invoice gets at the gateway (``plans.overdue``). All three are the plan's, whatever its
     versions."""
 
     versions: dict[VersionNumber, PlanVersion] | None = Field(default=None, min_length=1)
     addon: AddOnTerms | None = None
     addons: list[Identifier] | None = None
+    # What a customer gets at the gateway while an invoice of theirs is overdue (docs/catalog-reference.md#overdue).
+    overdue: Overdue | None = None
 
     @model_serializer(mode="wrap")
     def _without_unset_money(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
         # A plan without them keeps the digest it had before plans could be prepaid, capped, versioned,
-        # phased or sold with add-ons.
+        # phased, sold with add-ons or declare an overdue policy.
         return _drop_unset(
             handler(self),
             self,
-            ("prepaid", "spend_cap", "published", "correction", "versions", "phases", "addon", "addons"),
+            ("prepaid", "spend_cap", "published", "correction", "versions", "phases", "addon", "addons", "overdue"),
         )
 
 

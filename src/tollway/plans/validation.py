@@ -25,6 +25,7 @@ from tollway.plans.errors import Path, Problem, format_path, render_value
 from tollway.plans.fields import Identifier
 from tollway.plans.invoicing import InvoicingParts, invoicing_problems
 from tollway.plans.money import CreditUnit, Prepaid, SpendCap
+from tollway.plans.overdue import overdue_problems
 from tollway.plans.pricing import Charge, Currency, Discount
 from tollway.plans.realtime import MoneyParts, money_problems
 from tollway.plans.schema import Catalog, Feature, MeterUnit, Quota, RateLimit
@@ -70,6 +71,7 @@ def validate_catalog(data: object) -> tuple[Catalog | None, list[Problem]]:
         problems.extend(versions.version_problems(catalog.plans))
         problems.extend(phases.phase_problems({plan_id: (base, body) for plan_id, base, body in written}))
         problems.extend(addon_problems(catalog.plans))
+        problems.extend(overdue_problems(catalog.plans))
     else:  # check what did validate, so one pass reports structural and reference problems together
         features = {name: _valid(_FEATURE, value) for name, value in _section(data, "features").items()}
         raw_plans = dict(_raw_bodies(_section(data, "plans")))

@@ -39,12 +39,15 @@ BODY_FIELDS: Final = (
     "phases",
 )
 """What a version prices and enforces: a versioned plan keeps these in each version, never beside them."""
-_NOT_DIGESTED: Final = frozenset({"display_name", "description", "published", "correction", "versions", "addons"})
-"""``addons`` (which add-ons a plan may be sold with) is the plan's, not what a version prices or enforces."""
+_NOT_DIGESTED: Final = frozenset(
+    {"display_name", "description", "published", "correction", "versions", "addons", "overdue"}
+)
+"""``addons`` (which add-ons a plan may be sold with) and ``overdue`` (what an overdue customer gets) are
+the plan's, not what a version prices or enforces."""
 MAX_VERSION: Final = 1_000_000
 _PHASE: Final = ":"  # plans.phases.SEPARATOR: a phase plan's id (pro@2:trial)
-_PLAN_WIDE: Final = ("addon", "addons")
-"""Fields of a plan that every version shares (add-ons: ``plans.addons``)."""
+_PLAN_WIDE: Final = ("addon", "addons", "overdue")
+"""Fields of a plan that every version shares (add-ons: ``plans.addons``; ``overdue``: ``plans.overdue``)."""
 
 
 def versioned_id(plan_id: str, version: int) -> str:

@@ -128,6 +128,14 @@ class Subscription:
     changes: tuple[PlanChange, ...] = ()
     # Add-ons bought on top of the plan, in the order bought (``subscriptions.addons``; none by default).
     addons: tuple[AddOn, ...] = ()
+    # Ids of the customer's invoices whose payment failed and is not yet made (sorted; none by default):
+    # while any is, the gateway applies the plan's overdue policy (``plans.overdue``). Read from the
+    # record's ``overdue`` field, which only ``billing.payment_status`` writes (never ``to_fields``).
+    overdue: tuple[str, ...] = ()
+    # Whether the subscription the gateway enforces may differ from this record (a plan change, scheduled
+    # or not, or overdue invoices): one attribute test per request, the same as before overdue existed.
+    needs_view: bool = field(default=False, init=False, repr=False, compare=False)
+    _overdue_view: tuple[str, Subscription] | None = field(default=None, init=False, repr=False, compare=False)
     _memo: BillingPeriod | None = field(default=None, init=False, repr=False, compare=False)
     # Epoch ms of the last plan change (0: none); a change may be scheduled after the time it is written
     # (a migration from the next period on): :meth:`as_of` gives the subscription in force before it.
@@ -150,6 +158,9 @@ class Subscription:
             object.__setattr__(self, "_last_change_ms", _epoch_ms(self.changes[-1].at))
         if self.addons:
             check_addons(self.started_at, self.addons)
+        if self.overdue:
+            object.__setattr__(self, "overdue", check_overdue(self.overdue))
+        object.__setattr__(self, "needs_view", bool(self.changes or self.overdue))
 
     @classmethod
     def new(
@@ -218,6 +229,17 @@ class Subscription:
         current = replace(self, plan_id=plan_id, changes=held)
         object.__setattr__(self, "_view", (since, until, current))
         return current
+
+    def while_overdue(self, plan_id: str) -> Subscription:
+        """This subscription as the gateway enforces it while the customer is overdue and their plan's
+        overdue policy names ``plan_id``: that plan, with none of the customer's overrides or add-ons (they
+        belong to the plan held). The same object while the policy names the same plan."""
+        memo = self._overdue_view
+        if memo is not None and memo[0] == plan_id:
+            return memo[1]
+        view = replace(self, plan_id=plan_id, overrides=_EMPTY, changes=(), addons=())
+        object.__setattr__(self, "_overdue_view", (plan_id, view))
+        return view
 
     def scheduled(self, now: datetime) -> tuple[PlanChange, ...]:
         """The plan changes that take effect after ``now``."""
@@ -318,6 +340,7 @@ class Subscription:
                 overrides=raw_overrides,
                 changes=changes,
                 addons=_decode_addons(fields.get("addons") or "[]"),
+                overdue=_decode_overdue(fields.get("overdue") or "[]"),
             )
         except KeyError as exc:
             raise ValueError(f"stored subscription has no {exc.args[0]!r} field") from None
@@ -376,6 +399,22 @@ def check_addons(started_at: datetime, addons: tuple[AddOn, ...]) -> None:
                     "change its quantity instead"
                 )
         last_end[addon.addon_id] = addon.ended_at
+
+
+def check_overdue(invoice_ids: tuple[str, ...]) -> tuple[str, ...]:
+    """The overdue invoice ids sorted and without repeats, each a string of 1 to 128 characters;
+    ``ValueError`` otherwise."""
+    for invoice_id in invoice_ids:
+        if not isinstance(invoice_id, str) or not 1 <= len(invoice_id) <= 128:
+            raise ValueError(f"an overdue invoice id must be a string of 1 to 128 characters, not {invoice_id!r}")
+    return tuple(sorted(set(invoice_ids)))
+
+
+def _decode_overdue(text: str) -> tuple[str, ...]:
+    raw = json.loads(text)
+    if not isinstance(raw, list):
+        raise ValueError("overdue is not a JSON list")
+    return tuple(raw)
 
 
 def _decode_addons(text: str) -> tuple[AddOn, ...]:

@@ -224,6 +224,8 @@ def subscription_json(subscription: Subscription, now: datetime) -> dict[str, ob
         "plan_changes": [change.as_dict() for change in subscription.changes],
         # Only a subscription that ever held an add-on has the key: every other one reads as it did.
         **({"addons": [addon.as_dict() for addon in subscription.addons]} if subscription.addons else {}),
+        # Only an overdue customer's has it (the invoices whose payment failed: docs/payments.md).
+        **({"overdue": list(subscription.overdue)} if subscription.overdue else {}),
         "current_period": {
             "index": period.index,
             "start": format_exact(period.start),

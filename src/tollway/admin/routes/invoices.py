@@ -82,5 +82,12 @@ async def get_invoices(
     responses=problem_responses(401, 403, 404, 422, 503),
 )
 async def get_invoice(customer_id: CustomerId, invoice_id: InvoiceId, services: Services, _: Reader) -> dict[str, Any]:
-    """The invoice document: lines with breakdowns, parts per plan held, totals (docs/billing.md)."""
-    return await load_document(services, customer_id, invoice_id)
+    """The invoice document: lines with breakdowns, parts per plan held, totals (docs/billing.md), and
+    ``payment_status`` once the payment provider reported one (docs/payments.md; not part of the stored
+    document, which never changes once finalized)."""
+    document = await load_document(services, customer_id, invoice_id)
+    if services.payments is not None:
+        payment = await services.payments.get(customer_id, invoice_id)
+        if payment is not None:
+            document = {**document, "payment_status": payment.as_dict()}
+    return document

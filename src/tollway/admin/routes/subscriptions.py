@@ -135,6 +135,11 @@ class SubscriptionOut(BaseModel):
     addons: list[AddOnOut] = Field(
         default_factory=list, description="the add-ons held, each quantity over its span (docs/billing.md#add-ons)"
     )
+    overdue: list[str] = Field(
+        default_factory=list,
+        description="the invoices whose payment failed and is not yet made: while any is, the gateway applies the "
+        "plan's overdue policy (docs/payments.md#overdue-customers-at-the-gateway)",
+    )
 
 
 class SubscriptionPut(BaseModel):
