@@ -10,12 +10,16 @@ may fetch none (``_refuse``), whatever a document's strings hold. Fonts are the 
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from tollway.billing.render import InvalidOutput, OutputError, to_html
+
+_QUIET: Final = ("weasyprint", "weasyprint.progress", "fontTools")
+"""Loggers that report each rendering step at INFO (and font subsetting): only their warnings show."""
 
 _LOCK: Final = threading.Lock()
 """One rendering at a time in a process (WeasyPrint's font machinery is not documented thread-safe)."""
@@ -26,6 +30,8 @@ class PdfUnavailable(InvalidOutput):
 
 
 def _weasyprint() -> Any:
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         weasyprint = importlib.import_module("weasyprint")  # untyped; loaded here only
     except (ImportError, OSError) as exc:  # OSError: a system library (Pango) that cannot be loaded
