@@ -3,8 +3,9 @@
 
 WeasyPrint (and the Pango, HarfBuzz and fontconfig libraries it loads) is imported only when a PDF is
 asked for: the gateway's processes never load it. The page uses no external resource; the renderer
-may fetch none (``_refuse``), whatever a document's strings hold. Fonts are the system's: on Debian the
-``fonts-dejavu-core`` package (DejaVu Sans, which has every character the page uses, ``≈`` and ``×``).
+may fetch none (a ``URLFetcher`` that allows no protocol), whatever a document's strings hold. Fonts
+are the system's: on Debian the ``fonts-dejavu-core`` package (DejaVu Sans, which has every character
+the page uses, ``≈`` and ``×`` included).
 """
 
 from __future__ import annotations
@@ -47,17 +48,14 @@ def check_available() -> None:
     _weasyprint()
 
 
-def _refuse(url: str, *args: object, **kwargs: object) -> dict[str, Any]:
-    raise ValueError(f"an invoice page loads no resource ({url[:80]!r} refused)")
-
-
 def to_pdf(document: dict[str, Any], units: Mapping[str, str] | None = None) -> bytes:
     """The invoice as PDF bytes (``units``: as for ``render.to_html``). ``PdfUnavailable`` when the
     renderer cannot be loaded."""
     weasyprint = _weasyprint()
     html = to_html(document, units)
     with _LOCK:
-        rendered: bytes = weasyprint.HTML(string=html, url_fetcher=_refuse).write_pdf()
+        refuse_all = weasyprint.urls.URLFetcher(allowed_protocols=())  # no URL of any scheme is fetched
+        rendered: bytes = weasyprint.HTML(string=html, url_fetcher=refuse_all).write_pdf()
     return rendered
 
 

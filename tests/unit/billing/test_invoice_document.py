@@ -3,10 +3,12 @@ payment terms; DRAFT on a draft), quantities and amounts for people, print CSS, 
 from the same page (opened with pypdf: its text holds the total, the number and the due date)."""
 
 import copy
+import http.server
 import importlib
 import io
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -126,9 +128,7 @@ def test_a_document_from_before_numbering_renders_as_it_is() -> None:
 
 def test_the_header_escapes_every_string() -> None:
     evil = "<script>alert(1)</script>"
-    page = to_html(
-        document(number=evil, due_on=evil, seller={"name": evil, "address": [evil]}, buyer={"email": evil})
-    )
+    page = to_html(document(number=evil, due_on=evil, seller={"name": evil, "address": [evil]}, buyer={"email": evil}))
     assert "<script" not in page
     assert page.count("&lt;script&gt;") >= 5
 
@@ -211,17 +211,39 @@ def test_without_the_renderer_the_error_says_what_to_install(monkeypatch: pytest
         return real(name, package)
 
     monkeypatch.setattr(pdf.importlib, "import_module", missing)
-    with pytest.raises(PdfUnavailable, match="libpango-1.0-0.*fonts-dejavu-core"):
+    with pytest.raises(PdfUnavailable, match=r"libpango-1\.0-0.*fonts-dejavu-core"):
         pdf.check_available()
-    with pytest.raises(OutputError, match="cannot write .*libpango"):
+    with pytest.raises(OutputError, match=r"cannot write .*libpango"):
         write_pdf(copy.deepcopy(document()), Path("/nonexistent"))
 
 
-def test_the_renderer_loads_no_resource() -> None:
-    page = document(seller={"name": "x", "address": ['<img src="file:///etc/passwd">']})
-    assert "INV-2026-000042" in pdf_text(to_pdf(page))  # escaped text, nothing fetched
-    with pytest.raises(ValueError, match="loads no resource"):
-        pdf._refuse("file:///etc/passwd")
+def test_the_renderer_loads_no_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/css")
+            self.end_headers()
+            self.wfile.write(b"body{background:red}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        hostile = to_html(document()).replace(
+            "</head>", f'<link rel="stylesheet" href="{url}/x.css"></head><img src="{url}/y.png">'
+        )
+        monkeypatch.setattr(pdf, "to_html", lambda *args: hostile)  # as if markup got through unescaped
+        assert "INV-2026-000042" in pdf_text(to_pdf(document()))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == []
 
 
 def test_the_gateway_and_the_cli_do_not_load_weasyprint() -> None:
