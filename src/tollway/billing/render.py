@@ -28,7 +28,8 @@ _STYLE = (
     ".parties{display:flex;gap:2rem;margin:1rem 0}.party{flex:1}.party h2,.facts h2{font-size:.8em;"
     "text-transform:uppercase;letter-spacing:.05em;color:#666;margin:0 0 .3rem}.party p{margin:0}"
     ".facts dl{display:grid;grid-template-columns:max-content auto;gap:.15rem 1rem;margin:0}.facts dd{margin:0}"
-    ".exact{display:block;color:#666;font-size:.8em}"
+    ".facts{margin-bottom:1.5rem}.exact{display:block;color:#666;font-size:.8em}"
+    "h1 .status{font-size:.5em;vertical-align:middle}"
     ".draft-mark{color:#b00020;border:2px solid #b00020;border-radius:.3rem;padding:0 .4rem;letter-spacing:.1em}"
     ".draft-note{color:#b00020}"
     # print: A4 pages, no row cut in two, the table's head on each page, sections kept whole
