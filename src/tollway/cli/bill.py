@@ -1,6 +1,7 @@
 """``tollway bill``: turn a month of usage into invoices, in ClickHouse and as JSON, HTML and PDF files.
 
-    tollway bill --period 2026-11 [--customer ID] [--finalize [--force-finalize]] [--out DIR] [--plans CATALOG]
+    tollway bill --period 2026-11 [--customer ID] [--finalize [--force-finalize]] [--out DIR] [--no-pdf]
+                 [--plans CATALOG]
     tollway bill --period 2026-11 --dry-run --plans NEW_CATALOG [--customer ID]
     tollway bill --period 2026-11 --progressive [--customer ID] [--out DIR] [--plans CATALOG]
 
