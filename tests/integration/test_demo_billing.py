@@ -16,14 +16,16 @@ Hand-computed (USD), with the example catalog ``plans/catalog.yaml``:
   3 calls packs (10.00 each a month) held from 11 November to 26 November: 15 of 30 days. November's
   invoice, a section per subscription: startup:trial 0.00 (free, 1–8 November 12:00); startup 30.00 ×
   22.5/30 = 22.50 (8 November 12:00 – 1 December, no usage); calls-pack × 3: 3 × 10.00 × 15/30 = 15.00;
-  total 0.00 + 22.50 + 15.00 = 37.50.
+  total 0.00 + 22.50 + 15.00 = 37.50. Finalized at the end (the demo's last step), as a PDF.
 """
 
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pypdf
 import pytest
 
 from tests.integration.test_bill import LOAD_USAGE, cli_env
@@ -83,6 +85,22 @@ def test_stage_5_shows_versions_phases_add_ons_a_quarterly_coupon_and_progressiv
         "a section each: the trial 0.00, startup prorated from the conversion, the packs prorated: 37.50  [ok]",
     ]:
         assert shown.format(month=f"{now:%Y-%m}") in out, out
+    # The end of the demo: soylent's November invoice finalized, as a PDF (path printed) with its total,
+    # and its number and due date once finalization sets them (read from the stored document).
+    published = {**env, "TOLLWAY_CATALOG": str(tmp_path / billing.PUBLISHED)}
+    assert billing.sendable(published, tmp_path / "invoices") == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("with its number and due date  [ok]"), out
+    [shown] = [line for line in out.splitlines() if line.startswith("  invoice PDF: ")]
+    pdf = Path(shown.removeprefix("  invoice PDF: "))
+    document = json.loads(pdf.with_suffix(".json").read_text())
+    assert (document["status"], document["total"]) == ("finalized", "37.50")
+    text = "\n".join(page.extract_text() for page in pypdf.PdfReader(pdf).pages)
+    assert "37.50 USD" in text
+    for key in ("number", "due_on"):  # set at finalization (numbering); shown wherever they are
+        if key in document:
+            assert document[key] in text
+            assert document[key] in out
     # version 1 is pro as it was (same digest); version 2 has its own stamp
     published = load_catalog(tmp_path / "catalog-pro-2.yaml").plans
     assert published["pro@1"].published == version_digest(load_catalog(CATALOG).plans["pro"])

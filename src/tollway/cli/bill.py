@@ -1,6 +1,7 @@
-"""``tollway bill``: turn a month of usage into invoices, in ClickHouse and as JSON and HTML files.
+"""``tollway bill``: turn a month of usage into invoices, in ClickHouse and as JSON, HTML and PDF files.
 
-    tollway bill --period 2026-11 [--customer ID] [--finalize [--force-finalize]] [--out DIR] [--plans CATALOG]
+    tollway bill --period 2026-11 [--customer ID] [--finalize [--force-finalize]] [--out DIR] [--no-pdf]
+                 [--plans CATALOG]
     tollway bill --period 2026-11 --dry-run --plans NEW_CATALOG [--customer ID]
     tollway bill --period 2026-11 --progressive [--customer ID] [--out DIR] [--plans CATALOG]
 
@@ -26,6 +27,10 @@ not ended, an earlier period is still a draft: ``invoices.finalize_refusal``) is
 one line each, and the others are billed: exit status 1 at the end. ``bill`` is the Python entry point
 the command wraps.
 
+Each invoice is written to ``--out`` as ``<id>.json``, ``<id>.html`` and ``<id>.pdf`` (the PDF rendered
+from the HTML: ``billing.pdf``; ``--no-pdf`` leaves it out, and a machine that cannot render PDFs is
+bad input, found before anything is written). The printed line ends with the HTML's path, then the PDF's.
+
 After the invoices are stored, every finalized invoice of the run (finalized now, or earlier and left
 unchanged) is announced: ``invoice.finalized`` and ``invoice.adjusted`` for each earlier invoice its
 late-usage lines adjust (``announce``). Their ids are the invoices', so a re-run emits nothing new, and
@@ -44,6 +49,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
+from tollway.billing.display import meter_units
 from tollway.billing.errors import BillingError
 from tollway.billing.invoice_store import SaveResult, load_current, load_earlier_drafts, load_finalized, save
 from tollway.billing.invoices import (
@@ -58,6 +64,7 @@ from tollway.billing.invoices import (
     pricing_of,
 )
 from tollway.billing.money import format_amount
+from tollway.billing.pdf import PdfUnavailable, check_available, check_target, write_pdf
 from tollway.billing.render import OutputError, check_out_dir, check_targets, write
 from tollway.notifications.emitter import EventEmitter, emit_after_commit
 from tollway.notifications.lifecycle import invoice_events
@@ -89,6 +96,7 @@ class BillReport:
     files: tuple[tuple[Path, Path], ...]
     skipped: tuple[str, ...]  # customers with nothing to bill: no period started in the month (yet), or free
     failures: tuple[CustomerNotBilled, ...] = ()  # customers not billed (or not finalized), and why
+    pdfs: tuple[Path, ...] = ()  # with ``pdf``: each invoice's PDF, in the order of ``files``
 
 
 def bill(
@@ -103,6 +111,7 @@ def bill(
     force: bool = False,
     out_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    pdf: bool = False,
 ) -> BillReport:
     """Price every subscription's periods of ``period`` (``YYYY-MM``: those starting in the month, one per
     customer but for weekly subscriptions), then store and render them.
@@ -110,10 +119,14 @@ def bill(
     Raises ``BillingError`` for a bad period or output directory, before writing anything. A customer
     that cannot be priced, or (with ``finalize``) may not be finalized yet (``finalize_refusal``;
     ``force`` finalizes a period that has not ended), is left out and listed in ``failures``.
-    ``OutputError`` when a file cannot be written after the invoices were stored."""
+    ``OutputError`` when a file cannot be written after the invoices were stored. With ``pdf`` (and
+    ``out_dir``) each invoice is also written as ``<id>.pdf`` (``billing.pdf``; ``PdfUnavailable`` before
+    anything is written when PDFs cannot be rendered here)."""
     month = parse_month(period, now)
     if out_dir is not None:
         check_out_dir(out_dir)
+        if pdf:
+            check_available()
     history = load_finalized(client, database, [s.customer_id for s in subscriptions])
 
     def report(done: int, total: int) -> None:
@@ -142,10 +155,25 @@ def bill(
     if out_dir is not None:
         for invoice in invoices:
             check_targets(invoice.invoice_id, out_dir)
+            if pdf:
+                check_target(invoice.invoice_id, out_dir)
     results = save(client, database, invoices, finalize=finalize, now=now)
-    files = tuple(write(result.document, out_dir) for result in results) if out_dir is not None else ()
+    files, pdfs = _write_files(results, catalog, out_dir, pdf)
     ordered = tuple(sorted(failures, key=lambda failure: failure.customer_id))
-    return BillReport(month.label, tuple(results), files, tuple(skipped), ordered)
+    return BillReport(month.label, tuple(results), files, tuple(skipped), ordered, pdfs)
+
+
+def _write_files(
+    results: Sequence[SaveResult], catalog: Catalog, out_dir: Path | None, pdf: bool
+) -> tuple[tuple[tuple[Path, Path], ...], tuple[Path, ...]]:
+    """Each stored document as JSON and HTML (and PDF) in ``out_dir``; nothing without one. Bytes
+    meters show in kB/MB/GB (their units from ``catalog``)."""
+    if out_dir is None:
+        return (), ()
+    units = meter_units(catalog.meters)
+    files = tuple(write(result.document, out_dir, units) for result in results)
+    pdfs = tuple(write_pdf(result.document, out_dir, units) for result in results) if pdf else ()
+    return files, pdfs
 
 
 def progressive(
@@ -157,6 +185,7 @@ def progressive(
     *,
     now: datetime,
     out_dir: Path | None = None,
+    pdf: bool = False,
 ) -> BillReport:
     """Issue the interim invoices due now for the periods starting in ``period`` (docs/billing.md,
     "Progressive billing"). For each customer whose current plan has ``progressive_billing`` and whose
@@ -166,10 +195,12 @@ def progressive(
     history the next pass reads, so a re-run (or a run after a crash, whatever was or was not written)
     issues nothing twice. The period's earlier interim invoices are reported as ``unchanged`` (so
     ``announce`` re-emits an event whose emission failed); a customer below the threshold is not
-    reported."""
+    reported. ``pdf``: as for ``bill``."""
     month = parse_month(period, now)
     if out_dir is not None:
         check_out_dir(out_dir)
+        if pdf:
+            check_available()
     chosen = []
     for subscription in subscriptions:
         plan = catalog.plans.get(subscription.plan_id)
@@ -200,10 +231,12 @@ def progressive(
     if out_dir is not None:
         for invoice in issued:
             check_targets(invoice.invoice_id, out_dir)
+            if pdf:
+                check_target(invoice.invoice_id, out_dir)
     results = earlier + save(client, database, issued, finalize=True, now=now)
-    files = tuple(write(result.document, out_dir) for result in results) if out_dir is not None else ()
+    files, pdfs = _write_files(results, catalog, out_dir, pdf)
     ordered = tuple(sorted(failures, key=lambda failure: failure.customer_id))
-    return BillReport(month.label, tuple(results), files, tuple(skipped), ordered)
+    return BillReport(month.label, tuple(results), files, tuple(skipped), ordered, pdfs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +294,7 @@ def _print_rerated(rerated: Sequence[Rerated]) -> None:
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "bill",
-        help="price a month of usage into invoices (ClickHouse tables, JSON and HTML files)",
+        help="price a month of usage into invoices (ClickHouse tables, JSON, HTML and PDF files)",
         description="Bill every subscribed customer's period starting in the month (in their timezone). "
         "Re-running a draft period replaces its invoices; finalized invoices never change.",
     )
@@ -274,6 +307,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="with --finalize: finalize a period that has not ended yet (later usage becomes an adjustment)",
     )
     parser.add_argument("--out", type=Path, default=Path("invoices"), metavar="DIR", help="default ./invoices/")
+    parser.add_argument(
+        "--no-pdf", action="store_true", help="write each invoice as JSON and HTML only, without its PDF"
+    )
     parser.add_argument("--plans", type=Path, metavar="CATALOG", help="the plan catalog (default: $TOLLWAY_CATALOG)")
     parser.add_argument(
         "--progressive",
@@ -357,8 +393,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         parse_month(args.period, now)  # before any connection
         if not args.dry_run:
             check_out_dir(args.out)  # before anything is written
+            if not args.no_pdf:
+                check_available()
         catalog = load_catalog(catalog_path)
         current = load_catalog(current_path) if current_path is not None else catalog
+    except PdfUnavailable as exc:
+        return _fail(f"{exc}; or pass --no-pdf to write JSON and HTML only")
     except BillingError as exc:
         return _fail(str(exc))
     except (OSError, UnicodeDecodeError) as exc:
@@ -379,7 +419,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 return EXIT_SOME_FAILED if unpriced else 0
             if args.progressive:
                 report = progressive(
-                    client, warehouse.database, catalog, subscriptions, args.period, now=now, out_dir=args.out
+                    client,
+                    warehouse.database,
+                    catalog,
+                    subscriptions,
+                    args.period,
+                    now=now,
+                    out_dir=args.out,
+                    pdf=not args.no_pdf,
                 )
             else:
                 report = bill(
@@ -393,6 +440,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     force=args.force_finalize,
                     out_dir=args.out,
                     progress=_progress,
+                    pdf=not args.no_pdf,
                 )
         finally:
             client.close()
@@ -403,7 +451,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_SOME_FAILED
     if args.finalize or any(result.document.get("status") == "finalized" for result in report.results):
         asyncio.run(_announce(settings, report))
-    for result, (_, html_path) in zip(report.results, report.files, strict=True):
+    pdfs = report.pdfs or (None,) * len(report.files)
+    for result, (_, html_path), pdf_path in zip(report.results, report.files, pdfs, strict=True):
         document = result.document
         note = {
             "created": "draft",
@@ -417,6 +466,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(
             f"{document['invoice_id']}  {document['customer_id']}  {report.month}  "
             f"{document['total']} {document['currency']}  {note}  {html_path}"
+            + (f"  {pdf_path}" if pdf_path is not None else "")
         )
     if args.progressive and not report.results:
         print(f"no interim invoice due for {report.month}")

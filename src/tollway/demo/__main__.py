@@ -26,7 +26,9 @@ upstream and Envoy; creates keys and subscribes ``acme-corp`` to the ``free`` pl
 - notifications: a local webhook receiver, registered with ``tollway webhooks create`` before anything
   else, got every event of the demo as a signed Standard Webhooks delivery (keys created and revoked,
   subscriptions, the free plan's burst limit crossing 80 % and 100 %, hooli's balance running low and
-  out); the demo prints them, each signature verified with the ``standardwebhooks`` library.
+  out); the demo prints them, each signature verified with the ``standardwebhooks`` library;
+- last: ``soylent``'s invoice for November, finalized with ``tollway bill --finalize``, as the PDF a
+  finance team sends (``tollway.demo.billing.sendable``): its path printed, with its number and due date.
 
 Prints each status and problem; exits non-zero if any answer is not the expected one, or if the usage
 table does not hold exactly one row per request sent.
@@ -555,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
         failures += billing.run({**env, **metering_env}, catalog, work, INVOICES, now)
         print("\nNotifications: the events the demo's webhook receiver got (Standard Webhooks, signed)")
         failures += notifications.show(receiver, EXPECTED_EVENTS)
+        print("\nThe invoice a finance team sends: finalized, numbered, as a PDF")
+        published = {**env, **metering_env, "TOLLWAY_CATALOG": str(work / billing.PUBLISHED)}
+        failures += billing.sendable(published, INVOICES)
     print(f"\nDemo finished in {time.monotonic() - started:.1f}s; every process it started is stopped.")
     if failures:
         print(f"{failures} answer(s) were not the expected ones.", file=sys.stderr)

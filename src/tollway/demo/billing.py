@@ -21,7 +21,9 @@ stage 4 billed ``initech`` on ``pro``:
   owes so far, and the month's invoice bills the rest (its total less the interim invoice).
 
 Each step prints what it shows and ``[ok]`` or ``[UNEXPECTED, …]``; :func:`run` returns the number of
-unexpected results.
+unexpected results. :func:`sendable` ends the demo: soylent's November invoice (a past month) finalized,
+as the PDF a finance team sends — its path printed, its number and due date read from the stored
+document (finalization sets them) and found in the PDF's text.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ TRIAL_SECTIONS: Final = [  # (section, subtotal): the trial free, the plan 30.00
     ("startup", Decimal("22.50")),
     ("calls-pack × 3", Decimal("15.00")),
 ]
+PUBLISHED: Final = "catalog-pro-2.yaml"  # the catalog with pro's version 2, in the demo's work directory
 _WIDTH: Final = 52
 
 
@@ -162,7 +165,7 @@ def versions(env: dict[str, str], catalog: Path, work: Path, invoices: Path, now
     """The price change, grandfathering, a new subscriber on the new version, a migration preview and the
     migration. Returns the failures and the catalog with the new version (the one in force from now on)."""
     month = f"{now:%Y-%m}"
-    published = work / "catalog-pro-2.yaml"
+    published = work / PUBLISHED
     publish_price_change(catalog, published)
     print(f"  {PRICED} version 2 ({published.name}): the platform fee {OLD_FEE} → {NEW_FEE} a month")
     done = cli(env, "plans", "publish", str(published))
@@ -334,3 +337,45 @@ def run(env: dict[str, str], catalog: Path, work: Path, invoices: Path, now: dat
     print("\n  Progressive invoicing: an interim invoice when the amount due crosses a threshold:")
     failures += progressive(env, invoices, now)
     return failures
+
+
+def sendable(env: dict[str, str], invoices: Path) -> int:
+    """The end of the demo: soylent's November invoice (its period is over) finalized with ``bill
+    --finalize --out``, which writes it as JSON, HTML and PDF. Prints the PDF's path, and the number and
+    due date from the stored document (set at finalization; shown as missing where this build does not
+    set them), and checks that the PDF is one and holds them (its text read with pypdf, when installed)."""
+    customer, _ = TRIAL
+    done = cli(env, "bill", "--period", TRIAL_MONTH, "--customer", customer, "--finalize", "--out", str(invoices))
+    if done.code != 0 or not done.out.strip():
+        return verdict("the finalized invoice as a PDF", f"tollway bill failed: {done.err}")
+    invoice_id = done.out.splitlines()[-1].split()[0]
+    document: dict[str, Any] = json.loads((invoices / f"{invoice_id}.json").read_text())
+    pdf = invoices / f"{invoice_id}.pdf"
+    number, due = document.get("number"), document.get("due_on")
+    print(f"    invoice number  {number or '(none in this build)'}")
+    print(f"    issued on       {document.get('issued_on') or '-'}")
+    print(f"    due on          {due or '(none in this build)'}")
+    print(f"    total           {document['total']} {document['currency']}")
+    print(f"  invoice PDF: {pdf.resolve()}")
+    data = pdf.read_bytes() if pdf.is_file() else b""
+    wanted = [str(value) for value in (number, due, document["total"]) if value]
+    missing = [value for value in wanted if value not in _pdf_text(data, value)]
+    wrong = None
+    if document["status"] != "finalized":
+        wrong = f"status {document['status']}"
+    elif not data.startswith(b"%PDF-"):
+        wrong = "no PDF written"
+    elif missing:
+        wrong = f"not in the PDF: {', '.join(missing)}"
+    return verdict(f"{customer}'s {TRIAL_MONTH} invoice, finalized, as a PDF (A4) with its number and due date", wrong)
+
+
+def _pdf_text(data: bytes, fallback: str) -> str:
+    """The PDF's text (pypdf, a development dependency); ``fallback`` when pypdf is not installed."""
+    try:
+        import pypdf
+    except ImportError:
+        return fallback
+    import io
+
+    return "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(data)).pages) if data else ""

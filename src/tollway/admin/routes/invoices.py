@@ -1,5 +1,5 @@
 """A customer's invoices: the list, one as JSON (the document ``tollway bill`` stored) and as the HTML
-page ``tollway.billing.render.to_html`` makes."""
+page ``tollway.billing.render.to_html`` makes (and its PDF, ``tollway.billing.pdf``: routes/page.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ router = APIRouter(tags=["invoices"])
 class InvoiceLinks(BaseModel):
     json_document: str
     html: str
+    pdf: str
 
 
 class InvoiceSummaryOut(BaseModel):
@@ -39,7 +40,7 @@ class InvoiceSummaryOut(BaseModel):
 
 def invoice_links(customer_id: str, invoice_id: str) -> InvoiceLinks:
     base = f"/customers/{customer_id}/invoices/{invoice_id}"
-    return InvoiceLinks(json_document=base, html=f"{base}/html")
+    return InvoiceLinks(json_document=base, html=f"{base}/html", pdf=f"{base}/pdf")
 
 
 async def load_document(services: AdminServices, customer_id: str, invoice_id: str) -> dict[str, Any]:

@@ -1,15 +1,17 @@
-"""The customer's usage and invoice page (HTML), the invoice pages it links to, and signed links that
-open them without an admin credential (for the customer)."""
+"""The customer's usage and invoice page (HTML), the invoice pages it links to (and their PDFs), and
+signed links that open them without an admin credential (for the customer)."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from tollway.admin.customer_directory import require_known
@@ -23,6 +25,7 @@ from tollway.admin.usage_chart import DailyValue
 from tollway.admin.usage_page import BalanceView, GrantLine, MeterChart, SpendCapView, UsagePage, render
 from tollway.admin.usage_queries import daily_usage, meter_totals
 from tollway.auth.records import format_instant
+from tollway.billing.pdf import PdfUnavailable, to_pdf
 from tollway.billing.render import to_html
 from tollway.periods import load_timezone
 from tollway.plans.catalog import CompiledCatalog
@@ -196,7 +199,38 @@ async def invoice_page(
     """The invoice as a standalone HTML page."""
     del token
     await require_known(services, customer_id)
-    return HTMLResponse(to_html(await load_document(services, customer_id, invoice_id)))
+    return HTMLResponse(to_html(await load_document(services, customer_id, invoice_id), _units(services)))
+
+
+PDF_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The invoice as a PDF (A4), rendered from its HTML page",
+    }
+}
+
+
+@router.get(
+    "/customers/{customer_id}/invoices/{invoice_id}/pdf",
+    response_class=Response,
+    responses={**PDF_RESPONSE, **problem_responses(401, 403, 404, 422, 503)},
+)
+async def invoice_pdf(customer_id: CustomerId, invoice_id: InvoiceId, services: Services, token: PageToken) -> Response:
+    """The invoice as a printable PDF: the HTML page rendered (A4), for a finance team to send."""
+    del token
+    await require_known(services, customer_id)
+    document = await load_document(services, customer_id, invoice_id)
+    units = _units(services)
+    try:
+        data = await asyncio.to_thread(to_pdf, document, units)
+    except PdfUnavailable as exc:
+        raise ProblemError(
+            503, "pdf-unavailable", f"PDF invoices cannot be rendered here: {exc}", title="PDF unavailable"
+        ) from None
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(document.get("number") or document["invoice_id"]))
+    return Response(
+        data, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="{name}.pdf"'}
+    )
 
 
 class PageLinkCreate(BaseModel):
