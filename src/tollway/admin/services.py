@@ -11,7 +11,6 @@ from pathlib import Path
 
 from tollway.admin.audit import AuditLog
 from tollway.admin.credentials import RedisCredentialStore
-from tollway.admin.customers import RedisCustomerStore
 from tollway.admin.page_links import PageLinkSigner
 from tollway.admin.settings import AdminSettings
 from tollway.admin.warehouse_access import Warehouse
@@ -20,6 +19,7 @@ from tollway.auth.keyring import Keyring
 from tollway.auth.redis_store import RedisKeyStore
 from tollway.clock import Clock, SystemClock
 from tollway.credits.store import GrantStore
+from tollway.customers.store import RedisCustomerStore
 from tollway.notifications.endpoint_store import EndpointStore
 from tollway.notifications.endpoint_store import url_policy as webhook_url_policy
 from tollway.notifications.endpoints import SecretBox, UrlPolicy
