@@ -104,7 +104,8 @@ def test_a_record_written_before_billing_details_loads_unchanged(
             assert after["display_name"] == "Old Company"
             assert not any(value for name, value in after.items() if name.startswith("billing_"))
             again = await store.get("old")
-            assert again is not None and again.billing == BillingDetails()
+            assert again is not None
+            assert again.billing == BillingDetails()
         finally:
             await redis.aclose()
 
