@@ -41,6 +41,7 @@ ALL = [
     "0007_credit_ledger",
     "0008_usage_prices",
     "0009_events_webhook_deliveries",
+    "0010_invoice_numbers",
 ]
 
 

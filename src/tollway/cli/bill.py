@@ -26,6 +26,11 @@ not ended, an earlier period is still a draft: ``invoices.finalize_refusal``) is
 one line each, and the others are billed: exit status 1 at the end. ``bill`` is the Python entry point
 the command wraps.
 
+An invoice finalized now (``--finalize``, or an interim invoice ``--progressive`` issues) gets its number,
+issue and due dates, payment terms, seller and buyer (``billing.finalization``; docs/billing.md, "Numbers,
+issue and due dates"): both need the seller's settings (``TOLLWAY_SELLER_*``, ``billing.seller``), and
+without valid ones refuse to run (exit status 2, nothing written, every bad setting named).
+
 After the invoices are stored, every finalized invoice of the run (finalized now, or earlier and left
 unchanged) is announced: ``invoice.finalized`` and ``invoice.adjusted`` for each earlier invoice its
 late-usage lines adjust (``announce``). Their ids are the invoices', so a re-run emits nothing new, and
@@ -37,14 +42,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
+from tollway.billing.documents import InvoiceFacts
 from tollway.billing.errors import BillingError
+from tollway.billing.finalization import invoice_facts
 from tollway.billing.invoice_store import SaveResult, load_current, load_earlier_drafts, load_finalized, save
 from tollway.billing.invoices import (
     CustomerNotBilled,
@@ -59,6 +66,7 @@ from tollway.billing.invoices import (
 )
 from tollway.billing.money import format_amount
 from tollway.billing.render import OutputError, check_out_dir, check_targets, write
+from tollway.billing.seller import Seller, load_seller
 from tollway.notifications.emitter import EventEmitter, emit_after_commit
 from tollway.notifications.lifecycle import invoice_events
 from tollway.notifications.outbox import OutboxWriter
@@ -78,6 +86,20 @@ EXIT_BAD_INPUT: Final = 2
 EXIT_SOME_FAILED: Final = 1
 PROGRESS_EVERY: Final = 500
 """A progress line on stderr every this many customers (runs with fewer customers print none)."""
+
+FactsSource = Callable[[Sequence[Invoice], datetime], Mapping[str, InvoiceFacts]]
+"""Given the invoices about to be finalized (in order) and the time: each one's number, dates, seller and
+buyer (``billing.finalization``). Called after every check, just before the invoices are written."""
+
+
+def _facts_for(
+    facts: FactsSource | None, invoices: Sequence[Invoice], stored: Mapping[str, str], now: datetime
+) -> Mapping[str, InvoiceFacts] | None:
+    """The facts of those of ``invoices`` not finalized already (``stored``: invoice id → status)."""
+    if facts is None:
+        return None
+    fresh = [invoice for invoice in invoices if stored.get(invoice.invoice_id) != "finalized"]
+    return facts(fresh, now) if fresh else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +125,7 @@ def bill(
     force: bool = False,
     out_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    facts: FactsSource | None = None,
 ) -> BillReport:
     """Price every subscription's periods of ``period`` (``YYYY-MM``: those starting in the month, one per
     customer but for weekly subscriptions), then store and render them.
@@ -110,7 +133,9 @@ def bill(
     Raises ``BillingError`` for a bad period or output directory, before writing anything. A customer
     that cannot be priced, or (with ``finalize``) may not be finalized yet (``finalize_refusal``;
     ``force`` finalizes a period that has not ended), is left out and listed in ``failures``.
-    ``OutputError`` when a file cannot be written after the invoices were stored."""
+    ``OutputError`` when a file cannot be written after the invoices were stored. With ``finalize`` and
+    ``facts``, each invoice finalized now is numbered and dated (``FactsSource``) just before it is
+    written, in the order it is finalized in."""
     month = parse_month(period, now)
     if out_dir is not None:
         check_out_dir(out_dir)
@@ -142,7 +167,11 @@ def bill(
     if out_dir is not None:
         for invoice in invoices:
             check_targets(invoice.invoice_id, out_dir)
-    results = save(client, database, invoices, finalize=finalize, now=now)
+    numbered = None
+    if finalize and facts is not None and invoices:
+        current = load_current(client, database, [invoice.invoice_id for invoice in invoices])
+        numbered = _facts_for(facts, invoices, {i: s.status for i, s in current.items()}, now)
+    results = save(client, database, invoices, finalize=finalize, now=now, facts=numbered)
     files = tuple(write(result.document, out_dir) for result in results) if out_dir is not None else ()
     ordered = tuple(sorted(failures, key=lambda failure: failure.customer_id))
     return BillReport(month.label, tuple(results), files, tuple(skipped), ordered)
@@ -157,6 +186,7 @@ def progressive(
     *,
     now: datetime,
     out_dir: Path | None = None,
+    facts: FactsSource | None = None,
 ) -> BillReport:
     """Issue the interim invoices due now for the periods starting in ``period`` (docs/billing.md,
     "Progressive billing"). For each customer whose current plan has ``progressive_billing`` and whose
@@ -166,7 +196,7 @@ def progressive(
     history the next pass reads, so a re-run (or a run after a crash, whatever was or was not written)
     issues nothing twice. The period's earlier interim invoices are reported as ``unchanged`` (so
     ``announce`` re-emits an event whose emission failed); a customer below the threshold is not
-    reported."""
+    reported. With ``facts``, each interim invoice issued now is numbered and dated (``FactsSource``)."""
     month = parse_month(period, now)
     if out_dir is not None:
         check_out_dir(out_dir)
@@ -200,7 +230,11 @@ def progressive(
     if out_dir is not None:
         for invoice in issued:
             check_targets(invoice.invoice_id, out_dir)
-    results = earlier + save(client, database, issued, finalize=True, now=now)
+    numbered = None
+    if facts is not None and issued:
+        current = load_current(client, database, [invoice.invoice_id for invoice in issued])
+        numbered = _facts_for(facts, issued, {i: s.status for i, s in current.items()}, now)
+    results = earlier + save(client, database, issued, finalize=True, now=now, facts=numbered)
     files = tuple(write(result.document, out_dir) for result in results) if out_dir is not None else ()
     ordered = tuple(sorted(failures, key=lambda failure: failure.customer_id))
     return BillReport(month.label, tuple(results), files, tuple(skipped), ordered)
@@ -321,6 +355,26 @@ async def _announce(settings: Settings, report: BillReport) -> None:
         await redis.aclose()
 
 
+async def _invoice_facts(
+    settings: Settings, seller: Seller, invoices: Sequence[Invoice], now: datetime
+) -> Mapping[str, InvoiceFacts]:
+    redis = admin_client(settings)
+    try:
+        return await invoice_facts(redis, settings.redis_prefix, seller, invoices, now)
+    finally:
+        await redis.aclose()
+
+
+def numbering(settings: Settings, seller: Seller) -> FactsSource:
+    """The ``FactsSource`` of the command: numbers and issue dates in Redis (``TOLLWAY_REDIS_URL``), the
+    buyers' customer records there too, and ``seller``."""
+
+    def facts(invoices: Sequence[Invoice], now: datetime) -> Mapping[str, InvoiceFacts]:
+        return asyncio.run(_invoice_facts(settings, seller, invoices, now))
+
+    return facts
+
+
 def open_warehouse(warehouse: WarehouseSettings) -> Any:
     client = connect(warehouse.dsn)
     if warehouse.dsn.startswith("chdb://"):
@@ -359,6 +413,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             check_out_dir(args.out)  # before anything is written
         catalog = load_catalog(catalog_path)
         current = load_catalog(current_path) if current_path is not None else catalog
+        seller = load_seller() if args.finalize or args.progressive else None
     except BillingError as exc:
         return _fail(str(exc))
     except (OSError, UnicodeDecodeError) as exc:
@@ -377,9 +432,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 for reason in dict.fromkeys(str(f) for f in unpriced):  # once, when both catalogs refuse it
                     print(f"tollway: not re-rated for {args.period}: {reason}", file=sys.stderr)
                 return EXIT_SOME_FAILED if unpriced else 0
+            facts = numbering(settings, seller) if seller is not None else None
             if args.progressive:
                 report = progressive(
-                    client, warehouse.database, catalog, subscriptions, args.period, now=now, out_dir=args.out
+                    client,
+                    warehouse.database,
+                    catalog,
+                    subscriptions,
+                    args.period,
+                    now=now,
+                    out_dir=args.out,
+                    facts=facts,
                 )
             else:
                 report = bill(
@@ -393,6 +456,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     force=args.force_finalize,
                     out_dir=args.out,
                     progress=_progress,
+                    facts=facts,
                 )
         finally:
             client.close()
@@ -414,6 +478,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if document.get("interim"):
             sequence = document["interim"]["sequence"]
             note = f"interim invoice {sequence} " + ("issued" if result.action == "finalized" else "issued earlier")
+        if document.get("number"):
+            note = f"{note}  {document['number']} due {document['due_on']}"
         print(
             f"{document['invoice_id']}  {document['customer_id']}  {report.month}  "
             f"{document['total']} {document['currency']}  {note}  {html_path}"
