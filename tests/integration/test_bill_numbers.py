@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from tests.integration.test_bill import (  # the billing tests' dataset and helpers
@@ -398,3 +399,30 @@ def test_two_finalizing_processes_at_once_share_one_sequence(valkey_fresh: Valke
     for out, _ in outputs:  # each line names the number and the due date
         assert all(f"{n} due " in out for n in found[0].values()), out
     assert sorted(numbers(valkey_fresh, 2026).values()) == [1, 2, 3, 4]
+
+
+def test_a_redis_that_lost_the_sequence_continues_from_the_stored_numbers(
+    billed_db: ChdbDatabase,  # noqa: F811
+    valkey_fresh: ValkeyServer,
+) -> None:
+    """Redis emptied (or restored from an older backup) after October was finalized: November's invoices
+    continue from the highest number ClickHouse holds, never reusing one."""
+    client, database = billed_db
+    subscriptions = subscribe(valkey_fresh, SUBSCRIPTIONS)
+    facts = numbering(Settings(redis_url=valkey_fresh.url), SELLER, (client, database))
+    october = bill(client, database, catalog(), subscriptions, "2026-10", now=NOW, finalize=True, facts=facts)
+    assert sorted(r.document["number"] for r in october.results) == [f"INV-2026-00000{i}" for i in (1, 2, 3, 4)]
+
+    _flushall(valkey_fresh)
+    subscriptions = subscribe(valkey_fresh, SUBSCRIPTIONS)
+    december = datetime(2026, 12, 2, 6, tzinfo=UTC)
+    november = bill(client, database, catalog(), subscriptions, "2026-11", now=december, finalize=True, facts=facts)
+    assert [r.document["number"] for r in november.results] == [f"INV-2026-00000{i}" for i in (5, 6, 7, 8)]
+
+
+def _flushall(valkey: ValkeyServer) -> None:
+    client = redis.Redis(host=valkey.host, port=valkey.port)
+    try:
+        client.flushall()
+    finally:
+        client.close()

@@ -18,6 +18,7 @@ from tollway.billing.numbering import (
     format_number,
     numbers_assigned,
     numbers_key,
+    raise_sequence,
     sequence_key,
 )
 from tollway.harness.valkey import ValkeyServer
@@ -144,3 +145,21 @@ def test_format_number() -> None:
     for series, year, number in [("INV", 2026, 0), ("INV-X", 2026, 1), ("INV", 10_000, 1), ("", 2026, 1)]:
         with pytest.raises(ValueError):
             format_number(series, year, number)
+
+
+def test_a_sequence_raised_continues_above_and_is_never_lowered(valkey: ValkeyServer) -> None:
+    async def main() -> None:
+        redis = Redis.from_url(valkey.url, decode_responses=True)
+        prefix = _prefix()
+        try:
+            assert await raise_sequence(redis, prefix=prefix, series="INV", year=2026, at_least=41) == 41
+            assert await assign_number(redis, prefix=prefix, series="INV", year=2026, document_id="a") == 42
+            assert await raise_sequence(redis, prefix=prefix, series="INV", year=2026, at_least=10) == 42
+            assert await assign_number(redis, prefix=prefix, series="INV", year=2026, document_id="b") == 43
+            assert await assign_number(redis, prefix=prefix, series="INV", year=2026, document_id="a") == 42
+            with pytest.raises(ValueError):
+                await raise_sequence(redis, prefix=prefix, series="INV", year=2026, at_least=-1)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(main())

@@ -8,11 +8,15 @@ series and that date's year (``numbering.assign_number``, idempotent per invoice
 after numbering and before ClickHouse was written, or one that lost a race to finalize the same
 invoice, leaves no gap: finalizing that invoice again (a re-run) finds the same date and number,
 whatever day it runs on.
+
+Before the first number of a year, the sequence is raised to the highest number of that series and year
+the warehouse already holds (``highest``: ``invoice_store.highest_number``), so a Redis restored from an
+older backup, or emptied, never hands out a stored invoice's number again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any, Final
 
@@ -21,7 +25,7 @@ from redis.exceptions import RedisError
 from tollway.billing.documents import InvoiceFacts, buyer_party, due_date, issue_date
 from tollway.billing.errors import BillingError
 from tollway.billing.invoices import Invoice
-from tollway.billing.numbering import assign_number, format_number
+from tollway.billing.numbering import assign_number, format_number, raise_sequence
 from tollway.billing.seller import Seller
 from tollway.customers.store import CustomerRecord, RedisCustomerStore
 from tollway.redis_types import RedisClient
@@ -70,14 +74,21 @@ def _buyer(customer_id: str, record: CustomerRecord | None) -> tuple[Any, int | 
 
 
 async def invoice_facts(
-    redis: RedisClient, prefix: str, seller: Seller, invoices: Sequence[Invoice], now: datetime
+    redis: RedisClient,
+    prefix: str,
+    seller: Seller,
+    invoices: Sequence[Invoice],
+    now: datetime,
+    highest: Callable[[str, int], int] | None = None,
 ) -> dict[str, InvoiceFacts]:
     """Invoice id → its facts, for ``invoices`` about to be finalized, numbered in this order.
+    ``highest(series, year)``: the highest number already stored (the sequence is raised to it first).
     ``NumberingUnavailable`` when Redis fails."""
     customers = RedisCustomerStore(redis, prefix)
     today = issue_date(now, seller.timezone)
     found: dict[str, InvoiceFacts] = {}
     records: dict[str, CustomerRecord | None] = {}
+    raised: set[int] = set()
     try:
         for invoice in invoices:
             customer = invoice.customer_id
@@ -86,6 +97,10 @@ async def invoice_facts(
             buyer, terms = _buyer(customer, records[customer])
             days = seller.payment_terms_days if terms is None else terms
             issued = await fixed_issue_date(redis, prefix=prefix, document_id=invoice.invoice_id, today=today)
+            if highest is not None and issued.year not in raised:
+                stored = highest(seller.series, issued.year)
+                await raise_sequence(redis, prefix=prefix, series=seller.series, year=issued.year, at_least=stored)
+                raised.add(issued.year)
             number = await assign_number(
                 redis, prefix=prefix, series=seller.series, year=issued.year, document_id=invoice.invoice_id
             )

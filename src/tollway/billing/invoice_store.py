@@ -122,6 +122,19 @@ def _utc(value: Any) -> datetime:
     return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant
 
 
+def highest_number(client: Any, database: str, series: str, year: int) -> int:
+    """The highest number of ``series`` and ``year`` among the stored invoices (``INV-2026-000042`` → 42;
+    0 when there is none): where the sequence must continue from (``numbering.raise_sequence``)."""
+    prefix = f"{series}-{year}-"
+    rows = query_rows(
+        client,
+        "SELECT max(toUInt64OrZero(substring(number, {start:UInt32}))) FROM {db:Identifier}.invoices "
+        "WHERE startsWith(number, {prefix:String})",
+        {"db": check_identifier(database), "start": len(prefix) + 1, "prefix": prefix},
+    )
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+
 LINES_SQL = (
     "SELECT line_no, kind, charge_id, discount_id, meter, toString(quantity), toString(amount), "
     "quantity_sql, quantity_parameters FROM {db:Identifier}.invoice_lines FINAL "

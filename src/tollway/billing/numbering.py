@@ -15,6 +15,9 @@ writes every document it numbered, or re-runs with the same ids). Durability is 
 configured for the limiter's counters: docs/operations.md).
 
 ``numbers_assigned`` reads back every (document id, number) of a series and year, for audits and tests.
+``raise_sequence`` moves a sequence up to a number already used elsewhere (a Redis restored from an older
+backup, or emptied, would otherwise hand out numbers again that stored documents carry): finalizing runs
+call it with the highest number ClickHouse holds before they assign any.
 """
 
 from __future__ import annotations
@@ -38,6 +41,16 @@ end
 local number = redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[2], ARGV[1], number)
 return number
+"""
+
+RAISE_LUA: Final = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local floor = tonumber(ARGV[1])
+if current < floor then
+  redis.call('SET', KEYS[1], floor)
+  return floor
+end
+return current
 """
 
 
@@ -74,6 +87,15 @@ async def assign_number(redis: RedisClient, *, prefix: str, series: str, year: i
     keys = [sequence_key(prefix, series, year), numbers_key(prefix, series, year)]
     script: Any = redis.register_script(ASSIGN_LUA)
     return int(await script(keys=keys, args=[document_id]))
+
+
+async def raise_sequence(redis: RedisClient, *, prefix: str, series: str, year: int, at_least: int) -> int:
+    """Make the last number of ``series`` and ``year`` at least ``at_least`` (never lower it); the last
+    number after. The next ``assign_number`` for a new id then gives ``at_least + 1`` or more."""
+    if isinstance(at_least, bool) or not isinstance(at_least, int) or at_least < 0:
+        raise ValueError(f"at_least {at_least!r} must be an integer >= 0")
+    script: Any = redis.register_script(RAISE_LUA)
+    return int(await script(keys=[sequence_key(prefix, series, year)], args=[at_least]))
 
 
 async def numbers_assigned(redis: RedisClient, *, prefix: str, series: str, year: int) -> dict[str, int]:

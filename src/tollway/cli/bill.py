@@ -52,7 +52,14 @@ from typing import Any, Final
 from tollway.billing.documents import InvoiceFacts
 from tollway.billing.errors import BillingError
 from tollway.billing.finalization import invoice_facts
-from tollway.billing.invoice_store import SaveResult, load_current, load_earlier_drafts, load_finalized, save
+from tollway.billing.invoice_store import (
+    SaveResult,
+    highest_number,
+    load_current,
+    load_earlier_drafts,
+    load_finalized,
+    save,
+)
 from tollway.billing.invoices import (
     CustomerNotBilled,
     Invoice,
@@ -356,21 +363,30 @@ async def _announce(settings: Settings, report: BillReport) -> None:
 
 
 async def _invoice_facts(
-    settings: Settings, seller: Seller, invoices: Sequence[Invoice], now: datetime
+    settings: Settings,
+    seller: Seller,
+    invoices: Sequence[Invoice],
+    now: datetime,
+    highest: Callable[[str, int], int] | None,
 ) -> Mapping[str, InvoiceFacts]:
     redis = admin_client(settings)
     try:
-        return await invoice_facts(redis, settings.redis_prefix, seller, invoices, now)
+        return await invoice_facts(redis, settings.redis_prefix, seller, invoices, now, highest)
     finally:
         await redis.aclose()
 
 
-def numbering(settings: Settings, seller: Seller) -> FactsSource:
+def numbering(settings: Settings, seller: Seller, warehouse: tuple[Any, str] | None = None) -> FactsSource:
     """The ``FactsSource`` of the command: numbers and issue dates in Redis (``TOLLWAY_REDIS_URL``), the
-    buyers' customer records there too, and ``seller``."""
+    buyers' customer records there too, and ``seller``. With ``warehouse`` (client, database), each year's
+    sequence first continues from the highest number stored there (``invoice_store.highest_number``)."""
+
+    def highest(series: str, year: int) -> int:
+        assert warehouse is not None
+        return highest_number(warehouse[0], warehouse[1], series, year)
 
     def facts(invoices: Sequence[Invoice], now: datetime) -> Mapping[str, InvoiceFacts]:
-        return asyncio.run(_invoice_facts(settings, seller, invoices, now))
+        return asyncio.run(_invoice_facts(settings, seller, invoices, now, highest if warehouse else None))
 
     return facts
 
@@ -432,7 +448,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 for reason in dict.fromkeys(str(f) for f in unpriced):  # once, when both catalogs refuse it
                     print(f"tollway: not re-rated for {args.period}: {reason}", file=sys.stderr)
                 return EXIT_SOME_FAILED if unpriced else 0
-            facts = numbering(settings, seller) if seller is not None else None
+            facts = numbering(settings, seller, (client, warehouse.database)) if seller is not None else None
             if args.progressive:
                 report = progressive(
                     client,
