@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -15,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import redis
@@ -35,12 +38,15 @@ from tollway.billing.documents import InvoiceFacts
 from tollway.billing.invoice_store import load_current
 from tollway.billing.invoices import Invoice
 from tollway.billing.numbering import numbers_assigned
-from tollway.billing.seller import Seller
+from tollway.billing.seller import Seller, load_seller
 from tollway.cli.bill import BillReport, FactsSource, bill, numbering, progressive
 from tollway.customers import BillingDetails, CustomerRecord, RedisCustomerStore
 from tollway.harness.valkey import ValkeyServer
 from tollway.parties import Party
+from tollway.plans.loader import load_catalog_text
 from tollway.settings import Settings
+from tollway.subscriptions.model import Subscription
+from tollway.warehouse.migrations import Migrator
 
 pytestmark = pytest.mark.integration
 
@@ -426,3 +432,61 @@ def _flushall(valkey: ValkeyServer) -> None:
         client.flushall()
     finally:
         client.close()
+
+
+# --- docs/billing.md's worked example ------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "billing.md"
+
+
+def numbers_example() -> tuple[str, dict[str, str], dict[str, Any], list[list[str]], dict[str, Any]]:
+    """The section's catalog, seller settings, acme's billing details, table rows and document excerpt."""
+    section = DOC.read_text().split("<!-- numbers-example -->", 1)[1].split("\n## ", 1)[0]
+    catalog_text = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    shell = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    env = {}
+    for line in shell.splitlines():
+        name, value = line.split("=", 1)
+        (env[name],) = shlex.split(value)
+    patch, excerpt = (json.loads(block.split("```", 1)[0]) for block in section.split("```json\n")[1:3])
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")] for line in section.splitlines() if line.startswith("|")
+    ]
+    return catalog_text, env, patch, rows[2:], excerpt
+
+
+def test_the_worked_example_in_billing_md(chdb_db: ChdbDatabase, valkey_fresh: ValkeyServer) -> None:
+    catalog_text, env, patch, rows, excerpt = numbers_example()
+    client, database = chdb_db
+    Migrator(client, database).migrate()
+    plans = load_catalog_text(catalog_text, "numbers.yaml")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    subscriptions = subscribe(valkey_fresh, [Subscription.new(c, "basic", start) for c in ("acme", "bolt")])
+    details = patch["billing"]
+    billing = BillingDetails(**{**details, "address": tuple(details["address"])})
+    put_customer(valkey_fresh, CustomerRecord("acme", None, None, start, billing))
+    with mock.patch.dict(os.environ, env):
+        seller = load_seller()
+    facts = numbering(Settings(redis_url=valkey_fresh.url), seller, (client, database))
+
+    runs: dict[tuple[str, str], dict[str, Any]] = {}
+    for when, command, customer, number, issued_on, due_on in rows:
+        if (when, command) not in runs:
+            argv = command.strip("`").split()
+            now = datetime.fromisoformat(when).replace(tzinfo=UTC)
+            report = bill(
+                client, database, plans, subscriptions, argv[2], now=now, finalize="--finalize" in argv, facts=facts
+            )
+            runs[(when, command)] = {r.document["customer_id"]: r for r in report.results}
+        result = runs[(when, command)][customer]
+        document = result.document
+        if number == "— (draft)":
+            assert (result.action, FACT_KEYS & set(document)) == ("created", set()), (when, customer)
+            continue
+        expected_action = "unchanged" if number.endswith("(unchanged)") else "finalized"
+        assert result.action == expected_action, (when, customer)
+        got = (document["number"], document["issued_on"], document["due_on"])
+        assert got == (number.removesuffix(" (unchanged)"), issued_on, due_on), (when, customer)
+    october = runs[("2026-11-02 06:30", "`bill --period 2026-10 --finalize`")]
+    assert {k: october["acme"].document[k] for k in excerpt} == excerpt
+    assert (october["bolt"].document["buyer"], october["bolt"].document["payment_terms_days"]) == ({"name": "bolt"}, 30)
