@@ -28,6 +28,7 @@ from tollway.billing.invoices import Invoice
 from tollway.billing.numbering import assign_number, format_number, raise_sequence
 from tollway.billing.seller import Seller
 from tollway.customers.store import CustomerRecord, RedisCustomerStore
+from tollway.parties import Party
 from tollway.redis_types import RedisClient
 
 ISSUED_LUA: Final = """
@@ -56,7 +57,7 @@ async def fixed_issue_date(redis: RedisClient, *, prefix: str, document_id: str,
     return date.fromisoformat(str(kept))
 
 
-def _buyer(customer_id: str, record: CustomerRecord | None) -> tuple[Any, int | None]:
+def _buyer(customer_id: str, record: CustomerRecord | None) -> tuple[Party, int | None]:
     if record is None:
         return buyer_party(customer_id), None
     billing = record.billing
