@@ -520,7 +520,7 @@ def cluster_statements(database: str) -> list[str]:
 
 def test_cluster_ddl_parses(chdb_client: Any) -> None:
     statements = cluster_statements("tollway")
-    assert len(statements) == 36
+    assert len(statements) == 42
     for statement in statements:
         formatted = chdb_client.query("SELECT formatQuery({q:String})", parameters={"q": statement}).result_rows
         # An INSERT has no ON CLUSTER: it goes through a Distributed table to every shard.
@@ -557,7 +557,15 @@ def test_cluster_tables_have_the_single_node_schema(warehouse: ChdbDatabase) -> 
                 f"SELECT partition_key, sorting_key FROM system.tables WHERE database = '{db}' AND name = '{table}'",
             )
 
-        for table in ("usage", "usage_hourly", "rollup_state", "credit_ledger", "events", "webhook_deliveries"):
+        for table in (
+            "usage",
+            "usage_hourly",
+            "rollup_state",
+            "credit_ledger",
+            "events",
+            "webhook_deliveries",
+            "invoices",
+        ):
             clustered = table if table == "rollup_state" else f"{table}_local"
             assert describe(local, clustered) == describe(database, table) != []
             assert keys(local, clustered) == keys(database, table)

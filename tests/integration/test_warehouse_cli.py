@@ -84,13 +84,13 @@ def test_settings_from_the_environment_and_flags(tmp_path: Path) -> None:
     pending = tollway_db(tmp_path, "status", env=env)
     assert pending.code == 0, pending.stderr
     assert pending.stdout.splitlines()[0].endswith(
-        "usage_env at chdb://" + str(tmp_path / "engine") + ": 0 applied, 9 pending"
+        "usage_env at chdb://" + str(tmp_path / "engine") + ": 0 applied, 10 pending"
     )
 
     flagged = tollway_db(tmp_path, "migrate", "--database", "usage_flag", env=env)
     assert flagged.code == 0, flagged.stderr
     assert "database usage_flag at" in flagged.stdout
-    assert tollway_db(tmp_path, "status", env=env).stdout.splitlines()[0].endswith(": 0 applied, 9 pending")
+    assert tollway_db(tmp_path, "status", env=env).stdout.splitlines()[0].endswith(": 0 applied, 10 pending")
 
 
 @pytest.mark.parametrize(
