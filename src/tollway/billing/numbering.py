@@ -14,6 +14,8 @@ assigned; a gap can only come from a document that got a number and was never wr
 writes every document it numbered, or re-runs with the same ids). Durability is Redis's (AOF, as
 configured for the limiter's counters: docs/operations.md).
 
+``assign_numbers`` numbers many documents of one series and year in one pipeline (the same script per
+id, in order: new ids get increasing numbers in the order given), for a run that finalizes thousands.
 ``numbers_assigned`` reads back every (document id, number) of a series and year, for audits and tests.
 ``raise_sequence`` moves a sequence up to a number already used elsewhere (a Redis restored from an older
 backup, or emptied, would otherwise hand out numbers again that stored documents carry): finalizing runs
@@ -23,12 +25,16 @@ call it with the highest number ClickHouse holds before they assign any.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Final, cast
 
 from tollway.redis_types import RedisClient
 
 SERIES_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,31}")
 """A series name: letters, digits and ``_`` (``-`` separates the parts of a formatted number)."""
+
+BATCH: Final = 1000
+"""Scripts per pipeline round trip in ``assign_numbers``."""
 
 DIGITS: Final = 6
 """Numbers are zero-padded to this many digits (more when the sequence outgrows them)."""
@@ -87,6 +93,23 @@ async def assign_number(redis: RedisClient, *, prefix: str, series: str, year: i
     keys = [sequence_key(prefix, series, year), numbers_key(prefix, series, year)]
     script: Any = redis.register_script(ASSIGN_LUA)
     return int(await script(keys=keys, args=[document_id]))
+
+
+async def assign_numbers(
+    redis: RedisClient, *, prefix: str, series: str, year: int, document_ids: Sequence[str]
+) -> list[int]:
+    """``assign_number`` for each of ``document_ids``, in that order, pipelined (``BATCH`` scripts a round
+    trip): the numbers, in the same order. Concurrent callers interleave, each id still gets one number."""
+    if any(not document_id for document_id in document_ids):
+        raise ValueError("document id must not be empty")
+    keys = [sequence_key(prefix, series, year), numbers_key(prefix, series, year)]
+    found: list[int] = []
+    for start in range(0, len(document_ids), BATCH):
+        pipe = redis.pipeline(transaction=False)
+        for document_id in document_ids[start : start + BATCH]:
+            pipe.eval(ASSIGN_LUA, 2, *keys, document_id)
+        found.extend(int(number) for number in await pipe.execute())
+    return found
 
 
 async def raise_sequence(redis: RedisClient, *, prefix: str, series: str, year: int, at_least: int) -> int:

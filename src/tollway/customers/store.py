@@ -19,6 +19,7 @@ record).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -113,6 +114,22 @@ class RedisCustomerStore:
 
     async def get(self, customer_id: str) -> CustomerRecord | None:
         fields = cast(dict[str, str], await self._redis.hgetall(self.record_key(customer_id)))
+        return self._record(fields)
+
+    async def get_many(self, customer_ids: Sequence[str], batch: int = 1000) -> dict[str, CustomerRecord | None]:
+        """The record of each of ``customer_ids`` (None without one), pipelined ``batch`` a round trip."""
+        found: dict[str, CustomerRecord | None] = {}
+        for start in range(0, len(customer_ids), batch):
+            chunk = customer_ids[start : start + batch]
+            pipe = self._redis.pipeline(transaction=False)
+            for customer_id in chunk:
+                pipe.hgetall(self.record_key(customer_id))
+            replies = await pipe.execute()
+            found.update((c, self._record(cast(dict[str, str], r))) for c, r in zip(chunk, replies, strict=True))
+        return found
+
+    @staticmethod
+    def _record(fields: dict[str, str]) -> CustomerRecord | None:
         if not fields:
             return None
         return CustomerRecord(
