@@ -35,12 +35,14 @@ from tests.integration.test_bill import (  # the billing tests' dataset and help
 )
 from tests.support.chdb_engine import ChdbDatabase
 from tollway.billing.documents import InvoiceFacts
+from tollway.billing.finalization import NumberingUnavailable
 from tollway.billing.invoice_store import load_current
 from tollway.billing.invoices import Invoice
 from tollway.billing.numbering import numbers_assigned
 from tollway.billing.seller import Seller, load_seller
 from tollway.cli.bill import BillReport, FactsSource, bill, numbering, progressive
 from tollway.customers import BillingDetails, CustomerRecord, RedisCustomerStore
+from tollway.harness.ports import free_ports
 from tollway.harness.valkey import ValkeyServer
 from tollway.parties import Party
 from tollway.plans.loader import load_catalog_text
@@ -490,3 +492,16 @@ def test_the_worked_example_in_billing_md(chdb_db: ChdbDatabase, valkey_fresh: V
     october = runs[("2026-11-02 06:30", "`bill --period 2026-10 --finalize`")]
     assert {k: october["acme"].document[k] for k in excerpt} == excerpt
     assert (october["bolt"].document["buyer"], october["bolt"].document["payment_terms_days"]) == ({"name": "bolt"}, 30)
+
+
+def test_redis_unreachable_while_numbering_writes_nothing(
+    billed_db: ChdbDatabase,  # noqa: F811
+    valkey_fresh: ValkeyServer,
+) -> None:
+    client, database = billed_db
+    subscriptions = subscribe(valkey_fresh, SUBSCRIPTIONS)
+    (port,) = free_ports(1)
+    nowhere = numbering(Settings(redis_url=f"redis://127.0.0.1:{port}/0"), SELLER, (client, database))
+    with pytest.raises(NumberingUnavailable, match="cannot number the invoices: Redis"):
+        bill(client, database, catalog(), subscriptions, "2026-10", now=NOW, finalize=True, facts=nowhere)
+    assert client.query(f"SELECT count() FROM {database}.invoices").result_rows[0][0] == 0
