@@ -25,10 +25,10 @@ from tests.support.admin_api import insert_usage, prepare_warehouse, usage_row
 from tests.support.chdb_engine import ChdbDatabase, ChdbEngine
 from tests.support.tollway_cli import TEST_PEPPER
 from tollway.admin.app import create_app
-from tollway.admin.customers import CustomerRecord
 from tollway.admin.scopes import Scope
 from tollway.admin.services import AdminServices, build_services
 from tollway.admin.warehouse_access import Warehouse
+from tollway.customers.store import CustomerRecord
 from tollway.harness.valkey import ValkeyServer
 from tollway.subscriptions.model import Subscription
 

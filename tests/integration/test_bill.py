@@ -439,12 +439,17 @@ def test_the_invoice_id_depends_on_the_customer_and_the_period_start_only() -> N
 # --- the command, in a process of its own (with its own chdb path) ---------------------------------
 
 
+SELLER_ENV = {"TOLLWAY_SELLER_NAME": "Tollway Test Ltd", "TOLLWAY_SELLER_COUNTRY": "GB"}
+"""The seller ``tollway bill --finalize`` needs (docs/billing.md, "Numbers, issue and due dates")."""
+
+
 def cli_env(valkey: ValkeyServer, engine: Path) -> dict[str, str]:
     return {
         **os.environ,
         "TOLLWAY_REDIS_URL": valkey.url,
         "TOLLWAY_CLICKHOUSE_DSN": f"chdb://{engine}",
         "TOLLWAY_CLICKHOUSE_DATABASE": "tollway",
+        **SELLER_ENV,
     }
 
 

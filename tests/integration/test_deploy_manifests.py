@@ -718,3 +718,21 @@ def test_compose_splits_checks_and_metering_as_the_pod_does() -> None:
     assert tollway["environment"].get("TOLLWAY_ADMIN_PORT", "9193") != meter_admin
     assert f"127.0.0.1:{meter_admin}:{meter_admin}" in tollway["ports"]
     assert "ports" not in meter
+
+
+def test_the_config_maps_commented_seller_parses_once_uncommented(monkeypatch: pytest.MonkeyPatch) -> None:
+    """deploy/config.yaml ships the seller's settings commented out (the bill CronJob refuses to finalize
+    until they are filled in); uncommented as they are, they are real settings that parse."""
+    from tollway.billing.seller import SellerSettings, load_seller
+
+    text = (REPO / "deploy" / "config.yaml").read_text()
+    lines = [line.replace("  # TOLLWAY_SELLER_", "  TOLLWAY_SELLER_", 1) for line in text.splitlines()]
+    (config,) = [d for d in yaml.safe_load_all("\n".join(lines)) if d and d.get("kind") == "ConfigMap"]
+    seller = {k: v for k, v in config["data"].items() if k.startswith("TOLLWAY_SELLER_")}
+    assert {k.removeprefix("TOLLWAY_SELLER_").lower() for k in seller} == set(SellerSettings.model_fields)
+    assert not any(k.startswith("TOLLWAY_SELLER_") for k in _config())  # commented out as shipped
+    for name in [n for n in os.environ if n.startswith("TOLLWAY_SELLER_")]:
+        monkeypatch.delenv(name)
+    for name, value in seller.items():
+        monkeypatch.setenv(name, str(value))
+    assert load_seller().party.name == "Your Company Ltd"

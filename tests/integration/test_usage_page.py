@@ -23,10 +23,10 @@ from tests.support.admin_api import (
     write_catalog,
 )
 from tests.support.chdb_engine import ChdbDatabase
-from tollway.admin.customers import CustomerRecord, RedisCustomerStore
 from tollway.admin.scopes import Scope
 from tollway.billing.render import to_html
 from tollway.cli.bill import bill
+from tollway.customers.store import CustomerRecord, RedisCustomerStore
 from tollway.harness.valkey import ValkeyServer
 from tollway.plans.loader import load_catalog
 from tollway.subscriptions.model import Subscription

@@ -15,11 +15,11 @@ from tests.integration.test_usage_page import chart_values, chromium, run_chromi
 from tests.support.admin_api import NOW, create_token, insert_usage, prepare_warehouse, served_admin_api
 from tests.support.chdb_engine import ChdbDatabase
 from tests.support.usage_rows import ms
-from tollway.admin.customers import CustomerRecord, RedisCustomerStore
 from tollway.admin.scopes import Scope
 from tollway.credits.grants import GrantState
 from tollway.credits.spend_caps import CustomerCapStore
 from tollway.credits.store import GrantInfo, GrantStore
+from tollway.customers.store import CustomerRecord, RedisCustomerStore
 from tollway.harness.valkey import ValkeyServer
 from tollway.subscriptions.model import Subscription
 from tollway.subscriptions.redis_store import RedisSubscriptionStore

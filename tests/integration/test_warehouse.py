@@ -41,6 +41,7 @@ ALL = [
     "0007_credit_ledger",
     "0008_usage_prices",
     "0009_events_webhook_deliveries",
+    "0010_invoice_numbers",
     "0012_payment_events",
 ]
 LATEST = int(ALL[-1][:4])  # versions may skip numbers (issue 17 gave its lanes 0010 to 0013)
@@ -522,7 +523,7 @@ def cluster_statements(database: str) -> list[str]:
 
 def test_cluster_ddl_parses(chdb_client: Any) -> None:
     statements = cluster_statements("tollway")
-    assert len(statements) == 38
+    assert len(statements) == 44
     for statement in statements:
         formatted = chdb_client.query("SELECT formatQuery({q:String})", parameters={"q": statement}).result_rows
         # An INSERT has no ON CLUSTER: it goes through a Distributed table to every shard.
@@ -559,7 +560,15 @@ def test_cluster_tables_have_the_single_node_schema(warehouse: ChdbDatabase) -> 
                 f"SELECT partition_key, sorting_key FROM system.tables WHERE database = '{db}' AND name = '{table}'",
             )
 
-        for table in ("usage", "usage_hourly", "rollup_state", "credit_ledger", "events", "webhook_deliveries"):
+        for table in (
+            "usage",
+            "usage_hourly",
+            "rollup_state",
+            "credit_ledger",
+            "events",
+            "webhook_deliveries",
+            "invoices",
+        ):
             clustered = table if table == "rollup_state" else f"{table}_local"
             assert describe(local, clustered) == describe(database, table) != []
             assert keys(local, clustered) == keys(database, table)

@@ -13,7 +13,6 @@ from pydantic import SecretStr
 
 from tollway.admin.audit import AuditLog
 from tollway.admin.credentials import RedisCredentialStore
-from tollway.admin.customers import RedisCustomerStore
 from tollway.admin.page_links import PageLinkSigner
 from tollway.admin.settings import AdminSettings
 from tollway.admin.warehouse_access import Warehouse
@@ -23,6 +22,7 @@ from tollway.auth.redis_store import RedisKeyStore
 from tollway.billing.payment_status import PaymentStatusStore
 from tollway.clock import Clock, SystemClock
 from tollway.credits.store import GrantStore
+from tollway.customers.store import RedisCustomerStore
 from tollway.notifications.endpoint_store import EndpointStore
 from tollway.notifications.endpoint_store import url_policy as webhook_url_policy
 from tollway.notifications.endpoints import SecretBox, UrlPolicy

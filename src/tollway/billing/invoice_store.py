@@ -12,6 +12,10 @@ Rules (docs/billing.md, "Invoices"):
 * A **draft** is replaced by the next run of its period (same invoice id, newer version).
 * A prepaid invoice's balance section (``document["balance"]``) is stored after the priced lines as
   rows of kind ``balance`` (informational: not part of the total; ``billing.prepaid``).
+* An invoice **finalized** now with ``facts`` (``documents.InvoiceFacts``: ``tollway bill`` always gives
+  them) has its number, issue and due dates, payment terms, seller and buyer in its document, and the
+  number and dates in columns ``number``, ``issued_on`` and ``due_on`` (migration ``0010``; empty and
+  null on drafts and on rows written before).
 * A **finalized** invoice is never written again: ``save`` leaves it untouched and reports it, whether
   the run is a draft run or another ``--finalize``. Its late usage goes on a later invoice
   (``invoices.late_usage``; ``load_finalized`` supplies the history).
@@ -23,12 +27,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from tollway.billing.aggregate import format_instant
+from tollway.billing.documents import InvoiceFacts
 from tollway.billing.invoices import Invoice
 from tollway.billing.money import format_amount
 from tollway.billing.prepaid import BALANCE_KIND
@@ -117,6 +122,19 @@ def _utc(value: Any) -> datetime:
     return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant
 
 
+def highest_number(client: Any, database: str, series: str, year: int) -> int:
+    """The highest number of ``series`` and ``year`` among the stored invoices (``INV-2026-000042`` → 42;
+    0 when there is none): where the sequence must continue from (``numbering.raise_sequence``)."""
+    prefix = f"{series}-{year}-"
+    rows = query_rows(
+        client,
+        "SELECT max(toUInt64OrZero(substring(number, {start:UInt32}))) FROM {db:Identifier}.invoices "
+        "WHERE startsWith(number, {prefix:String})",
+        {"db": check_identifier(database), "start": len(prefix) + 1, "prefix": prefix},
+    )
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+
 LINES_SQL = (
     "SELECT line_no, kind, charge_id, discount_id, meter, toString(quantity), toString(amount), "
     "quantity_sql, quantity_parameters FROM {db:Identifier}.invoice_lines FINAL "
@@ -144,8 +162,17 @@ def load_lines(client: Any, database: str, invoice_id: str) -> list[dict[str, An
     ]
 
 
-def save(client: Any, database: str, invoices: Sequence[Invoice], *, finalize: bool, now: datetime) -> list[SaveResult]:
-    """Write ``invoices`` as drafts (or finalized with ``finalize``), except those already finalized."""
+def save(
+    client: Any,
+    database: str,
+    invoices: Sequence[Invoice],
+    *,
+    finalize: bool,
+    now: datetime,
+    facts: Mapping[str, InvoiceFacts] | None = None,
+) -> list[SaveResult]:
+    """Write ``invoices`` as drafts (or finalized with ``finalize``), except those already finalized. With
+    ``finalize``, the ``facts`` of an invoice (by id) go into its document and row."""
     current = load_current(client, database, [invoice.invoice_id for invoice in invoices])
     lines = _line_counts(client, database, [invoice.invoice_id for invoice in invoices])
     results: list[SaveResult] = []
@@ -164,6 +191,9 @@ def save(client: Any, database: str, invoices: Sequence[Invoice], *, finalize: b
             finalized_at=now if finalize else None,
         )
         document = written.as_dict()
+        found = facts.get(invoice.invoice_id) if facts is not None and finalize else None
+        if found is not None:
+            document.update(found.as_dict())
         rows = _line_rows(written, document, version)
         line_rows.extend(rows)
         line_rows.extend(_tombstones(invoice.invoice_id, len(rows) + 1, lines.get(invoice.invoice_id, 0), version))
@@ -199,8 +229,17 @@ def _invoice_row(invoice: Invoice, document: dict[str, Any], version: int) -> by
             "finalized_at": None if invoice.finalized_at is None else format_instant(invoice.finalized_at),
             "document": json.dumps(document, ensure_ascii=False, sort_keys=True),
             "version": version,
+            **_fact_columns(document),
         }
     )
+
+
+def _fact_columns(document: dict[str, Any]) -> dict[str, Any]:
+    """Columns of migration 0010, only when the document has a number (else they keep their defaults:
+    a row is then what it was before that migration)."""
+    if "number" not in document:
+        return {}
+    return {"number": document["number"], "issued_on": document["issued_on"], "due_on": document["due_on"]}
 
 
 def _line_counts(client: Any, database: str, invoice_ids: Sequence[str]) -> dict[str, int]:

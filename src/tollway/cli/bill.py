@@ -31,6 +31,11 @@ Each invoice is written to ``--out`` as ``<id>.json``, ``<id>.html`` and ``<id>.
 from the HTML: ``billing.pdf``; ``--no-pdf`` leaves it out, and a machine that cannot render PDFs is
 bad input, found before anything is written). The printed line ends with the HTML's path, then the PDF's.
 
+An invoice finalized now (``--finalize``, or an interim invoice ``--progressive`` issues) gets its number,
+issue and due dates, payment terms, seller and buyer (``billing.finalization``; docs/billing.md, "Numbers,
+issue and due dates"): both need the seller's settings (``TOLLWAY_SELLER_*``, ``billing.seller``), and
+without valid ones refuse to run (exit status 2, nothing written, every bad setting named).
+
 After the invoices are stored, every finalized invoice of the run (finalized now, or earlier and left
 unchanged) is announced: ``invoice.finalized`` and ``invoice.adjusted`` for each earlier invoice its
 late-usage lines adjust (``announce``). Their ids are the invoices', so a re-run emits nothing new, and
@@ -42,7 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -50,8 +55,17 @@ from pathlib import Path
 from typing import Any, Final
 
 from tollway.billing.display import meter_units
+from tollway.billing.documents import InvoiceFacts
 from tollway.billing.errors import BillingError
-from tollway.billing.invoice_store import SaveResult, load_current, load_earlier_drafts, load_finalized, save
+from tollway.billing.finalization import invoice_facts
+from tollway.billing.invoice_store import (
+    SaveResult,
+    highest_number,
+    load_current,
+    load_earlier_drafts,
+    load_finalized,
+    save,
+)
 from tollway.billing.invoices import (
     CustomerNotBilled,
     Invoice,
@@ -66,6 +80,7 @@ from tollway.billing.invoices import (
 from tollway.billing.money import format_amount
 from tollway.billing.pdf import PdfUnavailable, check_available, check_target, write_pdf
 from tollway.billing.render import OutputError, check_out_dir, check_targets, write
+from tollway.billing.seller import Seller, load_seller
 from tollway.notifications.emitter import EventEmitter, emit_after_commit
 from tollway.notifications.lifecycle import invoice_events
 from tollway.notifications.outbox import OutboxWriter
@@ -85,6 +100,20 @@ EXIT_BAD_INPUT: Final = 2
 EXIT_SOME_FAILED: Final = 1
 PROGRESS_EVERY: Final = 500
 """A progress line on stderr every this many customers (runs with fewer customers print none)."""
+
+FactsSource = Callable[[Sequence[Invoice], datetime], Mapping[str, InvoiceFacts]]
+"""Given the invoices about to be finalized (in order) and the time: each one's number, dates, seller and
+buyer (``billing.finalization``). Called after every check, just before the invoices are written."""
+
+
+def _facts_for(
+    facts: FactsSource | None, invoices: Sequence[Invoice], stored: Mapping[str, str], now: datetime
+) -> Mapping[str, InvoiceFacts] | None:
+    """The facts of those of ``invoices`` not finalized already (``stored``: invoice id → status)."""
+    if facts is None:
+        return None
+    fresh = [invoice for invoice in invoices if stored.get(invoice.invoice_id) != "finalized"]
+    return facts(fresh, now) if fresh else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +141,7 @@ def bill(
     out_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
     pdf: bool = False,
+    facts: FactsSource | None = None,
 ) -> BillReport:
     """Price every subscription's periods of ``period`` (``YYYY-MM``: those starting in the month, one per
     customer but for weekly subscriptions), then store and render them.
@@ -121,7 +151,9 @@ def bill(
     ``force`` finalizes a period that has not ended), is left out and listed in ``failures``.
     ``OutputError`` when a file cannot be written after the invoices were stored. With ``pdf`` (and
     ``out_dir``) each invoice is also written as ``<id>.pdf`` (``billing.pdf``; ``PdfUnavailable`` before
-    anything is written when PDFs cannot be rendered here)."""
+    anything is written when PDFs cannot be rendered here). With ``finalize`` and ``facts``, each invoice
+    finalized now is numbered and dated (``FactsSource``) just before it is written, in the order it is
+    finalized in."""
     month = parse_month(period, now)
     if out_dir is not None:
         check_out_dir(out_dir)
@@ -157,7 +189,11 @@ def bill(
             check_targets(invoice.invoice_id, out_dir)
             if pdf:
                 check_target(invoice.invoice_id, out_dir)
-    results = save(client, database, invoices, finalize=finalize, now=now)
+    numbered = None
+    if finalize and facts is not None and invoices:
+        current = load_current(client, database, [invoice.invoice_id for invoice in invoices])
+        numbered = _facts_for(facts, invoices, {i: s.status for i, s in current.items()}, now)
+    results = save(client, database, invoices, finalize=finalize, now=now, facts=numbered)
     files, pdfs = _write_files(results, catalog, out_dir, pdf)
     ordered = tuple(sorted(failures, key=lambda failure: failure.customer_id))
     return BillReport(month.label, tuple(results), files, tuple(skipped), ordered, pdfs)
@@ -186,6 +222,7 @@ def progressive(
     now: datetime,
     out_dir: Path | None = None,
     pdf: bool = False,
+    facts: FactsSource | None = None,
 ) -> BillReport:
     """Issue the interim invoices due now for the periods starting in ``period`` (docs/billing.md,
     "Progressive billing"). For each customer whose current plan has ``progressive_billing`` and whose
@@ -195,7 +232,8 @@ def progressive(
     history the next pass reads, so a re-run (or a run after a crash, whatever was or was not written)
     issues nothing twice. The period's earlier interim invoices are reported as ``unchanged`` (so
     ``announce`` re-emits an event whose emission failed); a customer below the threshold is not
-    reported. ``pdf``: as for ``bill``."""
+    reported. ``pdf``: as for ``bill``. With ``facts``, each interim invoice issued now is numbered and
+    dated (``FactsSource``)."""
     month = parse_month(period, now)
     if out_dir is not None:
         check_out_dir(out_dir)
@@ -233,7 +271,11 @@ def progressive(
             check_targets(invoice.invoice_id, out_dir)
             if pdf:
                 check_target(invoice.invoice_id, out_dir)
-    results = earlier + save(client, database, issued, finalize=True, now=now)
+    numbered = None
+    if facts is not None and issued:
+        current = load_current(client, database, [invoice.invoice_id for invoice in issued])
+        numbered = _facts_for(facts, issued, {i: s.status for i, s in current.items()}, now)
+    results = earlier + save(client, database, issued, finalize=True, now=now, facts=numbered)
     files, pdfs = _write_files(results, catalog, out_dir, pdf)
     ordered = tuple(sorted(failures, key=lambda failure: failure.customer_id))
     return BillReport(month.label, tuple(results), files, tuple(skipped), ordered, pdfs)
@@ -357,6 +399,35 @@ async def _announce(settings: Settings, report: BillReport) -> None:
         await redis.aclose()
 
 
+async def _invoice_facts(
+    settings: Settings,
+    seller: Seller,
+    invoices: Sequence[Invoice],
+    now: datetime,
+    highest: Callable[[str, int], int] | None,
+) -> Mapping[str, InvoiceFacts]:
+    redis = admin_client(settings)
+    try:
+        return await invoice_facts(redis, settings.redis_prefix, seller, invoices, now, highest)
+    finally:
+        await redis.aclose()
+
+
+def numbering(settings: Settings, seller: Seller, warehouse: tuple[Any, str] | None = None) -> FactsSource:
+    """The ``FactsSource`` of the command: numbers and issue dates in Redis (``TOLLWAY_REDIS_URL``), the
+    buyers' customer records there too, and ``seller``. With ``warehouse`` (client, database), each year's
+    sequence first continues from the highest number stored there (``invoice_store.highest_number``)."""
+
+    def highest(series: str, year: int) -> int:
+        assert warehouse is not None
+        return highest_number(warehouse[0], warehouse[1], series, year)
+
+    def facts(invoices: Sequence[Invoice], now: datetime) -> Mapping[str, InvoiceFacts]:
+        return asyncio.run(_invoice_facts(settings, seller, invoices, now, highest if warehouse else None))
+
+    return facts
+
+
 def open_warehouse(warehouse: WarehouseSettings) -> Any:
     client = connect(warehouse.dsn)
     if warehouse.dsn.startswith("chdb://"):
@@ -393,10 +464,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         parse_month(args.period, now)  # before any connection
         if not args.dry_run:
             check_out_dir(args.out)  # before anything is written
-            if not args.no_pdf:
+            if args.out is not None and not args.no_pdf:
                 check_available()
         catalog = load_catalog(catalog_path)
         current = load_catalog(current_path) if current_path is not None else catalog
+        seller = load_seller() if args.finalize or args.progressive else None
     except PdfUnavailable as exc:
         return _fail(f"{exc}; or pass --no-pdf to write JSON and HTML only")
     except BillingError as exc:
@@ -417,6 +489,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 for reason in dict.fromkeys(str(f) for f in unpriced):  # once, when both catalogs refuse it
                     print(f"tollway: not re-rated for {args.period}: {reason}", file=sys.stderr)
                 return EXIT_SOME_FAILED if unpriced else 0
+            facts = numbering(settings, seller, (client, warehouse.database)) if seller is not None else None
             if args.progressive:
                 report = progressive(
                     client,
@@ -427,6 +500,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     now=now,
                     out_dir=args.out,
                     pdf=not args.no_pdf,
+                    facts=facts,
                 )
             else:
                 report = bill(
@@ -441,6 +515,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     out_dir=args.out,
                     progress=_progress,
                     pdf=not args.no_pdf,
+                    facts=facts,
                 )
         finally:
             client.close()
@@ -463,6 +538,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if document.get("interim"):
             sequence = document["interim"]["sequence"]
             note = f"interim invoice {sequence} " + ("issued" if result.action == "finalized" else "issued earlier")
+        if document.get("number"):
+            note = f"{note}  {document['number']} due {document['due_on']}"
         print(
             f"{document['invoice_id']}  {document['customer_id']}  {report.month}  "
             f"{document['total']} {document['currency']}  {note}  {html_path}"

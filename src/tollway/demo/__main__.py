@@ -421,7 +421,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  upstream {upstream.url}")
         print(f"  envoy    {envoy.base_url} (admin {LOOPBACK}:{envoy.admin_port})\n")
 
-        env = {**os.environ, "TOLLWAY_REDIS_URL": valkey.url, "TOLLWAY_PEPPER": pepper, **webhook_env}
+        env = {
+            **os.environ,
+            "TOLLWAY_REDIS_URL": valkey.url,
+            "TOLLWAY_PEPPER": pepper,
+            **webhook_env,
+            **billing.SELLER_ENV,
+        }
         receiver = DemoReceiver().start()
         stack.callback(receiver.stop)
         endpoint = notifications.register(env, receiver)

@@ -63,6 +63,16 @@ TRIAL_SECTIONS: Final = [  # (section, subtotal): the trial free, the plan 30.00
 PUBLISHED: Final = "catalog-pro-2.yaml"  # the catalog with pro's version 2, in the demo's work directory
 _WIDTH: Final = 52
 
+SELLER_ENV: Final = {
+    "TOLLWAY_SELLER_NAME": "Tollway Demo Ltd",
+    "TOLLWAY_SELLER_ADDRESS": '["1 Demo Street", "London EC1A 1AA"]',
+    "TOLLWAY_SELLER_COUNTRY": "GB",
+    "TOLLWAY_SELLER_TAX_ID": "GB000000000",
+    "TOLLWAY_SELLER_EMAIL": "billing@tollway.example",
+}
+"""The seller the demo's finalized invoices name (``tollway bill --finalize`` needs one: docs/billing.md,
+"Numbers, issue and due dates")."""
+
 
 @dataclass(frozen=True)
 class Done:

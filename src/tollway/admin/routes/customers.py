@@ -1,24 +1,65 @@
-"""``/customers``: list, create, read and update customer records."""
+"""``/customers``: list, create, read and update customer records (with the billing details an invoice
+names the buyer by: ``billing``)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from tollway.admin.customer_directory import all_customer_ids, require_known
-from tollway.admin.customers import CustomerRecord
 from tollway.admin.dependencies import Reader, Recorder, Services
 from tollway.admin.identifiers import IDENTIFIER, CustomerId
 from tollway.admin.pagination import Page, PageRequest, next_link, page_request, paginate
 from tollway.admin.problems import conflict, problem_responses
 from tollway.admin.services import AdminServices
+from tollway.customers.store import BillingDetails, CustomerRecord
+from tollway.parties import (
+    ADDRESS_LINE_MAX,
+    ADDRESS_LINES_MAX,
+    COUNTRY,
+    EMAIL_MAX,
+    NAME_MAX,
+    PAYMENT_TERMS_MAX_DAYS,
+    TAX_ID_MAX,
+    TEXT,
+)
 from tollway.subscriptions.errors import UnreadableSubscription
 
 router = APIRouter(tags=["customers"])
 
 EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,189}$"
+
+AddressLine = Annotated[str, Field(min_length=1, max_length=ADDRESS_LINE_MAX, pattern=TEXT)]
+
+
+class BillingDetailsIn(BaseModel):
+    """The buyer's details on invoices (``tollway bill --finalize``). In an update, the fields given replace
+    the stored ones and null clears one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    legal_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=NAME_MAX,
+        pattern=TEXT,
+        description="the name invoices give the buyer (default: display_name, else the customer id)",
+    )
+    address: list[AddressLine] | None = Field(default=None, max_length=ADDRESS_LINES_MAX, description="lines")
+    country: str | None = Field(default=None, pattern=COUNTRY, description="ISO 3166-1 alpha-2, e.g. DE")
+    tax_id: str | None = Field(default=None, min_length=1, max_length=TAX_ID_MAX, pattern=TEXT)
+    email: str | None = Field(
+        default=None, pattern=EMAIL, max_length=EMAIL_MAX, description="where invoices go (default: email)"
+    )
+    payment_terms_days: int | None = Field(
+        default=None,
+        strict=True,
+        ge=0,
+        le=PAYMENT_TERMS_MAX_DAYS,
+        description="days from issue to due date; replaces the seller's (TOLLWAY_SELLER_PAYMENT_TERMS_DAYS)",
+    )
 
 
 class CustomerCreate(BaseModel):
@@ -27,15 +68,38 @@ class CustomerCreate(BaseModel):
     customer_id: str = Field(pattern=IDENTIFIER, max_length=128)
     display_name: str | None = Field(default=None, min_length=1, max_length=200)
     email: str | None = Field(default=None, pattern=EMAIL, max_length=254)
+    billing: BillingDetailsIn | None = None
 
 
 class CustomerUpdate(BaseModel):
-    """Fields given replace the stored ones; null clears one."""
+    """Fields given replace the stored ones; null clears one (``billing``: each field given replaces the
+    stored one; ``billing: null`` clears them all)."""
 
     model_config = ConfigDict(extra="forbid")
 
     display_name: str | None = Field(default=None, min_length=1, max_length=200)
     email: str | None = Field(default=None, pattern=EMAIL, max_length=254)
+    billing: BillingDetailsIn | None = None
+
+
+class BillingDetailsOut(BaseModel):
+    legal_name: str | None
+    address: list[str]
+    country: str | None
+    tax_id: str | None
+    email: str | None
+    payment_terms_days: int | None
+
+
+def billing_details(given: BillingDetailsIn | None, current: BillingDetails) -> BillingDetails:
+    """``current`` with the fields ``given`` names replaced (all cleared when ``given`` is None)."""
+    if given is None:
+        return BillingDetails()
+    changes: dict[str, Any] = given.model_dump(include=given.model_fields_set)
+    if "address" in changes:
+        changes["address"] = tuple(changes["address"] or ())
+    merged = {**current.as_dict(), "address": current.address, **changes}
+    return BillingDetails(**merged)
 
 
 class CustomerLinks(BaseModel):
@@ -54,6 +118,7 @@ class Customer(BaseModel):
     plan_id: str | None = Field(description="the current plan; null without a subscription")
     api_keys: int = Field(description="keys on record, whatever their state")
     links: CustomerLinks
+    billing: BillingDetailsOut = Field(description="the buyer's details on invoices (empty without a record)")
 
 
 async def describe(services: AdminServices, customer_id: str) -> Customer:
@@ -79,6 +144,7 @@ async def describe(services: AdminServices, customer_id: str) -> Customer:
             invoices=f"{base}/invoices",
             page=f"{base}/page",
         ),
+        billing=BillingDetailsOut(**(record.billing if record else BillingDetails()).as_dict()),
     )
 
 
@@ -101,7 +167,13 @@ async def create_customer(body: CustomerCreate, response: Response, services: Se
     """Make a customer record (409 if it has one already)."""
     if await services.customers.get(body.customer_id) is not None:
         raise conflict(f"Customer {body.customer_id!r} exists already.")
-    created = CustomerRecord(body.customer_id, body.display_name, body.email, services.clock.now())
+    created = CustomerRecord(
+        body.customer_id,
+        body.display_name,
+        body.email,
+        services.clock.now(),
+        billing_details(body.billing, BillingDetails()),
+    )
     await services.customers.put(created)
     await record(
         "customer.create",
@@ -125,7 +197,8 @@ async def get_customer(customer_id: CustomerId, services: Services, _: Reader) -
 async def update_customer(
     customer_id: CustomerId, body: CustomerUpdate, services: Services, record: Recorder
 ) -> Customer:
-    """Change the display name or email; a customer known only by keys or subscription gets a record."""
+    """Change the display name, email or billing details; a customer known only by keys or subscription
+    gets a record."""
     await require_known(services, customer_id)
     previous = await services.customers.get(customer_id)
     current = previous or CustomerRecord(customer_id, None, None, services.clock.now())
@@ -135,6 +208,7 @@ async def update_customer(
         changes.get("display_name", current.display_name),
         changes.get("email", current.email),
         current.created_at,
+        billing_details(body.billing, current.billing) if "billing" in changes else current.billing,
     )
     if updated != previous:
         await services.customers.put(updated)
