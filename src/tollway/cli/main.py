@@ -18,6 +18,7 @@ from tollway.cli import (
     credits,
     db,
     dispatch,
+    invoices,
     keys,
     meter,
     plans,
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     bill.register(commands)
     admin.register(commands)
     webhooks.register(commands)
+    invoices.register(commands)
     return parser
 
 
@@ -101,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return admin.run(args, settings)
         if args.command == "webhooks":
             return asyncio.run(webhooks.run(args, settings))
+        if args.command == "invoices":
+            return invoices.run(args, settings)
     except CatalogError as exc:
         return _fail(f"invalid catalog ({len(exc.issues)} problem(s)):\n{exc}")
     except KeyNotFound as exc:
