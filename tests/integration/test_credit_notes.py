@@ -65,7 +65,7 @@ async def issue(
         for request in requests:
             try:
                 results.append(await issuer.issue(runner, request, now=NOW))
-            except Exception as exc:  # noqa: BLE001 (the test looks at it)
+            except Exception as exc:
                 results.append(exc)
     finally:
         await redis.aclose()
@@ -87,7 +87,9 @@ def test_a_credit_note_restores_a_corrected_amount(valkey_fresh: ValkeyServer, i
     assert stored == [document]
     assert Decimal("76.65") - credited(stored) == Decimal("70.00")
     # The invoice itself never changed.
-    [[text]] = client.query(f"SELECT document FROM {database}.invoices FINAL WHERE invoice_id = '{INVOICE}'").result_rows
+    [[text]] = client.query(
+        f"SELECT document FROM {database}.invoices FINAL WHERE invoice_id = '{INVOICE}'"
+    ).result_rows
     assert '"total": "76.65"' in text
 
 
@@ -101,7 +103,8 @@ def test_numbers_are_consecutive_and_a_retry_is_the_same_credit_note(
     a, b, a_again, b_again, conflict = results
     assert [r.document["number"] for r in (a, b)] == ["CN-2026-000001", "CN-2026-000002"]
     assert (a.created, b.created, a_again.created, b_again.created) == (True, True, False, False)
-    assert a_again.document == a.document and b_again.document == b.document
+    assert a_again.document == a.document
+    assert b_again.document == b.document
     assert isinstance(conflict, IdempotencyConflict)
     assert rows(invoices) == 2
     assert a.document["lines"] == [{"description": "line 3: Egress", "amount": "6.65", "invoice_line": 3}]

@@ -18,6 +18,7 @@ from tollway.admin.warehouse_access import Warehouse
 from tollway.auth.digest import KeyDigester
 from tollway.auth.keyring import Keyring
 from tollway.auth.redis_store import RedisKeyStore
+from tollway.billing.crediting import CreditNoteIssuer
 from tollway.clock import Clock, SystemClock
 from tollway.credits.store import GrantStore
 from tollway.notifications.endpoint_store import EndpointStore
@@ -55,6 +56,7 @@ class AdminServices:
     money: MoneySources | None = None  # balances, spend and customers' own caps (the customer page)
     events: OutboxWriter | None = None  # lifecycle events of the changes made (docs/notifications.md)
     webhooks: WebhookActions | None = None  # replays and test events (webhook_events routes)
+    credit_notes: CreditNoteIssuer | None = None  # issues credit notes (credit_notes routes)
 
 
 def build_services(
@@ -94,6 +96,7 @@ def build_services(
         money=MoneySources.on(redis, prefix),
         events=events,
         webhooks=WebhookActions(DeliveryQueue(redis, prefix), StoreEndpoints(endpoint_store), clock.now_ms),
+        credit_notes=CreditNoteIssuer(redis, prefix),
     )
 
 

@@ -89,9 +89,9 @@ def test_whole_and_partial_lines() -> None:
     # What remains of a line after an earlier credit note: 21.00 − 1.50 = 19.50.
     again = draft(ask(None, LineCredit(2)), [note.as_dict()])
     assert again.total == Decimal("19.50")
-    with pytest.raises(CreditTooLarge, match="line 3 of invoice .* has 0.00 USD left to credit"):
+    with pytest.raises(CreditTooLarge, match=r"line 3 of invoice .* has 0\.00 USD left to credit"):
         draft(ask(None, LineCredit(3)), [note.as_dict()])
-    with pytest.raises(CreditTooLarge, match="line 2 .* 19.50 USD left to credit .*: 19.51 is more"):
+    with pytest.raises(CreditTooLarge, match=r"line 2 .* 19\.50 USD left to credit .*: 19\.51 is more"):
         draft(ask(None, LineCredit(2, "19.51")), [note.as_dict()])
 
 
@@ -196,10 +196,12 @@ def test_any_text_is_an_amount_or_a_clear_error(text: str) -> None:
     try:
         value = parse_amount(text, "USD")
     except InvalidCredit as exc:
-        assert "amount" in str(exc) or "places" in str(exc) or "positive" in str(exc) or "large" in str(exc)
+        message = str(exc)
     else:
         assert value > 0
         assert value == value.quantize(Decimal("0.01"))
+        return
+    assert any(word in message for word in ("is not an amount", "decimal places", "not positive", "too large"))
 
 
 def test_the_issue_date_is_the_one_given() -> None:
