@@ -191,3 +191,20 @@ def test_a_held_lock_makes_the_caller_wait_then_give_up(valkey_fresh: ValkeyServ
     assert isinstance(result, CreditNoteBusy)
     assert "being issued" in str(result)
     assert rows(invoices) == 0
+
+
+def test_the_issue_date_and_the_numbers_year_are_in_the_sellers_timezone(
+    valkey_fresh: ValkeyServer, invoices: ChdbDatabase
+) -> None:
+    async def scenario() -> Any:
+        redis = Redis.from_url(valkey_fresh.url, decode_responses=True)
+        try:
+            issuer = CreditNoteIssuer(redis, timezone="Pacific/Auckland")
+            new_year = datetime(2026, 12, 31, 12, 0, tzinfo=UTC)  # 1 January 2027, 01:00 in Auckland
+            return await issuer.issue(ClientRunner(*invoices), CreditRequest(INVOICE, "r", "1.00"), now=new_year)
+        finally:
+            await redis.aclose()
+
+    document = asyncio.run(scenario()).document
+    assert (document["issued_on"], document["number"]) == ("2027-01-01", "CN-2027-000001")
+    assert document["issued_at"] == "2026-12-31T12:00:00.000000Z"

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol, TypeVar
+from zoneinfo import ZoneInfo
 
 from tollway.billing import credit_note_store
 from tollway.billing.credit_notes import (
@@ -98,15 +99,18 @@ class CreditNoteIssuer:
         *,
         lock_ttl_ms: int = LOCK_TTL_MS,
         wait_s: float = WAIT_S,
+        timezone: str = "UTC",
         after_read: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """``after_read``: awaited between reading the invoice's credit notes and writing (tests widen
-        the race window with it)."""
+        """``timezone``: the IANA zone of the credit notes' ``issued_on`` (and so of their number's year):
+        the seller's. ``after_read``: awaited between reading the invoice's credit notes and writing
+        (tests widen the race window with it)."""
         self._redis = redis
         self._prefix = prefix
         self._lock_ttl_ms = lock_ttl_ms
         self._wait_s = wait_s
         self._after_read = after_read
+        self._zone = ZoneInfo(timezone)
         self._release: Any = redis.register_script(RELEASE_LUA)
 
     async def issue(
@@ -143,7 +147,12 @@ class CreditNoteIssuer:
                         f"({note_id}) of invoice {request.invoice_id}, with a different request"
                     )
             note = draft_credit_note(
-                invoice.document, earlier, request, credit_note_id=note_id, issued_at=now, issued_on=now.date()
+                invoice.document,
+                earlier,
+                request,
+                credit_note_id=note_id,
+                issued_at=now,
+                issued_on=now.astimezone(self._zone).date(),
             )
             if self._after_read is not None:
                 await self._after_read()

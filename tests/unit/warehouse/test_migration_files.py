@@ -27,6 +27,7 @@ def test_bundled_migrations_are_the_clickhouse_directory() -> None:
         "0007_credit_ledger",
         "0008_usage_prices",
         "0009_events_webhook_deliveries",
+        "0011_credit_notes",
     ]
     for path in sorted(SOURCE.glob("*.sql")):
         migration = bundled[path.stem]
