@@ -42,8 +42,8 @@ from tollway.notifications.lifecycle import credit_note_issued
 from tollway.notifications.outbox import OutboxWriter
 from tollway.redis_client import admin_client
 from tollway.settings import Settings
-from tollway.warehouse.connection import quiet_driver_logs
-from tollway.warehouse.errors import WarehouseError
+from tollway.warehouse.connection import query_rows, quiet_driver_logs
+from tollway.warehouse.errors import WarehouseError, WarehouseUnavailable
 from tollway.warehouse.settings import WarehouseSettings
 
 EXIT_BAD_INPUT: Final = 2
@@ -123,6 +123,19 @@ def parse_date(text: str | None, option: str) -> date | None:
         raise BillingError(f"{option} {text}: not a date (YYYY-MM-DD)") from None
 
 
+def open_credit_warehouse(warehouse: WarehouseSettings) -> Any:
+    """``bill.open_warehouse``, and a server must have table ``credit_notes`` (migration 0011)."""
+    client = open_warehouse(warehouse)
+    if not warehouse.dsn.startswith("chdb://"):
+        found = query_rows(client, "EXISTS TABLE {db:Identifier}.credit_notes", {"db": warehouse.database})
+        if not found or not found[0][0]:
+            client.close()
+            raise WarehouseUnavailable(
+                f"table {warehouse.database}.credit_notes does not exist: run `tollway db migrate` against this server"
+            )
+    return client
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     quiet_driver_logs()
     try:
@@ -144,7 +157,7 @@ async def _credit(args: argparse.Namespace, settings: Settings) -> int:
         idempotency_key=args.idempotency_key,
     )
     warehouse = WarehouseSettings()
-    client = await asyncio.to_thread(open_warehouse, warehouse)
+    client = await asyncio.to_thread(open_credit_warehouse, warehouse)
     redis = admin_client(settings)
     try:
         runner = ClientRunner(client, warehouse.database)
@@ -175,7 +188,7 @@ async def _credit(args: argparse.Namespace, settings: Settings) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     warehouse = WarehouseSettings()
-    client = open_warehouse(warehouse)
+    client = open_credit_warehouse(warehouse)
     try:
         if args.invoice is not None:
             notes = credit_note_store.for_invoice(client, warehouse.database, args.invoice)
@@ -208,7 +221,7 @@ def _export(args: argparse.Namespace) -> int:
     out: Path = args.out
     check_target(out)  # before any connection
     warehouse = WarehouseSettings()
-    client = open_warehouse(warehouse)
+    client = open_credit_warehouse(warehouse)
     try:
         invoices, notes = load_documents(
             client, warehouse.database, since=since, until=until, customer_id=args.customer
