@@ -42,6 +42,7 @@ ALL = [
     "0008_usage_prices",
     "0009_events_webhook_deliveries",
     "0010_invoice_numbers",
+    "0011_credit_notes",
     "0012_payment_events",
 ]
 LATEST = int(ALL[-1][:4])  # versions may skip numbers (issue 17 gave its lanes 0010 to 0013)
@@ -166,6 +167,7 @@ def test_migrating_twice_is_a_no_op(chdb_db: ChdbDatabase) -> None:
     tables = rows(client, f"SELECT name FROM system.tables WHERE database = '{database}' ORDER BY name")
     assert [t[0] for t in tables] == [
         "credit_ledger",
+        "credit_notes",
         "daily_usage",
         "error_rates",
         "events",
@@ -523,7 +525,7 @@ def cluster_statements(database: str) -> list[str]:
 
 def test_cluster_ddl_parses(chdb_client: Any) -> None:
     statements = cluster_statements("tollway")
-    assert len(statements) == 44
+    assert len(statements) == 46  # 0010: 6, 0011: credit_notes_local and credit_notes, 0012: 2
     for statement in statements:
         formatted = chdb_client.query("SELECT formatQuery({q:String})", parameters={"q": statement}).result_rows
         # An INSERT has no ON CLUSTER: it goes through a Distributed table to every shard.
@@ -568,6 +570,7 @@ def test_cluster_tables_have_the_single_node_schema(warehouse: ChdbDatabase) -> 
             "events",
             "webhook_deliveries",
             "invoices",
+            "credit_notes",
         ):
             clustered = table if table == "rollup_state" else f"{table}_local"
             assert describe(local, clustered) == describe(database, table) != []

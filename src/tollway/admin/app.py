@@ -21,6 +21,7 @@ from tollway import __version__
 from tollway.admin.problems import Problem, ProblemError, ValidationIssue, problem_response, problem_responses
 from tollway.admin.routes import (
     audit,
+    credit_notes,
     credits,
     customers,
     invoices,
@@ -223,6 +224,7 @@ def create_app(open_services: ServicesOpener) -> FastAPI:
         credits,
         usage,
         invoices,
+        credit_notes,
         page,
         audit,
         webhook_endpoints,

@@ -19,7 +19,9 @@ from tollway.admin.warehouse_access import Warehouse
 from tollway.auth.digest import KeyDigester
 from tollway.auth.keyring import Keyring
 from tollway.auth.redis_store import RedisKeyStore
+from tollway.billing.crediting import CreditNoteIssuer
 from tollway.billing.payment_status import PaymentStatusStore
+from tollway.billing.seller import seller_timezone
 from tollway.clock import Clock, SystemClock
 from tollway.credits.store import GrantStore
 from tollway.customers.store import RedisCustomerStore
@@ -60,6 +62,7 @@ class AdminServices:
     webhooks: WebhookActions | None = None  # replays and test events (webhook_events routes)
     payments: PaymentStatusStore | None = None  # invoices' payment status (the Stripe webhook, docs/payments.md)
     stripe_webhook_secret: SecretStr | None = None  # TOLLWAY_STRIPE_WEBHOOK_SECRET (None: the webhook answers 503)
+    credit_notes: CreditNoteIssuer | None = None  # issues credit notes (credit_notes routes)
 
 
 def build_services(
@@ -103,6 +106,7 @@ def build_services(
         webhooks=WebhookActions(DeliveryQueue(redis, prefix), StoreEndpoints(endpoint_store), clock.now_ms),
         payments=PaymentStatusStore(redis, subscriptions, prefix),
         stripe_webhook_secret=stripe_webhook_secret,
+        credit_notes=CreditNoteIssuer(redis, prefix, timezone=seller_timezone()),
     )
 
 

@@ -157,3 +157,12 @@ def load_seller() -> Seller:
         ) from None
     party = Party(settings.name, settings.address, settings.country, settings.tax_id, settings.email)
     return Seller(party, settings.timezone, settings.payment_terms_days, settings.number_prefix)
+
+
+def seller_timezone() -> str:
+    """The seller's time zone (``TOLLWAY_SELLER_TIMEZONE``), where credit notes take their issue date;
+    UTC where the seller is not configured (no invoice could have been finalized, so none credited)."""
+    try:
+        return load_seller().timezone
+    except SellerNotConfigured:
+        return "UTC"

@@ -18,6 +18,7 @@ from tollway.cli import (
     credits,
     db,
     dispatch,
+    invoices,
     keys,
     meter,
     payments,
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.register(commands)
     webhooks.register(commands)
     payments.register(commands)
+    invoices.register(commands)
     return parser
 
 
@@ -105,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(webhooks.run(args, settings))
         if args.command == "payments":
             return payments.run(args, settings)
+        if args.command == "invoices":
+            return invoices.run(args, settings)
     except CatalogError as exc:
         return _fail(f"invalid catalog ({len(exc.issues)} problem(s)):\n{exc}")
     except KeyNotFound as exc:

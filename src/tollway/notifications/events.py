@@ -33,6 +33,7 @@ EventType = Literal[
     "grant.expiring",
     "invoice.finalized",
     "invoice.adjusted",
+    "credit_note.issued",
     "key.created",
     "key.revoked",
     "key.expiring",

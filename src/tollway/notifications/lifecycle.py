@@ -8,6 +8,7 @@ once-marker keeps one event per change:
 * ``subscription.changed`` (customer, change stamp ms): the start of a new subscription, or the
   effective time of a plan change (``PlanChange.at``)
 * ``invoice.finalized`` (invoice id), ``invoice.adjusted`` (adjusted invoice id, adjusting invoice id)
+* ``credit_note.issued`` (credit note id)
 * ``grant.expiring`` (customer, grant id, expires ms)
 """
 
@@ -148,6 +149,26 @@ def invoice_events(document: Mapping[str, Any]) -> list[Event]:
             )
         )
     return events
+
+
+def credit_note_issued(document: Mapping[str, Any]) -> Event:
+    """The event of an issued credit note (its stored document, ``billing.credit_notes``)."""
+    note = str(document["credit_note_id"])
+    return Event(
+        event_id("credit_note.issued", note),
+        "credit_note.issued",
+        _instant_ms(str(document["issued_at"])),
+        str(document["customer_id"]),
+        {
+            "credit_note_id": note,
+            "number": document.get("number"),
+            "invoice_id": str(document["invoice_id"]),
+            "invoice_number": document.get("invoice_number"),
+            "currency": str(document["currency"]),
+            "total": str(document["total"]),
+            "reason": str(document["reason"]),
+        },
+    )
 
 
 def grant_expiring(

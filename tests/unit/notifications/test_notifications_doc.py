@@ -59,6 +59,19 @@ def built() -> dict[str, Event]:
         "subscription.changed": lifecycle.subscription_changed(basic, basic.changed_to("pro", NOW), NOW),  # type: ignore[dict-item]
         "invoice.finalized": finalized,
         "invoice.adjusted": adjusted,
+        "credit_note.issued": lifecycle.credit_note_issued(
+            {
+                "credit_note_id": "cn_1",
+                "number": "CN-2026-000001",
+                "invoice_id": "in_2",
+                "invoice_number": None,
+                "customer_id": "acme",
+                "currency": "USD",
+                "issued_at": "2026-03-03T00:00:00.000000Z",
+                "reason": "wrong",
+                "total": "0.50",
+            }
+        ),
         "grant.expiring": lifecycle.grant_expiring("acme", "g", "USD", Decimal("7.5"), 1, NOW),
     }
 

@@ -28,6 +28,7 @@ def test_bundled_migrations_are_the_clickhouse_directory() -> None:
         "0008_usage_prices",
         "0009_events_webhook_deliveries",
         "0010_invoice_numbers",
+        "0011_credit_notes",
         "0012_payment_events",
     ]
     for path in sorted(SOURCE.glob("*.sql")):
