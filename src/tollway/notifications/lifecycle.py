@@ -126,6 +126,8 @@ def invoice_events(document: Mapping[str, Any]) -> list[Event]:
                 "period_end": rfc3339_ms(_instant_ms(str(period["end"]))),
                 "currency": currency,
                 "total": str(document["total"]),
+                # The invoice number and due date, once finalization gives them (billing.finalization).
+                **{key: str(document[key]) for key in ("number", "due_on") if document.get(key)},
             },
         )
     ]

@@ -50,6 +50,8 @@ def built() -> dict[str, Event]:
         "period": {"start": "2026-02-01T00:00:00Z", "end": "2026-03-01T00:00:00Z"},
         "lines": [{"kind": "adjustment", "adjusts": "in_1", "amount": "0.50"}],
         "finalized_at": "2026-03-02T00:00:00Z",
+        "number": "INV-2026-000002",
+        "due_on": "2026-04-01",
     }
     finalized, adjusted = lifecycle.invoice_events(invoice)
     return {
@@ -81,3 +83,19 @@ def test_a_built_event_has_the_documented_members(event_type: str) -> None:
     event = built()[event_type]
     assert event.type == event_type
     assert set(event.body()) == set(documented()[event_type])
+
+
+def test_an_invoice_finalized_without_a_number_has_no_number_in_its_event() -> None:
+    """Invoices finalized before numbers existed (or by Python code given no seller) keep their event as it was."""
+    invoice = {
+        "invoice_id": "in_1",
+        "customer_id": "acme",
+        "status": "finalized",
+        "currency": "USD",
+        "total": "1.00",
+        "period": {"start": "2026-02-01T00:00:00Z", "end": "2026-03-01T00:00:00Z"},
+        "finalized_at": "2026-03-02T00:00:00Z",
+    }
+    (finalized,) = lifecycle.invoice_events(invoice)
+    assert "number" not in finalized.data
+    assert "due_on" not in finalized.data
