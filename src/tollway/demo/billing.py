@@ -352,8 +352,8 @@ def run(env: dict[str, str], catalog: Path, work: Path, invoices: Path, now: dat
 def sendable(env: dict[str, str], invoices: Path) -> int:
     """The end of the demo: soylent's November invoice (its period is over) finalized with ``bill
     --finalize --out``, which writes it as JSON, HTML and PDF. Prints the PDF's path, and the number and
-    due date from the stored document (set at finalization; shown as missing where this build does not
-    set them), and checks that the PDF is one and holds them (its text read with pypdf, when installed)."""
+    due date from the stored document (set at finalization: ``SELLER_ENV`` configures the seller), and
+    checks that the PDF is one and holds them (its text read with pypdf, when installed)."""
     customer, _ = TRIAL
     done = cli(env, "bill", "--period", TRIAL_MONTH, "--customer", customer, "--finalize", "--out", str(invoices))
     if done.code != 0 or not done.out.strip():
@@ -362,9 +362,9 @@ def sendable(env: dict[str, str], invoices: Path) -> int:
     document: dict[str, Any] = json.loads((invoices / f"{invoice_id}.json").read_text())
     pdf = invoices / f"{invoice_id}.pdf"
     number, due = document.get("number"), document.get("due_on")
-    print(f"    invoice number  {number or '(none in this build)'}")
+    print(f"    invoice number  {number or '(none)'}")
     print(f"    issued on       {document.get('issued_on') or '-'}")
-    print(f"    due on          {due or '(none in this build)'}")
+    print(f"    due on          {due or '(none)'}")
     print(f"    total           {document['total']} {document['currency']}")
     print(f"  invoice PDF: {pdf.resolve()}")
     data = pdf.read_bytes() if pdf.is_file() else b""
@@ -373,6 +373,8 @@ def sendable(env: dict[str, str], invoices: Path) -> int:
     wrong = None
     if document["status"] != "finalized":
         wrong = f"status {document['status']}"
+    elif not number or not due:
+        wrong = "no invoice number or due date"
     elif not data.startswith(b"%PDF-"):
         wrong = "no PDF written"
     elif missing:
