@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from tollway.admin.customer_directory import require_known
-from tollway.admin.dependencies import Reader, Recorder, Services
+from tollway.admin.dependencies import ChangeRecorder, Reader, Recorder, Services
 from tollway.admin.identifiers import IDENTIFIER, CustomerId
 from tollway.admin.instants import EARLIEST, LATEST
 from tollway.admin.problems import ProblemError, conflict, invalid, not_found, problem_responses
@@ -301,6 +301,25 @@ def _phases(
     return catalog_phases(services.catalog_path, plan_id, asked, plan_interval)
 
 
+async def _store(
+    services: AdminServices,
+    record: ChangeRecorder,
+    action: str,
+    previous: Subscription | None,
+    current: Subscription,
+    *,
+    announce: bool = True,
+) -> None:
+    """Write ``current``, emit its lifecycle events (``announce``: the changes that have some), and audit
+    ``action`` with the subscription before and after."""
+    await services.subscriptions.put(current)
+    if announce:
+        await _announce(services, previous, current)
+    customer_id = current.customer_id
+    before, after = _as_dict(previous, services), _as_dict(current, services)
+    await record(action, "subscription", customer_id, customer_id=customer_id, before=before, after=after)
+
+
 def _within_range(subscription: Subscription) -> Subscription:
     for name, value in (("started_at", subscription.started_at), ("anchor", subscription.anchor)):
         if not EARLIEST <= value < LATEST:
@@ -362,13 +381,8 @@ async def put_subscription(
             check_addons_kept(services.catalog_path, subscription)
     except (ValueError, OverflowError) as exc:
         raise invalid(str(exc).replace("--", "")) from None
-    await services.subscriptions.put(subscription)
-    await _announce(services, previous, subscription)
     action = "subscription.replace" if previous else "subscription.create"
-    after = _as_dict(subscription, services)
-    await record(
-        action, "subscription", customer_id, customer_id=customer_id, before=_as_dict(previous, services), after=after
-    )
+    await _store(services, record, action, previous, subscription)
     if previous is None:
         response.status_code = 201
         response.headers["Location"] = f"/customers/{customer_id}/subscription"
@@ -412,16 +426,7 @@ async def change_plan(
             check_addons_kept(services.catalog_path, changed)
         except ValueError as exc:
             raise invalid(str(exc), ["body", "plan_id"]) from None
-    await services.subscriptions.put(changed)
-    await _announce(services, previous, changed)
-    await record(
-        "subscription.plan_change",
-        "subscription",
-        customer_id,
-        customer_id=customer_id,
-        before=_as_dict(previous, services),
-        after=_as_dict(changed, services),
-    )
+    await _store(services, record, "subscription.plan_change", previous, changed)
     return to_out(changed, services)
 
 
@@ -475,16 +480,7 @@ async def migrate(
             raise invalid(str(exc), ["body", "to"]) from None
         invoices = [PeriodPreviewOut.model_validate(period.as_dict()) for period in periods]
     else:
-        await services.subscriptions.put(_within_range(migration.after))
-        await _announce(services, previous, migration.after)
-        await record(
-            "subscription.migrate",
-            "subscription",
-            customer_id,
-            customer_id=customer_id,
-            before=_as_dict(previous, services),
-            after=_as_dict(migration.after, services),
-        )
+        await _store(services, record, "subscription.migrate", previous, _within_range(migration.after))
         response.status_code = 201
     return MigrationOut.model_validate(
         {**shown, "preview": body.preview, "invoices": invoices, "subscription": to_out(migration.after, services)}
@@ -525,15 +521,7 @@ async def put_addon(
     except ValueError as exc:
         raise invalid(str(exc), ["body", "effective"]) from None
     if updated is not previous:
-        await services.subscriptions.put(updated)
-        await record(
-            "subscription.addon",
-            "subscription",
-            customer_id,
-            customer_id=customer_id,
-            before=_as_dict(previous, services),
-            after=_as_dict(updated, services),
-        )
+        await _store(services, record, "subscription.addon", previous, updated, announce=False)
     return to_out(updated, services)
 
 
@@ -551,15 +539,7 @@ async def put_overrides(
     except ValueError as exc:
         raise invalid(str(exc), ["body", "overrides"]) from None
     if updated.overrides != previous.overrides:
-        await services.subscriptions.put(updated)
-        await record(
-            "subscription.overrides",
-            "subscription",
-            customer_id,
-            customer_id=customer_id,
-            before=_as_dict(previous, services),
-            after=_as_dict(updated, services),
-        )
+        await _store(services, record, "subscription.overrides", previous, updated, announce=False)
     return to_out(updated, services)
 
 
