@@ -63,7 +63,7 @@ def test_bill_has_nothing_to_bill_for_a_free_customer_and_exits_0(valkey_fresh: 
         skipped == "nothing to bill for 2026-10 (no period started in the month, or its plans have no pricing): gratis"
     )
     written = [path.name for path in (tmp_path / "out").iterdir()]
-    assert len(written) == 2, written  # acme's JSON and HTML
+    assert len(written) == 3, written  # acme's JSON, HTML and PDF
     assert not [name for name in written if "gratis" in name]
 
 

@@ -53,18 +53,20 @@ def test_migrate_with_the_defaults_then_again_then_status(tmp_path: Path) -> Non
         "applied 0008_usage_prices",
         "applied 0009_events_webhook_deliveries",
         "applied 0010_invoice_numbers",
-        "database tollway at chdb://./.tollway/chdb: 10 migration(s) applied, now at version 0010",
+        "applied 0011_credit_notes",
+        "applied 0012_payment_events",
+        "database tollway at chdb://./.tollway/chdb: 12 migration(s) applied, now at version 0012",
     ]
     assert (tmp_path / ".tollway" / "chdb").is_dir()  # the default DSN, relative to the working directory
 
     second = tollway_db(tmp_path, "migrate")
     assert second.code == 0, second.stderr
-    assert second.stdout.splitlines() == ["database tollway at chdb://./.tollway/chdb is up to date (version 0010)"]
+    assert second.stdout.splitlines() == ["database tollway at chdb://./.tollway/chdb is up to date (version 0012)"]
 
     status = tollway_db(tmp_path, "status")
     assert status.code == 0, status.stderr
     lines = status.stdout.splitlines()
-    assert lines[0] == "database tollway at chdb://./.tollway/chdb: 10 applied, 0 pending"
+    assert lines[0] == "database tollway at chdb://./.tollway/chdb: 12 applied, 0 pending"
     assert [line.split()[:2] for line in lines[1:]] == [
         ["applied", "0001_usage"],
         ["applied", "0002_usage_hourly"],
@@ -76,6 +78,8 @@ def test_migrate_with_the_defaults_then_again_then_status(tmp_path: Path) -> Non
         ["applied", "0008_usage_prices"],
         ["applied", "0009_events_webhook_deliveries"],
         ["applied", "0010_invoice_numbers"],
+        ["applied", "0011_credit_notes"],
+        ["applied", "0012_payment_events"],
     ]
 
 
@@ -84,13 +88,13 @@ def test_settings_from_the_environment_and_flags(tmp_path: Path) -> None:
     pending = tollway_db(tmp_path, "status", env=env)
     assert pending.code == 0, pending.stderr
     assert pending.stdout.splitlines()[0].endswith(
-        "usage_env at chdb://" + str(tmp_path / "engine") + ": 0 applied, 10 pending"
+        "usage_env at chdb://" + str(tmp_path / "engine") + ": 0 applied, 12 pending"
     )
 
     flagged = tollway_db(tmp_path, "migrate", "--database", "usage_flag", env=env)
     assert flagged.code == 0, flagged.stderr
     assert "database usage_flag at" in flagged.stdout
-    assert tollway_db(tmp_path, "status", env=env).stdout.splitlines()[0].endswith(": 0 applied, 10 pending")
+    assert tollway_db(tmp_path, "status", env=env).stdout.splitlines()[0].endswith(": 0 applied, 12 pending")
 
 
 @pytest.mark.parametrize(
