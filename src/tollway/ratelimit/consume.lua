@@ -48,6 +48,22 @@ n = n - m
 local P = {}
 local admit = 1
 
+-- A capacity lease's record (kind 9, `9 <take id|-> <close id|->`, key {p}ls:{<partition>}; money.py):
+-- the refund this call carries is applied only if it closes a record still there (HDEL 1), so a refund
+-- sent again after a lost reply, or for a lease whose take was never counted, gives nothing back twice.
+local lease, norefund = nil, false
+for j = n + 1, n + m do
+  if string.byte(ARGV[j + 2], 1) == 57 then
+    local take, close = string.match(ARGV[j + 2], '^9 (%S+) (%S+)$')
+    if not close then return redis.error_reply('bad lease argument ' .. ARGV[j + 2]) end
+    lease = {j = j, take = take, closed = 0, taken = 0}
+    if close ~= '-' then
+      lease.closed = redis.call('HDEL', KEYS[j], close)
+      norefund = lease.closed == 0
+    end
+  end
+end
+
 -- A window hash keeps, besides `bucket index -> units`, a running total `t` of the buckets from index `o`
 -- up: a check reads two fields and drops only the buckets that left the window since the last check
 -- (each bucket is dropped once), instead of reading the whole ring. The per-bucket counts are read only
@@ -83,7 +99,7 @@ for i = 1, n do
   local kind, limit, cost, enf, a, b, ru, rb =
     string.match(ARGV[i + 2], '^(%d+) (%d+) (%d+) (%d) (%d+) (%d+) ?(%d*) ?(%d*)$')
   kind, limit, cost, enf, a, b = tonumber(kind), tonumber(limit), tonumber(cost), enf == '1', tonumber(a), tonumber(b)
-  if ru ~= '' and tonumber(ru) > 0 then refund(KEYS[i], kind, tonumber(ru), rb) end
+  if not norefund and ru ~= '' and tonumber(ru) > 0 then refund(KEYS[i], kind, tonumber(ru), rb) end
   local total, cur, lo, moved = 0, 0, 0, false
   if kind == 0 then
     cur = math.floor(now / a)
@@ -185,7 +201,7 @@ if m > 0 then
       if not body then body, r = arg, '0' end
       local q, pe, model, rest = string.match(body, '^2 (%d+) (%d+) (%d) (.+)$')
       if not rest then return redis.error_reply('bad charge argument ' .. arg) end
-      local c = {j = j, q = tonumber(q), pe = tonumber(pe), model = tonumber(model), r = tonumber(r)}
+      local c = {j = j, q = tonumber(q), pe = tonumber(pe), model = tonumber(model), r = norefund and 0 or tonumber(r)}
       if c.model == 0 then
         c.unit = tonumber(rest)
       elseif c.model == 1 then
@@ -201,6 +217,8 @@ if m > 0 then
     elseif kind == 51 then
       local ps, floor = string.match(arg, '^3 (%d+) ?(%d*)$')
       bal = {j = j, ps = tonumber(ps), floor = tonumber(floor) or 0}
+    elseif kind == 57 then
+      -- the lease record: read before the policies (above), written after the check (below)
     elseif kind == 53 then
       local row, over, cps, pos = string.match(arg, '^5 (%S+) (%d+) (%-?%d+) ([%d,]+)$')
       if not pos or redis.call('HEXISTS', KEYS[j], row) == 1 then return redis.error_reply('bad reservation ' .. arg) end
@@ -507,6 +525,14 @@ if money then
   if c then out[3 * c.j - 1], out[3 * c.j], out[3 * c.j + 1] = money.spent, money.price, 0 end
   local r = money.rsv
   if r then out[3 * r.j - 1], out[3 * r.j], out[3 * r.j + 1] = admit, r.price or 0, 0 end
+end
+if lease then
+  if lease.take ~= '-' and admit == 1 then
+    redis.call('HSET', KEYS[lease.j], lease.take, string.format('%d', qnow))
+    redis.call('PEXPIRE', KEYS[lease.j], 86400000)
+    lease.taken = 1
+  end
+  out[3 * lease.j - 1], out[3 * lease.j], out[3 * lease.j + 1] = lease.closed, lease.taken, 0
 end
 if ev then
   out[3 * (n + m) + 2], out[3 * (n + m) + 3], out[3 * (n + m) + 4] = ev.appended, 0, 0

@@ -64,3 +64,8 @@ def funding_key(prefix: str, partition: str) -> str:
     """The customer's funding epoch: bumped by every grant or top-up (``credits.store``), part of the ids
     of ``balance.low`` and ``balance.exhausted`` (``ratelimit.alerts``), so each funding may fire them once."""
     return f"{prefix}cre:{{{partition}}}"
+
+
+def leases_key(prefix: str, partition: str) -> str:
+    """The records of the customer's money-carrying capacity leases not yet closed (``ratelimit.money``)."""
+    return f"{prefix}ls:{{{partition}}}"

@@ -201,6 +201,9 @@ class Lease:
     """The check's money for one request (None: none); the lease burned ``size`` requests' price."""
     money_before: MoneyState | None = None
     """The lease's own money answer: balance, spend and quantities before it."""
+    record: str = ""
+    """The id of the lease's record in Redis (``Money.lease``; a lease with money has one): its refund
+    closes it, so the refund is applied once however often it is sent."""
 
     _shift: int = field(init=False, repr=False, compare=False)
     """``at_ms - taken_ms``: from this process's clock to the limiter's."""
@@ -289,7 +292,12 @@ class Lease:
         bucket they were counted in; with money, the charges' units too (their price goes back with them)."""
         left = self.size - self.used
         charge_units = () if self.money is None else tuple(left * q for q in self.money.quantities)
-        return Refund(tuple(left * cost for cost in self.costs), self.taken_ms + self._shift, charge_units)
+        return Refund(tuple(left * cost for cost in self.costs), self.taken_ms + self._shift, charge_units, self.record)
+
+    @property
+    def owes(self) -> bool:
+        """Whether the lease, once ended, must be given back: units left, or a record to close."""
+        return self.used < self.size or bool(self.record)
 
 
 @dataclass(slots=True)
@@ -379,7 +387,7 @@ class LeaseBook:
         if entry is None or entry.lease is None:
             return None
         lease, entry.lease = entry.lease, None
-        return lease.refund() if lease.used < lease.size else None
+        return lease.refund() if lease.owes else None
 
     def store(self, key: Hashable, lease: Lease) -> None:
         """Make ``lease`` the current one of ``key`` (after :meth:`release`)."""
@@ -387,9 +395,14 @@ class LeaseBook:
         entry.lease = lease
         self.leases_taken += 1
 
+    def hold(self, key: Hashable, lease: Lease) -> None:
+        """Keep ``lease`` (used up: a recorded check of one) as the current one of ``key`` until it is
+        closed, by the check's next call or the sweep; not counted as a lease taken."""
+        self._entries.setdefault(key, _Entry(period_start_ms=lease.taken_ms)).lease = lease
+
     def expired(self, now_ms: int) -> list[tuple[Hashable, Lease]]:
-        """Remove and return the leases that have ended with units left (to refund), with their check
-        keys, and the leases of forgotten keys."""
+        """Remove and return the leases that have ended owing something (units left, or a record to
+        close), with their check keys, and the leases of forgotten keys."""
         ended, self._evicted = self._evicted, []
         for key, entry in self._entries.items():
             lease = entry.lease
@@ -397,15 +410,15 @@ class LeaseBook:
                 now_ms >= lease.expires_ms or lease.used >= lease.size or now_ms < lease.taken_ms
             ):
                 entry.lease = None
-                if lease.used < lease.size:
+                if lease.owes:
                     ended.append((key, lease))
         return ended
 
     def drain(self) -> list[tuple[Hashable, Lease]]:
-        """Remove and return every lease with units left, with its check key (shutting down)."""
+        """Remove and return every lease owing something, with its check key (shutting down)."""
         ended, self._evicted = self._evicted, []
         for key, entry in self._entries.items():
-            if entry.lease is not None and entry.lease.used < entry.lease.size:
+            if entry.lease is not None and entry.lease.owes:
                 ended.append((key, entry.lease))
             entry.lease = None
         return ended
@@ -426,5 +439,5 @@ class LeaseBook:
         ]
         for key in idle or list(self._entries)[: len(self._entries) // 2]:
             lease = self._entries.pop(key).lease
-            if lease is not None and lease.used < lease.size:
+            if lease is not None and lease.owes:
                 self._evicted.append((key, lease))

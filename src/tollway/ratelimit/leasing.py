@@ -8,6 +8,14 @@ process from a lease, most of them synchronously; the rest go to the wrapped ``L
 * :meth:`LeasingLimiter.sweep` — refunds the leases that ended with units left and no request came to
   take their place (run it in the background every lease period; :meth:`drain` at shutdown).
 
+Money is never lost to a lost answer. A lease that carries money has a record in Redis (``Money.lease``,
+``ratelimit.money``), and its refund closes the record, so a refund is applied at most once however
+often it is sent. A refund whose call failed (a timeout: it may or may not have run) is kept and sent
+again by each sweep until an answer comes; a lease take whose answer was lost (the request was answered
+by the outage policy) is closed by the sweep with its whole size: given back if Redis counted it, nothing
+if not. Leases without money keep the simpler rule: a failed refund leaves its units consumed (capacity
+wasted, never a limit exceeded).
+
 With ``max_lease_ms = 0`` every check goes to the wrapped limiter, as before leases.
 
 Clocks: the wrapped limiter counts windows on its own clock (Redis's) and says when (``Verdict.at_ms``).
@@ -19,8 +27,12 @@ difference seen between the two clocks, only sizes the next lease.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import secrets
 from collections.abc import Awaitable, Hashable, Sequence
+from dataclasses import dataclass, replace
+from typing import Final
 
 from tollway.ratelimit.errors import LimiterUnavailable
 from tollway.ratelimit.leases import (
@@ -35,9 +47,28 @@ from tollway.ratelimit.leases import (
 from tollway.ratelimit.model import Limiter
 from tollway.ratelimit.money import Money
 from tollway.ratelimit.policies import Policy
+from tollway.ratelimit.refunds import Refund
 from tollway.ratelimit.verdict import Verdict
 
 log = logging.getLogger(__name__)
+
+MAX_OWED: Final = 100_000
+"""Refunds of money leases kept for another try while Redis cannot be reached (beyond: dropped, logged)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Owed:
+    """A refund to send (again) for check ``key``."""
+
+    key: Hashable
+    partition: str
+    policies: tuple[Policy, ...]
+    refund: Refund
+    money: Money | None
+
+    @classmethod
+    def of(cls, key: Hashable, lease: Lease) -> Owed:
+        return cls(key, lease.partition, lease.policies, lease.refund(), lease.money)
 
 
 class LeasingLimiter:
@@ -50,6 +81,11 @@ class LeasingLimiter:
         self._alone: dict[Hashable, list[asyncio.Future[None]]] = {}
         """Per check: one future per request in flight to the limiter alone (not with a lease)."""
         self.refunds_failed = 0
+        self._owed: list[Owed] = []
+        """Refunds of money leases whose call failed: sent again by the next sweep (idempotent)."""
+        self._records = itertools.count(1)
+        self._process = secrets.token_hex(6)
+        """Lease record ids are ``<process>.<n>``: unique across processes and restarts."""
         self.clock_offset_ms = 0
         """The limiter's clock minus this process's, as last seen (``at_ms - now_ms`` of an answer: the
         skew plus the wait for that answer)."""
@@ -117,19 +153,37 @@ class LeasingLimiter:
             while alone := self._alone.get(key):
                 await asyncio.shield(alone[0])
             if size < 2:  # alone, giving back the ended lease's units: the check's next calls wait for it
-                verdict = await self._limiter.consume(partition, policies, costs, now_ms, refund, money)
+                # With money it is a lease of one (recorded), so a lost answer gives its price back too.
+                single = None if money is None or refund is None else replace(money, lease=self._record_id())
+                try:
+                    verdict = await self._limiter.consume(partition, policies, costs, now_ms, refund, single or money)
+                except BaseException:
+                    self._owe_again(key, partition, policies, refund, money)
+                    if single is not None:
+                        self._owe_lost_take(key, partition, policies, costs, now_ms, 1, money, single.lease)
+                    raise
+                if single is not None and verdict.admitted:  # used at once; its record closes with the next call
+                    one = Lease(
+                        partition, policies, tuple(costs), now_ms, now_ms, 1, tuple(0 for _ in costs), used=1,
+                        at_ms=verdict.at_ms, money=money, record=single.lease,
+                    )  # fmt: skip
+                    self._book.hold(key, one)
                 self._book.observe(key, verdict)
                 self.clock_offset_ms = verdict.at_ms - now_ms
                 return verdict
             taken_with = lease_policies(policies, self._book.last(key))
-            leased = await self._limiter.consume(
-                partition,
-                taken_with,
-                [c * size for c in costs],
-                now_ms,
-                refund,
-                None if money is None else lease_money(money, size, self._book.last(key)),
-            )
+            leased_money = None
+            if money is not None:
+                leased_money = replace(lease_money(money, size, self._book.last(key)), lease=self._record_id())
+            try:
+                leased = await self._limiter.consume(
+                    partition, taken_with, [c * size for c in costs], now_ms, refund, leased_money
+                )
+            except BaseException:
+                self._owe_again(key, partition, policies, refund, money)
+                if leased_money is not None:
+                    self._owe_lost_take(key, partition, policies, costs, now_ms, size, money, leased_money.lease)
+                raise
             if not leased.admitted:  # another process used the room: this request alone, exactly
                 verdict = await _by(deadline, self._limiter.consume(partition, policies, costs, now_ms, None, money))
                 self._book.observe(key, verdict)
@@ -156,6 +210,7 @@ class LeasingLimiter:
                 at_ms=leased.at_ms,
                 money=money,
                 money_before=leased.money,
+                record=leased_money.lease if leased_money is not None else "",
             )
             self._book.store(key, lease)
             verdict = self._book.take(key, now_ms)
@@ -190,20 +245,74 @@ class LeasingLimiter:
         self.clock_offset_ms = verdict.at_ms - now_ms
         return verdict
 
+    @property
+    def owed(self) -> int:
+        """Refunds of money leases waiting for another try."""
+        return len(self._owed)
+
+    def _record_id(self) -> str:
+        return f"{self._process}.{next(self._records)}"
+
+    def _owe(self, owed: Owed) -> None:
+        if len(self._owed) >= MAX_OWED:
+            log.error("dropped a capacity lease's refund for %s: %d refunds wait already", owed.partition, MAX_OWED)
+            return
+        self._owed.append(owed)
+
+    def _owe_again(
+        self, key: Hashable, partition: str, policies: Sequence[Policy], refund: Refund | None, money: Money | None
+    ) -> None:
+        """A call carrying ``refund`` failed: a money lease's refund is kept for the next sweep."""
+        if refund is not None and refund.lease:
+            self._owe(Owed(key, partition, tuple(policies), refund, money))
+
+    def _owe_lost_take(
+        self,
+        key: Hashable,
+        partition: str,
+        policies: Sequence[Policy],
+        costs: Sequence[int],
+        now_ms: int,
+        size: int,
+        money: Money | None,
+        record: str,
+    ) -> None:
+        """A take of ``size`` requests whose answer was lost (it may have been counted; its request was
+        answered without it): owed back whole, applied only if Redis recorded it."""
+        lost = Lease(
+            partition,
+            tuple(policies),
+            tuple(costs),
+            now_ms,
+            now_ms,
+            size,
+            tuple(0 for _ in costs),
+            at_ms=now_ms + self.clock_offset_ms,
+            money=money,
+            record=record,
+        )
+        self._owe(Owed.of(key, lost))
+
     async def sweep(self, now_ms: int) -> int:
-        """Refund the leases that ended with units left; the number refunded."""
-        return await self._refund_all(self._book.expired(now_ms), now_ms)
+        """Refund the leases that ended with units left (and retry the refunds that failed); the number
+        refunded."""
+        owed, self._owed = self._owed, []
+        ended = [Owed.of(key, lease) for key, lease in self._book.expired(now_ms)]
+        return await self._refund_all(owed + ended, now_ms)
 
     async def drain(self, now_ms: int) -> int:
-        """Refund every lease's unused units (shutting down)."""
-        return await self._refund_all(self._book.drain(), now_ms)
+        """Refund every lease's unused units (shutting down), and the refunds still owed."""
+        owed, self._owed = self._owed, []
+        ended = [Owed.of(key, lease) for key, lease in self._book.drain()]
+        return await self._refund_all(owed + ended, now_ms)
 
-    async def _refund_all(self, leases: Sequence[tuple[Hashable, Lease]], now_ms: int) -> int:
+    async def _refund_all(self, refunds: Sequence[Owed], now_ms: int) -> int:
         """Refund each lease while its check is marked as being taken: a request of that check waits for
         the refund to land, so the next lease counts from the counters with these units given back (one
         process never sees a unit twice in its ``remaining``)."""
         refunded = 0
-        for key, lease in leases:
+        for owed in refunds:
+            key = owed.key
             while (taking := self._taking.get(key)) is not None:  # a check of this key is in flight
                 await asyncio.shield(taking)
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -211,11 +320,15 @@ class LeasingLimiter:
             try:
                 while alone := self._alone.get(key):  # counted before the units go back (see consume)
                     await asyncio.shield(alone[0])
-                await self._limiter.refund(lease.partition, lease.policies, lease.refund(), now_ms, lease.money)
+                await self._limiter.refund(owed.partition, owed.policies, owed.refund, now_ms, owed.money)
                 refunded += 1
-            except LimiterUnavailable as exc:  # the units stay consumed: capacity wasted, no limit exceeded
+            except LimiterUnavailable as exc:
                 self.refunds_failed += 1
-                log.warning("could not refund a capacity lease of %s: %s", lease.partition, exc)
+                if owed.refund.lease:  # money: sent again by the next sweep (its record makes that safe)
+                    self._owe(owed)
+                    log.warning("could not refund a capacity lease of %s yet: %s", owed.partition, exc)
+                else:  # the units stay consumed: capacity wasted, no limit exceeded
+                    log.warning("could not refund a capacity lease of %s: %s", owed.partition, exc)
             finally:
                 self._taking.pop(key, None)
                 done.set_result(None)

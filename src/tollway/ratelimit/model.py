@@ -154,6 +154,7 @@ class MemoryLimiter:
         self._grants: dict[str, dict[str, GrantState]] = {}
         self._spent: dict[str, int] = {}
         self._reservations: dict[str, dict[str, str]] = {}
+        self._leases: dict[str, set[str]] = {}
         self._outbox: dict[str, list[Event]] = {}
         self._funding: dict[str, int] = {}
         self._once: set[str] = set()
@@ -186,7 +187,14 @@ class MemoryLimiter:
                 raise ValueError(f"reservation {money.row_id!r} exists")
         if refund is not None:
             refund.check(policies, money)
-            self.give_back(partition, policies, refund)
+            if refund.lease:  # applied only by the call that closes the lease's record (money.py)
+                held = self._leases.get(partition, set())
+                if refund.lease in held:
+                    held.discard(refund.lease)
+                else:
+                    refund = None
+            if refund is not None:
+                self.give_back(partition, policies, refund)
         at_ms = now_ms if self._server_ms is None else self._server_ms()
         keys = [policy_key(self._prefix, partition, p) for p in policies]
         totals: list[int] = []
@@ -221,6 +229,8 @@ class MemoryLimiter:
                     self._windows[key] = dict(live)  # the stale buckets are dropped by the write
                 else:
                     self._quotas[key] = self._quotas.get(key, 0) + c
+        if admitted and money is not None and money.lease:
+            self._leases.setdefault(partition, set()).add(money.lease)
         if money is not None and money.alerts is not None and state is not None:
             epoch = self._funding.get(partition, 0)
             for event in money_events(partition, money, state, fit, admitted, epoch, at_ms):
@@ -426,6 +436,10 @@ class MemoryLimiter:
             return True
         return False
 
+    def leases(self, partition: str) -> set[str]:
+        """The customer's open lease records (``ratelimit.money``, kind 9), as in Redis."""
+        return set(self._leases.get(partition, set()))
+
     def reservations(self, partition: str) -> dict[str, str]:
         """The customer's reservations hash (row id -> open record or settlement marker), as in Redis."""
         return dict(self._reservations.get(partition, {}))
@@ -433,7 +447,7 @@ class MemoryLimiter:
     async def refund(
         self, partition: str, policies: Sequence[Policy], refund: Refund, now_ms: int, money: Money | None = None
     ) -> None:
-        if money is not None and any(refund.charge_units):
+        if money is not None and (refund.lease or any(refund.charge_units)):
             self.check(partition, policies, 0, now_ms, refund, money.scaled(0))
             return
         refund.check(policies, money)

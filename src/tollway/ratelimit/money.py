@@ -20,6 +20,7 @@ Script arguments, after the policies' (one ARGV each, in this order; each with i
     3 <period_start_ms>                                 the balance: burn the price
     4 <cap_micros> <hard 0|1> <period_end_ms>           the spend cap
     5 <row_id> <overrun> <cap_period_start_ms|-1> <i>,… a reservation of the charges at positions i (1-based)
+    9 <take id|-> <close id|->                          a capacity lease's record (key {p}ls:{<customer>})
 
 A charge argument may end with `` r<units>``: units of a capacity lease given back before the check (not
 below 0); the counter goes down by them and the price of those *top* positions
@@ -32,6 +33,16 @@ spend cap: (spent before, price, 0); reservation: (1 written | 0 refused, reserv
 Reservations (``ratelimit.reservations``): with ``Money.reserved``, the check also writes the
 reservation record ``{p}rv:{<customer>}`` field ``row_id`` when admitted (a row id already there is an
 error: nothing is admitted). Settled later by ``settle.lua`` (``Limiter.settle``).
+
+Lease records (kind 9). A capacity lease that carries money (``leases.py``) is *recorded*: the call
+that takes it (``Money.lease``) writes field ``<take id>`` of the hash ``{p}ls:{<customer>}`` (value: the
+caller's now_ms; the hash expires a day after the last take), and the call that gives its unused units
+back (``Refund.lease``, the close id; zero units for a lease used up) deletes it first and applies the
+refund — policy units and charge units alike — only if the field was there. So a refund is applied at
+most once however often it is sent: after a reply lost to a timeout (the call may have run) it is sent
+again until an answer comes, and a take whose answer was lost is closed with its whole size (given back
+if the take was counted, nothing if not). A crashed process's records stay until the hash expires (its
+unused units are not given back). The reply for the argument: (1 closed | 0, 1 recorded | 0, 0).
 
 Money in the script (``consume.lua``; ``ratelimit.model`` is the same in Python). The formats above are
 unchanged; the script tells money arguments from policies' by their first digit (2-5 vs 0-1), counting
@@ -64,7 +75,9 @@ KIND_CHARGE: Final = 2
 KIND_BALANCE: Final = 3
 KIND_CAP: Final = 4
 KIND_RESERVE: Final = 5
+KIND_LEASE: Final = 9
 ROW_ID: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+LEASE_ID: Final = re.compile(r"[A-Za-z0-9_.]{1,64}")
 """A reservation's key: the usage row id (``usage.row.new_row_id``)."""
 
 MoneyRefusal = Literal["insufficient-credits", "spend-cap-reached"]
@@ -118,6 +131,10 @@ class Money:
     overrun: int = 0
     row_id: str = ""
     alerts: MoneyAlerts | None = field(default=None, compare=False)
+    lease: str = ""
+    """A capacity lease's record id (``LEASE_ID``; empty: no record): admitted, the check records it in
+    ``{p}ls:{<customer>}``, and the lease's refund is applied only by the call that closes it (see
+    "Lease records" above)."""
     floor: int = 0
     """A capacity lease's balance floor (micro-units): refused (insufficient credits) if the price would
     take the live balance below it, so a lease never crosses a ``balance.low`` threshold (0: the price
@@ -136,6 +153,8 @@ class Money:
             raise ValueError("overrun must be >= 0")
         if self.row_id and not ROW_ID.fullmatch(self.row_id):
             raise ValueError(f"bad reservation row id {self.row_id!r}")
+        if self.lease and not LEASE_ID.fullmatch(self.lease):
+            raise ValueError(f"bad lease record id {self.lease!r}")
 
     @property
     def reserves(self) -> bool:

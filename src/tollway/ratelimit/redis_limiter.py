@@ -150,7 +150,7 @@ class RedisLimiter:
     async def refund(
         self, partition: str, policies: Sequence[Policy], refund: Refund, now_ms: int, money: Money | None = None
     ) -> None:
-        if money is not None and any(refund.charge_units):
+        if money is not None and (refund.lease or any(refund.charge_units)):
             await self.consume(partition, policies, 0, now_ms, refund, money.scaled(0))
         elif any(refund.units):
             refund.check(policies, money)

@@ -18,6 +18,9 @@ class Refund:
     units: tuple[int, ...]
     taken_ms: int
     charge_units: tuple[int, ...] = ()
+    lease: str = ""
+    """The record of the lease this refund closes (``Money.lease`` of its take; empty: none): the units
+    go back only if the record is still there, so a refund sent twice is applied once."""
 
     def __post_init__(self) -> None:
         if any(count < 0 for count in self.units):

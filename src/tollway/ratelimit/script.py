@@ -11,8 +11,8 @@ from importlib.resources import files
 
 from tollway.notifications.keys import stream_key
 from tollway.ratelimit.alerts import alert_args
-from tollway.ratelimit.keys import charge_key, grants_key, policy_key, spend_key
-from tollway.ratelimit.money import KIND_BALANCE, KIND_CAP, KIND_CHARGE, KIND_RESERVE, Money
+from tollway.ratelimit.keys import charge_key, grants_key, leases_key, policy_key, spend_key
+from tollway.ratelimit.money import KIND_BALANCE, KIND_CAP, KIND_CHARGE, KIND_LEASE, KIND_RESERVE, Money
 from tollway.ratelimit.policies import Policy, WindowPolicy
 from tollway.ratelimit.refunds import Refund
 from tollway.ratelimit.reservations import reservations_key
@@ -47,7 +47,8 @@ def script_keys_and_args(
     b = buckets; quota: a = period end), followed by " units bucket" when ``refund`` gives units back to
     that policy first (``refund.taken_ms`` is a window time: the one the lease was counted at); then
     ``money``'s arguments (``ratelimit.money``): each charge (" r<units>" when ``refund.charge_units``
-    gives some back), the balance, the spend cap, each with its key; last, only when a policy has
+    gives some back), the balance, the spend cap, the reservation, the lease record (``money.lease`` taken,
+    ``refund.lease`` closed), each with its key; last, only when a policy has
     alerts, the customer's outbox stream and the alert arguments (``ratelimit.alerts``)."""
     keys: list[str] = []
     args: list[int | str] = [now_ms, "" if window_ms is None else window_ms]
@@ -82,6 +83,10 @@ def script_keys_and_args(
             positions = ",".join(str(i + 1) for i, marked in enumerate(money.reserved) if marked)
             cap_start = cap.period_start_ms if cap is not None else -1
             args.append(f"{KIND_RESERVE} {money.row_id} {money.overrun} {cap_start} {positions}")
+        close = refund.lease if refund is not None else ""
+        if money.lease or close:
+            keys.append(leases_key(prefix, partition))
+            args.append(f"{KIND_LEASE} {money.lease or '-'} {close or '-'}")
     if alerting or (money is not None and money.alerts is not None):
         keys.append(stream_key(prefix, partition))
         args.extend(alert_args(partition, policies, money))
