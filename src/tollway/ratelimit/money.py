@@ -13,6 +13,7 @@ Redis keys (all with the customer's hash tag, beside the limiter's counters)::
     {p}cq:{<customer>}:<charge>:<period_start_ms>   string  the period's quantity of a real-time charge
     {p}cr:{<customer>}                              hash    grant id -> grant record (credits.grants)
     {p}sp:{<customer>}:<period_start_ms>            string  micro-units spent in the period (real-time charges)
+    {p}ls:{<customer>}                              hash    record id -> now_ms: money leases not yet closed
 
 Script arguments, after the policies' (one ARGV each, in this order; each with its key in KEYS)::
 
