@@ -119,6 +119,28 @@ def test_numbers_are_consecutive_and_a_retry_is_the_same_credit_note(
     assert asyncio.run(assigned()) == {a.document["credit_note_id"]: 1, b.document["credit_note_id"]: 2}
 
 
+def test_a_redis_emptied_between_two_credit_notes_continues_after_the_highest_number_stored(
+    valkey_fresh: ValkeyServer, invoices: ChdbDatabase
+) -> None:
+    first = CreditRequest(INVOICE, "egress", None, (LineCredit(3),), idempotency_key="k1")
+    second = CreditRequest(INVOICE, "calls overcharged", None, (LineCredit(2, "1.00"),), idempotency_key="k2")
+    third = CreditRequest(INVOICE, "calls overcharged again", None, (LineCredit(2, "0.50"),), idempotency_key="k3")
+    a, b = asyncio.run(issue(valkey_fresh, invoices, first, second))
+    assert [r.document["number"] for r in (a, b)] == ["CN-2026-000001", "CN-2026-000002"]
+
+    async def flush() -> None:  # a Redis lost, or restored from a backup older than both numbers
+        redis = Redis.from_url(valkey_fresh.url, decode_responses=True)
+        try:
+            await redis.flushdb()
+        finally:
+            await redis.aclose()
+
+    asyncio.run(flush())
+    [c] = asyncio.run(issue(valkey_fresh, invoices, third))
+    assert c.document["number"] == "CN-2026-000003"
+    assert rows(invoices) == 3
+
+
 def test_refusals_write_nothing(valkey_fresh: ValkeyServer, invoices: ChdbDatabase) -> None:
     first = CreditRequest(INVOICE, "most of it", "70.00")
     too_large = CreditRequest(INVOICE, "a cent too much", "6.66")

@@ -9,7 +9,9 @@ of the new credit note would race between two callers crediting the same invoice
 taken with ``SET NX PX`` and released by a script that deletes it only if it still holds the caller's
 token. Under the lock: read the invoice and its credit notes, check the request
 (``credit_notes.draft_credit_note``), assign the number (``numbering.assign_number``, series ``CN``, the
-credit note id as document id), insert the row. A caller that finds the lock taken waits for it
+credit note id as document id; the sequence first raised to the highest ``CN`` number of the year stored in
+``credit_notes``, so a Redis emptied or restored from an older backup never gives a number again), insert
+the row. A caller that finds the lock taken waits for it
 (polling) up to ``wait_s``, then gives up with ``CreditNoteBusy``; nothing was written.
 
 A process killed under the lock leaves it until ``LOCK_TTL_MS`` passes (30 s: far above the two reads
@@ -42,8 +44,8 @@ from tollway.billing.credit_notes import (
     draft_credit_note,
     is_retry_of,
 )
-from tollway.billing.invoice_store import load_current
-from tollway.billing.numbering import assign_number, format_number
+from tollway.billing.invoice_store import highest_number, load_current
+from tollway.billing.numbering import assign_number, format_number, raise_sequence
 from tollway.redis_types import RedisClient
 
 T = TypeVar("T")
@@ -157,6 +159,9 @@ class CreditNoteIssuer:
             if self._after_read is not None:
                 await self._after_read()
             year = note.issued_on.year
+            # A Redis emptied or restored from an older backup continues after the highest number stored.
+            stored_highest = await warehouse.run(lambda c, db: highest_number(c, db, SERIES, year, "credit_notes"))
+            await raise_sequence(self._redis, prefix=self._prefix, series=SERIES, year=year, at_least=stored_highest)
             number = await assign_number(
                 self._redis, prefix=self._prefix, series=SERIES, year=year, document_id=note_id
             )

@@ -30,7 +30,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from tollway.billing.aggregate import format_instant
 from tollway.billing.documents import InvoiceFacts
@@ -122,15 +122,21 @@ def _utc(value: Any) -> datetime:
     return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant
 
 
-def highest_number(client: Any, database: str, series: str, year: int) -> int:
-    """The highest number of ``series`` and ``year`` among the stored invoices (``INV-2026-000042`` → 42;
-    0 when there is none): where the sequence must continue from (``numbering.raise_sequence``)."""
+NUMBERED_TABLES: Final = ("invoices", "credit_notes")
+
+
+def highest_number(client: Any, database: str, series: str, year: int, table: str = "invoices") -> int:
+    """The highest number of ``series`` and ``year`` among the stored invoices (or the stored credit
+    notes: ``table``) (``INV-2026-000042`` → 42; 0 when there is none): where the sequence must continue
+    from (``numbering.raise_sequence``)."""
+    if table not in NUMBERED_TABLES:
+        raise ValueError(f"{table!r} holds no numbered documents")
     prefix = f"{series}-{year}-"
     rows = query_rows(
         client,
-        "SELECT max(toUInt64OrZero(substring(number, {start:UInt32}))) FROM {db:Identifier}.invoices "
+        "SELECT max(toUInt64OrZero(substring(number, {start:UInt32}))) FROM {db:Identifier}.{table:Identifier} "
         "WHERE startsWith(number, {prefix:String})",
-        {"db": check_identifier(database), "start": len(prefix) + 1, "prefix": prefix},
+        {"db": check_identifier(database), "table": table, "start": len(prefix) + 1, "prefix": prefix},
     )
     return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
