@@ -118,3 +118,49 @@ def test_payment_overdue_is_a_402_problem() -> None:
     body = json.loads(deny.body)
     assert body["type"] == "https://tollway.dev/problems/payment-overdue"
     assert (body["title"], body["status"], body["instance"]) == ("Payment overdue", 402, "req-1")
+
+
+def test_the_callers_usage_page_shows_what_the_gateway_enforces_while_overdue() -> None:
+    """``GET /tollway/v1/usage`` of an overdue customer: the quotas the gate enforces (the overdue plan's,
+    without the customer's overrides), and an ``overdue`` member saying so; a refusing plan's customer still
+    sees the page (it is how they learn why), with ``access: refused``. Not overdue: no such member."""
+    from typing import Any
+
+    from tollway.usage.caller_report import caller_report
+
+    live = LiveCatalog(compile_catalog_text(CATALOG, "catalog.yaml"))
+    records = {
+        "paid": subscription("paid", "pro"),
+        "late": subscription("late", "pro", overdue=("in_1",)),
+        "barred": subscription("barred", "strict", overdue=("in_1", "in_2")),
+        "loose": subscription("loose", "lenient", overdue=("in_1",)),
+    }
+
+    class Subscriptions:
+        async def get(self, customer_id: str) -> Subscription:
+            return records[customer_id]
+
+    async def warehouse(query: Any) -> Any:
+        return {}, None, None
+
+    def report(customer: str) -> dict[str, Any]:
+        return asyncio.run(
+            caller_report(
+                customer,
+                subscriptions=Subscriptions(),
+                live=live,
+                limiter=MemoryLimiter(),
+                warehouse=warehouse,
+                now=NOW,
+            )
+        )
+
+    paid = report("paid")
+    assert "overdue" not in paid
+    assert [(q["name"], q["limit"]) for q in paid["quotas"]] == [("monthly", 50)]  # the customer's override
+    late = report("late")
+    assert late["plan"] == "pro", "the plan held"
+    assert late["overdue"] == {"invoices": 1, "access": "plan", "plan": "free"}
+    assert [(q["name"], q["limit"]) for q in late["quotas"]] == [("monthly", 1)], "free's quota, as the gate"
+    assert report("barred")["overdue"] == {"invoices": 2, "access": "refused", "plan": None}
+    assert report("loose")["overdue"] == {"invoices": 1, "access": "unchanged", "plan": None}

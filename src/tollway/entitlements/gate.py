@@ -51,12 +51,12 @@ from tollway.entitlements.errors import (
     LimitExceeded,
     MissingScope,
     NoSubscription,
-    PaymentOverdue,
     PaymentRequired,
     PlanUnavailable,
     RouteNotGranted,
 )
 from tollway.entitlements.live_catalog import LiveCatalog
+from tollway.entitlements.overdue import in_force_while_overdue
 from tollway.entitlements.rules import PolicyRule, rules_for
 from tollway.plans.catalog import CompiledCatalog
 from tollway.plans.errors import UnknownPlan
@@ -345,17 +345,7 @@ class EntitlementGate:
         if found.changes:
             found = found.as_of(self._clock.now_ms())
         if found.overdue:
-            plan = self._catalog.current.plans.get(found.plan_id)
-            policy = plan.overdue if plan is not None else None  # a plan the catalog lacks: refused by _route
-            if policy is not None:
-                if policy.refuse:
-                    raise PaymentOverdue(
-                        "Payment of an invoice of this account is overdue: the account is suspended until it is paid.",
-                        found.plan_id,
-                        len(found.overdue),
-                    )
-                if policy.plan is not None:
-                    return found.while_overdue(policy.plan)
+            return in_force_while_overdue(found, self._catalog.current.plans)
         return found
 
     def forget_customer_cap(self, customer_id: str) -> None:

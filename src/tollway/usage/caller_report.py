@@ -20,11 +20,12 @@ from tollway.billing.aggregate import billable_quantities
 from tollway.billing.errors import BillingError
 from tollway.billing.invoices import BillingMonth, build_invoice
 from tollway.billing.money import format_decimal
-from tollway.entitlements.errors import NoSubscription, PlanUnavailable
+from tollway.entitlements.errors import NoSubscription, PaymentOverdue, PlanUnavailable
 from tollway.entitlements.live_catalog import LiveCatalog
+from tollway.entitlements.overdue import in_force_while_overdue
 from tollway.periods import BillingPeriod, load_timezone
 from tollway.plans.errors import UnknownPlan
-from tollway.plans.schema import Catalog
+from tollway.plans.schema import Catalog, Plan
 from tollway.ratelimit import Limiter, Policy, QuotaPolicy
 from tollway.subscriptions.model import Subscription, format_exact
 from tollway.usage.money_report import MoneySources, burn_per_day, money_parts
@@ -88,15 +89,20 @@ async def caller_report(
     plan = compiled.plans.get(subscription.plan_id)
     if plan is None:
         raise PlanUnavailable(f"The plan '{subscription.plan_id}' of this account is not available.")
+    overdue, enforced = _while_overdue(subscription, compiled.plans)
+    if enforced is not subscription:  # the quotas the gateway enforces: the overdue plan's
+        plan = compiled.plans.get(enforced.plan_id)
+        if plan is None:
+            raise PlanUnavailable(f"The plan '{enforced.plan_id}' of this account is not available.")
     period = subscription.current_period(now)
     start_ms, end_ms = int(period.start.timestamp() * 1000), int(period.end.timestamp() * 1000)
-    if subscription.addons:  # the quotas the gateway enforces: the plan combined with the add-ons held
+    if enforced.addons:  # the quotas the gateway enforces: the plan combined with the add-ons held
         try:
-            plan = compiled.plan(subscription.entitled_plan(int(now.timestamp() * 1000)))
+            plan = compiled.plan(enforced.entitled_plan(int(now.timestamp() * 1000)))
         except UnknownPlan as exc:
             raise PlanUnavailable(f"The add-on '{exc.plan_id}' of this account is not available.") from None
     policies: list[Policy] = [
-        QuotaPolicy(q.name, subscription.limit(q.name, q.limit), start_ms, end_ms) for q in plan.quotas
+        QuotaPolicy(q.name, enforced.limit(q.name, q.limit), start_ms, end_ms) for q in plan.quotas
     ]
     quotas: list[dict[str, Any]] = []
     if policies:  # cost 0: reported, never consumed
@@ -137,7 +143,25 @@ async def caller_report(
         document["balance"] = balance
     if spend_cap is not None:
         document["spend_cap"] = spend_cap
+    if overdue is not None:
+        document["overdue"] = overdue
     return document
+
+
+def _while_overdue(subscription: Subscription, plans: Mapping[str, Plan]) -> tuple[dict[str, Any] | None, Subscription]:
+    """While an invoice is overdue: what the document says of it (how many invoices, and what the gateway
+    does: ``plan`` the overdue plan in force, ``refused`` every request but this page, ``unchanged`` no
+    policy), and the subscription whose quotas the gateway enforces. (None, the subscription) otherwise."""
+    if not subscription.overdue:
+        return None, subscription
+    count = len(subscription.overdue)
+    try:
+        enforced = in_force_while_overdue(subscription, plans)
+    except PaymentOverdue:
+        return {"invoices": count, "access": "refused", "plan": None}, subscription
+    if enforced is subscription:
+        return {"invoices": count, "access": "unchanged", "plan": None}, subscription
+    return {"invoices": count, "access": "plan", "plan": enforced.plan_id}, enforced
 
 
 def _charges(invoice: Mapping[str, Any]) -> dict[str, Any]:
