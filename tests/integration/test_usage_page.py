@@ -173,6 +173,10 @@ def test_usage_page_in_headless_chromium(valkey_fresh: ValkeyServer, chdb_db: Ch
                 invoice = http.get(href)
                 assert invoice.status_code == 200
                 assert invoice.text == to_html(document)
+                pdf = href.replace("/html?", "/pdf?")
+                assert f'href="{pdf}"' in html, "each invoice's PDF is linked too"
+                opened = http.get(pdf)
+                assert (opened.status_code, opened.headers["content-type"]) == (200, "application/pdf")
             assert november["total"] == f"{10 + total * 0.5:.2f}"  # 10.00 + 50 requests × 0.50
 
             # a link is for one customer, and only until it expires

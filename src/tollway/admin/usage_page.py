@@ -1,6 +1,6 @@
 """The customer's usage and invoice page: this billing period's usage per meter, a daily chart per
 meter, a prepaid customer's balance (grants with expiry, burn per day), the spend cap with what was
-spent, and the invoices with links to each one's page. Standalone HTML (inline CSS and SVG, no
+spent, and the invoices with links to each one's page and PDF. Standalone HTML (inline CSS and SVG, no
 script, nothing fetched); every string from the stores is escaped."""
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class UsagePage:
     totals: Sequence[MeterTotal]
     units: dict[str, str]
     charts: Sequence[MeterChart]
-    invoices: Sequence[tuple[InvoiceSummary, str]]  # with the link to its HTML page
+    invoices: Sequence[tuple[InvoiceSummary, str, str]]  # with the links to its HTML page and its PDF
     generated_at: str
     balance: BalanceView | None = None  # a prepaid plan
     spend_cap: SpendCapView | None = None  # a plan with a spend cap
@@ -165,10 +165,10 @@ def _invoices(page: UsagePage) -> str:
     if not page.invoices:
         return '<h2>Invoices</h2><p class="sub">No invoices yet.</p>'
     rows = []
-    for invoice, link in page.invoices:
+    for invoice, link, pdf in page.invoices:
         rows.append(
             "<tr>"
-            f'<td><a href="{escape(link)}">{escape(invoice.invoice_id)}</a></td>'
+            f'<td><a href="{escape(link)}">{escape(invoice.invoice_id)}</a> <a href="{escape(pdf)}">PDF</a></td>'
             f"<td>{escape(invoice.period)}</td>"
             f"<td>{escape(invoice.plan_id)}</td>"
             f'<td><span class="status {escape(invoice.status)}">{escape(invoice.status)}</span></td>'

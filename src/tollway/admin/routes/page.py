@@ -158,7 +158,12 @@ async def build_page(services: AdminServices, customer_id: str, token: str | Non
         units=units,
         charts=charts,
         invoices=[
-            (invoice, f"/customers/{customer_id}/invoices/{invoice.invoice_id}/html{suffix}") for invoice in invoices
+            (
+                invoice,
+                f"/customers/{customer_id}/invoices/{invoice.invoice_id}/html{suffix}",
+                f"/customers/{customer_id}/invoices/{invoice.invoice_id}/pdf{suffix}",
+            )
+            for invoice in invoices
         ],
         generated_at=format_instant(now),
         balance=None if balance is None else _balance(balance, burned or []),
