@@ -56,9 +56,13 @@ def test_template_passes_envoy_validate(template: Path) -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("variant", envoy_config.VARIANTS)
-@pytest.mark.parametrize("shape", ["rendered", "without_ext_authz", "direct_response", "envoy_alone_direct"])
+@pytest.mark.parametrize(
+    "shape", ["rendered", "without_ext_authz", "direct_response", "envoy_alone_direct", "check_timeout"]
+)
 def test_rendered_variant_passes_envoy_validate(variant: str, shape: str, tmp_path: Path) -> None:
     cfg = _rendered(variant)
+    if shape == "check_timeout":
+        cfg = envoy_config.with_check_timeout(cfg, 2.5)
     if shape in ("without_ext_authz", "envoy_alone_direct"):
         cfg = envoy_config.without_ext_authz(cfg)
     if shape in ("direct_response", "envoy_alone_direct"):
@@ -83,6 +87,20 @@ def test_templates_fail_closed_with_503_in_200ms(variant: str) -> None:
     assert {"exact": "x-api-key"} in allowed
     assert {"exact": "x-request-id"} in allowed
     assert {"prefix": "x-tollway-"} in allowed
+
+
+@pytest.mark.parametrize("variant", envoy_config.VARIANTS)
+def test_a_longer_check_timeout_changes_only_the_copy(variant: str) -> None:
+    cfg = _rendered(variant)
+    longer = envoy_config.with_check_timeout(cfg, 2.5)
+    service = (
+        _ext_authz(longer)["http_service"]["server_uri"] if variant == "http" else _ext_authz(longer)["grpc_service"]
+    )
+    assert service["timeout"] == "2.5s"
+    original = _ext_authz(cfg)["http_service"]["server_uri"] if variant == "http" else _ext_authz(cfg)["grpc_service"]
+    assert original["timeout"] == "0.2s"
+    with pytest.raises(HarnessError):
+        envoy_config.with_check_timeout(envoy_config.without_ext_authz(cfg), 2.5)
 
 
 def test_http_template_sends_original_path_and_filters_response_headers() -> None:

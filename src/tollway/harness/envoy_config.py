@@ -169,6 +169,28 @@ def with_direct_response(cfg: Mapping[str, Any], status: int = 200, body: str = 
     return result
 
 
+def with_check_timeout(cfg: Mapping[str, Any], seconds: float) -> EnvoyConfig:
+    """A copy whose ext_authz check may take ``seconds`` (HTTP ``server_uri.timeout`` or gRPC ``timeout``).
+
+    For tests that count exact outcomes on a loaded machine: a check that a stalled host makes slower than the
+    deployed 200 ms is a correct 503 in production, but not what such a test measures.
+    """
+    result: EnvoyConfig = copy.deepcopy(dict(cfg))
+    changed = 0
+    for hcm in _http_connection_managers(result):
+        for http_filter in hcm.get("http_filters", []):
+            if http_filter.get("name") != EXT_AUTHZ_FILTER:
+                continue
+            typed = http_filter.get("typed_config", {})
+            service = typed["http_service"]["server_uri"] if "http_service" in typed else typed.get("grpc_service")
+            if isinstance(service, dict):
+                service["timeout"] = f"{seconds:g}s"
+                changed += 1
+    if changed == 0:
+        raise HarnessError(f"config has no {EXT_AUTHZ_FILTER} filter to set a timeout on")
+    return result
+
+
 def _static(cfg: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
     try:
         items = cfg["static_resources"][kind]
